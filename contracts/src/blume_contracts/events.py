@@ -1,0 +1,193 @@
+"""Event data models: one per event type on the ``blume.share`` exchange.
+
+Requests are named ``*.requested``; facts are in the past tense. Every outcome event
+carries the ``share_id``; the envelope carries the request's ``correlationid``.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import model_validator
+
+from blume_contracts.sensitivity import phi, secret
+
+MAX_MESSAGE_LENGTH = 2000
+Locale = Literal["en-CA", "fr-CA"]
+ShareMethod = Literal["external_link", "blume"]
+
+
+def _email_syntax(value: str) -> str:
+    """RFC 5322 addr-spec syntax (no display name, no quoting, no CR/LF); no DNS look-up."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized
+    except EmailNotValidError as error:
+        raise ValueError(str(error)) from None
+
+
+EmailAddress = Annotated[str, StringConstraints(max_length=254), AfterValidator(_email_syntax)]
+# A DICOM UID: dot-separated numeric components, at most 64 characters (PS3.5 9.1).
+DicomUid = Annotated[
+    str, StringConstraints(max_length=64, pattern=r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+]
+# Person names (including DICOM PN with ^ separators): no control characters.
+PersonName = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+]
+FreeText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_LENGTH)]
+ShareId = Annotated[str, StringConstraints(pattern=r"^shr_[0-9a-f]{32}$")]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Patient(Contract):
+    mrn: Identifier = phi()
+    name: PersonName = phi()
+    birth_date: date | None = phi(default=None)
+
+
+class Study(Contract):
+    study_instance_uid: DicomUid = phi()
+    accession_number: Identifier | None = phi(default=None)
+    study_date: date | None = phi(default=None)
+    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
+        default_factory=list, max_length=16
+    )
+    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+    patient: Patient
+
+
+class Sender(Contract):
+    user_id: Identifier
+    name: PersonName
+    email: EmailAddress = phi()
+
+
+class Recipient(Contract):
+    name: PersonName = phi()
+    email: EmailAddress = phi()
+
+
+class PatientAccountRef(Contract):
+    blume_patient_id: Identifier
+
+
+class StudySendRequested(Contract):
+    """A user of OmegaAI asked to share a study (the only event upstream publishes)."""
+
+    method: ShareMethod
+    tenant_id: Identifier
+    study: Study
+    sender: Sender
+    recipient: Recipient | None = None
+    patient_account: PatientAccountRef | None = None
+    message: FreeText | None = phi(default=None)
+    expires_in_hours: Annotated[int, Field(gt=0)] | None = None
+    locale: Locale = "en-CA"
+
+    @model_validator(mode="after")
+    def _audience_matches_method(self) -> Self:
+        if self.method == "external_link" and self.recipient is None:
+            raise ValueError("an external_link share needs a recipient")
+        if self.method == "blume" and self.patient_account is None:
+            raise ValueError("a blume share needs a patient_account")
+        return self
+
+
+class RejectionReason(StrEnum):
+    MALFORMED_REQUEST = "malformed_request"
+    UNKNOWN_METHOD = "unknown_method"
+    METHOD_NOT_AVAILABLE = "method_not_available"
+    UNKNOWN_TENANT = "unknown_tenant"
+    TENANT_MISMATCH = "tenant_mismatch"
+    INVALID_RECIPIENT_EMAIL = "invalid_recipient_email"
+    INVALID_RECIPIENT_NAME = "invalid_recipient_name"
+    INVALID_SENDER = "invalid_sender"
+    INVALID_STUDY_UID = "invalid_study_uid"
+    INVALID_STUDY = "invalid_study"
+    INVALID_PATIENT = "invalid_patient"
+    UNSUPPORTED_LOCALE = "unsupported_locale"
+    INVALID_EXPIRY = "invalid_expiry"
+    EXPIRY_EXCEEDS_POLICY = "expiry_exceeds_policy"
+    MESSAGE_TOO_LONG = "message_too_long"
+    MISSING_RECIPIENT = "missing_recipient"
+    MISSING_PATIENT_ACCOUNT = "missing_patient_account"
+
+
+class ShareAccepted(Contract):
+    share_id: ShareId
+    method: ShareMethod
+    expires_at: AwareDatetime
+
+
+class ShareRejected(Contract):
+    share_id: ShareId
+    reason: RejectionReason
+    message: Annotated[str, StringConstraints(max_length=500)] = Field(
+        description="Human-readable; never echoes the rejected value."
+    )
+    field: str | None = Field(default=None, description="Dotted path of the offending field.")
+
+
+class ShareLinkRequested(Contract):
+    share_id: ShareId
+    tenant_id: Identifier
+    study_instance_uid: DicomUid = phi()
+    recipient: Recipient
+    sender: Sender
+    organisation: PersonName
+    message: FreeText | None = phi(default=None)
+    locale: Locale
+    expires_at: AwareDatetime
+
+
+class ShareLinkIssued(Contract):
+    share_id: ShareId
+    link_id: Annotated[str, StringConstraints(pattern=r"^lnk_[0-9a-f]{32}$")]
+    token_fingerprint: str = Field(description="sha256 reference to the token; not the token.")
+    sealed_link: str = secret(
+        description="The recipient link, encrypted for the notifier (Fernet). Never stored."
+    )
+    expires_at: AwareDatetime
+    recipient: Recipient
+    sender: Sender
+    organisation: PersonName
+    message: FreeText | None = phi(default=None)
+    locale: Locale
+
+
+class ShareNotificationSent(Contract):
+    share_id: ShareId
+    channel: Literal["email"] = "email"
+    message_id: str = Field(description="RFC 5322 Message-ID of the email, stable per share.")
+    recipient_email: EmailAddress = phi()
+    accepted_at: AwareDatetime
+
+
+class ShareNotificationFailed(Contract):
+    share_id: ShareId
+    reason: Literal["smtp_rejected", "smtp_unavailable", "template_error"]
+    detail: Annotated[str, StringConstraints(max_length=500)]
+
+
+class ShareCompleted(Contract):
+    share_id: ShareId
+    method: ShareMethod
+    completed_at: AwareDatetime
+    notification_message_id: str | None = None
+
+
+class ShareFailed(Contract):
+    share_id: ShareId
+    reason: str
+    message: Annotated[str, StringConstraints(max_length=500)]
+    failed_at: AwareDatetime

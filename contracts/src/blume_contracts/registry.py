@@ -1,0 +1,115 @@
+"""Who produces and who consumes each event type. The routing key is the event type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pydantic import BaseModel
+
+from blume_contracts import events as ev
+from blume_contracts.sensitivity import Sensitivity, protect_secrets, sensitive_field_names
+
+UPSTREAM: Final = "omegaai"
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    type: str
+    model: type[BaseModel]
+    summary: str
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+
+
+_AUDIT = "audit_sink"
+
+EVENTS: Final[dict[str, EventSpec]] = {
+    spec.type: spec
+    for spec in (
+        EventSpec(
+            "study.send.requested",
+            ev.StudySendRequested,
+            "A user asked to share a study by secure link or into Blume.",
+            (UPSTREAM,),
+            ("share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
+            "share.accepted",
+            ev.ShareAccepted,
+            "The request passed validation, policy and consent; a share exists.",
+            ("share_dispatcher",),
+            (UPSTREAM, _AUDIT),
+        ),
+        EventSpec(
+            "share.rejected",
+            ev.ShareRejected,
+            "The request was refused, with a machine-readable reason code.",
+            ("share_dispatcher",),
+            (UPSTREAM, _AUDIT),
+        ),
+        EventSpec(
+            "share.link.requested",
+            ev.ShareLinkRequested,
+            "The dispatcher asks for a secure link for an accepted external share.",
+            ("share_dispatcher",),
+            ("link_issuer", _AUDIT),
+        ),
+        EventSpec(
+            "share.link.issued",
+            ev.ShareLinkIssued,
+            "A link was minted; the sealed link travels to the notifier only.",
+            ("link_issuer",),
+            ("notifier", "share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
+            "share.notification.sent",
+            ev.ShareNotificationSent,
+            "The SMTP server accepted the email.",
+            ("notifier",),
+            ("share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
+            "share.notification.failed",
+            ev.ShareNotificationFailed,
+            "The notifier gave up sending the email.",
+            ("notifier",),
+            ("share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
+            "share.completed",
+            ev.ShareCompleted,
+            "The share reached its recipient.",
+            ("share_dispatcher",),
+            (UPSTREAM, _AUDIT),
+        ),
+        EventSpec(
+            "share.failed",
+            ev.ShareFailed,
+            "The share's path gave up.",
+            ("share_dispatcher",),
+            (UPSTREAM, _AUDIT),
+        ),
+    )
+}
+
+
+def spec_for(event_type: str) -> EventSpec:
+    try:
+        return EVENTS[event_type]
+    except KeyError:
+        raise KeyError(f"unknown event type {event_type!r}") from None
+
+
+def consumed_by(service: str) -> list[str]:
+    return [spec.type for spec in EVENTS.values() if service in spec.consumers]
+
+
+SENSITIVE_FIELDS: Final[dict[str, Sensitivity]] = sensitive_field_names(
+    [spec.model for spec in EVENTS.values()]
+)
+
+
+def protect_for_audit(data: Any) -> Any:
+    """Event data as the audit store keeps it: secrets replaced by fingerprints."""
+    return protect_secrets(data, SENSITIVE_FIELDS)

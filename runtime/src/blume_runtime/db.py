@@ -1,0 +1,100 @@
+"""Database access: one async engine per process, SQLModel tables, inbox and outbox.
+
+PostgreSQL (psycopg 3) in production, SQLite (aiosqlite) on the embedded default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel import Field, SQLModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def timestamp_column(*, nullable: bool = False, index: bool = False) -> Any:
+    """A timezone-aware timestamp column (``now`` by default unless nullable)."""
+    if nullable:
+        return Field(default=None, sa_type=DateTime(timezone=True), nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=index)
+
+
+def database_url(url: str, *, use_async: bool) -> str:
+    """Accept ``postgresql://``, ``postgres://`` and ``sqlite://``; pick the right driver."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite" if use_async else "sqlite")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use PostgreSQL or SQLite")
+    return parsed.render_as_string(hide_password=False)
+
+
+class InboxEntry(SQLModel, table=True):
+    """A message a consumer has processed, recorded in the same transaction as its effect."""
+
+    __tablename__ = "runtime_inbox"
+
+    consumer: str = Field(primary_key=True, max_length=64)
+    event_source: str = Field(primary_key=True, max_length=256)
+    event_id: str = Field(primary_key=True, max_length=256)
+    processed_at: datetime = timestamp_column()
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An event caused by a committed change, waiting to be published (deleted once confirmed)."""
+
+    __tablename__ = "runtime_outbox"
+
+    event_id: str = Field(primary_key=True, max_length=256)
+    routing_key: str = Field(max_length=128)
+    body: bytes
+    created_at: datetime = timestamp_column(index=True)
+
+
+class Database:
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = database_url(url, use_async=True)
+        self.is_sqlite = self.url.startswith("sqlite")
+        options: dict[str, Any] = {"echo": echo}
+        if not self.is_sqlite:
+            options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

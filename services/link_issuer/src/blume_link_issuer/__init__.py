@@ -1,0 +1,1 @@
+"""blume_link_issuer"""
