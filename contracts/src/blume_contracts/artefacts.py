@@ -90,8 +90,7 @@ def asyncapi_document() -> dict[str, Any]:
 def rendered() -> dict[Path, str]:
     """Every artefact's path and its expected text."""
     files = {
-        SCHEMA_DIR / f"{event_type}.json": _dump(event_schema(event_type))
-        for event_type in EVENTS
+        SCHEMA_DIR / f"{event_type}.json": _dump(event_schema(event_type)) for event_type in EVENTS
     }
     files[ASYNCAPI_FILE] = _dump(asyncapi_document())
     return files

@@ -15,7 +15,7 @@ UPSTREAM: Final = "omegaai"
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
-    type: str
+    event_type: str
     model: type[BaseModel]
     summary: str
     producers: tuple[str, ...]
@@ -25,7 +25,7 @@ class EventSpec:
 _AUDIT = "audit_sink"
 
 EVENTS: Final[dict[str, EventSpec]] = {
-    spec.type: spec
+    spec.event_type: spec
     for spec in (
         EventSpec(
             "study.send.requested",
@@ -102,7 +102,7 @@ def spec_for(event_type: str) -> EventSpec:
 
 
 def consumed_by(service: str) -> list[str]:
-    return [spec.type for spec in EVENTS.values() if service in spec.consumers]
+    return [spec.event_type for spec in EVENTS.values() if service in spec.consumers]
 
 
 SENSITIVE_FIELDS: Final[dict[str, Sensitivity]] = sensitive_field_names(

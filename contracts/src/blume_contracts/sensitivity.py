@@ -22,7 +22,7 @@ SENSITIVITY_KEY: Final = "x-sensitivity"
 
 class Sensitivity(StrEnum):
     PHI = "phi"
-    SECRET = "secret"
+    SECRET = "secret"  # noqa: S105 - a marking, not a credential
 
 
 def phi(**kwargs: Any) -> Any:

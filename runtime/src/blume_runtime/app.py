@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -96,3 +96,23 @@ class Runtime:
         finally:
             await self.stop()
 
+
+ServiceFactory = Callable[[Settings], Service]
+
+
+def serve(factories: Sequence[ServiceFactory], settings: Settings | None = None) -> None:
+    """Entry point body: run the given services until SIGTERM (on RabbitMQ or embedded)."""
+    from blume_runtime.logging import configure_logging
+
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def main() -> None:
+        db = Database(settings.database)
+        runtime = Runtime(settings, [factory(settings) for factory in factories], db)
+        try:
+            await runtime.run_until_signalled()
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())

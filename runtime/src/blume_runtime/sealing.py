@@ -12,14 +12,14 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from blume_runtime.settings import Settings
 
 
-class SealingKeyMissing(RuntimeError):
+class SealingKeyError(RuntimeError):
     pass
 
 
 class Sealer:
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
-            raise SealingKeyMissing("no sealing key configured")
+            raise SealingKeyError("no sealing key configured")
         self._fernet = MultiFernet([Fernet(key) for key in keys])
 
     def seal(self, plaintext: str) -> str:
@@ -40,7 +40,7 @@ class Sealer:
         elif settings.embedded_broker:
             raw = _embedded_key(settings.state_dir / "sealing.key")
         else:
-            raise SealingKeyMissing(
+            raise SealingKeyError(
                 "set BLUME_TOKEN_SEALING_KEY or BLUME_TOKEN_SEALING_KEY_FILE "
                 "(generate one with: blume-share keygen)"
             )

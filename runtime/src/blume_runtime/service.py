@@ -48,7 +48,9 @@ class HandlerContext:
         model = spec_for(event_type).model
         if not isinstance(data, model):
             raise TypeError(f"{event_type} carries {model.__name__}, not {type(data).__name__}")
-        seed = f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
+        seed = (
+            f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
+        )
         outgoing = CloudEvent[BaseModel](
             id=str(uuid.uuid5(_EVENT_IDS, seed)),
             source=f"/blume-share/{self.service}",

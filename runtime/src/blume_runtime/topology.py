@@ -9,7 +9,7 @@ from blume_contracts.envelope import EXCHANGE
 
 QUEUE_PREFIX = "blume.share."
 DELIVERY_LIMIT = 20
-"""Quorum-queue redelivery limit: a message that crashes its consumer this often is dead-lettered."""
+"""Quorum-queue redelivery limit: a message that kills its consumer this often is dead-lettered."""
 
 
 @dataclass(frozen=True, slots=True)

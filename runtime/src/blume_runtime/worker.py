@@ -78,7 +78,7 @@ class Worker:
                 self._log.error("permanent failure dead-lettered", error=str(error))
                 await delivery.dead_letter()
                 return "dead_lettered_permanent"
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - any other failure is retried
                 if delivery.attempt >= self._max_attempts:
                     self._log.exception("retries exhausted, dead-lettered")
                     await delivery.dead_letter()

@@ -1,0 +1,22 @@
+"""Link tokens: 256 bits from the OS CSPRNG, URL-safe base64 without padding (43 characters)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Final
+
+TOKEN_BYTES: Final = 32
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def link_for(public_base_url: str, token: str) -> str:
+    """The recipient link: the public base and the opaque token, nothing else."""
+    return f"{public_base_url.rstrip('/')}/s/{token}"

@@ -1,0 +1,49 @@
+"""The dispatcher's record of each share and the state it is in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from blume_runtime.db import timestamp_column
+from sqlmodel import Field, SQLModel
+
+
+class ShareState(StrEnum):
+    REJECTED = "rejected"
+    ACCEPTED = "accepted"
+    LINK_ISSUED = "link_issued"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+TERMINAL = frozenset({ShareState.REJECTED, ShareState.COMPLETED, ShareState.FAILED})
+
+# Notification outcomes can overtake share.link.issued (separate consumers, retries), so
+# ACCEPTED may go straight to a terminal state.
+TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
+    ShareState.ACCEPTED: frozenset(
+        {ShareState.LINK_ISSUED, ShareState.COMPLETED, ShareState.FAILED}
+    ),
+    ShareState.LINK_ISSUED: frozenset({ShareState.COMPLETED, ShareState.FAILED}),
+}
+
+
+class Share(SQLModel, table=True):
+    __tablename__ = "dispatcher_shares"
+
+    share_id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64, index=True)
+    method: str = Field(max_length=32)
+    state: ShareState = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    correlation_id: str = Field(max_length=256, index=True)
+    request_source: str = Field(max_length=256)
+    request_id: str = Field(max_length=256)
+    expires_at: datetime | None = timestamp_column(nullable=True)
+    notification_message_id: str | None = Field(default=None, max_length=256)
+    created_at: datetime = timestamp_column()
+    updated_at: datetime = timestamp_column()
+
+    def can_become(self, state: ShareState) -> bool:
+        return state in TRANSITIONS.get(self.state, frozenset())

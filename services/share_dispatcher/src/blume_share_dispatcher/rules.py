@@ -1,0 +1,105 @@
+"""Request rules: contract violations mapped to reason codes, and the tenant's policy."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from blume_contracts.envelope import RawEvent
+from blume_contracts.events import RejectionReason, StudySendRequested
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from blume_share_dispatcher.policy import TenantPolicy
+
+R = RejectionReason
+
+# Most specific first: the first rule matching any error's location names the reason.
+_FIELD_REASONS: tuple[tuple[tuple[str, ...], RejectionReason], ...] = (
+    (("method",), R.UNKNOWN_METHOD),
+    (("tenant_id",), R.UNKNOWN_TENANT),
+    (("recipient", "email"), R.INVALID_RECIPIENT_EMAIL),
+    (("recipient", "name"), R.INVALID_RECIPIENT_NAME),
+    (("recipient",), R.MISSING_RECIPIENT),
+    (("patient_account",), R.MISSING_PATIENT_ACCOUNT),
+    (("study", "study_instance_uid"), R.INVALID_STUDY_UID),
+    (("study", "patient"), R.INVALID_PATIENT),
+    (("study",), R.INVALID_STUDY),
+    (("sender",), R.INVALID_SENDER),
+    (("locale",), R.UNSUPPORTED_LOCALE),
+    (("expires_in_hours",), R.INVALID_EXPIRY),
+    (("message",), R.MESSAGE_TOO_LONG),
+)
+_AUDIENCE_ERRORS = {
+    "an external_link share needs a recipient": (R.MISSING_RECIPIENT, "recipient"),
+    "a blume share needs a patient_account": (R.MISSING_PATIENT_ACCOUNT, "patient_account"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectionReason
+    message: str
+    field: str | None = None
+
+
+def share_id_for(request: RawEvent) -> str:
+    """Derived from the request's dedupe key, so a redelivered request makes the same share."""
+    digest = hashlib.sha256(f"{request.source}\n{request.id}".encode()).hexdigest()
+    return f"shr_{digest[:32]}"
+
+
+def rejection_for(error: ValidationError) -> Rejection:
+    """The reason code for a request that breaks the contract; never echoes the bad value."""
+    errors = error.errors(include_input=False, include_url=False)
+    for error_detail in errors:
+        if error_detail["loc"] == () and (audience := _audience_error(error_detail)):
+            reason, field = audience
+            return Rejection(reason, f"{field} is required for this method", field)
+    for prefix, reason in _FIELD_REASONS:
+        for error_detail in errors:
+            loc = tuple(str(part) for part in error_detail["loc"])
+            if loc[: len(prefix)] == prefix and error_detail["type"] != "extra_forbidden":
+                field = ".".join(loc)
+                return Rejection(reason, f"{field}: {error_detail['msg']}"[:500], field)
+    first = errors[0]
+    location = ".".join(str(part) for part in first["loc"])
+    return Rejection(
+        R.MALFORMED_REQUEST, f"{location or 'data'}: {first['msg']}"[:500], location or None
+    )
+
+
+def _audience_error(detail: ErrorDetails) -> tuple[RejectionReason, str] | None:
+    message = detail["msg"].removeprefix("Value error, ")
+    return _AUDIENCE_ERRORS.get(message)
+
+
+def check_policy(
+    request: StudySendRequested,
+    event_tenant: str,
+    policies: dict[str, TenantPolicy],
+) -> Rejection | TenantPolicy:
+    """Tenant and policy rules a well-formed request must also pass."""
+    if request.tenant_id != event_tenant:
+        return Rejection(
+            R.TENANT_MISMATCH, "data.tenant_id differs from the event's tenantid", "tenant_id"
+        )
+    policy = policies.get(request.tenant_id)
+    if policy is None:
+        return Rejection(R.UNKNOWN_TENANT, "the tenant has no sharing policy", "tenant_id")
+    if request.method == "blume":
+        return Rejection(R.METHOD_NOT_AVAILABLE, "sending to Blume is not enabled yet", "method")
+    hours = request.expires_in_hours or policy.link_expiry_default_hours
+    if hours > policy.link_expiry_max_hours:
+        return Rejection(
+            R.EXPIRY_EXCEEDS_POLICY,
+            f"expires_in_hours exceeds the tenant's maximum of {policy.link_expiry_max_hours}",
+            "expires_in_hours",
+        )
+    return policy
+
+
+def expiry(request: StudySendRequested, policy: TenantPolicy, accepted_at: datetime) -> datetime:
+    hours = request.expires_in_hours or policy.link_expiry_default_hours
+    return accepted_at + timedelta(hours=hours)
