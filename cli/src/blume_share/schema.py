@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
+from alembic import command
+from alembic.config import Config
 from blume_runtime.db import database_url
-from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 
 def load_models() -> type[SQLModel]:
     """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
+    import blume_audit_sink.models
+    import blume_link_issuer.models
+    import blume_notifier.models
+    import blume_runtime.db
     import blume_share_dispatcher.models  # noqa: F401
 
     return SQLModel
 
 
-def upgrade(url: str) -> None:
-    """Bring the database at ``url`` to the latest schema.
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "blume_share:migrations")
+    # ConfigParser interpolation would eat a '%' in a password.
+    config.set_main_option("sqlalchemy.url", database_url(url, use_async=False).replace("%", "%%"))
+    return config
 
-    Interim: creates the tables from the models; replaced by ``alembic upgrade head``.
-    """
-    load_models()
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the latest schema (idempotent)."""
+    command.upgrade(alembic_config(url), "head")
+
+
+def current(url: str) -> str | None:
+    """The revision the database is at, or None if it has never been migrated."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine
+
     engine = create_engine(database_url(url, use_async=False))
     try:
-        SQLModel.metadata.create_all(engine)
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()

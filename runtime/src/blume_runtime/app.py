@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import structlog
@@ -83,7 +83,9 @@ class Runtime:
                 await close()
         log.info("runtime stopped")
 
-    async def run_until_signalled(self) -> None:
+    async def run_until_signalled(
+        self, after_start: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Run until SIGTERM or SIGINT, then drain in-flight work and stop."""
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -91,6 +93,8 @@ class Runtime:
             loop.add_signal_handler(signum, stop.set)
         await self.start()
         try:
+            if after_start is not None:
+                await after_start()
             await stop.wait()
             log.info("signal received, draining")
         finally:

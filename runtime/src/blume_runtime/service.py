@@ -39,7 +39,7 @@ class HandlerContext:
     log: Any
     emitted: list[str] = field(default_factory=list)
 
-    def emit(self, event_type: str, data: BaseModel) -> CloudEvent[BaseModel]:
+    def emit(self, event_type: str, data: BaseModel) -> CloudEvent[Any]:
         """Queue an event in the outbox, in this transaction; it is published after commit.
 
         The id is derived from the event being handled, so a handler that runs again after a
@@ -51,7 +51,7 @@ class HandlerContext:
         seed = (
             f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
         )
-        outgoing = CloudEvent[BaseModel](
+        outgoing = CloudEvent[Any](
             id=str(uuid.uuid5(_EVENT_IDS, seed)),
             source=f"/blume-share/{self.service}",
             type=event_type,

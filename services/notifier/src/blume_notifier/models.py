@@ -1,0 +1,34 @@
+"""What the notifier remembers: one row per email the SMTP server accepted.
+
+The row is the idempotency guard that outlives the inbox: a second ``share.link.issued`` for
+the same share (a new event id, say after a producer replay) finds it and sends nothing.
+The recipient's address is not kept, only a fingerprint to match it against the audit store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+from blume_runtime.db import timestamp_column
+from sqlmodel import Field, SQLModel
+
+STATUS_SENT: Final = "sent"
+
+
+def notification_key(share_id: str, kind: str) -> str:
+    """One email of each kind per share, e.g. ``shr_...:link``."""
+    return f"{share_id}:{kind}"
+
+
+class Notification(SQLModel, table=True):
+    __tablename__ = "notifier_notifications"
+
+    notification_key: str = Field(primary_key=True, max_length=64)
+    share_id: str = Field(max_length=36, index=True)
+    message_id: str = Field(max_length=255)
+    """RFC 5322 Message-ID, stable per share, so the email can be traced in the relay's logs."""
+    recipient_fingerprint: str = Field(max_length=64)
+    """``fingerprint`` of the lowercased recipient address; never the address itself."""
+    status: str = Field(default=STATUS_SENT, max_length=16)
+    sent_at: datetime = timestamp_column()

@@ -1,0 +1,140 @@
+"""Rendering the share emails: Jinja2 templates per locale, HTML and plain text.
+
+What goes into an email is deliberately small: who shared (name, organisation, contact),
+the link, until when it works, and the sender's own message. Nothing about the patient or
+the study reaches the templates, so nothing about them can reach an inbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, parseaddr
+from typing import Any, Final
+
+from blume_contracts.events import Locale, ShareLinkIssued
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+environment: Final = Environment(
+    loader=PackageLoader("blume_notifier", "templates"),
+    # Only .html is escaped: the .txt parts are plain text, where "&amp;" would be a typo.
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+_MONTHS: Final[dict[Locale, tuple[str, ...]]] = {
+    "en-CA": (
+        "January", "February", "March", "April", "May", "June", "July",
+        "August", "September", "October", "November", "December",
+    ),
+    "fr-CA": (
+        "janvier", "février", "mars", "avril", "mai", "juin", "juillet",
+        "août", "septembre", "octobre", "novembre", "décembre",
+    ),
+}  # fmt: skip
+
+
+def format_expiry(moment: datetime, locale: Locale) -> str:
+    """The expiry in UTC, spelled for the locale, zone stated.
+
+    en-CA: ``28 November 2026 at 14:00 UTC``; fr-CA: ``28 novembre 2026 à 14 h 00 UTC``
+    (the first of the month is ``1er`` in French).
+    """
+    utc = moment.astimezone(UTC)
+    month = _MONTHS[locale][utc.month - 1]
+    if locale == "fr-CA":
+        day = "1er" if utc.day == 1 else str(utc.day)
+        return f"{day} {month} {utc.year} à {utc.hour} h {utc.minute:02d} UTC"
+    return f"{utc.day} {month} {utc.year} at {utc.hour:02d}:{utc.minute:02d} UTC"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
+    """Everything the link templates may use; an allow-list, so no PHI can slip in."""
+    return {
+        "lang": data.locale,
+        "recipient_name": data.recipient.name,
+        "sender_name": data.sender.name,
+        "sender_email": data.sender.email,
+        "organisation": data.organisation,
+        "message": data.message.strip() if data.message and data.message.strip() else None,
+        "link": link,
+        "expires": format_expiry(data.expires_at, data.locale),
+    }
+
+
+def render_link_email(data: ShareLinkIssued, link: str) -> RenderedEmail:
+    """Render the subject and both bodies; raises ``jinja2.TemplateError`` on a broken template."""
+    context = link_email_context(data, link)
+    folder = data.locale
+    # A subject is one line: collapse whatever whitespace the template left.
+    subject = " ".join(environment.get_template(f"{folder}/link_issued.subject.txt")
+                       .render(context).split())  # fmt: skip
+    text = environment.get_template(f"{folder}/link_issued.txt").render(context)
+    html = environment.get_template(f"{folder}/link_issued.html").render(context, subject=subject)
+    return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def message_domain(mail_from: str) -> str:
+    """The domain of the From address: ``Blume <no-reply@blume.example>`` gives ``blume.example``.
+
+    Raises ``ValueError`` when ``mail_from`` holds no address with a domain.
+    """
+    _name, address = parseaddr(mail_from)
+    local, at, domain = address.rpartition("@")
+    if not (local and at and domain):
+        raise ValueError("the From address (BLUME_MAIL_FROM) needs an address with a domain")
+    return domain
+
+
+def link_message_id(share_id: str, mail_from: str) -> str:
+    """Stable per share, so a resend is recognisable as the same email downstream."""
+    return f"<{share_id}.link@{message_domain(mail_from)}>"
+
+
+def build_link_email(
+    event_data: ShareLinkIssued,
+    link: str,
+    *,
+    mail_from: str,
+    message_id: str,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """The "a study was shared with you" email: multipart/alternative, text then HTML.
+
+    Raises ``ValueError`` when a header cannot be built safely (the email package refuses
+    CR/LF in address parts and header values) and ``jinja2.TemplateError`` on a broken template.
+    """
+    if not link.startswith(("https://", "http://")):
+        raise ValueError("the link must be an absolute http(s) URL")
+    rendered = render_link_email(event_data, link)
+    message = EmailMessage(policy=SMTP)
+    message["From"] = mail_from
+    message["To"] = Address(
+        display_name=event_data.recipient.name, addr_spec=event_data.recipient.email
+    )
+    # Replies reach the person who shared, not an unmonitored no-reply box.
+    message["Reply-To"] = Address(
+        display_name=event_data.sender.name, addr_spec=event_data.sender.email
+    )
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(sent_at or datetime.now(UTC))
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    # Stops Exchange and Outlook from answering with out-of-office replies.
+    message["X-Auto-Response-Suppress"] = "All"
+    message["Content-Language"] = event_data.locale
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    return message
