@@ -73,8 +73,10 @@ def _request(**changes: object) -> dict[str, object]:
         ({"locale": "de-DE"}, "locale"),
         ({"expires_in_hours": 0}, "expires_in_hours"),
         ({"message": "x" * 2001}, "message"),
-        ({"recipient": {"name": "Bob", "email": "bob@clinic.example\r\nBcc: x@y.example"}},
-         "recipient.email"),
+        (
+            {"recipient": {"name": "Bob", "email": "bob@clinic.example\r\nBcc: x@y.example"}},
+            "recipient.email",
+        ),
         ({"recipient": {"name": "Bob\nBcc", "email": "bob@clinic.example"}}, "recipient.name"),
     ],
 )
@@ -85,9 +87,7 @@ def test_request_rejects_bad_fields(changes: dict[str, object], location: str) -
     assert location in {".".join(map(str, e["loc"])) for e in caught.value.errors()}
 
 
-@pytest.mark.parametrize(
-    "uid", ["1.2.3.a", "1..2", "01.2", "1." + "2" * 63, "1.2.3 ", "abc"]
-)
+@pytest.mark.parametrize("uid", ["1.2.3.a", "1..2", "01.2", "1." + "2" * 63, "1.2.3 ", "abc"])
 def test_study_uid_syntax(uid: str) -> None:
     """A study UID must be digits and dots, no leading zeros, at most 64 characters."""
     study = _request()["study"]

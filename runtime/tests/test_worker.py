@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,9 @@ class Recorder:
         self.calls += 1
         ctx.emit(
             "share.completed",
-            ShareCompleted(share_id=event.data.share_id, method="external_link", completed_at=now()),
+            ShareCompleted(
+                share_id=event.data.share_id, method="external_link", completed_at=now()
+            ),
         )
         if self.calls <= self.failures:
             if self.permanent:

@@ -21,6 +21,7 @@ from blume_runtime.logging import configure_logging
 from blume_runtime.settings import Settings
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from blume_share import operations
 from blume_share.requests import RequestFileError, parse_requests
@@ -141,7 +142,9 @@ def _print_idle_report(report: operations.IdleReport) -> None:
 
 @app.command()
 def send(
-    source: Annotated[str, typer.Argument(help="JSON, JSON array or JSON Lines file; - for stdin.")],
+    source: Annotated[
+        str, typer.Argument(help="JSON, JSON array or JSON Lines file; - for stdin.")
+    ],
 ) -> None:
     """Publish share requests; print each share id. On the embedded default, run them through."""
     settings = _settings()
@@ -195,7 +198,7 @@ def migrate() -> None:
     operations.prepare_embedded(settings)
     try:
         upgrade(settings.database)
-    except Exception as error:
+    except SQLAlchemyError as error:
         _fail(f"migration failed: {error}", EXIT_UNAVAILABLE)
     typer.echo("database schema is up to date")
 
@@ -215,7 +218,9 @@ def audit_verify(
     operations.prepare_embedded(settings)
     report = _run_async(operations.audit_verify(settings, tenant))
     for problem in report.problems:
-        typer.echo(f"BROKEN chain={problem.chain_id} seq={problem.seq} {problem.kind}: {problem.detail}")
+        typer.echo(
+            f"BROKEN chain={problem.chain_id} seq={problem.seq} {problem.kind}: {problem.detail}"
+        )
     typer.echo(
         f"{'OK' if report.ok else 'FAILED'}: {report.checked} records in {report.chains} chains"
     )

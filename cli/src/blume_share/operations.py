@@ -1,4 +1,4 @@
-"""What the CLI does, as plain async functions over the shared runtime (testable without a shell)."""
+"""What the CLI does: plain async functions over the shared runtime, testable without a shell."""
 
 from __future__ import annotations
 

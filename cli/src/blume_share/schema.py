@@ -10,10 +10,6 @@ from sqlmodel import SQLModel
 
 def load_models() -> type[SQLModel]:
     """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
-    import blume_audit_sink.models
-    import blume_link_issuer.models
-    import blume_notifier.models
-    import blume_runtime.db
     import blume_share_dispatcher.models  # noqa: F401
 
     return SQLModel

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, Dialect, TypeDecorator, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
@@ -26,11 +26,28 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class UtcDateTime(TypeDecorator[datetime]):
+    """Stored as UTC, returned aware: SQLite keeps no zone and would shift non-UTC values."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: store aware datetimes only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
+
+
 def timestamp_column(*, nullable: bool = False, index: bool = False) -> Any:
     """A timezone-aware timestamp column (``now`` by default unless nullable)."""
     if nullable:
-        return Field(default=None, sa_type=DateTime(timezone=True), nullable=True, index=index)
-    return Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=index)
+        return Field(default=None, sa_type=UtcDateTime, nullable=True, index=index)
+    return Field(default_factory=utcnow, sa_type=UtcDateTime, index=index)
 
 
 def database_url(url: str, *, use_async: bool) -> str:
@@ -72,7 +89,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = database_url(url, use_async=True)
         self.is_sqlite = self.url.startswith("sqlite")
-        options: dict[str, Any] = {"echo": echo}
+        # Query parameters can hold PHI: keep them out of exception messages and logs.
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
             options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(self.url, **options)

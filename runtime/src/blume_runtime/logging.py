@@ -7,6 +7,7 @@ in a model is redacted from every log line, whatever logged it.
 from __future__ import annotations
 
 import logging
+from datetime import date, datetime
 import re
 import sys
 from collections.abc import MutableMapping
@@ -57,10 +58,16 @@ def redact_processor(
     return event_dict
 
 
+def _json_default(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime | date) else str(value)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: Any = (
-        structlog.processors.JSONRenderer() if as_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer(default=_json_default)
+        if as_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[

@@ -107,9 +107,7 @@ class Worker:
         invalid: ValidationError | None = None
         if model is not None:
             try:
-                typed = CloudEvent[model].model_validate(  # type: ignore[valid-type]
-                    {**event.model_dump(), "data": event.data}
-                )
+                typed = event.model_copy(update={"data": model.model_validate(event.data)})
             except ValidationError as error:
                 if self.service.invalid_data_handler is None:
                     raise PermanentError(

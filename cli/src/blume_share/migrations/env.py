@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from alembic import context
-from sqlalchemy import create_engine
+from typing import Any, Literal
 
+from alembic import context
+from alembic.autogenerate.api import AutogenContext
+from blume_runtime.db import UtcDateTime
 from blume_share.schema import load_models
+from sqlalchemy import create_engine
+from sqlmodel.sql.sqltypes import AutoString
 
 target_metadata = load_models().metadata
+
+
+def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal[False]:
+    """Write our column types as the plain SQLAlchemy types they store as."""
+    if kind == "type" and isinstance(item, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    if kind == "type" and isinstance(item, AutoString):
+        return f"sa.String(length={item.length})"
+    return False
 
 
 def run_migrations() -> None:
@@ -20,6 +33,7 @@ def run_migrations() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -20,6 +20,8 @@ from blume_contracts.envelope import RawEvent
 from blume_contracts.registry import protect_for_audit
 from blume_runtime.db import as_utc, utcnow
 from pydantic_core import to_jsonable_python
+from sqlalchemy import Table, exists
+from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -40,6 +42,9 @@ HASHED_COLUMNS: Final = (
     "payload",
 )
 
+_RECORDS: Final[Table] = AuditRecord.__table__  # type: ignore[attr-defined]
+_HEADS: Final[Table] = AuditChainHead.__table__  # type: ignore[attr-defined]
+
 # Values copied into the indexed columns. Anything else (data that broke its contract can
 # hold any JSON) stays in the payload only, so a bad value can never fail the insert.
 _INDEXABLE = re.compile(r"^[\x21-\x7e]{1,256}$")
@@ -55,7 +60,7 @@ def record_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(f"{prev_hash}\n{canonical_json(fields)}".encode()).hexdigest()
 
 
-def hashed_fields(values: Mapping[str, Any]) -> dict[str, Any]:
+def hashed_fields(values: Mapping[Any, Any]) -> dict[str, Any]:
     """The hashed columns of a record (or a row's mapping), timestamps as UTC ISO 8601.
 
     SQLite hands timestamps back naive and PostgreSQL in the session's time zone; both
@@ -65,10 +70,6 @@ def hashed_fields(values: Mapping[str, Any]) -> dict[str, Any]:
     for name in ("occurred_at", "recorded_at"):
         fields[name] = as_utc(fields[name]).isoformat()
     return fields
-
-
-def _record_values(record: AuditRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in HASHED_COLUMNS}
 
 
 def _indexable(value: Any) -> str | None:
@@ -107,13 +108,13 @@ async def _lock_or_create_head(session: AsyncSession, chain_id: str) -> AuditCha
     # nothing, and its lock then waits for the winner's commit instead of failing.
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(
+    await session.exec(
         insert(AuditChainHead)
         .values(chain_id=chain_id, seq=0, hash=GENESIS_HASH)
         .on_conflict_do_nothing(index_elements=["chain_id"])
     )
     head = await _lock_head(session, chain_id)
-    if head is None:  # pragma: no cover - the insert above guarantees the row
+    if head is None:  # only if someone deletes the head between our two statements
         raise RuntimeError(f"audit chain head for {chain_id!r} vanished")
     return head
 
@@ -151,7 +152,7 @@ async def append(session: AsyncSession, event: RawEvent) -> AuditRecord | None:
         prev_hash=head.hash,
         hash="",
     )
-    record.hash = record_hash(record.prev_hash, hashed_fields(_record_values(record)))
+    record.hash = record_hash(record.prev_hash, hashed_fields(record.model_dump()))
     head.seq = record.seq
     head.hash = record.hash
     session.add(record)
@@ -204,7 +205,7 @@ class _ChainWalk:
     last_hash: str = GENESIS_HASH
 
 
-def _check_row(walk: _ChainWalk, row: Mapping[str, Any]) -> list[Problem]:
+def _check_row(walk: _ChainWalk, row: Mapping[Any, Any]) -> list[Problem]:
     problems: list[Problem] = []
     seq: int = row["seq"]
     if seq != walk.last_seq + 1:
@@ -272,38 +273,56 @@ def _check_head(walk: _ChainWalk, head: AuditChainHead | None) -> list[Problem]:
 async def verify(session: AsyncSession, chain_id: str | None = None) -> VerifyReport:
     """Walk every chain (or one) in order and report each break with its chain and seq.
 
-    Rows are streamed as plain rows, not ORM objects, so memory stays flat however long
-    the chains are. A consistent snapshot needs a transaction at REPEATABLE READ or above
-    on PostgreSQL; under READ COMMITTED an append racing the walk can show as a head
-    mismatch.
+    Each row comes with its chain's head from the same statement, so rows and heads are one
+    snapshot at any isolation level and an append racing the walk is never taken for
+    tampering. Rows are streamed as plain rows, not ORM objects, so memory stays flat
+    however long the chains are.
     """
-    heads_query = select(AuditChainHead)
-    rows_query = select(*AuditRecord.__table__.columns).order_by(  # type: ignore[attr-defined]
-        col(AuditRecord.chain_id), col(AuditRecord.seq)
+    rows_query = (
+        sql_select(*_RECORDS.c, _HEADS.c.seq.label("head_seq"), _HEADS.c.hash.label("head_hash"))
+        .select_from(_RECORDS.outerjoin(_HEADS, _HEADS.c.chain_id == _RECORDS.c.chain_id))
+        .order_by(_RECORDS.c.chain_id, _RECORDS.c.seq)
+    )
+    # A head whose chain has no rows in its own snapshot: fine only before the first append.
+    orphan_heads_query = (
+        select(AuditChainHead)
+        .where(~exists().where(col(AuditRecord.chain_id) == col(AuditChainHead.chain_id)))
+        .order_by(col(AuditChainHead.chain_id))
     )
     if chain_id is not None:
-        heads_query = heads_query.where(AuditChainHead.chain_id == chain_id)
-        rows_query = rows_query.where(AuditRecord.chain_id == chain_id)
-    heads = {head.chain_id: head for head in (await session.exec(heads_query)).all()}
+        rows_query = rows_query.where(_RECORDS.c.chain_id == chain_id)
+        orphan_heads_query = orphan_heads_query.where(col(AuditChainHead.chain_id) == chain_id)
 
     report = VerifyReport()
+    walked: set[str] = set()
     walk: _ChainWalk | None = None
+    head: AuditChainHead | None = None
     stream = await session.stream(rows_query.execution_options(yield_per=500))
     async for row in stream.mappings():
         if walk is None or row["chain_id"] != walk.chain_id:
             if walk is not None:
-                report.problems.extend(_check_head(walk, heads.pop(walk.chain_id, None)))
+                report.problems.extend(_check_head(walk, head))
             walk = _ChainWalk(row["chain_id"])
+            walked.add(walk.chain_id)
+            head = _head_of(row)
             report.chains += 1
         report.problems.extend(_check_row(walk, row))
         report.checked += 1
     if walk is not None:
-        report.problems.extend(_check_head(walk, heads.pop(walk.chain_id, None)))
-    # Heads left over have no rows at all: fine only for a chain nothing was appended to.
-    for orphan_chain, head in sorted(heads.items()):
+        report.problems.extend(_check_head(walk, head))
+    for orphan in (await session.exec(orphan_heads_query)).all():
+        # Already judged by its rows; found here only if they vanished after that snapshot.
+        if orphan.chain_id in walked:
+            continue
         report.chains += 1
-        report.problems.extend(_check_head(_ChainWalk(orphan_chain), head))
+        report.problems.extend(_check_head(_ChainWalk(orphan.chain_id), orphan))
     return report
+
+
+def _head_of(row: Mapping[Any, Any]) -> AuditChainHead | None:
+    if row["head_seq"] is None:
+        return None
+    return AuditChainHead(chain_id=row["chain_id"], seq=row["head_seq"], hash=row["head_hash"])
 
 
 async def query(

@@ -78,9 +78,9 @@ def render_link_email(data: ShareLinkIssued, link: str) -> RenderedEmail:
     """Render the subject and both bodies; raises ``jinja2.TemplateError`` on a broken template."""
     context = link_email_context(data, link)
     folder = data.locale
+    subject_template = environment.get_template(f"{folder}/link_issued.subject.txt")
     # A subject is one line: collapse whatever whitespace the template left.
-    subject = " ".join(environment.get_template(f"{folder}/link_issued.subject.txt")
-                       .render(context).split())  # fmt: skip
+    subject = " ".join(subject_template.render(context).split())
     text = environment.get_template(f"{folder}/link_issued.txt").render(context)
     html = environment.get_template(f"{folder}/link_issued.html").render(context, subject=subject)
     return RenderedEmail(subject=subject, text=text, html=html)
@@ -134,7 +134,8 @@ def build_link_email(
     message["Auto-Submitted"] = "auto-generated"
     # Stops Exchange and Outlook from answering with out-of-office replies.
     message["X-Auto-Response-Suppress"] = "All"
-    message["Content-Language"] = event_data.locale
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
+    # After the body: set_content clears every Content-* header already present.
+    message["Content-Language"] = event_data.locale
     return message

@@ -8,6 +8,7 @@ repeat the email on redelivery; the Message-ID is stable per share for that reas
 
 from __future__ import annotations
 
+import re
 from typing import Final, Literal
 
 from blume_contracts.envelope import CloudEvent
@@ -39,12 +40,8 @@ def recipient_fingerprint(address: str) -> str:
 def failure_detail(error: Exception, recipient_email: str) -> str:
     """A loggable, bounded description: never the recipient's address, whatever the server said."""
     text = f"{type(error).__name__}: {error}"
-    # Servers quote addresses in any case; scrub_text then catches every other address.
-    lowered = recipient_email.lower()
-    start = text.lower().find(lowered)
-    while start != -1:
-        text = text[:start] + "[recipient]" + text[start + len(lowered) :]
-        start = text.lower().find(lowered, start + len("[recipient]"))
+    # Servers quote the address in any case; scrub_text then catches every other address.
+    text = re.sub(re.escape(recipient_email), "[recipient]", text, flags=re.IGNORECASE)
     return scrub_text(text)[:MAX_DETAIL_LENGTH]
 
 
@@ -82,20 +79,15 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
         try:
             message = build_link_email(issued, link, mail_from=mail_from, message_id=message_id)
         except (TemplateError, ValueError) as error:
-            fail(
-                ctx,
-                issued.share_id,
-                "template_error",
-                failure_detail(error, issued.recipient.email),
-            )
+            detail = failure_detail(error, issued.recipient.email)
+            fail(ctx, issued.share_id, "template_error", detail)
             return
 
         try:
             await outbound.send(message)
         except MailRejected as error:
-            fail(
-                ctx, issued.share_id, "smtp_rejected", failure_detail(error, issued.recipient.email)
-            )
+            detail = failure_detail(error, issued.recipient.email)
+            fail(ctx, issued.share_id, "smtp_rejected", detail)
             return
         except MailUnavailable as error:
             detail = failure_detail(error, issued.recipient.email)

@@ -6,6 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from blume_runtime.db import timestamp_column
+from sqlalchemy import Enum
 from sqlmodel import Field, SQLModel
 
 
@@ -35,7 +36,16 @@ class Share(SQLModel, table=True):
     share_id: str = Field(primary_key=True, max_length=36)
     tenant_id: str = Field(max_length=64, index=True)
     method: str = Field(max_length=32)
-    state: ShareState = Field(max_length=16)
+    # Stored as text, not a database enum: adding a state must not need a type migration.
+    state: ShareState = Field(
+        sa_type=Enum(
+            ShareState,
+            native_enum=False,
+            create_constraint=False,
+            length=16,
+            values_callable=lambda states: [state.value for state in states],
+        )
+    )
     reason: str | None = Field(default=None, max_length=64)
     correlation_id: str = Field(max_length=256, index=True)
     request_source: str = Field(max_length=256)

@@ -1,0 +1,37 @@
+# The verbs. `make run` and `make test` are the two commands the README promises.
+SHELL := /bin/bash
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: setup run test test-unit lint format artefacts bench clean
+
+setup:  ## install uv if missing, then the locked dependencies
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@$(UV) sync --locked --quiet
+
+run: setup  ## the whole path on the bundled example, on the embedded default
+	$(UV) run blume-share run --example --until-idle
+
+test: setup  ## every test (integration tests need RabbitMQ and PostgreSQL: see README)
+	$(UV) run pytest
+
+test-unit: setup  ## tests that need no external service
+	$(UV) run pytest -m "not integration and not e2e"
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+format: setup
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+artefacts: setup  ## regenerate JSON Schemas and the AsyncAPI document from the models
+	$(UV) run python -m blume_contracts.artefacts
+
+bench: setup  ## shares/s end to end vs raw aio-pika on the same broker (needs RabbitMQ, PostgreSQL)
+	$(UV) run python -m bench.throughput
+
+clean:
+	rm -rf .blume .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from blume_share.cli import main
+
+main()

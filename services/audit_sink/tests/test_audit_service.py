@@ -1,0 +1,103 @@
+"""The audit_sink worker through the shared pipeline: it hears every event and records it once."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from blume_audit_sink.chain import verify
+from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.service import NAME, build
+from blume_runtime.db import Database
+from blume_runtime.outbox import OutboxRelay
+from blume_runtime.settings import Settings
+from blume_runtime.transport import Delivery, InMemoryTransport
+from blume_runtime.worker import Worker, envelope_json
+from sqlmodel import col, select
+
+TENANT = "demo-hospital"
+
+
+@dataclass
+class SettledDelivery(Delivery):
+    """A delivery that remembers how the worker settled it."""
+
+    body: bytes
+    message_id: str | None
+    routing_key: str
+    attempt: int = 1
+    settled_as: str | None = None
+
+    async def ack(self) -> None:
+        self.settled_as = "ack"
+
+    async def retry_later(self) -> None:
+        self.settled_as = "retry"
+
+    async def dead_letter(self) -> None:
+        self.settled_as = "dead_letter"
+
+
+def delivery_of(event: Any) -> SettledDelivery:
+    return SettledDelivery(envelope_json(event), event.id, event.type)
+
+
+@pytest.fixture
+def worker(sqlite_db: Database, tmp_path: Any) -> Worker:
+    service = build(Settings(state_dir=tmp_path / "state"))
+    return Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
+
+
+async def stored_records(db: Database) -> list[AuditRecord]:
+    async with db.transaction() as session:
+        statement = select(AuditRecord).order_by(col(AuditRecord.chain_id), col(AuditRecord.seq))
+        return list((await session.exec(statement)).all())
+
+
+def test_queue_is_bound_to_every_routing_key(tmp_path: Any) -> None:
+    """The worker's queue is blume.share.audit_sink, bound with '#' so no event type is missed."""
+    service = build(Settings(state_dir=tmp_path / "state"))
+    assert service.name == NAME == "audit_sink"
+    assert service.queue.name == "blume.share.audit_sink"
+    assert service.queue.binding_keys == ("#",)
+
+
+@pytest.mark.parametrize("event_type", ["study.send.requested", "share.link.issued", "x.unknown"])
+def test_every_event_type_reaches_the_handler_unvalidated(tmp_path: Any, event_type: str) -> None:
+    """Known and unknown types route to the one handler, with no data model to reject them."""
+    route = build(Settings(state_dir=tmp_path / "state")).route(event_type)
+    assert route is not None
+    model, _handler = route
+    assert model is None
+
+
+async def test_a_redelivered_event_is_recorded_once(
+    worker: Worker, sqlite_db: Database, make_event: Any
+) -> None:
+    """Delivering the same message twice acknowledges both and leaves one record."""
+    event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
+    first, again = delivery_of(event), delivery_of(event)
+    await worker(first)
+    await worker(again)
+
+    assert (first.settled_as, again.settled_as) == ("ack", "ack")
+    records = await stored_records(sqlite_db)
+    assert [(r.chain_id, r.seq, r.event_id) for r in records] == [(TENANT, 1, event.id)]
+
+
+async def test_a_request_that_breaks_its_contract_is_recorded(
+    worker: Worker, sqlite_db: Database, make_event: Any
+) -> None:
+    """A study.send.requested the dispatcher would reject is still audited, not dead-lettered."""
+    broken = {"method": "carrier-pigeon", "tenant_id": TENANT, "study": "not an object"}
+    delivery = delivery_of(make_event("study.send.requested", broken, tenant=TENANT))
+    await worker(delivery)
+
+    assert delivery.settled_as == "ack"
+    (record,) = await stored_records(sqlite_db)
+    assert record.event_type == "study.send.requested"
+    assert json.loads(record.payload) == broken
+    async with sqlite_db.transaction() as session:
+        assert (await verify(session)).ok

@@ -1,0 +1,334 @@
+"""Tampering on real PostgreSQL, done as a superuser would, with raw SQL behind the sink's back.
+
+Each test appends to two tenants' chains, checks that verify passes, tampers with one chain
+and checks that verify names exactly the broken chain and sequence numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+from blume_audit_sink.chain import ProblemKind, VerifyReport, append, hashed_fields, record_hash
+from blume_audit_sink.chain import verify as verify_chains
+from blume_audit_sink.models import AuditRecord
+from blume_runtime.db import Database
+from psycopg import sql
+from sqlmodel import col, select
+
+pytestmark = pytest.mark.integration
+
+TAMPERED = "demo-hospital"
+UNTOUCHED = "north-clinic"
+TAMPERED_EVENTS = 10
+UNTOUCHED_EVENTS = 3
+
+Tamper = Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]
+Expected = set[tuple[str, int, ProblemKind]]
+
+
+@pytest.fixture
+async def database(migrated_database_url: str) -> AsyncIterator[Database]:
+    """The sink's engine on a fresh database whose sessions run in Toronto time.
+
+    A non-UTC session time zone shows that timestamps hash the same after the round trip.
+    """
+    name = urlsplit(migrated_database_url).path.lstrip("/")
+    async with await psycopg.AsyncConnection.connect(
+        migrated_database_url, autocommit=True
+    ) as admin:
+        await admin.execute(
+            sql.SQL("ALTER DATABASE {} SET timezone = 'America/Toronto'").format(
+                sql.Identifier(name)
+            )
+        )
+    db = Database(migrated_database_url)
+    yield db
+    await db.dispose()
+
+
+async def verify(db: Database) -> VerifyReport:
+    async with db.transaction() as session:
+        return await verify_chains(session)
+
+
+@pytest.fixture
+async def audited(database: Database, make_event: Any) -> Database:
+    """Ten events for one tenant interleaved with three for another; verify passes."""
+    toronto = timezone(timedelta(hours=-5))
+    for number in range(1, TAMPERED_EVENTS + 1):
+        event = make_event(
+            "share.accepted",
+            {"share_id": f"shr_{number:032x}", "note": "Montréal"},
+            tenant=TAMPERED,
+            time=datetime(2026, 11, 20, 4, number, 0, 250_000 * (number % 4), tzinfo=toronto),
+        )
+        async with database.transaction() as session:
+            assert await append(session, event) is not None
+        if number <= UNTOUCHED_EVENTS:
+            other = make_event("share.completed", {"share_id": "x"}, tenant=UNTOUCHED)
+            async with database.transaction() as session:
+                assert await append(session, other) is not None
+
+    report = await verify(database)
+    assert report.ok, report.problems
+    assert (report.checked, report.chains) == (TAMPERED_EVENTS + UNTOUCHED_EVENTS, 2)
+    return database
+
+
+async def tamper(db: Database, change: Tamper) -> None:
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as superuser:
+        await change(superuser)
+
+
+async def row(connection: psycopg.AsyncConnection[Any], seq: int) -> dict[str, Any]:
+    cursor = connection.cursor(row_factory=psycopg.rows.dict_row)
+    await cursor.execute(
+        "SELECT * FROM audit_records WHERE chain_id = %s AND seq = %s", (TAMPERED, seq)
+    )
+    found = await cursor.fetchone()
+    assert found is not None
+    return found
+
+
+async def insert_row(connection: psycopg.AsyncConnection[Any], values: dict[str, Any]) -> None:
+    columns = sql.SQL(", ").join(map(sql.Identifier, values))
+    placeholders = sql.SQL(", ").join(sql.Placeholder() * len(values))
+    await connection.execute(
+        sql.SQL("INSERT INTO audit_records ({}) VALUES ({})").format(columns, placeholders),
+        list(values.values()),
+    )
+
+
+def forged_after(previous: dict[str, Any], seq: int) -> dict[str, Any]:
+    """A forged record with a correct link and a correct hash: the forger knows the formula."""
+    forged = {
+        **previous,
+        "seq": seq,
+        "event_id": "forged-event",
+        "event_type": "share.revoked",
+        "payload": '{"share_id":"shr_forged"}',
+        "prev_hash": previous["hash"],
+    }
+    forged["hash"] = record_hash(forged["prev_hash"], hashed_fields(forged))
+    return forged
+
+
+async def edit_payload(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(
+        'UPDATE audit_records SET payload = \'{"share_id":"shr_other"}\' '
+        "WHERE chain_id = %s AND seq = 4",
+        (TAMPERED,),
+    )
+
+
+async def edit_payload_and_rehash(connection: psycopg.AsyncConnection[Any]) -> None:
+    edited = {**await row(connection, 4), "payload": "{}"}
+    await connection.execute(
+        "UPDATE audit_records SET payload = %s, hash = %s WHERE chain_id = %s AND seq = 4",
+        ("{}", record_hash(edited["prev_hash"], hashed_fields(edited)), TAMPERED),
+    )
+
+
+async def edit_occurred_at(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(
+        "UPDATE audit_records SET occurred_at = occurred_at - interval '1 day' "
+        "WHERE chain_id = %s AND seq = 7",
+        (TAMPERED,),
+    )
+
+
+async def delete_middle_row(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(
+        "DELETE FROM audit_records WHERE chain_id = %s AND seq = 5", (TAMPERED,)
+    )
+
+
+async def forge_row_at_tail(connection: psycopg.AsyncConnection[Any]) -> None:
+    await insert_row(connection, forged_after(await row(connection, 10), 11))
+
+
+async def forge_row_in_the_middle(connection: psycopg.AsyncConnection[Any]) -> None:
+    # Make room at seq 6 by renumbering the rest, then point the head at the new end.
+    previous = await row(connection, 5)
+    for offset in (1000, -999):
+        await connection.execute(
+            "UPDATE audit_records SET seq = seq + %s WHERE chain_id = %s AND seq >= 6",
+            (offset, TAMPERED),
+        )
+    await insert_row(connection, forged_after(previous, 6))
+    await connection.execute(
+        "UPDATE audit_chain_heads SET seq = 11 WHERE chain_id = %s", (TAMPERED,)
+    )
+
+
+async def swap_two_rows(connection: psycopg.AsyncConnection[Any]) -> None:
+    for old, new in ((3, -1), (4, 3), (-1, 4)):
+        await connection.execute(
+            "UPDATE audit_records SET seq = %s WHERE chain_id = %s AND seq = %s",
+            (new, TAMPERED, old),
+        )
+
+
+async def truncate_tail(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(
+        "DELETE FROM audit_records WHERE chain_id = %s AND seq > 8", (TAMPERED,)
+    )
+
+
+async def edit_head(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute(
+        "UPDATE audit_chain_heads SET hash = %s WHERE chain_id = %s", ("e" * 64, TAMPERED)
+    )
+
+
+async def delete_head(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute("DELETE FROM audit_chain_heads WHERE chain_id = %s", (TAMPERED,))
+
+
+async def delete_every_row(connection: psycopg.AsyncConnection[Any]) -> None:
+    await connection.execute("DELETE FROM audit_records WHERE chain_id = %s", (TAMPERED,))
+
+
+HM, BL, GAP = ProblemKind.HASH_MISMATCH, ProblemKind.BROKEN_LINK, ProblemKind.SEQ_GAP
+HEAD = ProblemKind.HEAD_MISMATCH
+
+TAMPERING: dict[str, tuple[Tamper, Expected]] = {
+    "edit-payload": (edit_payload, {(TAMPERED, 4, HM)}),
+    "edit-payload-and-rehash": (edit_payload_and_rehash, {(TAMPERED, 5, BL)}),
+    "edit-occurred-at": (edit_occurred_at, {(TAMPERED, 7, HM)}),
+    "delete-middle-row": (delete_middle_row, {(TAMPERED, 6, GAP), (TAMPERED, 6, BL)}),
+    "forge-row-at-tail": (forge_row_at_tail, {(TAMPERED, 11, HEAD)}),
+    "forge-row-in-the-middle": (
+        forge_row_in_the_middle,
+        {(TAMPERED, 7, BL)} | {(TAMPERED, seq, HM) for seq in range(7, 12)},
+    ),
+    "swap-two-rows": (
+        swap_two_rows,
+        {(TAMPERED, 3, BL), (TAMPERED, 3, HM), (TAMPERED, 4, BL), (TAMPERED, 4, HM)}
+        | {(TAMPERED, 5, BL)},
+    ),
+    "truncate-tail": (truncate_tail, {(TAMPERED, 9, HEAD)}),
+    "edit-head": (edit_head, {(TAMPERED, 10, HEAD)}),
+    "delete-head": (delete_head, {(TAMPERED, 10, ProblemKind.MISSING_HEAD)}),
+    "delete-every-row": (delete_every_row, {(TAMPERED, 1, HEAD)}),
+}
+
+
+@pytest.mark.parametrize(("change", "expected"), TAMPERING.values(), ids=TAMPERING.keys())
+async def test_verify_names_the_tampered_chain_and_seq(
+    audited: Database, change: Tamper, expected: Expected
+) -> None:
+    """After the tampering, verify fails and reports exactly the broken chain and seqs."""
+    await tamper(audited, change)
+
+    report = await verify(audited)
+    assert not report.ok
+    assert {(p.chain_id, p.seq, p.kind) for p in report.problems} == expected
+    assert len(report.problems) == len(expected)
+
+
+async def test_problem_details_name_hashes_not_data(audited: Database) -> None:
+    """An edited row's detail gives the stored and recomputed hashes and none of the data."""
+    await tamper(audited, edit_payload)
+
+    (problem,) = (await verify(audited)).problems
+    async with audited.transaction() as session:
+        stored = (
+            await session.exec(
+                select(AuditRecord).where(
+                    col(AuditRecord.chain_id) == TAMPERED, col(AuditRecord.seq) == 4
+                )
+            )
+        ).one()
+    recomputed = record_hash(stored.prev_hash, hashed_fields(stored.model_dump()))
+    assert stored.hash in problem.detail
+    assert recomputed in problem.detail
+    assert "shr_other" not in problem.detail
+    assert "Montréal" not in problem.detail
+
+
+async def test_verify_of_one_chain_ignores_the_other(audited: Database) -> None:
+    """Verifying the untouched tenant passes even though the other tenant's chain is broken."""
+    await tamper(audited, delete_middle_row)
+
+    async with audited.transaction() as session:
+        untouched = await verify_chains(session, UNTOUCHED)
+        tampered = await verify_chains(session, TAMPERED)
+    assert (untouched.ok, untouched.checked, untouched.chains) == (True, UNTOUCHED_EVENTS, 1)
+    assert not tampered.ok
+    assert {p.chain_id for p in tampered.problems} == {TAMPERED}
+
+
+async def test_concurrent_appends_to_a_new_chain_stay_gapless(
+    database: Database, make_event: Any
+) -> None:
+    """Twenty appends racing on one new tenant get seq 1..20, linked, and the chain verifies."""
+    events = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
+        for n in range(20)
+    ]
+
+    async def append_alone(event: Any) -> None:
+        async with database.transaction() as session:
+            assert await append(session, event) is not None
+
+    await asyncio.gather(*(append_alone(event) for event in events))
+
+    async with database.transaction() as session:
+        records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
+    assert [r.seq for r in records] == list(range(1, 21))
+    assert {r.event_id for r in records} == {e.id for e in events}
+    report = await verify(database)
+    assert (report.ok, report.checked) == (True, 20)
+
+
+async def test_timestamps_read_back_in_another_zone_still_verify(audited: Database) -> None:
+    """With the session in Toronto time, timestamps still come back as the same UTC instants."""
+    async with audited.transaction() as session:
+        first = (
+            await session.exec(
+                select(AuditRecord).where(
+                    col(AuditRecord.chain_id) == TAMPERED, col(AuditRecord.seq) == 1
+                )
+            )
+        ).one()
+    assert first.occurred_at.utcoffset() == timedelta(0)
+    assert first.occurred_at == datetime(2026, 11, 20, 9, 1, 0, 250_000, tzinfo=UTC)
+    assert (await verify(audited)).ok
+
+
+async def test_verify_while_the_sink_appends_reports_nothing(
+    database: Database, make_event: Any
+) -> None:
+    """Verifying under a stream of appends never mistakes a fresh append for tampering."""
+    events = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=tenant)
+        for n in range(40)
+        for tenant in (TAMPERED, UNTOUCHED)
+    ]
+    appending = True
+
+    async def append_all() -> None:
+        nonlocal appending
+        for event in events:
+            async with database.transaction() as session:
+                await append(session, event)
+        appending = False
+
+    async def verify_repeatedly() -> list[VerifyReport]:
+        reports = []
+        while appending:
+            reports.append(await verify(database))
+        return reports
+
+    _, reports = await asyncio.gather(append_all(), verify_repeatedly())
+    assert reports
+    assert [p for report in reports for p in report.problems] == []
+    assert (await verify(database)).checked == len(events)

@@ -1,0 +1,280 @@
+"""Rendering the link email: locales, MIME structure, escaping, header safety, no PHI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
+
+import jinja2
+import pytest
+from blume_contracts.events import Locale, Recipient, ShareLinkIssued
+from blume_notifier.render import (
+    build_link_email,
+    environment,
+    format_expiry,
+    link_email_context,
+    link_message_id,
+    render_link_email,
+)
+from pydantic import ValidationError
+
+MAIL_FROM = "Blume Share <no-reply@blume-share.example>"
+MESSAGE_ID = "<shr_0123456789abcdef0123456789abcdef.link@blume-share.example>"
+
+MakeIssued = Callable[..., ShareLinkIssued]
+
+
+def email_for(issued: ShareLinkIssued, link: str) -> EmailMessage:
+    """Build, serialise and parse back, as the recipient's mail client would see it."""
+    built = build_link_email(issued, link, mail_from=MAIL_FROM, message_id=MESSAGE_ID)
+    parsed = message_from_bytes(built.as_bytes(), policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def parts(message: EmailMessage) -> tuple[str, str]:
+    text = message.get_body(("plain",))
+    html = message.get_body(("html",))
+    assert isinstance(text, EmailMessage)
+    assert isinstance(html, EmailMessage)
+    # The SMTP policy writes CRLF line ends; a mail client shows them as plain line breaks.
+    return (
+        text.get_content().replace("\r\n", "\n"),
+        html.get_content().replace("\r\n", "\n"),
+    )
+
+
+def test_english_email_says_who_shared_until_when_with_the_link(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """en-CA: subject names sender and organisation; body has expiry, message, link, contact."""
+    message = email_for(make_issued(locale="en-CA"), link)
+    text, html = parts(message)
+    assert message["Subject"] == (
+        "Dr. Alice Smith (Demo Hospital) shared an imaging study with you"
+    )
+    assert message["Content-Language"] == "en-CA"
+    for body in (text, html):
+        assert "Hello Dr. Bob Jones," in body
+        assert "28 November 2026 at 14:00 UTC" in body
+        assert "personal and time-limited" in body
+        assert "alice@demo-hospital.example" in body
+        assert link in body
+    assert "Please review before Friday's consult." in text
+    assert '<html lang="en-CA">' in html
+
+
+def test_french_email_is_in_french_with_french_date(make_issued: MakeIssued, link: str) -> None:
+    """fr-CA: French subject and body, expiry written the Quebec way, in UTC."""
+    message = email_for(make_issued(locale="fr-CA"), link)
+    text, html = parts(message)
+    assert message["Subject"] == (
+        "Dr. Alice Smith (Demo Hospital) a partagé un examen d\u2019imagerie avec vous"
+    )
+    assert message["Content-Language"] == "fr-CA"
+    for body in (text, html):
+        assert "Bonjour Dr. Bob Jones," in body
+        assert "28 novembre 2026 à 14 h 00 UTC" in body
+        assert "personnel et valide pour une durée limitée" in body
+        assert link in body
+    assert "Consulter l\u2019examen" in html
+    assert '<html lang="fr-CA">' in html
+    assert "shared" not in text
+
+
+def test_email_is_multipart_alternative_text_then_html(make_issued: MakeIssued, link: str) -> None:
+    """The email is multipart/alternative: text/plain first, then text/html (the preferred)."""
+    message = email_for(make_issued(), link)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [part.get_content_type() for part in message.iter_parts()] == [
+        "text/plain",
+        "text/html",
+    ]
+    assert all(part.get_content_charset() == "utf-8" for part in message.iter_parts())
+
+
+def test_headers_identify_an_automated_email_with_a_stable_id(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """From, To, Reply-To (the sender), Date, Message-ID and Auto-Submitted are set."""
+    sent_at = datetime(2026, 11, 25, 14, 0, 5, tzinfo=UTC)
+    message = build_link_email(
+        make_issued(), link, mail_from=MAIL_FROM, message_id=MESSAGE_ID, sent_at=sent_at
+    )
+    assert message["From"] == MAIL_FROM
+    assert message["To"].addresses[0].addr_spec == "bob.jones@clinic.example"
+    assert message["To"].addresses[0].display_name == "Dr. Bob Jones"
+    assert message["Reply-To"].addresses[0].addr_spec == "alice@demo-hospital.example"
+    assert parsedate_to_datetime(message["Date"]) == sent_at
+    assert message["Message-ID"] == MESSAGE_ID
+    assert message["Auto-Submitted"] == "auto-generated"
+
+
+def test_message_id_is_stable_per_share_and_uses_the_from_domain() -> None:
+    """The Message-ID depends only on the share and the From domain, so a resend reuses it."""
+    share_id = "shr_" + "a" * 32
+    first = link_message_id(share_id, MAIL_FROM)
+    assert first == link_message_id(share_id, MAIL_FROM)
+    assert first == f"<{share_id}.link@blume-share.example>"
+    assert link_message_id("shr_" + "b" * 32, MAIL_FROM) != first
+
+
+def test_from_without_an_address_is_refused() -> None:
+    """A From setting with no domain cannot make a Message-ID: a ValueError, not a bad header."""
+    with pytest.raises(ValueError, match="domain"):
+        link_message_id("shr_" + "a" * 32, "Blume Share")
+
+
+def test_sender_message_is_escaped_in_html_and_literal_in_text(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """Markup in the sender's message is shown as text in HTML and left as typed in text."""
+    typed = 'See <script>alert("x")</script> & <b>this</b>\nSecond line'
+    text, html = parts(email_for(make_issued(message=typed), link))
+    assert typed in text
+    assert "<script>" not in html
+    assert "<b>this</b>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;this&lt;/b&gt;" in html
+
+
+def test_plain_text_parts_are_not_html_escaped(make_issued: MakeIssued, link: str) -> None:
+    """An ampersand in the organisation stays "&" in subject and text, "&amp;" only in HTML."""
+    message = email_for(make_issued(organisation="Smith & Jones Imaging"), link)
+    text, html = parts(message)
+    assert "(Smith & Jones Imaging)" in message["Subject"]
+    assert "(Smith & Jones Imaging)" in text
+    assert "&amp;" not in text
+    assert "(Smith &amp; Jones Imaging)" in html
+
+
+@pytest.mark.parametrize("blank", [None, "", "   \n "])
+def test_message_section_is_left_out_without_a_message(
+    make_issued: MakeIssued, link: str, blank: str | None
+) -> None:
+    """No message (or only whitespace) means no "Message from" heading in either part."""
+    text, html = parts(email_for(make_issued(message=blank), link))
+    assert "Message from" not in text
+    assert "Message from" not in html
+    assert "<blockquote" not in html
+
+
+def test_link_is_a_button_in_html_and_plain_in_text(make_issued: MakeIssued, link: str) -> None:
+    """HTML carries the link as the button's href; the text part has it on its own line."""
+    text, html = parts(email_for(make_issued(), link))
+    assert f'<a href="{link}" target="_blank" rel="noopener"' in html
+    assert link in text.splitlines()
+
+
+def test_template_context_carries_nothing_about_patient_or_study(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """Templates see an allow-list of sender/recipient/link fields; nothing else can leak."""
+    context = link_email_context(make_issued(), link)
+    assert set(context) == {
+        "lang",
+        "recipient_name",
+        "sender_name",
+        "sender_email",
+        "organisation",
+        "message",
+        "link",
+        "expires",
+    }
+
+
+def test_no_message_text_or_link_in_any_header(make_issued: MakeIssued, link: str) -> None:
+    """The sender's message (may name the patient) and the link never reach a header."""
+    # Headers are what relays log and phones show on lock screens.
+    phi_like = "Jane Doe MRN-0001 CT chest"
+    message = email_for(make_issued(message=phi_like), link)
+    token = link.rsplit("/", 1)[1]
+    headers = "\n".join(f"{name}: {value}" for name, value in message.items())
+    assert phi_like in parts(message)[0]
+    assert "Jane Doe" not in headers
+    assert "MRN-0001" not in headers
+    assert token not in headers
+    for part in message.iter_parts():
+        part_headers = "\n".join(str(value) for _name, value in part.items())
+        assert "Jane Doe" not in part_headers
+        assert token not in part_headers
+
+
+def test_contract_refuses_crlf_in_recipient_name() -> None:
+    """A recipient name with CR/LF never passes the contract."""
+    with pytest.raises(ValidationError):
+        Recipient(name="Dr. Bob\r\nBcc: mallory@attacker.example", email="bob@clinic.example")
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\n", "\r"])
+def test_crlf_in_recipient_name_cannot_inject_a_header(
+    make_issued: MakeIssued, link: str, newline: str
+) -> None:
+    """Even past the contract, a name with a line break raises instead of adding a Bcc."""
+    valid = make_issued()
+    forged = valid.model_copy(
+        update={
+            "recipient": Recipient.model_construct(
+                name=f"Dr. Bob{newline}Bcc: mallory@attacker.example", email=valid.recipient.email
+            )
+        }
+    )
+    with pytest.raises(ValueError, match="CR or LF"):
+        build_link_email(forged, link, mail_from=MAIL_FROM, message_id=MESSAGE_ID)
+
+
+def test_link_that_is_not_http_is_refused(make_issued: MakeIssued) -> None:
+    """Only an absolute http(s) URL may become the button's href (no javascript: links)."""
+    with pytest.raises(ValueError, match="http"):
+        build_link_email(
+            make_issued(), "javascript:alert(1)", mail_from=MAIL_FROM, message_id=MESSAGE_ID
+        )
+
+
+@pytest.mark.parametrize(
+    "template", ["en-CA/link_issued.txt", "fr-CA/link_issued.html", "en-CA/link_issued.subject.txt"]
+)
+def test_missing_template_variable_raises(
+    make_issued: MakeIssued, link: str, template: str
+) -> None:
+    """StrictUndefined: a variable the caller forgot is an error, not an empty string."""
+    context = link_email_context(make_issued(), link)
+    del context["sender_name"]
+    with pytest.raises(jinja2.UndefinedError, match="sender_name"):
+        environment.get_template(template).render(context, subject="s")
+
+
+@pytest.mark.parametrize("locale", ["en-CA", "fr-CA"])
+def test_every_locale_renders_non_empty_parts(
+    make_issued: MakeIssued, link: str, locale: Locale
+) -> None:
+    """Each supported locale has a subject, a text and an HTML template that render."""
+    rendered = render_link_email(make_issued(locale=locale), link)
+    assert rendered.subject
+    assert "\n" not in rendered.subject
+    assert link in rendered.text
+    assert rendered.html.lstrip().startswith("<!DOCTYPE html>")
+
+
+@pytest.mark.parametrize(
+    ("moment", "locale", "expected"),
+    [
+        (datetime(2026, 11, 28, 14, 0, tzinfo=UTC), "en-CA", "28 November 2026 at 14:00 UTC"),
+        (datetime(2026, 11, 28, 14, 0, tzinfo=UTC), "fr-CA", "28 novembre 2026 à 14 h 00 UTC"),
+        (datetime(2026, 12, 1, 9, 5, tzinfo=UTC), "fr-CA", "1er décembre 2026 à 9 h 05 UTC"),
+        (datetime(2026, 12, 1, 9, 5, tzinfo=UTC), "en-CA", "1 December 2026 at 09:05 UTC"),
+        (
+            datetime(2026, 2, 28, 21, 30, tzinfo=timezone(timedelta(hours=-5))),
+            "en-CA",
+            "1 March 2026 at 02:30 UTC",
+        ),
+        (datetime(2027, 8, 15, 0, 0, tzinfo=UTC), "fr-CA", "15 août 2027 à 0 h 00 UTC"),
+    ],
+)
+def test_expiry_is_formatted_for_the_locale_in_utc(
+    moment: datetime, locale: Locale, expected: str
+) -> None:
+    """Expiry dates are spelled per locale and converted to UTC, with the zone stated."""
+    assert format_expiry(moment, locale) == expected
