@@ -7,10 +7,10 @@ in a model is redacted from every log line, whatever logged it.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
 import re
 import sys
 from collections.abc import MutableMapping
+from datetime import date, datetime
 from typing import Any, Final
 
 import structlog

@@ -1,0 +1,132 @@
+"""The blume-share command on the embedded default: exit codes, output, bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from blume_share.cli import app
+from typer.testing import CliRunner
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "src/blume_share/examples/study-send-request.json"
+
+
+@pytest.fixture
+def cli(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    for name in ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "TENANT_POLICY_FILE"):
+        monkeypatch.delenv(f"BLUME_{name}", raising=False)
+    monkeypatch.setenv("BLUME_STATE_DIR", str(state_dir))
+    monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
+    return CliRunner()
+
+
+def test_run_example_until_idle_reports_the_whole_path(cli: CliRunner, state_dir: Path) -> None:
+    """The README's run command completes the example share, writes one email, verifies audit."""
+    result = cli.invoke(app, ["run", "--example", "--until-idle"])
+    assert result.exit_code == 0, result.output
+    assert ": completed" in result.stdout
+    assert "audit chain: intact, 6 records verified" in result.stdout
+    emails = list((state_dir / "mail").glob("*.eml"))
+    assert len(emails) == 1
+    assert "DOE^JANE" not in emails[0].read_text()
+
+
+def test_send_then_status(cli: CliRunner) -> None:
+    """send runs requests through on the embedded default; status reads the share back."""
+    sent = cli.invoke(app, ["send", str(EXAMPLE)])
+    assert sent.exit_code == 0, sent.output
+    share_id = sent.stdout.split()[1].rstrip(":")
+    status = cli.invoke(app, ["status", share_id, "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["state"] == "completed"
+
+
+def test_send_json_lines_with_a_rejected_request(cli: CliRunner, tmp_path: Path) -> None:
+    """JSON Lines input: a bad request is rejected with its reason, the good one completes."""
+    good = json.loads(EXAMPLE.read_text())
+    bad = {**good, "locale": "de-DE"}
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    result = cli.invoke(app, ["send", str(requests)])
+    assert result.exit_code == 0, result.output
+    assert ": completed" in result.stdout
+    assert ": rejected (unsupported_locale)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"method": "external_link"}\nnot json\n', "line 2: not JSON"),
+        ("[1]", "request 1: expected a JSON object"),
+        ("", "no requests"),
+        ('{"specversion": "1.0", "id": "x"}', "not a valid CloudEvent"),
+    ],
+)
+def test_send_bad_input_exits_2_with_a_clear_message(
+    cli: CliRunner, tmp_path: Path, content: str, message: str
+) -> None:
+    """Unreadable input is refused before anything is published, saying where it broke."""
+    path = tmp_path / "input.json"
+    path.write_text(content)
+    result = cli.invoke(app, ["send", str(path)])
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
+def test_send_missing_file_exits_2(cli: CliRunner, tmp_path: Path) -> None:
+    """A file that does not exist is a bad-input error, not a traceback."""
+    result = cli.invoke(app, ["send", str(tmp_path / "absent.json")])
+    assert result.exit_code == 2
+    assert "cannot read" in result.stderr
+
+
+def test_status_of_unknown_share_exits_1(cli: CliRunner) -> None:
+    """An unknown share id answers no, with exit code 1."""
+    result = cli.invoke(app, ["status", "shr_" + "0" * 32])
+    assert result.exit_code == 1
+    assert "no share" in result.stderr
+
+
+def test_run_unknown_service_exits_2(cli: CliRunner) -> None:
+    """Naming a service that does not exist is a usage error listing the known ones."""
+    result = cli.invoke(app, ["run", "fax_sender"])
+    assert result.exit_code == 2
+    assert "share_dispatcher" in result.stderr
+
+
+def test_audit_verify_detects_an_edited_row(cli: CliRunner, state_dir: Path) -> None:
+    """audit verify passes on an untouched store and exits 1 naming the edited record."""
+    assert cli.invoke(app, ["run", "--example", "--until-idle"]).exit_code == 0
+    assert cli.invoke(app, ["audit", "verify"]).exit_code == 0
+    with sqlite3.connect(state_dir / "blume-share.db") as connection:
+        connection.execute("UPDATE audit_records SET correlation_id = 'forged' WHERE seq = 3")
+    result = cli.invoke(app, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert "seq=3" in result.stdout
+
+
+def test_audit_query_filters_by_type(cli: CliRunner) -> None:
+    """audit query --type returns only that type, as JSON Lines with secrets fingerprinted."""
+    assert cli.invoke(app, ["run", "--example", "--until-idle"]).exit_code == 0
+    result = cli.invoke(app, ["audit", "query", "--type", "share.link.issued", "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.splitlines()
+    record = json.loads(line)
+    assert record["event_type"] == "share.link.issued"
+    assert record["data"]["sealed_link"].startswith("sha256:")
+
+
+def test_keygen_prints_a_fernet_key(cli: CliRunner) -> None:
+    """keygen prints a usable sealing key."""
+    from cryptography.fernet import Fernet
+
+    result = cli.invoke(app, ["keygen"])
+    assert result.exit_code == 0
+    assert (
+        Fernet(result.stdout.strip().encode()).decrypt(
+            Fernet(result.stdout.strip().encode()).encrypt(b"ok")
+        )
+        == b"ok"
+    )
