@@ -130,3 +130,24 @@ def test_keygen_prints_a_fernet_key(cli: CliRunner) -> None:
         )
         == b"ok"
     )
+
+
+@pytest.mark.integration
+def test_run_refuses_an_unmigrated_database(
+    cli: CliRunner, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers do not start on a PostgreSQL database that was never migrated (exit 3)."""
+    monkeypatch.setenv("BLUME_DATABASE_URL", database_url)
+    result = cli.invoke(app, ["run", "share_dispatcher"])
+    assert result.exit_code == 3
+    assert "run blume-share migrate" in result.stderr
+
+
+def test_run_reports_an_unreachable_database(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that cannot be reached is exit 3 with a message, not a traceback."""
+    monkeypatch.setenv("BLUME_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = cli.invoke(app, ["run", "share_dispatcher"])
+    assert result.exit_code == 3
+    assert "database unreachable" in result.stderr

@@ -112,7 +112,12 @@ def run(
     requests = _read_requests(send) if send else []
     if example:
         requests += parse_requests(_bundled_example())
-    operations.prepare_embedded(settings)
+    try:
+        operations.require_current_schema(settings)
+    except operations.SchemaNotCurrentError as error:
+        _fail(str(error), EXIT_UNAVAILABLE)
+    except SQLAlchemyError as error:
+        _fail(f"database unreachable: {error}", EXIT_UNAVAILABLE)
     report = _run_async(operations.run(settings, names, requests, until_idle=until_idle))
     if report is not None:
         _print_idle_report(report)

@@ -16,7 +16,7 @@ from blume_runtime.settings import Settings
 from blume_share_dispatcher.models import Share
 
 from blume_share.requests import PreparedRequest
-from blume_share.schema import upgrade
+from blume_share.schema import current, head, upgrade
 from blume_share.services import SERVICES
 
 
@@ -26,11 +26,26 @@ def database(settings: Settings) -> Database:
     return Database(settings.database)
 
 
+class SchemaNotCurrentError(RuntimeError):
+    pass
+
+
 def prepare_embedded(settings: Settings) -> None:
     """The embedded default migrates its own SQLite file; production runs ``migrate``."""
     if settings.database_url is None:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         upgrade(settings.database)
+
+
+def require_current_schema(settings: Settings) -> None:
+    """Workers refuse to start on a database this release has not migrated."""
+    prepare_embedded(settings)
+    found, expected = current(settings.database), head()
+    if found != expected:
+        raise SchemaNotCurrentError(
+            f"database schema is at {found or 'nothing'}, this release needs {expected}: "
+            "run blume-share migrate"
+        )
 
 
 async def publish(settings: Settings, requests: Sequence[PreparedRequest]) -> None:

@@ -1,0 +1,150 @@
+"""share_dispatcher through the real pipeline (embedded broker, SQLite): state and outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.envelope import CloudEvent, now
+from blume_contracts.events import ShareNotificationFailed
+from blume_runtime.app import Runtime
+from blume_runtime.db import Database
+from blume_runtime.service import HandlerContext, Service
+from blume_runtime.settings import Settings
+from blume_runtime.transport import OutgoingMessage
+from blume_share_dispatcher.models import Share, ShareState
+from blume_share_dispatcher.rules import share_id_for
+from blume_share_dispatcher.service import build
+
+EXAMPLE = json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())
+
+
+class Upstream:
+    """Stands in for OmegaAI: records every share.* outcome the dispatcher publishes."""
+
+    def __init__(self) -> None:
+        self.events: list[CloudEvent[Any]] = []
+        self.service = Service("upstream")
+        for event_type in (
+            "share.accepted",
+            "share.rejected",
+            "share.link.requested",
+            "share.completed",
+            "share.failed",
+        ):
+            self.service.handles(event_type)(self.record)
+
+    async def record(self, event: CloudEvent[Any], _ctx: HandlerContext) -> None:
+        self.events.append(event)
+
+    def of(self, event_type: str) -> list[CloudEvent[Any]]:
+        return [event for event in self.events if event.type == event_type]
+
+
+def message(event: dict[str, Any]) -> OutgoingMessage:
+    return OutgoingMessage(event["type"], json.dumps(event).encode(), event["id"])
+
+
+async def dispatch(db: Database, tmp_path: Path, *events: dict[str, Any]) -> Upstream:
+    upstream = Upstream()
+    settings = Settings(state_dir=tmp_path)
+    runtime = Runtime(settings, [build(settings), upstream.service], db)
+    await runtime.start()
+    try:
+        for event in events:
+            await runtime.publish(message(event))
+            await runtime.wait_until_idle(settle_seconds=0.05)
+    finally:
+        await runtime.stop()
+    return upstream
+
+
+def request(**data: Any) -> dict[str, Any]:
+    return {**EXAMPLE, "data": {**EXAMPLE["data"], **data}}
+
+
+def notification_failed(share_id: str) -> dict[str, Any]:
+    event = CloudEvent[ShareNotificationFailed](
+        id="nf-1",
+        source="/blume-share/notifier",
+        type="share.notification.failed",
+        time=now(),
+        tenantid="demo-hospital",
+        correlationid=EXAMPLE["correlationid"],
+        data=ShareNotificationFailed(share_id=share_id, reason="smtp_rejected", detail="550"),
+    )
+    return json.loads(event.model_dump_json())
+
+
+async def test_valid_request_is_accepted_and_asks_for_a_link(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A valid request: share.accepted and share.link.requested, PHI-free link request fields."""
+    upstream = await dispatch(sqlite_db, tmp_path, request())
+    [accepted] = upstream.of("share.accepted")
+    [link_request] = upstream.of("share.link.requested")
+    assert accepted.data.share_id == link_request.data.share_id
+    assert link_request.data.organisation == "Demo Hospital"
+    assert "patient" not in link_request.data.model_dump()
+    async with sqlite_db.transaction() as session:
+        share = await session.get(Share, accepted.data.share_id)
+    assert share is not None
+    assert share.state is ShareState.ACCEPTED
+
+
+async def test_blume_method_is_not_available_yet(sqlite_db: Database, tmp_path: Path) -> None:
+    """Until the Blume path exists, a blume request is rejected, not silently dropped."""
+    data = {k: v for k, v in EXAMPLE["data"].items() if k != "recipient"}
+    event = {
+        **EXAMPLE,
+        "data": {**data, "method": "blume", "patient_account": {"blume_patient_id": "bp-0001"}},
+    }
+    upstream = await dispatch(sqlite_db, tmp_path, event)
+    [rejected] = upstream.of("share.rejected")
+    assert rejected.data.reason == "method_not_available"
+
+
+async def test_rejected_share_is_recorded_with_its_reason(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A rejection is a share in state rejected, so status can explain it."""
+    event = request(locale="xx-XX")
+    await dispatch(sqlite_db, tmp_path, event)
+    from blume_contracts.envelope import RawEvent
+
+    share_id = share_id_for(RawEvent.model_validate(event))
+    async with sqlite_db.transaction() as session:
+        share = await session.get(Share, share_id)
+    assert share is not None
+    assert (share.state, share.reason) == (ShareState.REJECTED, "unsupported_locale")
+
+
+async def test_notification_failure_fails_the_share(sqlite_db: Database, tmp_path: Path) -> None:
+    """share.notification.failed ends the share with share.failed, carrying the correlation id."""
+    first = await dispatch(sqlite_db, tmp_path, request())
+    share_id = first.of("share.accepted")[0].data.share_id
+    upstream = await dispatch(sqlite_db, tmp_path, notification_failed(share_id))
+    [failed] = upstream.of("share.failed")
+    assert failed.data.share_id == share_id
+    assert failed.data.reason == "smtp_rejected"
+    assert failed.correlationid == EXAMPLE["correlationid"]
+
+
+async def test_outcome_for_unknown_share_changes_nothing(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A stray outcome for a share the dispatcher never made emits nothing."""
+    upstream = await dispatch(sqlite_db, tmp_path, notification_failed("shr_" + "9" * 32))
+    assert upstream.events == []
+
+
+async def test_terminal_share_ignores_late_outcomes(sqlite_db: Database, tmp_path: Path) -> None:
+    """Once failed, a share stays failed: a second failure emits no second share.failed."""
+    first = await dispatch(sqlite_db, tmp_path, request())
+    share_id = first.of("share.accepted")[0].data.share_id
+    await dispatch(sqlite_db, tmp_path, notification_failed(share_id))
+    late = notification_failed(share_id) | {"id": "nf-2"}
+    upstream = await dispatch(sqlite_db, tmp_path, late)
+    assert upstream.of("share.failed") == []
