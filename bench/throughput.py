@@ -181,15 +181,18 @@ class SmtpSink:
         self._parser = BytesHeaderParser(policy=policy.default)
         self._first_arrival: dict[str, float] = {}
         self._copies: collections.Counter[str] = collections.Counter()
+        self._peers: set[tuple[str, int]] = set()
         self._accepted = 0
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         arrived = time.perf_counter()
+        peer = session.peer if isinstance(session.peer, tuple) else ("?", 0)
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         message_id = str(self._parser.parsebytes(raw).get("Message-ID", "")).strip()
         with self._lock:
             self._accepted += 1
+            self._peers.add((str(peer[0]), int(peer[1])))
             self._copies[message_id] += 1
             self._first_arrival.setdefault(message_id, arrived)
         return "250 2.0.0 OK"
@@ -202,6 +205,12 @@ class SmtpSink:
         """Messages accepted in all, and copies per Message-ID."""
         with self._lock:
             return self._accepted, collections.Counter(self._copies)
+
+    @property
+    def connections(self) -> int:
+        """Distinct client connections (host, port) that delivered a message."""
+        with self._lock:
+            return len(self._peers)
 
 
 def start_smtp(sink: SmtpSink) -> tuple[Controller, str]:
@@ -226,6 +235,8 @@ class Figures:
     elapsed: float
     latencies: list[float]
     cpu_seconds: float
+    publish_seconds: float
+    """How long publishing the batch took (sequential, each publish confirmed)."""
 
     @property
     def throughput(self) -> float:
@@ -277,6 +288,7 @@ async def drive(
             published[key] = time.perf_counter()
             await send()
         first = min(published.values())
+        publish_seconds = time.perf_counter() - first
         while done() < len(keys):
             if time.perf_counter() - first > batch_limit:
                 raise BenchError(
@@ -294,6 +306,7 @@ async def drive(
         elapsed=last - first,
         latencies=[seen[key] - published[key] for key in keys],
         cpu_seconds=cpu_seconds,
+        publish_seconds=publish_seconds,
     )
 
 
@@ -318,6 +331,7 @@ class ProductRun:
     duplicated: dict[str, int]
     unexpected: list[str]
     prefetch: int
+    smtp_connections: int
 
     @property
     def exact(self) -> bool:
@@ -405,6 +419,7 @@ async def run_product(
         duplicated={key: count for key, count in copies.items() if count > 1},
         unexpected=sorted(key for key in copies if key not in by_message_id),
         prefetch=settings.prefetch,
+        smtp_connections=sink.connections,
     )
 
 
@@ -590,6 +605,11 @@ def render_report(
         row("latency max", _ms(max(p.latencies)), _ms(max(r.latencies))),
         row("first publish -> last done", f"{p.elapsed:,.2f} s", f"{r.elapsed:,.2f} s"),
         row(
+            "publishing alone (confirmed)",
+            f"{p.publish_seconds:,.2f} s",
+            f"{r.publish_seconds:,.2f} s",
+        ),
+        row(
             "process CPU / wall",
             f"{p.cpu_share:.0%} of a core",
             f"{r.cpu_share:.0%} of a core",
@@ -605,6 +625,8 @@ def render_report(
         f"{product.distinct} distinct Message-IDs, "
         f"{len(product.duplicated)} duplicated, {len(product.unexpected)} unexpected"
         + ("" if product.exact else "  <-- NOT EXACTLY ONCE"),
+        f"  SMTP client connections         {product.smtp_connections} "
+        f"for {product.accepted} emails",
         f"  raw duplicates delivered        {raw.duplicates}",
         "",
         "  environment",
