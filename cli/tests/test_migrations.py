@@ -36,3 +36,30 @@ def test_postgres_schema_matches_models(database_url: str) -> None:
     """After upgrade, PostgreSQL has exactly the tables and columns the models describe."""
     upgrade(database_url)
     assert pending_changes(database_url) == []
+
+
+def test_every_table_module_is_loaded() -> None:
+    """The migration environment sees every service's tables, not only those imported by chance."""
+    import subprocess
+    import sys
+
+    listed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from blume_share.schema import load_models;"
+            "print(sorted(load_models().metadata.tables))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for table in (
+        "audit_records",
+        "blume_patient_accounts",
+        "dispatcher_shares",
+        "link_issuer_links",
+        "notifier_notifications",
+        "runtime_outbox",
+    ):
+        assert table in listed

@@ -27,6 +27,7 @@ from blume_share.cli_support import (
     load_settings,
     run_async,
 )
+from blume_share.patients_cli import patients_app
 from blume_share.requests import RequestFileError, parse_requests
 from blume_share.services import SERVICES
 
@@ -181,6 +182,7 @@ def keygen() -> None:
 
 
 app.add_typer(audit_app, name="audit")
+app.add_typer(patients_app, name="patients")
 
 
 def main() -> None:

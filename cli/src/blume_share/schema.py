@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Final
+
 from alembic import command
 from alembic.config import Config
 from blume_runtime.db import database_url
 from sqlmodel import SQLModel
 
+MODEL_MODULES: Final = (
+    "blume_runtime.db",
+    "blume_share_dispatcher.models",
+    "blume_link_issuer.models",
+    "blume_notifier.models",
+    "blume_audit_sink.models",
+    "blume_publisher.models",
+)
+
 
 def load_models() -> type[SQLModel]:
     """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
-    import blume_share_dispatcher.models  # noqa: F401
-
+    for module in MODEL_MODULES:
+        importlib.import_module(module)
     return SQLModel
 
 

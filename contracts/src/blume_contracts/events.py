@@ -113,7 +113,6 @@ class StudySendRequested(Contract):
 class RejectionReason(StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     UNKNOWN_METHOD = "unknown_method"
-    METHOD_NOT_AVAILABLE = "method_not_available"
     UNKNOWN_TENANT = "unknown_tenant"
     TENANT_MISMATCH = "tenant_mismatch"
     INVALID_RECIPIENT_EMAIL = "invalid_recipient_email"
@@ -128,12 +127,17 @@ class RejectionReason(StrEnum):
     MESSAGE_TOO_LONG = "message_too_long"
     MISSING_RECIPIENT = "missing_recipient"
     MISSING_PATIENT_ACCOUNT = "missing_patient_account"
+    PATIENT_NOT_ENROLLED = "patient_not_enrolled"
+    PATIENT_MISMATCH = "patient_mismatch"
+    CONSENT_DIRECTIVE = "consent_directive"
 
 
 class ShareAccepted(Contract):
     share_id: ShareId
     method: ShareMethod
-    expires_at: AwareDatetime
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="When the link stops working (external links only)."
+    )
 
 
 class ShareRejected(Contract):
@@ -190,6 +194,10 @@ class ShareCompleted(Contract):
     share_id: ShareId
     method: ShareMethod
     completed_at: AwareDatetime
+    notification: Literal["sent", "suppressed_by_preference"] = Field(
+        default="sent",
+        description="Whether an email went out, or the patient's preference suppressed it.",
+    )
     notification_message_id: str | None = None
 
 
@@ -198,3 +206,48 @@ class ShareFailed(Contract):
     reason: str
     message: Annotated[str, StringConstraints(max_length=500)]
     failed_at: AwareDatetime
+
+
+WithholdReason = Literal["consent_directive", "patient_not_enrolled", "patient_mismatch"]
+
+
+class BlumeStudy(Contract):
+    """What the patient record needs of a study: enough for a FHIR ImagingStudy, no more."""
+
+    study_instance_uid: DicomUid = phi()
+    patient_mrn: Identifier = phi()
+    study_date: date | None = phi(default=None)
+    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
+        default_factory=list, max_length=16
+    )
+    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+
+
+class ShareBlumeRequested(Contract):
+    share_id: ShareId
+    tenant_id: Identifier
+    blume_patient_id: Identifier
+    study: BlumeStudy
+
+
+class ShareBlumePublished(Contract):
+    share_id: ShareId
+    blume_patient_id: Identifier
+    entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")] = Field(
+        description="Opaque id of the record entry: random, not derived from the UID or MRN."
+    )
+    newly_published: bool = Field(description="False when the entry already existed.")
+    email_notifications: bool
+    patient_email: EmailAddress = phi()
+    locale: Locale
+
+
+class ShareBlumeWithheld(Contract):
+    share_id: ShareId
+    reason: WithholdReason
+    message: Annotated[str, StringConstraints(max_length=500)]
+
+
+class ShareNotificationSuppressed(Contract):
+    share_id: ShareId
+    reason: Literal["patient_preference"] = "patient_preference"

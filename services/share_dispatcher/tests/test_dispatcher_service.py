@@ -94,8 +94,8 @@ async def test_valid_request_is_accepted_and_asks_for_a_link(
     assert share.state is ShareState.ACCEPTED
 
 
-async def test_blume_method_is_not_available_yet(sqlite_db: Database, tmp_path: Path) -> None:
-    """Until the Blume path exists, a blume request is rejected, not silently dropped."""
+async def test_blume_share_without_account_is_rejected(sqlite_db: Database, tmp_path: Path) -> None:
+    """A blume request for a patient with no Blume account is rejected as not enrolled."""
     data = {k: v for k, v in EXAMPLE["data"].items() if k != "recipient"}
     event = {
         **EXAMPLE,
@@ -103,7 +103,7 @@ async def test_blume_method_is_not_available_yet(sqlite_db: Database, tmp_path: 
     }
     upstream = await dispatch(sqlite_db, tmp_path, event)
     [rejected] = upstream.of("share.rejected")
-    assert rejected.data.reason == "method_not_available"
+    assert rejected.data.reason == "patient_not_enrolled"
 
 
 async def test_rejected_share_is_recorded_with_its_reason(

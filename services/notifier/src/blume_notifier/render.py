@@ -15,7 +15,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
-from blume_contracts.events import Locale, ShareLinkIssued
+from blume_contracts.events import Locale, ShareBlumePublished, ShareLinkIssued
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -74,16 +74,26 @@ def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
     }
 
 
-def render_link_email(data: ShareLinkIssued, link: str) -> RenderedEmail:
-    """Render the subject and both bodies; raises ``jinja2.TemplateError`` on a broken template."""
-    context = link_email_context(data, link)
-    folder = data.locale
-    subject_template = environment.get_template(f"{folder}/link_issued.subject.txt")
+def render(template: str, locale: Locale, context: dict[str, Any]) -> RenderedEmail:
+    """Render ``<locale>/<template>`` subject and both bodies.
+
+    Raises ``jinja2.TemplateError`` on a broken template.
+    """
+    subject_template = environment.get_template(f"{locale}/{template}.subject.txt")
     # A subject is one line: collapse whatever whitespace the template left.
     subject = " ".join(subject_template.render(context).split())
-    text = environment.get_template(f"{folder}/link_issued.txt").render(context)
-    html = environment.get_template(f"{folder}/link_issued.html").render(context, subject=subject)
+    text = environment.get_template(f"{locale}/{template}.txt").render(context)
+    html = environment.get_template(f"{locale}/{template}.html").render(context, subject=subject)
     return RenderedEmail(subject=subject, text=text, html=html)
+
+
+def render_link_email(data: ShareLinkIssued, link: str) -> RenderedEmail:
+    return render("link_issued", data.locale, link_email_context(data, link))
+
+
+def render_blume_email(locale: Locale, portal_link: str) -> RenderedEmail:
+    """The "Step into Blume" email: that a new study is available, nothing about it."""
+    return render("blume_published", locale, {"lang": locale, "link": portal_link})
 
 
 def message_domain(mail_from: str) -> str:
@@ -98,9 +108,49 @@ def message_domain(mail_from: str) -> str:
     return domain
 
 
+def message_id_for(share_id: str, kind: str, mail_from: str) -> str:
+    """Stable per share and kind, so a resend is recognisable as the same email downstream."""
+    return f"<{share_id}.{kind}@{message_domain(mail_from)}>"
+
+
 def link_message_id(share_id: str, mail_from: str) -> str:
-    """Stable per share, so a resend is recognisable as the same email downstream."""
-    return f"<{share_id}.link@{message_domain(mail_from)}>"
+    return message_id_for(share_id, "link", mail_from)
+
+
+def compose(
+    rendered: RenderedEmail,
+    *,
+    to: Address,
+    mail_from: str,
+    message_id: str,
+    locale: Locale,
+    link: str,
+    reply_to: Address | None = None,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """A multipart/alternative email (text, then HTML) with headers built safely.
+
+    Raises ``ValueError`` when a header cannot be built safely (the email package refuses
+    CR/LF in address parts and header values) or the link is not an absolute http(s) URL.
+    """
+    if not link.startswith(("https://", "http://")):
+        raise ValueError("the link must be an absolute http(s) URL")
+    message = EmailMessage(policy=SMTP)
+    message["From"] = mail_from
+    message["To"] = to
+    if reply_to is not None:
+        message["Reply-To"] = reply_to
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(sent_at or datetime.now(UTC))
+    message["Message-ID"] = message_id
+    message["Auto-Submitted"] = "auto-generated"
+    # Stops Exchange and Outlook from answering with out-of-office replies.
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(rendered.text)
+    message.add_alternative(rendered.html, subtype="html")
+    # After the body: set_content clears every Content-* header already present.
+    message["Content-Language"] = locale
+    return message
 
 
 def build_link_email(
@@ -111,31 +161,35 @@ def build_link_email(
     message_id: str,
     sent_at: datetime | None = None,
 ) -> EmailMessage:
-    """The "a study was shared with you" email: multipart/alternative, text then HTML.
+    """The "a study was shared with you" email to an external recipient."""
+    return compose(
+        render_link_email(event_data, link),
+        to=Address(display_name=event_data.recipient.name, addr_spec=event_data.recipient.email),
+        # Replies reach the person who shared, not an unmonitored no-reply box.
+        reply_to=Address(display_name=event_data.sender.name, addr_spec=event_data.sender.email),
+        mail_from=mail_from,
+        message_id=message_id,
+        locale=event_data.locale,
+        link=link,
+        sent_at=sent_at,
+    )
 
-    Raises ``ValueError`` when a header cannot be built safely (the email package refuses
-    CR/LF in address parts and header values) and ``jinja2.TemplateError`` on a broken template.
-    """
-    if not link.startswith(("https://", "http://")):
-        raise ValueError("the link must be an absolute http(s) URL")
-    rendered = render_link_email(event_data, link)
-    message = EmailMessage(policy=SMTP)
-    message["From"] = mail_from
-    message["To"] = Address(
-        display_name=event_data.recipient.name, addr_spec=event_data.recipient.email
+
+def build_blume_email(
+    event_data: ShareBlumePublished,
+    portal_link: str,
+    *,
+    mail_from: str,
+    message_id: str,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """The "Step into Blume" email to the patient, in the patient's locale."""
+    return compose(
+        render_blume_email(event_data.locale, portal_link),
+        to=Address(addr_spec=event_data.patient_email),
+        mail_from=mail_from,
+        message_id=message_id,
+        locale=event_data.locale,
+        link=portal_link,
+        sent_at=sent_at,
     )
-    # Replies reach the person who shared, not an unmonitored no-reply box.
-    message["Reply-To"] = Address(
-        display_name=event_data.sender.name, addr_spec=event_data.sender.email
-    )
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(sent_at or datetime.now(UTC))
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"
-    # Stops Exchange and Outlook from answering with out-of-office replies.
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    # After the body: set_content clears every Content-* header already present.
-    message["Content-Language"] = event_data.locale
-    return message

@@ -1,18 +1,26 @@
-"""notifier: emails the recipient their secure link once the link is issued.
+"""notifier: emails the recipient their secure link, and the patient their Step into Blume.
 
-One email per share, exactly once in effect: a ``Notification`` row, written in the same
-transaction as the inbox row and the ``share.notification.sent`` event, records that the
-SMTP server accepted it. Sending happens before commit, so a crash between the two can
+One email of each kind per share, exactly once in effect: a ``Notification`` row, written in
+the same transaction as the inbox row and the ``share.notification.sent`` event, records
+that the SMTP server accepted it. Sending happens before commit, so a crash between the two can
 repeat the email on redelivery; the Message-ID is stable per share for that reason.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from email.message import EmailMessage
 from typing import Final, Literal
 
 from blume_contracts.envelope import CloudEvent
-from blume_contracts.events import ShareLinkIssued, ShareNotificationFailed, ShareNotificationSent
+from blume_contracts.events import (
+    ShareBlumePublished,
+    ShareLinkIssued,
+    ShareNotificationFailed,
+    ShareNotificationSent,
+    ShareNotificationSuppressed,
+)
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
@@ -24,7 +32,12 @@ from jinja2 import TemplateError
 
 from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
 from blume_notifier.models import STATUS_SENT, Notification, notification_key
-from blume_notifier.render import build_link_email, link_message_id, message_domain
+from blume_notifier.render import (
+    build_blume_email,
+    build_link_email,
+    message_domain,
+    message_id_for,
+)
 
 NAME = "notifier"
 MAX_DETAIL_LENGTH: Final = 500
@@ -45,64 +58,62 @@ def failure_detail(error: Exception, recipient_email: str) -> str:
     return scrub_text(text)[:MAX_DETAIL_LENGTH]
 
 
-def build(settings: Settings, mailer: Mailer | None = None) -> Service:
-    service = Service(NAME)
-    sealer = Sealer.from_settings(settings)
-    outbound = mailer if mailer is not None else mailer_from_settings(settings)
-    mail_from = settings.mail_from
-    message_domain(mail_from)  # fail at start-up, not on the first email
+class Notifier:
+    """Sends each email once: the Notification row, committed with the inbox row and the
+    share.notification.sent event, is what a redelivery finds."""
 
-    def fail(ctx: HandlerContext, share_id: str, reason: FailureReason, detail: str) -> None:
+    def __init__(self, settings: Settings, mailer: Mailer) -> None:
+        self._sealer = Sealer.from_settings(settings)
+        self._mailer = mailer
+        self._mail_from = settings.mail_from
+        self._portal_base_url = settings.portal_base_url.rstrip("/")
+        message_domain(self._mail_from)  # fail at start-up, not on the first email
+
+    def _fail(self, ctx: HandlerContext, share_id: str, reason: FailureReason, detail: str) -> None:
         ctx.emit(
             "share.notification.failed",
             ShareNotificationFailed(share_id=share_id, reason=reason, detail=detail),
         )
         ctx.log.warning("notification failed", reason=reason, detail=detail)
 
-    @service.handles("share.link.issued")
-    async def email_link(event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
-        issued = event.data
-        key = notification_key(issued.share_id, "link")
+    async def _deliver(
+        self,
+        ctx: HandlerContext,
+        share_id: str,
+        kind: str,
+        recipient_email: str,
+        compose: Callable[[str], EmailMessage],
+    ) -> None:
+        """Build with ``compose(message_id)``, send, and record; or emit why it failed."""
+        key = notification_key(share_id, kind)
         if await ctx.session.get(Notification, key) is not None:
             # The committed first attempt already emitted share.notification.sent.
-            ctx.log.info("link email already sent; nothing to do")
+            ctx.log.info("email already sent; nothing to do", kind=kind)
             return
-
+        message_id = message_id_for(share_id, kind, self._mail_from)
         try:
-            link = sealer.unseal(issued.sealed_link)
-        except ValueError:
-            # Usually a key rotation that has not reached this worker yet: retry, and let
-            # the runtime dead-letter it (for ops to replay) if the keys never match.
-            raise TransientError("sealed link cannot be opened with the configured keys") from None
-
-        message_id = link_message_id(issued.share_id, mail_from)
-        try:
-            message = build_link_email(issued, link, mail_from=mail_from, message_id=message_id)
+            message = compose(message_id)
         except (TemplateError, ValueError) as error:
-            detail = failure_detail(error, issued.recipient.email)
-            fail(ctx, issued.share_id, "template_error", detail)
+            self._fail(ctx, share_id, "template_error", failure_detail(error, recipient_email))
             return
-
         try:
-            await outbound.send(message)
+            await self._mailer.send(message)
         except MailRejected as error:
-            detail = failure_detail(error, issued.recipient.email)
-            fail(ctx, issued.share_id, "smtp_rejected", detail)
+            self._fail(ctx, share_id, "smtp_rejected", failure_detail(error, recipient_email))
             return
         except MailUnavailable as error:
-            detail = failure_detail(error, issued.recipient.email)
+            detail = failure_detail(error, recipient_email)
             if not ctx.final_attempt:
                 raise TransientError(detail) from None
-            fail(ctx, issued.share_id, "smtp_unavailable", detail)
+            self._fail(ctx, share_id, "smtp_unavailable", detail)
             return
-
         accepted_at = utcnow()
         ctx.session.add(
             Notification(
                 notification_key=key,
-                share_id=issued.share_id,
+                share_id=share_id,
                 message_id=message_id,
-                recipient_fingerprint=recipient_fingerprint(issued.recipient.email),
+                recipient_fingerprint=recipient_fingerprint(recipient_email),
                 status=STATUS_SENT,
                 sent_at=accepted_at,
             )
@@ -110,14 +121,60 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
         ctx.emit(
             "share.notification.sent",
             ShareNotificationSent(
-                share_id=issued.share_id,
+                share_id=share_id,
                 message_id=message_id,
-                recipient_email=issued.recipient.email,
+                recipient_email=recipient_email,
                 accepted_at=accepted_at,
             ),
         )
-        ctx.log.info("link email sent", message_id=message_id, locale=issued.locale)
+        ctx.log.info("email sent", kind=kind, message_id=message_id)
 
+    async def email_link(self, event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
+        issued = event.data
+        try:
+            link = self._sealer.unseal(issued.sealed_link)
+        except ValueError:
+            # Usually a key rotation that has not reached this worker yet: retry, and let
+            # the runtime dead-letter it (for ops to replay) if the keys never match.
+            raise TransientError("sealed link cannot be opened with the configured keys") from None
+        await self._deliver(
+            ctx,
+            issued.share_id,
+            "link",
+            issued.recipient.email,
+            lambda message_id: build_link_email(
+                issued, link, mail_from=self._mail_from, message_id=message_id
+            ),
+        )
+
+    async def invite_to_blume(
+        self, event: CloudEvent[ShareBlumePublished], ctx: HandlerContext
+    ) -> None:
+        published = event.data
+        if not published.email_notifications:
+            ctx.emit(
+                "share.notification.suppressed",
+                ShareNotificationSuppressed(share_id=published.share_id),
+            )
+            ctx.log.info("email suppressed by the patient's preference")
+            return
+        portal_link = f"{self._portal_base_url}/studies/{published.entry_id}"
+        await self._deliver(
+            ctx,
+            published.share_id,
+            "blume",
+            published.patient_email,
+            lambda message_id: build_blume_email(
+                published, portal_link, mail_from=self._mail_from, message_id=message_id
+            ),
+        )
+
+
+def build(settings: Settings, mailer: Mailer | None = None) -> Service:
+    notifier = Notifier(settings, mailer if mailer is not None else mailer_from_settings(settings))
+    service = Service(NAME)
+    service.handles("share.link.issued")(notifier.email_link)
+    service.handles("share.blume.published")(notifier.invite_to_blume)
     return service
 
 

@@ -14,6 +14,7 @@ class ShareState(StrEnum):
     REJECTED = "rejected"
     ACCEPTED = "accepted"
     LINK_ISSUED = "link_issued"
+    PUBLISHED = "published"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -24,9 +25,10 @@ TERMINAL = frozenset({ShareState.REJECTED, ShareState.COMPLETED, ShareState.FAIL
 # ACCEPTED may go straight to a terminal state.
 TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
     ShareState.ACCEPTED: frozenset(
-        {ShareState.LINK_ISSUED, ShareState.COMPLETED, ShareState.FAILED}
+        {ShareState.LINK_ISSUED, ShareState.PUBLISHED, ShareState.COMPLETED, ShareState.FAILED}
     ),
     ShareState.LINK_ISSUED: frozenset({ShareState.COMPLETED, ShareState.FAILED}),
+    ShareState.PUBLISHED: frozenset({ShareState.COMPLETED, ShareState.FAILED}),
 }
 
 

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta
 
 from blume_contracts.envelope import RawEvent
 from blume_contracts.events import RejectionReason, StudySendRequested
+from blume_publisher.records import PatientDirectory
+from blume_publisher.rules import external_links_withheld, portal_verdict
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -89,7 +91,7 @@ def check_policy(
     if policy is None:
         return Rejection(R.UNKNOWN_TENANT, "the tenant has no sharing policy", "tenant_id")
     if request.method == "blume":
-        return Rejection(R.METHOD_NOT_AVAILABLE, "sending to Blume is not enabled yet", "method")
+        return policy  # a record entry does not expire: the link-expiry rules do not apply
     hours = request.expires_in_hours or policy.link_expiry_default_hours
     if hours > policy.link_expiry_max_hours:
         return Rejection(
@@ -100,6 +102,38 @@ def check_policy(
     return policy
 
 
-def expiry(request: StudySendRequested, policy: TenantPolicy, accepted_at: datetime) -> datetime:
+async def consent_rejection(
+    request: StudySendRequested, directory: PatientDirectory
+) -> Rejection | None:
+    """The patient's account and consent directives, as far as the dispatcher decides them.
+
+    A blume share needs an active account whose MRN is the study's; the portal's own consent
+    directive is left to the publisher, which checks it against the account at publish time.
+    An external link is refused when the patient has locked their studies away (lock box).
+    """
+    mrn = request.study.patient.mrn
+    if request.patient_account is not None:
+        account = await directory.account(
+            request.tenant_id, request.patient_account.blume_patient_id
+        )
+        withhold = portal_verdict(account, mrn)
+        if withhold is not None and withhold.reason != "consent_directive":
+            return Rejection(R(withhold.reason), withhold.message, "patient_account")
+        return None
+    if external_links_withheld(await directory.accounts_for_mrn(request.tenant_id, mrn)):
+        return Rejection(
+            R.CONSENT_DIRECTIVE,
+            "the patient's consent directives withhold their studies from external recipients",
+            "study.patient",
+        )
+    return None
+
+
+def expiry(
+    request: StudySendRequested, policy: TenantPolicy, accepted_at: datetime
+) -> datetime | None:
+    """When an external link stops working; a Blume record entry does not expire."""
+    if request.method == "blume":
+        return None
     hours = request.expires_in_hours or policy.link_expiry_default_hours
     return accepted_at + timedelta(hours=hours)

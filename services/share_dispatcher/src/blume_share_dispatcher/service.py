@@ -1,43 +1,99 @@
-"""share_dispatcher: validates share requests and owns each share's state."""
+"""share_dispatcher: validates share requests, applies policy and consent, owns share state."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
+    BlumeStudy,
     ShareAccepted,
+    ShareBlumePublished,
+    ShareBlumeRequested,
+    ShareBlumeWithheld,
     ShareCompleted,
     ShareFailed,
     ShareLinkIssued,
     ShareLinkRequested,
     ShareNotificationFailed,
     ShareNotificationSent,
+    ShareNotificationSuppressed,
     ShareRejected,
     StudySendRequested,
 )
+from blume_publisher.records import PatientDirectory, SqlPatientDirectory
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
 from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share_dispatcher.models import Share, ShareState
-from blume_share_dispatcher.policy import load_policies
+from blume_share_dispatcher.policy import TenantPolicy, load_policies
 from blume_share_dispatcher.rules import (
     Rejection,
     check_policy,
+    consent_rejection,
     expiry,
     rejection_for,
     share_id_for,
 )
 
 NAME = "share_dispatcher"
+Notification = Literal["sent", "suppressed_by_preference"]
 
 
-def build(settings: Settings) -> Service:
-    service = Service(NAME)
-    policies = load_policies(settings.tenant_policy_file)
+def next_step(
+    share_id: str,
+    request: StudySendRequested,
+    policy: TenantPolicy,
+    expires_at: datetime | None,
+) -> tuple[str, ShareLinkRequested | ShareBlumeRequested]:
+    """The request for the worker that carries an accepted share forward."""
+    study = request.study
+    if request.patient_account is not None:
+        return "share.blume.requested", ShareBlumeRequested(
+            share_id=share_id,
+            tenant_id=request.tenant_id,
+            blume_patient_id=request.patient_account.blume_patient_id,
+            study=BlumeStudy(
+                study_instance_uid=study.study_instance_uid,
+                patient_mrn=study.patient.mrn,
+                study_date=study.study_date,
+                modalities=study.modalities,
+                description=study.description,
+            ),
+        )
+    assert request.recipient is not None  # the contract requires it for external_link
+    assert expires_at is not None  # external links always expire
+    return "share.link.requested", ShareLinkRequested(
+        share_id=share_id,
+        tenant_id=request.tenant_id,
+        study_instance_uid=study.study_instance_uid,
+        recipient=request.recipient,
+        sender=request.sender,
+        organisation=policy.display_name,
+        message=request.message,
+        locale=request.locale,
+        expires_at=expires_at,
+    )
 
-    async def reject(request: RawEvent, rejection: Rejection, ctx: HandlerContext) -> None:
+
+class Dispatcher:
+    """The handlers, over the tenant policies and the patient directory."""
+
+    def __init__(
+        self,
+        policies: dict[str, TenantPolicy],
+        directory_for: Callable[[AsyncSession], PatientDirectory],
+    ) -> None:
+        self._policies = policies
+        self._directory_for = directory_for
+
+    async def reject(self, request: RawEvent, rejection: Rejection, ctx: HandlerContext) -> None:
         share_id = share_id_for(request)
         method = request.data.get("method") if isinstance(request.data, dict) else None
         ctx.session.add(
@@ -63,26 +119,26 @@ def build(settings: Settings) -> Service:
         )
         ctx.log.info("share rejected", share_id=share_id, reason=rejection.reason.value)
 
-    @service.on_invalid_data
     async def reject_invalid(
-        request: RawEvent, error: ValidationError, ctx: HandlerContext
+        self, request: RawEvent, error: ValidationError, ctx: HandlerContext
     ) -> None:
         if request.type != "study.send.requested":
             # Our own events breaking their contract is a bug: keep the message for ops.
             raise PermanentError(f"{request.type} breaks its contract")
-        await reject(request, rejection_for(error), ctx)
+        await self.reject(request, rejection_for(error), ctx)
 
-    @service.handles("study.send.requested")
-    async def accept(event: CloudEvent[StudySendRequested], ctx: HandlerContext) -> None:
+    async def accept(self, event: CloudEvent[StudySendRequested], ctx: HandlerContext) -> None:
         request = event.data
-        verdict = check_policy(request, event.tenantid, policies)
+        verdict = check_policy(request, event.tenantid, self._policies)
         if isinstance(verdict, Rejection):
-            await reject(event, verdict, ctx)
+            await self.reject(event, verdict, ctx)
+            return
+        refusal = await consent_rejection(request, self._directory_for(ctx.session))
+        if refusal is not None:
+            await self.reject(event, refusal, ctx)
             return
         share_id = share_id_for(event)
         expires_at = expiry(request, verdict, now())
-        recipient = request.recipient
-        assert recipient is not None  # the contract requires it for external_link
         ctx.session.add(
             Share(
                 share_id=share_id,
@@ -99,23 +155,12 @@ def build(settings: Settings) -> Service:
             "share.accepted",
             ShareAccepted(share_id=share_id, method=request.method, expires_at=expires_at),
         )
-        ctx.emit(
-            "share.link.requested",
-            ShareLinkRequested(
-                share_id=share_id,
-                tenant_id=request.tenant_id,
-                study_instance_uid=request.study.study_instance_uid,
-                recipient=recipient,
-                sender=request.sender,
-                organisation=verdict.display_name,
-                message=request.message,
-                locale=request.locale,
-                expires_at=expires_at,
-            ),
-        )
-        ctx.log.info("share accepted", share_id=share_id, expires_at=expires_at)
+        ctx.emit(*next_step(share_id, request, verdict, expires_at))
+        ctx.log.info("share accepted", share_id=share_id, method=request.method)
 
-    async def transition(ctx: HandlerContext, share_id: str, state: ShareState) -> Share | None:
+    async def transition(
+        self, ctx: HandlerContext, share_id: str, state: ShareState
+    ) -> Share | None:
         share = await ctx.session.get(Share, share_id, with_for_update=True)
         if share is None:
             ctx.log.warning("event for an unknown share ignored")
@@ -127,44 +172,77 @@ def build(settings: Settings) -> Service:
         share.updated_at = utcnow()
         return share
 
-    @service.handles("share.link.issued")
-    async def link_issued(event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
-        await transition(ctx, event.data.share_id, ShareState.LINK_ISSUED)
+    async def link_issued(self, event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
+        await self.transition(ctx, event.data.share_id, ShareState.LINK_ISSUED)
 
-    @service.handles("share.notification.sent")
-    async def notified(event: CloudEvent[ShareNotificationSent], ctx: HandlerContext) -> None:
-        share = await transition(ctx, event.data.share_id, ShareState.COMPLETED)
+    async def published(self, event: CloudEvent[ShareBlumePublished], ctx: HandlerContext) -> None:
+        await self.transition(ctx, event.data.share_id, ShareState.PUBLISHED)
+
+    async def complete(
+        self,
+        ctx: HandlerContext,
+        share_id: str,
+        notification: Notification,
+        message_id: str | None,
+    ) -> None:
+        share = await self.transition(ctx, share_id, ShareState.COMPLETED)
         if share is None:
             return
-        share.notification_message_id = event.data.message_id
+        share.notification_message_id = message_id
+        share.reason = None if notification == "sent" else notification
         ctx.emit(
             "share.completed",
             ShareCompleted(
                 share_id=share.share_id,
-                method="external_link" if share.method == "external_link" else "blume",
+                method="blume" if share.method == "blume" else "external_link",
                 completed_at=now(),
-                notification_message_id=event.data.message_id,
+                notification=notification,
+                notification_message_id=message_id,
             ),
         )
 
-    @service.handles("share.notification.failed")
-    async def notification_failed(
-        event: CloudEvent[ShareNotificationFailed], ctx: HandlerContext
+    async def notified(self, event: CloudEvent[ShareNotificationSent], ctx: HandlerContext) -> None:
+        await self.complete(ctx, event.data.share_id, "sent", event.data.message_id)
+
+    async def suppressed(
+        self, event: CloudEvent[ShareNotificationSuppressed], ctx: HandlerContext
     ) -> None:
-        share = await transition(ctx, event.data.share_id, ShareState.FAILED)
+        await self.complete(ctx, event.data.share_id, "suppressed_by_preference", None)
+
+    async def fail(self, ctx: HandlerContext, share_id: str, reason: str, message: str) -> None:
+        share = await self.transition(ctx, share_id, ShareState.FAILED)
         if share is None:
             return
-        share.reason = event.data.reason
+        share.reason = reason
         ctx.emit(
             "share.failed",
-            ShareFailed(
-                share_id=share.share_id,
-                reason=event.data.reason,
-                message="the notification email could not be delivered",
-                failed_at=now(),
-            ),
+            ShareFailed(share_id=share.share_id, reason=reason, message=message, failed_at=now()),
         )
 
+    async def notification_failed(
+        self, event: CloudEvent[ShareNotificationFailed], ctx: HandlerContext
+    ) -> None:
+        message = "the notification email could not be delivered"
+        await self.fail(ctx, event.data.share_id, event.data.reason, message)
+
+    async def withheld(self, event: CloudEvent[ShareBlumeWithheld], ctx: HandlerContext) -> None:
+        await self.fail(ctx, event.data.share_id, event.data.reason, event.data.message)
+
+
+def build(
+    settings: Settings,
+    directory_for: Callable[[AsyncSession], PatientDirectory] = SqlPatientDirectory,
+) -> Service:
+    dispatcher = Dispatcher(load_policies(settings.tenant_policy_file), directory_for)
+    service = Service(NAME)
+    service.on_invalid_data(dispatcher.reject_invalid)
+    service.handles("study.send.requested")(dispatcher.accept)
+    service.handles("share.link.issued")(dispatcher.link_issued)
+    service.handles("share.blume.published")(dispatcher.published)
+    service.handles("share.notification.sent")(dispatcher.notified)
+    service.handles("share.notification.suppressed")(dispatcher.suppressed)
+    service.handles("share.notification.failed")(dispatcher.notification_failed)
+    service.handles("share.blume.withheld")(dispatcher.withheld)
     return service
 
 

@@ -1,0 +1,85 @@
+"""``blume-share patients``: the Blume patient accounts the portal path publishes into."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from blume_publisher.accounts import (
+    AccountRecord,
+    ImportFileError,
+    describe_account,
+    parse_accounts,
+    upsert_accounts,
+)
+from blume_runtime.settings import Settings
+
+from blume_share import operations
+from blume_share.cli_support import EXIT_BAD_INPUT, EXIT_NO, fail, load_settings, run_async
+
+patients_app = typer.Typer(help="Import and inspect Blume patient accounts.", no_args_is_help=True)
+
+
+async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int, int]:
+    db = operations.database(settings)
+    try:
+        async with db.transaction() as session:
+            return await upsert_accounts(session, records)
+    finally:
+        await db.dispose()
+
+
+async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
+    db = operations.database(settings)
+    try:
+        async with db.transaction() as session:
+            return await describe_account(session, blume_patient_id)
+    finally:
+        await db.dispose()
+
+
+@patients_app.command("import")
+def import_accounts(
+    source: Annotated[str, typer.Argument(help="JSON Lines file of accounts; - for stdin.")],
+) -> None:
+    """Create or update accounts; all or nothing (a bad line imports none)."""
+    settings = load_settings()
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot read {source}: {error.strerror}", EXIT_BAD_INPUT)
+    try:
+        records = parse_accounts(text)
+    except ImportFileError as error:
+        fail(f"{source}: {error}", EXIT_BAD_INPUT)
+    operations.prepare_embedded(settings)
+    created, updated = run_async(_import(settings, records))
+    typer.echo(f"{created} accounts created, {updated} updated")
+
+
+@patients_app.command("show")
+def show(
+    blume_patient_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """An account's status, preferences, consent and record entries (identifiers masked)."""
+    settings = load_settings()
+    operations.prepare_embedded(settings)
+    account = run_async(_show(settings, blume_patient_id))
+    if account is None:
+        fail(f"no account {blume_patient_id}", EXIT_NO)
+    if as_json:
+        typer.echo(json.dumps(account))
+        return
+    entries = account.pop("entries")
+    for key, value in account.items():
+        typer.echo(f"{key:>20}: {value}")
+    typer.echo(f"{'entries':>20}: {len(entries)}")
+    for entry in entries:
+        visibility = "" if entry["visible"] else " (hidden)"
+        typer.echo(
+            f"  {entry['entry_id']}  {entry['published_at']}  {entry['share_id']}{visibility}"
+        )

@@ -1,0 +1,1 @@
+"""blume_publisher: the Blume patient record store and the worker that publishes into it."""

@@ -1,0 +1,131 @@
+"""Importing patient accounts (JSON Lines) into the record store, and describing one for ops."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from blume_contracts.events import EmailAddress, Identifier, Locale
+from blume_runtime.db import utcnow
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blume_publisher.models import AccountStatus, ConsentDirective, PatientAccount, RecordEntry
+
+
+class AccountRecord(BaseModel):
+    """One line of an import file: exactly these fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    blume_patient_id: Identifier
+    tenant_id: Identifier
+    mrn: Identifier
+    email: EmailAddress
+    locale: Locale
+    email_notifications: StrictBool
+    status: Literal["active", "inactive"]
+    consent: list[ConsentDirective]
+
+
+class ImportFileError(ValueError):
+    """A line of the import file is not an account; nothing was imported."""
+
+
+def parse_accounts(text: str) -> list[AccountRecord]:
+    """Every line must parse: an import is all or nothing."""
+    records: list[AccountRecord] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(AccountRecord.model_validate(json.loads(line)))
+        except json.JSONDecodeError as error:
+            raise ImportFileError(f"line {number}: not JSON ({error.msg})") from None
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'line'}: {e['msg']}"
+                for e in error.errors(include_input=False)[:3]
+            )
+            raise ImportFileError(f"line {number}: {problems}") from None
+    if not records:
+        raise ImportFileError("no accounts in the file")
+    ids = [record.blume_patient_id for record in records]
+    if len(set(ids)) != len(ids):
+        raise ImportFileError("the same blume_patient_id appears more than once")
+    return records
+
+
+async def upsert_accounts(session: AsyncSession, records: list[AccountRecord]) -> tuple[int, int]:
+    """Create or replace each account; return (created, updated)."""
+    created = updated = 0
+    for record in records:
+        account = await session.get(PatientAccount, record.blume_patient_id)
+        if account is None:
+            account = PatientAccount(
+                blume_patient_id=record.blume_patient_id,
+                tenant_id=record.tenant_id,
+                mrn=record.mrn,
+                email=record.email,
+                locale=record.locale,
+                email_notifications=record.email_notifications,
+                status=AccountStatus(record.status),
+            )
+            created += 1
+        else:
+            updated += 1
+        account.tenant_id = record.tenant_id
+        account.mrn = record.mrn
+        account.email = record.email
+        account.locale = record.locale
+        account.email_notifications = record.email_notifications
+        account.status = AccountStatus(record.status)
+        account.withhold_portal = ConsentDirective.WITHHOLD_PORTAL in record.consent
+        account.withhold_external_links = ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent
+        account.updated_at = utcnow()
+        session.add(account)
+    return created, updated
+
+
+def mask_email(address: str) -> str:
+    """Enough for an operator to recognise the address, not to harvest it."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_identifier(value: str) -> str:
+    return f"***{value[-4:]}" if len(value) > 4 else "***"
+
+
+async def describe_account(session: AsyncSession, blume_patient_id: str) -> dict[str, Any] | None:
+    """What an operator needs about an account: state and entries, identifiers masked."""
+    account = await session.get(PatientAccount, blume_patient_id)
+    if account is None:
+        return None
+    entries = (
+        await session.exec(
+            select(RecordEntry)
+            .where(col(RecordEntry.blume_patient_id) == blume_patient_id)
+            .order_by(col(RecordEntry.published_at))
+        )
+    ).all()
+    return {
+        "blume_patient_id": account.blume_patient_id,
+        "tenant_id": account.tenant_id,
+        "status": account.status.value,
+        "mrn": mask_identifier(account.mrn),
+        "email": mask_email(account.email),
+        "locale": account.locale,
+        "email_notifications": account.email_notifications,
+        "consent": [directive.value for directive in account.consent],
+        "entries": [
+            {
+                "entry_id": entry.entry_id,
+                "share_id": entry.share_id,
+                "published_at": entry.published_at.isoformat(),
+                "visible": entry.hidden_at is None,
+            }
+            for entry in entries
+        ],
+    }

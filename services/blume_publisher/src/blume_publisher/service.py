@@ -1,0 +1,74 @@
+"""blume_publisher: publishes a study into the patient's Blume record, honouring privacy."""
+
+from __future__ import annotations
+
+from blume_contracts.envelope import CloudEvent
+from blume_contracts.events import ShareBlumePublished, ShareBlumeRequested, ShareBlumeWithheld
+from blume_runtime.app import serve
+from blume_runtime.service import HandlerContext, Service
+from blume_runtime.settings import Settings
+
+from blume_publisher.imaging import imaging_study
+from blume_publisher.models import PatientAccount, RecordEntry
+from blume_publisher.records import entry_for_study, new_entry_id
+from blume_publisher.rules import portal_verdict
+
+NAME = "blume_publisher"
+
+
+def build(_settings: Settings) -> Service:
+    service = Service(NAME)
+
+    @service.handles("share.blume.requested")
+    async def publish(event: CloudEvent[ShareBlumeRequested], ctx: HandlerContext) -> None:
+        request = event.data
+        # Locked, so a consent change committed meanwhile is seen before we publish.
+        account = await ctx.session.get(
+            PatientAccount, request.blume_patient_id, with_for_update=True
+        )
+        if account is not None and account.tenant_id != request.tenant_id:
+            account = None
+        withhold = portal_verdict(account, request.study.patient_mrn)
+        if withhold is not None:
+            ctx.emit(
+                "share.blume.withheld",
+                ShareBlumeWithheld(
+                    share_id=request.share_id, reason=withhold.reason, message=withhold.message
+                ),
+            )
+            ctx.log.info("publication withheld", reason=withhold.reason)
+            return
+        assert account is not None  # portal_verdict withholds when there is no account
+        entry = await entry_for_study(
+            ctx.session, account.blume_patient_id, request.study.study_instance_uid
+        )
+        newly_published = entry is None
+        if entry is None:
+            entry = RecordEntry(
+                entry_id=new_entry_id(),
+                blume_patient_id=account.blume_patient_id,
+                tenant_id=account.tenant_id,
+                study_instance_uid=request.study.study_instance_uid,
+                share_id=request.share_id,
+                imaging_study=imaging_study(request.study, account.blume_patient_id),
+            )
+            ctx.session.add(entry)
+        ctx.emit(
+            "share.blume.published",
+            ShareBlumePublished(
+                share_id=request.share_id,
+                blume_patient_id=account.blume_patient_id,
+                entry_id=entry.entry_id,
+                newly_published=newly_published,
+                email_notifications=account.email_notifications,
+                patient_email=account.email,
+                locale="fr-CA" if account.locale == "fr-CA" else "en-CA",
+            ),
+        )
+        ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)
+
+    return service
+
+
+def main() -> None:
+    serve([build])
