@@ -1,0 +1,116 @@
+"""The "Step into Blume" email: the patient's locale, the portal link, nothing about the study."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from blume_contracts.envelope import CloudEvent
+from blume_contracts.events import Locale, ShareBlumePublished
+from blume_notifier.render import build_blume_email
+from blume_runtime.settings import Settings
+
+from .test_service import FakeMailer
+
+SHARE_ID = "shr_" + "ab" * 16
+ENTRY_ID = "ent_" + "cd" * 16
+PORTAL_LINK = f"https://portal.example/blume/studies/{ENTRY_ID}"
+
+
+def published(locale: Locale = "en-CA", notifications: bool = True) -> ShareBlumePublished:
+    return ShareBlumePublished(
+        share_id=SHARE_ID,
+        blume_patient_id="bp-0001",
+        entry_id=ENTRY_ID,
+        newly_published=True,
+        email_notifications=notifications,
+        patient_email="jane.doe@mail.example",
+        locale=locale,
+    )
+
+
+def bodies(message: EmailMessage) -> str:
+    return "\n".join(
+        part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
+    )
+
+
+@pytest.mark.parametrize(
+    ("locale", "button", "subject"),
+    [
+        ("en-CA", "Step into Blume", "A new imaging study is available in Blume"),
+        ("fr-CA", "Entrer dans Blume", "Un nouvel examen d'imagerie est disponible dans Blume"),
+    ],
+)
+def test_invitation_in_the_patients_locale(locale: Locale, button: str, subject: str) -> None:
+    """Both locales: the button, the portal link in both parts, a study-free subject."""
+    message = build_blume_email(
+        published(locale),
+        PORTAL_LINK,
+        mail_from="Blume <no-reply@blume.example>",
+        message_id=f"<{SHARE_ID}.blume@blume.example>",
+    )
+    assert message["Subject"] == subject
+    assert message["To"] == "jane.doe@mail.example"
+    assert message["Content-Language"] == locale
+    html = message.get_body(("html",))
+    text = message.get_body(("plain",))
+    assert html is not None
+    assert text is not None
+    assert button in html.get_content()
+    assert f'href="{PORTAL_LINK}"' in html.get_content()
+    assert PORTAL_LINK in text.get_content()
+
+
+def test_invitation_says_nothing_about_the_study() -> None:
+    """No patient or study detail can reach the email: the template has none to show."""
+    message = build_blume_email(
+        published(),
+        PORTAL_LINK,
+        mail_from="Blume <no-reply@blume.example>",
+        message_id=f"<{SHARE_ID}.blume@blume.example>",
+        sent_at=datetime.now(UTC),
+    )
+    content = bodies(message) + str(message["Subject"])
+    for detail in ("bp-0001", "MRN-0001", "CT CHEST", "1.2.840", "DOE^JANE"):
+        assert detail not in content
+
+
+def event(data: ShareBlumePublished, event_id: str = "pub-1") -> CloudEvent[Any]:
+    return CloudEvent[ShareBlumePublished](
+        id=event_id,
+        source="/blume-share/blume_publisher",
+        type="share.blume.published",
+        time=datetime.now(UTC),
+        tenantid="demo-hospital",
+        correlationid="corr-1",
+        data=data,
+    )
+
+
+async def test_invitation_sent_once(settings: Settings, make_pipeline: Any) -> None:
+    """The same published event twice sends one email to the portal link."""
+    mailer = FakeMailer()
+    pipeline = make_pipeline(
+        settings.model_copy(update={"portal_base_url": "https://portal.example/blume/"}), mailer
+    )
+    await pipeline.deliver(event(published()))
+    await pipeline.deliver(event(published(), event_id="pub-2"))
+    [message] = mailer.sent
+    assert PORTAL_LINK in bodies(message)
+    assert [e["type"] for e in pipeline.events()] == ["share.notification.sent"]
+
+
+async def test_notifications_off_suppresses_the_email(
+    settings: Settings, make_pipeline: Any
+) -> None:
+    """With email notifications off nothing is sent and suppression is an event."""
+    mailer = FakeMailer()
+    pipeline = make_pipeline(settings, mailer)
+    await pipeline.deliver(event(published(notifications=False)))
+    assert mailer.attempts == 0
+    [suppressed] = pipeline.events()
+    assert suppressed["type"] == "share.notification.suppressed"
+    assert suppressed["data"]["reason"] == "patient_preference"
