@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +29,7 @@ from blume_share.cli_support import (
     run_async,
 )
 from blume_share.patients_cli import patients_app
-from blume_share.requests import RequestFileError, parse_requests
+from blume_share.requests import RequestFileError, parse_requests, revoke_request
 from blume_share.services import SERVICES
 
 app = typer.Typer(
@@ -159,6 +160,40 @@ def status(
     else:
         for key, value in fields.items():
             typer.echo(f"{key:>24}: {'' if value is None else value}")
+
+
+@app.command()
+def revoke(
+    share_id: str,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None,
+    requested_by: Annotated[
+        str, typer.Option("--by", help="Who asks (user id), for the audit trail.")
+    ] = "ops",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for the revocation.")] = 10.0,
+) -> None:
+    """End a share: its link stops working, its Blume entry is hidden (exit 1 if unknown)."""
+    settings = load_settings()
+    operations.prepare_embedded(settings)
+    share = run_async(operations.share_status(settings, share_id))
+    if share is None:
+        fail(f"no share {share_id}", EXIT_NO)
+    if share.state.value == "revoked":
+        typer.echo(f"share {share_id} was already revoked")
+        return
+    request = revoke_request(
+        share.share_id, share.tenant_id, share.correlation_id, requested_by, reason
+    )
+    started = time.monotonic()
+    if settings.embedded_broker:
+        run_async(operations.run(settings, list(SERVICES), [request], until_idle=True))
+    else:
+        run_async(operations.publish(settings, [request]))
+    done = run_async(operations.wait_for_state(settings, share_id, {"revoked"}, wait))
+    elapsed_ms = round((time.monotonic() - started) * 1000)
+    if done is None or done.state.value != "revoked":
+        state = done.state.value if done else "gone"
+        fail(f"share {share_id} is {state} after {elapsed_ms} ms; not revoked", EXIT_NO)
+    typer.echo(f"share {share_id} revoked in {elapsed_ms} ms")
 
 
 @app.command()

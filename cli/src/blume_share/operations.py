@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,6 +100,25 @@ async def run(
             shares = [await session.get(Share, request.share_id) for request in requests]
             report = await verify(session)
         return IdleReport(shares, settings.mail_drop_dir, settings.database, report)
+    finally:
+        await db.dispose()
+
+
+async def wait_for_state(
+    settings: Settings, share_id: str, states: set[str], within_seconds: float
+) -> Share | None:
+    """Poll the share until it is in one of ``states`` (or the time is up); return it."""
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    db = database(settings)
+    try:
+        while True:
+            async with db.transaction() as session:
+                share = await session.get(Share, share_id)
+            if share is None or share.state in states:
+                return share
+            if asyncio.get_running_loop().time() > deadline:
+                return share
+            await asyncio.sleep(0.05)
     finally:
         await db.dispose()
 

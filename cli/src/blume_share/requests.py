@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blume_contracts.envelope import RawEvent, now
+from blume_contracts.events import ShareRevokeRequested
 from blume_runtime.transport import OutgoingMessage
 from blume_share_dispatcher.rules import share_id_for
 from pydantic import ValidationError
@@ -88,3 +89,21 @@ def _prepare(item: Any, position: int) -> PreparedRequest:
         )
         raise RequestFileError(f"request {position}: not a valid CloudEvent ({problems})") from None
     return PreparedRequest(event, share_id_for(event))
+
+
+def revoke_request(
+    share_id: str, tenant_id: str, correlation_id: str, requested_by: str, reason: str | None
+) -> PreparedRequest:
+    """A share.revoke.requested for a known share, in its tenant and correlation."""
+    event = RawEvent(
+        id=str(uuid.uuid4()),
+        source=CLI_SOURCE,
+        type="share.revoke.requested",
+        time=now(),
+        tenantid=tenant_id,
+        correlationid=correlation_id,
+        data=ShareRevokeRequested(
+            share_id=share_id, requested_by=requested_by, reason=reason
+        ).model_dump(mode="json"),
+    )
+    return PreparedRequest(event, share_id)

@@ -159,6 +159,12 @@ class ShareLinkRequested(Contract):
     message: FreeText | None = phi(default=None)
     locale: Locale
     expires_at: AwareDatetime
+    recipient_auth: Literal["none", "email_otp", "sso"] = Field(
+        default="none", description="The tenant's policy when the share was accepted."
+    )
+    max_uses: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Grants allowed through the link; unlimited when absent."
+    )
 
 
 class ShareLinkIssued(Contract):
@@ -176,8 +182,14 @@ class ShareLinkIssued(Contract):
     locale: Locale
 
 
+NotificationPurpose = Literal["share", "sign_in_code"]
+
+
 class ShareNotificationSent(Contract):
     share_id: ShareId
+    purpose: NotificationPurpose = Field(
+        default="share", description="The share email itself, or a sign-in code for it."
+    )
     channel: Literal["email"] = "email"
     message_id: str = Field(description="RFC 5322 Message-ID of the email, stable per share.")
     recipient_email: EmailAddress = phi()
@@ -186,6 +198,7 @@ class ShareNotificationSent(Contract):
 
 class ShareNotificationFailed(Contract):
     share_id: ShareId
+    purpose: NotificationPurpose = "share"
     reason: Literal["smtp_rejected", "smtp_unavailable", "template_error"]
     detail: Annotated[str, StringConstraints(max_length=500)]
 
@@ -251,3 +264,96 @@ class ShareBlumeWithheld(Contract):
 class ShareNotificationSuppressed(Contract):
     share_id: ShareId
     reason: Literal["patient_preference"] = "patient_preference"
+
+
+# The recipient-access side (access gateway), revocation and sign-in codes.
+
+ClientIp = Annotated[str, StringConstraints(max_length=45, pattern=r"^[0-9A-Fa-f:.]+$")]
+UserAgent = Annotated[str, StringConstraints(max_length=512)]
+LinkId = Annotated[str, StringConstraints(pattern=r"^lnk_[0-9a-f]{32}$")]
+AuthMethod = Literal["none", "email_otp", "sso"]
+DenialReason = Literal[
+    "unknown",
+    "expired",
+    "revoked",
+    "wrong_code",
+    "locked",
+    "code_expired",
+    "rate_limited",
+    "sso_mismatch",
+    "sso_failed",
+    "max_uses",
+    "csrf",
+]
+
+
+class ClientContext(Contract):
+    """Who is at the other end of an HTTP request, for the audit trail."""
+
+    client_ip: ClientIp = phi()
+    user_agent: UserAgent | None = phi(default=None)
+
+
+class ShareRevokeRequested(Contract):
+    share_id: ShareId
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    reason: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
+class ShareRevoked(Contract):
+    share_id: ShareId
+    method: ShareMethod
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    reason: Annotated[str, StringConstraints(max_length=200)] | None = None
+    revoked_at: AwareDatetime
+
+
+class ShareLinkOpened(Contract):
+    """The link page was viewed (a GET: scanners do this too; nothing is consumed)."""
+
+    share_id: ShareId
+    link_id: LinkId
+    client: ClientContext
+
+
+class ShareLinkAccessed(Contract):
+    """Access was granted: the recipient is on their way to the viewer."""
+
+    share_id: ShareId
+    link_id: LinkId
+    auth_method: AuthMethod
+    signed_in_as: EmailAddress | None = phi(
+        default=None, description="The SSO identity, when SSO was used."
+    )
+    use_number: Annotated[int, Field(gt=0)]
+    client: ClientContext
+
+
+class ShareLinkDenied(Contract):
+    share_id: ShareId | None = Field(default=None, description="None for an unknown token.")
+    link_id: LinkId | None = None
+    reason: DenialReason
+    token_fingerprint: str | None = Field(
+        default=None, description="Of the presented token, to correlate guessing; never it."
+    )
+    client: ClientContext
+
+
+class ShareOtpRequested(Contract):
+    """A one-time sign-in code for an email_otp link, on its way to the invited address."""
+
+    share_id: ShareId
+    link_id: LinkId
+    challenge_id: Annotated[str, StringConstraints(pattern=r"^otp_[0-9a-f]{32}$")]
+    recipient: Recipient
+    organisation: PersonName
+    locale: Locale
+    sealed_code: str = secret(description="The code, encrypted for the notifier. Never stored.")
+    expires_at: AwareDatetime
+
+
+class ShareBlumeViewed(Contract):
+    share_id: ShareId | None = None
+    entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")]
+    blume_patient_id: Identifier
+    client: ClientContext

@@ -118,6 +118,55 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ("share_dispatcher",),
             (UPSTREAM, _AUDIT),
         ),
+        EventSpec(
+            "share.revoke.requested",
+            ev.ShareRevokeRequested,
+            "Someone asked to end a share: its link stops working, its Blume entry is hidden.",
+            (UPSTREAM, "cli"),
+            ("share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
+            "share.revoked",
+            ev.ShareRevoked,
+            "The share was revoked.",
+            ("share_dispatcher",),
+            ("link_issuer", "blume_publisher", UPSTREAM, _AUDIT),
+        ),
+        EventSpec(
+            "share.link.opened",
+            ev.ShareLinkOpened,
+            "The recipient's link page was viewed.",
+            ("access_gateway",),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "share.link.accessed",
+            ev.ShareLinkAccessed,
+            "Access to the study was granted through the link.",
+            ("access_gateway",),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "share.link.denied",
+            ev.ShareLinkDenied,
+            "Access through a link was refused, with the reason.",
+            ("access_gateway",),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "share.otp.requested",
+            ev.ShareOtpRequested,
+            "A one-time sign-in code is to be emailed to the invited recipient.",
+            ("access_gateway",),
+            ("notifier", _AUDIT),
+        ),
+        EventSpec(
+            "share.blume.viewed",
+            ev.ShareBlumeViewed,
+            "A patient viewed a study in their Blume record.",
+            ("access_gateway",),
+            (_AUDIT,),
+        ),
     )
 }
 

@@ -45,31 +45,58 @@ class HandlerContext:
         The id is derived from the event being handled, so a handler that runs again after a
         rolled-back attempt emits the same ids, and consumers dedupe them.
         """
-        model = spec_for(event_type).model
-        if not isinstance(data, model):
-            raise TypeError(f"{event_type} carries {model.__name__}, not {type(data).__name__}")
         seed = (
             f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
         )
-        outgoing = CloudEvent[Any](
-            id=str(uuid.uuid5(_EVENT_IDS, seed)),
-            source=f"/blume-share/{self.service}",
-            type=event_type,
-            time=now(),
+        outgoing = stage_event(
+            self.session,
+            event_type,
+            data,
+            producer=self.service,
             tenantid=self.event.tenantid,
             correlationid=self.event.correlationid,
-            data=data,
-        )
-        self.session.add(
-            OutboxMessage(
-                event_id=outgoing.id,
-                routing_key=event_type,
-                body=outgoing.model_dump_json().encode(),
-                created_at=outgoing.time,
-            )
+            event_id=str(uuid.uuid5(_EVENT_IDS, seed)),
         )
         self.emitted.append(outgoing.id)
         return outgoing
+
+
+def stage_event(
+    session: AsyncSession,
+    event_type: str,
+    data: BaseModel,
+    *,
+    producer: str,
+    tenantid: str,
+    correlationid: str,
+    event_id: str | None = None,
+) -> CloudEvent[Any]:
+    """Write an event to the outbox in ``session``'s transaction (published after commit).
+
+    Handlers use ``HandlerContext.emit``; producers that are not handlers (the web gateway,
+    the CLI) call this directly, then ``OutboxRelay.relay`` with the id once committed.
+    """
+    model = spec_for(event_type).model
+    if not isinstance(data, model):
+        raise TypeError(f"{event_type} carries {model.__name__}, not {type(data).__name__}")
+    outgoing = CloudEvent[Any](
+        id=event_id or str(uuid.uuid4()),
+        source=f"/blume-share/{producer}",
+        type=event_type,
+        time=now(),
+        tenantid=tenantid,
+        correlationid=correlationid,
+        data=data,
+    )
+    session.add(
+        OutboxMessage(
+            event_id=outgoing.id,
+            routing_key=event_type,
+            body=outgoing.model_dump_json().encode(),
+            created_at=outgoing.time,
+        )
+    )
+    return outgoing
 
 
 Handler = Callable[[CloudEvent[Any], HandlerContext], Awaitable[None]]

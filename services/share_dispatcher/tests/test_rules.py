@@ -12,7 +12,7 @@ from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import RawEvent
 from blume_contracts.events import RejectionReason as R
 from blume_contracts.events import StudySendRequested
-from blume_share_dispatcher.policy import PolicyError, TenantPolicy, load_policies
+from blume_runtime.tenants import PolicyError, TenantPolicy, load_policies
 from blume_share_dispatcher.rules import (
     Rejection,
     check_policy,

@@ -48,3 +48,8 @@ async def entry_for_study(
         col(RecordEntry.study_instance_uid) == study_instance_uid,
     )
     return (await session.exec(query)).first()
+
+
+async def entries_published_by(session: AsyncSession, share_id: str) -> list[RecordEntry]:
+    query = select(RecordEntry).where(col(RecordEntry.share_id) == share_id)
+    return list((await session.exec(query)).all())

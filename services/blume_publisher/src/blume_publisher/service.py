@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from blume_contracts.envelope import CloudEvent
-from blume_contracts.events import ShareBlumePublished, ShareBlumeRequested, ShareBlumeWithheld
+from blume_contracts.events import (
+    ShareBlumePublished,
+    ShareBlumeRequested,
+    ShareBlumeWithheld,
+    ShareRevoked,
+)
 from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 
 from blume_publisher.imaging import imaging_study
 from blume_publisher.models import PatientAccount, RecordEntry
-from blume_publisher.records import entry_for_study, new_entry_id
+from blume_publisher.records import entries_published_by, entry_for_study, new_entry_id
 from blume_publisher.rules import portal_verdict
 
 NAME = "blume_publisher"
@@ -66,6 +71,17 @@ def build(_settings: Settings) -> Service:
             ),
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)
+
+    @service.handles("share.revoked")
+    async def hide(event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
+        # Entries this share published leave the patient's view; the row stays for the record.
+        entries = await entries_published_by(ctx.session, event.data.share_id)
+        for entry in entries:
+            if entry.hidden_at is None:
+                entry.hidden_at = event.data.revoked_at
+                ctx.session.add(entry)
+        if entries:
+            ctx.log.info("record entries hidden", count=len(entries))
 
     return service
 

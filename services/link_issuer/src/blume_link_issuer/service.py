@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 
 from blume_contracts.envelope import CloudEvent
-from blume_contracts.events import ShareLinkIssued, ShareLinkRequested
+from blume_contracts.events import ShareLinkIssued, ShareLinkRequested, ShareRevoked
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.app import serve
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
+from sqlmodel import col, select
 
 from blume_link_issuer.models import SecureLink
 from blume_link_issuer.tokens import link_for, new_token, token_hash
@@ -31,8 +32,16 @@ def build(settings: Settings) -> Service:
             share_id=request.share_id,
             tenant_id=request.tenant_id,
             token_hash=token_hash(token),
+            correlation_id=event.correlationid,
             recipient_email=request.recipient.email,
+            recipient_name=request.recipient.name,
+            sender_name=request.sender.name,
+            sender_email=request.sender.email,
+            organisation=request.organisation,
+            locale=request.locale,
             study_instance_uid=request.study_instance_uid,
+            recipient_auth=request.recipient_auth,
+            max_uses=request.max_uses,
             expires_at=request.expires_at,
         )
         ctx.session.add(link)
@@ -52,6 +61,20 @@ def build(settings: Settings) -> Service:
             ),
         )
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)
+
+    @service.handles("share.revoked")
+    async def revoke_link(event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
+        link = (
+            await ctx.session.exec(
+                select(SecureLink).where(col(SecureLink.share_id) == event.data.share_id)
+            )
+        ).first()
+        if link is None or link.revoked_at is not None:
+            return  # a Blume share, or already revoked
+        link.revoked_at = event.data.revoked_at
+        link.revoked_reason = event.data.reason or "revoked"
+        ctx.session.add(link)
+        ctx.log.info("link revoked", link_id=link.link_id)
 
     return service
 

@@ -24,7 +24,7 @@ def notification_key(share_id: str, kind: str) -> str:
 class Notification(SQLModel, table=True):
     __tablename__ = "notifier_notifications"
 
-    notification_key: str = Field(primary_key=True, max_length=64)
+    notification_key: str = Field(primary_key=True, max_length=128)
     share_id: str = Field(max_length=36, index=True)
     message_id: str = Field(max_length=255)
     """RFC 5322 Message-ID, stable per share, so the email can be traced in the relay's logs."""

@@ -15,7 +15,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
-from blume_contracts.events import Locale, ShareBlumePublished, ShareLinkIssued
+from blume_contracts.events import Locale, ShareBlumePublished, ShareLinkIssued, ShareOtpRequested
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -124,7 +124,7 @@ def compose(
     mail_from: str,
     message_id: str,
     locale: Locale,
-    link: str,
+    link: str | None,
     reply_to: Address | None = None,
     sent_at: datetime | None = None,
 ) -> EmailMessage:
@@ -133,7 +133,7 @@ def compose(
     Raises ``ValueError`` when a header cannot be built safely (the email package refuses
     CR/LF in address parts and header values) or the link is not an absolute http(s) URL.
     """
-    if not link.startswith(("https://", "http://")):
+    if link is not None and not link.startswith(("https://", "http://")):
         raise ValueError("the link must be an absolute http(s) URL")
     message = EmailMessage(policy=SMTP)
     message["From"] = mail_from
@@ -191,5 +191,35 @@ def build_blume_email(
         message_id=message_id,
         locale=event_data.locale,
         link=portal_link,
+        sent_at=sent_at,
+    )
+
+
+def build_code_email(
+    event_data: ShareOtpRequested,
+    code: str,
+    *,
+    mail_from: str,
+    message_id: str,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """The sign-in code, to the invited address only. The code stays out of the subject,
+    which lock screens and notification banners show to anyone nearby."""
+    minutes = max(1, round((event_data.expires_at - datetime.now(UTC)).total_seconds() / 60))
+    context = {
+        "lang": event_data.locale,
+        "recipient_name": event_data.recipient.name,
+        "organisation": event_data.organisation,
+        "code": code,
+        "minutes": minutes,
+    }
+    rendered = render("sign_in_code", event_data.locale, context)
+    return compose(
+        rendered,
+        to=Address(display_name=event_data.recipient.name, addr_spec=event_data.recipient.email),
+        mail_from=mail_from,
+        message_id=message_id,
+        locale=event_data.locale,
+        link=None,
         sent_at=sent_at,
     )

@@ -15,11 +15,13 @@ from typing import Final, Literal
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
+    NotificationPurpose,
     ShareBlumePublished,
     ShareLinkIssued,
     ShareNotificationFailed,
     ShareNotificationSent,
     ShareNotificationSuppressed,
+    ShareOtpRequested,
 )
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.app import serve
@@ -34,6 +36,7 @@ from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_
 from blume_notifier.models import STATUS_SENT, Notification, notification_key
 from blume_notifier.render import (
     build_blume_email,
+    build_code_email,
     build_link_email,
     message_domain,
     message_id_for,
@@ -69,10 +72,19 @@ class Notifier:
         self._portal_base_url = settings.portal_base_url.rstrip("/")
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
-    def _fail(self, ctx: HandlerContext, share_id: str, reason: FailureReason, detail: str) -> None:
+    def _fail(
+        self,
+        ctx: HandlerContext,
+        share_id: str,
+        reason: FailureReason,
+        detail: str,
+        purpose: NotificationPurpose,
+    ) -> None:
         ctx.emit(
             "share.notification.failed",
-            ShareNotificationFailed(share_id=share_id, reason=reason, detail=detail),
+            ShareNotificationFailed(
+                share_id=share_id, purpose=purpose, reason=reason, detail=detail
+            ),
         )
         ctx.log.warning("notification failed", reason=reason, detail=detail)
 
@@ -83,6 +95,7 @@ class Notifier:
         kind: str,
         recipient_email: str,
         compose: Callable[[str], EmailMessage],
+        purpose: NotificationPurpose = "share",
     ) -> None:
         """Build with ``compose(message_id)``, send, and record; or emit why it failed."""
         key = notification_key(share_id, kind)
@@ -94,18 +107,20 @@ class Notifier:
         try:
             message = compose(message_id)
         except (TemplateError, ValueError) as error:
-            self._fail(ctx, share_id, "template_error", failure_detail(error, recipient_email))
+            detail = failure_detail(error, recipient_email)
+            self._fail(ctx, share_id, "template_error", detail, purpose)
             return
         try:
             await self._mailer.send(message)
         except MailRejected as error:
-            self._fail(ctx, share_id, "smtp_rejected", failure_detail(error, recipient_email))
+            detail = failure_detail(error, recipient_email)
+            self._fail(ctx, share_id, "smtp_rejected", detail, purpose)
             return
         except MailUnavailable as error:
             detail = failure_detail(error, recipient_email)
             if not ctx.final_attempt:
                 raise TransientError(detail) from None
-            self._fail(ctx, share_id, "smtp_unavailable", detail)
+            self._fail(ctx, share_id, "smtp_unavailable", detail, purpose)
             return
         accepted_at = utcnow()
         ctx.session.add(
@@ -122,6 +137,7 @@ class Notifier:
             "share.notification.sent",
             ShareNotificationSent(
                 share_id=share_id,
+                purpose=purpose,
                 message_id=message_id,
                 recipient_email=recipient_email,
                 accepted_at=accepted_at,
@@ -169,12 +185,32 @@ class Notifier:
             ),
         )
 
+    async def email_sign_in_code(
+        self, event: CloudEvent[ShareOtpRequested], ctx: HandlerContext
+    ) -> None:
+        request = event.data
+        try:
+            code = self._sealer.unseal(request.sealed_code)
+        except ValueError:
+            raise TransientError("sealed code cannot be opened with the configured keys") from None
+        await self._deliver(
+            ctx,
+            request.share_id,
+            request.challenge_id,
+            request.recipient.email,
+            lambda message_id: build_code_email(
+                request, code, mail_from=self._mail_from, message_id=message_id
+            ),
+            purpose="sign_in_code",
+        )
+
 
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     notifier = Notifier(settings, mailer if mailer is not None else mailer_from_settings(settings))
     service = Service(NAME)
     service.handles("share.link.issued")(notifier.email_link)
     service.handles("share.blume.published")(notifier.invite_to_blume)
+    service.handles("share.otp.requested")(notifier.email_sign_in_code)
     return service
 
 

@@ -17,18 +17,29 @@ class ShareState(StrEnum):
     PUBLISHED = "published"
     COMPLETED = "completed"
     FAILED = "failed"
+    REVOKED = "revoked"
 
 
-TERMINAL = frozenset({ShareState.REJECTED, ShareState.COMPLETED, ShareState.FAILED})
+TERMINAL = frozenset({ShareState.REJECTED, ShareState.FAILED, ShareState.REVOKED})
 
 # Notification outcomes can overtake share.link.issued (separate consumers, retries), so
 # ACCEPTED may go straight to a terminal state.
 TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
     ShareState.ACCEPTED: frozenset(
-        {ShareState.LINK_ISSUED, ShareState.PUBLISHED, ShareState.COMPLETED, ShareState.FAILED}
+        {
+            ShareState.LINK_ISSUED,
+            ShareState.PUBLISHED,
+            ShareState.COMPLETED,
+            ShareState.FAILED,
+            ShareState.REVOKED,
+        }
     ),
-    ShareState.LINK_ISSUED: frozenset({ShareState.COMPLETED, ShareState.FAILED}),
-    ShareState.PUBLISHED: frozenset({ShareState.COMPLETED, ShareState.FAILED}),
+    ShareState.LINK_ISSUED: frozenset(
+        {ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}
+    ),
+    ShareState.PUBLISHED: frozenset({ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}),
+    # A completed share stays revocable: revoking is how a sent link is taken back.
+    ShareState.COMPLETED: frozenset({ShareState.REVOKED}),
 }
 
 

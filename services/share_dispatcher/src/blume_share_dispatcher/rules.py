@@ -10,10 +10,9 @@ from blume_contracts.envelope import RawEvent
 from blume_contracts.events import RejectionReason, StudySendRequested
 from blume_publisher.records import PatientDirectory
 from blume_publisher.rules import external_links_withheld, portal_verdict
+from blume_runtime.tenants import TenantPolicy
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
-
-from blume_share_dispatcher.policy import TenantPolicy
 
 R = RejectionReason
 

@@ -21,6 +21,8 @@ from blume_contracts.events import (
     ShareNotificationSent,
     ShareNotificationSuppressed,
     ShareRejected,
+    ShareRevoked,
+    ShareRevokeRequested,
     StudySendRequested,
 )
 from blume_publisher.records import PatientDirectory, SqlPatientDirectory
@@ -28,11 +30,11 @@ from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
+from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share_dispatcher.models import Share, ShareState
-from blume_share_dispatcher.policy import TenantPolicy, load_policies
 from blume_share_dispatcher.rules import (
     Rejection,
     check_policy,
@@ -79,6 +81,8 @@ def next_step(
         message=request.message,
         locale=request.locale,
         expires_at=expires_at,
+        recipient_auth=policy.recipient_auth,
+        max_uses=policy.link_max_uses,
     )
 
 
@@ -222,11 +226,31 @@ class Dispatcher:
     async def notification_failed(
         self, event: CloudEvent[ShareNotificationFailed], ctx: HandlerContext
     ) -> None:
+        if event.data.purpose != "share":
+            return  # the recipient can ask for another code; the share itself is fine
         message = "the notification email could not be delivered"
         await self.fail(ctx, event.data.share_id, event.data.reason, message)
 
     async def withheld(self, event: CloudEvent[ShareBlumeWithheld], ctx: HandlerContext) -> None:
         await self.fail(ctx, event.data.share_id, event.data.reason, event.data.message)
+
+    async def revoke(self, event: CloudEvent[ShareRevokeRequested], ctx: HandlerContext) -> None:
+        request = event.data
+        share = await self.transition(ctx, request.share_id, ShareState.REVOKED)
+        if share is None:
+            return
+        share.reason = "revoked"
+        ctx.emit(
+            "share.revoked",
+            ShareRevoked(
+                share_id=share.share_id,
+                method="blume" if share.method == "blume" else "external_link",
+                requested_by=request.requested_by,
+                reason=request.reason,
+                revoked_at=now(),
+            ),
+        )
+        ctx.log.info("share revoked", share_id=share.share_id)
 
 
 def build(
@@ -243,6 +267,7 @@ def build(
     service.handles("share.notification.suppressed")(dispatcher.suppressed)
     service.handles("share.notification.failed")(dispatcher.notification_failed)
     service.handles("share.blume.withheld")(dispatcher.withheld)
+    service.handles("share.revoke.requested")(dispatcher.revoke)
     return service
 
 

@@ -1,0 +1,94 @@
+"""Tenant policy: per organisation, how long links live and how recipients authenticate.
+
+Read by the dispatcher (expiry, display name) and the access gateway (authentication,
+uses per link, the viewer). Secrets, such as an SSO client secret, are named here by the
+environment variable that holds them, never written in the file.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+
+
+class SsoPolicy(BaseModel):
+    """The tenant's OpenID Connect identity provider for recipients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: HttpUrl
+    client_id: str = Field(min_length=1)
+    client_secret_env: str = Field(
+        pattern=r"^[A-Z][A-Z0-9_]*$",
+        description="Name of the environment variable holding the client secret.",
+    )
+    allowed_domains: list[str] = Field(
+        default_factory=list,
+        description="Besides the invited address itself, sign-ins from these domains pass.",
+    )
+
+    def client_secret(self) -> str:
+        secret = os.environ.get(self.client_secret_env)
+        if not secret:
+            raise PolicyError(f"{self.client_secret_env} is not set")
+        return secret
+
+
+RecipientAuth = Literal["none", "email_otp", "sso"]
+
+
+class TenantPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    display_name: str = Field(min_length=1, max_length=200)
+    link_expiry_default_hours: int = Field(default=72, gt=0)
+    link_expiry_max_hours: int = Field(default=168, gt=0)
+    recipient_auth: RecipientAuth = "none"
+    link_max_uses: int | None = Field(
+        default=None, gt=0, description="Grants per link; unlimited when absent."
+    )
+    viewer_url: HttpUrl = Field(
+        default=HttpUrl("http://127.0.0.1:8080/viewer"),
+        description="Where granted access is redirected, with a short-lived signed ticket.",
+    )
+    sso: SsoPolicy | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.link_expiry_default_hours > self.link_expiry_max_hours:
+            raise ValueError("link_expiry_default_hours exceeds link_expiry_max_hours")
+        if self.recipient_auth == "sso" and self.sso is None:
+            raise ValueError("recipient_auth sso needs an sso block")
+        return self
+
+
+class PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tenants: dict[str, TenantPolicy]
+
+
+class PolicyError(ValueError):
+    pass
+
+
+def load_policies(path: Path | None) -> dict[str, TenantPolicy]:
+    """Read the policy file (or the bundled default); fail loudly on any mistake in it."""
+    if path is None:
+        text = files("blume_runtime").joinpath("default_tenants.yaml").read_text()
+        origin = "bundled default_tenants.yaml"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise PolicyError(f"cannot read tenant policy file {path}: {error.strerror}") from None
+        origin = str(path)
+    try:
+        return PolicyFile.model_validate(yaml.safe_load(text)).tenants
+    except (yaml.YAMLError, ValidationError) as error:
+        raise PolicyError(f"invalid tenant policy in {origin}: {error}") from None
