@@ -173,3 +173,21 @@ async def test_audit_verify_fails_after_a_row_is_altered(system: RunningSystem) 
     after = blume_share("audit", "verify", env=system.env)
     assert after.returncode == 1
     assert "BROKEN" in after.stdout
+
+
+async def test_revoke_over_rabbitmq_is_audited(system: RunningSystem) -> None:
+    """blume-share revoke on real services: share.revoked with the request's correlation id."""
+    request = request_event()
+    system.publish(request)
+    [completed] = await system.wait_for("share.completed")
+    share_id = completed["data"]["share_id"]
+    revoked = blume_share("revoke", share_id, "--by", "u-123", env=system.env)
+    assert revoked.returncode == 0, revoked.stdout + revoked.stderr
+    [event] = await system.wait_for("share.revoked")
+    assert event["correlationid"] == request["correlationid"]
+    assert event["data"]["requested_by"] == "u-123"
+    with psycopg.connect(system.database_url) as connection:
+        [(revoked_at,)] = connection.execute(
+            "SELECT revoked_at FROM link_issuer_links WHERE share_id = %s", (share_id,)
+        ).fetchall()
+    assert revoked_at is not None

@@ -151,3 +151,25 @@ def test_run_reports_an_unreachable_database(
     result = cli.invoke(app, ["run", "share_dispatcher"])
     assert result.exit_code == 3
     assert "database unreachable" in result.stderr
+
+
+def test_revoke_ends_a_completed_share(cli: CliRunner, state_dir: Path) -> None:
+    """revoke marks the share revoked, revokes its link and is idempotent; unknown is exit 1."""
+    sent = cli.invoke(app, ["send", str(EXAMPLE)])
+    share_id = sent.stdout.split()[1].rstrip(":")
+    revoked = cli.invoke(app, ["revoke", share_id, "--reason", "wrong recipient", "--by", "u-9"])
+    assert revoked.exit_code == 0, revoked.output
+    assert f"share {share_id} revoked in" in revoked.stdout
+    status = cli.invoke(app, ["status", share_id, "--json"])
+    assert json.loads(status.stdout)["state"] == "revoked"
+    with sqlite3.connect(state_dir / "blume-share.db") as connection:
+        [(revoked_at, reason)] = connection.execute(
+            "SELECT revoked_at, revoked_reason FROM link_issuer_links WHERE share_id = ?",
+            (share_id,),
+        ).fetchall()
+    assert revoked_at is not None
+    assert reason == "wrong recipient"
+    again = cli.invoke(app, ["revoke", share_id])
+    assert again.exit_code == 0
+    assert "already revoked" in again.stdout
+    assert cli.invoke(app, ["revoke", "shr_" + "0" * 32]).exit_code == 1

@@ -28,6 +28,7 @@ from blume_share.cli_support import (
     load_settings,
     run_async,
 )
+from blume_share.dlq_cli import dlq_app
 from blume_share.patients_cli import patients_app
 from blume_share.requests import RequestFileError, parse_requests, revoke_request
 from blume_share.services import SERVICES
@@ -218,6 +219,7 @@ def keygen() -> None:
 
 app.add_typer(audit_app, name="audit")
 app.add_typer(patients_app, name="patients")
+app.add_typer(dlq_app, name="dlq")
 
 
 def main() -> None:

@@ -114,3 +114,32 @@ async def test_notifications_off_suppresses_the_email(
     [suppressed] = pipeline.events()
     assert suppressed["type"] == "share.notification.suppressed"
     assert suppressed["data"]["reason"] == "patient_preference"
+
+
+def test_sign_in_code_email_keeps_the_code_out_of_the_subject() -> None:
+    """The code is in both bodies, never in the subject; the address is the invited one."""
+    from datetime import timedelta
+
+    from blume_contracts.events import Recipient, ShareOtpRequested
+    from blume_notifier.render import build_code_email
+
+    request = ShareOtpRequested(
+        share_id=SHARE_ID,
+        link_id="lnk_" + "ef" * 16,
+        challenge_id="otp_" + "01" * 16,
+        recipient=Recipient(name="Dr. Bob Jones", email="bob@clinic.example"),
+        organisation="Demo Hospital",
+        locale="fr-CA",
+        sealed_code="unused-here",
+        expires_at=datetime.now(UTC) + timedelta(minutes=10),
+    )
+    message = build_code_email(
+        request,
+        "493817",
+        mail_from="Blume <no-reply@blume.example>",
+        message_id=f"<{SHARE_ID}.otp@blume.example>",
+    )
+    assert "493817" not in str(message["Subject"])
+    assert message["To"].addresses[0].addr_spec == "bob@clinic.example"
+    assert bodies(message).count("493817") == 2
+    assert "10 minutes" in bodies(message)
