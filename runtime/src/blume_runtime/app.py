@@ -78,6 +78,10 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.transport.stop()
+        try:
+            await self.relay.forget_published()
+        except Exception as error:  # noqa: BLE001 - rows left behind are only swept again
+            log.warning("outbox clean-up deferred", error_type=type(error).__name__)
         for service in self.services:
             for close in service.resources:
                 await close()

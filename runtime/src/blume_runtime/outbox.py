@@ -1,7 +1,9 @@
 """The outbox relay: publishes events written by committed transactions, then deletes them.
 
-A worker relays its own rows right after commit; the background sweep publishes anything a
-crash or a broker outage left behind. Publishing twice is harmless: consumers dedupe by id.
+A worker publishes what its handler staged straight from memory right after commit, all
+at once, each confirmed by the broker; the rows are deleted in batches by the background
+loop, which also publishes anything a crash or a broker outage left behind. Publishing
+twice is harmless: consumers dedupe by event id.
 """
 
 from __future__ import annotations
@@ -18,15 +20,29 @@ from blume_runtime.transport import OutgoingMessage, Transport
 
 log = structlog.get_logger("outbox")
 
+SWEEP_AFTER = timedelta(seconds=5)
+"""A row older than this was not published by its worker (crash, broker outage)."""
+
 
 class OutboxRelay:
     def __init__(self, db: Database, transport: Transport, *, batch_size: int = 200) -> None:
         self._db = db
         self._transport = transport
         self._batch_size = batch_size
+        self._published: list[str] = []
+
+    async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish what a committed transaction staged; its rows are deleted later, in bulk.
+
+        If the broker refuses, the rows stay and the sweep publishes them.
+        """
+        if not messages:
+            return
+        await asyncio.gather(*(self._transport.publish(message) for message in messages))
+        self._published.extend(message.message_id for message in messages)
 
     async def relay(self, event_ids: Sequence[str]) -> None:
-        """Publish the given rows (just committed by this process)."""
+        """Publish the given committed rows (for producers that only know the ids)."""
         if not event_ids:
             return
         async with self._db.transaction() as session:
@@ -35,10 +51,24 @@ class OutboxRelay:
                     select(OutboxMessage).where(col(OutboxMessage.event_id).in_(event_ids))
                 )
             ).all()
-        await self._publish(list(rows))
+        await self.publish_committed(
+            [OutgoingMessage(row.routing_key, row.body, row.event_id) for row in rows]
+        )
 
-    async def sweep(self, *, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish rows older than ``older_than`` that no worker relayed; return how many."""
+    async def forget_published(self) -> int:
+        """Delete the rows of everything published since the last call; return how many."""
+        published, self._published = self._published, []
+        for start in range(0, len(published), self._batch_size):
+            batch = published[start : start + self._batch_size]
+            async with self._db.transaction() as session:
+                await session.exec(
+                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(batch))
+                )
+        return len(published)
+
+    async def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> int:
+        """Publish rows older than ``older_than`` that no worker published; return how many."""
+        await self.forget_published()
         async with self._db.transaction() as session:
             query = (
                 select(OutboxMessage)
@@ -49,30 +79,22 @@ class OutboxRelay:
             if not self._db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.exec(query)).all())
-        await self._publish(rows)
+        for row in rows:
+            await self._transport.publish(OutgoingMessage(row.routing_key, row.body, row.event_id))
+            self._published.append(row.event_id)
+        await self.forget_published()
         return len(rows)
 
-    async def _publish(self, rows: list[OutboxMessage]) -> None:
-        published: list[str] = []
-        try:
-            for row in rows:
-                await self._transport.publish(
-                    OutgoingMessage(row.routing_key, row.body, row.event_id)
-                )
-                published.append(row.event_id)
-        finally:
-            if published:
-                async with self._db.transaction() as session:
-                    await session.exec(
-                        delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(published))
-                    )
-
     async def run_forever(self, interval: float) -> None:
+        """Delete published rows often; sweep for stranded ones every ``interval`` seconds."""
+        next_sweep = asyncio.get_running_loop().time() + interval
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(min(interval, 0.2))
             try:
-                count = await self.sweep()
-                if count:
-                    log.info("outbox swept", published=count)
-            except Exception as error:  # noqa: BLE001 - the sweep must outlive a broker blip
-                log.warning("outbox sweep failed", error_type=type(error).__name__)
+                await self.forget_published()
+                if asyncio.get_running_loop().time() >= next_sweep:
+                    next_sweep = asyncio.get_running_loop().time() + interval
+                    if count := await self.sweep():
+                        log.info("outbox swept", published=count)
+            except Exception as error:  # noqa: BLE001 - the loop must outlive a broker blip
+                log.warning("outbox relay loop failed", error_type=type(error).__name__)

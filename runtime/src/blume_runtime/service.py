@@ -15,6 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime.db import OutboxMessage
 from blume_runtime.topology import QueueSpec
+from blume_runtime.transport import OutgoingMessage
 
 _EVENT_IDS: Final = uuid.UUID("5f0d0e36-47c1-4c4f-9a53-4a3b8e0f2b61")
 
@@ -37,7 +38,8 @@ class HandlerContext:
     attempt: int
     final_attempt: bool
     log: Any
-    emitted: list[str] = field(default_factory=list)
+    emitted: list[OutgoingMessage] = field(default_factory=list)
+    """What this handler staged, in order: published from memory once committed."""
 
     def emit(self, event_type: str, data: BaseModel) -> CloudEvent[Any]:
         """Queue an event in the outbox, in this transaction; it is published after commit.
@@ -57,7 +59,7 @@ class HandlerContext:
             correlationid=self.event.correlationid,
             event_id=str(uuid.uuid5(_EVENT_IDS, seed)),
         )
-        self.emitted.append(outgoing.id)
+        self.emitted.append(outbox_message(outgoing))
         return outgoing
 
 
@@ -88,15 +90,20 @@ def stage_event(
         correlationid=correlationid,
         data=data,
     )
+    message = outbox_message(outgoing)
     session.add(
         OutboxMessage(
             event_id=outgoing.id,
             routing_key=event_type,
-            body=outgoing.model_dump_json().encode(),
+            body=message.body,
             created_at=outgoing.time,
         )
     )
     return outgoing
+
+
+def outbox_message(event: CloudEvent[Any]) -> OutgoingMessage:
+    return OutgoingMessage(event.type, event.model_dump_json().encode(), event.id)
 
 
 Handler = Callable[[CloudEvent[Any], HandlerContext], Awaitable[None]]

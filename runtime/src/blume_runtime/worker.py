@@ -15,12 +15,14 @@ from typing import Any
 import structlog
 from blume_contracts.envelope import CloudEvent, RawEvent
 from pydantic import ValidationError
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime.db import Database, InboxEntry, utcnow
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.service import HandlerContext, PermanentError, Service
-from blume_runtime.transport import Delivery
+from blume_runtime.transport import Delivery, OutgoingMessage
 
 
 class Worker:
@@ -91,13 +93,15 @@ class Worker:
                 await delivery.retry_later()
                 return "retry_scheduled"
             try:
-                await self._relay.relay(emitted)
+                await self._relay.publish_committed(emitted)
             except Exception as error:  # noqa: BLE001 - committed: the sweep publishes later
                 self._log.warning("outbox relay deferred", error_type=type(error).__name__)
             await delivery.ack()
             return outcome
 
-    async def _handle(self, event: RawEvent, delivery: Delivery) -> tuple[str, list[str]]:
+    async def _handle(
+        self, event: RawEvent, delivery: Delivery
+    ) -> tuple[str, list[OutgoingMessage]]:
         route = self.service.route(event.type)
         if route is None:
             self._log.warning("no handler for event type; acknowledged")
@@ -117,16 +121,8 @@ class Worker:
                 invalid = error
         try:
             async with self._db.transaction() as session:
-                if await session.get(InboxEntry, (self.service.name, event.source, event.id)):
+                if not await self._claim(session, event):
                     return "duplicate", []
-                session.add(
-                    InboxEntry(
-                        consumer=self.service.name,
-                        event_source=event.source,
-                        event_id=event.id,
-                        processed_at=utcnow(),
-                    )
-                )
                 context = HandlerContext(
                     service=self.service.name,
                     event=event,
@@ -146,6 +142,26 @@ class Worker:
                 return "duplicate", []
             raise
         return "processed", context.emitted
+
+    async def _claim(self, session: AsyncSession, event: RawEvent) -> bool:
+        """Record the message in the inbox; False if this consumer already processed it.
+
+        One INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate waits on the row lock
+        and then finds it, so only one of them runs the handler.
+        """
+        insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
+        statement = (
+            insert(InboxEntry)
+            .values(
+                consumer=self.service.name,
+                event_source=event.source,
+                event_id=event.id,
+                processed_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+        )
+        result = await session.exec(statement)
+        return bool(result.rowcount)
 
     async def _already_processed(self, event: RawEvent) -> bool:
         async with self._db.transaction() as session:
