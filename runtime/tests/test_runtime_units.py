@@ -1,0 +1,103 @@
+"""Small runtime pieces: database URLs, sealing and key rotation, log redaction, settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from blume_runtime.db import database_url
+from blume_runtime.logging import REDACTED, configure_logging, redact_processor
+from blume_runtime.sealing import Sealer, SealingKeyError
+from blume_runtime.settings import Settings
+from cryptography.fernet import Fernet
+from pydantic import SecretStr
+
+
+@pytest.mark.parametrize(
+    ("given", "use_async", "expected"),
+    [
+        ("postgresql://u:p@db/blume", True, "postgresql+psycopg://u:p@db/blume"),
+        ("postgres://u@db/blume", True, "postgresql+psycopg://u@db/blume"),
+        ("postgresql+psycopg://u@db/blume", False, "postgresql+psycopg://u@db/blume"),
+        ("sqlite:////tmp/x.db", True, "sqlite+aiosqlite:////tmp/x.db"),
+        ("sqlite:////tmp/x.db", False, "sqlite:////tmp/x.db"),
+    ],
+)
+def test_database_urls_pick_the_driver(given: str, use_async: bool, expected: str) -> None:
+    """Plain postgresql:// and postgres:// URLs work; the driver is chosen for the caller."""
+    assert database_url(given, use_async=use_async) == expected
+
+
+def test_unsupported_database_is_refused() -> None:
+    """A MySQL URL is a clear error, not a late driver failure."""
+    with pytest.raises(ValueError, match="unsupported database"):
+        database_url("mysql://u@db/blume", use_async=True)
+
+
+def test_sealing_survives_key_rotation() -> None:
+    """A value sealed with the old key opens while both keys are configured, newest first."""
+    old, new = Fernet.generate_key(), Fernet.generate_key()
+    sealed_before = Sealer([old]).seal("https://share.example/s/token")
+    rotated = Sealer([new, old])
+    assert rotated.unseal(sealed_before) == "https://share.example/s/token"
+    assert Sealer([new]).unseal(rotated.seal("x")) == "x"
+    with pytest.raises(ValueError, match="cannot be opened"):
+        Sealer([new]).unseal(sealed_before)
+
+
+def test_production_needs_a_sealing_key(tmp_path: Path) -> None:
+    """With RabbitMQ configured and no key, the worker refuses to start."""
+    settings = Settings(state_dir=tmp_path, amqp_url=SecretStr("amqp://broker/"))
+    with pytest.raises(SealingKeyError, match="BLUME_TOKEN_SEALING_KEY"):
+        Sealer.from_settings(settings)
+
+
+def test_embedded_key_is_generated_private(tmp_path: Path) -> None:
+    """The embedded default generates its key once, readable by its owner only."""
+    settings = Settings(state_dir=tmp_path)
+    first = Sealer.from_settings(settings).seal("x")
+    assert Sealer.from_settings(settings).unseal(first) == "x"
+    mode = stat.S_IMODE(os.stat(tmp_path / "sealing.key").st_mode)
+    assert mode == 0o600
+
+
+def redact(**event: Any) -> dict[str, Any]:
+    return dict(redact_processor(None, "info", dict(event)))
+
+
+def test_marked_keys_are_redacted_wherever_they_appear() -> None:
+    """PHI- and secret-marked field names are removed, nested ones included."""
+    logged = redact(
+        mrn="MRN-1", sealed_link="gAAAA", extra={"patient": {"name": "DOE^JANE"}}, share_id="s"
+    )
+    assert logged["mrn"] == REDACTED
+    assert logged["sealed_link"] == REDACTED
+    assert logged["extra"]["patient"]["name"] == REDACTED
+    assert logged["share_id"] == "s"
+
+
+def test_values_are_scrubbed_of_addresses_tokens_and_credentials() -> None:
+    """Free text loses email addresses, link tokens and URL passwords."""
+    token = "y4b14mxM-C_F7GSZcUe4ei2RDSeG3_JRAM49bXLkQU8"
+    logged = redact(
+        error=f"550 <bob@clinic.example> rejected https://share.example/s/{token}",
+        url="amqp://guest:hunter2@rabbit:5672/",
+    )
+    assert "bob@clinic.example" not in logged["error"]
+    assert token not in logged["error"]
+    assert "hunter2" not in logged["url"]
+
+
+def test_json_logs_go_through_redaction(capsys: pytest.CaptureFixture[str]) -> None:
+    """The configured pipeline writes JSON with the redaction applied."""
+    configure_logging("INFO", "json")
+    structlog.get_logger("test").info("hello", recipient_email="bob@clinic.example", share_id="s")
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "hello"
+    assert line["recipient_email"] == REDACTED
+    assert line["share_id"] == "s"
