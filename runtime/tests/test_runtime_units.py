@@ -96,7 +96,12 @@ def test_values_are_scrubbed_of_addresses_tokens_and_credentials() -> None:
 def test_json_logs_go_through_redaction(capsys: pytest.CaptureFixture[str]) -> None:
     """The configured pipeline writes JSON with the redaction applied."""
     configure_logging("INFO", "json")
-    structlog.get_logger("test").info("hello", recipient_email="bob@clinic.example", share_id="s")
+    try:
+        structlog.get_logger("test").info(
+            "hello", recipient_email="bob@clinic.example", share_id="s"
+        )
+    finally:
+        structlog.reset_defaults()
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
     assert line["event"] == "hello"
     assert line["recipient_email"] == REDACTED
