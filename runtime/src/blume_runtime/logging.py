@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import MutableMapping
 from datetime import date, datetime
-from typing import Any, Final
+from typing import Any, Final, TextIO, cast
 
 import structlog
 from blume_contracts.registry import SENSITIVE_FIELDS
@@ -91,7 +91,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
 
