@@ -30,8 +30,9 @@ format: setup
 artefacts: setup  ## regenerate JSON Schemas and the AsyncAPI document from the models
 	$(UV) run python -m blume_contracts.artefacts
 
-bench: setup  ## shares/s end to end vs raw aio-pika on the same broker (needs RabbitMQ, PostgreSQL)
+bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput
+	$(UV) run python -m bench.audit_ingest
 
 clean:
 	rm -rf .blume .pytest_cache .mypy_cache .ruff_cache

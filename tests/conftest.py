@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,6 +95,24 @@ class RunningSystem:
         result = self._channel.queue_declare("", exclusive=True)
         self._observer_queue = result.method.queue
         self._channel.queue_bind(self._observer_queue, "blume.share", routing_key="#")
+        self._wait_for_http(deadline)
+
+    @property
+    def http_base(self) -> str:
+        """The access gateway ``blume-share run`` serves beside the workers."""
+        return f"http://127.0.0.1:{self.env['BLUME_HTTP_PORT']}"
+
+    def _wait_for_http(self, deadline: float) -> None:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.http_base}/healthz", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or (self.process and self.process.poll() is not None):
+                pytest.fail(f"the access gateway did not start:\n{self.logs()}")
+            time.sleep(0.1)
 
     def publish(
         self, event: dict[str, Any] | bytes, routing_key: str = "study.send.requested"
@@ -174,8 +195,16 @@ def system_env(
         BLUME_OUTBOX_POLL_SECONDS="0.5",
         BLUME_LOG_FORMAT="json",
         BLUME_STATE_DIR=str(tmp_path / "state"),
+        BLUME_HTTP_PORT=str(free_port()),
+        BLUME_GATEWAY_SECRET_KEY=secrets.token_urlsafe(48),
     )
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

@@ -101,6 +101,8 @@ def test_audit_verify_detects_an_edited_row(cli: CliRunner, state_dir: Path) -> 
     assert cli.invoke(app, ["run", "--example", "--until-idle"]).exit_code == 0
     assert cli.invoke(app, ["audit", "verify"]).exit_code == 0
     with sqlite3.connect(state_dir / "blume-share.db") as connection:
+        # The store refuses edits; someone with the file can drop the trigger first.
+        connection.execute("DROP TRIGGER audit_records_no_update")
         connection.execute("UPDATE audit_records SET correlation_id = 'forged' WHERE seq = 3")
     result = cli.invoke(app, ["audit", "verify"])
     assert result.exit_code == 1

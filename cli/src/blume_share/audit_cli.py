@@ -1,96 +1,405 @@
-"""``blume-share audit``: verify and query the hash-chained audit store."""
+"""``blume-share audit``: verify, query, export and report on the audit store, and govern it."""
 
 from __future__ import annotations
 
+import csv
 import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, TextIO
 
 import typer
+from blume_audit_sink import disclosures as disclosure_report
+from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
+from blume_audit_sink.chain import RecordFilter, record_as_json
+from blume_audit_sink.checkpoints import (
+    SigningKeyError,
+    key_id,
+    new_private_key_text,
+    private_key_from_text,
+    public_key_text,
+)
+from blume_audit_sink.disclosures import spreadsheet_safe
+from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.retention import PurgeRefusedError
+from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_runtime.db import as_utc
+from blume_runtime.settings import Settings
+from pydantic import ValidationError
 
 from blume_share import operations
-from blume_share.cli_support import EXIT_NO, load_settings, run_async
+from blume_share.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_NO,
+    EXIT_UNAVAILABLE,
+    fail,
+    load_settings,
+    run_async,
+)
 
-audit_app = typer.Typer(help="Verify and query the hash-chained audit store.", no_args_is_help=True)
+audit_app = typer.Typer(
+    help="Verify, query, export and report on the hash-chained audit store.",
+    no_args_is_help=True,
+)
+retention_app = typer.Typer(help="Retention periods per tenant.", no_args_is_help=True)
+hold_app = typer.Typer(help="Legal holds: records no purge may touch.", no_args_is_help=True)
+audit_app.add_typer(retention_app, name="retention")
+audit_app.add_typer(hold_app, name="hold")
 
 
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSONL = "jsonl"
+    CSV = "csv"
+
+
+class ExportFormat(StrEnum):
+    FHIR = "fhir"
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+class ReportFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+    HTML = "html"
+
+
+def _audit_settings() -> AuditSettings:
+    try:
+        return AuditSettings()
+    except ValidationError as error:
+        fail(f"invalid BLUME_AUDIT_* environment: {error}", EXIT_BAD_INPUT)
+
+
+def _ready() -> Settings:
+    settings = load_settings()
+    operations.prepare_embedded(settings)
+    return settings
+
+
+@contextmanager
+def _output(path: Path | None) -> Iterator[TextIO]:
+    if path is None:
+        yield sys.stdout
+        return
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        yield handle
+
+
+Tenant = Annotated[str | None, typer.Option(help="Only this tenant.")]
+Since = Annotated[datetime | None, typer.Option(help="Events at or after (ISO 8601).")]
+Until = Annotated[datetime | None, typer.Option(help="Events before (ISO 8601).")]
+Output = Annotated[Path | None, typer.Option("--output", "-o", help="Write here, not stdout.")]
 
 
 @audit_app.command("verify")
 def audit_verify(
-    tenant: Annotated[str | None, typer.Option(help="Verify one tenant's chain only.")] = None,
+    tenant: Tenant = None,
+    checkpoints: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoints",
+            help="A directory of exported checkpoint files to verify against "
+            "(default: the configured checkpoint directory).",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute the hash chains; exit 1 and name each broken record if any."""
-    settings = load_settings()
-    operations.prepare_embedded(settings)
-    report = run_async(operations.audit_verify(settings, tenant))
+    """Recompute the hash chains and hold them against signed checkpoints; exit 1 if broken."""
+    settings = _ready()
+    audit = _audit_settings()
+    configured = checkpoint_dir(settings, audit)
+    directories = checkpoints or ([configured] if configured and configured.exists() else [])
+    for directory in directories:
+        if not directory.is_dir():
+            fail(f"no checkpoint directory {directory}", EXIT_BAD_INPUT)
+    try:
+        report = run_async(
+            operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
+        )
+    except SigningKeyError as error:
+        fail(str(error), EXIT_UNAVAILABLE)
     for problem in report.problems:
         typer.echo(
             f"BROKEN chain={problem.chain_id} seq={problem.seq} {problem.kind}: {problem.detail}"
         )
+    for purge in report.purges:
+        typer.echo(
+            f"purged chain={purge.chain_id} through seq={purge.through_seq} "
+            f"({purge.purged_rows} records) at {as_utc(purge.purged_at).isoformat()} "
+            f"by {purge.purged_by}"
+        )
+    if report.pending:
+        typer.echo(f"pending: {report.pending} events received, not yet sealed into a chain")
     typer.echo(
-        f"{'OK' if report.ok else 'FAILED'}: {report.checked} records in {report.chains} chains"
+        f"{'OK' if report.ok else 'FAILED'}: {report.checked} records in {report.chains} chains, "
+        f"{report.checkpoints} signed checkpoints"
     )
     if not report.ok:
         raise typer.Exit(EXIT_NO)
 
 
+def _table_line(record: AuditRecord) -> str:
+    return (
+        f"{as_utc(record.occurred_at).isoformat()}  {record.chain_id}#{record.seq:<6} "
+        f"{record.event_type:<30} {record.action or '-'}/{record.outcome or '-':<2} "
+        f"{record.share_id or '-'}  {record.patient_mrn or '-'}"
+    )
+
+
 @audit_app.command("query")
 def audit_query(
-    share_id: Annotated[str | None, typer.Option(help="Filter by share id.")] = None,
-    study_uid: Annotated[str | None, typer.Option(help="Filter by Study Instance UID.")] = None,
-    correlation_id: Annotated[str | None, typer.Option(help="Filter by correlation id.")] = None,
-    event_type: Annotated[str | None, typer.Option("--type", help="Filter by event type.")] = None,
-    tenant: Annotated[str | None, typer.Option(help="Filter by tenant.")] = None,
-    since: Annotated[datetime | None, typer.Option(help="Events at or after (ISO 8601).")] = None,
-    until: Annotated[datetime | None, typer.Option(help="Events before (ISO 8601).")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    patient: Annotated[str | None, typer.Option(help="Patient MRN.")] = None,
+    study_uid: Annotated[str | None, typer.Option(help="Study Instance UID.")] = None,
+    share_id: Annotated[str | None, typer.Option(help="Share id.")] = None,
+    sender: Annotated[str | None, typer.Option(help="Sending user's id.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="Recipient email.")] = None,
+    event_type: Annotated[str | None, typer.Option("--type", help="Event type.")] = None,
+    correlation_id: Annotated[str | None, typer.Option(help="Correlation id.")] = None,
+    tenant: Tenant = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Page size.")] = 100,
+    offset: Annotated[int, typer.Option(min=0, help="Records to skip (paging).")] = 0,
     output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
 ) -> None:
-    """Search the audit store."""
-    settings = load_settings()
-    operations.prepare_embedded(settings)
-    records = run_async(
-        operations.audit_query(
+    """Search the audit store, oldest first, one page at a time."""
+    settings = _ready()
+    wanted = RecordFilter(
+        tenant_id=tenant,
+        patient_mrn=patient,
+        study_uid=study_uid,
+        share_id=share_id,
+        sender_user_id=sender,
+        recipient_email=recipient,
+        event_type=event_type,
+        correlation_id=correlation_id,
+        since=since,
+        until=until,
+    )
+    records = run_async(operations.audit_find(settings, wanted, limit=limit, offset=offset))
+    if output is OutputFormat.CSV:
+        _print_csv(records)
+    for record in records if output is not OutputFormat.CSV else []:
+        if output is OutputFormat.JSONL:
+            typer.echo(json.dumps(record_as_json(record), ensure_ascii=False))
+        else:
+            typer.echo(_table_line(record))
+    more = f"; next page: --offset {offset + limit}" if len(records) == limit else ""
+    typer.echo(f"{len(records)} records{more}", err=True)
+
+
+def _print_csv(records: list[AuditRecord]) -> None:
+    """For people: spreadsheet-safe cells (``audit export --format csv`` keeps values raw)."""
+    columns = (
+        "occurred_at",
+        "chain_id",
+        "seq",
+        "event_type",
+        "action",
+        "outcome",
+        "share_id",
+        "patient_mrn",
+        "study_uid",
+        "sender_user_id",
+        "recipient_email",
+        "correlation_id",
+        "agents",
+    )
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        values = record_as_json(record)
+        values["agents"] = json.dumps(values["agents"], ensure_ascii=False)
+        writer.writerow(
+            [spreadsheet_safe("" if values[c] is None else str(values[c])) for c in columns]
+        )
+    sys.stdout.flush()
+
+
+@audit_app.command("export")
+def audit_export(
+    output_format: Annotated[ExportFormat, typer.Option("--format")] = ExportFormat.FHIR,
+    tenant: Tenant = None,
+    patient: Annotated[str | None, typer.Option(help="Patient MRN.")] = None,
+    share_id: Annotated[str | None, typer.Option(help="Share id.")] = None,
+    since: Since = None,
+    until: Until = None,
+    output: Output = None,
+) -> None:
+    """Export records: a FHIR R4 Bundle of AuditEvents (IHE BALP shapes), CSV or JSON Lines."""
+    settings = _ready()
+    wanted = RecordFilter(
+        tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
+    )
+    with _output(output) as out:
+        count = run_async(operations.audit_export(settings, wanted, output_format.value, out))
+    typer.echo(f"{count} records exported", err=True)
+
+
+@audit_app.command("disclosures")
+def audit_disclosures(
+    tenant: Annotated[str, typer.Option(help="The tenant (covered entity).")],
+    patient: Annotated[str, typer.Option(help="The patient's MRN.")],
+    since: Annotated[
+        datetime | None, typer.Option(help="From (ISO 8601; default six years back).")
+    ] = None,
+    until: Until = None,
+    output_format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.CSV,
+    include_to_patient: Annotated[
+        bool,
+        typer.Option(help="Also list publications into the patient's own Blume record."),
+    ] = False,
+    output: Output = None,
+) -> None:
+    """The accounting of disclosures (HIPAA 164.528) for one patient."""
+    settings = _ready()
+    report = run_async(
+        operations.audit_disclosures(
             settings,
-            share_id=share_id,
-            study_uid=study_uid,
-            correlation_id=correlation_id,
-            event_type=event_type,
             tenant=tenant,
+            patient_mrn=patient,
             since=since,
             until=until,
-            limit=limit,
-            offset=offset,
+            include_to_patient=include_to_patient,
         )
     )
-    for record in records:
-        if output is OutputFormat.JSONL:
-            typer.echo(
-                json.dumps(
-                    {
-                        "chain_id": record.chain_id,
-                        "seq": record.seq,
-                        "event_id": record.event_id,
-                        "event_type": record.event_type,
-                        "occurred_at": record.occurred_at.isoformat(),
-                        "share_id": record.share_id,
-                        "correlation_id": record.correlation_id,
-                        "study_uid": record.study_uid,
-                        "data": json.loads(record.payload),
-                        "hash": record.hash,
-                    }
-                )
-            )
-        else:
-            typer.echo(
-                f"{record.occurred_at.isoformat()}  {record.chain_id}#{record.seq:<6} "
-                f"{record.event_type:<28} {record.share_id or '-'}"
-            )
-    if output is OutputFormat.TABLE:
-        typer.echo(f"{len(records)} records", err=True)
+    render = {
+        ReportFormat.CSV: disclosure_report.as_csv,
+        ReportFormat.JSON: disclosure_report.as_json,
+        ReportFormat.HTML: disclosure_report.as_html,
+    }[output_format]
+    with _output(output) as out:
+        out.write(render(report))
+    typer.echo(f"{len(report.disclosures)} disclosures", err=True)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(tenant: Tenant = None) -> None:
+    """Seal staged events and sign every chain's head now (for cron, or before an export)."""
+    settings = _ready()
+    try:
+        sealed, made = run_async(
+            operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
+        )
+    except SigningKeyError as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+    for checkpoint in made:
+        typer.echo(f"checkpoint chain={checkpoint.chain_id} seq={checkpoint.seq}")
+    typer.echo(f"{sealed} events sealed, {len(made)} checkpoints signed", err=True)
+
+
+@audit_app.command("keygen")
+def audit_keygen() -> None:
+    """Print a new Ed25519 checkpoint signing key (stdout) and its public key (stderr)."""
+    private = new_private_key_text()
+    public = private_key_from_text(private).public_key()
+    typer.echo(private)
+    typer.echo(f"public key (for BLUME_AUDIT_VERIFY_KEYS): {public_key_text(public)}", err=True)
+    typer.echo(f"key id: {key_id(public)}", err=True)
+
+
+@audit_app.command("api-token")
+def audit_api_token(
+    label: Annotated[str, typer.Option(help="Who the token is for, e.g. the compliance tool.")],
+) -> None:
+    """Print a new API token (stdout, give it to the client) and its configuration entry."""
+    if ":" in label or "," in label or not label.strip():
+        fail("the label must be non-empty, without ':' or ','", EXIT_BAD_INPUT)
+    token = new_token()
+    typer.echo(token)
+    typer.echo(f"add to BLUME_AUDIT_API_TOKENS: {label}:{hash_token(token)}", err=True)
+
+
+@audit_app.command("serve-api")
+def audit_serve_api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8081,
+) -> None:
+    """Serve the read-only compliance API (bearer tokens; every use is audited)."""
+    import uvicorn
+
+    settings = _ready()
+    audit = _audit_settings()
+    try:
+        if not token_hashes(audit):
+            fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", EXIT_BAD_INPUT)
+    except TokenConfigError as error:
+        fail(str(error), EXIT_BAD_INPUT)
+    uvicorn.run(create_app(settings, audit, settings.database), host=host, port=port)
+
+
+@retention_app.command("set")
+def retention_set(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    days: Annotated[int, typer.Option(min=1, help="Keep records this many days.")],
+) -> None:
+    """Set a tenant's retention period (the default is seven years)."""
+    run_async(operations.audit_set_retention(_ready(), tenant, days))
+    typer.echo(f"retention for {tenant}: {days} days")
+
+
+@retention_app.command("show")
+def retention_show(tenant: Annotated[str, typer.Option(help="The tenant.")]) -> None:
+    """Print a tenant's retention period in days."""
+    typer.echo(run_async(operations.audit_retention_of(_ready(), tenant)))
+
+
+@hold_app.command("place")
+def hold_place(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    reason: Annotated[str, typer.Option(help="The matter, e.g. a case number.")],
+    patient: Annotated[str | None, typer.Option(help="Only this patient's records.")] = None,
+) -> None:
+    """Place a legal hold; prints its id."""
+    typer.echo(run_async(operations.audit_place_hold(_ready(), tenant, patient, reason)))
+
+
+@hold_app.command("release")
+def hold_release(
+    hold_id: str, reason: Annotated[str, typer.Option(help="Why it is released.")]
+) -> None:
+    """Release a legal hold (the release is recorded beside it; nothing is deleted)."""
+    try:
+        run_async(operations.audit_release_hold(_ready(), hold_id, reason))
+    except LookupError as error:
+        fail(str(error), EXIT_NO)
+    typer.echo(f"released {hold_id}")
+
+
+@hold_app.command("list")
+def hold_list(tenant: Tenant = None) -> None:
+    """List the legal holds in force."""
+    for hold in run_async(operations.audit_active_holds(_ready(), tenant)):
+        typer.echo(
+            f"{hold.hold_id}  {hold.chain_id}  patient={hold.patient_mrn or '(all)'}  "
+            f"{as_utc(hold.at).isoformat()}  {hold.by}  {hold.reason}"
+        )
+
+
+@audit_app.command("purge")
+def audit_purge(
+    tenant: Annotated[str, typer.Option(help="The tenant.")],
+    dry_run: Annotated[bool, typer.Option(help="Say what would go; remove nothing.")] = False,
+) -> None:
+    """Remove whole sealed segments past retention and not under legal hold.
+
+    On PostgreSQL this needs a login granted blume_audit_purger; the database checks
+    every rule again. Exit 1 when nothing may be purged.
+    """
+    try:
+        plan, removed = run_async(operations.audit_purge(_ready(), tenant, dry_run=dry_run))
+    except PurgeRefusedError as error:
+        fail(f"purge refused: {error}", EXIT_NO)
+    if plan.through_seq is None:
+        fail(f"nothing to purge for {tenant}: {plan.reason}", EXIT_NO)
+    verb = "would purge" if dry_run else "purged"
+    typer.echo(
+        f"{verb} {tenant} seq {plan.after_seq + 1}..{plan.through_seq}"
+        + ("" if dry_run else f" ({removed} records)")
+        + f"; retention {plan.retention_days} days"
+    )

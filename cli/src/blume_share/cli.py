@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blume_access_gateway.settings import GatewayConfigError
 from cryptography.fernet import Fernet
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -31,7 +32,7 @@ from blume_share.cli_support import (
 from blume_share.dlq_cli import dlq_app
 from blume_share.patients_cli import patients_app
 from blume_share.requests import RequestFileError, parse_requests, revoke_request
-from blume_share.services import SERVICES
+from blume_share.services import RUNNABLE, SERVICES
 
 app = typer.Typer(
     help="Blume Share: share imaging studies by secure link, with a full audit trail.",
@@ -56,7 +57,7 @@ def _read_requests(source: str) -> list[Any]:
 def run(
     services: Annotated[
         list[str] | None,
-        typer.Argument(help=f"Services to run (default: all): {', '.join(SERVICES)}."),
+        typer.Argument(help=f"Services to run (default: all): {', '.join(RUNNABLE)}."),
     ] = None,
     send: Annotated[
         str | None,
@@ -72,10 +73,10 @@ def run(
 ) -> None:
     """Run workers until SIGTERM (which drains in-flight work), or until idle."""
     settings = load_settings()
-    names = services or list(SERVICES)
-    unknown = [name for name in names if name not in SERVICES]
+    names = services or list(RUNNABLE)
+    unknown = [name for name in names if name not in RUNNABLE]
     if unknown:
-        fail(f"unknown service {', '.join(unknown)}; known: {', '.join(SERVICES)}", 2)
+        fail(f"unknown service {', '.join(unknown)}; known: {', '.join(RUNNABLE)}", 2)
     if until_idle and not settings.embedded_broker:
         fail("--until-idle needs the embedded default (unset BLUME_AMQP_URL)", EXIT_BAD_INPUT)
     requests = _read_requests(send) if send else []
@@ -87,7 +88,10 @@ def run(
         fail(str(error), EXIT_UNAVAILABLE)
     except SQLAlchemyError as error:
         fail(f"database unreachable: {error}", EXIT_UNAVAILABLE)
-    report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
+    try:
+        report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
+    except GatewayConfigError as error:
+        fail(f"access gateway: {error}", EXIT_UNAVAILABLE)
     if report is not None:
         _print_idle_report(report)
         if not report.audit.ok:

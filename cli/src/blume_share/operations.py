@@ -7,9 +7,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TextIO
 
-from blume_audit_sink.chain import VerifyReport, query, verify
-from blume_audit_sink.models import AuditRecord
+from blume_audit_sink import export as audit_export_module
+from blume_audit_sink import retention
+from blume_audit_sink.chain import RecordFilter, VerifyReport, find, query, verify
+from blume_audit_sink.checkpoints import (
+    SignedCheckpoint,
+    SigningKeyError,
+    checkpoint_chains,
+    signing_key,
+)
+from blume_audit_sink.disclosures import DisclosureReport, accounting
+from blume_audit_sink.models import AuditLegalHold, AuditRecord
+from blume_audit_sink.sealer import seal_all
+from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_audit_sink.verification import verify_store
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
 from blume_runtime.rabbit import RabbitTransport
@@ -18,7 +31,7 @@ from blume_share_dispatcher.models import Share
 
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
-from blume_share.services import SERVICES
+from blume_share.services import GATEWAY, SERVICES
 
 
 def database(settings: Settings) -> Database:
@@ -78,9 +91,14 @@ async def run(
     *,
     until_idle: bool = False,
 ) -> IdleReport | None:
-    """Run the named workers, publish ``requests`` once started, until signalled or idle."""
+    """Run the named workers, publish ``requests`` once started, until signalled or idle.
+
+    With ``access_gateway`` among the names (and not ``until_idle``), the web gateway is
+    served over HTTP beside the workers, on the same database engine and outbox relay.
+    """
     db = database(settings)
-    runtime = Runtime(settings, [SERVICES[name](settings) for name in names], db)
+    workers = [SERVICES[name](settings) for name in names if name in SERVICES]
+    runtime = Runtime(settings, workers, db)
 
     async def publish_requests() -> None:
         for request in requests:
@@ -88,7 +106,20 @@ async def run(
 
     try:
         if not until_idle:
-            await runtime.run_until_signalled(after_start=publish_requests)
+            http = None
+            if GATEWAY in names:
+                from blume_access_gateway.server import HttpServer
+
+                http = HttpServer.from_settings(settings, db, runtime.relay)
+
+            async def started() -> None:
+                if http is not None:
+                    await http.start()
+                await publish_requests()
+
+            await runtime.run_until_signalled(
+                after_start=started, before_stop=http.stop if http is not None else None
+            )
             return None
         await runtime.start()
         try:
@@ -169,5 +200,171 @@ async def audit_query(
                 limit=limit,
                 offset=offset,
             )
+    finally:
+        await db.dispose()
+
+
+# ------------------------------------------------------------ compliance-grade audit (issue 5)
+
+
+async def audit_verify_against_checkpoints(
+    settings: Settings,
+    audit: AuditSettings,
+    tenant: str | None,
+    checkpoint_dirs: Sequence[Path],
+) -> VerifyReport:
+    """The chains, held against every valid signed checkpoint (database and files)."""
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await verify_store(
+                session, settings, audit, chain_id=tenant, checkpoint_dirs=checkpoint_dirs
+            )
+    finally:
+        await db.dispose()
+
+
+async def audit_find(
+    settings: Settings, wanted: RecordFilter, *, limit: int, offset: int
+) -> list[AuditRecord]:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await find(session, wanted, limit=limit, offset=offset)
+    finally:
+        await db.dispose()
+
+
+async def audit_export(
+    settings: Settings, wanted: RecordFilter, output_format: str, out: TextIO
+) -> int:
+    """Write every matching record to ``out`` (``fhir``, ``csv`` or ``jsonl``); the count."""
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            records = audit_export_module.records_matching(session, wanted)
+            if output_format == "fhir":
+                bundle = audit_export_module.fhir_bundle([r async for r in records])
+                out.write(audit_export_module.fhir_json(bundle) + "\n")
+                return len(bundle.entry or [])
+            count = 0
+            if output_format == "csv":
+                out.write(",".join(audit_export_module.CSV_COLUMNS) + "\n")
+            async for record in records:
+                if output_format == "csv":
+                    out.write(audit_export_module.csv_text([record], header=False))
+                else:
+                    out.write(audit_export_module.jsonl_line(record) + "\n")
+                count += 1
+            return count
+    finally:
+        await db.dispose()
+
+
+async def audit_disclosures(
+    settings: Settings,
+    *,
+    tenant: str,
+    patient_mrn: str,
+    since: datetime | None,
+    until: datetime | None,
+    include_to_patient: bool,
+) -> DisclosureReport:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await accounting(
+                session,
+                tenant=tenant,
+                patient_mrn=patient_mrn,
+                since=since,
+                until=until,
+                include_to_patient=include_to_patient,
+            )
+    finally:
+        await db.dispose()
+
+
+async def audit_checkpoint_now(
+    settings: Settings, audit: AuditSettings, tenant: str | None
+) -> tuple[int, list[SignedCheckpoint]]:
+    """Seal every staged event, then sign the head of every chain not yet pinned."""
+    key = signing_key(settings, audit)
+    if key is None:
+        raise SigningKeyError(
+            "no audit signing key: set BLUME_AUDIT_SIGNING_KEY or BLUME_AUDIT_SIGNING_KEY_FILE"
+        )
+    db = database(settings)
+    try:
+        sealed = await seal_all(db)
+        async with db.transaction() as session:
+            made = await checkpoint_chains(
+                session, key, checkpoint_dir(settings, audit), cadence=None, chain_id=tenant
+            )
+        return sealed, made
+    finally:
+        await db.dispose()
+
+
+async def audit_set_retention(settings: Settings, tenant: str, days: int) -> None:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            await retention.set_retention(session, tenant, days, retention.operator())
+    finally:
+        await db.dispose()
+
+
+async def audit_retention_of(settings: Settings, tenant: str) -> int:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await retention.retention_days(session, tenant)
+    finally:
+        await db.dispose()
+
+
+async def audit_place_hold(
+    settings: Settings, tenant: str, patient_mrn: str | None, reason: str
+) -> str:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await retention.place_hold(
+                session, tenant, patient_mrn, reason, retention.operator()
+            )
+    finally:
+        await db.dispose()
+
+
+async def audit_release_hold(settings: Settings, hold_id: str, reason: str) -> None:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            await retention.release_hold(session, hold_id, reason, retention.operator())
+    finally:
+        await db.dispose()
+
+
+async def audit_active_holds(settings: Settings, tenant: str | None) -> list[AuditLegalHold]:
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            return await retention.active_holds(session, tenant)
+    finally:
+        await db.dispose()
+
+
+async def audit_purge(
+    settings: Settings, tenant: str, *, dry_run: bool
+) -> tuple[retention.PurgePlan, int]:
+    """Plan the purge of ``tenant``'s expired sealed segments and, unless a dry run, do it."""
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            plan = await retention.plan_purge(session, tenant)
+            if dry_run or plan.through_seq is None:
+                return plan, 0
+            return plan, await retention.purge(session, plan)
     finally:
         await db.dispose()

@@ -17,6 +17,7 @@ MODEL_MODULES: Final = (
     "blume_notifier.models",
     "blume_audit_sink.models",
     "blume_publisher.models",
+    "blume_access_gateway.models",
 )
 
 

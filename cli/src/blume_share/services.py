@@ -18,3 +18,7 @@ SERVICES: Final[dict[str, ServiceFactory]] = {
     notifier.NAME: notifier.build,
     audit_sink.NAME: audit_sink.build,
 }
+
+GATEWAY: Final = "access_gateway"
+"""Not a queue worker: the recipient-facing web server, which ``run`` serves over HTTP."""
+RUNNABLE: Final = (*SERVICES, GATEWAY)

@@ -88,9 +88,15 @@ class Runtime:
         log.info("runtime stopped")
 
     async def run_until_signalled(
-        self, after_start: Callable[[], Awaitable[None]] | None = None
+        self,
+        after_start: Callable[[], Awaitable[None]] | None = None,
+        before_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Run until SIGTERM or SIGINT, then drain in-flight work and stop."""
+        """Run until SIGTERM or SIGINT, then drain in-flight work and stop.
+
+        ``before_stop`` runs first on the way out (the web server stops taking requests
+        while the transport can still publish what its last ones committed).
+        """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -102,7 +108,11 @@ class Runtime:
             await stop.wait()
             log.info("signal received, draining")
         finally:
-            await self.stop()
+            try:
+                if before_stop is not None:
+                    await before_stop()
+            finally:
+                await self.stop()
 
 
 ServiceFactory = Callable[[Settings], Service]

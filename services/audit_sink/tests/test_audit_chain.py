@@ -17,12 +17,13 @@ from blume_audit_sink.chain import (
     hashed_fields,
     query,
     record_hash,
+    requested_share_id,
     verify,
 )
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.db import Database, as_utc
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlmodel import col, select
 
 TENANT = "demo-hospital"
@@ -182,7 +183,11 @@ async def test_append_records_the_envelope_and_the_looked_up_ids(
     )
     assert as_utc(first.occurred_at) == request.time
     assert before <= as_utc(first.recorded_at) <= datetime.now(UTC)
-    assert (first.share_id, first.study_uid) == (None, STUDY_UID)
+    # The request carries the share id the dispatcher derives from its dedupe key.
+    assert (first.share_id, first.study_uid) == (
+        requested_share_id(request.source, request.id),
+        STUDY_UID,
+    )
     assert (second.share_id, second.study_uid) == (SHARE_ID, STUDY_UID)
     assert json.loads(first.payload) == SEND_REQUESTED
 
@@ -265,10 +270,13 @@ async def test_data_that_breaks_its_contract_is_recorded_too(
     sqlite_db: Database, make_event: Any, data: Any, kept_as: Any
 ) -> None:
     """Whatever JSON the data holds, it is recorded; only clean ids fill the indexed columns."""
-    await append_all(sqlite_db, [make_event("study.send.requested", data, tenant=TENANT)])
+    event = make_event("study.send.requested", data, tenant=TENANT)
+    await append_all(sqlite_db, [event])
 
     (record,) = await stored_records(sqlite_db)
-    assert (record.share_id, record.study_uid) == (None, None)
+    assert (record.study_uid, record.patient_mrn, record.sender_user_id) == (None, None, None)
+    # The share id comes from the envelope, never from the data.
+    assert record.share_id == requested_share_id(event.source, event.id)
     assert json.loads(record.payload) == kept_as
     assert (await verify_store(sqlite_db)).ok
 
@@ -311,11 +319,15 @@ async def test_event_time_with_an_offset_hashes_the_same_after_the_round_trip(
 
 
 async def test_verify_reports_an_edited_row_on_sqlite(sqlite_db: Database, make_event: Any) -> None:
-    """Editing a stored payload is reported as a hash mismatch at that chain and seq only."""
+    """Editing a stored payload is reported as a hash mismatch at that chain and seq only.
+
+    The edit is made as someone with the file would: dropping the trigger that refuses it.
+    """
     await append_all(
         sqlite_db, [make_event("share.accepted", ACCEPTED, tenant=TENANT) for _ in range(3)]
     )
     async with sqlite_db.transaction() as session:
+        await session.exec(text("DROP TRIGGER audit_records_no_update"))
         await session.exec(
             update(AuditRecord)
             .where(col(AuditRecord.chain_id) == TENANT, col(AuditRecord.seq) == 2)
@@ -365,7 +377,9 @@ async def shared_store(sqlite_db: Database, make_event: Any) -> dict[str, str]:
     [
         ({}, ["request-a", "accepted-a", "link-a", "request-b", "accepted-b"]),
         ({"share_id": SHARE_ID}, ["accepted-a", "link-a"]),
-        ({"study_uid": STUDY_UID}, ["request-a", "link-a"]),
+        # accepted-a was appended after link-a (arrival order is reversed below), so it
+        # inherits the study UID of its share's earlier record.
+        ({"study_uid": STUDY_UID}, ["request-a", "accepted-a", "link-a"]),
         ({"correlation_id": "corr-b"}, ["request-b", "accepted-b"]),
         ({"event_type": "share.accepted"}, ["accepted-a", "accepted-b"]),
         ({"tenant_id": OTHER_TENANT}, ["request-b", "accepted-b"]),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from blume_audit_sink.chain import verify
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.sealer import pending_count, seal_all, seal_batch, stage
 from blume_audit_sink.service import NAME, build
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
@@ -45,9 +47,12 @@ def delivery_of(event: Any) -> SettledDelivery:
 
 
 @pytest.fixture
-def worker(sqlite_db: Database, tmp_path: Any) -> Worker:
+async def worker(sqlite_db: Database, tmp_path: Any) -> AsyncIterator[Worker]:
+    """The sink's worker on the embedded default; its sealer is closed afterwards."""
     service = build(Settings(state_dir=tmp_path / "state"))
-    return Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
+    yield Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
+    for close in service.resources:
+        await close()
 
 
 async def stored_records(db: Database) -> list[AuditRecord]:
@@ -81,6 +86,7 @@ async def test_a_redelivered_event_is_recorded_once(
     first, again = delivery_of(event), delivery_of(event)
     await worker(first)
     await worker(again)
+    await seal_all(sqlite_db)
 
     assert (first.settled_as, again.settled_as) == ("ack", "ack")
     records = await stored_records(sqlite_db)
@@ -94,6 +100,7 @@ async def test_a_request_that_breaks_its_contract_is_recorded(
     broken = {"method": "carrier-pigeon", "tenant_id": TENANT, "study": "not an object"}
     delivery = delivery_of(make_event("study.send.requested", broken, tenant=TENANT))
     await worker(delivery)
+    await seal_all(sqlite_db)
 
     assert delivery.settled_as == "ack"
     (record,) = await stored_records(sqlite_db)
@@ -101,3 +108,65 @@ async def test_a_request_that_breaks_its_contract_is_recorded(
     assert json.loads(record.payload) == broken
     async with sqlite_db.transaction() as session:
         assert (await verify(session)).ok
+
+
+async def test_the_handler_stages_and_the_sealer_chains(
+    worker: Worker, sqlite_db: Database, make_event: Any
+) -> None:
+    """After the handler, the event waits in audit_pending; sealing moves it into the chain."""
+    event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
+    await worker(delivery_of(event))
+    async with sqlite_db.transaction() as session:
+        assert await pending_count(session) == 1
+
+    assert await seal_all(sqlite_db) == 1
+    async with sqlite_db.transaction() as session:
+        assert await pending_count(session) == 0
+    assert [r.event_id for r in await stored_records(sqlite_db)] == [event.id]
+
+
+async def test_an_event_staged_again_after_sealing_is_not_chained_twice(
+    sqlite_db: Database, make_event: Any
+) -> None:
+    """A redelivery that reaches staging after the first copy was sealed is dropped at sealing."""
+    event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
+    for _ in range(2):
+        async with sqlite_db.transaction() as session:
+            await stage(session, event)
+            await stage(session, event)  # the same copy twice: one staged row
+        await seal_all(sqlite_db)
+    assert [(r.seq, r.event_id) for r in await stored_records(sqlite_db)] == [(1, event.id)]
+
+
+async def test_seals_in_batches_in_staging_order(sqlite_db: Database, make_event: Any) -> None:
+    """Seven staged events sealed three at a time keep their order and one gapless chain."""
+    events = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TENANT) for n in range(7)
+    ]
+    for event in events:
+        async with sqlite_db.transaction() as session:
+            await stage(session, event)
+    taken = [await seal_batch(sqlite_db, 3) for _ in range(4)]
+    assert taken == [3, 3, 1, 0]
+    records = await stored_records(sqlite_db)
+    assert [(r.seq, r.event_id) for r in records] == [(n + 1, e.id) for n, e in enumerate(events)]
+    async with sqlite_db.transaction() as session:
+        assert (await verify(session)).ok
+
+
+async def test_stopping_the_worker_seals_and_signs_what_is_left(
+    sqlite_db: Database, make_event: Any, tmp_path: Any
+) -> None:
+    """The sealer's close (run at shutdown) chains staged events and writes a checkpoint file."""
+    state = tmp_path / "state"
+    service = build(Settings(state_dir=state))
+    worker = Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
+    for number in range(3):
+        event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=TENANT)
+        await worker(delivery_of(event))
+    for close in service.resources:
+        await close()
+
+    assert [r.seq for r in await stored_records(sqlite_db)] == [1, 2, 3]
+    (signed,) = (state / "audit-checkpoints" / TENANT).glob("*.json")
+    assert json.loads(signed.read_text())["payload"]["seq"] == 3

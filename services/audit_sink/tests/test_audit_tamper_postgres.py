@@ -1,7 +1,10 @@
 """Tampering on real PostgreSQL, done as a superuser would, with raw SQL behind the sink's back.
 
-Each test appends to two tenants' chains, checks that verify passes, tampers with one chain
-and checks that verify names exactly the broken chain and sequence numbers.
+The database refuses UPDATE, DELETE and TRUNCATE on the audit tables even to a superuser
+(migration 0002), so each tampering here first turns the triggers off for its session
+(``session_replication_role = replica``), as only a superuser can. Each test appends to two
+tenants' chains, checks that verify passes, tampers with one chain and checks that verify
+names exactly the broken chain and sequence numbers.
 """
 
 from __future__ import annotations
@@ -82,8 +85,10 @@ async def audited(database: Database, make_event: Any) -> Database:
 
 
 async def tamper(db: Database, change: Tamper) -> None:
+    """Run ``change`` as the superuser with the audit tables' triggers off."""
     url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as superuser:
+        await superuser.execute("SET session_replication_role = replica")
         await change(superuser)
 
 

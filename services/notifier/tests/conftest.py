@@ -167,10 +167,9 @@ class Pipeline:
     def __init__(self, settings: Settings, db: Database, mailer: Mailer | None) -> None:
         self.db = db
         self.transport = RecordingTransport()
+        self.relay = OutboxRelay(db, self.transport)
         service = notifier_service.build(settings, mailer=mailer)
-        self.worker = Worker(
-            service, db, OutboxRelay(db, self.transport), max_attempts=settings.max_attempts
-        )
+        self.worker = Worker(service, db, self.relay, max_attempts=settings.max_attempts)
 
     async def deliver(self, event: CloudEvent[ShareLinkIssued], attempt: int = 1) -> str | None:
         """Run one delivery through the worker; return how it was settled."""
@@ -187,6 +186,8 @@ class Pipeline:
             return list((await session.exec(select(Notification))).all())
 
     async def outbox(self) -> list[OutboxMessage]:
+        """Rows still waiting to be published (published rows are deleted in bulk first)."""
+        await self.relay.forget_published()
         async with self.db.transaction() as session:
             return list((await session.exec(select(OutboxMessage))).all())
 

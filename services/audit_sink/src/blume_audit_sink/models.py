@@ -1,8 +1,14 @@
-"""The audit store: one hash chain of records per tenant, and the head of each chain.
+"""The audit store: one hash chain of records per tenant, and what protects and governs it.
 
-Rows are only ever inserted. Each record's ``hash`` covers its columns and the previous
-record's hash, so an edit, insertion, deletion or reordering breaks the chain; the head
-row remembers where each chain ends, so dropping its last rows shows too.
+Rows of ``audit_records`` are only ever inserted (the database refuses UPDATE, DELETE and
+TRUNCATE: see migration 0002). Each record's ``hash`` covers its columns and the previous
+record's hash, so an edit, insertion, deletion or reordering breaks the chain; the head row
+remembers where each chain ends, and signed checkpoints, kept outside the database too,
+pin the head at intervals so that a rewritten or cut-off tail shows even to a superuser.
+
+Events reach the chain in two steps: the worker stages each event in ``audit_pending`` in
+the same transaction as its inbox row, and the sealer moves staged events into the chains
+in batches (see ``sealer.py``).
 """
 
 from __future__ import annotations
@@ -10,8 +16,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import ClassVar
 
-from blume_runtime.db import timestamp_column
-from sqlalchemy import BigInteger, Text, UniqueConstraint
+from blume_runtime.db import UtcDateTime, timestamp_column, utcnow
+from sqlalchemy import BigInteger, Index, Integer, SmallInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 HASH_LENGTH = 64
@@ -26,8 +32,10 @@ class AuditRecord(SQLModel, table=True):
     """One event as the compliance record keeps it: secrets replaced by fingerprints."""
 
     __tablename__ = "audit_records"
+    # event_id first (migration 0002): the sealer's duplicate check probes it with a list of
+    # ids, and every event comes from one of a handful of sources.
     __table_args__: ClassVar[tuple[UniqueConstraint]] = (
-        UniqueConstraint("event_source", "event_id", name="uq_audit_records_event"),
+        UniqueConstraint("event_id", "event_source", name="uq_audit_records_event"),
     )
 
     chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
@@ -50,11 +58,28 @@ class AuditRecord(SQLModel, table=True):
     prev_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
     hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
 
+    # Added by migration 0002. Rows written before it have hash_version 1 and no values here;
+    # their hash covers the columns above only (see chain.HASHED_COLUMNS_BY_VERSION).
+    hash_version: int = Field(default=2, sa_type=SmallInteger)
+    event_code: str | None = Field(default=None, max_length=200)
+    """The DICOM/IHE event code as a FHIR token, ``system|code``."""
+    action: str | None = Field(default=None, max_length=1)
+    """C, R, U, D or E (FHIR AuditEvent.action)."""
+    outcome: str | None = Field(default=None, max_length=2)
+    """0 success, 4 minor failure, 8 serious failure, 12 major failure (FHIR R4)."""
+    patient_mrn: str | None = Field(default=None, max_length=_TOKEN_LENGTH, index=True)
+    sender_user_id: str | None = Field(default=None, max_length=_TOKEN_LENGTH, index=True)
+    recipient_email: str | None = Field(default=None, max_length=_TOKEN_LENGTH, index=True)
+    """Lower-cased, so a query matches whatever case the sender typed."""
+    agents: str | None = Field(default=None, sa_type=Text)
+    """Canonical JSON list of the people and clients involved (see ``catalog.agents_of``)."""
+
 
 class AuditChainHead(SQLModel, table=True):
     """The last record of a chain, updated in the transaction that appends to it.
 
-    Its row lock serialises appends to one chain.
+    Its row lock serialises appends to one chain. The database lets it only move forward,
+    and only onto a record that exists.
     """
 
     __tablename__ = "audit_chain_heads"
@@ -63,3 +88,91 @@ class AuditChainHead(SQLModel, table=True):
     seq: int = Field(sa_type=BigInteger)
     """0 for a chain with no record yet."""
     hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+
+
+class AuditPending(SQLModel, table=True):
+    """An event received but not yet sealed into its chain (secrets already fingerprinted)."""
+
+    __tablename__ = "audit_pending"
+    __table_args__: ClassVar[tuple[UniqueConstraint]] = (
+        UniqueConstraint("event_source", "event_id", name="uq_audit_pending_event"),
+    )
+
+    # SQLite numbers rows itself only for an INTEGER PRIMARY KEY; PostgreSQL gets a BIGSERIAL.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    event_source: str = Field(max_length=_TOKEN_LENGTH)
+    event_id: str = Field(max_length=_TOKEN_LENGTH)
+    received_at: datetime = timestamp_column()
+    entry: str = Field(sa_type=Text)
+    """The prepared record as JSON (``chain.Entry``): secrets already fingerprinted."""
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signed statement of a chain's head; the same bytes are written to the checkpoint dir."""
+
+    __tablename__ = "audit_checkpoints"
+
+    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    head_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    count: int = Field(sa_type=BigInteger)
+    created_at: datetime = timestamp_column()
+    key_id: str = Field(max_length=64)
+    previous_digest: str | None = Field(default=None, max_length=HASH_LENGTH)
+    digest: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    """SHA-256 of the signed payload: the next checkpoint of the chain names it."""
+    document: str = Field(sa_type=Text)
+    """The checkpoint file's exact content (payload and signature)."""
+
+
+class AuditPurge(SQLModel, table=True):
+    """Records up to ``through_seq`` were purged; the chain now starts after this anchor."""
+
+    __tablename__ = "audit_purges"
+
+    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    through_seq: int = Field(
+        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    through_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    """The checkpoint's head hash at ``through_seq``: the next kept row links to it."""
+    purged_rows: int = Field(sa_type=BigInteger)
+    purged_at: datetime = timestamp_column()
+    purged_by: str = Field(max_length=128)
+
+
+SEVEN_YEARS_DAYS = 7 * 365 + 2
+"""The default retention: HIPAA asks for six years, seven is the common policy (two leap days
+included). Migration 0002's purge function holds the same number."""
+
+
+class AuditRetention(SQLModel, table=True):
+    """A tenant's retention period from ``effective_at`` on; the newest row applies."""
+
+    __tablename__ = "audit_retention"
+
+    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    effective_at: datetime = Field(primary_key=True, sa_type=UtcDateTime, default_factory=utcnow)
+    retention_days: int
+    set_by: str = Field(max_length=128)
+
+
+class AuditLegalHold(SQLModel, table=True):
+    """A legal hold placed or released; a hold with a release row no longer applies."""
+
+    __tablename__ = "audit_legal_holds"
+    __table_args__: ClassVar[tuple[Index]] = (Index("ix_audit_legal_holds_chain_id", "chain_id"),)
+
+    hold_id: str = Field(primary_key=True, max_length=64)
+    action: str = Field(primary_key=True, max_length=8)
+    """``place`` or ``release``."""
+    chain_id: str = Field(max_length=_TOKEN_LENGTH)
+    patient_mrn: str | None = Field(default=None, max_length=_TOKEN_LENGTH)
+    """None: the whole tenant is held."""
+    reason: str = Field(max_length=500)
+    at: datetime = timestamp_column()
+    by: str = Field(max_length=128)

@@ -1,4 +1,4 @@
-"""audit_sink: appends every event on the exchange to the hash-chained audit store."""
+"""audit_sink: stages every event on the exchange; a sealer chains them in batches."""
 
 from __future__ import annotations
 
@@ -7,22 +7,31 @@ from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 
-from blume_audit_sink.chain import append
+from blume_audit_sink.checkpoints import Cadence, signing_key
+from blume_audit_sink.sealer import Sealer, stage
+from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 
 NAME = "audit_sink"
 
 
-def build(settings: Settings) -> Service:
+def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
     """The worker: bound to ``#``; its handler sees raw data, so broken requests are kept too."""
+    audit = audit or AuditSettings()
     service = Service(NAME, bind_all=True)
+    sealer = Sealer(
+        key=signing_key(settings, audit),
+        directory=checkpoint_dir(settings, audit),
+        cadence=Cadence(audit.audit_checkpoint_every_events, audit.audit_checkpoint_every_seconds),
+        batch_size=audit.audit_seal_batch_size,
+        interval_seconds=audit.audit_seal_interval_seconds,
+    )
+    service.resources.append(sealer.close)
 
     @service.handles_any
     async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
-        record = await append(ctx.session, event)
-        if record is None:
-            ctx.log.info("event already in the audit store")
-            return
-        ctx.log.info("event audited", chain_id=record.chain_id, seq=record.seq)
+        await stage(ctx.session, event)
+        sealer.notice(ctx.session)
+        ctx.log.info("event staged for the audit chain")
 
     return service
 

@@ -30,9 +30,7 @@ _NEW_LINK_COLUMNS = (
 def upgrade() -> None:
     with op.batch_alter_table("link_issuer_links") as batch:
         for name, column_type, backfill in _NEW_LINK_COLUMNS:
-            batch.add_column(
-                sa.Column(name, column_type, nullable=False, server_default=backfill)
-            )
+            batch.add_column(sa.Column(name, column_type, nullable=False, server_default=backfill))
         batch.add_column(sa.Column("max_uses", sa.Integer(), nullable=True))
     with op.batch_alter_table("link_issuer_links") as batch:
         for name, _column_type, _backfill in _NEW_LINK_COLUMNS:

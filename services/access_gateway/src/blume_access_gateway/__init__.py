@@ -1,0 +1,1 @@
+"""blume_access_gateway"""

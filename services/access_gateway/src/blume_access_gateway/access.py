@@ -1,0 +1,411 @@
+"""Recipient access through a link: each step one transaction, with the event that audits it.
+
+The routes (``recipient_routes``) deal with HTTP: cookies, CSRF, pages. This module decides
+and records: what a link is worth, who may pass, which use it is, which code counts.
+A GET never gets past ``open_page``, which records the view and changes nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from blume_contracts.events import (
+    AuthMethod,
+    ClientContext,
+    DenialReason,
+    Recipient,
+    ShareLinkAccessed,
+    ShareLinkDenied,
+    ShareLinkOpened,
+    ShareOtpRequested,
+)
+from blume_link_issuer.models import SecureLink
+from blume_runtime.sealing import Sealer
+from blume_runtime.tenants import PolicyError, SsoPolicy, TenantPolicy
+
+from blume_access_gateway import otp
+from blume_access_gateway.events import UNKNOWN_TENANT, EventWriter, UnitOfWork
+from blume_access_gateway.grants import grant_use, uses_left, uses_so_far
+from blume_access_gateway.keys import GatewayKeys
+from blume_access_gateway.links import (
+    LinkLookup,
+    LinkState,
+    look_up_link,
+    look_up_token,
+    token_fingerprint,
+)
+from blume_access_gateway.oidc import Identity, Provider
+from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.tickets import issue_ticket
+
+_DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
+    LinkState.UNKNOWN: "unknown",
+    LinkState.EXPIRED: "expired",
+    LinkState.REVOKED: "revoked",
+}
+_DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
+    otp.CodeVerdict.WRONG: "wrong_code",
+    otp.CodeVerdict.LOCKED: "locked",
+    otp.CodeVerdict.EXPIRED: "code_expired",
+}
+
+
+def denial_reason(state: LinkState) -> DenialReason:
+    """Why a link that is not usable is refused (a usable one is not)."""
+    return _DENIAL_FOR_STATE[state]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSession:
+    """A recent grant in this browser (from the signed ``access`` cookie)."""
+
+    link_id: str
+    use_number: int
+    auth_method: AuthMethod
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    lookup: LinkLookup
+    reason: DenialReason
+    tries_left: int = 0
+    retry_after_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Granted:
+    lookup: LinkLookup
+    session: AccessSession
+    viewer_redirect: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeSent:
+    lookup: LinkLookup
+    challenge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignInNeeded:
+    lookup: LinkLookup
+    provider: Provider
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """The link is fine but its tenant's policy cannot serve it (ops must fix the policy)."""
+
+    lookup: LinkLookup
+
+
+ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
+
+
+def with_ticket(viewer_url: str, ticket: str) -> str:
+    parts = urlsplit(viewer_url)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), ("ticket", ticket)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def sso_provider(policy: SsoPolicy) -> Provider:
+    return Provider(
+        issuer=str(policy.issuer),
+        client_id=policy.client_id,
+        client_secret=policy.client_secret(),
+    )
+
+
+def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
+    """The invited address itself, or an address in a domain the policy allows."""
+    if identity.email is None or not identity.email_verified:
+        return False
+    invited = link.recipient_email.strip().lower()
+    if identity.email == invited:
+        return True
+    domain = identity.email.rpartition("@")[2]
+    return domain in {allowed.strip().lower() for allowed in policy.allowed_domains}
+
+
+class RecipientAccess:
+    def __init__(
+        self,
+        *,
+        events: EventWriter,
+        keys: GatewayKeys,
+        sealer: Sealer,
+        policies: dict[str, TenantPolicy],
+        limits: RateLimits,
+        ticket_issuer: str,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._events = events
+        self._keys = keys
+        self._sealer = sealer
+        self._policies = policies
+        self._limits = limits
+        self._ticket_issuer = ticket_issuer
+        self._clock = clock
+
+    # Recording -------------------------------------------------------------------------
+
+    @staticmethod
+    def _record_denial(
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        reason: DenialReason,
+        client: ClientContext,
+        token: str | None,
+        correlation_id: str,
+    ) -> None:
+        link = lookup.link
+        work.emit(
+            "share.link.denied",
+            ShareLinkDenied(
+                share_id=link.share_id if link else None,
+                link_id=link.link_id if link else None,
+                reason=reason,
+                token_fingerprint=token_fingerprint(token) if token is not None else None,
+                client=client,
+            ),
+            tenant_id=link.tenant_id if link else UNKNOWN_TENANT,
+            correlation_id=link.correlation_id if link else correlation_id,
+        )
+
+    def _record_grant(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        session: AccessSession,
+        client: ClientContext,
+        signed_in_as: str | None,
+    ) -> Granted:
+        link = lookup.link
+        assert link is not None
+        work.emit(
+            "share.link.accessed",
+            ShareLinkAccessed(
+                share_id=link.share_id,
+                link_id=link.link_id,
+                auth_method=session.auth_method,
+                signed_in_as=signed_in_as,
+                use_number=session.use_number,
+                client=client,
+            ),
+            tenant_id=link.tenant_id,
+            correlation_id=link.correlation_id,
+        )
+        policy = self._policies[link.tenant_id]
+        ticket = issue_ticket(
+            self._keys.viewer_ticket,
+            issuer=self._ticket_issuer,
+            link_id=link.link_id,
+            share_id=link.share_id,
+            use_number=session.use_number,
+            now=self._clock(),
+        )
+        return Granted(lookup, session, with_ticket(str(policy.viewer_url), ticket))
+
+    async def _grant_new_use(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        method: AuthMethod,
+        client: ClientContext,
+        signed_in_as: str | None,
+    ) -> Refused | Granted:
+        link = lookup.link
+        assert link is not None
+        use = await grant_use(work.session, link.link_id, link.max_uses, method, self._clock())
+        if use is None:
+            self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
+            return Refused(lookup, "max_uses")
+        return self._record_grant(
+            work, lookup, AccessSession(link.link_id, use, method), client, signed_in_as
+        )
+
+    # Steps -----------------------------------------------------------------------------
+
+    async def open_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
+        """A GET of the link page: record the view (or the denial); change nothing else.
+
+        Unknown and known tokens take the same path: one hash, one indexed read, one event.
+        """
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self._clock())
+            link = lookup.link
+            if lookup.usable and link is not None:
+                work.emit(
+                    "share.link.opened",
+                    ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
+                    tenant_id=link.tenant_id,
+                    correlation_id=link.correlation_id,
+                )
+            else:
+                reason = denial_reason(lookup.state)
+                self._record_denial(work, lookup, reason, client, token, request_id)
+        return lookup
+
+    async def refuse(
+        self,
+        token: str,
+        client: ClientContext,
+        reason: DenialReason,
+        request_id: str,
+        *,
+        record: bool = True,
+    ) -> LinkLookup:
+        """Refuse before doing anything (rate limited, failed CSRF); record it if asked."""
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self._clock())
+            if record:
+                self._record_denial(work, lookup, reason, client, token, request_id)
+        return lookup
+
+    async def check_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
+        """The code page (a GET): still usable? A link that no longer is, is a denial."""
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self._clock())
+            if not lookup.usable:
+                reason = denial_reason(lookup.state)
+                self._record_denial(work, lookup, reason, client, token, request_id)
+        return lookup
+
+    async def press_view(
+        self,
+        token: str,
+        client: ClientContext,
+        session: AccessSession | None,
+        request_id: str,
+    ) -> ViewOutcome:
+        """The "View study" button: grant, send a code or start sign-in, by the link's policy."""
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self._clock())
+            link = lookup.link
+            if link is None or not lookup.usable:
+                reason = denial_reason(lookup.state)
+                self._record_denial(work, lookup, reason, client, token, request_id)
+                return Refused(lookup, reason)
+            policy = self._policies.get(link.tenant_id)
+            if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
+                return Unavailable(lookup)
+            if session is not None and session.link_id == link.link_id:
+                # Within a short session the same person comes back: no new use, no new sign-in.
+                return self._record_grant(work, lookup, session, client, None)
+            return await self._by_policy(work, lookup, policy, token, client, request_id)
+
+    async def _by_policy(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        policy: TenantPolicy,
+        token: str,
+        client: ClientContext,
+        request_id: str,
+    ) -> ViewOutcome:
+        link = lookup.link
+        assert link is not None
+        if link.recipient_auth == "none":
+            return await self._grant_new_use(work, lookup, "none", client, None)
+        if not uses_left(link.max_uses, await uses_so_far(work.session, link.link_id)):
+            self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
+            return Refused(lookup, "max_uses")
+        if link.recipient_auth == "sso":
+            assert policy.sso is not None
+            try:
+                return SignInNeeded(lookup, sso_provider(policy.sso))
+            except PolicyError:  # the client secret's variable is not set: ops must fix it
+                return Unavailable(lookup)
+        verdict = await self._limits.code_request(token_fingerprint(token))
+        if not verdict.allowed:
+            self._record_denial(work, lookup, "rate_limited", client, token, request_id)
+            return Refused(lookup, "rate_limited", retry_after_seconds=verdict.retry_after_seconds)
+        return self._send_code(work, lookup, *await self._new_challenge(work, link))
+
+    async def _new_challenge(self, work: UnitOfWork, link: SecureLink) -> tuple[str, str]:
+        challenge, code = await otp.issue_challenge(
+            work.session, link.link_id, self._keys.code_hash, self._clock()
+        )
+        return challenge.challenge_id, code
+
+    def _send_code(
+        self, work: UnitOfWork, lookup: LinkLookup, challenge_id: str, code: str
+    ) -> CodeSent:
+        link = lookup.link
+        assert link is not None
+        work.emit(
+            "share.otp.requested",
+            ShareOtpRequested(
+                share_id=link.share_id,
+                link_id=link.link_id,
+                challenge_id=challenge_id,
+                recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
+                organisation=link.organisation,
+                locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
+                sealed_code=self._sealer.seal(code),
+                expires_at=self._clock() + otp.CODE_LIFETIME,
+            ),
+            tenant_id=link.tenant_id,
+            correlation_id=link.correlation_id,
+        )
+        return CodeSent(lookup, challenge_id)
+
+    async def enter_code(
+        self,
+        token: str,
+        challenge_id: str,
+        entered: str,
+        client: ClientContext,
+        request_id: str,
+    ) -> Refused | Granted | Unavailable:
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self._clock())
+            link = lookup.link
+            if link is None or not lookup.usable:
+                reason = denial_reason(lookup.state)
+                self._record_denial(work, lookup, reason, client, token, request_id)
+                return Refused(lookup, reason)
+            if link.tenant_id not in self._policies:
+                return Unavailable(lookup)
+            check = await otp.check_code(
+                work.session,
+                challenge_id=challenge_id,
+                link_id=link.link_id,
+                entered=entered,
+                key=self._keys.code_hash,
+                now=self._clock(),
+            )
+            if check.verdict is not otp.CodeVerdict.ACCEPTED:
+                refusal = _DENIAL_FOR_CODE[check.verdict]
+                self._record_denial(work, lookup, refusal, client, token, request_id)
+                return Refused(lookup, refusal, tries_left=check.tries_left)
+            return await self._grant_new_use(work, lookup, "email_otp", client, None)
+
+    async def finish_sign_in(
+        self,
+        link_id: str,
+        identity: Identity | None,
+        client: ClientContext,
+        request_id: str,
+    ) -> Refused | Granted | Unavailable:
+        """After the identity provider: ``identity`` is None when the sign-in failed."""
+        async with self._events.unit_of_work() as work:
+            lookup = await look_up_link(work.session, link_id, self._clock())
+            link = lookup.link
+            if link is None or not lookup.usable:
+                reason = denial_reason(lookup.state)
+                self._record_denial(work, lookup, reason, client, None, request_id)
+                return Refused(lookup, reason)
+            policy = self._policies.get(link.tenant_id)
+            if policy is None or policy.sso is None:
+                return Unavailable(lookup)
+            if identity is None:
+                self._record_denial(work, lookup, "sso_failed", client, None, request_id)
+                return Refused(lookup, "sso_failed")
+            if not identity_matches(identity, link, policy.sso):
+                self._record_denial(work, lookup, "sso_mismatch", client, None, request_id)
+                return Refused(lookup, "sso_mismatch")
+            return await self._grant_new_use(work, lookup, "sso", client, identity.email)

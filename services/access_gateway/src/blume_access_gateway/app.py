@@ -1,0 +1,62 @@
+"""The FastAPI application: routes, static files, error pages, security headers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import Scope
+
+from blume_access_gateway import views
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.help_routes import demo_viewer_routes, help_routes
+from blume_access_gateway.i18n import DEFAULT_LOCALE, from_accept_language
+from blume_access_gateway.portal_routes import portal_routes
+from blume_access_gateway.recipient_routes import recipient_routes
+from blume_access_gateway.security import SecurityMiddleware
+
+STATIC: Final = Path(__file__).parent / "static"
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="Blume Share access gateway",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.gateway = gateway
+    app.include_router(recipient_routes(gateway))
+    app.include_router(portal_routes(gateway))
+    app.include_router(help_routes(gateway))
+    app.include_router(demo_viewer_routes(gateway))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def locale(request: Request) -> str:
+        return from_accept_language(request.headers.get("accept-language"))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        if error.status_code == 404:
+            return gateway.pages.render(views.not_found_page(locale(request)))
+        return PlainTextResponse(
+            str(error.detail), status_code=error.status_code, headers=error.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, _error: RequestValidationError) -> Response:
+        return gateway.pages.render(views.bad_request_page(locale(request)))
+
+    async def error_page(_scope: Scope) -> tuple[int, dict[str, str], bytes]:
+        response = gateway.pages.render(views.error_page(DEFAULT_LOCALE))
+        headers = {key.decode(): value.decode() for key, value in response.raw_headers}
+        return response.status_code, headers, bytes(response.body)
+
+    hsts = gateway.settings.public_base_url.startswith("https://")
+    app.add_middleware(SecurityMiddleware, hsts=hsts, error_page=error_page)
+    return app

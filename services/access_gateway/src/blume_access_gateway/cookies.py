@@ -1,0 +1,135 @@
+"""Signed, stateless browser state: CSRF tokens and the cookies the gateway sets.
+
+Nothing here is secret from the browser that holds it (values are signed, not encrypted),
+so no cookie carries PHI or a link token: only opaque ids.
+
+- ``csrf``: a random nonce (SameSite=Strict). A form carries a token signed over that nonce
+  and the page it belongs to, so a form posted from elsewhere, or for another link, fails.
+- ``access``: the recipient's short session for one link after a grant (Strict); pressing
+  "View study" again within it does not take another use or another sign-in.
+- ``otp``: which sign-in code this browser asked for (Strict): a code works only where it
+  was requested.
+- ``oidc``: state, nonce and PKCE verifier of a sign-in round trip. SameSite=Lax, because
+  the identity provider's redirect back is a cross-site navigation that a Strict cookie
+  would not survive.
+- ``patient``: a Blume patient's portal session. Lax, so that the study link in the email
+  (a cross-site navigation) finds a signed-in patient signed in.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Final, Literal
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+CSRF_LIFETIME: Final = timedelta(hours=1)
+ACCESS_LIFETIME: Final = timedelta(minutes=15)
+OTP_COOKIE_LIFETIME: Final = timedelta(minutes=10)
+OIDC_LIFETIME: Final = timedelta(minutes=10)
+PATIENT_LIFETIME: Final = timedelta(minutes=30)
+
+CookieKind = Literal["csrf", "access", "otp", "oidc", "patient"]
+_SAME_SITE: Final[dict[CookieKind, Literal["strict", "lax"]]] = {
+    "csrf": "strict",
+    "access": "strict",
+    "otp": "strict",
+    "oidc": "lax",
+    "patient": "lax",
+}
+_LIFETIME: Final[dict[CookieKind, timedelta]] = {
+    "csrf": CSRF_LIFETIME,
+    "access": ACCESS_LIFETIME,
+    "otp": OTP_COOKIE_LIFETIME,
+    "oidc": OIDC_LIFETIME,
+    "patient": PATIENT_LIFETIME,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CookieJar:
+    """Reads and writes the gateway's signed cookies."""
+
+    key: bytes
+    secure: bool
+
+    def name(self, kind: CookieKind) -> str:
+        # The __Host- prefix makes browsers refuse the cookie unless Secure, Path=/ and no
+        # Domain: no sibling subdomain can plant or overwrite it.
+        return f"__Host-blume_{kind}" if self.secure else f"blume_{kind}"
+
+    def _serializer(self, kind: CookieKind) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.key, salt=f"cookie/{kind}")
+
+    def read(self, request: Request, kind: CookieKind) -> dict[str, Any] | None:
+        raw = request.cookies.get(self.name(kind))
+        if not raw:
+            return None
+        try:
+            value = self._serializer(kind).loads(raw, max_age=int(_LIFETIME[kind].total_seconds()))
+        except BadSignature:  # also an expired signature
+            return None
+        return value if isinstance(value, dict) else None
+
+    def write(self, response: Response, kind: CookieKind, value: dict[str, Any]) -> None:
+        response.set_cookie(
+            self.name(kind),
+            self._serializer(kind).dumps(value),
+            max_age=int(_LIFETIME[kind].total_seconds()),
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite=_SAME_SITE[kind],
+        )
+
+    def clear(self, response: Response, kind: CookieKind) -> None:
+        response.delete_cookie(
+            self.name(kind),
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite=_SAME_SITE[kind],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CsrfGuard:
+    """Signed double-submit tokens, each bound to the page (``purpose``) that rendered it."""
+
+    key: bytes
+    cookies: CookieJar
+
+    def _serializer(self) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self.key, salt="csrf")
+
+    def token(self, request: Request, response: Response, purpose: str) -> str:
+        """A token for a form on the page; sets the nonce cookie if the browser has none."""
+        nonce = getattr(request.state, "csrf_nonce", None)  # one nonce per page, however many forms
+        if nonce is None:
+            current = self.cookies.read(request, "csrf")
+            if current and isinstance(current.get("n"), str):
+                nonce = current["n"]
+            else:
+                nonce = secrets.token_urlsafe(24)
+                self.cookies.write(response, "csrf", {"n": nonce})
+            request.state.csrf_nonce = nonce
+        return self._serializer().dumps({"n": nonce, "p": purpose})
+
+    def valid(self, request: Request, submitted: str | None, purpose: str) -> bool:
+        cookie = self.cookies.read(request, "csrf")
+        if not submitted or not cookie or not isinstance(cookie.get("n"), str):
+            return False
+        try:
+            claims = self._serializer().loads(submitted, max_age=int(CSRF_LIFETIME.total_seconds()))
+        except BadSignature:
+            return False
+        if not isinstance(claims, dict):
+            return False
+        return hmac.compare_digest(str(claims.get("n")), cookie["n"]) and hmac.compare_digest(
+            str(claims.get("p")), purpose
+        )

@@ -1,0 +1,148 @@
+"""Everything the web routes need, built once from the settings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+import httpx
+from blume_contracts.events import ClientContext
+from blume_runtime.db import Database, utcnow
+from blume_runtime.sealing import Sealer
+from blume_runtime.settings import Settings
+from blume_runtime.tenants import TenantPolicy, load_policies
+from starlette.requests import Request
+
+from blume_access_gateway.access import AccessSession, RecipientAccess
+from blume_access_gateway.blume import PatientPortal
+from blume_access_gateway.clients import client_context
+from blume_access_gateway.cookies import CookieJar, CsrfGuard
+from blume_access_gateway.events import EventWriter, Relay
+from blume_access_gateway.help import HelpLibrary, default_help_dir
+from blume_access_gateway.i18n import zone
+from blume_access_gateway.keys import GatewayKeys
+from blume_access_gateway.oidc import OidcClient, Provider
+from blume_access_gateway.pages import Pages
+from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.settings import GatewaySettings
+
+NAME: Final = "access_gateway"
+_OIDC_TIMEOUT_SECONDS: Final = 10.0
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    config: GatewaySettings
+    keys: GatewayKeys
+    policies: dict[str, TenantPolicy]
+    events: EventWriter
+    access: RecipientAccess
+    portal: PatientPortal
+    oidc: OidcClient
+    http: httpx.AsyncClient
+    limits: RateLimits
+    cookies: CookieJar
+    csrf: CsrfGuard
+    pages: Pages
+    help: HelpLibrary
+    clock: Callable[[], datetime]
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        db: Database,
+        relay: Relay,
+        *,
+        config: GatewaySettings | None = None,
+        http: httpx.AsyncClient | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Gateway:
+        config = config or GatewaySettings()
+        keys = GatewayKeys.from_settings(settings, config)
+        policies = load_policies(settings.tenant_policy_file)
+        events = EventWriter(db, relay)
+        limits = RateLimits.from_settings(config)
+        help_library = HelpLibrary.load(config.help_dir or default_help_dir())
+        http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
+        cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
+        return cls(
+            settings=settings,
+            config=config,
+            keys=keys,
+            policies=policies,
+            events=events,
+            access=RecipientAccess(
+                events=events,
+                keys=keys,
+                sealer=Sealer.from_settings(settings),
+                policies=policies,
+                limits=limits,
+                ticket_issuer=settings.public_base_url.rstrip("/"),
+                clock=clock,
+            ),
+            portal=PatientPortal(events, clock),
+            oidc=OidcClient(http),
+            http=http,
+            limits=limits,
+            cookies=cookies,
+            csrf=CsrfGuard(keys.csrf, cookies),
+            pages=Pages(help_library, zone(config.display_timezone)),
+            help=help_library,
+            clock=clock,
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    # Small helpers the routes share ------------------------------------------------------
+
+    def client(self, request: Request) -> ClientContext:
+        return client_context(request, self.config.trusted_proxies)
+
+    @staticmethod
+    def request_id() -> str:
+        """Correlation id of a request that belongs to no share (an unknown token)."""
+        return f"gw-{uuid.uuid4()}"
+
+    def access_session(self, request: Request) -> AccessSession | None:
+        value = self.cookies.read(request, "access")
+        if not value:
+            return None
+        try:
+            return AccessSession(str(value["l"]), int(value["u"]), value["m"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @staticmethod
+    def session_cookie(session: AccessSession) -> dict[str, Any]:
+        return {"l": session.link_id, "u": session.use_number, "m": session.auth_method}
+
+    @property
+    def recipient_redirect_uri(self) -> str:
+        return f"{self.settings.public_base_url.rstrip('/')}/sso/callback"
+
+    @property
+    def portal_redirect_uri(self) -> str:
+        return f"{self.settings.portal_base_url.rstrip('/')}/auth/callback"
+
+    def portal_provider(self) -> Provider | None:
+        config = self.config
+        if not config.portal_sign_in_configured:
+            return None
+        assert config.portal_oidc_issuer is not None
+        assert config.portal_oidc_client_id is not None
+        secret = config.portal_oidc_client_secret
+        return Provider(
+            issuer=config.portal_oidc_issuer,
+            client_id=config.portal_oidc_client_id,
+            client_secret=secret.get_secret_value() if secret is not None else "",
+        )
+
+    @property
+    def public_origin(self) -> str:
+        return self.settings.public_base_url.rstrip("/")

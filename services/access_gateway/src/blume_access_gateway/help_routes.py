@@ -1,0 +1,81 @@
+"""``/help/<topic>`` (what F1 opens), the demo viewer and the health probe."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Final
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from blume_access_gateway import views
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.help import INDEX_TOPIC
+from blume_access_gateway.i18n import from_accept_language
+from blume_access_gateway.pages import Page
+from blume_access_gateway.tickets import InvalidTicketError, verify_ticket
+
+_SEEN_TICKETS_KEPT: Final = 10_000
+
+
+def help_routes(gateway: Gateway) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/help")
+    async def help_root() -> Response:
+        return RedirectResponse(f"/help/{INDEX_TOPIC}", status_code=308)
+
+    @router.get("/help/{topic}")
+    async def article(request: Request, topic: str) -> Response:
+        found = gateway.help.get(topic)
+        locale = from_accept_language(request.headers.get("accept-language"))
+        if found is None:
+            return gateway.pages.render(views.not_found_page(locale))
+        page = Page(
+            "help.html",
+            "help.title",
+            INDEX_TOPIC,
+            locale=locale,
+            context={
+                "article": found,
+                "articles": gateway.help.listing(),
+                "page_title": found.title,
+            },
+        )
+        return gateway.pages.render(page)
+
+    @router.get("/healthz")
+    async def health() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return router
+
+
+def demo_viewer_routes(gateway: Gateway) -> APIRouter:
+    """A stand-in for the tenant's viewer (the bundled policy's ``viewer_url`` points here):
+    it checks the ticket exactly as a real viewer should, and shows no study."""
+    router = APIRouter()
+    seen: OrderedDict[str, None] = OrderedDict()
+
+    @router.get("/viewer")
+    async def viewer(request: Request, ticket: str = "") -> Response:
+        locale = from_accept_language(request.headers.get("accept-language"))
+        try:
+            checked = verify_ticket(
+                ticket,
+                gateway.keys.viewer_ticket,
+                issuer=gateway.public_origin,
+                now=gateway.clock(),
+            )
+        except InvalidTicketError:
+            return gateway.pages.render(views.viewer_page(locale, valid=False, use_number=None))
+        if checked.ticket_id in seen:  # each ticket opens the viewer once
+            return gateway.pages.render(views.viewer_page(locale, valid=False, use_number=None))
+        seen[checked.ticket_id] = None
+        while len(seen) > _SEEN_TICKETS_KEPT:
+            seen.popitem(last=False)
+        return gateway.pages.render(
+            views.viewer_page(locale, valid=True, use_number=checked.use_number)
+        )
+
+    return router

@@ -1,0 +1,74 @@
+"""The gateway secret and the purpose keys derived from it.
+
+One secret, configured once; each use (CSRF tokens, cookies, viewer tickets, code hashes)
+gets its own key derived with HMAC-SHA256, so a key handed to the viewer to check tickets
+cannot forge a session cookie, and a value signed for one purpose never verifies as another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from blume_runtime.settings import Settings
+
+from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
+
+MIN_SECRET_LENGTH: Final = 32
+
+
+class GatewayKeyError(GatewayConfigError):
+    pass
+
+
+def derive_key(secret: bytes, purpose: str) -> bytes:
+    return hmac.new(secret, f"blume-access-gateway/{purpose}".encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKeys:
+    csrf: bytes
+    cookies: bytes
+    viewer_ticket: bytes
+    code_hash: bytes
+
+    @classmethod
+    def from_secret(cls, secret: bytes) -> GatewayKeys:
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise GatewayKeyError(f"the gateway secret needs at least {MIN_SECRET_LENGTH} bytes")
+        return cls(
+            csrf=derive_key(secret, "csrf"),
+            cookies=derive_key(secret, "cookies"),
+            viewer_ticket=derive_key(secret, "viewer-ticket"),
+            code_hash=derive_key(secret, "sign-in-code"),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, gateway: GatewaySettings) -> GatewayKeys:
+        if gateway.gateway_secret_key is not None:
+            raw = gateway.gateway_secret_key.get_secret_value()
+        elif gateway.gateway_secret_key_file is not None:
+            raw = gateway.gateway_secret_key_file.read_text().strip()
+        elif settings.embedded_broker:
+            raw = _embedded_secret(settings.state_dir / "gateway.key")
+        else:
+            raise GatewayKeyError(
+                "set BLUME_GATEWAY_SECRET_KEY or BLUME_GATEWAY_SECRET_KEY_FILE "
+                "(at least 32 characters, the same for every gateway instance)"
+            )
+        return cls.from_secret(raw.encode())
+
+
+def _embedded_secret(path: Path) -> str:
+    """The embedded default keeps a generated secret beside its SQLite file (mode 0600)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()

@@ -1,0 +1,150 @@
+"""The Blume deep link and patient sign-in (``BLUME_PORTAL_BASE_URL`` = ``<gateway>/blume``).
+
+The emailed ``/blume/studies/<entry id>`` shows a signed-in patient their own study; anyone
+not signed in goes to the portal's identity provider and comes back to the same study.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from blume_access_gateway import views
+from blume_access_gateway.blume import PORTAL_HOME, safe_return_path
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import from_accept_language
+from blume_access_gateway.oidc import OidcError, SignInRequest
+
+PATIENT_ID_CLAIM: Final = "blume_patient_id"
+"""The portal's provider names the patient by their Blume id: this claim, else ``sub``."""
+
+
+def _fallback_locale(request: Request) -> str:
+    return from_accept_language(request.headers.get("accept-language"))
+
+
+def _to_sign_in(return_path: str) -> Response:
+    query = urlencode({"next": safe_return_path(return_path)})
+    return RedirectResponse(f"/blume/login?{query}", status_code=303)
+
+
+class PortalRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/blume")
+        router.add_api_route("/", self.home, methods=["GET"])
+        router.add_api_route("/studies/{entry_id}", self.study, methods=["GET"])
+        router.add_api_route("/login", self.login, methods=["GET"])
+        router.add_api_route("/auth/callback", self.callback, methods=["GET"])
+        return router
+
+    def _patient(self, request: Request) -> str | None:
+        value = self.gateway.cookies.read(request, "patient")
+        patient = value.get("p") if value else None
+        return patient if isinstance(patient, str) else None
+
+    async def _rate_limited(self, request: Request) -> Response | None:
+        verdict = await self.gateway.limits.address_request(self.gateway.client(request).client_ip)
+        if verdict.allowed:
+            return None
+        page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
+        return self.gateway.pages.render(page)
+
+    async def home(self, request: Request) -> Response:
+        if (refusal := await self._rate_limited(request)) is not None:
+            return refusal
+        patient = self._patient(request)
+        if patient is None:
+            return _to_sign_in(PORTAL_HOME)
+        locale = await self.gateway.portal.patient_locale(patient)
+        return self.gateway.pages.render(views.portal_home_page(locale))
+
+    async def study(self, request: Request, entry_id: str) -> Response:
+        """The study, to the patient whose record holds it; 404 to everyone else."""
+        gateway = self.gateway
+        if (refusal := await self._rate_limited(request)) is not None:
+            return refusal
+        patient = self._patient(request)
+        if patient is None:
+            return _to_sign_in(f"/blume/studies/{entry_id}")
+        shown = await gateway.portal.view(
+            entry_id, patient, gateway.client(request), gateway.request_id()
+        )
+        if shown is None:
+            locale = await gateway.portal.patient_locale(patient)
+            return gateway.pages.render(views.study_not_found_page(locale))
+        policy = gateway.policies.get(shown.tenant_id)
+        organisation = policy.display_name if policy else shown.tenant_id
+        return gateway.pages.render(views.study_page(shown, organisation))
+
+    async def login(self, request: Request, next: str | None = None) -> Response:
+        """Off to the portal's identity provider; the return path rides in a signed cookie."""
+        gateway = self.gateway
+        if (refusal := await self._rate_limited(request)) is not None:
+            return refusal
+        provider = gateway.portal_provider()
+        if provider is None:
+            page = views.portal_sign_in_unavailable_page(_fallback_locale(request))
+            return gateway.pages.render(page)
+        sign_in = SignInRequest.new()
+        try:
+            url = await gateway.oidc.authorization_url(
+                provider, gateway.portal_redirect_uri, sign_in
+            )
+        except OidcError:
+            page = views.portal_sign_in_failed_page(_fallback_locale(request))
+            return gateway.pages.render(page)
+        response = RedirectResponse(url, status_code=303)
+        cookie: dict[str, Any] = {
+            "k": "patient",
+            "r": safe_return_path(next),
+            "s": sign_in.state,
+            "n": sign_in.nonce,
+            "v": sign_in.code_verifier,
+        }
+        gateway.cookies.write(response, "oidc", cookie)
+        return response
+
+    async def callback(
+        self,
+        request: Request,
+        code: str | None = None,
+        state: str | None = None,
+        error: str | None = None,
+    ) -> Response:
+        gateway = self.gateway
+        if (refusal := await self._rate_limited(request)) is not None:
+            return refusal
+        pending = gateway.cookies.read(request, "oidc")
+        provider = gateway.portal_provider()
+        failed = gateway.pages.render(views.portal_sign_in_failed_page(_fallback_locale(request)))
+        gateway.cookies.clear(failed, "oidc")
+        if not pending or pending.get("k") != "patient" or provider is None:
+            return failed
+        sign_in = SignInRequest(
+            state=str(pending.get("s")),
+            nonce=str(pending.get("n")),
+            code_verifier=str(pending.get("v")),
+        )
+        if error or not code or state != sign_in.state:
+            return failed
+        try:
+            identity = await gateway.oidc.identity(
+                provider, gateway.portal_redirect_uri, sign_in, code
+            )
+        except OidcError:
+            return failed
+        patient = identity.claims.get(PATIENT_ID_CLAIM) or identity.subject
+        response = RedirectResponse(safe_return_path(str(pending.get("r"))), status_code=303)
+        gateway.cookies.write(response, "patient", {"p": str(patient)})
+        gateway.cookies.clear(response, "oidc")
+        return response
+
+
+def portal_routes(gateway: Gateway) -> APIRouter:
+    return PortalRoutes(gateway).router()

@@ -1,0 +1,305 @@
+"""The recipient's routes: the link page, "View study", the sign-in code, the SSO callback.
+
+Thin: rate limits, CSRF, cookies and pages here; decisions and audit in ``access``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from blume_runtime.tenants import PolicyError
+from fastapi import APIRouter, Form, Request
+from starlette.responses import RedirectResponse, Response
+
+from blume_access_gateway import views
+from blume_access_gateway.access import (
+    CodeSent,
+    Granted,
+    Refused,
+    SignInNeeded,
+    Unavailable,
+    denial_reason,
+    sso_provider,
+)
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import from_accept_language
+from blume_access_gateway.links import LinkLookup, token_fingerprint
+from blume_access_gateway.oidc import Identity, OidcError, SignInRequest
+from blume_access_gateway.pages import Page
+from blume_access_gateway.ratelimit import Verdict
+
+CsrfField = Annotated[str | None, Form(max_length=512)]
+CodeField = Annotated[str, Form(max_length=32)]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _link_purpose(token: str) -> str:
+    return f"link:{token_fingerprint(token)}"
+
+
+def _code_purpose(token: str) -> str:
+    return f"code:{token_fingerprint(token)}"
+
+
+def _fallback_locale(request: Request) -> str:
+    return from_accept_language(request.headers.get("accept-language"))
+
+
+def _with_cookies(page: Response, carrier: Response) -> Response:
+    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
+    page.raw_headers.extend(
+        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
+    )
+    return page
+
+
+def _sign_in_cookie(sign_in: SignInRequest) -> dict[str, str]:
+    return {"s": sign_in.state, "n": sign_in.nonce, "v": sign_in.code_verifier}
+
+
+def _sign_in_from_cookie(value: dict[str, Any]) -> SignInRequest | None:
+    try:
+        return SignInRequest(
+            state=str(value["s"]), nonce=str(value["n"]), code_verifier=str(value["v"])
+        )
+    except KeyError:
+        return None
+
+
+class RecipientRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def router(self) -> APIRouter:
+        router = APIRouter()
+        router.add_api_route("/s/{token}", self.link_page, methods=["GET"])
+        router.add_api_route("/s/{token}", self.press_view, methods=["POST"])
+        router.add_api_route("/s/{token}/code", self.code_page, methods=["GET"])
+        router.add_api_route("/s/{token}/code", self.enter_code, methods=["POST"])
+        router.add_api_route("/sso/callback", self.sso_callback, methods=["GET"])
+        return router
+
+    # Routes ------------------------------------------------------------------------------
+
+    async def link_page(self, request: Request, token: str) -> Response:
+        """The page the email links to. Scanners fetch it too: it changes nothing."""
+        gateway = self.gateway
+        client = gateway.client(request)
+        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
+        if not verdict.allowed:
+            return await self._rate_limited(request, token, verdict)
+        lookup = await gateway.access.open_page(token, client, gateway.request_id())
+        if lookup.link is None or not lookup.usable:
+            return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
+        cookies = Response()
+        csrf = gateway.csrf.token(request, cookies, _link_purpose(token))
+        page = views.link_page(lookup.link, csrf, request.url.path, self._form_targets(lookup))
+        return _with_cookies(gateway.pages.render(page), cookies)
+
+    async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
+        """ "View study" (and "Send a new code"): what happens is the link's policy."""
+        gateway = self.gateway
+        client = gateway.client(request)
+        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
+        if not verdict.allowed:
+            return await self._rate_limited(request, token, verdict)
+        if not gateway.csrf.valid(request, csrf, _link_purpose(token)):
+            return await self._csrf_failed(request, token, request.url.path)
+        outcome = await gateway.access.press_view(
+            token, client, gateway.access_session(request), gateway.request_id()
+        )
+        match outcome:
+            case CodeSent(lookup=lookup, challenge_id=challenge_id):
+                assert lookup.link is not None
+                response = RedirectResponse(f"{request.url.path}/code", status_code=303)
+                cookie = {"c": challenge_id, "l": lookup.link.link_id}
+                gateway.cookies.write(response, "otp", cookie)
+                return response
+            case SignInNeeded():
+                return await self._start_sign_in(request, outcome)
+        return self._answer(request, outcome)
+
+    async def code_page(self, request: Request, token: str) -> Response:
+        """Where the code is typed; only the browser that asked for the code gets here."""
+        gateway = self.gateway
+        client = gateway.client(request)
+        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
+        if not verdict.allowed:
+            return await self._rate_limited(request, token, verdict)
+        lookup = await gateway.access.check_page(token, client, gateway.request_id())
+        if lookup.link is None or not lookup.usable:
+            return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
+        pending = gateway.cookies.read(request, "otp")
+        if not pending or pending.get("l") != lookup.link.link_id:
+            return RedirectResponse(request.url.path.removesuffix("/code"), status_code=303)
+        return self._code_page(request, token, lookup)
+
+    async def enter_code(
+        self, request: Request, token: str, code: CodeField = "", csrf: CsrfField = None
+    ) -> Response:
+        gateway = self.gateway
+        client = gateway.client(request)
+        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
+        if not verdict.allowed:
+            return await self._rate_limited(request, token, verdict)
+        link_path = request.url.path.removesuffix("/code")
+        if not gateway.csrf.valid(request, csrf, _code_purpose(token)):
+            return await self._csrf_failed(request, token, link_path)
+        pending = gateway.cookies.read(request, "otp")
+        if not pending or not isinstance(pending.get("c"), str):
+            return RedirectResponse(link_path, status_code=303)
+        outcome = await gateway.access.enter_code(
+            token, pending["c"], code, client, gateway.request_id()
+        )
+        if isinstance(outcome, Refused) and outcome.reason in ("wrong_code", "code_expired"):
+            return self._code_page(request, token, outcome.lookup, outcome, status_code=400)
+        if isinstance(outcome, Refused) and outcome.reason == "locked":
+            return self._code_page(request, token, outcome.lookup, outcome, status_code=403)
+        return self._answer(request, outcome)
+
+    async def sso_callback(
+        self,
+        request: Request,
+        code: str | None = None,
+        state: str | None = None,
+        error: str | None = None,
+    ) -> Response:
+        """The organisation's identity provider sends the recipient back here."""
+        gateway = self.gateway
+        client = gateway.client(request)
+        verdict = await gateway.limits.address_request(client.client_ip)
+        if not verdict.allowed:
+            page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
+            return gateway.pages.render(page)
+        pending = gateway.cookies.read(request, "oidc")
+        if not pending or pending.get("k") != "link":
+            return gateway.pages.render(views.sign_in_failed_page(_fallback_locale(request)))
+        identity = None if error or not code else await self._identity(pending, state, code)
+        outcome = await gateway.access.finish_sign_in(
+            str(pending.get("l")), identity, client, gateway.request_id()
+        )
+        response = self._answer(request, outcome)
+        gateway.cookies.clear(response, "oidc")
+        return response
+
+    # Steps -------------------------------------------------------------------------------
+
+    async def _identity(
+        self, pending: dict[str, Any], state: str | None, code: str
+    ) -> Identity | None:
+        """Who signed in, if the round trip is this browser's own and the provider agrees."""
+        sign_in = _sign_in_from_cookie(pending)
+        policy = self.gateway.policies.get(str(pending.get("t")))
+        if sign_in is None or state != sign_in.state or policy is None or policy.sso is None:
+            return None
+        try:
+            return await self.gateway.oidc.identity(
+                sso_provider(policy.sso), self.gateway.recipient_redirect_uri, sign_in, code
+            )
+        except (OidcError, PolicyError):
+            return None
+
+    async def _start_sign_in(self, request: Request, outcome: SignInNeeded) -> Response:
+        gateway = self.gateway
+        link = outcome.lookup.link
+        assert link is not None
+        sign_in = SignInRequest.new()
+        try:
+            url = await gateway.oidc.authorization_url(
+                outcome.provider, gateway.recipient_redirect_uri, sign_in
+            )
+        except OidcError:
+            failed = await gateway.access.finish_sign_in(
+                link.link_id, None, gateway.client(request), gateway.request_id()
+            )
+            return self._answer(request, failed)
+        response = RedirectResponse(url, status_code=303)
+        cookie = {"k": "link", "l": link.link_id, "t": link.tenant_id, **_sign_in_cookie(sign_in)}
+        gateway.cookies.write(response, "oidc", cookie)
+        return response
+
+    def _answer(self, request: Request, outcome: Granted | Refused | Unavailable) -> Response:
+        gateway = self.gateway
+        match outcome:
+            case Granted():
+                response = RedirectResponse(outcome.viewer_redirect, status_code=303)
+                gateway.cookies.write(response, "access", gateway.session_cookie(outcome.session))
+                gateway.cookies.clear(response, "otp")
+                return response
+            case Unavailable(lookup=lookup):
+                assert lookup.link is not None
+                return gateway.pages.render(views.unavailable_page(lookup.link))
+            case Refused():
+                return self._refused(request, outcome)
+
+    def _refused(self, request: Request, outcome: Refused) -> Response:
+        page = views.refusal_page(
+            outcome.lookup,
+            outcome.reason,
+            fallback_locale=_fallback_locale(request),
+            retry_after=outcome.retry_after_seconds,
+        )
+        return self.gateway.pages.render(page)
+
+    async def _rate_limited(self, request: Request, token: str, verdict: Verdict) -> Response:
+        gateway = self.gateway
+        client = gateway.client(request)
+        if await gateway.limits.may_record_denial(client.client_ip, token_fingerprint(token)):
+            await gateway.access.refuse(token, client, "rate_limited", gateway.request_id())
+        page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
+        return gateway.pages.render(page)
+
+    async def _csrf_failed(self, request: Request, token: str, back_to: str) -> Response:
+        gateway = self.gateway
+        client = gateway.client(request)
+        lookup = await gateway.access.refuse(token, client, "csrf", gateway.request_id())
+        locale = lookup.link.locale if lookup.link else _fallback_locale(request)
+        return gateway.pages.render(views.csrf_page(locale, back_to))
+
+    def _code_page(
+        self,
+        request: Request,
+        token: str,
+        lookup: LinkLookup,
+        refusal: Refused | None = None,
+        *,
+        status_code: int = 200,
+    ) -> Response:
+        if lookup.link is None or not lookup.usable:
+            return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
+        cookies = Response()
+        code_path = request.url.path
+        page: Page = views.code_page(
+            lookup.link,
+            code_csrf=self.gateway.csrf.token(request, cookies, _code_purpose(token)),
+            resend_csrf=self.gateway.csrf.token(request, cookies, _link_purpose(token)),
+            code_url=code_path,
+            resend_url=code_path.removesuffix("/code"),
+            error=refusal.reason if refusal else None,
+            tries_left=refusal.tries_left if refusal else 0,
+            status_code=status_code,
+        )
+        page.form_targets = self._form_targets(lookup)
+        return _with_cookies(self.gateway.pages.render(page), cookies)
+
+    def _form_targets(self, lookup: LinkLookup) -> tuple[str, ...]:
+        """Where this link's forms may lead after our redirect: the tenant's viewer and, for
+        an SSO link, its identity provider. Browsers check form-action against the redirect
+        that follows a form post, so the page's CSP must name them (and nothing else)."""
+        link = lookup.link
+        policy = self.gateway.policies.get(link.tenant_id) if link else None
+        if link is None or policy is None:
+            return ()
+        targets = [_origin(str(policy.viewer_url))]
+        if link.recipient_auth == "sso" and policy.sso is not None:
+            targets.append(_origin(str(policy.sso.issuer)))
+        return tuple(targets)
+
+
+def recipient_routes(gateway: Gateway) -> APIRouter:
+    return RecipientRoutes(gateway).router()

@@ -1,0 +1,112 @@
+"""Serving the gateway over HTTP on the runtime's event loop.
+
+``blume-share run`` starts it beside the workers (sharing their database engine, transport
+and outbox relay); ``blume-share run access_gateway`` starts it alone. The Runtime owns
+SIGTERM: it stops this server first (in-flight requests finish), then the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from typing import Final
+
+import structlog
+import uvicorn
+from blume_runtime.db import Database
+from blume_runtime.settings import Settings
+
+from blume_access_gateway.app import create_app
+from blume_access_gateway.events import Relay
+from blume_access_gateway.gateway import NAME, Gateway
+from blume_access_gateway.settings import GatewaySettings
+
+log = structlog.get_logger(NAME)
+_GRACEFUL_SHUTDOWN_SECONDS: Final = 10
+
+
+class _RuntimeOwnedSignals(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The Runtime handles SIGTERM/SIGINT and calls ``HttpServer.stop``.
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind here, so a busy port is an OSError for the caller (uvicorn would exit the process)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+class HttpServer:
+    def __init__(self, gateway: Gateway, host: str, port: int) -> None:
+        self.gateway = gateway
+        self._host = host
+        self._port = port
+        config = uvicorn.Config(
+            create_app(gateway),
+            lifespan="on",
+            log_config=None,
+            access_log=False,  # its lines would carry link tokens; SecurityMiddleware logs
+            server_header=False,
+            proxy_headers=False,  # client addresses: BLUME_TRUSTED_PROXIES, in clients.py
+            timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+        )
+        self._server = _RuntimeOwnedSignals(config)
+        self._task: asyncio.Task[None] | None = None
+        self.port = port
+
+    @classmethod
+    def from_settings(cls, settings: Settings, db: Database, relay: Relay) -> HttpServer:
+        config = GatewaySettings()
+        gateway = Gateway.build(settings, db, relay, config=config)
+        return cls(gateway, config.http_host, config.http_port)
+
+    async def start(self) -> None:
+        sock = bind(self._host, self._port)
+        self.port = sock.getsockname()[1]
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()  # raises what stopped it
+                raise RuntimeError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info("http server started", host=self._host, port=self.port)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._server.should_exit = True
+            await self._task
+            self._task = None
+        await self.gateway.close()
+        log.info("http server stopped")
+
+
+def main() -> None:
+    """``blume-share-access-gateway``: the gateway alone, as ``blume-share run access_gateway``."""
+    from blume_runtime.app import Runtime
+    from blume_runtime.logging import configure_logging
+
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        db = Database(settings.database)
+        runtime = Runtime(settings, [], db)
+        server = HttpServer.from_settings(settings, db, runtime.relay)
+        try:
+            await runtime.run_until_signalled(after_start=server.start, before_stop=server.stop)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())

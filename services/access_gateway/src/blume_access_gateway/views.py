@@ -1,0 +1,289 @@
+"""Which page answers which outcome, with which status and help topic."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from blume_contracts.events import DenialReason
+from blume_link_issuer.models import SecureLink
+
+from blume_access_gateway.blume import StudyView
+from blume_access_gateway.links import LinkLookup
+from blume_access_gateway.pages import Action, Page
+
+# Help topics (docs/help/<topic>.md).
+HELP_LINK: Final = "link-page"
+HELP_CODE: Final = "sign-in-code"
+HELP_UNAVAILABLE: Final = "link-unavailable"
+HELP_NOT_FOUND: Final = "link-not-found"
+HELP_RATE_LIMITED: Final = "too-many-attempts"
+HELP_SSO: Final = "organisation-sign-in"
+HELP_BLUME: Final = "blume-study"
+HELP_BLUME_SIGN_IN: Final = "blume-sign-in"
+HELP_ERROR: Final = "something-went-wrong"
+HELP_VIEWER: Final = "viewer"
+HELP_INDEX: Final = "index"
+
+ALL_TOPICS: Final = (
+    HELP_LINK,
+    HELP_CODE,
+    HELP_UNAVAILABLE,
+    HELP_NOT_FOUND,
+    HELP_RATE_LIMITED,
+    HELP_SSO,
+    HELP_BLUME,
+    HELP_BLUME_SIGN_IN,
+    HELP_ERROR,
+    HELP_VIEWER,
+    HELP_INDEX,
+)
+
+
+def _sender(link: SecureLink) -> dict[str, str]:
+    # Links minted before the link store kept these fall back to neutral words.
+    return {
+        "sender": link.sender_name or "the sender",
+        "organisation": link.organisation or "the sending organisation",
+    }
+
+
+def message_page(
+    title_key: str,
+    body: list[str],
+    *,
+    status_code: int,
+    help_topic: str,
+    locale: str,
+    action: Action | None = None,
+    headers: dict[str, str] | None = None,
+) -> Page:
+    return Page(
+        "message.html",
+        title_key,
+        help_topic,
+        locale=locale,
+        status_code=status_code,
+        context={"body": body, "action": action},
+        headers=headers or {},
+    )
+
+
+def link_page(link: SecureLink, csrf: str, action_url: str, form_targets: tuple[str, ...]) -> Page:
+    return Page(
+        "link.html",
+        "link.title",
+        HELP_LINK,
+        locale=link.locale,
+        context={
+            "who": _sender(link),
+            "expires_at": link.expires_at,
+            "auth": link.recipient_auth,
+            "action": Action("link.button", action_url, csrf),
+        },
+        form_targets=form_targets,
+    )
+
+
+def code_page(
+    link: SecureLink,
+    *,
+    code_csrf: str,
+    resend_csrf: str,
+    code_url: str,
+    resend_url: str,
+    error: DenialReason | None = None,
+    tries_left: int = 0,
+    status_code: int = 200,
+) -> Page:
+    return Page(
+        "code.html",
+        "code.title",
+        HELP_CODE,
+        locale=link.locale,
+        status_code=status_code,
+        context={
+            "error": error,
+            "tries_left": tries_left,
+            "code_action": Action("code.button", code_url, code_csrf),
+            "resend_action": Action("code.resend", resend_url, resend_csrf),
+        },
+    )
+
+
+def refusal_page(
+    lookup: LinkLookup, reason: DenialReason, *, fallback_locale: str, retry_after: int = 0
+) -> Page:
+    """The page for a refused link: 404 unknown, 410 expired/revoked/used up, 403 others."""
+    link = lookup.link
+    if link is None or reason == "unknown":
+        return message_page(
+            "unknown.title",
+            ["unknown.body"],
+            status_code=404,
+            help_topic=HELP_NOT_FOUND,
+            locale=fallback_locale,
+        )
+    who = _sender(link)
+    if reason == "rate_limited":
+        return rate_limited_page(link.locale, retry_after)
+    if reason in ("expired", "revoked", "max_uses"):
+        return Page(
+            "unavailable.html",
+            f"{reason}.title",
+            HELP_UNAVAILABLE,
+            locale=link.locale,
+            status_code=410,
+            context={
+                "reason": reason,
+                "who": who,
+                "expires_at": link.expires_at,
+                "revoked_at": lookup.revoked_at,
+                "max_uses": link.max_uses or 0,
+            },
+        )
+    if reason in ("sso_mismatch", "sso_failed"):
+        return Page(
+            "message.html",
+            f"{reason}.title",
+            HELP_SSO,
+            locale=link.locale,
+            status_code=403,
+            context={"body": [f"{reason}.body"], "values": who, "action": None},
+        )
+    return message_page(
+        "error.title", ["error.body"], status_code=403, help_topic=HELP_ERROR, locale=link.locale
+    )
+
+
+def rate_limited_page(locale: str, retry_after: int) -> Page:
+    page = message_page(
+        "rate_limited.title",
+        ["rate_limited.body"],
+        status_code=429,
+        help_topic=HELP_RATE_LIMITED,
+        locale=locale,
+        headers={"Retry-After": str(max(1, retry_after))},
+    )
+    page.context["values"] = {"seconds": max(1, retry_after)}
+    return page
+
+
+def csrf_page(locale: str, back_url: str) -> Page:
+    return message_page(
+        "csrf.title",
+        ["csrf.body"],
+        status_code=403,
+        help_topic=HELP_LINK,
+        locale=locale,
+        action=Action("csrf.action", back_url),
+    )
+
+
+def unavailable_page(link: SecureLink) -> Page:
+    page = message_page(
+        "unavailable.title",
+        ["unavailable.body"],
+        status_code=503,
+        help_topic=HELP_ERROR,
+        locale=link.locale,
+    )
+    page.context["values"] = _sender(link)
+    return page
+
+
+def sign_in_failed_page(locale: str) -> Page:
+    """A sign-in that came back to no round trip of this browser's (no link known)."""
+    return message_page(
+        "sso_failed.title",
+        ["sso_failed.again"],
+        status_code=403,
+        help_topic=HELP_SSO,
+        locale=locale,
+    )
+
+
+def error_page(locale: str) -> Page:
+    return message_page(
+        "error.title", ["error.body"], status_code=500, help_topic=HELP_ERROR, locale=locale
+    )
+
+
+def not_found_page(locale: str) -> Page:
+    return message_page(
+        "not_found.title",
+        ["not_found.body"],
+        status_code=404,
+        help_topic=HELP_NOT_FOUND,
+        locale=locale,
+    )
+
+
+def bad_request_page(locale: str) -> Page:
+    return message_page(
+        "bad_request.title",
+        ["bad_request.body"],
+        status_code=400,
+        help_topic=HELP_ERROR,
+        locale=locale,
+    )
+
+
+def study_page(study: StudyView, organisation: str) -> Page:
+    return Page(
+        "blume_study.html",
+        "blume.title",
+        HELP_BLUME,
+        locale=study.locale,
+        context={"study": study, "organisation": organisation},
+    )
+
+
+def study_not_found_page(locale: str) -> Page:
+    return message_page(
+        "blume.not_found.title",
+        ["blume.not_found.body"],
+        status_code=404,
+        help_topic=HELP_BLUME,
+        locale=locale,
+    )
+
+
+def portal_home_page(locale: str) -> Page:
+    return message_page(
+        "blume.home.title",
+        ["blume.home.body"],
+        status_code=200,
+        help_topic=HELP_BLUME,
+        locale=locale,
+    )
+
+
+def portal_sign_in_unavailable_page(locale: str) -> Page:
+    return message_page(
+        "blume.sign_in_unavailable.title",
+        ["blume.sign_in_unavailable.body"],
+        status_code=503,
+        help_topic=HELP_BLUME_SIGN_IN,
+        locale=locale,
+    )
+
+
+def portal_sign_in_failed_page(locale: str) -> Page:
+    return message_page(
+        "blume.sign_in_failed.title",
+        ["blume.sign_in_failed.body"],
+        status_code=403,
+        help_topic=HELP_BLUME_SIGN_IN,
+        locale=locale,
+    )
+
+
+def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:
+    return Page(
+        "viewer.html",
+        "viewer.title",
+        HELP_VIEWER,
+        locale=locale,
+        status_code=200 if valid else 401,
+        context={"valid": valid, "use_number": use_number},
+    )

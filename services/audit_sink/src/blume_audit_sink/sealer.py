@@ -1,0 +1,192 @@
+"""Staging and sealing: how events reach their chains in batches.
+
+The worker's handler only *stages* an event (one INSERT, in the transaction that records
+its inbox row), so a delivery is acknowledged once the event is durably received and
+several sink instances never queue on a chain's head lock. The sealer then moves staged
+events into their chains in batches: one transaction locks the heads, appends every
+staged event with one COPY, and removes what it sealed. After each batch it signs the
+heads of chains that are due a checkpoint.
+
+This is the queued-then-sequenced design of transparency logs (Trillian's sequencer): the
+staged rows are not yet chained, so the window in which they could be altered unseen is
+the sealing interval (a fraction of a second while the sealer runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from blume_contracts.envelope import RawEvent
+from blume_runtime.db import Database, utcnow
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Table, delete, func
+from sqlalchemy import select as sql_select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blume_audit_sink.chain import Entry, append_entries, prepare
+from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
+from blume_audit_sink.models import AuditPending
+
+log = structlog.get_logger("audit_sink")
+
+_LINGER_SECONDS: Final = 0.02
+"""After a wake-up, let the staging transaction commit and more events arrive."""
+
+
+async def stage(session: AsyncSession, event: RawEvent) -> None:
+    """Stage ``event`` for sealing; a second copy of (source, id) is ignored."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    entry = prepare(event)
+    await session.exec(
+        insert(AuditPending)
+        .values(
+            event_source=entry.event_source,
+            event_id=entry.event_id,
+            received_at=entry.recorded_at,
+            entry=entry.to_json(),
+        )
+        .on_conflict_do_nothing(index_elements=["event_source", "event_id"])
+    )
+
+
+_PENDING: Final[Table] = AuditPending.__table__  # type: ignore[attr-defined]
+
+
+async def _take_staged(session: AsyncSession, batch_size: int) -> list[str]:
+    """Remove up to ``batch_size`` staged events, oldest first, returning their entries.
+
+    Removed in the transaction that chains them: if it fails, they are staged again.
+    Concurrent sealers take disjoint batches (SKIP LOCKED).
+    """
+    oldest = (
+        sql_select(_PENDING.c.id)
+        .order_by(_PENDING.c.id)
+        .limit(batch_size)
+        .with_for_update(skip_locked=True)
+    )
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        taken = await connection.execute(
+            delete(_PENDING)
+            .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
+            .returning(_PENDING.c.id, _PENDING.c.entry)
+        )
+        return [row.entry for row in sorted(taken, key=lambda row: row.id)]
+    rows = (
+        await connection.execute(
+            sql_select(_PENDING.c.id, _PENDING.c.entry)
+            .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
+            .order_by(_PENDING.c.id)
+        )
+    ).all()
+    await connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row.id for row in rows])))
+    return [row.entry for row in rows]
+
+
+async def seal_batch(db: Database, batch_size: int) -> int:
+    """Chain up to ``batch_size`` staged events, oldest first; returns how many were taken."""
+    async with db.transaction() as session:
+        staged = await _take_staged(session, batch_size)
+        if staged:
+            await append_entries(session, [Entry.from_json(entry) for entry in staged])
+        return len(staged)
+
+
+async def seal_all(db: Database, batch_size: int = 2000) -> int:
+    sealed = 0
+    while taken := await seal_batch(db, batch_size):
+        sealed += taken
+    return sealed
+
+
+async def pending_count(session: AsyncSession) -> int:
+    return (await session.exec(select(func.count()).select_from(AuditPending))).one()
+
+
+async def checkpoint_due(
+    db: Database,
+    key: Ed25519PrivateKey | None,
+    directory: Path | None,
+    cadence: Cadence | None,
+) -> int:
+    """Sign the chains that are due (all unpinned ones when ``cadence`` is None)."""
+    if key is None:
+        return 0
+    async with db.transaction() as session:
+        return len(await checkpoint_chains(session, key, directory, cadence=cadence))
+
+
+class Sealer:
+    """The background loop of one sink process: seal staged events, then checkpoint.
+
+    It starts with the first event the process handles (the runtime gives services no
+    start hook), on its own engine so it never waits for a connection the handlers hold.
+    Closing it seals what is left and signs every chain's head.
+    """
+
+    def __init__(
+        self,
+        *,
+        key: Ed25519PrivateKey | None,
+        directory: Path | None,
+        cadence: Cadence,
+        batch_size: int,
+        interval_seconds: float,
+    ) -> None:
+        self._key = key
+        self._directory = directory
+        self._cadence = cadence
+        self._batch_size = batch_size
+        self._interval = interval_seconds
+        self._db: Database | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        if key is None:
+            log.warning("no audit signing key configured: checkpoints are not written")
+
+    def notice(self, session: AsyncSession) -> None:
+        """An event was staged through ``session``: start the loop if needed, and wake it."""
+        if self._task is None:
+            bind: Any = session.bind
+            self._db = Database(bind.url.render_as_string(hide_password=False))
+            self._task = asyncio.create_task(self._run(), name="audit-sealer")
+        self._wake.set()
+
+    async def _run(self) -> None:
+        assert self._db is not None
+        while True:
+            sealed = 0
+            try:
+                sealed = await seal_batch(self._db, self._batch_size)
+                await checkpoint_due(self._db, self._key, self._directory, self._cadence)
+            except Exception as error:  # noqa: BLE001 - staged rows stay; the next round retries
+                log.warning("audit sealing failed", error_type=type(error).__name__)
+            if sealed == self._batch_size:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            if self._wake.is_set():
+                self._wake.clear()
+                await asyncio.sleep(_LINGER_SECONDS)
+
+    async def close(self) -> None:
+        if self._task is None or self._db is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        try:
+            sealed = await seal_all(self._db, self._batch_size)
+            signed = await checkpoint_due(self._db, self._key, self._directory, None)
+            log.info("audit sealer stopped", sealed=sealed, checkpoints=signed, at=utcnow())
+        finally:
+            await self._db.dispose()
+            self._task = None
+            self._db = None

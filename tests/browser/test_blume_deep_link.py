@@ -1,0 +1,85 @@
+"""The Blume deep link in Chromium: the "Step into Blume" email's link (the portal front is
+the gateway: BLUME_PORTAL_BASE_URL=<gateway>/blume) sends a signed-out patient to the
+portal's sign-in and back to the study; F1 there opens the Blume help."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.async_api import BrowserContext, expect
+
+from services.access_gateway.tests.fake_idp import FakeIdentityProvider
+from tests.browser.conftest import email_text
+from tests.browser.test_recipient_access import press_f1
+from tests.conftest import EXAMPLE, RunningSystem, blume_share, request_event
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.browser]
+
+ACCOUNT = {
+    "blume_patient_id": "bp-0001",
+    "tenant_id": "demo-hospital",
+    "mrn": "MRN-0001",
+    "email": "jane.doe@mail.example",
+    "locale": "en-CA",
+    "email_notifications": True,
+    "status": "active",
+    "consent": [],
+}
+
+
+async def test_signed_out_patient_signs_in_and_lands_on_the_study(
+    gateway_system: RunningSystem,
+    smtp_server: Any,
+    context: BrowserContext,
+    portal_idp: tuple[FakeIdentityProvider, str],
+    tmp_path: Path,
+) -> None:
+    """Email link → portal sign-in → back on the same study, which only its owner sees."""
+    system = gateway_system
+    accounts = tmp_path / "accounts.jsonl"
+    accounts.write_text(json.dumps(ACCOUNT) + "\n")
+    imported = blume_share("patients", "import", str(accounts), env=system.env)
+    assert imported.returncode == 0, imported.stderr
+    provider, _issuer = portal_idp
+    provider.users["jane.doe@mail.example"] = {"blume_patient_id": "bp-0001"}
+    provider.users["someone.else@mail.example"] = {"blume_patient_id": "bp-9999"}
+
+    data = {k: v for k, v in EXAMPLE["data"].items() if k not in {"recipient", "expires_in_hours"}}
+    data.update(method="blume", patient_account={"blume_patient_id": "bp-0001"})
+    system.publish(request_event(data))
+    [message] = await smtp_server.wait_for(1)
+    [study_link] = set(
+        re.findall(
+            re.escape(system.http_base) + r"/blume/studies/ent_[0-9a-f]{32}", email_text(message)
+        )
+    )
+
+    page = await context.new_page()
+    await page.goto(study_link)
+    await page.wait_for_url("**/authorize?*")  # signed out: off to the portal's sign-in
+    await page.fill("#login_email", "jane.doe@mail.example")
+    await page.click("#sign-in")
+    await page.wait_for_url(study_link)
+    await expect(page.locator("h1")).to_have_text("Your imaging study")
+    await expect(page.locator("main")).to_contain_text("CT CHEST W CONTRAST")
+    help_window = await press_f1(context, page)
+    assert urlsplit(help_window.url).path == "/help/blume-study"
+    [viewed] = await system.wait_for("share.blume.viewed")
+    assert viewed["data"]["blume_patient_id"] == "bp-0001"
+
+    stranger = await context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        other = await stranger.new_page()
+        await other.goto(study_link)
+        await other.wait_for_url("**/authorize?*")
+        await other.fill("#login_email", "someone.else@mail.example")
+        await other.click("#sign-in")
+        await expect(other.locator("h1")).to_have_text("Study not found")
+    finally:
+        await stranger.close()
+    assert len(system.events("share.blume.viewed")) == 1
