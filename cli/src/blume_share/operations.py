@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import TextIO
 
 from blume_audit_sink import export as audit_export_module
 from blume_audit_sink import retention
-from blume_audit_sink.chain import RecordFilter, VerifyReport, find, query, verify
+from blume_audit_sink.chain import RecordFilter, VerifyReport, find, verify
 from blume_audit_sink.checkpoints import (
     SignedCheckpoint,
     SigningKeyError,
@@ -28,6 +29,7 @@ from blume_runtime.db import Database
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
 from blume_share_dispatcher.models import Share
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
@@ -38,6 +40,17 @@ def database(settings: Settings) -> Database:
     if settings.database_url is None:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
     return Database(settings.database)
+
+
+@asynccontextmanager
+async def session_scope(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """One transaction on a short-lived engine: what a CLI command needs, then closed."""
+    db = database(settings)
+    try:
+        async with db.transaction() as session:
+            yield session
+    finally:
+        await db.dispose()
 
 
 class SchemaNotCurrentError(RuntimeError):
@@ -155,56 +168,8 @@ async def wait_for_state(
 
 
 async def share_status(settings: Settings, share_id: str) -> Share | None:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await session.get(Share, share_id)
-    finally:
-        await db.dispose()
-
-
-async def audit_verify(settings: Settings, tenant: str | None) -> VerifyReport:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await verify(session, tenant)
-    finally:
-        await db.dispose()
-
-
-async def audit_query(
-    settings: Settings,
-    *,
-    share_id: str | None,
-    study_uid: str | None,
-    correlation_id: str | None,
-    event_type: str | None,
-    tenant: str | None,
-    since: datetime | None,
-    until: datetime | None,
-    limit: int,
-    offset: int,
-) -> list[AuditRecord]:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await query(
-                session,
-                share_id=share_id,
-                study_uid=study_uid,
-                correlation_id=correlation_id,
-                event_type=event_type,
-                tenant_id=tenant,
-                since=since,
-                until=until,
-                limit=limit,
-                offset=offset,
-            )
-    finally:
-        await db.dispose()
-
-
-# ------------------------------------------------------------ compliance-grade audit (issue 5)
+    async with session_scope(settings) as session:
+        return await session.get(Share, share_id)
 
 
 async def audit_verify_against_checkpoints(
@@ -214,51 +179,39 @@ async def audit_verify_against_checkpoints(
     checkpoint_dirs: Sequence[Path],
 ) -> VerifyReport:
     """The chains, held against every valid signed checkpoint (database and files)."""
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await verify_store(
-                session, settings, audit, chain_id=tenant, checkpoint_dirs=checkpoint_dirs
-            )
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await verify_store(
+            session, settings, audit, chain_id=tenant, checkpoint_dirs=checkpoint_dirs
+        )
 
 
 async def audit_find(
     settings: Settings, wanted: RecordFilter, *, limit: int, offset: int
 ) -> list[AuditRecord]:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await find(session, wanted, limit=limit, offset=offset)
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await find(session, wanted, limit=limit, offset=offset)
 
 
 async def audit_export(
     settings: Settings, wanted: RecordFilter, output_format: str, out: TextIO
 ) -> int:
     """Write every matching record to ``out`` (``fhir``, ``csv`` or ``jsonl``); the count."""
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            records = audit_export_module.records_matching(session, wanted)
-            if output_format == "fhir":
-                bundle = audit_export_module.fhir_bundle([r async for r in records])
-                out.write(audit_export_module.fhir_json(bundle) + "\n")
-                return len(bundle.entry or [])
-            count = 0
+    async with session_scope(settings) as session:
+        records = audit_export_module.records_matching(session, wanted)
+        if output_format == "fhir":
+            bundle = audit_export_module.fhir_bundle([r async for r in records])
+            out.write(audit_export_module.fhir_json(bundle) + "\n")
+            return len(bundle.entry or [])
+        count = 0
+        if output_format == "csv":
+            out.write(",".join(audit_export_module.CSV_COLUMNS) + "\n")
+        async for record in records:
             if output_format == "csv":
-                out.write(",".join(audit_export_module.CSV_COLUMNS) + "\n")
-            async for record in records:
-                if output_format == "csv":
-                    out.write(audit_export_module.csv_text([record], header=False))
-                else:
-                    out.write(audit_export_module.jsonl_line(record) + "\n")
-                count += 1
-            return count
-    finally:
-        await db.dispose()
+                out.write(audit_export_module.csv_text([record], header=False))
+            else:
+                out.write(audit_export_module.jsonl_line(record) + "\n")
+            count += 1
+        return count
 
 
 async def audit_disclosures(
@@ -270,19 +223,15 @@ async def audit_disclosures(
     until: datetime | None,
     include_to_patient: bool,
 ) -> DisclosureReport:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await accounting(
-                session,
-                tenant=tenant,
-                patient_mrn=patient_mrn,
-                since=since,
-                until=until,
-                include_to_patient=include_to_patient,
-            )
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await accounting(
+            session,
+            tenant=tenant,
+            patient_mrn=patient_mrn,
+            since=since,
+            until=until,
+            include_to_patient=include_to_patient,
+        )
 
 
 async def audit_checkpoint_now(
@@ -307,64 +256,40 @@ async def audit_checkpoint_now(
 
 
 async def audit_set_retention(settings: Settings, tenant: str, days: int) -> None:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            await retention.set_retention(session, tenant, days, retention.operator())
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        await retention.set_retention(session, tenant, days, retention.operator())
 
 
 async def audit_retention_of(settings: Settings, tenant: str) -> int:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await retention.retention_days(session, tenant)
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await retention.retention_days(session, tenant)
 
 
 async def audit_place_hold(
     settings: Settings, tenant: str, patient_mrn: str | None, reason: str
 ) -> str:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await retention.place_hold(
-                session, tenant, patient_mrn, reason, retention.operator()
-            )
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await retention.place_hold(
+            session, tenant, patient_mrn, reason, retention.operator()
+        )
 
 
 async def audit_release_hold(settings: Settings, hold_id: str, reason: str) -> None:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            await retention.release_hold(session, hold_id, reason, retention.operator())
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        await retention.release_hold(session, hold_id, reason, retention.operator())
 
 
 async def audit_active_holds(settings: Settings, tenant: str | None) -> list[AuditLegalHold]:
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            return await retention.active_holds(session, tenant)
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        return await retention.active_holds(session, tenant)
 
 
 async def audit_purge(
     settings: Settings, tenant: str, *, dry_run: bool
 ) -> tuple[retention.PurgePlan, int]:
     """Plan the purge of ``tenant``'s expired sealed segments and, unless a dry run, do it."""
-    db = database(settings)
-    try:
-        async with db.transaction() as session:
-            plan = await retention.plan_purge(session, tenant)
-            if dry_run or plan.through_seq is None:
-                return plan, 0
-            return plan, await retention.purge(session, plan)
-    finally:
-        await db.dispose()
+    async with session_scope(settings) as session:
+        plan = await retention.plan_purge(session, tenant)
+        if dry_run or plan.through_seq is None:
+            return plan, 0
+        return plan, await retention.purge(session, plan)

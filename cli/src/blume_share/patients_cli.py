@@ -24,21 +24,13 @@ patients_app = typer.Typer(help="Import and inspect Blume patient accounts.", no
 
 
 async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int, int]:
-    db = operations.database(settings)
-    try:
-        async with db.transaction() as session:
-            return await upsert_accounts(session, records)
-    finally:
-        await db.dispose()
+    async with operations.session_scope(settings) as session:
+        return await upsert_accounts(session, records)
 
 
 async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
-    db = operations.database(settings)
-    try:
-        async with db.transaction() as session:
-            return await describe_account(session, blume_patient_id)
-    finally:
-        await db.dispose()
+    async with operations.session_scope(settings) as session:
+        return await describe_account(session, blume_patient_id)
 
 
 @patients_app.command("import")

@@ -4,11 +4,9 @@ only ciphertext; a compromised database yields no usable link."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from blume_runtime.keyfiles import configured_secret, embedded_secret
 from blume_runtime.settings import Settings
 
 
@@ -33,25 +31,14 @@ class Sealer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sealer:
-        if settings.token_sealing_key is not None:
-            raw = settings.token_sealing_key.get_secret_value()
-        elif settings.token_sealing_key_file is not None:
-            raw = settings.token_sealing_key_file.read_text().strip()
-        elif settings.embedded_broker:
-            raw = _embedded_key(settings.state_dir / "sealing.key")
-        else:
+        raw = configured_secret(settings.token_sealing_key, settings.token_sealing_key_file)
+        if raw is None and settings.embedded_broker:
+            raw = embedded_secret(
+                settings.state_dir / "sealing.key", lambda: Fernet.generate_key().decode()
+            )
+        if raw is None:
             raise SealingKeyError(
                 "set BLUME_TOKEN_SEALING_KEY or BLUME_TOKEN_SEALING_KEY_FILE "
                 "(generate one with: blume-share keygen)"
             )
         return cls([key.strip().encode() for key in raw.split(",") if key.strip()])
-
-
-def _embedded_key(path: Path) -> str:
-    """The embedded default keeps a generated key beside its SQLite file (mode 0600)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(Fernet.generate_key().decode())
-    return path.read_text().strip()

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
+from blume_runtime.keyfiles import configured_secret, embedded_secret
 from blume_runtime.settings import Settings
 
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
@@ -50,25 +49,14 @@ class GatewayKeys:
 
     @classmethod
     def from_settings(cls, settings: Settings, gateway: GatewaySettings) -> GatewayKeys:
-        if gateway.gateway_secret_key is not None:
-            raw = gateway.gateway_secret_key.get_secret_value()
-        elif gateway.gateway_secret_key_file is not None:
-            raw = gateway.gateway_secret_key_file.read_text().strip()
-        elif settings.embedded_broker:
-            raw = _embedded_secret(settings.state_dir / "gateway.key")
-        else:
+        raw = configured_secret(gateway.gateway_secret_key, gateway.gateway_secret_key_file)
+        if raw is None and settings.embedded_broker:
+            raw = embedded_secret(
+                settings.state_dir / "gateway.key", lambda: secrets.token_urlsafe(48)
+            )
+        if raw is None:
             raise GatewayKeyError(
                 "set BLUME_GATEWAY_SECRET_KEY or BLUME_GATEWAY_SECRET_KEY_FILE "
                 "(at least 32 characters, the same for every gateway instance)"
             )
         return cls.from_secret(raw.encode())
-
-
-def _embedded_secret(path: Path) -> str:
-    """The embedded default keeps a generated secret beside its SQLite file (mode 0600)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    return path.read_text().strip()

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from blume_runtime.db import as_utc, utcnow
+from blume_runtime.keyfiles import configured_secret, embedded_secret
 from blume_runtime.settings import Settings
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -106,25 +107,12 @@ def public_key_from_text(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(_decode_base64(text, "audit verify key"))
 
 
-def _embedded_key_text(path: Path) -> str:
-    """The embedded default keeps a generated key beside its SQLite file (mode 0600)."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(new_private_key_text())
-    return path.read_text()
-
-
 def signing_key(settings: Settings, audit: AuditSettings) -> Ed25519PrivateKey | None:
     """The configured key; on the embedded default a generated one; otherwise None."""
-    if audit.audit_signing_key is not None:
-        return private_key_from_text(audit.audit_signing_key.get_secret_value())
-    if audit.audit_signing_key_file is not None:
-        return private_key_from_text(audit.audit_signing_key_file.read_text())
-    if settings.embedded_broker:
-        return private_key_from_text(_embedded_key_text(settings.state_dir / "audit-signing.key"))
-    return None
+    text = configured_secret(audit.audit_signing_key, audit.audit_signing_key_file)
+    if text is None and settings.embedded_broker:
+        text = embedded_secret(settings.state_dir / "audit-signing.key", new_private_key_text)
+    return None if text is None else private_key_from_text(text)
 
 
 def trusted_keys(settings: Settings, audit: AuditSettings) -> dict[str, Ed25519PublicKey]:
