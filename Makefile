@@ -32,6 +32,7 @@ artefacts: setup  ## regenerate JSON Schemas and the AsyncAPI document from the 
 
 bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput
+	$(UV) run python -m bench.throughput --processes
 	$(UV) run python -m bench.audit_ingest
 
 clean:

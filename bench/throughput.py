@@ -36,7 +36,9 @@ product loses or duplicates an email, or something breaks.
 Isolation: a fresh PostgreSQL database and fresh RabbitMQ vhosts (one per side), removed at
 the end even on Ctrl-C, and an SMTP server on a free local port.
 
-Run: ``uv run python -m bench.throughput [--shares N | --quick]``.
+Run: ``uv run python -m bench.throughput [--shares N | --quick] [--processes]``. By default
+every worker runs in this one process (``blume-share run``); ``--processes`` starts one
+``blume-share run <worker>`` process per worker, the deployed topology.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -337,6 +340,7 @@ class ProductRun:
     prefetch: int
     smtp_connections: int
     services: list[str]
+    separate_processes: bool = False
 
     @property
     def exact(self) -> bool:
@@ -359,6 +363,63 @@ def product_settings(amqp_url: str, database_url: str, smtp_url: str) -> Setting
     )
 
 
+def _worker_environment(settings: Settings, state_dir: str) -> dict[str, str]:
+    assert settings.amqp_url is not None
+    assert settings.database_url is not None
+    assert settings.token_sealing_key is not None
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BLUME_")}
+    env.update(
+        BLUME_AMQP_URL=settings.amqp_url.get_secret_value(),
+        BLUME_DATABASE_URL=settings.database_url.get_secret_value(),
+        BLUME_SMTP_URL=settings.smtp_url or "",
+        BLUME_TOKEN_SEALING_KEY=settings.token_sealing_key.get_secret_value(),
+        BLUME_LOG_LEVEL="WARNING",
+        BLUME_LOG_FORMAT="json",
+        BLUME_STATE_DIR=state_dir,
+    )
+    return env
+
+
+def _spawn_worker_processes(settings: Settings, state_dir: str) -> list[subprocess.Popen[bytes]]:
+    """One ``blume-share run <worker>`` process per worker, as a deployment runs them."""
+    env = _worker_environment(settings, state_dir)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "blume_share", "run", name],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name in SERVICES
+    ]
+
+
+async def _wait_for_workers(settings: Settings) -> None:
+    assert settings.amqp_url is not None
+    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
+    async with connection:
+        for name in SERVICES:  # ready once each worker has declared its queue
+            for _ in range(300):
+                channel = await connection.channel()
+                try:
+                    await channel.declare_queue(f"blume.share.{name}", passive=True)
+                    break
+                except aio_pika.exceptions.ChannelClosed:
+                    await asyncio.sleep(0.1)
+            else:
+                raise BenchError(f"worker {name} did not start")
+
+
+def _stop_worker_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 async def run_product(
     settings: Settings,
     sink: SmtpSink,
@@ -369,10 +430,17 @@ async def run_product(
     settle: float,
     progress_every: float,
     diagnose: Callable[[], str],
+    separate_processes: bool = False,
 ) -> ProductRun:
     assert settings.amqp_url is not None
     db = Database(settings.database)
-    runtime = Runtime(settings, [build(settings) for build in SERVICES.values()], db)
+    runtime = (
+        None
+        if separate_processes
+        else Runtime(settings, [build(settings) for build in SERVICES.values()], db)
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    state_dir = tempfile.mkdtemp(prefix="blume-bench-")
     publisher = RabbitTransport(settings.amqp_url.get_secret_value())
     by_message_id: dict[str, str] = {}
 
@@ -390,7 +458,11 @@ async def run_product(
         return items
 
     try:
-        await runtime.start()
+        if runtime is not None:
+            await runtime.start()
+        else:
+            processes = _spawn_worker_processes(settings, state_dir)
+            await _wait_for_workers(settings)
         await publisher.connect()
         if warmup:
             await drive(
@@ -413,7 +485,10 @@ async def run_product(
         await asyncio.sleep(settle)
     finally:
         await publisher.stop()
-        await runtime.stop()
+        if runtime is not None:
+            await runtime.stop()
+        _stop_worker_processes(processes)
+        shutil.rmtree(state_dir, ignore_errors=True)
         await db.dispose()
     accepted, copies = sink.tally()
     return ProductRun(
@@ -426,6 +501,7 @@ async def run_product(
         prefetch=settings.prefetch,
         smtp_connections=sink.connections,
         services=list(SERVICES),
+        separate_processes=separate_processes,
     )
 
 
@@ -585,6 +661,7 @@ def render_report(
 ) -> str:
     p, r = product.figures, raw.figures
     rabbit = raw.server
+    topology = "a process each" if product.separate_processes else "one process"
     width = 32
 
     def row(name: str, left: str, right: str) -> str:
@@ -599,7 +676,7 @@ def render_report(
         f"  critical path                   {HOPS} consumer hops, persistent, confirms, "
         "quorum queues",
         f"  prefetch per consumer           {product.prefetch}",
-        f"  product workers (one process)   {', '.join(product.services)}",
+        f"  {'product workers (' + topology + ')':<32}{', '.join(product.services)}",
         "",
         row("", "product", "raw aio-pika"),
         row(
@@ -618,7 +695,7 @@ def render_report(
         ),
         row(
             "process CPU / wall",
-            f"{p.cpu_share:.0%} of a core",
+            "(workers elsewhere)" if product.separate_processes else f"{p.cpu_share:.0%} of a core",
             f"{r.cpu_share:.0%} of a core",
         ),
         "",
@@ -677,6 +754,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3.0,
         help="seconds to wait for late duplicate emails after the last one (default 3)",
     )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each worker in its own blume-share process, as deployed (default: one process)",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.shares = QUICK_SHARES
@@ -723,6 +805,7 @@ async def run_both(
         settle=args.settle,
         progress_every=progress_every,
         diagnose=lambda: isolation.queue_depths(product_amqp),
+        separate_processes=args.processes,
     )
     return product, raw, body_size
 
