@@ -661,7 +661,7 @@ def render_report(
 ) -> str:
     p, r = product.figures, raw.figures
     rabbit = raw.server
-    topology = "a process each" if product.separate_processes else "one process"
+    topology = "1 per process" if product.separate_processes else "one process"
     width = 32
 
     def row(name: str, left: str, right: str) -> str:
