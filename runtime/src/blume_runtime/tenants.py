@@ -31,6 +31,13 @@ class SsoPolicy(BaseModel):
         default_factory=list,
         description="Besides the invited address itself, sign-ins from these domains pass.",
     )
+    trust_unverified_email: bool = Field(
+        default=False,
+        description=(
+            "Accept an address the provider does not mark email_verified (only for a provider "
+            "that issues addresses itself and omits the claim); an explicit false never passes."
+        ),
+    )
 
     def client_secret(self) -> str:
         secret = os.environ.get(self.client_secret_env)

@@ -99,6 +99,15 @@ tenants:
       client_id: blume-share
       client_secret_env: {SSO_SECRET_ENV}
       allowed_domains: [partner.example]
+  trusting-sso-hospital:
+    display_name: Trusting SSO Hospital
+    recipient_auth: sso
+    viewer_url: https://viewer.test/view
+    sso:
+      issuer: {SSO_ISSUER}
+      client_id: blume-share
+      client_secret_env: {SSO_SECRET_ENV}
+      trust_unverified_email: true
 """
 
 

@@ -100,6 +100,27 @@ def test_an_unverified_address_does_not_count(harness: Harness) -> None:
     assert harness.rows(LinkGrant) == []
 
 
+def test_an_address_without_a_verified_claim_is_refused_by_default(harness: Harness) -> None:
+    """A provider that omits email_verified is not trusted with the invited address."""
+    token, _link = sso_link(harness)
+    with harness.client() as client:
+        refused = sign_in(harness, client, token, "bob.jones@clinic.example", email_verified=None)
+    assert refused.status_code == 403
+    assert harness.rows(LinkGrant) == []
+
+
+def test_a_tenant_may_trust_a_provider_that_omits_the_claim(harness: Harness) -> None:
+    """trust_unverified_email accepts an omitted claim, never an explicit false."""
+    token, _link = harness.add_link("trusting-sso-hospital", auth="sso")
+    with harness.client() as client:
+        granted = sign_in(harness, client, token, "bob.jones@clinic.example", email_verified=None)
+    assert granted.status_code == 303
+    token, _link = harness.add_link("trusting-sso-hospital", auth="sso")
+    with harness.client() as client:
+        refused = sign_in(harness, client, token, "bob.jones@clinic.example", email_verified=False)
+    assert refused.status_code == 403
+
+
 def test_a_forged_state_is_refused(harness: Harness) -> None:
     """A callback whose state is not this browser's round trip: sso_failed, no token request."""
     token, _link = sso_link(harness)

@@ -121,7 +121,10 @@ def sso_provider(policy: SsoPolicy) -> Provider:
 
 def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
     """The invited address itself, or an address in a domain the policy allows."""
-    if identity.email is None or not identity.email_verified:
+    verified = identity.email_verified is True or (
+        identity.email_verified is None and policy.trust_unverified_email
+    )
+    if identity.email is None or not verified:
         return False
     invited = link.recipient_email.strip().lower()
     if identity.email == invited:

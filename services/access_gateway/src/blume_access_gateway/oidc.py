@@ -62,7 +62,8 @@ class SignInRequest:
 class Identity:
     subject: str
     email: str | None
-    email_verified: bool
+    email_verified: bool | None
+    """The provider's claim; None when it did not make one."""
     claims: dict[str, Any]
 
 
@@ -158,7 +159,7 @@ class OidcClient:
         return Identity(
             subject=str(claims["sub"]),
             email=email.strip().lower() if isinstance(email, str) else None,
-            email_verified=claims.get("email_verified", True) is not False,
+            email_verified=_verified_claim(claims.get("email_verified")),
             claims=claims,
         )
 
@@ -203,3 +204,12 @@ class OidcClient:
             return None
         email = info.get("email")
         return email if isinstance(email, str) else None
+
+
+def _verified_claim(value: Any) -> bool | None:
+    """Some providers send the claim as a string; anything unclear counts as not made."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in {"true", "false"}:
+        return value.lower() == "true"
+    return None
