@@ -46,6 +46,9 @@ class Runtime:
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        for service in self.services:
+            for begin in service.startup:
+                await begin()
         await self.transport.start()
         self._sweeper = asyncio.create_task(
             self.relay.run_forever(self.settings.outbox_poll_seconds)

@@ -125,6 +125,8 @@ class Service:
         self._routes: dict[str, _Route] = {}
         self._catch_all: _Route | None = None
         self.invalid_data_handler: InvalidHandler | None = None
+        self.startup: list[Callable[[], Awaitable[None]]] = []
+        """Async callables run before the first message is consumed (background loops)."""
         self.resources: list[Callable[[], Awaitable[None]]] = []
         """Async callables run at shutdown (closing clients the handlers use)."""
 

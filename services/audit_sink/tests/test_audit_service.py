@@ -17,6 +17,7 @@ from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
 from blume_runtime.transport import Delivery, InMemoryTransport
 from blume_runtime.worker import Worker, envelope_json
+from pydantic import SecretStr
 from sqlmodel import col, select
 
 TENANT = "demo-hospital"
@@ -49,7 +50,9 @@ def delivery_of(event: Any) -> SettledDelivery:
 @pytest.fixture
 async def worker(sqlite_db: Database, tmp_path: Any) -> AsyncIterator[Worker]:
     """The sink's worker on the embedded default; its sealer is closed afterwards."""
-    service = build(Settings(state_dir=tmp_path / "state"))
+    # The sealer opens its own engine on the same database as the worker.
+    settings = Settings(state_dir=tmp_path / "state", database_url=SecretStr(sqlite_db.url))
+    service = build(settings)
     yield Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
     for close in service.resources:
         await close()
@@ -159,7 +162,7 @@ async def test_stopping_the_worker_seals_and_signs_what_is_left(
 ) -> None:
     """The sealer's close (run at shutdown) chains staged events and writes a checkpoint file."""
     state = tmp_path / "state"
-    service = build(Settings(state_dir=state))
+    service = build(Settings(state_dir=state, database_url=SecretStr(sqlite_db.url)))
     worker = Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
     for number in range(3):
         event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=TENANT)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from blume_contracts.envelope import RawEvent
@@ -123,23 +123,25 @@ async def checkpoint_due(
         return len(await checkpoint_chains(session, key, directory, cadence=cadence))
 
 
-class Sealer:
+class ChainSealer:
     """The background loop of one sink process: seal staged events, then checkpoint.
 
-    It starts with the first event the process handles (the runtime gives services no
-    start hook), on its own engine so it never waits for a connection the handlers hold.
-    Closing it seals what is left and signs every chain's head.
+    It starts with the runtime (``Service.startup``), on its own engine so it never waits
+    for a connection the handlers hold; a staged event wakes it. Closing it seals what is
+    left and signs every chain's head.
     """
 
     def __init__(
         self,
         *,
+        database_url: str,
         key: Ed25519PrivateKey | None,
         directory: Path | None,
         cadence: Cadence,
         batch_size: int,
         interval_seconds: float,
     ) -> None:
+        self._database_url = database_url
         self._key = key
         self._directory = directory
         self._cadence = cadence
@@ -151,13 +153,19 @@ class Sealer:
         if key is None:
             log.warning("no audit signing key configured: checkpoints are not written")
 
-    def notice(self, session: AsyncSession) -> None:
-        """An event was staged through ``session``: start the loop if needed, and wake it."""
-        if self._task is None:
-            bind: Any = session.bind
-            self._db = Database(bind.url.render_as_string(hide_password=False))
-            self._task = asyncio.create_task(self._run(), name="audit-sealer")
+    async def start(self) -> None:
+        """Start the loop, which also seals what a previous process left staged."""
+        self._ensure_running()
+
+    def notice(self) -> None:
+        """An event was staged: wake the loop (starting it, if the runtime did not)."""
+        self._ensure_running()
         self._wake.set()
+
+    def _ensure_running(self) -> None:
+        if self._task is None:
+            self._db = Database(self._database_url)
+            self._task = asyncio.create_task(self._run(), name="audit-sealer")
 
     async def _run(self) -> None:
         assert self._db is not None

@@ -8,7 +8,7 @@ from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 
 from blume_audit_sink.checkpoints import Cadence, signing_key
-from blume_audit_sink.sealer import Sealer, stage
+from blume_audit_sink.sealer import ChainSealer, stage
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 
 NAME = "audit_sink"
@@ -18,19 +18,21 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
     """The worker: bound to ``#``; its handler sees raw data, so broken requests are kept too."""
     audit = audit or AuditSettings()
     service = Service(NAME, bind_all=True)
-    sealer = Sealer(
+    sealer = ChainSealer(
+        database_url=settings.database,
         key=signing_key(settings, audit),
         directory=checkpoint_dir(settings, audit),
         cadence=Cadence(audit.audit_checkpoint_every_events, audit.audit_checkpoint_every_seconds),
         batch_size=audit.audit_seal_batch_size,
         interval_seconds=audit.audit_seal_interval_seconds,
     )
+    service.startup.append(sealer.start)
     service.resources.append(sealer.close)
 
     @service.handles_any
     async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
         await stage(ctx.session, event)
-        sealer.notice(ctx.session)
+        sealer.notice()
         ctx.log.info("event staged for the audit chain")
 
     return service
