@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import copy
+import json
 import os
 import statistics
 import sys
@@ -57,6 +58,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from blume_audit_sink.chain import RECORD_COLUMNS, append_entries, prepare
 from blume_audit_sink.sealer import seal_all
+from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database
 from blume_share.schema import upgrade
@@ -66,23 +68,10 @@ DEFAULT_POSTGRES: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 TENANTS: Final = ("demo-hospital", "north-clinic", "lakeshore-imaging", "river-valley")
 START: Final = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
-REQUEST: Final[dict[str, Any]] = {
-    "method": "external_link",
-    "tenant_id": "demo-hospital",
-    "study": {
-        "study_instance_uid": "1.2.840.113619.2.55.3.604688119.868.1234567890.123",
-        "accession_number": "ACC-2026-0001",
-        "study_date": "2026-11-20",
-        "modalities": ["CT"],
-        "description": "CT CHEST W CONTRAST",
-        "patient": {"mrn": "MRN-0001", "name": "DOE^JANE", "birth_date": "1980-01-02"},
-    },
-    "sender": {"user_id": "u-123", "name": "Dr. Alice Smith", "email": "alice@demo.example"},
-    "recipient": {"name": "Dr. Bob Jones", "email": "bob.jones@clinic.example"},
-    "message": "Please review before Friday's consult.",
-    "expires_in_hours": 72,
-    "locale": "en-CA",
-}
+# The bundled example request, the same one the contract tests validate.
+REQUEST: Final[dict[str, Any]] = json.loads(
+    (EXAMPLES_DIR / "study.send.requested.json").read_text(encoding="utf-8")
+)["data"]
 
 
 def share_events(number: int, tenant: str) -> list[RawEvent]:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from blume_runtime.dead_letters import list_dead_letters, replay
-from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.topology import QueueSpec
-from blume_runtime.transport import Delivery, OutgoingMessage
+from blume_runtime.transport import OutgoingMessage
+
+from runtime.tests.rabbit_support import collect
 
 pytestmark = pytest.mark.integration
 
 SPEC = QueueSpec("probe", ("share.accepted",))
-
-
-async def consume(amqp_url: str, settle: str, count: int, *messages: OutgoingMessage) -> list[str]:
-    received: list[str] = []
-    done = asyncio.Event()
-    transport = RabbitTransport(amqp_url)
-
-    async def consumer(delivery: Delivery) -> None:
-        received.append(delivery.message_id or "")
-        await (delivery.dead_letter() if settle == "dead_letter" else delivery.ack())
-        if len(received) >= count:
-            done.set()
-
-    transport.subscribe(SPEC, consumer)
-    await transport.start()
-    try:
-        for message in messages:
-            await transport.publish(message)
-        await asyncio.wait_for(done.wait(), timeout=30)
-    finally:
-        await transport.stop()
-    return received
 
 
 async def test_list_then_replay(amqp_url: str) -> None:
@@ -42,7 +19,7 @@ async def test_list_then_replay(amqp_url: str) -> None:
     poison = [
         OutgoingMessage("share.accepted", b'{"secret": "DOE^JANE"}', f"dead-{n}") for n in (1, 2)
     ]
-    await consume(amqp_url, "dead_letter", 2, *poison)
+    await collect(amqp_url, SPEC, "dead_letter", 2, *poison)
 
     [queue] = await list_dead_letters(amqp_url, ["probe", "never-ran"], sample=5)
     assert queue.service == "probe"
@@ -55,6 +32,7 @@ async def test_list_then_replay(amqp_url: str) -> None:
 
     assert await replay(amqp_url, "probe", limit=1) == 1
     assert await replay(amqp_url, "probe") == 1
-    assert sorted(await consume(amqp_url, "ack", 2)) == ["dead-1", "dead-2"]
+    replayed = await collect(amqp_url, SPEC, "ack", 2)
+    assert sorted(d.message_id or "" for d in replayed) == ["dead-1", "dead-2"]
     [empty] = await list_dead_letters(amqp_url, ["probe"])
     assert empty.depth == 0

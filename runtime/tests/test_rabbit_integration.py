@@ -9,7 +9,9 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.topology import QueueSpec
-from blume_runtime.transport import Delivery, OutgoingMessage
+from blume_runtime.transport import OutgoingMessage
+
+from runtime.tests.rabbit_support import collect
 
 pytestmark = pytest.mark.integration
 
@@ -25,36 +27,6 @@ def queue_types(amqp_url: str) -> dict[str, str]:
         text=True,
     ).stdout
     return dict(line.split("\t") for line in listed.splitlines()[1:] if "\t" in line)
-
-
-async def collect(
-    amqp_url: str, settle: str, count: int, *messages: OutgoingMessage
-) -> list[Delivery]:
-    """Consume with a transport whose consumer settles each delivery the given way."""
-    received: list[Delivery] = []
-    done = asyncio.Event()
-    transport = RabbitTransport(amqp_url, retry_delay_seconds=0.2)
-
-    async def consumer(delivery: Delivery) -> None:
-        received.append(delivery)
-        if settle == "retry" and delivery.attempt < 3:
-            await delivery.retry_later()
-        elif settle == "dead_letter":
-            await delivery.dead_letter()
-        else:
-            await delivery.ack()
-        if len(received) >= count:
-            done.set()
-
-    transport.subscribe(SPEC, consumer)
-    await transport.start()
-    try:
-        for message in messages:
-            await transport.publish(message)
-        await asyncio.wait_for(done.wait(), timeout=30)
-    finally:
-        await transport.stop()
-    return received
 
 
 def message(routing_key: str, message_id: str) -> OutgoingMessage:
@@ -78,6 +50,7 @@ async def test_bindings_route_by_event_type(amqp_url: str) -> None:
     """The queue receives its bound types (wildcards included) and nothing else."""
     received = await collect(
         amqp_url,
+        SPEC,
         "ack",
         2,
         message("share.rejected", "not-bound"),
@@ -90,14 +63,14 @@ async def test_bindings_route_by_event_type(amqp_url: str) -> None:
 
 async def test_retry_later_redelivers_after_a_delay_with_attempt_count(amqp_url: str) -> None:
     """retry_later goes through the TTL queue and comes back with the attempt incremented."""
-    received = await collect(amqp_url, "retry", 3, message("share.accepted", "m-retry"))
+    received = await collect(amqp_url, SPEC, "retry", 3, message("share.accepted", "m-retry"))
     assert [d.attempt for d in received] == [1, 2, 3]
     assert {d.message_id for d in received} == {"m-retry"}
 
 
 async def test_dead_letter_moves_the_message_to_the_dlq(amqp_url: str) -> None:
     """A dead-lettered message waits in the service's DLQ with its body intact."""
-    await collect(amqp_url, "dead_letter", 1, message("share.accepted", "m-dead"))
+    await collect(amqp_url, SPEC, "dead_letter", 1, message("share.accepted", "m-dead"))
     import aio_pika
 
     connection = await aio_pika.connect(amqp_url)

@@ -21,6 +21,7 @@ from blume_audit_sink.chain import (
     verify,
 )
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
+from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.db import Database, as_utc
 from sqlalchemy import text, update
@@ -36,21 +37,8 @@ SEALED_LINK = "gAAAAABn-sealed-link-that-unlocks-the-study-0123456789"
 START = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
 SEND_REQUESTED: dict[str, Any] = {
-    "method": "external_link",
+    **json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())["data"],
     "tenant_id": TENANT,
-    "study": {
-        "study_instance_uid": STUDY_UID,
-        "accession_number": "ACC-2026-0001",
-        "study_date": "2026-11-20",
-        "modalities": ["CT"],
-        "description": "CT CHEST W CONTRAST",
-        "patient": {"mrn": "MRN-0001", "name": "DOE^JANE", "birth_date": "1980-01-02"},
-    },
-    "sender": {"user_id": "u-123", "name": "Dr. Alice Smith", "email": "alice@demo.example"},
-    "recipient": {"name": "Dr. Bob Jones", "email": "bob.jones@clinic.example"},
-    "message": "Please review before Friday's consult.",
-    "expires_in_hours": 72,
-    "locale": "en-CA",
 }
 ACCEPTED: dict[str, Any] = {
     "share_id": SHARE_ID,
