@@ -6,7 +6,7 @@ import asyncio
 
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.topology import QueueSpec
-from blume_runtime.transport import Delivery, OutgoingMessage
+from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 
 
 async def collect(
@@ -23,9 +23,9 @@ async def collect(
     async def consumer(delivery: Delivery) -> None:
         received.append(delivery)
         if settle == "retry" and delivery.attempt < 3:
-            await delivery.retry_later()
+            await delivery.retry_later(0.2, error_class="unexpected")
         elif settle == "dead_letter":
-            await delivery.dead_letter()
+            await delivery.dead_letter(DeadLetterCause.MALFORMED)
         else:
             await delivery.ack()
         if len(received) >= count:

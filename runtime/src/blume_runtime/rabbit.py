@@ -25,6 +25,7 @@ from blume_runtime.topology import DELIVERY_LIMIT, QueueSpec
 from blume_runtime.transport import (
     ATTEMPT_HEADER,
     Consumer,
+    DeadLetterCause,
     Delivery,
     OutgoingMessage,
     Transport,
@@ -83,7 +84,8 @@ class _RabbitDelivery(Delivery):
     async def ack(self) -> None:
         await self._message.ack()
 
-    async def retry_later(self) -> None:
+    async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
+        del delay_seconds, error_class  # the skeleton keeps the one fixed-TTL retry queue
         raw = self._message.raw_message
         headers: dict[str, Any] = {
             key: value for key, value in (raw.headers or {}).items() if key != "x-death"
@@ -99,7 +101,8 @@ class _RabbitDelivery(Delivery):
         )
         await self._message.ack()
 
-    async def dead_letter(self) -> None:
+    async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
+        del cause, error_class
         await self._message.reject(requeue=False)
 
 

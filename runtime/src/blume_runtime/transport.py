@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
 
 from blume_contracts.envelope import CONTENT_TYPE
 
@@ -29,25 +31,52 @@ class OutgoingMessage:
     headers: dict[str, str | int] = field(default_factory=dict)
 
 
+class DeadLetterCause(StrEnum):
+    """Why a message was dead-lettered: what ``blume-share dlq list`` shows per message."""
+
+    MALFORMED = "malformed"
+    """Not a CloudEvent we can read (body, content type or encoding, size)."""
+    CONTRACT = "contract"
+    """A CloudEvent whose data breaks its contract, or a permanent handler error."""
+    UNTRUSTED_PRODUCER = "untrusted_producer"
+    """An internal event type from a publisher the registry does not name as its producer."""
+    EXHAUSTED = "exhausted"
+    """Transient failures outlasted their error class's retry budget."""
+    DELIVERY_LIMIT = "delivery_limit"
+    """The broker gave up after the message killed its consumer too often."""
+
+
 class Delivery(ABC):
-    """One received message and the three ways to settle it."""
+    """One received message and the three ways to settle it.
+
+    Every delivery is settled exactly once: ``ack``, ``retry_later`` or ``dead_letter``.
+    """
 
     body: bytes
     message_id: str | None
     routing_key: str
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: Mapping[str, Any] = {}
+    producer: str | None = None
+    """The broker user that published the message (the AMQP ``user_id``, which RabbitMQ
+    validates against the connection), kept across the service's own retries and operator
+    replays; None when the publisher did not set one."""
     attempt: int
     """1 on first delivery; counts delayed retries, not broker redeliveries."""
+    first_failed_at: datetime | None = None
+    """When this message first failed transiently (None before its first retry)."""
 
     @abstractmethod
     async def ack(self) -> None: ...
 
     @abstractmethod
-    async def retry_later(self) -> None:
-        """Schedule a delayed redelivery (attempt + 1) and settle this one."""
+    async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
+        """Schedule a redelivery (attempt + 1) after about ``delay_seconds``; settle this one."""
 
     @abstractmethod
-    async def dead_letter(self) -> None:
-        """Move the message to the service's dead-letter queue."""
+    async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
+        """Move the message to the service's dead-letter queue, recording why."""
 
 
 Consumer = Callable[[Delivery], Awaitable[None]]
@@ -98,11 +127,13 @@ class _MemoryDelivery(Delivery):
     async def ack(self) -> None:
         self._transport.settled(self._queue)
 
-    async def retry_later(self) -> None:
+    async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
+        del delay_seconds, error_class  # the skeleton keeps the fixed embedded delay
         self._transport.schedule_retry(self, self._queue)
         self._transport.settled(self._queue)
 
-    async def dead_letter(self) -> None:
+    async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
+        del cause, error_class
         self._transport.dead_letters.setdefault(self._queue.dead_letter_queue, []).append(
             OutgoingMessage(self.routing_key, self.body, self.message_id or "")
         )

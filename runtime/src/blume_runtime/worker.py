@@ -22,7 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_runtime.db import Database, InboxEntry, utcnow
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.service import HandlerContext, PermanentError, Service
-from blume_runtime.transport import Delivery, OutgoingMessage
+from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 
 
 class Worker:
@@ -63,7 +63,7 @@ class Worker:
                 ],
                 size=len(delivery.body),
             )
-            await delivery.dead_letter()
+            await delivery.dead_letter(DeadLetterCause.MALFORMED)
             return "dead_lettered_malformed"
 
         share_id = event.data.get("share_id") if isinstance(event.data, dict) else None
@@ -78,19 +78,19 @@ class Worker:
                 outcome, emitted = await self._handle(event, delivery)
             except PermanentError as error:
                 self._log.error("permanent failure dead-lettered", error=str(error))
-                await delivery.dead_letter()
+                await delivery.dead_letter(DeadLetterCause.CONTRACT)
                 return "dead_lettered_permanent"
             except Exception as error:  # noqa: BLE001 - any other failure is retried
                 if delivery.attempt >= self._max_attempts:
                     self._log.exception("retries exhausted, dead-lettered")
-                    await delivery.dead_letter()
+                    await delivery.dead_letter(DeadLetterCause.EXHAUSTED, error_class="unexpected")
                     return "dead_lettered_exhausted"
                 self._log.warning(
                     "handler failed, will retry",
                     error_type=type(error).__name__,
                     error=str(error),
                 )
-                await delivery.retry_later()
+                await delivery.retry_later(0.0, error_class="unexpected")
                 return "retry_scheduled"
             try:
                 await self._relay.publish_committed(emitted)

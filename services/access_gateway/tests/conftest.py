@@ -5,7 +5,6 @@ fake OpenID provider served in-process (httpx over ASGI)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -25,8 +24,7 @@ from blume_publisher.models import AccountStatus, PatientAccount, RecordEntry
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
-from blume_runtime.topology import QueueSpec
-from blume_runtime.transport import Consumer, OutgoingMessage, Transport
+from blume_runtime.testing import RecordingTransport
 from blume_share_dispatcher.models import Share, ShareState
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
@@ -40,32 +38,6 @@ USER_AGENT = "Mozilla/5.0 (route test)"
 SSO_ISSUER = "https://idp.test"
 PORTAL_ISSUER = "https://portal-idp.test"
 SSO_SECRET_ENV = "BLUME_TEST_SSO_SECRET"
-
-
-class RecordingTransport(Transport):
-    """Keeps what the relay publishes, in order."""
-
-    def __init__(self) -> None:
-        self.published: list[OutgoingMessage] = []
-        self.fail = False
-
-    def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
-        raise AssertionError("the gateway consumes nothing")
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, message: OutgoingMessage) -> None:
-        if self.fail:
-            raise ConnectionError("broker down")
-        self.published.append(message)
-
-    async def stop(self) -> None:
-        return None
-
-    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
-        found = [json.loads(message.body) for message in self.published]
-        return [event for event in found if event_type is None or event["type"] == event_type]
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,7 +14,8 @@ from blume_audit_sink.service import NAME, build
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
-from blume_runtime.transport import Delivery, InMemoryTransport
+from blume_runtime.testing import FakeDelivery
+from blume_runtime.transport import InMemoryTransport
 from blume_runtime.worker import Worker, envelope_json
 from pydantic import SecretStr
 from sqlmodel import col, select
@@ -23,28 +23,8 @@ from sqlmodel import col, select
 TENANT = "demo-hospital"
 
 
-@dataclass
-class SettledDelivery(Delivery):
-    """A delivery that remembers how the worker settled it."""
-
-    body: bytes
-    message_id: str | None
-    routing_key: str
-    attempt: int = 1
-    settled_as: str | None = None
-
-    async def ack(self) -> None:
-        self.settled_as = "ack"
-
-    async def retry_later(self) -> None:
-        self.settled_as = "retry"
-
-    async def dead_letter(self) -> None:
-        self.settled_as = "dead_letter"
-
-
-def delivery_of(event: Any) -> SettledDelivery:
-    return SettledDelivery(envelope_json(event), event.id, event.type)
+def delivery_of(event: Any) -> FakeDelivery:
+    return FakeDelivery(envelope_json(event), message_id=event.id, routing_key=event.type)
 
 
 @pytest.fixture
@@ -91,7 +71,7 @@ async def test_a_redelivered_event_is_recorded_once(
     await worker(again)
     await seal_all(sqlite_db)
 
-    assert (first.settled_as, again.settled_as) == ("ack", "ack")
+    assert (first.settlement, again.settlement) == ("ack", "ack")
     records = await stored_records(sqlite_db)
     assert [(r.chain_id, r.seq, r.event_id) for r in records] == [(TENANT, 1, event.id)]
 
@@ -105,7 +85,7 @@ async def test_a_request_that_breaks_its_contract_is_recorded(
     await worker(delivery)
     await seal_all(sqlite_db)
 
-    assert delivery.settled_as == "ack"
+    assert delivery.settlement == "ack"
     (record,) = await stored_records(sqlite_db)
     assert record.event_type == "study.send.requested"
     assert json.loads(record.payload) == broken

@@ -23,8 +23,7 @@ from blume_runtime.db import Database, OutboxMessage
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
-from blume_runtime.topology import QueueSpec
-from blume_runtime.transport import Consumer, Delivery, OutgoingMessage, Transport
+from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.worker import Worker
 from cryptography.fernet import Fernet
 from sqlmodel import select
@@ -124,43 +123,6 @@ def make_event() -> EventFactory:
     return factory
 
 
-class RecordingTransport(Transport):
-    """Keeps what the outbox relay publishes; consumes nothing."""
-
-    def __init__(self) -> None:
-        self.published: list[OutgoingMessage] = []
-
-    def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
-        raise NotImplementedError("the harness delivers directly to the worker")
-
-    async def start(self) -> None:
-        return None
-
-    async def publish(self, message: OutgoingMessage) -> None:
-        self.published.append(message)
-
-    async def stop(self) -> None:
-        return None
-
-
-class RecordedDelivery(Delivery):
-    def __init__(self, event: CloudEvent[ShareLinkIssued], attempt: int) -> None:
-        self.body = event.model_dump_json().encode()
-        self.message_id = event.id
-        self.routing_key = event.type
-        self.attempt = attempt
-        self.settlement: str | None = None
-
-    async def ack(self) -> None:
-        self.settlement = "ack"
-
-    async def retry_later(self) -> None:
-        self.settlement = "retry"
-
-    async def dead_letter(self) -> None:
-        self.settlement = "dead_letter"
-
-
 class Pipeline:
     """The notifier service behind a real ``Worker`` and ``OutboxRelay``."""
 
@@ -173,7 +135,7 @@ class Pipeline:
 
     async def deliver(self, event: CloudEvent[ShareLinkIssued], attempt: int = 1) -> str | None:
         """Run one delivery through the worker; return how it was settled."""
-        delivery = RecordedDelivery(event, attempt)
+        delivery = FakeDelivery.of(event, attempt=attempt)
         await self.worker(delivery)
         return delivery.settlement
 

@@ -1,0 +1,107 @@
+"""Fakes of the runtime's ports, for unit tests of services and of the runtime itself.
+
+One copy for every test suite: a transport that records what is published, and a delivery
+that records how the worker settled it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from blume_runtime.topology import QueueSpec
+from blume_runtime.transport import (
+    Consumer,
+    DeadLetterCause,
+    Delivery,
+    OutgoingMessage,
+    Transport,
+)
+
+
+class RecordingTransport(Transport):
+    """Keeps what is published, in order; consumes nothing. Set ``fail`` to refuse publishes."""
+
+    def __init__(self) -> None:
+        self.published: list[OutgoingMessage] = []
+        self.fail = False
+
+    def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
+        raise AssertionError("tests deliver straight to the worker")
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.published.append(message)
+
+    async def stop(self) -> None:
+        return None
+
+    def events(self, event_type: str | None = None) -> list[dict[str, Any]]:
+        """The published CloudEvents as JSON documents, optionally of one type."""
+        found = [json.loads(message.body) for message in self.published]
+        return [event for event in found if event_type is None or event["type"] == event_type]
+
+
+class FakeDelivery(Delivery):
+    """A delivery that remembers how it was settled (and refuses to be settled twice)."""
+
+    def __init__(
+        self,
+        body: bytes,
+        *,
+        message_id: str | None = None,
+        routing_key: str = "",
+        attempt: int = 1,
+        content_type: str | None = "application/cloudevents+json",
+        content_encoding: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        producer: str | None = None,
+        first_failed_at: datetime | None = None,
+    ) -> None:
+        self.body = body
+        self.message_id = message_id
+        self.routing_key = routing_key
+        self.attempt = attempt
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.headers = dict(headers or {})
+        self.producer = producer
+        self.first_failed_at = first_failed_at
+        self.settlement: str | None = None
+        self.retry_delay: float | None = None
+        self.error_class: str | None = None
+        self.cause: DeadLetterCause | None = None
+
+    @classmethod
+    def of(cls, event: Any, **options: Any) -> FakeDelivery:
+        """A delivery of a CloudEvent model, with its id and type as message id and key."""
+        return cls(
+            event.model_dump_json().encode(),
+            message_id=event.id,
+            routing_key=event.type,
+            **options,
+        )
+
+    def _settle(self, how: str) -> None:
+        if self.settlement is not None:
+            raise AssertionError(f"settled twice: {self.settlement}, then {how}")
+        self.settlement = how
+
+    async def ack(self) -> None:
+        self._settle("ack")
+
+    async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
+        self._settle("retry")
+        self.retry_delay = delay_seconds
+        self.error_class = error_class
+
+    async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
+        self._settle("dead_letter")
+        self.cause = cause
+        self.error_class = error_class
