@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from blume_audit_sink.chain import verify
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.sealer import pending_count, seal_all, seal_batch, stage
 from blume_audit_sink.service import NAME, build
+from blume_audit_sink.verify import verify
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 from blume_audit_sink import checkpoints
-from blume_audit_sink.chain import ProblemKind, VerifyReport, append
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
+from blume_audit_sink.entry import prepare
+from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_runtime.db import Database
 from blume_runtime.settings import Settings
 from cryptography.hazmat.primitives import serialization
@@ -42,7 +44,7 @@ async def append_events(db: Database, make_event: Any, count: int, tenant: str =
     for number in range(count):
         event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=tenant)
         async with db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
 
 
 async def sign_now(db: Database, signing: str, directory: Path | None) -> list[Any]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from blume_audit_sink.chain import append
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import (
     DisclosureReport,
     accounting,
@@ -18,6 +18,7 @@ from blume_audit_sink.disclosures import (
     as_json,
     spreadsheet_safe,
 )
+from blume_audit_sink.entry import prepare
 from blume_runtime.db import Database
 
 TENANT = "demo-hospital"
@@ -61,7 +62,7 @@ async def store(sqlite_db: Database, life: Any, make_event: Any) -> Database:
     ]
     for event in events:
         async with sqlite_db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
     return sqlite_db
 
 

@@ -33,11 +33,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import RecordFilter, append_entries, find, prepare, record_as_json
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import accounting
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import fhir_bundle, fhir_json
+from blume_audit_sink.search import RecordFilter, find, record_as_json
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import verify_store
 
 log = structlog.get_logger("audit_api")
 

@@ -40,8 +40,9 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.chain import Problem, ProblemKind, canonical_json
+from blume_audit_sink.hashing import canonical_json
 from blume_audit_sink.models import AuditChainHead, AuditCheckpoint, AuditRecord
+from blume_audit_sink.problems import Problem, ProblemKind
 from blume_audit_sink.settings import AuditSettings
 
 DOCUMENT_VERSION: Final = 1

@@ -27,9 +27,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import RecordFilter
 from blume_audit_sink.export import records_matching
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.search import RecordFilter
 
 SIX_YEARS: Final = timedelta(days=6 * 365 + 2)
 TO_THE_PATIENT: Final = frozenset({"share.blume.published"})

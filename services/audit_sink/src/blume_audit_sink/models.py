@@ -106,7 +106,7 @@ class AuditPending(SQLModel, table=True):
     event_id: str = Field(max_length=_TOKEN_LENGTH)
     received_at: datetime = timestamp_column()
     entry: str = Field(sa_type=Text)
-    """The prepared record as JSON (``chain.Entry``): secrets already fingerprinted."""
+    """The prepared record as JSON (``entry.Entry``): secrets already fingerprinted."""
 
 
 class AuditCheckpoint(SQLModel, table=True):
