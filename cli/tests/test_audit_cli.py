@@ -162,7 +162,7 @@ def test_retention_hold_and_purge_commands(shared: CliRunner) -> None:
 
 def test_keygen_and_api_token_print_what_the_configuration_needs(cli: CliRunner) -> None:
     """keygen: a usable signing key; api-token: a token and the hash entry that admits it."""
-    from blume_audit_sink.checkpoints import private_key_from_text
+    from blume_audit_sink.signing_keys import private_key_from_text
 
     key = cli.invoke(app, ["audit", "keygen"])
     private_key_from_text(key.stdout)
@@ -179,7 +179,7 @@ def test_verify_against_exported_checkpoints_names_the_cut_row_on_postgres(
 ) -> None:
     """On PostgreSQL, a tail cut by a superuser (triggers off, head and the database's
     checkpoints fixed up) passes plain verify but fails against the exported files."""
-    from blume_audit_sink.checkpoints import new_private_key_text
+    from blume_audit_sink.signing_keys import new_private_key_text
 
     upgrade(database_url)
     checkpoint_dir = tmp_path / "worm"

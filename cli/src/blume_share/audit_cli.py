@@ -15,18 +15,18 @@ from typing import Annotated, TextIO
 import typer
 from blume_audit_sink import disclosures as disclosure_report
 from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
-from blume_audit_sink.checkpoints import (
+from blume_audit_sink.disclosures import spreadsheet_safe
+from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.retention import PurgeRefusedError
+from blume_audit_sink.search import RecordFilter, record_as_json
+from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_audit_sink.signing_keys import (
     SigningKeyError,
     key_id,
     new_private_key_text,
     private_key_from_text,
     public_key_text,
 )
-from blume_audit_sink.disclosures import spreadsheet_safe
-from blume_audit_sink.models import AuditRecord
-from blume_audit_sink.retention import PurgeRefusedError
-from blume_audit_sink.search import RecordFilter, record_as_json
-from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_runtime.db import as_utc
 from blume_runtime.settings import Settings
 from pydantic import ValidationError

@@ -12,17 +12,13 @@ from typing import TextIO
 
 from blume_audit_sink import export as audit_export_module
 from blume_audit_sink import retention
-from blume_audit_sink.checkpoints import (
-    SignedCheckpoint,
-    SigningKeyError,
-    checkpoint_chains,
-    signing_key,
-)
+from blume_audit_sink.checkpoints import SignedCheckpoint, checkpoint_chains
 from blume_audit_sink.disclosures import DisclosureReport, accounting
 from blume_audit_sink.models import AuditLegalHold, AuditRecord
 from blume_audit_sink.sealer import seal_all
 from blume_audit_sink.search import RecordFilter, find
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_audit_sink.signing_keys import SigningKeyError, signing_key
 from blume_audit_sink.verify import VerifyReport, verify, verify_store
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from blume_audit_sink import checkpoints, retention
+from blume_audit_sink import retention, signing_keys
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
 from blume_audit_sink.entry import prepare
@@ -56,7 +56,7 @@ def database_as(url: str, role: str) -> Database:
 
 @pytest.fixture
 def signing() -> str:
-    return checkpoints.new_private_key_text()
+    return signing_keys.new_private_key_text()
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ async def fill(db: Database, make_event: Any, tenant: str, count: int, age_days:
 async def sign(db: Database, signing: str, directory: Path | None) -> None:
     async with db.transaction() as session:
         await checkpoint_chains(
-            session, checkpoints.private_key_from_text(signing), directory, cadence=None
+            session, signing_keys.private_key_from_text(signing), directory, cadence=None
         )
 
 

@@ -18,7 +18,7 @@ from sqlalchemy import select as sql_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink import checkpoints
+from blume_audit_sink import checkpoints, signing_keys
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditPurge, AuditRecord
 from blume_audit_sink.problems import Problem, ProblemKind
@@ -277,7 +277,7 @@ async def verify_store(
         file_problems += unreadable
     if chain_id is not None:
         found = [checkpoint for checkpoint in found if checkpoint.chain_id == chain_id]
-    validated = checkpoints.validate(found, checkpoints.trusted_keys(settings, audit))
+    validated = checkpoints.validate(found, signing_keys.trusted_keys(settings, audit))
     report = await verify(session, chain_id, pins=validated.pins)
     report.problems = [
         *(p for p in file_problems if chain_id is None or p.chain_id == chain_id),
