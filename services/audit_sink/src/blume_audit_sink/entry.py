@@ -89,6 +89,15 @@ class Entry:
         values["recorded_at"] = self.recorded_at.isoformat()
         return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
 
+    @staticmethod
+    def share_id_json(share_id: str) -> str:
+        """How ``to_json`` writes ``share_id``: the text a staged entry of that share contains.
+
+        Inside ``payload`` and ``agents`` (JSON strings themselves) the quotes are escaped,
+        so only the entry's own share id matches.
+        """
+        return f'"share_id":{json.dumps(share_id, ensure_ascii=False)}'
+
     @classmethod
     def from_json(cls, text: str) -> Entry:
         values = json.loads(text)

@@ -1,4 +1,4 @@
-"""Searching: the records matching a filter, and a record as plain JSON.
+"""Searching: the records matching a filter, a record as plain JSON, whether a share was seen.
 
 What ``audit query`` and ``audit export``, the compliance API and the disclosure report
 select by, on PostgreSQL or the embedded SQLite file.
@@ -15,7 +15,8 @@ from blume_runtime.db import as_utc
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.entry import Entry
+from blume_audit_sink.models import AuditPending, AuditRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,3 +103,19 @@ def record_as_json(record: AuditRecord) -> dict[str, Any]:
         "hash": record.hash,
         "hash_version": record.hash_version,
     }
+
+
+async def share_seen(session: AsyncSession, share_id: str) -> bool:
+    """Whether the store holds any event of ``share_id``, chained or still staged for sealing.
+
+    A share's request is recorded under the share id it will get, so this is true from the
+    moment the sink receives the request, before the dispatcher has decided anything.
+    """
+    chained = select(AuditRecord.seq).where(col(AuditRecord.share_id) == share_id).limit(1)
+    if (await session.exec(chained)).first() is not None:
+        return True
+    marker = Entry.share_id_json(share_id)
+    staged = select(AuditPending.id).where(
+        col(AuditPending.entry).contains(marker, autoescape=True)
+    )
+    return (await session.exec(staged.limit(1))).first() is not None
