@@ -183,16 +183,8 @@ def test_audit_query_table_has_a_header_row_over_aligned_columns(cli: CliRunner)
 
     header, *rows = result.stdout.splitlines()
     names = header.split()
-    assert names == [
-        "occurred_at",
-        "chain_id",
-        "seq",
-        "event_type",
-        "action",
-        "outcome",
-        "share_id",
-        "patient_mrn",
-    ]
+    assert names[:4] == ["occurred_at", "chain_id", "seq", "event_type"]
+    assert names[4:] == ["action", "outcome", "share_id", "patient_mrn"]
     starts = [header.index(name) for name in names]
     ends = [*starts[1:], None]
     table = [[row[a:b].strip() for a, b in zip(starts, ends, strict=True)] for row in rows]

@@ -210,14 +210,7 @@ def audit_query(
 def _print_csv(records: list[AuditRecord]) -> None:
     """For people: spreadsheet-safe cells (``audit export --format csv`` keeps values raw)."""
     columns = (
-        "occurred_at",
-        "chain_id",
-        "seq",
-        "event_type",
-        "action",
-        "outcome",
-        "share_id",
-        "patient_mrn",
+        *_TABLE_COLUMNS,
         "study_uid",
         "sender_user_id",
         "recipient_email",
