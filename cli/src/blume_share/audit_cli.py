@@ -15,7 +15,7 @@ from typing import Annotated, Final, TextIO
 import typer
 from blume_audit_sink import disclosures as disclosure_report
 from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
-from blume_audit_sink.disclosures import spreadsheet_safe
+from blume_audit_sink.disclosures import DisclosureRequest, spreadsheet_safe
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter, record_as_json
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
@@ -267,12 +267,7 @@ def audit_disclosures(
     settings = ready_settings()
     report = run_async(
         operations.audit_disclosures(
-            settings,
-            tenant=tenant,
-            patient_mrn=patient,
-            since=since,
-            until=until,
-            include_to_patient=include_to_patient,
+            settings, DisclosureRequest(tenant, patient, since, until, include_to_patient)
         )
     )
     render = {

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -14,7 +13,7 @@ import blume_audit_sink as audit_sink
 from blume_audit_sink import export as audit_export_module
 from blume_audit_sink import retention
 from blume_audit_sink.checkpoints import SignedCheckpoint, checkpoint_chains
-from blume_audit_sink.disclosures import DisclosureReport, accounting
+from blume_audit_sink.disclosures import DisclosureReport, DisclosureRequest, accounting
 from blume_audit_sink.models import AuditLegalHold, AuditRecord
 from blume_audit_sink.sealer import seal_all
 from blume_audit_sink.search import RecordFilter, find, record_as_json
@@ -293,24 +292,9 @@ async def audit_export(
         return count
 
 
-async def audit_disclosures(
-    settings: Settings,
-    *,
-    tenant: str,
-    patient_mrn: str,
-    since: datetime | None,
-    until: datetime | None,
-    include_to_patient: bool,
-) -> DisclosureReport:
+async def audit_disclosures(settings: Settings, wanted: DisclosureRequest) -> DisclosureReport:
     async with session_scope(settings) as session:
-        return await accounting(
-            session,
-            tenant=tenant,
-            patient_mrn=patient_mrn,
-            since=since,
-            until=until,
-            include_to_patient=include_to_patient,
-        )
+        return await accounting(session, wanted)
 
 
 async def audit_checkpoint_now(

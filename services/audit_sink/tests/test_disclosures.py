@@ -12,6 +12,7 @@ import pytest
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import (
     DisclosureReport,
+    DisclosureRequest,
     accounting,
     as_csv,
     as_html,
@@ -68,7 +69,7 @@ async def store(sqlite_db: Database, life: Any, make_event: Any) -> Database:
 
 async def report_for(db: Database, **options: Any) -> DisclosureReport:
     async with db.transaction() as session:
-        return await accounting(session, tenant=TENANT, patient_mrn=PATIENT, **options)
+        return await accounting(session, DisclosureRequest(TENANT, PATIENT, **options))
 
 
 async def test_each_disclosure_of_the_patient_is_listed_with_recipient_what_and_why(
