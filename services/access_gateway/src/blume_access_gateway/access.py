@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from blume_contracts.events import (
     AuthMethod,
@@ -25,7 +24,7 @@ from blume_contracts.events import (
 )
 from blume_link_issuer.models import SecureLink
 from blume_runtime.sealing import Sealer
-from blume_runtime.tenants import PolicyError, SsoPolicy, TenantPolicy
+from blume_runtime.tenants import PolicyError, TenantPolicy
 
 from blume_access_gateway import otp
 from blume_access_gateway.events import UNKNOWN_TENANT, EventWriter, UnitOfWork
@@ -40,7 +39,8 @@ from blume_access_gateway.links import (
 )
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
-from blume_access_gateway.tickets import issue_ticket
+from blume_access_gateway.sso import identity_matches, sso_provider
+from blume_access_gateway.tickets import issue_ticket, with_ticket
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -103,34 +103,6 @@ class Unavailable:
 
 
 ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
-
-
-def with_ticket(viewer_url: str, ticket: str) -> str:
-    parts = urlsplit(viewer_url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), ("ticket", ticket)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def sso_provider(policy: SsoPolicy) -> Provider:
-    return Provider(
-        issuer=str(policy.issuer),
-        client_id=policy.client_id,
-        client_secret=policy.client_secret(),
-    )
-
-
-def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
-    """The invited address itself, or an address in a domain the policy allows."""
-    verified = identity.email_verified is True or (
-        identity.email_verified is None and policy.trust_unverified_email
-    )
-    if identity.email is None or not verified:
-        return False
-    invited = link.recipient_email.strip().lower()
-    if identity.email == invited:
-        return True
-    domain = identity.email.rpartition("@")[2]
-    return domain in {allowed.strip().lower() for allowed in policy.allowed_domains}
 
 
 @dataclass(kw_only=True)

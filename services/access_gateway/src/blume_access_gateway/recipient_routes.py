@@ -20,13 +20,13 @@ from blume_access_gateway.access import (
     SignInNeeded,
     Unavailable,
     denial_reason,
-    sso_provider,
 )
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.links import LinkLookup, token_fingerprint
 from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
 from blume_access_gateway.pages import Page
+from blume_access_gateway.sso import sso_provider
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
 CodeField = Annotated[str, Form(max_length=32)]
