@@ -221,7 +221,7 @@ async def share_status(settings: Settings, share_id: str) -> dict[str, Any] | No
         if share is None:
             if not await audit_sink.share_seen(session, share_id):
                 return None
-            return {**dict.fromkeys(_STATUS_FIELDS), "share_id": share_id, "state": PROCESSING}
+            return {"share_id": share_id, "state": PROCESSING}
     return {
         "share_id": share.share_id,
         "state": share.state.value,
@@ -234,20 +234,6 @@ async def share_status(settings: Settings, share_id: str) -> dict[str, Any] | No
         "created_at": share.created_at.isoformat(),
         "updated_at": share.updated_at.isoformat(),
     }
-
-
-_STATUS_FIELDS: Final = (
-    "share_id",
-    "state",
-    "reason",
-    "method",
-    "tenant_id",
-    "correlation_id",
-    "expires_at",
-    "notification_message_id",
-    "created_at",
-    "updated_at",
-)
 
 
 async def audit_verify_against_checkpoints(
