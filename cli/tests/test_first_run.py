@@ -43,7 +43,9 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
 def test_make_run_prints_five_lines_and_logs_to_a_file(tmp_path: Path) -> None:
     """`make run` prints only the summary; the logs are JSON lines in the file it names."""
     state = tmp_path / ".blume"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLUME_", "MAKE"))}
+    # As a newcomer's shell has it: no BLUME_* settings, no outer make or virtualenv.
+    outer = ("BLUME_", "MAKE", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(outer)}
     result = subprocess.run(
         ["make", "--no-print-directory", "run"],
         cwd=ROOT,
