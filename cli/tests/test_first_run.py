@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import structlog
@@ -89,7 +90,7 @@ def test_embedded_logs_open_on_the_first_line_and_keep_the_newest(tmp_path: Path
     """A command that logs nothing leaves no file; the newest files are kept, older ones go."""
     logs = tmp_path / "logs"
     logs.mkdir()
-    older = [logs / f"20260101T0000{n:02d}.000Z-1.jsonl" for n in range(KEEP + 5)]
+    older = [logs / f"19700101T0000{n:02d}.000Z-1.jsonl" for n in range(KEEP + 5)]
     for path in older:
         path.write_text("{}\n")
     path = start_logging(Settings(state_dir=tmp_path, log_format="auto"))
@@ -120,6 +121,24 @@ def test_send_exits_1_for_a_rejected_share_and_prints_its_reason(
     for rejected in rejections:
         line = f"share {rejected['share_id']}: rejected ({rejected['reason']}) - "
         assert line + rejected["message"] in result.stdout.splitlines()
+
+
+@pytest.mark.integration
+def test_the_summary_masks_the_database_password(
+    cli: CliRunner, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL the summary names the database without its password."""
+    parts = urlsplit(migrated_database_url)
+    # Under trust authentication any password is accepted; otherwise the URL carries one.
+    password = parts.password or "a-password-trust-ignores"
+    user = parts.username or "postgres"
+    netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5432}"
+    monkeypatch.setenv("BLUME_DATABASE_URL", urlunsplit(parts._replace(netloc=netloc)))
+    result = cli.invoke(app, ["run", "--example", "--until-idle"])
+
+    assert result.exit_code == 0, result.output
+    assert password not in result.stdout
+    assert f"in postgresql://{user}:***@{parts.hostname}" in result.stdout
 
 
 def test_send_exits_0_when_every_share_completes(cli: CliRunner) -> None:

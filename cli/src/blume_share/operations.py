@@ -25,6 +25,7 @@ from blume_runtime.db import Database
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
 from blume_share_dispatcher.models import Share
+from sqlalchemy import make_url
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share.requests import PreparedRequest
@@ -108,6 +109,7 @@ class IdleReport:
     """The messages this run dropped (new, or rewritten), oldest first."""
     mail_drop: Path
     database: str
+    """The database URL, any password masked."""
     audit: VerifyReport
 
 
@@ -181,7 +183,8 @@ async def run(
             if mail_before.get(path) != stamp
         ]
         emails = sorted(written, key=lambda path: (path.stat().st_mtime_ns, path.name))
-        return IdleReport(shares, emails, settings.mail_drop_dir, settings.database, report)
+        database_shown = make_url(settings.database).render_as_string(hide_password=True)
+        return IdleReport(shares, emails, settings.mail_drop_dir, database_shown, report)
     finally:
         await db.dispose()
 
