@@ -10,7 +10,7 @@ setup:  ## install uv if missing, then the locked dependencies
 	@$(UV) sync --locked --quiet
 
 run: setup  ## the whole path on the bundled example, on the embedded default
-	$(UV) run blume-share run --example --until-idle
+	@$(UV) run blume-share run --example --until-idle
 
 test: setup  ## every test (integration tests need RabbitMQ and PostgreSQL: see README)
 	$(UV) run pytest

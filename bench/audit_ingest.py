@@ -56,7 +56,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from blume_audit_sink.chain import RECORD_COLUMNS, append_entries, prepare
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare
+from blume_audit_sink.hashing import RECORD_COLUMNS
 from blume_audit_sink.sealer import seal_all
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import RawEvent

@@ -23,16 +23,6 @@ TENANT = "demo-hospital"
 
 
 @pytest.fixture
-def cli(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    """The embedded default in a fresh state directory."""
-    for name in ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "TENANT_POLICY_FILE"):
-        monkeypatch.delenv(f"BLUME_{name}", raising=False)
-    monkeypatch.setenv("BLUME_STATE_DIR", str(state_dir))
-    monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
-    return CliRunner()
-
-
-@pytest.fixture
 def shared(cli: CliRunner, tmp_path: Path) -> CliRunner:
     """Two shares of MRN-0001 (to Bob and to Carol) and one of MRN-0002, run through."""
     example = json.loads(EXAMPLE.read_text())
@@ -75,7 +65,8 @@ def test_query_pages_and_csv(shared: CliRunner) -> None:
     """A full page says where the next begins; CSV has a header and one row per record."""
     first = shared.invoke(app, ["audit", "query", "--limit", "4"])
     assert first.exit_code == 0
-    assert len(first.stdout.splitlines()) == 4
+    _header, *page = first.stdout.splitlines()
+    assert len(page) == 4
     assert "next page: --offset 4" in first.stderr
     rows = list(
         csv.DictReader(
@@ -133,7 +124,7 @@ def test_checkpoint_then_verify_against_a_copy_of_the_files(
     shutil.copytree(state_dir / "audit-checkpoints", exported)
     verified = shared.invoke(app, ["audit", "verify", "--checkpoints", str(exported)])
     assert verified.exit_code == 0, verified.output
-    assert "OK: 18 records in 1 chains" in verified.stdout
+    assert "OK: 18 records in 1 chain, 1 signed checkpoint" in verified.stdout
     missing = shared.invoke(app, ["audit", "verify", "--checkpoints", str(tmp_path / "nope")])
     assert missing.exit_code == 2
 
@@ -162,7 +153,7 @@ def test_retention_hold_and_purge_commands(shared: CliRunner) -> None:
 
 def test_keygen_and_api_token_print_what_the_configuration_needs(cli: CliRunner) -> None:
     """keygen: a usable signing key; api-token: a token and the hash entry that admits it."""
-    from blume_audit_sink.checkpoints import private_key_from_text
+    from blume_audit_sink.signing_keys import private_key_from_text
 
     key = cli.invoke(app, ["audit", "keygen"])
     private_key_from_text(key.stdout)
@@ -179,7 +170,7 @@ def test_verify_against_exported_checkpoints_names_the_cut_row_on_postgres(
 ) -> None:
     """On PostgreSQL, a tail cut by a superuser (triggers off, head and the database's
     checkpoints fixed up) passes plain verify but fails against the exported files."""
-    from blume_audit_sink.checkpoints import new_private_key_text
+    from blume_audit_sink.signing_keys import new_private_key_text
 
     upgrade(database_url)
     checkpoint_dir = tmp_path / "worm"
@@ -219,7 +210,7 @@ def test_verify_against_exported_checkpoints_names_the_cut_row_on_postgres(
 
 
 def _entry(seq: int) -> str:
-    from blume_audit_sink.chain import prepare
+    from blume_audit_sink.entry import prepare
     from blume_contracts.envelope import RawEvent, now
 
     event = RawEvent(

@@ -13,15 +13,6 @@ from typer.testing import CliRunner
 EXAMPLE = Path(__file__).resolve().parents[1] / "src/blume_share/examples/study-send-request.json"
 
 
-@pytest.fixture
-def cli(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    for name in ("AMQP_URL", "DATABASE_URL", "SMTP_URL", "TENANT_POLICY_FILE"):
-        monkeypatch.delenv(f"BLUME_{name}", raising=False)
-    monkeypatch.setenv("BLUME_STATE_DIR", str(state_dir))
-    monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
-    return CliRunner()
-
-
 def test_run_example_until_idle_reports_the_whole_path(cli: CliRunner, state_dir: Path) -> None:
     """The README's run command completes the example share, writes one email, verifies audit."""
     result = cli.invoke(app, ["run", "--example", "--until-idle"])
@@ -50,7 +41,7 @@ def test_send_json_lines_with_a_rejected_request(cli: CliRunner, tmp_path: Path)
     requests = tmp_path / "requests.jsonl"
     requests.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     result = cli.invoke(app, ["send", str(requests)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert ": completed" in result.stdout
     assert ": rejected (unsupported_locale)" in result.stdout
 

@@ -10,34 +10,34 @@ from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Final, TextIO
 
 import typer
 from blume_audit_sink import disclosures as disclosure_report
 from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
-from blume_audit_sink.chain import RecordFilter, record_as_json
-from blume_audit_sink.checkpoints import (
+from blume_audit_sink.disclosures import DisclosureRequest, spreadsheet_safe
+from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.search import RecordFilter, record_as_json
+from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_audit_sink.signing_keys import (
     SigningKeyError,
     key_id,
     new_private_key_text,
     private_key_from_text,
     public_key_text,
 )
-from blume_audit_sink.disclosures import spreadsheet_safe
-from blume_audit_sink.models import AuditRecord
-from blume_audit_sink.retention import PurgeRefusedError
-from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_runtime.db import as_utc
-from blume_runtime.settings import Settings
 from pydantic import ValidationError
 
 from blume_share import operations
+from blume_share.audit_governance_cli import audit_purge, hold_app, retention_app
 from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
     EXIT_UNAVAILABLE,
+    counted,
     fail,
-    load_settings,
+    ready_settings,
     run_async,
 )
 
@@ -45,8 +45,6 @@ audit_app = typer.Typer(
     help="Verify, query, export and report on the hash-chained audit store.",
     no_args_is_help=True,
 )
-retention_app = typer.Typer(help="Retention periods per tenant.", no_args_is_help=True)
-hold_app = typer.Typer(help="Legal holds: records no purge may touch.", no_args_is_help=True)
 audit_app.add_typer(retention_app, name="retention")
 audit_app.add_typer(hold_app, name="hold")
 
@@ -74,12 +72,6 @@ def _audit_settings() -> AuditSettings:
         return AuditSettings()
     except ValidationError as error:
         fail(f"invalid BLUME_AUDIT_* environment: {error}", EXIT_BAD_INPUT)
-
-
-def _ready() -> Settings:
-    settings = load_settings()
-    operations.prepare_embedded(settings)
-    return settings
 
 
 @contextmanager
@@ -110,7 +102,7 @@ def audit_verify(
     ] = None,
 ) -> None:
     """Recompute the hash chains and hold them against signed checkpoints; exit 1 if broken."""
-    settings = _ready()
+    settings = ready_settings()
     audit = _audit_settings()
     configured = checkpoint_dir(settings, audit)
     directories = checkpoints or ([configured] if configured and configured.exists() else [])
@@ -130,25 +122,47 @@ def audit_verify(
     for purge in report.purges:
         typer.echo(
             f"purged chain={purge.chain_id} through seq={purge.through_seq} "
-            f"({purge.purged_rows} records) at {as_utc(purge.purged_at).isoformat()} "
+            f"({counted(purge.purged_rows, 'record')}) at {as_utc(purge.purged_at).isoformat()} "
             f"by {purge.purged_by}"
         )
     if report.pending:
-        typer.echo(f"pending: {report.pending} events received, not yet sealed into a chain")
+        pending = counted(report.pending, "event")
+        typer.echo(f"pending: {pending} received, not yet sealed into a chain")
     typer.echo(
-        f"{'OK' if report.ok else 'FAILED'}: {report.checked} records in {report.chains} chains, "
-        f"{report.checkpoints} signed checkpoints"
+        f"{'OK' if report.ok else 'FAILED'}: {counted(report.checked, 'record')} "
+        f"in {counted(report.chains, 'chain')}, "
+        f"{counted(report.checkpoints, 'signed checkpoint')}"
     )
     if not report.ok:
         raise typer.Exit(EXIT_NO)
 
 
-def _table_line(record: AuditRecord) -> str:
-    return (
-        f"{as_utc(record.occurred_at).isoformat()}  {record.chain_id}#{record.seq:<6} "
-        f"{record.event_type:<30} {record.action or '-'}/{record.outcome or '-':<2} "
-        f"{record.share_id or '-'}  {record.patient_mrn or '-'}"
-    )
+_TABLE_COLUMNS: Final = (
+    "occurred_at",
+    "chain_id",
+    "seq",
+    "event_type",
+    "action",
+    "outcome",
+    "share_id",
+    "patient_mrn",
+)
+
+
+def _print_table(records: list[AuditRecord]) -> None:
+    """A header row, then one aligned row per record (``-`` for an empty cell)."""
+    rows = [
+        ["-" if values[name] is None else str(values[name]) for name in _TABLE_COLUMNS]
+        for values in map(record_as_json, records)
+    ]
+    widths = [
+        max([len(name), *(len(row[column]) for row in rows)])
+        for column, name in enumerate(_TABLE_COLUMNS)
+    ]
+    for row in [list(_TABLE_COLUMNS), *rows]:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 @audit_app.command("query")
@@ -168,7 +182,7 @@ def audit_query(
     output: Annotated[OutputFormat, typer.Option("--format")] = OutputFormat.TABLE,
 ) -> None:
     """Search the audit store, oldest first, one page at a time."""
-    settings = _ready()
+    settings = ready_settings()
     wanted = RecordFilter(
         tenant_id=tenant,
         patient_mrn=patient,
@@ -184,26 +198,19 @@ def audit_query(
     records = run_async(operations.audit_find(settings, wanted, limit=limit, offset=offset))
     if output is OutputFormat.CSV:
         _print_csv(records)
-    for record in records if output is not OutputFormat.CSV else []:
-        if output is OutputFormat.JSONL:
+    elif output is OutputFormat.JSONL:
+        for record in records:
             typer.echo(json.dumps(record_as_json(record), ensure_ascii=False))
-        else:
-            typer.echo(_table_line(record))
+    else:
+        _print_table(records)
     more = f"; next page: --offset {offset + limit}" if len(records) == limit else ""
-    typer.echo(f"{len(records)} records{more}", err=True)
+    typer.echo(f"{counted(len(records), 'record')}{more}", err=True)
 
 
 def _print_csv(records: list[AuditRecord]) -> None:
     """For people: spreadsheet-safe cells (``audit export --format csv`` keeps values raw)."""
     columns = (
-        "occurred_at",
-        "chain_id",
-        "seq",
-        "event_type",
-        "action",
-        "outcome",
-        "share_id",
-        "patient_mrn",
+        *_TABLE_COLUMNS,
         "study_uid",
         "sender_user_id",
         "recipient_email",
@@ -232,13 +239,13 @@ def audit_export(
     output: Output = None,
 ) -> None:
     """Export records: a FHIR R4 Bundle of AuditEvents (IHE BALP shapes), CSV or JSON Lines."""
-    settings = _ready()
+    settings = ready_settings()
     wanted = RecordFilter(
         tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
     )
     with _output(output) as out:
         count = run_async(operations.audit_export(settings, wanted, output_format.value, out))
-    typer.echo(f"{count} records exported", err=True)
+    typer.echo(f"{counted(count, 'record')} exported", err=True)
 
 
 @audit_app.command("disclosures")
@@ -257,15 +264,10 @@ def audit_disclosures(
     output: Output = None,
 ) -> None:
     """The accounting of disclosures (HIPAA 164.528) for one patient."""
-    settings = _ready()
+    settings = ready_settings()
     report = run_async(
         operations.audit_disclosures(
-            settings,
-            tenant=tenant,
-            patient_mrn=patient,
-            since=since,
-            until=until,
-            include_to_patient=include_to_patient,
+            settings, DisclosureRequest(tenant, patient, since, until, include_to_patient)
         )
     )
     render = {
@@ -275,13 +277,13 @@ def audit_disclosures(
     }[output_format]
     with _output(output) as out:
         out.write(render(report))
-    typer.echo(f"{len(report.disclosures)} disclosures", err=True)
+    typer.echo(counted(len(report.disclosures), "disclosure"), err=True)
 
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(tenant: Tenant = None) -> None:
     """Seal staged events and sign every chain's head now (for cron, or before an export)."""
-    settings = _ready()
+    settings = ready_settings()
     try:
         sealed, made = run_async(
             operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
@@ -290,7 +292,9 @@ def audit_checkpoint(tenant: Tenant = None) -> None:
         fail(str(error), EXIT_UNAVAILABLE)
     for checkpoint in made:
         typer.echo(f"checkpoint chain={checkpoint.chain_id} seq={checkpoint.seq}")
-    typer.echo(f"{sealed} events sealed, {len(made)} checkpoints signed", err=True)
+    typer.echo(
+        f"{counted(sealed, 'event')} sealed, {counted(len(made), 'checkpoint')} signed", err=True
+    )
 
 
 @audit_app.command("keygen")
@@ -323,7 +327,7 @@ def audit_serve_api(
     """Serve the read-only compliance API (bearer tokens; every use is audited)."""
     import uvicorn
 
-    settings = _ready()
+    settings = ready_settings()
     audit = _audit_settings()
     try:
         if not token_hashes(audit):
@@ -333,73 +337,4 @@ def audit_serve_api(
     uvicorn.run(create_app(settings, audit, settings.database), host=host, port=port)
 
 
-@retention_app.command("set")
-def retention_set(
-    tenant: Annotated[str, typer.Option(help="The tenant.")],
-    days: Annotated[int, typer.Option(min=1, help="Keep records this many days.")],
-) -> None:
-    """Set a tenant's retention period (the default is seven years)."""
-    run_async(operations.audit_set_retention(_ready(), tenant, days))
-    typer.echo(f"retention for {tenant}: {days} days")
-
-
-@retention_app.command("show")
-def retention_show(tenant: Annotated[str, typer.Option(help="The tenant.")]) -> None:
-    """Print a tenant's retention period in days."""
-    typer.echo(run_async(operations.audit_retention_of(_ready(), tenant)))
-
-
-@hold_app.command("place")
-def hold_place(
-    tenant: Annotated[str, typer.Option(help="The tenant.")],
-    reason: Annotated[str, typer.Option(help="The matter, e.g. a case number.")],
-    patient: Annotated[str | None, typer.Option(help="Only this patient's records.")] = None,
-) -> None:
-    """Place a legal hold; prints its id."""
-    typer.echo(run_async(operations.audit_place_hold(_ready(), tenant, patient, reason)))
-
-
-@hold_app.command("release")
-def hold_release(
-    hold_id: str, reason: Annotated[str, typer.Option(help="Why it is released.")]
-) -> None:
-    """Release a legal hold (the release is recorded beside it; nothing is deleted)."""
-    try:
-        run_async(operations.audit_release_hold(_ready(), hold_id, reason))
-    except LookupError as error:
-        fail(str(error), EXIT_NO)
-    typer.echo(f"released {hold_id}")
-
-
-@hold_app.command("list")
-def hold_list(tenant: Tenant = None) -> None:
-    """List the legal holds in force."""
-    for hold in run_async(operations.audit_active_holds(_ready(), tenant)):
-        typer.echo(
-            f"{hold.hold_id}  {hold.chain_id}  patient={hold.patient_mrn or '(all)'}  "
-            f"{as_utc(hold.at).isoformat()}  {hold.by}  {hold.reason}"
-        )
-
-
-@audit_app.command("purge")
-def audit_purge(
-    tenant: Annotated[str, typer.Option(help="The tenant.")],
-    dry_run: Annotated[bool, typer.Option(help="Say what would go; remove nothing.")] = False,
-) -> None:
-    """Remove whole sealed segments past retention and not under legal hold.
-
-    On PostgreSQL this needs a login granted blume_audit_purger; the database checks
-    every rule again. Exit 1 when nothing may be purged.
-    """
-    try:
-        plan, removed = run_async(operations.audit_purge(_ready(), tenant, dry_run=dry_run))
-    except PurgeRefusedError as error:
-        fail(f"purge refused: {error}", EXIT_NO)
-    if plan.through_seq is None:
-        fail(f"nothing to purge for {tenant}: {plan.reason}", EXIT_NO)
-    verb = "would purge" if dry_run else "purged"
-    typer.echo(
-        f"{verb} {tenant} seq {plan.after_seq + 1}..{plan.through_seq}"
-        + ("" if dry_run else f" ({removed} records)")
-        + f"; retention {plan.retention_days} days"
-    )
+audit_app.command("purge")(audit_purge)

@@ -1,6 +1,7 @@
 """``blume-share``: run the workers, send requests, inspect shares and the audit trail.
 
-Exit codes: 0 success; 1 the answer is "no" (share not found, audit chain broken);
+Exit codes: 0 success; 1 the answer is "no" (share not found, a share sent on the embedded
+default did not complete, audit chain broken);
 2 bad usage or bad input (typer's own usage errors are 2 as well); 3 a service is
 unreachable or misconfigured.
 """
@@ -16,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from blume_access_gateway.settings import GatewayConfigError
+from blume_runtime.settings import Settings
 from cryptography.fernet import Fernet
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -25,8 +27,10 @@ from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
     EXIT_UNAVAILABLE,
+    counted,
     fail,
-    load_settings,
+    load_settings_and_log,
+    ready_settings,
     run_async,
 )
 from blume_share.dlq_cli import dlq_app
@@ -72,7 +76,7 @@ def run(
     ] = False,
 ) -> None:
     """Run workers until SIGTERM (which drains in-flight work), or until idle."""
-    settings = load_settings()
+    settings, log = load_settings_and_log()
     names = services or list(RUNNABLE)
     unknown = [name for name in names if name not in RUNNABLE]
     if unknown:
@@ -88,34 +92,53 @@ def run(
         fail(str(error), EXIT_UNAVAILABLE)
     except SQLAlchemyError as error:
         fail(f"database unreachable: {error}", EXIT_UNAVAILABLE)
+    if log is not None and not until_idle:
+        typer.echo(f"running {', '.join(names)} on the embedded default; logs: {log}")
     try:
         report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
     except GatewayConfigError as error:
         fail(f"access gateway: {error}", EXIT_UNAVAILABLE)
     if report is not None:
-        _print_idle_report(report)
-        if not report.audit.ok:
-            raise typer.Exit(EXIT_NO)
+        _report_idle_run(report, settings, log)
 
 
 def _bundled_example() -> str:
     return files("blume_share").joinpath("examples/study-send-request.json").read_text()
 
 
-def _print_idle_report(report: operations.IdleReport) -> None:
+def _report_idle_run(report: operations.IdleReport, settings: Settings, log: Path | None) -> None:
+    """Print what happened; exit 1 unless every share completed and the audit chain holds."""
     for share in report.shares:
-        if share is None:
-            typer.echo("share: not recorded (see the log above)")
-            continue
-        outcome = share.state.value + (f" ({share.reason})" if share.reason else "")
-        typer.echo(f"share {share.share_id}: {outcome}")
-    emails = sorted(report.mail_drop.glob("*.eml")) if report.mail_drop.exists() else []
-    typer.echo(f"emails ({len(emails)}) in {report.mail_drop.resolve()}")
-    for email in emails[-len(report.shares) or None :]:
-        typer.echo(f"  {email.resolve()}")
-    typer.echo(f"audit trail: {report.database} (blume-share audit query)")
+        typer.echo(f"share {share.share_id}: {_outcome_text(share)}")
+    if settings.smtp_url is not None:
+        typer.echo("emails: sent over SMTP (BLUME_SMTP_URL), not dropped in a folder")
+    else:
+        typer.echo(f"{counted(len(report.emails), 'email')} in {report.mail_drop.resolve()}")
+        for email in report.emails:
+            typer.echo(f"  {email.resolve()}")
     verdict = "intact" if report.audit.ok else "BROKEN"
-    typer.echo(f"audit chain: {verdict}, {report.audit.checked} records verified")
+    typer.echo(
+        f"audit chain: {verdict}, {counted(report.audit.checked, 'record')} verified "
+        f"in {report.database} (blume-share audit query)"
+    )
+    if log is not None:
+        typer.echo(f"logs: {log}")
+    unfinished = [share for share in report.shares if not share.completed]
+    if unfinished:
+        fail(
+            f"{len(unfinished)} of {counted(len(report.shares), 'share')} did not complete",
+            EXIT_NO,
+        )
+    if not report.audit.ok:
+        raise typer.Exit(EXIT_NO)
+
+
+def _outcome_text(share: operations.ShareOutcome) -> str:
+    if share.state is None:
+        return "not recorded (see the logs)"
+    reason = f" ({share.reason})" if share.reason else ""
+    message = f" - {share.message}" if share.message else ""
+    return share.state + reason + message
 
 
 @app.command()
@@ -125,12 +148,12 @@ def send(
     ],
 ) -> None:
     """Publish share requests; print each share id. On the embedded default, run them through."""
-    settings = load_settings()
+    settings, log = load_settings_and_log()
     requests = _read_requests(source)
     if settings.embedded_broker:
         operations.prepare_embedded(settings)
         report = run_async(operations.run(settings, list(SERVICES), requests, until_idle=True))
-        _print_idle_report(report)
+        _report_idle_run(report, settings, log)
         return
     run_async(operations.publish(settings, requests))
     for request in requests:
@@ -139,37 +162,27 @@ def send(
 
 @app.command()
 def status(
-    share_id: str,
+    share_id: Annotated[str, typer.Argument(help="The share's id (shr_...).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a share's state (exit 1 if there is no such share)."""
-    settings = load_settings()
-    operations.prepare_embedded(settings)
-    share = run_async(operations.share_status(settings, share_id))
-    if share is None:
+    """Show a share's state, "processing" until it has one (exit 1 if there is no such share)."""
+    settings = ready_settings()
+    fields = run_async(operations.share_status(settings, share_id))
+    if fields is None:
         fail(f"no share {share_id}", EXIT_NO)
-    fields = {
-        "share_id": share.share_id,
-        "state": share.state.value,
-        "reason": share.reason,
-        "method": share.method,
-        "tenant_id": share.tenant_id,
-        "correlation_id": share.correlation_id,
-        "expires_at": share.expires_at.isoformat() if share.expires_at else None,
-        "notification_message_id": share.notification_message_id,
-        "created_at": share.created_at.isoformat(),
-        "updated_at": share.updated_at.isoformat(),
-    }
     if as_json:
         typer.echo(json.dumps(fields))
-    else:
-        for key, value in fields.items():
-            typer.echo(f"{key:>24}: {'' if value is None else value}")
+        return
+    for key, value in fields.items():
+        if value is not None:
+            typer.echo(f"{key:>24}: {value}")
+    if fields["state"] == operations.PROCESSING:
+        typer.echo("the request has arrived; the dispatcher has not decided on it yet")
 
 
 @app.command()
 def revoke(
-    share_id: str,
+    share_id: Annotated[str, typer.Argument(help="The share's id (shr_...).")],
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail).")] = None,
     requested_by: Annotated[
         str, typer.Option("--by", help="Who asks (user id), for the audit trail.")
@@ -177,16 +190,17 @@ def revoke(
     wait: Annotated[float, typer.Option(help="Seconds to wait for the revocation.")] = 10.0,
 ) -> None:
     """End a share: its link stops working, its Blume entry is hidden (exit 1 if unknown)."""
-    settings = load_settings()
-    operations.prepare_embedded(settings)
+    settings = ready_settings()
     share = run_async(operations.share_status(settings, share_id))
     if share is None:
         fail(f"no share {share_id}", EXIT_NO)
-    if share.state.value == "revoked":
+    if share["state"] == operations.PROCESSING:
+        fail(f"share {share_id} is still being processed; revoke it once it has a state", EXIT_NO)
+    if share["state"] == "revoked":
         typer.echo(f"share {share_id} was already revoked")
         return
     request = revoke_request(
-        share.share_id, share.tenant_id, share.correlation_id, requested_by, reason
+        share_id, share["tenant_id"], share["correlation_id"], requested_by, reason
     )
     started = time.monotonic()
     if settings.embedded_broker:
@@ -206,8 +220,7 @@ def migrate() -> None:
     """Apply database migrations (idempotent)."""
     from blume_share.schema import upgrade
 
-    settings = load_settings()
-    operations.prepare_embedded(settings)
+    settings = ready_settings()
     try:
         upgrade(settings.database)
     except SQLAlchemyError as error:

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
-from blume_runtime.logging import configure_logging
 from blume_runtime.settings import Settings
 from pydantic import ValidationError
+
+from blume_share import operations
+from blume_share.logfiles import start_logging
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 record``, ``2 records``, ``0 entries`` (``plural`` where adding "s" is wrong)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -21,12 +29,24 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def load_settings() -> Settings:
+    """The ``BLUME_*`` settings, with this command's logs configured (``logfiles``)."""
+    return load_settings_and_log()[0]
+
+
+def ready_settings() -> Settings:
+    """``load_settings``; on the embedded default its SQLite file is migrated first."""
+    settings = load_settings()
+    operations.prepare_embedded(settings)
+    return settings
+
+
+def load_settings_and_log() -> tuple[Settings, Path | None]:
+    """``load_settings``, and the file the logs go to on the embedded default."""
     try:
         settings = Settings()
     except ValidationError as error:
         fail(f"invalid BLUME_* environment: {error}", EXIT_BAD_INPUT)
-    configure_logging(settings.log_level, settings.log_format)
-    return settings
+    return settings, start_logging(settings)
 
 
 def run_async(coroutine: Any) -> Any:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from blume_runtime.dead_letters import list_dead_letters, replay
 
-from blume_share.cli_support import EXIT_BAD_INPUT, fail, load_settings, run_async
+from blume_share.cli_support import EXIT_BAD_INPUT, counted, fail, load_settings, run_async
 from blume_share.services import SERVICES
 
 dlq_app = typer.Typer(
@@ -45,4 +45,4 @@ def replay_queue(
     if service not in SERVICES:
         fail(f"unknown service {service}; known: {', '.join(SERVICES)}", EXIT_BAD_INPUT)
     moved = run_async(replay(_amqp_url(), service, limit))
-    typer.echo(f"{moved} messages replayed to blume.share.{service}")
+    typer.echo(f"{counted(moved, 'message')} replayed to blume.share.{service}")

@@ -6,29 +6,26 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Final, TextIO
 
+import blume_audit_sink as audit_sink
 from blume_audit_sink import export as audit_export_module
 from blume_audit_sink import retention
-from blume_audit_sink.chain import RecordFilter, VerifyReport, find, verify
-from blume_audit_sink.checkpoints import (
-    SignedCheckpoint,
-    SigningKeyError,
-    checkpoint_chains,
-    signing_key,
-)
-from blume_audit_sink.disclosures import DisclosureReport, accounting
+from blume_audit_sink.checkpoints import SignedCheckpoint, checkpoint_chains
+from blume_audit_sink.disclosures import DisclosureReport, DisclosureRequest, accounting
 from blume_audit_sink.models import AuditLegalHold, AuditRecord
 from blume_audit_sink.sealer import seal_all
+from blume_audit_sink.search import RecordFilter, find, record_as_json
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.signing_keys import SigningKeyError, signing_key
+from blume_audit_sink.verify import VerifyReport, verify, verify_store
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
 from blume_share_dispatcher.models import Share
+from sqlalchemy import make_url
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share.requests import PreparedRequest
@@ -88,13 +85,49 @@ async def publish(settings: Settings, requests: Sequence[PreparedRequest]) -> No
 
 
 @dataclass(frozen=True, slots=True)
+class ShareOutcome:
+    """Where a request's share ended: the dispatcher's state and reason, the human message."""
+
+    share_id: str
+    state: str | None
+    """None: the dispatcher recorded no share for the request."""
+    reason: str | None = None
+    message: str | None = None
+    """What ``share.rejected`` or ``share.failed`` said, as the audit trail keeps it."""
+
+    @property
+    def completed(self) -> bool:
+        return self.state == "completed"
+
+
+@dataclass(frozen=True, slots=True)
 class IdleReport:
     """What a run that stopped once idle did (embedded default)."""
 
-    shares: list[Share | None]
+    shares: list[ShareOutcome]
+    emails: list[Path]
+    """The messages this run dropped (new, or rewritten), oldest first."""
     mail_drop: Path
     database: str
+    """The database URL, any password masked."""
     audit: VerifyReport
+
+
+_ENDINGS: Final = ("share.rejected", "share.failed")
+
+
+async def _outcome(session: AsyncSession, share_id: str) -> ShareOutcome:
+    share = await session.get(Share, share_id)
+    if share is None:
+        return ShareOutcome(share_id, None)
+    ending = await find(session, RecordFilter(share_id=share_id, event_types=_ENDINGS), limit=1)
+    message = record_as_json(ending[0])["data"].get("message") if ending else None
+    return ShareOutcome(share_id, share.state.value, share.reason, message)
+
+
+def _mail_stamps(mail_drop: Path) -> dict[Path, int]:
+    """Each dropped message and when it was last written (the mail drop rewrites in place)."""
+    return {path: path.stat().st_mtime_ns for path in mail_drop.glob("*.eml")}
 
 
 async def run(
@@ -110,6 +143,7 @@ async def run(
     served over HTTP beside the workers, on the same database engine and outbox relay.
     """
     db = database(settings)
+    mail_before = _mail_stamps(settings.mail_drop_dir)
     workers = [SERVICES[name](settings) for name in names if name in SERVICES]
     runtime = Runtime(settings, workers, db)
 
@@ -141,9 +175,16 @@ async def run(
         finally:
             await runtime.stop()
         async with db.transaction() as session:
-            shares = [await session.get(Share, request.share_id) for request in requests]
+            shares = [await _outcome(session, request.share_id) for request in requests]
             report = await verify(session)
-        return IdleReport(shares, settings.mail_drop_dir, settings.database, report)
+        written = [
+            path
+            for path, stamp in _mail_stamps(settings.mail_drop_dir).items()
+            if mail_before.get(path) != stamp
+        ]
+        emails = sorted(written, key=lambda path: (path.stat().st_mtime_ns, path.name))
+        database_shown = make_url(settings.database).render_as_string(hide_password=True)
+        return IdleReport(shares, emails, settings.mail_drop_dir, database_shown, report)
     finally:
         await db.dispose()
 
@@ -167,9 +208,35 @@ async def wait_for_state(
         await db.dispose()
 
 
-async def share_status(settings: Settings, share_id: str) -> Share | None:
+PROCESSING: Final = "processing"
+"""The state ``status`` shows while a share's request has arrived but the dispatcher has not
+recorded the share yet."""
+
+
+async def share_status(settings: Settings, share_id: str) -> dict[str, Any] | None:
+    """The share as ``status`` shows it; None when nothing has heard of it.
+
+    The audit sink records a request under the share id it will get, so a request the sink
+    has received and the dispatcher has not yet decided is ``processing``, not unknown.
+    """
     async with session_scope(settings) as session:
-        return await session.get(Share, share_id)
+        share = await session.get(Share, share_id)
+        if share is None:
+            if not await audit_sink.share_seen(session, share_id):
+                return None
+            return {"share_id": share_id, "state": PROCESSING}
+    return {
+        "share_id": share.share_id,
+        "state": share.state.value,
+        "reason": share.reason,
+        "method": share.method,
+        "tenant_id": share.tenant_id,
+        "correlation_id": share.correlation_id,
+        "expires_at": share.expires_at.isoformat() if share.expires_at else None,
+        "notification_message_id": share.notification_message_id,
+        "created_at": share.created_at.isoformat(),
+        "updated_at": share.updated_at.isoformat(),
+    }
 
 
 async def audit_verify_against_checkpoints(
@@ -214,24 +281,9 @@ async def audit_export(
         return count
 
 
-async def audit_disclosures(
-    settings: Settings,
-    *,
-    tenant: str,
-    patient_mrn: str,
-    since: datetime | None,
-    until: datetime | None,
-    include_to_patient: bool,
-) -> DisclosureReport:
+async def audit_disclosures(settings: Settings, wanted: DisclosureRequest) -> DisclosureReport:
     async with session_scope(settings) as session:
-        return await accounting(
-            session,
-            tenant=tenant,
-            patient_mrn=patient_mrn,
-            since=since,
-            until=until,
-            include_to_patient=include_to_patient,
-        )
+        return await accounting(session, wanted)
 
 
 async def audit_checkpoint_now(

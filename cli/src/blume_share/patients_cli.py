@@ -18,7 +18,15 @@ from blume_publisher.accounts import (
 from blume_runtime.settings import Settings
 
 from blume_share import operations
-from blume_share.cli_support import EXIT_BAD_INPUT, EXIT_NO, fail, load_settings, run_async
+from blume_share.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_NO,
+    counted,
+    fail,
+    load_settings,
+    ready_settings,
+    run_async,
+)
 
 patients_app = typer.Typer(help="Import and inspect Blume patient accounts.", no_args_is_help=True)
 
@@ -49,7 +57,7 @@ def import_accounts(
         fail(f"{source}: {error}", EXIT_BAD_INPUT)
     operations.prepare_embedded(settings)
     created, updated = run_async(_import(settings, records))
-    typer.echo(f"{created} accounts created, {updated} updated")
+    typer.echo(f"{counted(created, 'account')} created, {updated} updated")
 
 
 @patients_app.command("show")
@@ -58,8 +66,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """An account's status, preferences, consent and record entries (identifiers masked)."""
-    settings = load_settings()
-    operations.prepare_embedded(settings)
+    settings = ready_settings()
     account = run_async(_show(settings, blume_patient_id))
     if account is None:
         fail(f"no account {blume_patient_id}", EXIT_NO)

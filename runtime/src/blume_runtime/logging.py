@@ -72,8 +72,10 @@ def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime | date) else str(value)
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Log at ``level`` to ``stream``; by default to whatever ``sys.stderr`` is at each line."""
+    terminal = (sys.stderr if stream is None else stream).isatty()
+    as_json = fmt == "json" or (fmt == "auto" and not terminal)
     renderer: Any = (
         structlog.processors.JSONRenderer(default=_json_default)
         if as_json
@@ -91,7 +93,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
+        logger_factory=structlog.PrintLoggerFactory(
+            file=cast(TextIO, _CurrentStderr()) if stream is None else stream
+        ),
         cache_logger_on_first_use=False,
     )
 

@@ -105,7 +105,7 @@ def share_life(
 
     The share id is the one the dispatcher derives from the request's dedupe key.
     """
-    from blume_audit_sink.chain import requested_share_id
+    from blume_audit_sink.entry import requested_share_id
 
     correlation = f"corr-{uuid.uuid4().hex}"
     request = make_event(

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from blume_audit_sink.api import create_app, hash_token, parse_token_hashes
-from blume_audit_sink.chain import append
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.settings import AuditSettings
 from blume_runtime.db import Database
@@ -38,7 +39,7 @@ def api(life: Any, state_dir: Path) -> Iterator[TestClient]:
         db: Database = app.state.db
         for event in events:
             async with db.transaction() as session:
-                await append(session, event)
+                await append_entries(session, [prepare(event)])
 
     with TestClient(app) as client:
         client.portal.call(fill)  # type: ignore[union-attr]

@@ -8,19 +8,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from blume_audit_sink.chain import (
-    HASHED_COLUMNS,
-    ProblemKind,
-    VerifyReport,
-    append,
-    canonical_json,
-    hashed_fields,
-    query,
-    record_hash,
-    requested_share_id,
-    verify,
-)
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare, requested_share_id
+from blume_audit_sink.hashing import HASHED_COLUMNS, canonical_json, hashed_fields, record_hash
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
+from blume_audit_sink.problems import ProblemKind
+from blume_audit_sink.search import RecordFilter, find
+from blume_audit_sink.verify import VerifyReport, verify
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.db import Database, as_utc
@@ -60,11 +54,12 @@ LINK_ISSUED: dict[str, Any] = {
 }
 
 
-async def append_all(db: Database, events: list[Any]) -> list[AuditRecord | None]:
+async def append_all(db: Database, events: list[Any]) -> list[list[dict[str, Any]]]:
+    """Each event appended in its own transaction; the rows each append wrote."""
     results = []
     for event in events:
         async with db.transaction() as session:
-            results.append(await append(session, event))
+            results.append(await append_entries(session, [prepare(event)]))
     return results
 
 
@@ -181,16 +176,15 @@ async def test_append_records_the_envelope_and_the_looked_up_ids(
 
 
 async def test_duplicate_event_appends_nothing(sqlite_db: Database, make_event: Any) -> None:
-    """Appending an event whose (source, id) is stored returns None and leaves the chain as is."""
+    """Appending an event whose (source, id) is stored writes no row and leaves the chain as is."""
     event = make_event("share.accepted", ACCEPTED, tenant=TENANT)
-    first, again = await append_all(sqlite_db, [event, event])
+    [first], again = await append_all(sqlite_db, [event, event])
 
-    assert first is not None
-    assert again is None
+    assert again == []
     records = await stored_records(sqlite_db)
     assert [r.event_id for r in records] == [event.id]
     head = (await stored_heads(sqlite_db))[TENANT]
-    assert (head.seq, head.hash) == (1, first.hash)
+    assert (head.seq, head.hash) == (1, first["hash"])
 
 
 async def test_secret_fields_are_stored_as_fingerprints(
@@ -404,9 +398,12 @@ async def test_query_filters(
     filters: dict[str, Any],
     expected: list[str],
 ) -> None:
-    """query returns exactly the records matching every filter, ordered by occurrence time."""
+    """find returns exactly the records matching every filter, ordered by occurrence time."""
+    paging = ("limit", "offset")
+    page = {name: value for name, value in filters.items() if name in paging}
+    wanted = RecordFilter(**{name: v for name, v in filters.items() if name not in paging})
     async with sqlite_db.transaction() as session:
-        records = await query(session, **filters)
+        records = await find(session, wanted, **page)
     assert [shared_store[r.event_id] for r in records] == expected
 
 
@@ -417,7 +414,7 @@ async def test_query_bounds_in_another_zone_mean_the_same_instant(
     toronto_winter = timezone(timedelta(hours=-5))
     since = (START + timedelta(minutes=4)).astimezone(toronto_winter)
     async with sqlite_db.transaction() as session:
-        records = await query(session, since=since)
+        records = await find(session, RecordFilter(since=since))
     assert [shared_store[r.event_id] for r in records] == ["request-b", "accepted-b"]
 
 
@@ -428,4 +425,4 @@ async def test_query_refuses_a_meaningless_page(
     """A limit below 1 or a negative offset is a caller error, not an empty answer."""
     async with sqlite_db.transaction() as session:
         with pytest.raises(ValueError, match="limit"):
-            await query(session, limit=limit, offset=offset)
+            await find(session, RecordFilter(), limit=limit, offset=offset)

@@ -6,11 +6,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import blume_audit_sink as audit_sink
 import pytest
-from blume_audit_sink.chain import verify
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.sealer import pending_count, seal_all, seal_batch, stage
 from blume_audit_sink.service import NAME, build
+from blume_audit_sink.verify import verify
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
@@ -21,6 +23,7 @@ from pydantic import SecretStr
 from sqlmodel import col, select
 
 TENANT = "demo-hospital"
+SHARE_ID = "shr_" + "a" * 32
 
 
 def delivery_of(event: Any) -> FakeDelivery:
@@ -106,6 +109,30 @@ async def test_the_handler_stages_and_the_sealer_chains(
     async with sqlite_db.transaction() as session:
         assert await pending_count(session) == 0
     assert [r.event_id for r in await stored_records(sqlite_db)] == [event.id]
+
+
+@pytest.mark.parametrize("event_type", ["study.send.requested", "share.accepted"])
+async def test_a_share_is_seen_from_staging_on(
+    sqlite_db: Database, make_event: Any, request_body: Any, event_type: str
+) -> None:
+    """share_seen answers for a staged event and a sealed one; no other id matches it."""
+    data = request_body() if event_type == "study.send.requested" else {"share_id": SHARE_ID}
+    event = make_event(event_type, data, tenant=TENANT)
+    share_id = prepare(event).share_id
+    assert share_id is not None
+    others = ["shr_" + "0" * 32, share_id[:-1], "shr_%", "%"]
+    async with sqlite_db.transaction() as session:
+        assert not await audit_sink.share_seen(session, share_id)
+        await stage(session, event)
+    for sealed in (False, True):
+        if sealed:
+            await seal_all(sqlite_db)
+        async with sqlite_db.transaction() as session:
+            assert await pending_count(session) == (0 if sealed else 1)
+            assert await audit_sink.share_seen(session, share_id)
+            assert [await audit_sink.share_seen(session, other) for other in others] == [
+                False
+            ] * len(others)
 
 
 async def test_an_event_staged_again_after_sealing_is_not_chained_twice(

@@ -17,9 +17,13 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from blume_audit_sink.chain import ProblemKind, VerifyReport, append, hashed_fields, record_hash
-from blume_audit_sink.chain import verify as verify_chains
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare
+from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.problems import ProblemKind
+from blume_audit_sink.verify import VerifyReport
+from blume_audit_sink.verify import verify as verify_chains
 from blume_runtime.db import Database
 from psycopg import sql
 from sqlmodel import col, select
@@ -72,11 +76,11 @@ async def audited(database: Database, make_event: Any) -> Database:
             time=datetime(2026, 11, 20, 4, number, 0, 250_000 * (number % 4), tzinfo=toronto),
         )
         async with database.transaction() as session:
-            assert await append(session, event) is not None
+            assert await append_entries(session, [prepare(event)])
         if number <= UNTOUCHED_EVENTS:
             other = make_event("share.completed", {"share_id": "x"}, tenant=UNTOUCHED)
             async with database.transaction() as session:
-                assert await append(session, other) is not None
+                assert await append_entries(session, [prepare(other)])
 
     report = await verify(database)
     assert report.ok, report.problems
@@ -282,7 +286,7 @@ async def test_concurrent_appends_to_a_new_chain_stay_gapless(
 
     async def append_alone(event: Any) -> None:
         async with database.transaction() as session:
-            assert await append(session, event) is not None
+            assert await append_entries(session, [prepare(event)])
 
     await asyncio.gather(*(append_alone(event) for event in events))
 
@@ -324,7 +328,7 @@ async def test_verify_while_the_sink_appends_reports_nothing(
         nonlocal appending
         for event in events:
             async with database.transaction() as session:
-                await append(session, event)
+                await append_entries(session, [prepare(event)])
         appending = False
 
     async def verify_repeatedly() -> list[VerifyReport]:

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import append, prepare, requested_share_id
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare, requested_share_id
 from blume_audit_sink.models import AuditRecord
 from blume_contracts.registry import EVENTS
 from blume_runtime.db import Database
@@ -50,7 +51,8 @@ def test_an_unknown_type_gets_the_generic_code() -> None:
 def test_disclosures_are_the_handovers_and_accesses_the_reads() -> None:
     """The accounting and the FHIR export rest on these two lists."""
     assert catalog.disclosure_types() == ["share.blume.published", "share.notification.sent"]
-    assert catalog.access_types() == ["share.blume.viewed", "share.link.accessed"]
+    reads = sorted(name for name in catalog.CATALOG if catalog.classify(name).access)
+    assert reads == ["share.blume.viewed", "share.link.accessed"]
 
 
 @pytest.mark.parametrize(
@@ -145,7 +147,7 @@ async def test_later_events_inherit_the_shares_patient_and_people(
     events = life(mrn="MRN-0042")
     for event in events:
         async with sqlite_db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
 
     async with sqlite_db.transaction() as session:
         records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()

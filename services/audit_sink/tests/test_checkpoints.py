@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from blume_audit_sink import checkpoints
-from blume_audit_sink.chain import ProblemKind, VerifyReport, append
+from blume_audit_sink import signing_keys
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
+from blume_audit_sink.entry import prepare
+from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_runtime.db import Database
 from blume_runtime.settings import Settings
 from cryptography.hazmat.primitives import serialization
@@ -25,7 +27,7 @@ TENANT = "demo-hospital"
 
 
 def key_text() -> str:
-    return checkpoints.new_private_key_text()
+    return signing_keys.new_private_key_text()
 
 
 def production(signing: str, *verify: str) -> tuple[Settings, AuditSettings]:
@@ -42,13 +44,13 @@ async def append_events(db: Database, make_event: Any, count: int, tenant: str =
     for number in range(count):
         event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=tenant)
         async with db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
 
 
 async def sign_now(db: Database, signing: str, directory: Path | None) -> list[Any]:
     async with db.transaction() as session:
         return await checkpoint_chains(
-            session, checkpoints.private_key_from_text(signing), directory, cadence=None
+            session, signing_keys.private_key_from_text(signing), directory, cadence=None
         )
 
 
@@ -76,11 +78,11 @@ def test_keys_load_from_base64_and_from_pem() -> None:
     )
     import base64
 
-    from_pem = checkpoints.private_key_from_text(pem)
-    from_b64 = checkpoints.private_key_from_text(base64.b64encode(raw).decode())
-    assert checkpoints.key_id(from_pem.public_key()) == checkpoints.key_id(from_b64.public_key())
-    with pytest.raises(checkpoints.SigningKeyError):
-        checkpoints.private_key_from_text("bm90IGEga2V5")
+    from_pem = signing_keys.private_key_from_text(pem)
+    from_b64 = signing_keys.private_key_from_text(base64.b64encode(raw).decode())
+    assert signing_keys.key_id(from_pem.public_key()) == signing_keys.key_id(from_b64.public_key())
+    with pytest.raises(signing_keys.SigningKeyError):
+        signing_keys.private_key_from_text("bm90IGEga2V5")
 
 
 def test_the_embedded_default_generates_its_key_once_readable_by_owner_only(
@@ -88,11 +90,11 @@ def test_the_embedded_default_generates_its_key_once_readable_by_owner_only(
 ) -> None:
     """Without configuration, the embedded default keeps a generated key (0600) and reuses it."""
     settings = Settings(state_dir=tmp_path / "state")
-    first = checkpoints.signing_key(settings, AuditSettings())
-    again = checkpoints.signing_key(settings, AuditSettings())
+    first = signing_keys.signing_key(settings, AuditSettings())
+    again = signing_keys.signing_key(settings, AuditSettings())
     assert first is not None
     assert again is not None
-    assert checkpoints.key_id(first.public_key()) == checkpoints.key_id(again.public_key())
+    assert signing_keys.key_id(first.public_key()) == signing_keys.key_id(again.public_key())
     mode = stat.S_IMODE(os.stat(tmp_path / "state" / "audit-signing.key").st_mode)
     assert mode == 0o600
 
@@ -100,7 +102,7 @@ def test_the_embedded_default_generates_its_key_once_readable_by_owner_only(
 def test_production_without_a_key_signs_nothing() -> None:
     """On RabbitMQ with no key configured there is no signing key (the sink warns)."""
     settings = Settings(amqp_url=SecretStr("amqp://unused/"))
-    assert checkpoints.signing_key(settings, AuditSettings()) is None
+    assert signing_keys.signing_key(settings, AuditSettings()) is None
 
 
 async def test_a_checkpoint_is_signed_written_once_and_linked_to_the_previous(
@@ -128,7 +130,7 @@ async def test_a_checkpoint_is_signed_written_once_and_linked_to_the_previous(
 
 async def test_cadence_signs_after_every_n_events(sqlite_db: Database, make_event: Any) -> None:
     """With every_events=4, three new records are not due and four are."""
-    key = checkpoints.private_key_from_text(key_text())
+    key = signing_keys.private_key_from_text(key_text())
     cadence = Cadence(every_events=4, every_seconds=3600)
     await append_events(sqlite_db, make_event, 3)
     async with sqlite_db.transaction() as session:
@@ -143,7 +145,7 @@ async def test_cadence_signs_once_the_oldest_unpinned_record_is_old_enough(
     sqlite_db: Database, make_event: Any
 ) -> None:
     """With every_seconds=0, one unpinned record is already due."""
-    key = checkpoints.private_key_from_text(key_text())
+    key = signing_keys.private_key_from_text(key_text())
     await append_events(sqlite_db, make_event, 1)
     async with sqlite_db.transaction() as session:
         made = await checkpoint_chains(session, key, None, cadence=Cadence(1000, 0))
@@ -158,7 +160,7 @@ async def test_key_rotation_keeps_old_checkpoints_verifiable(
     Without it they are reported as signed by an untrusted key.
     """
     old, new = key_text(), key_text()
-    old_public = checkpoints.public_key_text(checkpoints.private_key_from_text(old).public_key())
+    old_public = signing_keys.public_key_text(signing_keys.private_key_from_text(old).public_key())
     directory = tmp_path / "checkpoints"
     await append_events(sqlite_db, make_event, 2)
     await sign_now(sqlite_db, old, directory)

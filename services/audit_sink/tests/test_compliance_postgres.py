@@ -17,19 +17,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from blume_audit_sink import checkpoints, retention
-from blume_audit_sink.chain import (
-    ProblemKind,
-    VerifyReport,
-    append_entries,
-    hashed_fields,
-    prepare,
-    record_hash,
-)
+from blume_audit_sink import retention, signing_keys
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
+from blume_audit_sink.entry import prepare
+from blume_audit_sink.hashing import hashed_fields, record_hash
+from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.sealer import seal_all, stage
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
 from blume_share.schema import upgrade
@@ -60,7 +56,7 @@ def database_as(url: str, role: str) -> Database:
 
 @pytest.fixture
 def signing() -> str:
-    return checkpoints.new_private_key_text()
+    return signing_keys.new_private_key_text()
 
 
 @pytest.fixture
@@ -103,7 +99,7 @@ async def fill(db: Database, make_event: Any, tenant: str, count: int, age_days:
 async def sign(db: Database, signing: str, directory: Path | None) -> None:
     async with db.transaction() as session:
         await checkpoint_chains(
-            session, checkpoints.private_key_from_text(signing), directory, cadence=None
+            session, signing_keys.private_key_from_text(signing), directory, cadence=None
         )
 
 

@@ -9,15 +9,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from blume_audit_sink.chain import append
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import (
     DisclosureReport,
+    DisclosureRequest,
     accounting,
     as_csv,
     as_html,
     as_json,
     spreadsheet_safe,
 )
+from blume_audit_sink.entry import prepare
 from blume_runtime.db import Database
 
 TENANT = "demo-hospital"
@@ -61,13 +63,13 @@ async def store(sqlite_db: Database, life: Any, make_event: Any) -> Database:
     ]
     for event in events:
         async with sqlite_db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
     return sqlite_db
 
 
 async def report_for(db: Database, **options: Any) -> DisclosureReport:
     async with db.transaction() as session:
-        return await accounting(session, tenant=TENANT, patient_mrn=PATIENT, **options)
+        return await accounting(session, DisclosureRequest(TENANT, PATIENT, **options))
 
 
 async def test_each_disclosure_of_the_patient_is_listed_with_recipient_what_and_why(

@@ -8,13 +8,8 @@ import json
 from typing import Any
 
 import pytest
-from blume_audit_sink.chain import (
-    RecordFilter,
-    append,
-    canonical_json,
-    hashed_fields,
-    record_hash,
-)
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import (
     CSV_COLUMNS,
     csv_text,
@@ -23,7 +18,9 @@ from blume_audit_sink.export import (
     jsonl_line,
     records_matching,
 )
+from blume_audit_sink.hashing import canonical_json, hashed_fields, record_hash
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.search import RecordFilter
 from blume_runtime.db import Database
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
@@ -47,7 +44,7 @@ async def records(sqlite_db: Database, life: Any, make_event: Any) -> list[Audit
     ]
     for event in events:
         async with sqlite_db.transaction() as session:
-            await append(session, event)
+            await append_entries(session, [prepare(event)])
     async with sqlite_db.transaction() as session:
         return [r async for r in records_matching(session, RecordFilter())]
 

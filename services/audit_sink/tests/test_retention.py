@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from blume_audit_sink import checkpoints, retention
-from blume_audit_sink.chain import ProblemKind, VerifyReport, append_entries, prepare
+from blume_audit_sink import retention, signing_keys
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import SEVEN_YEARS_DAYS, AuditPurge
+from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
 from sqlalchemy import text
@@ -45,7 +47,7 @@ async def add(db: Database, make_event: Any, mrns: list[str], age_days: int) -> 
 
 
 async def checkpoint(db: Database, settings: Settings) -> None:
-    key = checkpoints.signing_key(settings, AuditSettings())
+    key = signing_keys.signing_key(settings, AuditSettings())
     assert key is not None
     async with db.transaction() as session:
         await checkpoint_chains(session, key, None, cadence=None)

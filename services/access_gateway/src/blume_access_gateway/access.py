@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from blume_contracts.events import (
     AuthMethod,
@@ -25,7 +24,7 @@ from blume_contracts.events import (
 )
 from blume_link_issuer.models import SecureLink
 from blume_runtime.sealing import Sealer
-from blume_runtime.tenants import PolicyError, SsoPolicy, TenantPolicy
+from blume_runtime.tenants import PolicyError, TenantPolicy
 
 from blume_access_gateway import otp
 from blume_access_gateway.events import UNKNOWN_TENANT, EventWriter, UnitOfWork
@@ -40,7 +39,8 @@ from blume_access_gateway.links import (
 )
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
-from blume_access_gateway.tickets import issue_ticket
+from blume_access_gateway.sso import identity_matches, sso_provider
+from blume_access_gateway.tickets import issue_ticket, with_ticket
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -105,53 +105,17 @@ class Unavailable:
 ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
 
 
-def with_ticket(viewer_url: str, ticket: str) -> str:
-    parts = urlsplit(viewer_url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), ("ticket", ticket)]
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def sso_provider(policy: SsoPolicy) -> Provider:
-    return Provider(
-        issuer=str(policy.issuer),
-        client_id=policy.client_id,
-        client_secret=policy.client_secret(),
-    )
-
-
-def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
-    """The invited address itself, or an address in a domain the policy allows."""
-    verified = identity.email_verified is True or (
-        identity.email_verified is None and policy.trust_unverified_email
-    )
-    if identity.email is None or not verified:
-        return False
-    invited = link.recipient_email.strip().lower()
-    if identity.email == invited:
-        return True
-    domain = identity.email.rpartition("@")[2]
-    return domain in {allowed.strip().lower() for allowed in policy.allowed_domains}
-
-
+@dataclass(kw_only=True)
 class RecipientAccess:
-    def __init__(
-        self,
-        *,
-        events: EventWriter,
-        keys: GatewayKeys,
-        sealer: Sealer,
-        policies: dict[str, TenantPolicy],
-        limits: RateLimits,
-        ticket_issuer: str,
-        clock: Callable[[], datetime],
-    ) -> None:
-        self._events = events
-        self._keys = keys
-        self._sealer = sealer
-        self._policies = policies
-        self._limits = limits
-        self._ticket_issuer = ticket_issuer
-        self._clock = clock
+    """The recipient's steps through a link (the gateway builds one for all requests)."""
+
+    events: EventWriter
+    keys: GatewayKeys
+    sealer: Sealer
+    policies: dict[str, TenantPolicy]
+    limits: RateLimits
+    ticket_issuer: str
+    clock: Callable[[], datetime]
 
     # Recording -------------------------------------------------------------------------
 
@@ -201,14 +165,14 @@ class RecipientAccess:
             tenant_id=link.tenant_id,
             correlation_id=link.correlation_id,
         )
-        policy = self._policies[link.tenant_id]
+        policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
-            self._keys.viewer_ticket,
-            issuer=self._ticket_issuer,
+            self.keys.viewer_ticket,
+            issuer=self.ticket_issuer,
             link_id=link.link_id,
             share_id=link.share_id,
             use_number=session.use_number,
-            now=self._clock(),
+            now=self.clock(),
         )
         return Granted(lookup, session, with_ticket(str(policy.viewer_url), ticket))
 
@@ -222,7 +186,7 @@ class RecipientAccess:
     ) -> Refused | Granted:
         link = lookup.link
         assert link is not None
-        use = await grant_use(work.session, link.link_id, link.max_uses, method, self._clock())
+        use = await grant_use(work.session, link.link_id, link.max_uses, method, self.clock())
         if use is None:
             self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
@@ -237,8 +201,8 @@ class RecipientAccess:
 
         Unknown and known tokens take the same path: one hash, one indexed read, one event.
         """
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self.clock())
             link = lookup.link
             if lookup.usable and link is not None:
                 work.emit(
@@ -262,16 +226,16 @@ class RecipientAccess:
         record: bool = True,
     ) -> LinkLookup:
         """Refuse before doing anything (rate limited, failed CSRF); record it if asked."""
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self.clock())
             if record:
                 self._record_denial(work, lookup, reason, client, token, request_id)
         return lookup
 
     async def check_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
         """The code page (a GET): still usable? A link that no longer is, is a denial."""
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self.clock())
             if not lookup.usable:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)
@@ -285,14 +249,14 @@ class RecipientAccess:
         request_id: str,
     ) -> ViewOutcome:
         """The "View study" button: grant, send a code or start sign-in, by the link's policy."""
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self.clock())
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)
                 return Refused(lookup, reason)
-            policy = self._policies.get(link.tenant_id)
+            policy = self.policies.get(link.tenant_id)
             if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
                 return Unavailable(lookup)
             if session is not None and session.link_id == link.link_id:
@@ -322,7 +286,7 @@ class RecipientAccess:
                 return SignInNeeded(lookup, sso_provider(policy.sso))
             except PolicyError:  # the client secret's variable is not set: ops must fix it
                 return Unavailable(lookup)
-        verdict = await self._limits.code_request(token_fingerprint(token))
+        verdict = await self.limits.code_request(token_fingerprint(token))
         if not verdict.allowed:
             self._record_denial(work, lookup, "rate_limited", client, token, request_id)
             return Refused(lookup, "rate_limited", retry_after_seconds=verdict.retry_after_seconds)
@@ -330,7 +294,7 @@ class RecipientAccess:
 
     async def _new_challenge(self, work: UnitOfWork, link: SecureLink) -> tuple[str, str]:
         challenge, code = await otp.issue_challenge(
-            work.session, link.link_id, self._keys.code_hash, self._clock()
+            work.session, link.link_id, self.keys.code_hash, self.clock()
         )
         return challenge.challenge_id, code
 
@@ -348,8 +312,8 @@ class RecipientAccess:
                 recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
                 organisation=link.organisation,
                 locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
-                sealed_code=self._sealer.seal(code),
-                expires_at=self._clock() + otp.CODE_LIFETIME,
+                sealed_code=self.sealer.seal(code),
+                expires_at=self.clock() + otp.CODE_LIFETIME,
             ),
             tenant_id=link.tenant_id,
             correlation_id=link.correlation_id,
@@ -364,22 +328,22 @@ class RecipientAccess:
         client: ClientContext,
         request_id: str,
     ) -> Refused | Granted | Unavailable:
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_token(work.session, token, self.clock())
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)
                 return Refused(lookup, reason)
-            if link.tenant_id not in self._policies:
+            if link.tenant_id not in self.policies:
                 return Unavailable(lookup)
             check = await otp.check_code(
                 work.session,
                 challenge_id=challenge_id,
                 link_id=link.link_id,
                 entered=entered,
-                key=self._keys.code_hash,
-                now=self._clock(),
+                key=self.keys.code_hash,
+                now=self.clock(),
             )
             if check.verdict is not otp.CodeVerdict.ACCEPTED:
                 refusal = _DENIAL_FOR_CODE[check.verdict]
@@ -395,14 +359,14 @@ class RecipientAccess:
         request_id: str,
     ) -> Refused | Granted | Unavailable:
         """After the identity provider: ``identity`` is None when the sign-in failed."""
-        async with self._events.unit_of_work() as work:
-            lookup = await look_up_link(work.session, link_id, self._clock())
+        async with self.events.unit_of_work() as work:
+            lookup = await look_up_link(work.session, link_id, self.clock())
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, None, request_id)
                 return Refused(lookup, reason)
-            policy = self._policies.get(link.tenant_id)
+            policy = self.policies.get(link.tenant_id)
             if policy is None or policy.sso is None:
                 return Unavailable(lookup)
             if identity is None:

@@ -15,7 +15,7 @@ from starlette.types import Scope
 from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help_routes import demo_viewer_routes, help_routes
-from blume_access_gateway.i18n import DEFAULT_LOCALE, from_accept_language
+from blume_access_gateway.i18n import DEFAULT_LOCALE, browser_locale
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
 from blume_access_gateway.security import SecurityMiddleware
@@ -37,20 +37,17 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(demo_viewer_routes(gateway))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
-    def locale(request: Request) -> str:
-        return from_accept_language(request.headers.get("accept-language"))
-
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         if error.status_code == 404:
-            return gateway.pages.render(views.not_found_page(locale(request)))
+            return gateway.pages.render(views.not_found_page(browser_locale(request)))
         return PlainTextResponse(
             str(error.detail), status_code=error.status_code, headers=error.headers
         )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, _error: RequestValidationError) -> Response:
-        return gateway.pages.render(views.bad_request_page(locale(request)))
+        return gateway.pages.render(views.bad_request_page(browser_locale(request)))
 
     async def error_page(_scope: Scope) -> tuple[int, dict[str, str], bytes]:
         response = gateway.pages.render(views.error_page(DEFAULT_LOCALE))

@@ -15,14 +15,16 @@ from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import TenantPolicy, load_policies
 from starlette.requests import Request
+from starlette.responses import Response
 
+from blume_access_gateway import views
 from blume_access_gateway.access import AccessSession, RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
 from blume_access_gateway.events import EventWriter, Relay
 from blume_access_gateway.help import HelpLibrary, default_help_dir
-from blume_access_gateway.i18n import zone
+from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.oidc import OidcClient, Provider
 from blume_access_gateway.pages import Pages
@@ -117,6 +119,14 @@ class Gateway:
             return AccessSession(str(value["l"]), int(value["u"]), value["m"])
         except (KeyError, TypeError, ValueError):
             return None
+
+    async def over_address_limit(self, request: Request) -> Response | None:
+        """The 429 page when this client address is over its rate; None while it is not."""
+        verdict = await self.limits.address_request(self.client(request).client_ip)
+        if verdict.allowed:
+            return None
+        page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
+        return self.pages.render(page)
 
     @staticmethod
     def session_cookie(session: AccessSession) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help import INDEX_TOPIC
-from blume_access_gateway.i18n import from_accept_language
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.pages import Page
 from blume_access_gateway.tickets import InvalidTicketError, verify_ticket
 
@@ -28,7 +28,7 @@ def help_routes(gateway: Gateway) -> APIRouter:
     @router.get("/help/{topic}")
     async def article(request: Request, topic: str) -> Response:
         found = gateway.help.get(topic)
-        locale = from_accept_language(request.headers.get("accept-language"))
+        locale = browser_locale(request)
         if found is None:
             return gateway.pages.render(views.not_found_page(locale))
         page = Page(
@@ -59,7 +59,7 @@ def demo_viewer_routes(gateway: Gateway) -> APIRouter:
 
     @router.get("/viewer")
     async def viewer(request: Request, ticket: str = "") -> Response:
-        locale = from_accept_language(request.headers.get("accept-language"))
+        locale = browser_locale(request)
         try:
             checked = verify_ticket(
                 ticket,

@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from starlette.requests import HTTPConnection
+
 LOCALES: Final = ("en-CA", "fr-CA")
 DEFAULT_LOCALE: Final = "en-CA"
 
@@ -242,6 +244,11 @@ def from_accept_language(header: str | None) -> str:
     """For pages with no link to take the language from: French if the browser prefers it."""
     first = (header or "").split(",", 1)[0].strip().lower()
     return "fr-CA" if first.startswith("fr") else DEFAULT_LOCALE
+
+
+def browser_locale(request: HTTPConnection) -> str:
+    """``from_accept_language`` of the request's ``Accept-Language`` header."""
+    return from_accept_language(request.headers.get("accept-language"))
 
 
 def translator(locale: str) -> Translate:

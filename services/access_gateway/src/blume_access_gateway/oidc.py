@@ -9,6 +9,7 @@ provider's JWKS, issuer, audience, expiry, nonce).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -56,6 +57,36 @@ class SignInRequest:
         return cls(
             state=generate_token(32), nonce=generate_token(32), code_verifier=generate_token(64)
         )
+
+    def cookie(self) -> dict[str, str]:
+        """The round trip's values as the ``oidc`` cookie carries them (beside the caller's)."""
+        return {"s": self.state, "n": self.nonce, "v": self.code_verifier}
+
+    @classmethod
+    def from_cookie(cls, value: Mapping[str, Any]) -> SignInRequest | None:
+        """The round trip ``cookie`` started; None if the cookie does not hold one."""
+        if not all(isinstance(value.get(name), str) for name in ("s", "n", "v")):
+            return None
+        return cls(state=value["s"], nonce=value["n"], code_verifier=value["v"])
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnswer:
+    """The query a provider sends the browser back with: a code (or an error) and our state.
+
+    A FastAPI dependency (``Annotated[ProviderAnswer, Depends()]``): the fields are the query
+    parameters of both callbacks, the recipient's and the patient's.
+    """
+
+    code: str | None = None
+    state: str | None = None
+    error: str | None = None
+
+    def code_for(self, sign_in: SignInRequest) -> str | None:
+        """The code, if the provider gave one for this browser's own round trip."""
+        if self.error or not self.code or self.state != sign_in.state:
+            return None
+        return self.code
 
 
 @dataclass(frozen=True, slots=True)

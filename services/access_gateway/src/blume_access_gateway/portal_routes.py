@@ -6,24 +6,20 @@ not signed in goes to the portal's identity provider and comes back to the same 
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Annotated, Final
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
 from blume_access_gateway.blume import PORTAL_HOME, safe_return_path
 from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.i18n import from_accept_language
-from blume_access_gateway.oidc import OidcError, SignInRequest
+from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
 
 PATIENT_ID_CLAIM: Final = "blume_patient_id"
 """The portal's provider names the patient by their Blume id: this claim, else ``sub``."""
-
-
-def _fallback_locale(request: Request) -> str:
-    return from_accept_language(request.headers.get("accept-language"))
 
 
 def _to_sign_in(return_path: str) -> Response:
@@ -48,15 +44,8 @@ class PortalRoutes:
         patient = value.get("p") if value else None
         return patient if isinstance(patient, str) else None
 
-    async def _rate_limited(self, request: Request) -> Response | None:
-        verdict = await self.gateway.limits.address_request(self.gateway.client(request).client_ip)
-        if verdict.allowed:
-            return None
-        page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
-        return self.gateway.pages.render(page)
-
     async def home(self, request: Request) -> Response:
-        if (refusal := await self._rate_limited(request)) is not None:
+        if (refusal := await self.gateway.over_address_limit(request)) is not None:
             return refusal
         patient = self._patient(request)
         if patient is None:
@@ -67,7 +56,7 @@ class PortalRoutes:
     async def study(self, request: Request, entry_id: str) -> Response:
         """The study, to the patient whose record holds it; 404 to everyone else."""
         gateway = self.gateway
-        if (refusal := await self._rate_limited(request)) is not None:
+        if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
         patient = self._patient(request)
         if patient is None:
@@ -85,11 +74,11 @@ class PortalRoutes:
     async def login(self, request: Request, next: str | None = None) -> Response:
         """Off to the portal's identity provider; the return path rides in a signed cookie."""
         gateway = self.gateway
-        if (refusal := await self._rate_limited(request)) is not None:
+        if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
         provider = gateway.portal_provider()
         if provider is None:
-            page = views.portal_sign_in_unavailable_page(_fallback_locale(request))
+            page = views.portal_sign_in_unavailable_page(browser_locale(request))
             return gateway.pages.render(page)
         sign_in = SignInRequest.new()
         try:
@@ -97,41 +86,28 @@ class PortalRoutes:
                 provider, gateway.portal_redirect_uri, sign_in
             )
         except OidcError:
-            page = views.portal_sign_in_failed_page(_fallback_locale(request))
+            page = views.portal_sign_in_failed_page(browser_locale(request))
             return gateway.pages.render(page)
         response = RedirectResponse(url, status_code=303)
-        cookie: dict[str, Any] = {
-            "k": "patient",
-            "r": safe_return_path(next),
-            "s": sign_in.state,
-            "n": sign_in.nonce,
-            "v": sign_in.code_verifier,
-        }
+        cookie = {"k": "patient", "r": safe_return_path(next), **sign_in.cookie()}
         gateway.cookies.write(response, "oidc", cookie)
         return response
 
     async def callback(
-        self,
-        request: Request,
-        code: str | None = None,
-        state: str | None = None,
-        error: str | None = None,
+        self, request: Request, answer: Annotated[ProviderAnswer, Depends()]
     ) -> Response:
         gateway = self.gateway
-        if (refusal := await self._rate_limited(request)) is not None:
+        if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
         pending = gateway.cookies.read(request, "oidc")
         provider = gateway.portal_provider()
-        failed = gateway.pages.render(views.portal_sign_in_failed_page(_fallback_locale(request)))
+        failed = gateway.pages.render(views.portal_sign_in_failed_page(browser_locale(request)))
         gateway.cookies.clear(failed, "oidc")
         if not pending or pending.get("k") != "patient" or provider is None:
             return failed
-        sign_in = SignInRequest(
-            state=str(pending.get("s")),
-            nonce=str(pending.get("n")),
-            code_verifier=str(pending.get("v")),
-        )
-        if error or not code or state != sign_in.state:
+        sign_in = SignInRequest.from_cookie(pending)
+        code = answer.code_for(sign_in) if sign_in is not None else None
+        if sign_in is None or code is None:
             return failed
         try:
             identity = await gateway.oidc.identity(

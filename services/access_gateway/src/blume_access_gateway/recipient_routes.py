@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from blume_runtime.tenants import PolicyError
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
@@ -20,14 +20,13 @@ from blume_access_gateway.access import (
     SignInNeeded,
     Unavailable,
     denial_reason,
-    sso_provider,
 )
 from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.i18n import from_accept_language
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.links import LinkLookup, token_fingerprint
-from blume_access_gateway.oidc import Identity, OidcError, SignInRequest
+from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
 from blume_access_gateway.pages import Page
-from blume_access_gateway.ratelimit import Verdict
+from blume_access_gateway.sso import sso_provider
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
 CodeField = Annotated[str, Form(max_length=32)]
@@ -46,29 +45,12 @@ def _code_purpose(token: str) -> str:
     return f"code:{token_fingerprint(token)}"
 
 
-def _fallback_locale(request: Request) -> str:
-    return from_accept_language(request.headers.get("accept-language"))
-
-
 def _with_cookies(page: Response, carrier: Response) -> Response:
     """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
     page.raw_headers.extend(
         (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
     )
     return page
-
-
-def _sign_in_cookie(sign_in: SignInRequest) -> dict[str, str]:
-    return {"s": sign_in.state, "n": sign_in.nonce, "v": sign_in.code_verifier}
-
-
-def _sign_in_from_cookie(value: dict[str, Any]) -> SignInRequest | None:
-    try:
-        return SignInRequest(
-            state=str(value["s"]), nonce=str(value["n"]), code_verifier=str(value["v"])
-        )
-    except KeyError:
-        return None
 
 
 class RecipientRoutes:
@@ -89,11 +71,11 @@ class RecipientRoutes:
     async def link_page(self, request: Request, token: str) -> Response:
         """The page the email links to. Scanners fetch it too: it changes nothing."""
         gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
-        if not verdict.allowed:
-            return await self._rate_limited(request, token, verdict)
-        lookup = await gateway.access.open_page(token, client, gateway.request_id())
+        if (refusal := await self._over_link_limit(request, token)) is not None:
+            return refusal
+        lookup = await gateway.access.open_page(
+            token, gateway.client(request), gateway.request_id()
+        )
         if lookup.link is None or not lookup.usable:
             return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
         cookies = Response()
@@ -104,14 +86,12 @@ class RecipientRoutes:
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
         """ "View study" (and "Send a new code"): what happens is the link's policy."""
         gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
-        if not verdict.allowed:
-            return await self._rate_limited(request, token, verdict)
+        if (refusal := await self._over_link_limit(request, token)) is not None:
+            return refusal
         if not gateway.csrf.valid(request, csrf, _link_purpose(token)):
             return await self._csrf_failed(request, token, request.url.path)
         outcome = await gateway.access.press_view(
-            token, client, gateway.access_session(request), gateway.request_id()
+            token, gateway.client(request), gateway.access_session(request), gateway.request_id()
         )
         match outcome:
             case CodeSent(lookup=lookup, challenge_id=challenge_id):
@@ -127,15 +107,13 @@ class RecipientRoutes:
     async def code_page(self, request: Request, token: str) -> Response:
         """Where the code is typed; only the browser that asked for the code gets here."""
         gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
-        if not verdict.allowed:
-            return await self._rate_limited(request, token, verdict)
-        lookup = await gateway.access.check_page(token, client, gateway.request_id())
-        if lookup.link is None or not lookup.usable:
-            return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
-        pending = gateway.cookies.read(request, "otp")
-        if not pending or pending.get("l") != lookup.link.link_id:
+        if (refusal := await self._over_link_limit(request, token)) is not None:
+            return refusal
+        lookup = await gateway.access.check_page(
+            token, gateway.client(request), gateway.request_id()
+        )
+        pending = gateway.cookies.read(request, "otp") or {}
+        if lookup.usable and lookup.link and pending.get("l") != lookup.link.link_id:
             return RedirectResponse(request.url.path.removesuffix("/code"), status_code=303)
         return self._code_page(request, token, lookup)
 
@@ -143,10 +121,8 @@ class RecipientRoutes:
         self, request: Request, token: str, code: CodeField = "", csrf: CsrfField = None
     ) -> Response:
         gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
-        if not verdict.allowed:
-            return await self._rate_limited(request, token, verdict)
+        if (refusal := await self._over_link_limit(request, token)) is not None:
+            return refusal
         link_path = request.url.path.removesuffix("/code")
         if not gateway.csrf.valid(request, csrf, _code_purpose(token)):
             return await self._csrf_failed(request, token, link_path)
@@ -154,7 +130,7 @@ class RecipientRoutes:
         if not pending or not isinstance(pending.get("c"), str):
             return RedirectResponse(link_path, status_code=303)
         outcome = await gateway.access.enter_code(
-            token, pending["c"], code, client, gateway.request_id()
+            token, pending["c"], code, gateway.client(request), gateway.request_id()
         )
         if isinstance(outcome, Refused) and outcome.reason in ("wrong_code", "code_expired"):
             return self._code_page(request, token, outcome.lookup, outcome, status_code=400)
@@ -163,25 +139,18 @@ class RecipientRoutes:
         return self._answer(request, outcome)
 
     async def sso_callback(
-        self,
-        request: Request,
-        code: str | None = None,
-        state: str | None = None,
-        error: str | None = None,
+        self, request: Request, answer: Annotated[ProviderAnswer, Depends()]
     ) -> Response:
         """The organisation's identity provider sends the recipient back here."""
         gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.address_request(client.client_ip)
-        if not verdict.allowed:
-            page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
-            return gateway.pages.render(page)
+        if (refusal := await gateway.over_address_limit(request)) is not None:
+            return refusal
         pending = gateway.cookies.read(request, "oidc")
         if not pending or pending.get("k") != "link":
-            return gateway.pages.render(views.sign_in_failed_page(_fallback_locale(request)))
-        identity = None if error or not code else await self._identity(pending, state, code)
+            return gateway.pages.render(views.sign_in_failed_page(browser_locale(request)))
+        identity = await self._identity(pending, answer)
         outcome = await gateway.access.finish_sign_in(
-            str(pending.get("l")), identity, client, gateway.request_id()
+            str(pending.get("l")), identity, gateway.client(request), gateway.request_id()
         )
         response = self._answer(request, outcome)
         gateway.cookies.clear(response, "oidc")
@@ -189,13 +158,12 @@ class RecipientRoutes:
 
     # Steps -------------------------------------------------------------------------------
 
-    async def _identity(
-        self, pending: dict[str, Any], state: str | None, code: str
-    ) -> Identity | None:
+    async def _identity(self, pending: dict[str, Any], answer: ProviderAnswer) -> Identity | None:
         """Who signed in, if the round trip is this browser's own and the provider agrees."""
-        sign_in = _sign_in_from_cookie(pending)
+        sign_in = SignInRequest.from_cookie(pending)
+        code = answer.code_for(sign_in) if sign_in is not None else None
         policy = self.gateway.policies.get(str(pending.get("t")))
-        if sign_in is None or state != sign_in.state or policy is None or policy.sso is None:
+        if sign_in is None or code is None or policy is None or policy.sso is None:
             return None
         try:
             return await self.gateway.oidc.identity(
@@ -219,7 +187,7 @@ class RecipientRoutes:
             )
             return self._answer(request, failed)
         response = RedirectResponse(url, status_code=303)
-        cookie = {"k": "link", "l": link.link_id, "t": link.tenant_id, **_sign_in_cookie(sign_in)}
+        cookie = {"k": "link", "l": link.link_id, "t": link.tenant_id, **sign_in.cookie()}
         gateway.cookies.write(response, "oidc", cookie)
         return response
 
@@ -241,24 +209,29 @@ class RecipientRoutes:
         page = views.refusal_page(
             outcome.lookup,
             outcome.reason,
-            fallback_locale=_fallback_locale(request),
+            fallback_locale=browser_locale(request),
             retry_after=outcome.retry_after_seconds,
         )
         return self.gateway.pages.render(page)
 
-    async def _rate_limited(self, request: Request, token: str, verdict: Verdict) -> Response:
+    async def _over_link_limit(self, request: Request, token: str) -> Response | None:
+        """The 429 page when this client or this link is over its rate (the refusal audited,
+        within its own limit); None while both are within theirs."""
         gateway = self.gateway
         client = gateway.client(request)
+        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
+        if verdict.allowed:
+            return None
         if await gateway.limits.may_record_denial(client.client_ip, token_fingerprint(token)):
             await gateway.access.refuse(token, client, "rate_limited", gateway.request_id())
-        page = views.rate_limited_page(_fallback_locale(request), verdict.retry_after_seconds)
+        page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
         return gateway.pages.render(page)
 
     async def _csrf_failed(self, request: Request, token: str, back_to: str) -> Response:
         gateway = self.gateway
         client = gateway.client(request)
         lookup = await gateway.access.refuse(token, client, "csrf", gateway.request_id())
-        locale = lookup.link.locale if lookup.link else _fallback_locale(request)
+        locale = lookup.link.locale if lookup.link else browser_locale(request)
         return gateway.pages.render(views.csrf_page(locale, back_to))
 
     def _code_page(

@@ -48,22 +48,23 @@ def _sender(link: SecureLink) -> dict[str, str]:
 
 
 def message_page(
-    title_key: str,
-    body: list[str],
-    *,
+    key: str,
     status_code: int,
     help_topic: str,
+    *,
     locale: str,
+    body: str = "body",
     action: Action | None = None,
     headers: dict[str, str] | None = None,
 ) -> Page:
+    """A page of one message: the title ``<key>.title`` over the paragraph ``<key>.<body>``."""
     return Page(
         "message.html",
-        title_key,
+        f"{key}.title",
         help_topic,
         locale=locale,
         status_code=status_code,
-        context={"body": body, "action": action},
+        context={"body": [f"{key}.{body}"], "action": action},
         headers=headers or {},
     )
 
@@ -116,13 +117,7 @@ def refusal_page(
     """The page for a refused link: 404 unknown, 410 expired/revoked/used up, 403 others."""
     link = lookup.link
     if link is None or reason == "unknown":
-        return message_page(
-            "unknown.title",
-            ["unknown.body"],
-            status_code=404,
-            help_topic=HELP_NOT_FOUND,
-            locale=fallback_locale,
-        )
+        return message_page("unknown", 404, HELP_NOT_FOUND, locale=fallback_locale)
     who = _sender(link)
     if reason == "rate_limited":
         return rate_limited_page(link.locale, retry_after)
@@ -150,17 +145,14 @@ def refusal_page(
             status_code=403,
             context={"body": [f"{reason}.body"], "values": who, "action": None},
         )
-    return message_page(
-        "error.title", ["error.body"], status_code=403, help_topic=HELP_ERROR, locale=link.locale
-    )
+    return message_page("error", 403, HELP_ERROR, locale=link.locale)
 
 
 def rate_limited_page(locale: str, retry_after: int) -> Page:
     page = message_page(
-        "rate_limited.title",
-        ["rate_limited.body"],
-        status_code=429,
-        help_topic=HELP_RATE_LIMITED,
+        "rate_limited",
+        429,
+        HELP_RATE_LIMITED,
         locale=locale,
         headers={"Retry-After": str(max(1, retry_after))},
     )
@@ -170,62 +162,31 @@ def rate_limited_page(locale: str, retry_after: int) -> Page:
 
 def csrf_page(locale: str, back_url: str) -> Page:
     return message_page(
-        "csrf.title",
-        ["csrf.body"],
-        status_code=403,
-        help_topic=HELP_LINK,
-        locale=locale,
-        action=Action("csrf.action", back_url),
+        "csrf", 403, HELP_LINK, locale=locale, action=Action("csrf.action", back_url)
     )
 
 
 def unavailable_page(link: SecureLink) -> Page:
-    page = message_page(
-        "unavailable.title",
-        ["unavailable.body"],
-        status_code=503,
-        help_topic=HELP_ERROR,
-        locale=link.locale,
-    )
+    page = message_page("unavailable", 503, HELP_ERROR, locale=link.locale)
     page.context["values"] = _sender(link)
     return page
 
 
 def sign_in_failed_page(locale: str) -> Page:
     """A sign-in that came back to no round trip of this browser's (no link known)."""
-    return message_page(
-        "sso_failed.title",
-        ["sso_failed.again"],
-        status_code=403,
-        help_topic=HELP_SSO,
-        locale=locale,
-    )
+    return message_page("sso_failed", 403, HELP_SSO, locale=locale, body="again")
 
 
 def error_page(locale: str) -> Page:
-    return message_page(
-        "error.title", ["error.body"], status_code=500, help_topic=HELP_ERROR, locale=locale
-    )
+    return message_page("error", 500, HELP_ERROR, locale=locale)
 
 
 def not_found_page(locale: str) -> Page:
-    return message_page(
-        "not_found.title",
-        ["not_found.body"],
-        status_code=404,
-        help_topic=HELP_NOT_FOUND,
-        locale=locale,
-    )
+    return message_page("not_found", 404, HELP_NOT_FOUND, locale=locale)
 
 
 def bad_request_page(locale: str) -> Page:
-    return message_page(
-        "bad_request.title",
-        ["bad_request.body"],
-        status_code=400,
-        help_topic=HELP_ERROR,
-        locale=locale,
-    )
+    return message_page("bad_request", 400, HELP_ERROR, locale=locale)
 
 
 def study_page(study: StudyView, organisation: str) -> Page:
@@ -239,43 +200,19 @@ def study_page(study: StudyView, organisation: str) -> Page:
 
 
 def study_not_found_page(locale: str) -> Page:
-    return message_page(
-        "blume.not_found.title",
-        ["blume.not_found.body"],
-        status_code=404,
-        help_topic=HELP_BLUME,
-        locale=locale,
-    )
+    return message_page("blume.not_found", 404, HELP_BLUME, locale=locale)
 
 
 def portal_home_page(locale: str) -> Page:
-    return message_page(
-        "blume.home.title",
-        ["blume.home.body"],
-        status_code=200,
-        help_topic=HELP_BLUME,
-        locale=locale,
-    )
+    return message_page("blume.home", 200, HELP_BLUME, locale=locale)
 
 
 def portal_sign_in_unavailable_page(locale: str) -> Page:
-    return message_page(
-        "blume.sign_in_unavailable.title",
-        ["blume.sign_in_unavailable.body"],
-        status_code=503,
-        help_topic=HELP_BLUME_SIGN_IN,
-        locale=locale,
-    )
+    return message_page("blume.sign_in_unavailable", 503, HELP_BLUME_SIGN_IN, locale=locale)
 
 
 def portal_sign_in_failed_page(locale: str) -> Page:
-    return message_page(
-        "blume.sign_in_failed.title",
-        ["blume.sign_in_failed.body"],
-        status_code=403,
-        help_topic=HELP_BLUME_SIGN_IN,
-        locale=locale,
-    )
+    return message_page("blume.sign_in_failed", 403, HELP_BLUME_SIGN_IN, locale=locale)
 
 
 def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:

@@ -33,11 +33,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import RecordFilter, append_entries, find, prepare, record_as_json
-from blume_audit_sink.disclosures import accounting
+from blume_audit_sink.append import append_entries
+from blume_audit_sink.disclosures import DisclosureRequest, accounting
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import fhir_bundle, fhir_json
+from blume_audit_sink.search import RecordFilter, find, record_as_json
 from blume_audit_sink.settings import AuditSettings
-from blume_audit_sink.verification import verify_store
+from blume_audit_sink.verify import verify_store
 
 log = structlog.get_logger("audit_api")
 
@@ -222,25 +224,14 @@ def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> F
 
     @app.get("/v1/disclosures")
     async def disclosures(
-        request: Request,
-        caller: Caller,
-        tenant: str,
-        patient_mrn: str,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        include_to_patient: bool = False,
+        request: Request, caller: Caller, wanted: Annotated[DisclosureRequest, Depends()]
     ) -> dict[str, Any]:
         """The accounting of disclosures (HIPAA 164.528) for one patient."""
-        filters = {"patient_mrn": patient_mrn, "since": since, "until": until}
-        async with audited_read(request, caller, tenant, _jsonable(filters)) as (session, outcome):
-            report = await accounting(
-                session,
-                tenant=tenant,
-                patient_mrn=patient_mrn,
-                since=since,
-                until=until,
-                include_to_patient=include_to_patient,
-            )
+        filters = _jsonable(
+            {"patient_mrn": wanted.patient_mrn, "since": wanted.since, "until": wanted.until}
+        )
+        async with audited_read(request, caller, wanted.tenant, filters) as (session, outcome):
+            report = await accounting(session, wanted)
             outcome["returned"] = len(report.disclosures)
         return report.as_json()
 

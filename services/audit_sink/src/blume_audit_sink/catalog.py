@@ -132,10 +132,6 @@ def disclosure_types() -> list[str]:
     return sorted(name for name, entry in CATALOG.items() if entry.disclosure)
 
 
-def access_types() -> list[str]:
-    return sorted(name for name, entry in CATALOG.items() if entry.access)
-
-
 # ------------------------------------------------------------------ reading the event data
 
 

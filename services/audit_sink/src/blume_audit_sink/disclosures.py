@@ -27,9 +27,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import RecordFilter
 from blume_audit_sink.export import records_matching
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.search import RecordFilter
 
 SIX_YEARS: Final = timedelta(days=6 * 365 + 2)
 TO_THE_PATIENT: Final = frozenset({"share.blume.published"})
@@ -145,27 +145,33 @@ def _disclosure(record: AuditRecord, context: dict[str, Any]) -> Disclosure:
     )
 
 
-async def accounting(
-    session: AsyncSession,
-    *,
-    tenant: str,
-    patient_mrn: str,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    include_to_patient: bool = False,
-) -> DisclosureReport:
+@dataclass(frozen=True, slots=True)
+class DisclosureRequest:
+    """Whose accounting, over which period; the fields are also the API's query parameters."""
+
+    tenant: str
+    patient_mrn: str
+    since: datetime | None = None
+    """Default: six years back, the period HIPAA 164.528 gives the patient a right to."""
+    until: datetime | None = None
+    include_to_patient: bool = False
+    """Also list publications into the patient's own Blume record."""
+
+
+async def accounting(session: AsyncSession, wanted: DisclosureRequest) -> DisclosureReport:
     now = utcnow()
-    since = as_utc(since) if since is not None else now - SIX_YEARS
-    until = as_utc(until) if until is not None else now
+    since = as_utc(wanted.since) if wanted.since is not None else now - SIX_YEARS
+    until = as_utc(wanted.until) if wanted.until is not None else now
     types = tuple(
         name
         for name in catalog.disclosure_types()
-        if include_to_patient or name not in TO_THE_PATIENT
+        if wanted.include_to_patient or name not in TO_THE_PATIENT
     )
-    wanted = RecordFilter(
+    tenant, patient_mrn = wanted.tenant, wanted.patient_mrn
+    selected = RecordFilter(
         tenant_id=tenant, patient_mrn=patient_mrn, event_types=types, since=since, until=until
     )
-    records = [record async for record in records_matching(session, wanted)]
+    records = [record async for record in records_matching(session, selected)]
     context = await _share_context(session, tenant, {r.share_id for r in records if r.share_id})
     return DisclosureReport(
         tenant=tenant,

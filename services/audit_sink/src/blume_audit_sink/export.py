@@ -27,8 +27,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink import catalog
-from blume_audit_sink.chain import RecordFilter, apply_filter, record_as_json
 from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.search import RecordFilter, apply_filter, record_as_json
 
 _IDS: Final = uuid.UUID("3b8f5c1e-9d8a-4d7e-8a43-6f0a3c1d2e71")
 

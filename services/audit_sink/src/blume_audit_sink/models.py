@@ -14,7 +14,7 @@ in batches (see ``sealer.py``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from blume_runtime.db import UtcDateTime, timestamp_column, utcnow
 from sqlalchemy import BigInteger, Index, Integer, SmallInteger, Text, UniqueConstraint
@@ -28,6 +28,20 @@ GENESIS_HASH = "0" * HASH_LENGTH
 _TOKEN_LENGTH = 256
 
 
+def _chain_key() -> Any:
+    """The chain (tenant) id, as the first part of a table's key."""
+    return Field(primary_key=True, max_length=_TOKEN_LENGTH)
+
+
+def _seq_key() -> Any:
+    """A position in a chain, as part of a table's key: numbered by the sink, not the database."""
+    return Field(primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False})
+
+
+def _sha256_hex() -> Any:
+    return Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+
+
 class AuditRecord(SQLModel, table=True):
     """One event as the compliance record keeps it: secrets replaced by fingerprints."""
 
@@ -38,11 +52,9 @@ class AuditRecord(SQLModel, table=True):
         UniqueConstraint("event_id", "event_source", name="uq_audit_records_event"),
     )
 
-    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    chain_id: str = _chain_key()
     """The tenant id: tenants append to their own chains without waiting for each other."""
-    seq: int = Field(
-        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
-    )
+    seq: int = _seq_key()
     """1, 2, 3... within the chain."""
     event_id: str = Field(max_length=_TOKEN_LENGTH)
     event_source: str = Field(max_length=_TOKEN_LENGTH)
@@ -55,11 +67,11 @@ class AuditRecord(SQLModel, table=True):
     study_uid: str | None = Field(default=None, max_length=_TOKEN_LENGTH, index=True)
     payload: str = Field(sa_type=Text)
     """Canonical JSON of the event's data, secrets replaced by fingerprints."""
-    prev_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
-    hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    prev_hash: str = _sha256_hex()
+    hash: str = _sha256_hex()
 
     # Added by migration 0002. Rows written before it have hash_version 1 and no values here;
-    # their hash covers the columns above only (see chain.HASHED_COLUMNS_BY_VERSION).
+    # their hash covers the columns above only (see hashing.HASHED_COLUMNS_BY_VERSION).
     hash_version: int = Field(default=2, sa_type=SmallInteger)
     event_code: str | None = Field(default=None, max_length=200)
     """The DICOM/IHE event code as a FHIR token, ``system|code``."""
@@ -84,10 +96,10 @@ class AuditChainHead(SQLModel, table=True):
 
     __tablename__ = "audit_chain_heads"
 
-    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    chain_id: str = _chain_key()
     seq: int = Field(sa_type=BigInteger)
     """0 for a chain with no record yet."""
-    hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    hash: str = _sha256_hex()
 
 
 class AuditPending(SQLModel, table=True):
@@ -106,7 +118,7 @@ class AuditPending(SQLModel, table=True):
     event_id: str = Field(max_length=_TOKEN_LENGTH)
     received_at: datetime = timestamp_column()
     entry: str = Field(sa_type=Text)
-    """The prepared record as JSON (``chain.Entry``): secrets already fingerprinted."""
+    """The prepared record as JSON (``entry.Entry``): secrets already fingerprinted."""
 
 
 class AuditCheckpoint(SQLModel, table=True):
@@ -114,16 +126,14 @@ class AuditCheckpoint(SQLModel, table=True):
 
     __tablename__ = "audit_checkpoints"
 
-    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
-    seq: int = Field(
-        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
-    )
-    head_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    chain_id: str = _chain_key()
+    seq: int = _seq_key()
+    head_hash: str = _sha256_hex()
     count: int = Field(sa_type=BigInteger)
     created_at: datetime = timestamp_column()
     key_id: str = Field(max_length=64)
     previous_digest: str | None = Field(default=None, max_length=HASH_LENGTH)
-    digest: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    digest: str = _sha256_hex()
     """SHA-256 of the signed payload: the next checkpoint of the chain names it."""
     document: str = Field(sa_type=Text)
     """The checkpoint file's exact content (payload and signature)."""
@@ -134,11 +144,9 @@ class AuditPurge(SQLModel, table=True):
 
     __tablename__ = "audit_purges"
 
-    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
-    through_seq: int = Field(
-        primary_key=True, sa_type=BigInteger, sa_column_kwargs={"autoincrement": False}
-    )
-    through_hash: str = Field(min_length=HASH_LENGTH, max_length=HASH_LENGTH)
+    chain_id: str = _chain_key()
+    through_seq: int = _seq_key()
+    through_hash: str = _sha256_hex()
     """The checkpoint's head hash at ``through_seq``: the next kept row links to it."""
     purged_rows: int = Field(sa_type=BigInteger)
     purged_at: datetime = timestamp_column()
@@ -155,7 +163,7 @@ class AuditRetention(SQLModel, table=True):
 
     __tablename__ = "audit_retention"
 
-    chain_id: str = Field(primary_key=True, max_length=_TOKEN_LENGTH)
+    chain_id: str = _chain_key()
     effective_at: datetime = Field(primary_key=True, sa_type=UtcDateTime, default_factory=utcnow)
     retention_days: int
     set_by: str = Field(max_length=128)

@@ -29,8 +29,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.chain import Entry, append_entries, prepare
+from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
+from blume_audit_sink.entry import Entry, prepare
 from blume_audit_sink.models import AuditPending
 
 log = structlog.get_logger("audit_sink")

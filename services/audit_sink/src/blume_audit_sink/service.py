@@ -7,9 +7,10 @@ from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 
-from blume_audit_sink.checkpoints import Cadence, signing_key
+from blume_audit_sink.checkpoints import Cadence
 from blume_audit_sink.sealer import ChainSealer, stage
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
+from blume_audit_sink.signing_keys import signing_key
 
 NAME = "audit_sink"
 

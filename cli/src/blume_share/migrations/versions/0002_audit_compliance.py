@@ -17,6 +17,10 @@ On SQLite (the embedded default) there are no roles; the same triggers use RAISE
 Careful in later migrations: Alembic's batch mode on SQLite rebuilds a table and drops its
 triggers. Alter audit tables with plain operations, or recreate the triggers.
 
+Over 400 lines on purpose: the tables, roles, grants and triggers protect each other and
+must land in one revision (half of them would leave the store writable), and a released
+migration is history that is never edited or split.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29 05:10:00.000000

@@ -1,0 +1,152 @@
+"""What an event becomes in the audit store: secrets fingerprinted, classified, keys pulled out.
+
+``prepare`` runs when the sink receives an event; the ``Entry`` it makes is staged as JSON
+and chained later by ``append``. Nothing secret survives this step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from blume_contracts.envelope import RawEvent
+from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
+from blume_contracts.sensitivity import Sensitivity
+from blume_runtime.db import as_utc, utcnow
+from pydantic_core import to_jsonable_python
+
+from blume_audit_sink import catalog
+from blume_audit_sink.hashing import canonical_json
+
+# Values copied into the indexed columns. Anything else (data that broke its contract can
+# hold any JSON) stays in the payload only, so a bad value can never fail the insert.
+_INDEXABLE = re.compile(r"^[\x21-\x7e]{1,256}$")
+
+
+def _indexable(value: Any) -> str | None:
+    return value if isinstance(value, str) and _INDEXABLE.match(value) else None
+
+
+def _study_uid(data: Any) -> str | None:
+    """``data.study.study_instance_uid`` (a send request) or ``data.study_instance_uid``."""
+    if not isinstance(data, dict):
+        return None
+    study = data.get("study")
+    if isinstance(study, dict) and "study_instance_uid" in study:
+        return _indexable(study["study_instance_uid"])
+    return _indexable(data.get("study_instance_uid"))
+
+
+def requested_share_id(source: str, event_id: str) -> str:
+    """The id the dispatcher gives the share a ``study.send.requested`` creates.
+
+    The dispatcher derives it from the request's dedupe key (``share_id_for``); recording it
+    on the request itself gives a share's whole trail one key, so its first record holds the
+    patient and study. A test pins this to the dispatcher's function.
+    """
+    digest = hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()
+    return f"shr_{digest[:32]}"
+
+
+def _share_id(event: RawEvent, data: Any) -> str | None:
+    if event.type == "study.send.requested":
+        return requested_share_id(event.source, event.id)
+    return _indexable(data.get("share_id")) if isinstance(data, dict) else None
+
+
+@dataclass(slots=True)
+class Entry:
+    """An event made ready for the chain: secrets fingerprinted, classified, keys extracted.
+
+    Staged as JSON until the sealer appends it; ``seq`` and the hashes come at append time.
+    """
+
+    chain_id: str
+    event_id: str
+    event_source: str
+    event_type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    share_id: str | None
+    correlation_id: str
+    study_uid: str | None
+    payload: str
+    event_code: str
+    action: str
+    outcome: str
+    patient_mrn: str | None
+    sender_user_id: str | None
+    recipient_email: str | None
+    agents: str
+
+    def to_json(self) -> str:
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values["occurred_at"] = self.occurred_at.isoformat()
+        values["recorded_at"] = self.recorded_at.isoformat()
+        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+    @staticmethod
+    def share_id_json(share_id: str) -> str:
+        """How ``to_json`` writes ``share_id``: the text a staged entry of that share contains.
+
+        Inside ``payload`` and ``agents`` (JSON strings themselves) the quotes are escaped,
+        so only the entry's own share id matches.
+        """
+        return f'"share_id":{json.dumps(share_id, ensure_ascii=False)}'
+
+    @classmethod
+    def from_json(cls, text: str) -> Entry:
+        values = json.loads(text)
+        values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
+        values["recorded_at"] = datetime.fromisoformat(values["recorded_at"])
+        return cls(**values)
+
+
+_SECRET_KEYS: Final = tuple(
+    f'"{name}":' for name, marking in SENSITIVE_FIELDS.items() if marking is Sensitivity.SECRET
+)
+
+
+def _protected(data: Any) -> tuple[Any, str]:
+    """The data with secrets fingerprinted, and its canonical JSON.
+
+    Most events carry no secret at all: when no secret field's name appears as a key in
+    the JSON text, fingerprinting would change nothing and the walk through the data is
+    skipped.
+    """
+    text = canonical_json(data)
+    if not any(key in text for key in _SECRET_KEYS):
+        return data, text
+    protected = protect_for_audit(data)
+    return protected, canonical_json(protected)
+
+
+def prepare(event: RawEvent, *, received_at: datetime | None = None) -> Entry:
+    """``event`` as the audit store keeps it; nothing secret survives this step."""
+    data, payload = _protected(to_jsonable_python(event.data))
+    kind = catalog.classify(event.type)
+    agents = catalog.agents_of(data)
+    return Entry(
+        chain_id=event.tenantid,
+        event_id=event.id,
+        event_source=event.source,
+        event_type=event.type,
+        # SQLite drops the offset when it stores a timestamp: store UTC so it reads back equal.
+        occurred_at=as_utc(event.time),
+        recorded_at=received_at or utcnow(),
+        share_id=_share_id(event, data),
+        correlation_id=event.correlationid,
+        study_uid=_study_uid(data),
+        payload=payload,
+        event_code=kind.code.token,
+        action=kind.action.value,
+        outcome=kind.outcome.value,
+        patient_mrn=_indexable(catalog.patient_mrn_of(data)),
+        sender_user_id=_indexable(catalog.role_of(agents, "sender").get("user_id")),
+        recipient_email=_indexable(catalog.recipient_email_of(agents)),
+        agents=canonical_json(agents),
+    )
