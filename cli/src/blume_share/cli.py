@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import typer
 from blume_access_gateway.settings import GatewayConfigError
+from blume_runtime.app import BrokerIdentityError
+from blume_runtime.ops import OpsPortInUseError
 from cryptography.fernet import Fernet
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -92,6 +94,8 @@ def run(
         report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
     except GatewayConfigError as error:
         fail(f"access gateway: {error}", EXIT_UNAVAILABLE)
+    except (OpsPortInUseError, BrokerIdentityError) as error:
+        fail(str(error), EXIT_UNAVAILABLE)
     if report is not None:
         _print_idle_report(report)
         if not report.audit.ok:
