@@ -720,8 +720,7 @@ def render_report(
         f"    Python                        {platform.python_version()} "
         f"({platform.python_implementation()}), {os.cpu_count()} CPUs, {platform.system()} "
         f"{platform.machine()}",
-        f"    faststream / aio-pika / aiormq  {_version('faststream')} / "
-        f"{_version('aio-pika')} / {_version('aiormq')}",
+        f"    aio-pika / aiormq             {_version('aio-pika')} / {_version('aiormq')}",
         "",
         "  throughput = N / (last completion - first publish); latency = completion - publish",
         "  of the same message; product completion = SMTP server accepted the share's email.",
