@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from blume_share import operations
 from blume_share.audit_cli import audit_app
+from blume_share.broker_cli import broker_app
 from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
@@ -228,6 +229,7 @@ def keygen() -> None:
 app.add_typer(audit_app, name="audit")
 app.add_typer(patients_app, name="patients")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(broker_app, name="broker")
 
 
 def main() -> None:

@@ -14,10 +14,8 @@ from dataclasses import dataclass, field
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
-from blume_contracts.registry import EVENTS, UPSTREAM
+from blume_contracts.registry import EVENTS, OPS, UPSTREAM
 
-OPS: Final = "ops"
-"""The operator tools (``blume-share dlq``, ``blume-share revoke``) publish as this name."""
 EMBEDDED_SERVICE_USER: Final = "blume-share"
 """The in-memory broker's identity for the runtime's own services."""
 DEFAULT_AMQP_USER: Final = "guest"

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     """How often lost consumers are looked for and re-attached."""
     outbox_max_age_seconds: float = 60.0
     """``/readyz`` fails while an unpublished outbox row is older than this."""
+    operator: str | None = None
+    """``BLUME_OPERATOR``: who runs ops commands, recorded in their audit events as
+    self-asserted (the OS account is recorded from the OS itself)."""
 
     @field_validator("broker_users")
     @classmethod
