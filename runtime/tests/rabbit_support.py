@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+import aio_pika
 import pika
 from blume_runtime.broker_definitions import definitions
 from blume_runtime.broker_users import BrokerUsers
@@ -94,6 +98,27 @@ async def consuming(
         await transport.stop()
 
 
+@asynccontextmanager
+async def audit_observer(
+    amqp_url: str,
+) -> AsyncIterator[Callable[[], Awaitable[list[dict[str, Any]]]]]:
+    """A queue bound to ``ops.#`` (as the audit sink's ``#`` would be): the ops events."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange("blume.share", "topic", durable=True)
+        queue = await channel.declare_queue(exclusive=True)
+        await queue.bind(exchange, "ops.#")
+        seen: list[dict[str, Any]] = []
+
+        async def drain() -> list[dict[str, Any]]:
+            while (found := await queue.get(no_ack=True, fail=False)) is not None:
+                seen.append(json.loads(found.body))
+            return seen
+
+        yield drain
+
+
 async def collect(
     amqp_url: str, spec: QueueSpec, settle: Settle, count: int, *messages: OutgoingMessage
 ) -> list[Delivery]:
@@ -150,28 +175,43 @@ class BrokerUsersOnVhost:
         return BrokerUsers(self.user(connecting_as), mapping)
 
 
+def password_hash(password: str) -> str:
+    """RabbitMQ's salted SHA-256 (``rabbit_password_hashing_sha256``), as definitions hold it."""
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
+
+
 @asynccontextmanager
 async def shipped_users(amqp_url: str) -> AsyncIterator[BrokerUsersOnVhost]:
-    """Import ``blume-share broker definitions`` for the test vhost; delete its users after."""
+    """Import ``blume-share broker definitions`` for the test vhost; delete its users after.
+
+    The shipped document has no passwords; here each user gets a random one (as an operator
+    would set them from the secret store) so that the test can log in as it.
+    """
     suffix = f"-t{uuid.uuid4().hex[:8]}"
     document = definitions(vhost_of(amqp_url), user_suffix=suffix)
-    names = [user["name"].removesuffix(suffix) for user in document["users"]]
-    passwords = {name: uuid.uuid4().hex for name in names}
+    passwords: dict[str, str] = {}
+    for user in document["users"]:
+        password = uuid.uuid4().hex
+        passwords[user["name"].removesuffix(suffix)] = password
+        user["password_hash"] = password_hash(password)
     rabbitmqctl("import_definitions", input_text=json.dumps(document))
     try:
         await _until_imported(vhost_of(amqp_url))
-        for name in names:
-            rabbitmqctl("change_password", name + suffix, passwords[name])
         yield BrokerUsersOnVhost(amqp_url, suffix, passwords)
     finally:
-        for name in names:
-            await asyncio.to_thread(
-                subprocess.run,
-                ["rabbitmqctl", "-q", "delete_user", name + suffix],
-                capture_output=True,
-                timeout=60,
-                check=False,
+        deletions = [
+            await asyncio.create_subprocess_exec(
+                "rabbitmqctl",
+                "-q",
+                "delete_user",
+                name + suffix,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
             )
+            for name in passwords
+        ]
+        await asyncio.gather(*(deletion.wait() for deletion in deletions))
 
 
 async def _until_imported(vhost: str) -> None:

@@ -333,6 +333,13 @@ class InMemoryTransport(Transport):
     def idle(self) -> bool:
         return self._unsettled == 0 and self._pending_retries == 0
 
+    async def wait_idle(self, *, poll_seconds: float = 0.01) -> None:
+        """Return once nothing is queued, being handled or waiting to be retried."""
+        while True:
+            if self.idle:
+                return
+            await asyncio.sleep(poll_seconds)
+
     def consumer_states(self) -> dict[str, bool]:
         running = bool(self._tasks) and not any(task.done() for task in self._tasks)
         return dict.fromkeys(self._queues, running)
