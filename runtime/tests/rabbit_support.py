@@ -49,6 +49,23 @@ def queue_rows(amqp_url: str, *columns: str) -> dict[str, list[str]]:
     return {row[0]: row[1:] for row in rows}
 
 
+async def depth(amqp_url: str, queue: str) -> int:
+    """Messages ready in ``queue``, as the broker answers a passive declare (no stats lag)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def until_depth(amqp_url: str, queue: str, expected: int, *, within: float) -> None:
+    async with asyncio.timeout(within):
+        while True:
+            if await depth(amqp_url, queue) == expected:
+                return
+            await asyncio.sleep(0.1)
+
+
 async def ack(delivery: Delivery) -> None:
     await delivery.ack()
 

@@ -174,7 +174,9 @@ class _RabbitDelivery(Delivery):
             return False
         headers = wire.foreign_headers(self._message.header.properties.headers)
         headers.update(
-            (key, value) for key, value in self.headers.items() if key in wire.OURS - {wire.X_DEATH}
+            (key, value)
+            for key, value in self.headers.items()
+            if key in wire.OURS - {wire.X_DEATH, wire.DELIVERY_COUNT}
         )
         await self._settle(delay_key(tier_for(remaining, self._transport.tiers)), headers)
         return True

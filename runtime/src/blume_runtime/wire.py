@@ -27,6 +27,8 @@ SERVICE: Final = "x-blume-service"
 DUE_AT: Final = "x-blume-due-at"
 """When a retry longer than the largest delay tier is due: it waits in more than one tier."""
 X_DEATH: Final = "x-death"
+DELIVERY_COUNT: Final = "x-delivery-count"
+"""Set by a quorum queue on redelivery; stale once the message is republished elsewhere."""
 
 OURS: Final = frozenset(
     {
@@ -40,6 +42,7 @@ OURS: Final = frozenset(
         SERVICE,
         DUE_AT,
         X_DEATH,
+        DELIVERY_COUNT,
     }
 )
 """Headers we write (or the broker writes) ourselves; never copied from an incoming message."""
