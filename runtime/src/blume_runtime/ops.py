@@ -28,6 +28,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from blume_runtime import metrics
 from blume_runtime.db import Database, OutboxMessage
@@ -67,6 +68,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _Exposition:
+    """prometheus-client's ASGI app as a route (Starlette calls a plain function as a
+    request handler, and a mount would redirect ``/metrics`` to ``/metrics/``)."""
+
+    def __init__(self) -> None:
+        self._app = prometheus_client.make_asgi_app()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
 class OpsServer:
     def __init__(
         self, settings: Settings, transport: Transport, db: Database, names: Sequence[str]
@@ -82,7 +94,7 @@ class OpsServer:
             routes=[
                 Route("/healthz", self._healthz),
                 Route("/readyz", self._readyz),
-                Route("/metrics", prometheus_client.make_asgi_app()),
+                Route("/metrics", _Exposition()),
             ]
         )
         self._server = ServerWithoutSignals(
