@@ -146,7 +146,7 @@ async def collect(
         return await received.wait_for(count)
 
 
-def publish_raw(
+async def publish_raw(
     amqp_url: str,
     routing_key: str,
     body: bytes,
@@ -155,13 +155,17 @@ def publish_raw(
     exchange: str = "blume.share",
 ) -> None:
     """Publish with pika (an independent client), confirmed; any properties, any body."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        channel = connection.channel()
-        channel.confirm_delivery()
-        channel.basic_publish(exchange, routing_key, body, properties or pika.BasicProperties())
-    finally:
-        connection.close()
+
+    def publish() -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            channel.basic_publish(exchange, routing_key, body, properties or pika.BasicProperties())
+        finally:
+            connection.close()
+
+    await asyncio.to_thread(publish)
 
 
 def url_for(amqp_url: str, user: str, password: str) -> str:

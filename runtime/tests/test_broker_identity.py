@@ -7,6 +7,7 @@ Each test imports ``blume-share broker definitions`` into its own vhost with suf
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 
 import aio_pika
 import pytest
@@ -19,6 +20,9 @@ from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 
 from runtime.tests.rabbit_support import (
     BrokerUsersOnVhost,
+    Received,
+    Settle,
+    ack,
     audit_observer,
     consuming,
     shipped_users,
@@ -34,6 +38,19 @@ OPERATOR = Operator(os_user="tester", asserted=None, host="test-host")
 async def broker(amqp_url: str) -> AsyncIterator[BrokerUsersOnVhost]:
     async with shipped_users(amqp_url) as users:
         yield users
+
+
+def dispatcher(
+    broker: BrokerUsersOnVhost, settle: Settle
+) -> AbstractAsyncContextManager[tuple[RabbitTransport, Received]]:
+    """The dispatcher's transport, connected as its own user with the shared user map."""
+    return consuming(
+        broker.url("share_dispatcher"),
+        DISPATCHER,
+        settle,
+        users=broker.users("share_dispatcher"),
+        max_delay_seconds=2,
+    )
 
 
 async def publish_as(broker: BrokerUsersOnVhost, name: str, message: OutgoingMessage) -> None:
@@ -73,13 +90,7 @@ async def test_a_service_runs_under_its_own_user(broker: BrokerUsersOnVhost) -> 
         else:
             await delivery.dead_letter(DeadLetterCause.EXHAUSTED, error_class="database")
 
-    async with consuming(
-        broker.url("share_dispatcher"),
-        DISPATCHER,
-        retry_then_dead_letter,
-        users=broker.users("share_dispatcher"),
-        max_delay_seconds=2,
-    ) as (transport, received):
+    async with dispatcher(broker, retry_then_dead_letter) as (transport, received):
         await publish_as(broker, "omegaai", request("req-1"))
         await transport.publish(OutgoingMessage("share.accepted", b"{}", "accepted-1"))
         first, again = await received.wait_for(2)
@@ -100,9 +111,7 @@ async def test_the_broker_refuses_what_the_definitions_do_not_grant(
     """An upstream client cannot publish an internal event; a service cannot write into
     another service's delay queues or DLQ, nor through the default exchange; nobody can
     publish under another user's name, and the replay tool runs only as the ops user."""
-    async with consuming(
-        broker.url("share_dispatcher"), DISPATCHER, users=broker.users("share_dispatcher")
-    ):
+    async with dispatcher(broker, ack):
         pass
     upstream, notifier = broker.url("omegaai"), broker.url("notifier")
     assert await refused(upstream, "blume.share", "study.send.requested") == ""
@@ -141,13 +150,7 @@ async def test_delivery_producer_direct_own_retry_replay_and_forged(
         else:
             await delivery.ack()
 
-    async with consuming(
-        broker.url("share_dispatcher"),
-        DISPATCHER,
-        settle,
-        users=broker.users("share_dispatcher"),
-        max_delay_seconds=2,
-    ) as (_transport, received):
+    async with dispatcher(broker, settle) as (_transport, received):
         await publish_as(broker, "omegaai", request("direct"))
         forged = request("forged", **{wire.PRODUCER: broker.user("blume_publisher")})
         forged.headers[wire.ATTEMPT] = 7

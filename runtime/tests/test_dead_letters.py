@@ -13,14 +13,13 @@ from blume_contracts.events import ShareAccepted
 from blume_runtime import wire
 from blume_runtime.app import Runtime
 from blume_runtime.broker_users import BrokerUsers
-from blume_runtime.db import Database, InboxEntry, OutboxMessage
 from blume_runtime.dead_letters import Action, Operator, Selection, act, list_dead_letters
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.topology import DEAD_KEY, QueueSpec
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
-from sqlmodel import SQLModel
 
+from runtime.tests.db_support import runtime_database
 from runtime.tests.rabbit_support import (
     audit_observer,
     consuming,
@@ -205,12 +204,7 @@ async def test_a_replayed_message_is_deduplicated_by_the_inbox(
     async def count(event: CloudEvent[ShareAccepted], _ctx: HandlerContext) -> None:
         effects.append(event.id)
 
-    db = Database(f"sqlite:///{tmp_path / 'probe.db'}")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(
-            SQLModel.metadata.create_all,
-            tables=[InboxEntry.__table__, OutboxMessage.__table__],  # type: ignore[attr-defined]
-        )
+    db = await runtime_database(tmp_path / "probe.db")
     first, after = (accepted_event(name) for name in ("evt-replayed", "evt-after"))
     settings = Settings(amqp_url=amqp_url, state_dir=tmp_path, prefetch=1)
     runtime = Runtime(settings, [service], db)

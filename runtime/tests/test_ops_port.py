@@ -12,22 +12,18 @@ import httpx
 import pytest
 from blume_runtime.app import BrokerIdentityError, Runtime
 from blume_runtime.broker_users import service_names
-from blume_runtime.db import Database, InboxEntry, OutboxMessage, utcnow
+from blume_runtime.db import Database, OutboxMessage, utcnow
 from blume_runtime.ops import OpsPortInUseError, OpsServer
 from blume_runtime.service import Service
 from blume_runtime.settings import Settings
 from blume_runtime.testing import RecordingTransport
-from sqlmodel import SQLModel
+
+from runtime.tests.db_support import runtime_database
 
 
 @pytest.fixture
 async def sqlite(tmp_path: Path) -> AsyncIterator[Database]:
-    db = Database(f"sqlite:///{tmp_path / 'ops.db'}")
-    async with db.engine.begin() as connection:
-        await connection.run_sync(
-            SQLModel.metadata.create_all,
-            tables=[InboxEntry.__table__, OutboxMessage.__table__],  # type: ignore[attr-defined]
-        )
+    db = await runtime_database(tmp_path / "ops.db")
     yield db
     await db.dispose()
 

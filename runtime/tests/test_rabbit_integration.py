@@ -93,8 +93,7 @@ async def test_broken_json_declared_as_json_reaches_the_consumer_raw_and_is_sett
     reach the consumer as the exact bytes sent, are settled, and the queue keeps flowing."""
     async with consuming(amqp_url, SPEC, dead_letter) as (_transport, received):
         for number in range(20):
-            await asyncio.to_thread(
-                publish_raw,
+            await publish_raw(
                 amqp_url,
                 "share.accepted",
                 BROKEN_JSON,
@@ -105,7 +104,7 @@ async def test_broken_json_declared_as_json_reaches_the_consumer_raw_and_is_sett
                     delivery_mode=2,
                 ),
             )
-        await asyncio.to_thread(publish_raw, amqp_url, "share.accepted", b"{}")
+        await publish_raw(amqp_url, "share.accepted", b"{}")
         deliveries = await received.wait_for(21)
     assert [d.body for d in deliveries[:20]] == [BROKEN_JSON] * 20
     assert {d.content_type for d in deliveries[:20]} == {"application/json"}
@@ -207,8 +206,7 @@ async def test_out_of_range_amqp_values_do_not_cut_the_connection(amqp_url: str)
     """A timestamp past year 9999 (a millisecond epoch sent as seconds, say) reaches the
     consumer like any other delivery, and the consumer stays attached."""
     async with consuming(amqp_url, SPEC, dead_letter) as (transport, received):
-        await asyncio.to_thread(
-            publish_raw,
+        await publish_raw(
             amqp_url,
             "share.accepted",
             b"{}",
@@ -226,8 +224,7 @@ async def test_hostile_headers_from_an_anonymous_publisher_are_not_believed(
     """Without a validated user_id, x-blume-* headers (a huge attempt, a forged producer and
     x-death) are ignored: attempt 1, no producer, the real routing key."""
     async with consuming(amqp_url, SPEC, ack) as (_transport, received):
-        await asyncio.to_thread(
-            publish_raw,
+        await publish_raw(
             amqp_url,
             "share.accepted",
             b"{}",

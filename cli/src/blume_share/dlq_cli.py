@@ -121,28 +121,34 @@ def _act(
     return outcome
 
 
-@dlq_app.command("replay")
-def replay_messages(
-    service: str,
-    ids: IdOption = None,
-    types: TypeOption = None,
-    every: AllOption = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+def _command(
+    name: str, action: Literal[Action.REPLAY, Action.PURGE], summary: str, done: str
 ) -> None:
-    """Move dead letters back onto their service's queue with a fresh retry budget (after
-    fixing the cause). Each keeps its verified producer; the replay is audited."""
-    outcome = _act(service, Action.REPLAY, _selection(ids, types, every, limit))
-    typer.echo(f"{len(outcome.moved)} messages replayed to blume.share.{service}")
+    """Register ``dlq replay`` or ``dlq purge``: the same selection, another action."""
+
+    def command(
+        service: str,
+        ids: IdOption = None,
+        types: TypeOption = None,
+        every: AllOption = False,
+        limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    ) -> None:
+        outcome = _act(service, action, _selection(ids, types, every, limit))
+        typer.echo(done.format(count=len(outcome.moved), service=service))
+
+    dlq_app.command(name, help=summary)(command)
 
 
-@dlq_app.command("purge")
-def purge_messages(
-    service: str,
-    ids: IdOption = None,
-    types: TypeOption = None,
-    every: AllOption = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
-) -> None:
-    """Delete dead letters for good; the purge is audited."""
-    outcome = _act(service, Action.PURGE, _selection(ids, types, every, limit))
-    typer.echo(f"{len(outcome.moved)} messages purged from blume.share.{service}.dlq")
+_command(
+    "replay",
+    Action.REPLAY,
+    "Move dead letters back onto their service's queue with a fresh retry budget (after "
+    "fixing the cause). Each keeps its verified producer; the replay is audited.",
+    "{count} messages replayed to blume.share.{service}",
+)
+_command(
+    "purge",
+    Action.PURGE,
+    "Delete dead letters for good; the purge is audited.",
+    "{count} messages purged from blume.share.{service}.dlq",
+)

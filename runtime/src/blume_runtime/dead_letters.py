@@ -44,6 +44,7 @@ from pamqp import commands
 
 from blume_runtime import amqp_decoding, wire
 from blume_runtime.broker_users import BrokerUsers
+from blume_runtime.rabbit import republishable
 from blume_runtime.topology import DEAD_KEY, REPLAY_KEY, QueueSpec
 from blume_runtime.transport import DeadLetterCause
 
@@ -140,12 +141,13 @@ def describe(message: DeliveredMessage, service: str, users: BrokerUsers) -> Dea
         message.routing_key or "",
         trusted_users=users.trusted_for(service),
     )
-    reason, original_key = wire.broker_death(properties.headers)
-    died_at = _death_time(properties.headers)
-    cause = facts.dead_letter_cause or _BROKER_REASONS.get(reason or "", reason) or "unknown"
+    death = wire.broker_death(properties.headers)
+    died_at = death.time
+    reason = death.reason or ""
+    cause = facts.dead_letter_cause or _BROKER_REASONS.get(reason, reason) or "unknown"
     return DeadLetter(
         message_id=properties.message_id,
-        event_type=facts.event_type if facts.trusted else (original_key or facts.event_type),
+        event_type=facts.event_type if facts.trusted else (death.routing_key or facts.event_type),
         cause=cause,
         error_class=facts.error_class,
         attempts=facts.attempt,
@@ -153,13 +155,6 @@ def describe(message: DeliveredMessage, service: str, users: BrokerUsers) -> Dea
         last_failed_at=facts.last_failed_at or died_at,
         producer=facts.producer,
     )
-
-
-def _death_time(headers: Any) -> datetime | None:
-    deaths = headers.get(wire.X_DEATH) if isinstance(headers, dict) else None
-    if isinstance(deaths, list) and deaths and isinstance(deaths[0], dict):
-        return wire.timestamp(deaths[0].get("time"))
-    return None
 
 
 def _republished(
@@ -184,20 +179,7 @@ def _republished(
                 headers[name] = wire.iso(moment)
         if letter.error_class:
             headers[wire.ERROR_CLASS] = letter.error_class
-    stamped = properties.timestamp
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=properties.content_type,
-        content_encoding=properties.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        correlation_id=properties.correlation_id,
-        message_id=properties.message_id,
-        timestamp=stamped if isinstance(stamped, datetime) else None,
-        type=properties.message_type,
-        app_id=properties.app_id,
-        user_id=users.connection_user,
-    )
+    return republishable(message, headers, users.connection_user)
 
 
 class _DeadLetterQueue:

@@ -60,6 +60,30 @@ _LONGEST_DELAY: Final = timedelta(days=30).total_seconds()
 """A retry delay beyond this (or not a number) is a caller's bug: it is held to this."""
 
 
+def republishable(
+    message: DeliveredMessage, headers: dict[str, Any], user: str
+) -> aio_pika.Message:
+    """The same message as ``user``'s to republish: persistent, new headers, no expiration
+    (a publisher's TTL must not expire it in a delay queue or a DLQ)."""
+    properties = message.header.properties
+    stamped = properties.timestamp
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=properties.content_type,
+        content_encoding=properties.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=properties.priority,
+        correlation_id=properties.correlation_id,
+        reply_to=properties.reply_to,
+        message_id=properties.message_id,
+        timestamp=stamped if isinstance(stamped, datetime) else None,
+        type=properties.message_type,
+        app_id=properties.app_id,
+        user_id=user,
+    )
+
+
 class _ConsumerSlot:
     """One subscribed queue and what we know of our consumer on it."""
 
@@ -108,24 +132,7 @@ class _RabbitDelivery(Delivery):
         self.first_failed_at = self._facts.first_failed_at
 
     def _copy(self, headers: dict[str, Any]) -> aio_pika.Message:
-        """The same message, as ours to republish: no expiration, our identity, new headers."""
-        properties = self._message.header.properties
-        stamped = properties.timestamp
-        return aio_pika.Message(
-            self.body,
-            headers=headers,
-            content_type=properties.content_type,
-            content_encoding=properties.content_encoding,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            priority=properties.priority,
-            correlation_id=properties.correlation_id,
-            reply_to=properties.reply_to,
-            message_id=properties.message_id,
-            timestamp=stamped if isinstance(stamped, datetime) else None,
-            type=properties.message_type,
-            app_id=properties.app_id,
-            user_id=self._transport.users.connection_user,
-        )
+        return republishable(self._message, headers, self._transport.users.connection_user)
 
     async def _settle(self, private_key: str | None, headers: dict[str, Any]) -> None:
         if self.settled:

@@ -162,15 +162,24 @@ def read_facts(
     )
 
 
-def broker_death(headers: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    """The broker's newest ``x-death`` entry: (reason, first routing key); forged shapes: None."""
+@dataclass(frozen=True, slots=True)
+class BrokerDeath:
+    """The broker's newest ``x-death`` entry (all None when absent or not its shape)."""
+
+    reason: str | None = None
+    routing_key: str | None = None
+    """The first routing key the message had when it died (its original event type)."""
+    time: datetime | None = None
+
+
+def broker_death(headers: Mapping[str, Any] | None) -> BrokerDeath:
     deaths = headers.get(X_DEATH) if isinstance(headers, Mapping) else None
     if not isinstance(deaths, list) or not deaths or not isinstance(deaths[0], Mapping):
-        return None, None
+        return BrokerDeath()
     newest = deaths[0]
     keys = newest.get("routing-keys")
     first_key = text(keys[0]) if isinstance(keys, list) and keys else None
-    return text(newest.get("reason")), first_key
+    return BrokerDeath(text(newest.get("reason")), first_key, timestamp(newest.get("time")))
 
 
 def portable(value: Any) -> bool:
