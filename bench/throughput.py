@@ -376,6 +376,7 @@ def _worker_environment(settings: Settings, state_dir: str) -> dict[str, str]:
         BLUME_LOG_LEVEL="WARNING",
         BLUME_LOG_FORMAT="json",
         BLUME_STATE_DIR=state_dir,
+        BLUME_OPS_PORT="0",  # one process per worker: they cannot all have the default port
     )
     return env
 
