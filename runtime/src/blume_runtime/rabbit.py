@@ -190,8 +190,9 @@ class _RabbitDelivery(Delivery):
 
     async def release(self) -> None:
         channel = self._message.channel
-        if not channel.is_closed:
-            await channel.basic_nack(cast(int, self._message.delivery_tag), requeue=True)
+        if not channel.is_closed:  # a closed channel has given it back already
+            with contextlib.suppress(Exception):
+                await channel.basic_nack(cast(int, self._message.delivery_tag), requeue=True)
 
 
 class RabbitTransport(Transport):
@@ -279,7 +280,7 @@ class RabbitTransport(Transport):
         """To one of the service's own queues; unroutable (a queue was deleted) raises."""
         try:
             await self._publish(spec.private_exchange, key, message, mandatory=True)
-        except aio_pika.exceptions.PublishError:
+        except (aio_pika.exceptions.PublishError, aio_pika.exceptions.ChannelNotFoundEntity):
             self._topology_stale = True  # the watchdog redeclares what is missing
             raise
 
@@ -306,19 +307,24 @@ class RabbitTransport(Transport):
                 self._drained.set()
 
     async def _handle(self, slot: _ConsumerSlot, message: DeliveredMessage) -> None:
+        context = {"service": slot.spec.service, "queue": slot.spec.name}
         try:
             delivery = _RabbitDelivery(message, self, slot.spec)
-            if await delivery.wait_longer():
-                return
         except Exception as error:  # noqa: BLE001 - no delivery to settle: the broker takes it
-            log.error(
-                "delivery rejected to the dead-letter queue",
-                service=slot.spec.service,
-                error_type=type(error).__name__,
-                decision="reject",
-            )
+            log.error("delivery rejected", error_type=type(error).__name__, **context)
             with contextlib.suppress(Exception):
                 await message.channel.basic_reject(cast(int, message.delivery_tag), requeue=False)
+            return
+        try:
+            if await delivery.wait_longer():
+                return
+        except Exception as error:  # noqa: BLE001 - the broker could not take it back yet
+            log.warning(
+                "a retry could not wait longer; the broker will redeliver it",
+                error_type=type(error).__name__,
+                **context,
+            )
+            await delivery.release()
             return
         await deliver(slot.consumer, delivery, service=slot.spec.service)
 

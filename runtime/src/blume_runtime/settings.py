@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blume_runtime.broker_users import (
@@ -45,17 +45,17 @@ class Settings(BaseSettings):
 
     broker_users: str | None = None
     """``service=user,...`` for every service and ``ops``; unset: one user for all."""
-    retry_max_delay_seconds: float = 300.0
+    retry_max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
     """The longest delay a retry asks for; the delay-queue tiers reach at least this far."""
-    ops_port: int = 9464
+    ops_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     """``/healthz``, ``/readyz`` and ``/metrics`` of a long-running process; 0 turns it off."""
     ops_host: str = "127.0.0.1"
     """Like the gateway's ``BLUME_HTTP_HOST``: containers set ``0.0.0.0`` for their probes."""
-    consumer_grace_seconds: float = 60.0
+    consumer_grace_seconds: Annotated[float, Field(ge=0)] = 60.0
     """``/healthz`` fails once a queue of this process has had no consumer this long."""
-    consumer_watchdog_seconds: float = 5.0
+    consumer_watchdog_seconds: Annotated[float, Field(gt=0)] = 5.0
     """How often lost consumers are looked for and re-attached."""
-    outbox_max_age_seconds: float = 60.0
+    outbox_max_age_seconds: Annotated[float, Field(gt=0)] = 60.0
     """``/readyz`` fails while an unpublished outbox row is older than this."""
     operator: str | None = None
     """``BLUME_OPERATOR``: who runs ops commands, recorded in their audit events as
