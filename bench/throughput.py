@@ -376,6 +376,7 @@ def _worker_environment(settings: Settings, state_dir: str) -> dict[str, str]:
         BLUME_LOG_LEVEL="WARNING",
         BLUME_LOG_FORMAT="json",
         BLUME_STATE_DIR=state_dir,
+        BLUME_OPS_PORT="0",  # one process per worker: they cannot all have the default port
     )
     return env
 
@@ -720,8 +721,7 @@ def render_report(
         f"    Python                        {platform.python_version()} "
         f"({platform.python_implementation()}), {os.cpu_count()} CPUs, {platform.system()} "
         f"{platform.machine()}",
-        f"    faststream / aio-pika / aiormq  {_version('faststream')} / "
-        f"{_version('aio-pika')} / {_version('aiormq')}",
+        f"    aio-pika / aiormq             {_version('aio-pika')} / {_version('aiormq')}",
         "",
         "  throughput = N / (last completion - first publish); latency = completion - publish",
         "  of the same message; product completion = SMTP server accepted the share's email.",

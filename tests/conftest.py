@@ -196,6 +196,7 @@ def system_env(
         BLUME_LOG_FORMAT="json",
         BLUME_STATE_DIR=str(tmp_path / "state"),
         BLUME_HTTP_PORT=str(free_port()),
+        BLUME_OPS_PORT=str(free_port()),
         BLUME_GATEWAY_SECRET_KEY=secrets.token_urlsafe(48),
     )
     return env

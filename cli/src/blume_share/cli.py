@@ -17,12 +17,15 @@ from typing import Annotated, Any
 
 import typer
 from blume_access_gateway.settings import GatewayConfigError
+from blume_runtime.app import BrokerIdentityError
+from blume_runtime.ops import OpsPortInUseError
 from blume_runtime.settings import Settings
 from cryptography.fernet import Fernet
 from sqlalchemy.exc import SQLAlchemyError
 
 from blume_share import operations
 from blume_share.audit_cli import audit_app
+from blume_share.broker_cli import broker_app
 from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
@@ -98,6 +101,8 @@ def run(
         report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
     except GatewayConfigError as error:
         fail(f"access gateway: {error}", EXIT_UNAVAILABLE)
+    except (OpsPortInUseError, BrokerIdentityError) as error:
+        fail(str(error), EXIT_UNAVAILABLE)
     if report is not None:
         _report_idle_run(report, settings, log)
 
@@ -237,6 +242,7 @@ def keygen() -> None:
 app.add_typer(audit_app, name="audit")
 app.add_typer(patients_app, name="patients")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(broker_app, name="broker")
 
 
 def main() -> None:

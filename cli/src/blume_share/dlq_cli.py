@@ -1,48 +1,155 @@
-"""``blume-share dlq``: what each worker gave up on, and putting it back once fixed."""
+"""``blume-share dlq``: what each worker gave up on, and putting it back (or away) once fixed."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import os
+import pwd
+import socket
+from typing import Annotated, Literal
 
 import typer
-from blume_runtime.dead_letters import list_dead_letters, replay
+from blume_runtime.dead_letters import (
+    Action,
+    DeadLetter,
+    NotOpsUserError,
+    Operator,
+    Outcome,
+    Selection,
+    act,
+    list_dead_letters,
+)
+from blume_runtime.settings import Settings
 
-from blume_share.cli_support import EXIT_BAD_INPUT, counted, fail, load_settings, run_async
+from blume_share.cli_support import (
+    EXIT_BAD_INPUT,
+    EXIT_UNAVAILABLE,
+    counted,
+    fail,
+    load_settings,
+    run_async,
+)
 from blume_share.services import SERVICES
 
 dlq_app = typer.Typer(
-    help="Inspect and replay the dead-letter queues (RabbitMQ only).", no_args_is_help=True
+    help="Inspect, replay and purge the dead-letter queues (RabbitMQ only).",
+    no_args_is_help=True,
 )
 
+IdOption = Annotated[list[str] | None, typer.Option("--id", help="A message id (repeat for more).")]
+TypeOption = Annotated[
+    list[str] | None, typer.Option("--type", help="An original event type (repeat for more).")
+]
+AllOption = Annotated[bool, typer.Option("--all", help="Every message in the queue.")]
 
-def _amqp_url() -> str:
+
+def _rabbit_settings() -> tuple[Settings, str]:
     settings = load_settings()
     if settings.amqp_url is None:
         fail("dead-letter queues live on RabbitMQ: set BLUME_AMQP_URL", EXIT_BAD_INPUT)
-    return settings.amqp_url.get_secret_value()
+    return settings, settings.amqp_url.get_secret_value()
+
+
+def _line(letter: DeadLetter) -> str:
+    fields = letter.as_json()
+    return "  " + "  ".join(
+        f"{name}={'-' if value is None else value}" for name, value in fields.items()
+    )
 
 
 @dlq_app.command("list")
 def list_queues(
-    show: Annotated[int, typer.Option(min=0, max=100, help="Also list the first N messages.")] = 0,
+    show: Annotated[int, typer.Option(min=0, help="Also describe the first N messages.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Each service's dead-letter count (and message ids, types and causes; never bodies)."""
-    url = _amqp_url()
-    for queue in run_async(list_dead_letters(url, list(SERVICES), show)):
+    """Each service's dead-letter count, and with --show its first messages: id, original
+    event type, cause, error class, attempts, first and last failure, producer. Never bodies.
+
+    Describing messages walks the queue once and leaves it in the same order, each message
+    republished by the ops user with what it said (delivery counts are not touched)."""
+    settings, url = _rabbit_settings()
+    queues = run_async(list_dead_letters(url, list(SERVICES), show, settings.broker_user_map))
+    if as_json:
+        document = [
+            {
+                "service": queue.service,
+                "depth": queue.depth,
+                "messages": [letter.as_json() for letter in queue.letters],
+            }
+            for queue in queues
+        ]
+        typer.echo(json.dumps({"queues": document}))
+        return
+    for queue in queues:
         typer.echo(f"{queue.service:<20} {queue.depth}")
-        for letter in queue.sample:
-            typer.echo(
-                f"  {letter.message_id or '-'}  {letter.routing_key or '-'}  {letter.reason or '-'}"
-            )
+        for letter in queue.letters:
+            typer.echo(_line(letter))
 
 
-@dlq_app.command("replay")
-def replay_queue(
+def _selection(
+    ids: list[str] | None, types: list[str] | None, every: bool, limit: int | None
+) -> Selection:
+    chosen = [name for name, given in (("--id", ids), ("--type", types), ("--all", every)) if given]
+    if len(chosen) != 1:
+        fail("choose exactly one of --id, --type or --all", EXIT_BAD_INPUT)
+    by: Literal["id", "type", "all"] = "id" if ids else "type" if types else "all"
+    return Selection(by, tuple(ids or types or ()), limit)
+
+
+def _operator(settings: Settings) -> Operator:
+    """The OS account from the OS itself (not $USER), and BLUME_OPERATOR as self-asserted."""
+    try:
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        account = f"uid:{os.getuid()}"
+    return Operator(os_user=account, asserted=settings.operator, host=socket.gethostname())
+
+
+def _act(
     service: str,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
-) -> None:
-    """Move a service's dead letters back onto its queue (after fixing the cause)."""
+    action: Literal[Action.REPLAY, Action.PURGE],
+    selection: Selection,
+) -> Outcome:
     if service not in SERVICES:
         fail(f"unknown service {service}; known: {', '.join(SERVICES)}", EXIT_BAD_INPUT)
-    moved = run_async(replay(_amqp_url(), service, limit))
-    typer.echo(f"{counted(moved, 'message')} replayed to blume.share.{service}")
+    settings, url = _rabbit_settings()
+    try:
+        outcome: Outcome = run_async(
+            act(url, service, action, selection, _operator(settings), settings.broker_user_map)
+        )
+    except NotOpsUserError as error:
+        fail(str(error), EXIT_UNAVAILABLE)
+    return outcome
+
+
+def _command(
+    name: str, action: Literal[Action.REPLAY, Action.PURGE], summary: str, done: str
+) -> None:
+    """Register ``dlq replay`` or ``dlq purge``: the same selection, another action."""
+
+    def command(
+        service: str,
+        ids: IdOption = None,
+        types: TypeOption = None,
+        every: AllOption = False,
+        limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+    ) -> None:
+        outcome = _act(service, action, _selection(ids, types, every, limit))
+        typer.echo(done.format(count=counted(len(outcome.moved), "message"), service=service))
+
+    dlq_app.command(name, help=summary)(command)
+
+
+_command(
+    "replay",
+    Action.REPLAY,
+    "Move dead letters back onto their service's queue with a fresh retry budget (after "
+    "fixing the cause). Each keeps its verified producer; the replay is audited.",
+    "{count} replayed to blume.share.{service}",
+)
+_command(
+    "purge",
+    Action.PURGE,
+    "Delete dead letters for good; the purge is audited.",
+    "{count} purged from blume.share.{service}.dlq",
+)

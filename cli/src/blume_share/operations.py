@@ -145,16 +145,23 @@ async def run(
     db = database(settings)
     mail_before = _mail_stamps(settings.mail_drop_dir)
     workers = [SERVICES[name](settings) for name in names if name in SERVICES]
-    runtime = Runtime(settings, workers, db)
+    serving_gateway = GATEWAY in names and not until_idle
+    runtime = Runtime(
+        settings,
+        workers,
+        db,
+        serve_ops=not until_idle,
+        publishers=[GATEWAY] if serving_gateway else [],
+    )
 
     async def publish_requests() -> None:
         for request in requests:
-            await runtime.publish(request.message())
+            await runtime.publish_request(request.message())
 
     try:
         if not until_idle:
             http = None
-            if GATEWAY in names:
+            if serving_gateway:
                 from blume_access_gateway.server import HttpServer
 
                 http = HttpServer.from_settings(settings, db, runtime.relay)

@@ -357,3 +357,51 @@ class ShareBlumeViewed(Contract):
     entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")]
     blume_patient_id: Identifier
     client: ClientContext
+
+
+# ------------------------------------------------------------- operator actions on dead letters
+
+MAX_DEAD_LETTERS_PER_EVENT = 500
+"""A replay or purge of more messages is recorded as several events, one per batch."""
+OsAccount = Annotated[
+    str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+WireText = Annotated[str, StringConstraints(max_length=1024)]
+"""A message id or routing key as it was on the wire (any publisher's, escaped if not text)."""
+
+
+class DeadLetterSelection(Contract):
+    """What the operator asked for: ``--id``, ``--type`` or ``--all`` (with ``--limit``)."""
+
+    by: Literal["id", "type", "all"]
+    values: Annotated[list[WireText], Field(max_length=MAX_DEAD_LETTERS_PER_EVENT)] = []
+    limit: Annotated[int, Field(ge=1)] | None = None
+
+
+class DeadLettersHandled(Contract):
+    """An operator moved or deleted messages of one service's dead-letter queue."""
+
+    service: Identifier
+    requested_by: OsAccount = Field(
+        description="The operating-system account that ran the command, as the OS reports it."
+    )
+    asserted_operator: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None,
+        description="BLUME_OPERATOR when set: self-asserted by whoever ran the command, "
+        "not verified.",
+    )
+    host: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    broker_user: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    selection: DeadLetterSelection
+    message_ids: Annotated[list[WireText | None], Field(max_length=MAX_DEAD_LETTERS_PER_EVENT)]
+    event_types: Annotated[list[WireText], Field(max_length=MAX_DEAD_LETTERS_PER_EVENT)]
+    count: Annotated[int, Field(ge=0, le=MAX_DEAD_LETTERS_PER_EVENT)]
+    performed_at: AwareDatetime
+
+
+class DeadLettersReplayed(DeadLettersHandled):
+    """Dead letters moved back onto their service's queue, keeping their verified producer."""
+
+
+class DeadLettersPurged(DeadLettersHandled):
+    """Dead letters deleted for good."""

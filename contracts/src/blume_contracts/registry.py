@@ -11,6 +11,8 @@ from blume_contracts import events as ev
 from blume_contracts.sensitivity import Sensitivity, protect_secrets, sensitive_field_names
 
 UPSTREAM: Final = "omegaai"
+OPS: Final = "ops"
+"""The operator's tools: ``blume-share revoke`` and the dead-letter replay and purge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +124,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             "share.revoke.requested",
             ev.ShareRevokeRequested,
             "Someone asked to end a share: its link stops working, its Blume entry is hidden.",
-            (UPSTREAM, "cli"),
+            (UPSTREAM, OPS),
             ("share_dispatcher", _AUDIT),
         ),
         EventSpec(
@@ -159,6 +161,20 @@ EVENTS: Final[dict[str, EventSpec]] = {
             "A one-time sign-in code is to be emailed to the invited recipient.",
             ("access_gateway",),
             ("notifier", _AUDIT),
+        ),
+        EventSpec(
+            "ops.dead_letters.replayed",
+            ev.DeadLettersReplayed,
+            "An operator moved dead letters back onto their service's queue.",
+            (OPS,),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "ops.dead_letters.purged",
+            ev.DeadLettersPurged,
+            "An operator deleted dead letters.",
+            (OPS,),
+            (_AUDIT,),
         ),
         EventSpec(
             "share.blume.viewed",

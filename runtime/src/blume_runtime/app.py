@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
 import structlog
+from blume_contracts.registry import UPSTREAM
 
 from blume_runtime.db import Database
+from blume_runtime.ops import OpsPortInUseError, OpsServer
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.service import Service
@@ -20,32 +23,71 @@ from blume_runtime.worker import Worker
 
 log = structlog.get_logger("runtime")
 
+EXIT_UNAVAILABLE = 3
 
-def make_transport(settings: Settings) -> Transport:
+
+class BrokerIdentityError(RuntimeError):
+    """This process would publish as a broker user that BLUME_BROKER_USERS gives to no one
+    of its services: its events would be refused as from an untrusted producer."""
+
+
+def make_transport(settings: Settings, names: Sequence[str] = ()) -> Transport:
     if settings.amqp_url is None:
-        return InMemoryTransport(retry_delay_seconds=min(settings.retry_delay_seconds, 0.5))
+        return InMemoryTransport(settings.broker_user_map)
     return RabbitTransport(
         settings.amqp_url.get_secret_value(),
+        users=settings.broker_user_map,
         prefetch=settings.prefetch,
-        retry_delay_seconds=settings.retry_delay_seconds,
+        max_delay_seconds=settings.retry_max_delay_seconds,
+        watchdog_seconds=settings.consumer_watchdog_seconds,
+        name=f"blume-share {' '.join(names) or 'publisher'} (pid {os.getpid()})",
     )
 
 
 class Runtime:
-    """Services sharing one database engine, one transport and one outbox relay."""
+    """Services sharing one database engine, one transport and one outbox relay.
 
-    def __init__(self, settings: Settings, services: Sequence[Service], db: Database) -> None:
+    With ``serve_ops`` (long-running processes), the ops port is served beside them.
+    ``publishers`` names what else publishes through this runtime (the web gateway).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[Service],
+        db: Database,
+        *,
+        serve_ops: bool = False,
+        publishers: Sequence[str] = (),
+    ) -> None:
         self.settings = settings
         self.services = list(services)
         self.db = db
-        self.transport = make_transport(settings)
+        self.names = [service.name for service in self.services] + list(publishers)
+        self.transport = make_transport(settings, self.names)
         self.relay = OutboxRelay(db, self.transport)
         for service in self.services:
             worker = Worker(service, db, self.relay, max_attempts=settings.max_attempts)
             self.transport.subscribe(service.queue, worker)
         self._sweeper: asyncio.Task[None] | None = None
+        self.ops = (
+            OpsServer(settings, self.transport, db, self.names)
+            if serve_ops and settings.ops_port
+            else None
+        )
+
+    def check_broker_identity(self) -> None:
+        users = self.settings.broker_user_map
+        if wrong := users.misassigned(self.names):
+            raise BrokerIdentityError(
+                f"BLUME_AMQP_URL connects as {users.connection_user!r}, but BLUME_BROKER_USERS "
+                f"gives {', '.join(wrong)} other users: run each with its own user"
+            )
 
     async def start(self) -> None:
+        self.check_broker_identity()
+        if self.ops is not None:
+            self.ops.bind()  # a busy port stops the process before it consumes anything
         for service in self.services:
             for begin in service.startup:
                 await begin()
@@ -53,6 +95,8 @@ class Runtime:
         self._sweeper = asyncio.create_task(
             self.relay.run_forever(self.settings.outbox_poll_seconds)
         )
+        if self.ops is not None:
+            await self.ops.start()
         log.info(
             "runtime started",
             services=[service.name for service in self.services],
@@ -62,6 +106,14 @@ class Runtime:
 
     async def publish(self, message: OutgoingMessage) -> None:
         await self.transport.publish(message)
+
+    async def publish_request(self, message: OutgoingMessage) -> None:
+        """A request from outside (``blume-share send``): on the embedded default it is
+        published as the upstream client, as OmegaAI publishes with its own broker user."""
+        if isinstance(self.transport, InMemoryTransport):
+            await self.transport.publish_as(UPSTREAM, message)
+        else:
+            await self.transport.publish(message)
 
     async def wait_until_idle(self, *, settle_seconds: float = 0.3) -> None:
         """Embedded default only: return once no message is queued, in flight or retrying."""
@@ -81,6 +133,8 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.transport.stop()
+        if self.ops is not None:
+            await self.ops.stop()
         try:
             await self.relay.forget_published()
         except Exception as error:  # noqa: BLE001 - rows left behind are only swept again
@@ -130,10 +184,15 @@ def serve(factories: Sequence[ServiceFactory], settings: Settings | None = None)
 
     async def main() -> None:
         db = Database(settings.database)
-        runtime = Runtime(settings, [factory(settings) for factory in factories], db)
+        services = [factory(settings) for factory in factories]
+        runtime = Runtime(settings, services, db, serve_ops=True)
         try:
             await runtime.run_until_signalled()
         finally:
             await db.dispose()
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except (OpsPortInUseError, BrokerIdentityError) as error:
+        log.error("cannot start", error=str(error))
+        raise SystemExit(EXIT_UNAVAILABLE) from None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from blume_runtime.broker_users import (
+    EMBEDDED_SERVICE_USER,
+    BrokerUsers,
+    amqp_user,
+    parse_broker_users,
+)
 
 
 class Settings(BaseSettings):
@@ -35,6 +42,41 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = 1.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    broker_users: str | None = None
+    """``service=user,...`` for every service and ``ops``; unset: one user for all."""
+    retry_max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
+    """The longest delay a retry asks for; the delay-queue tiers reach at least this far."""
+    ops_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    """``/healthz``, ``/readyz`` and ``/metrics`` of a long-running process; 0 turns it off."""
+    ops_host: str = "127.0.0.1"
+    """Like the gateway's ``BLUME_HTTP_HOST``: containers set ``0.0.0.0`` for their probes."""
+    consumer_grace_seconds: Annotated[float, Field(ge=0)] = 60.0
+    """``/healthz`` fails once a queue of this process has had no consumer this long."""
+    consumer_watchdog_seconds: Annotated[float, Field(gt=0)] = 5.0
+    """How often lost consumers are looked for and re-attached."""
+    outbox_max_age_seconds: Annotated[float, Field(gt=0)] = 60.0
+    """``/readyz`` fails while an unpublished outbox row is older than this."""
+    operator: str | None = None
+    """``BLUME_OPERATOR``: who runs ops commands, recorded in their audit events as
+    self-asserted (the OS account is recorded from the OS itself)."""
+
+    @field_validator("broker_users")
+    @classmethod
+    def _broker_users_parse(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            parse_broker_users(value)
+        return value
+
+    @property
+    def broker_user_map(self) -> BrokerUsers:
+        """Service to broker user and back (single-user mode when BLUME_BROKER_USERS is unset)."""
+        if self.amqp_url is None:
+            return BrokerUsers(EMBEDDED_SERVICE_USER)
+        connection_user = amqp_user(self.amqp_url.get_secret_value())
+        if self.broker_users is None or not self.broker_users.strip():
+            return BrokerUsers(connection_user)
+        return BrokerUsers(connection_user, parse_broker_users(self.broker_users))
 
     @property
     def embedded_broker(self) -> bool:

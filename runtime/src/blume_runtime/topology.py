@@ -1,15 +1,76 @@
-"""The RabbitMQ topology, named once: the exchange, and per service a quorum queue, a delayed
-retry queue and a dead-letter queue."""
+"""The RabbitMQ topology, named once, and how it is declared.
+
+Per service ``<svc>``:
+
+- ``blume.share.<svc>``: the quorum queue the service consumes, bound to the topic
+  exchange ``blume.share`` by its event types, and to its private exchange by ``return``
+  (retries coming back) and ``replay`` (operator replays);
+- ``blume.share.<svc>.private``: a direct exchange only the service's own broker user and
+  the ops user may write to, so nobody else can put a message on the service's delay
+  queues or DLQ, or on the service queue other than through ``blume.share``;
+- ``blume.share.<svc>.delay.<n>s``: one quorum queue per delay tier (1, 2, 4, ... seconds,
+  up to the first tier at or beyond ``BLUME_RETRY_MAX_DELAY_SECONDS``). Every message in a
+  tier has the same TTL, so expiry order is arrival order and no message waits behind a
+  longer one; each tier dead-letters back to the service queue;
+- ``blume.share.<svc>.dlq``: the dead-letter queue, bound to the private exchange by
+  ``dead``; the service queue's own dead-lettering (delivery limit) lands there too.
+
+Service and delay queues dead-letter at least once (``x-dead-letter-strategy``, which needs
+``x-overflow: reject-publish``). A queue an older release declared without those arguments
+refuses the new declaration; it is then declared passively, with one warning naming the
+runbook, and the broker policy shipped in ``deploy/rabbitmq/definitions.json`` supplies them.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 from blume_contracts.envelope import EXCHANGE
 
-QUEUE_PREFIX = "blume.share."
-DELIVERY_LIMIT = 20
+QUEUE_PREFIX: Final = "blume.share."
+DELIVERY_LIMIT: Final = 20
 """Quorum-queue redelivery limit: a message that kills its consumer this often is dead-lettered."""
+DEAD_KEY: Final = "dead"
+RETURN_KEY: Final = "return"
+REPLAY_KEY: Final = "replay"
+RUNBOOK: Final = "docs/operations.md, 'Migrating a deployed broker'"
+AT_LEAST_ONCE_POLICY: Final = {
+    "dead-letter-strategy": "at-least-once",
+    "overflow": "reject-publish",
+}
+"""The policy keys that give a queue declared by an older release the new guarantees."""
+_AT_LEAST_ONCE_ARGUMENTS: Final = {
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+}
+_QUORUM: Final = {"x-queue-type": "quorum"}
+
+log = structlog.get_logger("topology")
+
+
+def delay_tiers(max_delay_seconds: float) -> tuple[int, ...]:
+    """1, 2, 4, ... seconds, up to the first tier at or beyond ``max_delay_seconds``."""
+    tiers = [1]
+    while tiers[-1] < max_delay_seconds:
+        tiers.append(tiers[-1] * 2)
+    return tuple(tiers)
+
+
+def tier_for(delay_seconds: float, tiers: Sequence[int]) -> int:
+    """The shortest tier that is not shorter than the delay (the longest if none is).
+
+    With doubling tiers a delay of d >= 1 s waits less than 2d; below 1 s it waits 1 s.
+    """
+    return next((tier for tier in tiers if tier >= delay_seconds), tiers[-1])
+
+
+def delay_key(tier: int) -> str:
+    return f"delay.{tier}s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,13 +83,122 @@ class QueueSpec:
         return f"{QUEUE_PREFIX}{self.service}"
 
     @property
-    def retry_queue(self) -> str:
-        return f"{self.name}.retry"
-
-    @property
     def dead_letter_queue(self) -> str:
         return f"{self.name}.dlq"
 
     @property
+    def private_exchange(self) -> str:
+        return f"{self.name}.private"
+
+    def delay_queue(self, tier: int) -> str:
+        return f"{self.name}.delay.{tier}s"
+
+    @property
+    def legacy_retry_queue(self) -> str:
+        """The fixed-TTL retry queue of earlier releases: drains by itself, then is deleted."""
+        return f"{self.name}.retry"
+
+    @property
     def exchange(self) -> str:
         return EXCHANGE
+
+
+def service_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
+    return {
+        **_QUORUM,
+        **_AT_LEAST_ONCE_ARGUMENTS,
+        "x-dead-letter-exchange": spec.private_exchange,
+        "x-dead-letter-routing-key": DEAD_KEY,
+        "x-delivery-limit": DELIVERY_LIMIT,
+    }
+
+
+def delay_queue_arguments(spec: QueueSpec, tier: int) -> dict[str, Any]:
+    return {
+        **_QUORUM,
+        **_AT_LEAST_ONCE_ARGUMENTS,
+        "x-message-ttl": tier * 1000,
+        "x-dead-letter-exchange": spec.private_exchange,
+        "x-dead-letter-routing-key": RETURN_KEY,
+    }
+
+
+DEAD_LETTER_QUEUE_ARGUMENTS: Final = dict(_QUORUM)
+"""Nothing dead-letters out of a DLQ; earlier releases declared it the same way."""
+
+
+class _Declarations:
+    """Declarations on one connection: a refused declaration costs its channel, not the rest."""
+
+    def __init__(self, connection: AbstractConnection, warned: set[str]) -> None:
+        self._connection = connection
+        self._channel: AbstractChannel | None = None
+        self._warned = warned
+
+    async def _open(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._connection.channel(publisher_confirms=False)
+        return self._channel
+
+    async def shared_exchange(self) -> AbstractExchange:
+        """``blume.share``: looked up first, so users without configure rights need none."""
+        try:
+            return await (await self._open()).declare_exchange(EXCHANGE, passive=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return await (await self._open()).declare_exchange(
+                EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+
+    async def private_exchange(self, spec: QueueSpec) -> AbstractExchange:
+        return await (await self._open()).declare_exchange(
+            spec.private_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+
+    async def queue(self, name: str, arguments: dict[str, Any]) -> AbstractQueue:
+        try:
+            return await (await self._open()).declare_queue(name, durable=True, arguments=arguments)
+        except aio_pika.exceptions.ChannelPreconditionFailed:
+            queue = await (await self._open()).declare_queue(name, passive=True)
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning(
+                    "queue declared by an earlier release; using it as it is",
+                    queue=name,
+                    runbook=RUNBOOK,
+                )
+            return queue
+
+
+async def declare(
+    url: str, specs: Iterable[QueueSpec], tiers: Sequence[int], warned: set[str]
+) -> None:
+    """Declare ``blume.share`` and every spec's exchange, queues and bindings (idempotently).
+
+    A short-lived connection of its own: declarations that fail close their channel, and
+    the long-lived connection's channels are never caught in that.
+    """
+    connection = await aio_pika.connect(url)
+    async with connection:
+        declarations = _Declarations(connection, warned)
+        shared = await declarations.shared_exchange()
+        for spec in specs:
+            private = await declarations.private_exchange(spec)
+            dead = await declarations.queue(spec.dead_letter_queue, DEAD_LETTER_QUEUE_ARGUMENTS)
+            await dead.bind(private, DEAD_KEY)
+            for tier in tiers:
+                delay = await declarations.queue(
+                    spec.delay_queue(tier), delay_queue_arguments(spec, tier)
+                )
+                await delay.bind(private, delay_key(tier))
+            queue = await declarations.queue(spec.name, service_queue_arguments(spec))
+            for key in (RETURN_KEY, REPLAY_KEY):
+                await queue.bind(private, key)
+            for key in spec.binding_keys:
+                await queue.bind(shared, key)
+
+
+async def declare_shared_exchange(url: str) -> None:
+    """Only ``blume.share``: what a publish-only process needs."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        await _Declarations(connection, set()).shared_exchange()

@@ -1,7 +1,8 @@
 """The transport port: how the runtime receives and publishes messages.
 
-``RabbitTransport`` (FastStream over RabbitMQ) is production; ``InMemoryTransport`` is the
-embedded default, with the same topic routing, retry and dead-letter semantics.
+``RabbitTransport`` (aio-pika over RabbitMQ, in ``rabbit.py``) is production;
+``InMemoryTransport`` is the embedded default, with the same topic routing, delayed retries,
+dead letters and producer rule.
 """
 
 from __future__ import annotations
@@ -11,15 +12,20 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
+import structlog
 from blume_contracts.envelope import CONTENT_TYPE
 
+from blume_runtime import metrics, wire
+from blume_runtime.broker_users import EMBEDDED_SERVICE_USER, BrokerUsers
 from blume_runtime.topology import QueueSpec
 
-ATTEMPT_HEADER: Final = "x-blume-attempt"
+ATTEMPT_HEADER: Final = wire.ATTEMPT
+
+log = structlog.get_logger("transport")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +34,8 @@ class OutgoingMessage:
     body: bytes
     message_id: str
     content_type: str = CONTENT_TYPE
-    headers: dict[str, str | int] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    content_encoding: str | None = None
 
 
 class DeadLetterCause(StrEnum):
@@ -66,6 +73,11 @@ class Delivery(ABC):
     """1 on first delivery; counts delayed retries, not broker redeliveries."""
     first_failed_at: datetime | None = None
     """When this message first failed transiently (None before its first retry)."""
+    settled: bool = False
+    """True once one of the three settlements has gone through."""
+    settle_error: BaseException | None = None
+    """What made a settlement fail (the broker was unreachable, say); the message was not
+    settled and the broker still holds it."""
 
     @abstractmethod
     async def ack(self) -> None: ...
@@ -78,8 +90,67 @@ class Delivery(ABC):
     async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
         """Move the message to the service's dead-letter queue, recording why."""
 
+    async def release(self) -> None:  # noqa: B027 - only brokers that can redeliver override it
+        """Give an unsettled message back to the broker for redelivery (when it can take it)."""
+
+
+class DeliverySettledError(RuntimeError):
+    """A delivery was settled a second time."""
+
 
 Consumer = Callable[[Delivery], Awaitable[None]]
+
+
+async def deliver(consumer: Consumer, delivery: Delivery, *, service: str) -> None:
+    """Hand a delivery to its consumer; whatever the consumer does, it ends settled once.
+
+    A consumer that raises, or returns without settling, has its delivery dead-lettered
+    (cause ``malformed``: nothing could read it) with one log line, never the body. If the
+    broker failed us while settling, the message goes back to its queue instead: its
+    delivery count rises towards the queue's delivery limit, so it cannot loop forever.
+    """
+    failure: Exception | None = None
+    try:
+        await consumer(delivery)
+    except Exception as error:  # noqa: BLE001 - the transport is the last line of defence
+        failure = error
+    if delivery.settled:
+        if failure is not None:
+            log.error(
+                "consumer failed after settling its delivery",
+                service=service,
+                message_id=delivery.message_id,
+                error_type=type(failure).__name__,
+            )
+        return
+    context = {
+        "service": service,
+        "message_id": delivery.message_id,
+        "event_type": delivery.routing_key,
+        "attempt": delivery.attempt,
+        "size": len(delivery.body),
+        "content_type": delivery.content_type,
+        "error_type": type(failure).__name__ if failure is not None else None,
+        "reason": "consumer raised" if failure is not None else "consumer did not settle",
+    }
+    if delivery.settle_error is None:
+        try:
+            await delivery.dead_letter(DeadLetterCause.MALFORMED, error_class="unhandled")
+        except Exception as error:  # noqa: BLE001 - fall through to giving it back
+            delivery.settle_error = delivery.settle_error or error
+        else:
+            metrics.DEAD_LETTERS.labels(service, DeadLetterCause.MALFORMED.value).inc()
+            log.error("delivery dead-lettered by the transport", decision="dead_letter", **context)
+            return
+    try:
+        await delivery.release()
+    finally:
+        log.error(
+            "delivery could not be settled; the broker will redeliver it",
+            decision="redeliver",
+            settle_error=type(delivery.settle_error).__name__,
+            **context,
+        )
 
 
 class Transport(ABC):
@@ -99,6 +170,14 @@ class Transport(ABC):
     async def stop(self) -> None:
         """Stop consuming, let in-flight work finish, close."""
 
+    def consumer_states(self) -> dict[str, bool]:
+        """Per subscribed queue: whether this process has a live consumer on it."""
+        return {}
+
+    def consumers_lost_since(self) -> float | None:
+        """Monotonic time since which some queue has had no consumer of ours (None: none)."""
+        return None
+
 
 def topic_matches(binding_key: str, routing_key: str) -> bool:
     """AMQP topic semantics: ``*`` is exactly one word, ``#`` is zero or more words."""
@@ -115,37 +194,89 @@ def _match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
     return bool(words) and head in ("*", words[0]) and _match(rest, words[1:])
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """A message on the in-memory broker, with the identity of whoever published it."""
+
+    message: OutgoingMessage
+    user_id: str | None
+
+
 class _MemoryDelivery(Delivery):
-    body: bytes
-    message_id: str | None
-    routing_key: str
-    attempt: int
-    _transport: InMemoryTransport
-    _queue: QueueSpec
+    def __init__(self, envelope: _Envelope, transport: InMemoryTransport, queue: QueueSpec):
+        message = envelope.message
+        self._facts = wire.read_facts(
+            envelope.user_id,
+            message.headers,
+            message.routing_key,
+            trusted_users=transport.users.trusted_for(queue.service),
+        )
+        self._envelope = envelope
+        self._transport = transport
+        self._queue = queue
+        self.body = message.body
+        self.message_id = message.message_id
+        self.routing_key = self._facts.event_type
+        self.content_type = message.content_type
+        self.content_encoding = message.content_encoding
+        self.headers = dict(message.headers)
+        self.producer = self._facts.producer
+        self.attempt = self._facts.attempt
+        self.first_failed_at = self._facts.first_failed_at
+
+    def _again(self, attempt: int, error_class: str | None, **extra: str) -> OutgoingMessage:
+        headers = wire.carried_headers(
+            self._facts,
+            self._envelope.message.headers,
+            now=datetime.now(UTC),
+            attempt=attempt,
+            error_class=error_class,
+        )
+        return OutgoingMessage(
+            self.routing_key,
+            self.body,
+            self.message_id or "",
+            self.content_type or "",
+            headers | extra,
+            self.content_encoding,
+        )
+
+    def _settle(self) -> None:
+        if self.settled:
+            raise DeliverySettledError(f"message {self.message_id} was already settled")
+        self.settled = True
+        self._transport.settled()
 
     async def ack(self) -> None:
-        self._transport.settled(self._queue)
+        self._settle()
 
     async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
-        del delay_seconds, error_class  # the skeleton keeps the fixed embedded delay
-        self._transport.schedule_retry(self, self._queue)
-        self._transport.settled(self._queue)
+        again = self._again(self.attempt + 1, error_class)
+        self._settle()
+        self._transport.schedule(again, self._queue, max(delay_seconds, 0.0))
 
     async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
-        del cause, error_class
-        self._transport.dead_letters.setdefault(self._queue.dead_letter_queue, []).append(
-            OutgoingMessage(self.routing_key, self.body, self.message_id or "")
+        dead = self._again(
+            self.attempt,
+            error_class,
+            **{wire.DEAD_LETTER_CAUSE: cause.value, wire.SERVICE: self._queue.service},
         )
-        self._transport.settled(self._queue)
+        self._settle()
+        self._transport.dead_letters.setdefault(self._queue.dead_letter_queue, []).append(dead)
 
 
 class InMemoryTransport(Transport):
-    """A single-process broker for the embedded default: topic routing, retries, DLQs."""
+    """A single-process broker for the embedded default: topic routing, retries, DLQs.
 
-    def __init__(self, *, retry_delay_seconds: float = 0.5) -> None:
-        self._retry_delay = retry_delay_seconds
+    Publishers have identities as on RabbitMQ: the runtime's own services publish as the
+    service user, and ``publish_as`` names an outside client (``blume-share send`` is the
+    upstream client); deliveries carry the producer by the same rule as on RabbitMQ.
+    """
+
+    def __init__(self, users: BrokerUsers | None = None) -> None:
+        self.users = users or BrokerUsers(EMBEDDED_SERVICE_USER)
         self._bindings: list[tuple[str, QueueSpec]] = []
+        self._specs: dict[str, QueueSpec] = {}
         self._queues: dict[str, asyncio.Queue[_MemoryDelivery]] = {}
         self._consumers: dict[str, Consumer] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -154,60 +285,70 @@ class InMemoryTransport(Transport):
         self.dead_letters: dict[str, list[OutgoingMessage]] = {}
 
     def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
+        self._specs[queue.name] = queue
         self._queues[queue.name] = asyncio.Queue()
         self._consumers[queue.name] = consumer
         self._bindings.extend((key, queue) for key in queue.binding_keys)
 
     async def start(self) -> None:
-        for name, consumer in self._consumers.items():
-            self._tasks.append(asyncio.create_task(self._consume(name, consumer)))
+        for spec in self._specs.values():
+            self._tasks.append(asyncio.create_task(self._consume(spec)))
 
     async def publish(self, message: OutgoingMessage) -> None:
+        self.route(_Envelope(message, self.users.connection_user))
+
+    async def publish_as(self, user: str | None, message: OutgoingMessage) -> None:
+        """Publish with another identity, as an outside client with its own broker user."""
+        self.route(_Envelope(message, user))
+
+    def route(self, envelope: _Envelope) -> None:
         # A queue bound by several matching keys still gets one copy, as on RabbitMQ.
         targets = {
             queue.name: queue
             for key, queue in self._bindings
-            if topic_matches(key, message.routing_key)
+            if topic_matches(key, envelope.message.routing_key)
         }
         for queue in targets.values():
-            delivery = _MemoryDelivery(
-                message.body, message.message_id, message.routing_key, 1, self, queue
-            )
-            self._enqueue(delivery, queue)
+            self._enqueue(envelope, queue)
 
-    def _enqueue(self, delivery: _MemoryDelivery, queue: QueueSpec) -> None:
+    def _enqueue(self, envelope: _Envelope, queue: QueueSpec) -> None:
         self._unsettled += 1
-        self._queues[queue.name].put_nowait(delivery)
+        self._queues[queue.name].put_nowait(_MemoryDelivery(envelope, self, queue))
 
-    def settled(self, _queue: QueueSpec) -> None:
+    def settled(self) -> None:
         self._unsettled -= 1
 
-    def schedule_retry(self, delivery: _MemoryDelivery, queue: QueueSpec) -> None:
-        again = _MemoryDelivery(
-            delivery.body,
-            delivery.message_id,
-            delivery.routing_key,
-            delivery.attempt + 1,
-            self,
-            queue,
-        )
+    def schedule(self, message: OutgoingMessage, queue: QueueSpec, delay_seconds: float) -> None:
+        """Put a retried message back on its queue after the delay, as the service's user."""
         self._pending_retries += 1
+        envelope = _Envelope(message, self.users.user_of(queue.service))
 
         def _redeliver() -> None:
             self._pending_retries -= 1
-            self._enqueue(again, queue)
+            self._enqueue(envelope, queue)
 
-        asyncio.get_running_loop().call_later(self._retry_delay, _redeliver)
+        asyncio.get_running_loop().call_later(delay_seconds, _redeliver)
 
     @property
     def idle(self) -> bool:
         return self._unsettled == 0 and self._pending_retries == 0
 
-    async def _consume(self, name: str, consumer: Consumer) -> None:
-        queue = self._queues[name]
+    async def wait_idle(self, *, poll_seconds: float = 0.01) -> None:
+        """Return once nothing is queued, being handled or waiting to be retried."""
+        while True:
+            if self.idle:
+                return
+            await asyncio.sleep(poll_seconds)
+
+    def consumer_states(self) -> dict[str, bool]:
+        running = bool(self._tasks) and not any(task.done() for task in self._tasks)
+        return dict.fromkeys(self._queues, running)
+
+    async def _consume(self, spec: QueueSpec) -> None:
+        queue, consumer = self._queues[spec.name], self._consumers[spec.name]
         while True:
             delivery = await queue.get()
-            await consumer(delivery)
+            await deliver(consumer, delivery, service=spec.service)
 
     async def stop(self) -> None:
         for task in self._tasks:

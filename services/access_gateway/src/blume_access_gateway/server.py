@@ -8,14 +8,12 @@ SIGTERM: it stops this server first (in-flight requests finish), then the worker
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Iterator
 from typing import Final
 
 import structlog
 import uvicorn
 from blume_runtime.db import Database
+from blume_runtime.ops import ServerWithoutSignals, bind
 from blume_runtime.settings import Settings
 
 from blume_access_gateway.app import create_app
@@ -25,27 +23,6 @@ from blume_access_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(NAME)
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 10
-
-
-class _RuntimeOwnedSignals(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        # The Runtime handles SIGTERM/SIGINT and calls ``HttpServer.stop``.
-        yield
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind here, so a busy port is an OSError for the caller (uvicorn would exit the process)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
 
 
 class HttpServer:
@@ -62,7 +39,7 @@ class HttpServer:
             proxy_headers=False,  # client addresses: BLUME_TRUSTED_PROXIES, in clients.py
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         )
-        self._server = _RuntimeOwnedSignals(config)
+        self._server = ServerWithoutSignals(config)  # the Runtime owns SIGTERM
         self._task: asyncio.Task[None] | None = None
         self.port = port
 
@@ -94,19 +71,24 @@ class HttpServer:
 
 def main() -> None:
     """``blume-share-access-gateway``: the gateway alone, as ``blume-share run access_gateway``."""
-    from blume_runtime.app import Runtime
+    from blume_runtime.app import EXIT_UNAVAILABLE, BrokerIdentityError, Runtime
     from blume_runtime.logging import configure_logging
+    from blume_runtime.ops import OpsPortInUseError
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
 
     async def run() -> None:
         db = Database(settings.database)
-        runtime = Runtime(settings, [], db)
+        runtime = Runtime(settings, [], db, serve_ops=True, publishers=[NAME])
         server = HttpServer.from_settings(settings, db, runtime.relay)
         try:
             await runtime.run_until_signalled(after_start=server.start, before_stop=server.stop)
         finally:
             await db.dispose()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except (OpsPortInUseError, BrokerIdentityError) as error:
+        log.error("cannot start", error=str(error))
+        raise SystemExit(EXIT_UNAVAILABLE) from None

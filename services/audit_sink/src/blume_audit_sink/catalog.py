@@ -63,6 +63,7 @@ INSTANCES_ACCESSED = Code(DCM, "110103", "DICOM Instances Accessed")
 USER_AUTHENTICATION = Code(DCM, "110114", "User Authentication")
 SECURITY_ALERT = Code(DCM, "110113", "Security Alert")
 AUDIT_LOG_USED = Code(DCM, "110101", "Audit Log Used")
+APPLICATION_ACTIVITY = Code(DCM, "110100", "Application Activity")
 UNCLASSIFIED = Code(BLUME_EVENT_CODES, "unclassified", "Event type not in the audit catalog")
 
 CODES_BY_TOKEN: Final = {
@@ -73,6 +74,7 @@ CODES_BY_TOKEN: Final = {
         USER_AUTHENTICATION,
         SECURITY_ALERT,
         AUDIT_LOG_USED,
+        APPLICATION_ACTIVITY,
         UNCLASSIFIED,
     )
 }
@@ -120,6 +122,9 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
+    # An operator acting on dead letters: replay re-runs messages, purge deletes them.
+    "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
+    "ops.dead_letters.purged": EventClass(APPLICATION_ACTIVITY, _D),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 

@@ -1,0 +1,165 @@
+"""Least-privilege RabbitMQ definitions, generated from the contract registry.
+
+One broker user per service (its name), one for the web gateway, one ``ops`` user for the
+dead-letter tools and ``blume-share revoke``, and one per upstream client. No passwords:
+each user's ``password_hash`` is empty, so nobody can log in as it until its password is set
+from the secret store (``rabbitmqctl change_password``; see docs/operations.md).
+
+- A service may configure, write (bind) and read only its own queues and private exchange,
+  read ``blume.share`` (to bind), and write it if it produces anything.
+- Topic permissions on ``blume.share``: a user may publish only the routing keys the
+  registry says it produces, and bind only the keys of the types it consumes.
+- ``ops`` may read every DLQ and write every service's private exchange (replays, and
+  keeping what a walk leaves in place), and publish its own event types.
+- An upstream client may publish the upstream request types and bind queues of its own
+  (named ``<client>.…``) to the outcomes it consumes.
+- Nobody may write ``amq.default``: messages reach a queue only through ``blume.share`` or
+  its service's private exchange.
+- The policy gives service and delay queues declared by an earlier release at-least-once
+  dead-lettering (the new release declares it as queue arguments).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+from blume_contracts.envelope import EXCHANGE
+from blume_contracts.registry import EVENTS, OPS, UPSTREAM
+
+from blume_runtime.topology import AT_LEAST_ONCE_POLICY, QUEUE_PREFIX
+
+DEFAULT_VHOST: Final = "blume"
+NOTHING: Final = "^$"
+POLICY_NAME: Final = "blume-share-at-least-once"
+_OWN_SUFFIXES: Final = r"(\.dlq|\.private|\.delay\.[0-9]+s)?"
+
+
+def _alternatives(names: Iterable[str]) -> str:
+    escaped = sorted(re.escape(name) for name in names)
+    return f"^({'|'.join(escaped)})$" if escaped else NOTHING
+
+
+def produced_by(name: str) -> list[str]:
+    return sorted(spec.event_type for spec in EVENTS.values() if name in spec.producers)
+
+
+def consumed_by(name: str) -> list[str]:
+    return sorted(spec.event_type for spec in EVENTS.values() if name in spec.consumers)
+
+
+def queue_services() -> list[str]:
+    """The registry's consumers that have a queue of their own (not upstream clients)."""
+    return sorted({name for spec in EVENTS.values() for name in spec.consumers} - {UPSTREAM})
+
+
+def publishing_services() -> list[str]:
+    """Producers with no queue (the web gateway), besides upstream clients and ops."""
+    producers = {name for spec in EVENTS.values() for name in spec.producers}
+    return sorted(producers - set(queue_services()) - {UPSTREAM, OPS})
+
+
+def binding_keys(service: str) -> list[str]:
+    """What a service binds: its consumed types, or ``#`` when it consumes every type."""
+    consumed = consumed_by(service)
+    return ["#"] if len(consumed) == len(EVENTS) else consumed
+
+
+def _own(service: str) -> str:
+    return re.escape(f"{QUEUE_PREFIX}{service}") + _OWN_SUFFIXES
+
+
+def _user(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "password_hash": "",
+        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "tags": [],
+    }
+
+
+def definitions(vhost: str = DEFAULT_VHOST, *, user_suffix: str = "") -> dict[str, Any]:
+    """The definitions document ``rabbitmqctl import_definitions`` takes."""
+    shared = re.escape(EXCHANGE)
+    services = queue_services()
+    users: list[dict[str, Any]] = []
+    permissions: list[dict[str, Any]] = []
+    topics: list[dict[str, Any]] = []
+
+    def grant(name: str, configure: str, write: str, read: str, send: str, bind: str) -> None:
+        user = f"{name}{user_suffix}"
+        users.append(_user(user))
+        permissions.append(
+            {"user": user, "vhost": vhost, "configure": configure, "write": write, "read": read}
+        )
+        topics.append(
+            {"user": user, "vhost": vhost, "exchange": EXCHANGE, "write": send, "read": bind}
+        )
+
+    for service in services:
+        own = _own(service)
+        sends = produced_by(service)
+        grant(
+            service,
+            configure=f"^{own}$",
+            write=f"^({shared}|{own})$" if sends else f"^{own}$",
+            read=f"^({shared}|{own})$",
+            send=_alternatives(sends),
+            bind=_alternatives(binding_keys(service)),
+        )
+    for publisher in publishing_services():
+        grant(
+            publisher,
+            NOTHING,
+            f"^{shared}$",
+            NOTHING,
+            _alternatives(produced_by(publisher)),
+            NOTHING,
+        )
+    every = "(" + "|".join(re.escape(service) for service in services) + ")"
+    prefix = re.escape(QUEUE_PREFIX)
+    grant(
+        OPS,
+        configure=NOTHING,
+        write=f"^({shared}|{prefix}{every}\\.private)$",
+        read=f"^{prefix}{every}\\.dlq$",
+        send=_alternatives(produced_by(OPS)),
+        bind=NOTHING,
+    )
+    client_queues = re.escape(f"{UPSTREAM}.") + ".+"
+    grant(
+        UPSTREAM,
+        configure=f"^{client_queues}$",
+        write=f"^({shared}|{client_queues})$",
+        read=f"^({shared}|{client_queues})$",
+        send=_alternatives(produced_by(UPSTREAM)),
+        bind=_alternatives(consumed_by(UPSTREAM)),
+    )
+    return {
+        "vhosts": [{"name": vhost}],
+        "users": users,
+        "permissions": permissions,
+        "topic_permissions": topics,
+        "exchanges": [
+            {
+                "name": EXCHANGE,
+                "vhost": vhost,
+                "type": "topic",
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+        ],
+        "policies": [
+            {
+                "vhost": vhost,
+                "name": POLICY_NAME,
+                "pattern": f"^{prefix}{every}(\\.delay\\.[0-9]+s)?$",
+                "apply-to": "queues",
+                "priority": 0,
+                "definition": dict(AT_LEAST_ONCE_POLICY),
+            }
+        ],
+    }
