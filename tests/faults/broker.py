@@ -10,6 +10,7 @@ The nodes use the shared node's Erlang cookie, so that an operator's plain
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -242,9 +243,7 @@ class RabbitCluster:
                 self._kill_quietly(node)
 
     def _kill_quietly(self, node: RabbitNode) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             os.kill(int(node.pid_file.read_text().strip()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
         if node.process is not None and node.process.poll() is None:
             node.process.kill()

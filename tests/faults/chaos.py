@@ -60,30 +60,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Drive shares through injected faults on infrastructure of the suite's own, "
         "then check that no share was lost, stuck or emailed twice under two ids.",
     )
-    parser.add_argument("--smoke", action="store_true", help="short run for CI: 100 shares, "
-                        "a 20 s SMTP outage, short gaps (explicit options still win)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="short run for CI: 100 shares, "
+        "a 20 s SMTP outage, short gaps (explicit options still win)",
+    )
     parser.add_argument("--shares", type=int, help="shares in all (default 1000; smoke 100)")
     parser.add_argument("--poison", type=int, help="poison messages (default 30)")
     parser.add_argument("--smtp-outage", type=float, help="seconds (default 120; smoke 20)")
-    parser.add_argument("--kill-delay", type=float, default=5.0,
-                        help="seconds a SIGKILLed worker stays down (default 5)")
-    parser.add_argument("--broker-down", type=float, help="seconds a faulted node stays down "
-                        "(default 10; smoke 5)")
+    parser.add_argument(
+        "--kill-delay",
+        type=float,
+        default=5.0,
+        help="seconds a SIGKILLed worker stays down (default 5)",
+    )
+    parser.add_argument(
+        "--broker-down", type=float, help="seconds a faulted node stays down (default 10; smoke 5)"
+    )
     parser.add_argument("--gap", type=float, help="seconds between faults (default 10; smoke 3)")
-    parser.add_argument("--reattach-deadline", type=float, default=120.0,
-                        help="seconds each worker has to re-attach after a fault (default 120)")
-    parser.add_argument("--settle-timeout", type=float, help="seconds to wait for the system to "
-                        "settle after the last fault (default 600; smoke 180)")
-    parser.add_argument("--log-dir", type=Path, help="where worker, broker and database logs "
-                        "go (default .blume/chaos/<run>)")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the data directories too (for a post-mortem)")
+    parser.add_argument(
+        "--reattach-deadline",
+        type=float,
+        default=120.0,
+        help="seconds each worker has to re-attach after a fault (default 120)",
+    )
+    parser.add_argument(
+        "--settle-timeout",
+        type=float,
+        help="seconds to wait for the system to "
+        "settle after the last fault (default 600; smoke 180)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        help="where worker, broker and database logs go (default .blume/chaos/<run>)",
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the data directories too (for a post-mortem)"
+    )
     parser.add_argument("--rabbitmq-bin", type=Path, help="directory of rabbitmq-server")
     parser.add_argument("--postgres-bin", type=Path, help="directory of initdb and pg_ctl")
-    parser.add_argument("--postgres-os-user", default="postgres",
-                        help="who runs PostgreSQL when the suite runs as root (default postgres)")
-    parser.add_argument("--erlang-cookie-file", type=Path,
-                        help="cookie to share (default: the shared node's)")
+    parser.add_argument(
+        "--postgres-os-user",
+        default="postgres",
+        help="who runs PostgreSQL when the suite runs as root (default postgres)",
+    )
+    parser.add_argument(
+        "--erlang-cookie-file", type=Path, help="cookie to share (default: the shared node's)"
+    )
     args = parser.parse_args(argv)
     smoke = args.smoke
     defaults = {
@@ -150,7 +175,8 @@ def interrupts_as_keyboard_interrupt() -> Iterator[None]:
 
 
 def worker_environment(infra: Infrastructure, amqp_url: str, state: Path) -> dict[str, str]:
-    assert infra.postgres is not None and infra.mail is not None
+    assert infra.postgres is not None
+    assert infra.mail is not None
     env = {key: value for key, value in os.environ.items() if not key.startswith("BLUME_")}
     env.update(
         BLUME_AMQP_URL=amqp_url,
@@ -196,15 +222,20 @@ def leftover_messages(cluster: RabbitCluster) -> dict[str, int]:
     }
 
 
-async def settle(system: System, stores: Stores, shares: list[PlannedShare], timeout: float) -> None:
+async def settle(
+    system: System, stores: Stores, shares: list[PlannedShare], limit_seconds: float
+) -> None:
     """Until every share is terminal and the worker queues are empty (or the time is up)."""
     ids = [share.share_id for share in shares]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_seconds
     while time.monotonic() < deadline:
         system.workers.restart_crashed()
         states = await _states_or_empty(stores, ids)
-        terminal = sum(1 for state in states.values() if state in {"completed", "rejected",
-                                                                   "failed", "revoked"})
+        terminal = sum(
+            1
+            for state in states.values()
+            if state in {"completed", "rejected", "failed", "revoked"}
+        )
         left = await asyncio.to_thread(leftover_messages, system.cluster)
         if terminal == len(ids) and not any(left.values()):
             await asyncio.sleep(LATE_DUPLICATE_SECONDS)
@@ -212,11 +243,13 @@ async def settle(system: System, stores: Stores, shares: list[PlannedShare], tim
         busy = {name: n for name, n in left.items() if n}
         print(f"  settling: {terminal}/{len(ids)} terminal, queues {busy or 'empty'}", flush=True)
         await asyncio.sleep(SETTLE_POLL_SECONDS)
-    print(f"  not settled after {timeout:.0f}s: collecting what there is")
+    print(f"  not settled after {limit_seconds:.0f}s: collecting what there is")
 
 
 async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -> int:
-    assert infra.cluster and infra.postgres and infra.mail
+    assert infra.cluster is not None
+    assert infra.postgres is not None
+    assert infra.mail is not None
     cluster = infra.cluster
     services = list(SERVICES)
     env = worker_environment(infra, cluster.amqp_url(cluster.nodes[0]), infra.workdir / "state")
@@ -243,10 +276,20 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     for name, members in cluster.queue_table(cluster.nodes[1], "members"):
         print(f"  {name:<32} {members}")
 
-    timings = Timings(args.kill_delay, args.broker_down, args.smtp_outage, args.gap,
-                      args.reattach_deadline)
-    system = System(cluster, infra.postgres, infra.mail, infra.workers, readiness, bus,
-                    Driver(bus, shares, rate=1.0), poison_cases(args.poison), timings)
+    timings = Timings(
+        args.kill_delay, args.broker_down, args.smtp_outage, args.gap, args.reattach_deadline
+    )
+    system = System(
+        cluster,
+        infra.postgres,
+        infra.mail,
+        infra.workers,
+        readiness,
+        bus,
+        Driver(bus, shares, rate=1.0),
+        poison_cases(args.poison),
+        timings,
+    )
     stores = Stores(infra.postgres.url)
     plan = fault_plan(services, timings)
     publishing = asyncio.create_task(system.driver.run())
@@ -254,9 +297,12 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
 
     def on_fault(record: FaultRecord) -> None:
         crashed = infra.workers.restart_crashed() if infra.workers else []
-        print(f"   done in {record.seconds:.1f}s: {record.note}; re-attached "
-              f"{ {name: None if t is None else round(t, 1) for name, t in record.reattached.items()} }"
-              + (f"; restarted crashed workers {crashed}" if crashed else ""), flush=True)
+        took = {name: None if t is None else round(t, 1) for name, t in record.reattached.items()}
+        print(
+            f"   done in {record.seconds:.1f}s: {record.note}; re-attached {took}"
+            + (f"; restarted crashed workers {crashed}" if crashed else ""),
+            flush=True,
+        )
 
     try:
         records = await run_plan(system, plan, on_fault)
@@ -276,7 +322,9 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
             dead_letters=dead_letter_causes(cli_env, services),
             audit_verified=_audit_verifies(cli_env),
             faults=records,
-            unexpected_exits={name: w.unexpected_exits for name, w in infra.workers.processes.items()},
+            unexpected_exits={
+                name: w.unexpected_exits for name, w in infra.workers.processes.items()
+            },
             leftover_messages=leftover_messages(cluster),
         )
     finally:
@@ -286,15 +334,21 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
         await stores.close()
     findings = analyse(collected)
     print(render(findings, records))
-    print(f"\nlogs: {infra.log_dir}  (readiness: {readiness.mode}; "
-          f"republished after no confirm: {bus.republished})")
+    print(
+        f"\nlogs: {infra.log_dir}  (readiness: {readiness.mode}; "
+        f"republished after no confirm: {bus.republished})"
+    )
     return EXIT_INVARIANT if findings.failures else 0
 
 
 def _audit_verifies(env: dict[str, str]) -> bool:
     done = subprocess.run(
         [sys.executable, "-m", "blume_share", "audit", "verify"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     print(f"audit verify (exit {done.returncode}): {done.stdout.strip()[-600:]}")
     return done.returncode == 0
@@ -309,20 +363,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     infra = Infrastructure(workdir, log_dir)
     started = time.monotonic()
-    print(f"chaos run {run_tag}: {args.shares} shares, {args.poison} poison messages, "
-          f"SMTP outage {args.smtp_outage:.0f}s; data {workdir}, logs {log_dir}", flush=True)
+    print(
+        f"chaos run {run_tag}: {args.shares} shares, {args.poison} poison messages, "
+        f"SMTP outage {args.smtp_outage:.0f}s; data {workdir}, logs {log_dir}",
+        flush=True,
+    )
     with interrupts_as_keyboard_interrupt():
         try:
             infra.mail = MailServer()
             infra.mail.accept()
-            infra.postgres = PostgresCluster(workdir, postgres_bin_dir(args.postgres_bin),
-                                             args.postgres_os_user)
+            infra.postgres = PostgresCluster(
+                workdir, postgres_bin_dir(args.postgres_bin), args.postgres_os_user
+            )
             infra.postgres.start()
-            infra.cluster = RabbitCluster(workdir, run_tag, rabbitmq_bin_dir(args.rabbitmq_bin),
-                                          erlang_cookie(args.erlang_cookie_file))
+            infra.cluster = RabbitCluster(
+                workdir,
+                run_tag,
+                rabbitmq_bin_dir(args.rabbitmq_bin),
+                erlang_cookie(args.erlang_cookie_file),
+            )
             infra.cluster.start()
-            print(f"cluster up: {', '.join(node.name for node in infra.cluster.nodes)}; "
-                  f"PostgreSQL on {infra.postgres.port}; SMTP on {infra.mail.port}", flush=True)
+            print(
+                f"cluster up: {', '.join(node.name for node in infra.cluster.nodes)}; "
+                f"PostgreSQL on {infra.postgres.port}; SMTP on {infra.mail.port}",
+                flush=True,
+            )
             code = asyncio.run(drive(args, infra, run_tag))
         except KeyboardInterrupt:
             print("interrupted: tearing everything down")

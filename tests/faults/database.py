@@ -74,7 +74,9 @@ class PostgresCluster:
             f"-p {self.port} -c listen_addresses=127.0.0.1 "
             f"-c unix_socket_directories={self.home} -c max_connections=200"
         )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-o", options, "-w", "start")
+        self._run(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-o", options, "-w", "start"
+        )
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", DATABASE)
 
     @property
@@ -90,7 +92,14 @@ class PostgresCluster:
         server recovers from its WAL, as after a crash."""
         # -l again: without it the restarted server writes to pg_ctl's (captured) stdout.
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-m", "immediate", "-w",
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log_file),
+            "-m",
+            "immediate",
+            "-w",
             "restart",
         )
 

@@ -39,7 +39,7 @@ class MailServer:
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
 
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
         content = envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
         message_id = str(self._parser.parsebytes(raw).get("Message-ID", "")).strip()

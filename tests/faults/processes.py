@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -51,7 +52,5 @@ def end_process(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
 
 
 def _signal_session(process: subprocess.Popen[bytes], signum: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signum)  # the session leader's pid is its group id
-    except ProcessLookupError:
-        pass

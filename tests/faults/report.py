@@ -5,6 +5,7 @@ tested on its own (``tests/faults/test_report.py``)."""
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -77,7 +78,7 @@ def resend_verdicts(
     explained = unexplained = 0
     for accepted in times.values():
         accepted.sort()
-        for previous, later in zip(accepted, accepted[1:], strict=False):
+        for previous, later in itertools.pairwise(accepted):
             if any(
                 previous <= kill <= later and kill - previous <= RESEND_WINDOW_SECONDS
                 for kill in notifier_kills
@@ -92,15 +93,15 @@ def outcome_counts(
     poison: Sequence[PoisonCase], events: Iterable[ObservedEvent]
 ) -> collections.Counter[str]:
     """Per poison correlation id that owes an outcome: outcome events seen for it."""
-    owed = {case.correlation_id for case in poison if case.owes_outcome}
-    seen: collections.Counter[str] = collections.Counter(dict.fromkeys(owed, 0))  # type: ignore[arg-type]
+    owed = {case.correlation_id for case in poison if case.owes_outcome and case.correlation_id}
+    seen = collections.Counter(dict.fromkeys(owed, 0))
     for event in events:
         if event.type in OUTCOMES and event.correlation_id in owed:
             seen[event.correlation_id] += 1
     return seen
 
 
-def analyse(run: Collected) -> Findings:  # noqa: PLR0915 - one row and one check per figure
+def analyse(run: Collected) -> Findings:
     planned = {share.share_id: share for share in run.shares}
     states = [run.states.get(share_id) for share_id in planned]
     completed = states.count("completed")
@@ -124,8 +125,9 @@ def analyse(run: Collected) -> Findings:  # noqa: PLR0915 - one row and one chec
     duplicates = sum(count - 1 for count in copies.values())
     explained, unexplained = resend_verdicts(run.emails, run.notifier_kills)
     completed_unmailed = sum(
-        1 for share_id in planned if run.states.get(share_id) == "completed"
-        and share_id not in ids_per_share
+        1
+        for share_id in planned
+        if run.states.get(share_id) == "completed" and share_id not in ids_per_share
     )
     forged = {case.forged_address for case in run.poison if case.forged_address}
     forged_emails = sum(1 for recipient in strangers if recipient in forged)
@@ -187,8 +189,8 @@ def analyse(run: Collected) -> Findings:  # noqa: PLR0915 - one row and one chec
         (two_ids == 0, f"{two_ids} shares emailed under two different Message-IDs"),
         (unexplained == 0, f"{unexplained} resends not explained by a notifier kill"),
         (completed_unmailed == 0, f"{completed_unmailed} completed shares sent no email"),
-        (not strangers, f"{len(strangers)} emails to addresses no share named ({forged_emails} forged)"),
-        (audited_once, f"events not audited exactly once: {audit_missing} missing, {audit_twice} twice"),
+        (not strangers, f"{len(strangers)} emails to strangers ({forged_emails} forged)"),
+        (audited_once, f"events not audited once: {audit_missing} missing, {audit_twice} twice"),
         (run.audit_verified, "blume-share audit verify failed"),
         (not never_back, f"consumers never re-attached: {', '.join(never_back)}"),
         (

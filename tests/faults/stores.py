@@ -12,6 +12,7 @@ from blume_audit_sink.models import AuditPending, AuditRecord
 from blume_runtime.db import Database
 from blume_share_dispatcher.models import Share
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from tests.faults.processes import FaultSuiteError
 from tests.faults.workers import run_cli
@@ -29,8 +30,8 @@ class Stores:
             for start in range(0, len(share_ids), CHUNK):
                 chunk = share_ids[start : start + CHUNK]
                 rows = await session.execute(
-                    select(Share.share_id, Share.state).where(
-                        Share.share_id.in_(chunk)  # type: ignore[attr-defined]
+                    select(col(Share.share_id), col(Share.state)).where(
+                        col(Share.share_id).in_(chunk)
                     )
                 )
                 states.update((share_id, str(state)) for share_id, state in rows.all())
@@ -42,8 +43,8 @@ class Stores:
         async with self._db.transaction() as session:
             for model in (AuditRecord, AuditPending):
                 rows = await session.execute(
-                    select(model.event_source, model.event_id, func.count()).group_by(
-                        model.event_source, model.event_id
+                    select(col(model.event_source), col(model.event_id), func.count()).group_by(
+                        col(model.event_source), col(model.event_id)
                     )
                 )
                 for source, event_id, count in rows.all():

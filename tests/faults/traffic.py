@@ -62,8 +62,9 @@ def _example(name: str) -> dict[str, Any]:
 
 def plan_shares(count: int, run_tag: str) -> tuple[list[PlannedShare], list[dict[str, Any]]]:
     """``count`` requests, every other one a Blume share; and the patient accounts to import."""
-    link_example, blume_example = _example("study-send-request.json"), _example(
-        "study-send-blume.json"
+    link_example, blume_example = (
+        _example("study-send-request.json"),
+        _example("study-send-blume.json"),
     )
     shares: list[PlannedShare] = []
     patients: list[dict[str, Any]] = []
