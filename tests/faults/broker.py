@@ -231,6 +231,24 @@ class RabbitCluster:
         out = self.ctl(via, "list_queues", "-q", "--no-table-headers", "name", *columns)
         return [line.split("\t") for line in out.splitlines() if line.strip()]
 
+    def live_consumers(self, via: RabbitNode) -> dict[str, int]:
+        """Consumers per queue whose channel still exists.
+
+        A quorum queue keeps the consumers of a node that went down (``suspected_down``)
+        until it learns their fate, so a bare consumer count can still show a worker that
+        lost its connection; a consumer counts here only if its channel is alive.
+        """
+        channels = set(self.ctl(via, "list_channels", "-q", "--no-table-headers", "pid").split())
+        rows = self.ctl(
+            via, "list_consumers", "-q", "--no-table-headers", "queue_name", "channel_pid"
+        )
+        counts: dict[str, int] = {}
+        for line in rows.splitlines():
+            queue, _, channel = line.partition("\t")
+            if channel.strip() in channels:
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
     def stop(self) -> None:
         """Tear every node down (used on exit): a clean stop first, SIGKILL if it hangs."""
         for node in self.nodes:

@@ -35,6 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
+from blume_runtime.topology import QueueSpec
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
@@ -43,13 +44,14 @@ from tests.faults.database import PostgresCluster, postgres_bin_dir
 from tests.faults.mail import MailServer
 from tests.faults.plan import System, Timings, fault_plan, run_plan
 from tests.faults.poison import FORGED_SOURCE, poison_cases
-from tests.faults.report import Collected, FaultRecord, analyse, render
+from tests.faults.report import TERMINAL, Collected, FaultRecord, analyse, render
 from tests.faults.stores import Stores, dead_letter_causes
 from tests.faults.traffic import Bus, Driver, PlannedShare, plan_shares
 from tests.faults.workers import Readiness, Workers, run_cli
 
 SETTLE_POLL_SECONDS: Final = 5.0
 LATE_DUPLICATE_SECONDS: Final = 10.0
+STALL_SECONDS: Final = 90.0
 EXIT_INVARIANT: Final = 1
 EXIT_SUITE: Final = 2
 
@@ -225,23 +227,29 @@ def leftover_messages(cluster: RabbitCluster) -> dict[str, int]:
 async def settle(
     system: System, stores: Stores, shares: list[PlannedShare], limit_seconds: float
 ) -> None:
-    """Until every share is terminal and the worker queues are empty (or the time is up)."""
+    """Until every share is terminal and the worker queues are empty, or the time is up, or
+    nothing has moved for ``STALL_SECONDS`` while messages sit only on consumer queues (a
+    stall: nothing is waiting out a retry delay that could still move them)."""
     ids = [share.share_id for share in shares]
+    consumer_queues = {QueueSpec(name, ()).name for name in system.workers.processes}
     deadline = time.monotonic() + limit_seconds
+    last_change, last_seen = time.monotonic(), None
     while time.monotonic() < deadline:
         system.workers.restart_crashed()
         states = await _states_or_empty(stores, ids)
-        terminal = sum(
-            1
-            for state in states.values()
-            if state in {"completed", "rejected", "failed", "revoked"}
-        )
+        terminal = sum(1 for state in states.values() if state in TERMINAL)
         left = await asyncio.to_thread(leftover_messages, system.cluster)
         if terminal == len(ids) and not any(left.values()):
             await asyncio.sleep(LATE_DUPLICATE_SECONDS)
             return
         busy = {name: n for name, n in left.items() if n}
-        print(f"  settling: {terminal}/{len(ids)} terminal, queues {busy or 'empty'}", flush=True)
+        seen = (terminal, sorted(busy.items()), len(system.mail.received), len(system.bus.events))
+        if seen != last_seen:
+            print(f"  settling: {terminal}/{len(ids)} terminal, queues {busy or 'empty'}")
+            last_change, last_seen = time.monotonic(), seen
+        elif set(busy) <= consumer_queues and time.monotonic() - last_change > STALL_SECONDS:
+            print(f"  stalled: nothing moved for {STALL_SECONDS:.0f}s; collecting what there is")
+            return
         await asyncio.sleep(SETTLE_POLL_SECONDS)
     print(f"  not settled after {limit_seconds:.0f}s: collecting what there is")
 
@@ -264,10 +272,7 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     infra.workers.start_all()
     bus = Bus(cluster.amqp_url(cluster.nodes[1]))
     await bus.connect(wait_for_exchange=120)
-    readiness = Readiness(
-        infra.workers,
-        lambda: {row[0]: int(row[1]) for row in cluster.queue_table(cluster.nodes[1], "consumers")},
-    )
+    readiness = Readiness(infra.workers, lambda: cluster.live_consumers(cluster.nodes[1]))
     ready = await readiness.wait_all(args.reattach_deadline)
     if any(took is None for took in ready.values()):
         print(f"workers did not start: {ready}; see {infra.log_dir}")
@@ -326,6 +331,10 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
                 name: w.unexpected_exits for name, w in infra.workers.processes.items()
             },
             leftover_messages=leftover_messages(cluster),
+            plain_log_lines={
+                name: _plain_lines(worker.log_file)
+                for name, worker in infra.workers.processes.items()
+            },
         )
     finally:
         reporter.cancel()
@@ -339,6 +348,11 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
         f"republished after no confirm: {bus.republished})"
     )
     return EXIT_INVARIANT if findings.failures else 0
+
+
+def _plain_lines(log_file: Path) -> int:
+    with log_file.open("rb") as lines:
+        return sum(1 for line in lines if line.strip() and not line.startswith(b"{"))
 
 
 def _audit_verifies(env: dict[str, str]) -> bool:

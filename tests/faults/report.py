@@ -56,6 +56,8 @@ class Collected:
     unexpected_exits: Mapping[str, int]
     leftover_messages: Mapping[str, int]
     """worker queue -> messages still ready or unacknowledged after settling."""
+    plain_log_lines: Mapping[str, int] = field(default_factory=dict)
+    """worker -> log lines that are not JSON (library output that bypassed structlog)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,10 @@ def analyse(run: Collected) -> Findings:
     outcomes = outcome_counts(run.poison, run.events)
     without_outcome = sum(1 for count in outcomes.values() if count == 0)
     several_outcomes = sum(1 for count in outcomes.values() if count > 1)
+    kind_of = {case.correlation_id: case.kind for case in run.poison}
+    unanswered = collections.Counter(
+        kind_of[correlation] for correlation, count in outcomes.items() if count != 1
+    )
     never_back = [
         f"{fault.name}: {worker}"
         for fault in run.faults
@@ -182,6 +188,7 @@ def analyse(run: Collected) -> Findings:
         ("audit verify", "passed" if run.audit_verified else "FAILED"),
         ("messages left on worker queues", _mapping(leftovers)),
         ("workers that died on their own", _mapping(crashed)),
+        ("log lines that are not JSON", _mapping(run.plain_log_lines)),
     ]
     checks = [
         (rejected + failed == 0, f"{rejected + failed} valid shares lost (rejected or failed)"),
@@ -196,7 +203,7 @@ def analyse(run: Collected) -> Findings:
         (
             without_outcome == 0 and several_outcomes == 0,
             f"poison requests without exactly one outcome: {without_outcome} none, "
-            f"{several_outcomes} several",
+            f"{several_outcomes} several ({_mapping(unanswered)})",
         ),
         (not leftovers, f"messages stalled on worker queues: {_mapping(leftovers)}"),
         (not crashed, f"workers died without being killed: {_mapping(crashed)}"),

@@ -165,7 +165,7 @@ class Bus:
                     share_id=share_id if isinstance(share_id, str) else None,
                 )
             )
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError):
             self.unreadable += 1
         await message.ack()
 

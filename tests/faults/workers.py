@@ -115,7 +115,7 @@ class Readiness:
     def __init__(self, workers: Workers, queue_consumers: Callable[[], dict[str, int]]) -> None:
         self._workers = workers
         self._queue_consumers = queue_consumers
-        self.mode = "readyz" if runtime_has_ops_port() else "rabbitmqctl list_queues consumers"
+        self.mode = "readyz" if runtime_has_ops_port() else "rabbitmqctl list_consumers"
 
     async def ready(self) -> dict[str, bool]:
         if self.mode == "readyz":
