@@ -223,8 +223,10 @@ class RabbitCluster:
         """Spread quorum-queue leaders over the nodes, so that one node's loss takes some."""
         self._tool("rabbitmq-queues", via, "rebalance", "quorum")
 
-    def amqp_url(self, node: RabbitNode) -> str:
-        return f"amqp://{quote(self.user)}:{quote(self.password)}@127.0.0.1:{node.amqp_port}/"
+    def amqp_url(self, node: RabbitNode, user: str = "", password: str = "") -> str:
+        """The node's URL for ``user`` (default: the suite's own administrator)."""
+        user, password = (user, password) if user else (self.user, self.password)
+        return f"amqp://{quote(user)}:{quote(password)}@127.0.0.1:{node.amqp_port}/"
 
     def queue_table(self, via: RabbitNode, *columns: str) -> list[list[str]]:
         """``rabbitmqctl list_queues`` rows (name first), asked of a node that is up."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -40,10 +41,16 @@ from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
 from tests.faults.broker import RabbitCluster, erlang_cookie, rabbitmq_bin_dir
+from tests.faults.corpus import (
+    STRANGER_USER,
+    corpus_available,
+    corpus_publisher,
+    pick_from_corpus,
+)
 from tests.faults.database import PostgresCluster, postgres_bin_dir
 from tests.faults.mail import MailServer
 from tests.faults.plan import System, Timings, fault_plan, run_plan
-from tests.faults.poison import FORGED_SOURCE, poison_cases
+from tests.faults.poison import PoisonCase, poison_cases
 from tests.faults.report import TERMINAL, Collected, FaultRecord, analyse, render
 from tests.faults.stores import Stores, dead_letter_causes
 from tests.faults.traffic import Bus, Driver, PlannedShare, plan_shares
@@ -154,7 +161,8 @@ class Infrastructure:
                 except Exception as error:  # noqa: BLE001 - keep tearing the rest down
                     print(f"cleanup step failed: {type(error).__name__}: {error}")
         for node in self.cluster.nodes if self.cluster else []:
-            shutil.copytree(node.home / "log", self.log_dir / node.name, dirs_exist_ok=True)
+            if (node.home / "log").is_dir():
+                shutil.copytree(node.home / "log", self.log_dir / node.name, dirs_exist_ok=True)
         if self.postgres and self.postgres.log_file.exists():
             shutil.copy(self.postgres.log_file, self.log_dir / "postgres.log")
         if not keep:
@@ -202,8 +210,7 @@ async def progress(system: System, stores: Stores, shares: list[PlannedShare]) -
         print(
             f"  [{time.monotonic() - system.started:5.0f}s] {system.current}: published "
             f"{system.driver.published}/{len(shares)}, completed {done}, "
-            f"emails {len(system.mail.received)}, events seen {len(system.bus.events)}",
-            flush=True,
+            f"emails {len(system.mail.received)}, events seen {len(system.bus.events)}"
         )
 
 
@@ -254,6 +261,34 @@ async def settle(
     print(f"  not settled after {limit_seconds:.0f}s: collecting what there is")
 
 
+async def poison_for(
+    count: int, run_tag: str, cluster: RabbitCluster, bus: Bus
+) -> tuple[list[PoisonCase], Callable[[], Awaitable[None]], str]:
+    """The bad-input corpus where the tree has it (published as each case's producer, which
+    needs a broker user of no service), else the suite's own handful."""
+    if corpus_available():
+        picked = pick_from_corpus(count, run_tag)
+        password = secrets.token_urlsafe(24)
+        node = cluster.nodes[1]
+        cluster.ctl(node, "add_user", STRANGER_USER, password)
+        cluster.ctl(node, "set_permissions", STRANGER_USER, "^$", "^blume\\.share$", "^$")
+        publish_all = corpus_publisher(
+            cluster.amqp_url(node), cluster.amqp_url(node, STRANGER_USER, password), cluster.user
+        )
+
+        async def send_corpus() -> None:
+            await asyncio.to_thread(publish_all, picked.originals)
+
+        return picked.cases, send_corpus, "the bad-input corpus (tests/bad_input)"
+    own = poison_cases(count)
+
+    async def send_own() -> None:
+        for case in own:
+            await bus.publish(case.message)
+
+    return own, send_own, "the suite's own handful (tests/faults/poison.py)"
+
+
 async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -> int:
     assert infra.cluster is not None
     assert infra.postgres is not None
@@ -281,6 +316,8 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     for name, members in cluster.queue_table(cluster.nodes[1], "members"):
         print(f"  {name:<32} {members}")
 
+    poison, send_poison, source = await poison_for(args.poison, run_tag, cluster, bus)
+    print(f"poison: {len(poison)} messages from {source}")
     timings = Timings(
         args.kill_delay, args.broker_down, args.smtp_outage, args.gap, args.reattach_deadline
     )
@@ -292,7 +329,8 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
         readiness,
         bus,
         Driver(bus, shares, rate=1.0),
-        poison_cases(args.poison),
+        poison,
+        send_poison,
         timings,
     )
     stores = Stores(infra.postgres.url)
@@ -305,8 +343,7 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
         took = {name: None if t is None else round(t, 1) for name, t in record.reattached.items()}
         print(
             f"   done in {record.seconds:.1f}s: {record.note}; re-attached {took}"
-            + (f"; restarted crashed workers {crashed}" if crashed else ""),
-            flush=True,
+            + (f"; restarted crashed workers {crashed}" if crashed else "")
         )
 
     try:
@@ -323,7 +360,6 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
             events=bus.events,
             audit_counts=await stores.audit_counts(),
             poison=system.poison,
-            poison_sources=frozenset({FORGED_SOURCE, "/blume-chaos/poison"}),
             dead_letters=dead_letter_causes(cli_env, services),
             audit_verified=_audit_verifies(cli_env),
             faults=records,
@@ -370,6 +406,8 @@ def _audit_verifies(env: dict[str, str]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if isinstance(sys.stdout, io.TextIOWrapper):  # progress must show as it happens, piped too
+        sys.stdout.reconfigure(line_buffering=True)
     run_tag = secrets.token_hex(3)
     workdir = Path(tempfile.mkdtemp(prefix=f"blume-chaos-{run_tag}-"))
     workdir.chmod(0o711)  # PostgreSQL's own user must reach its data directory inside
@@ -379,8 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     print(
         f"chaos run {run_tag}: {args.shares} shares, {args.poison} poison messages, "
-        f"SMTP outage {args.smtp_outage:.0f}s; data {workdir}, logs {log_dir}",
-        flush=True,
+        f"SMTP outage {args.smtp_outage:.0f}s; data {workdir}, logs {log_dir}"
     )
     with interrupts_as_keyboard_interrupt():
         try:
@@ -399,8 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             infra.cluster.start()
             print(
                 f"cluster up: {', '.join(node.name for node in infra.cluster.nodes)}; "
-                f"PostgreSQL on {infra.postgres.port}; SMTP on {infra.mail.port}",
-                flush=True,
+                f"PostgreSQL on {infra.postgres.port}; SMTP on {infra.mail.port}"
             )
             code = asyncio.run(drive(args, infra, run_tag))
         except KeyboardInterrupt:

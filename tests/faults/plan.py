@@ -46,6 +46,8 @@ class System:
     bus: Bus
     driver: Driver
     poison: list[PoisonCase]
+    send_poison: Callable[[], Awaitable[None]]
+    """Publishes ``poison`` (with the corpus's own publisher, when the corpus is used)."""
     timings: Timings
     started: float = field(default_factory=time.monotonic)
     notifier_kills: list[float] = field(default_factory=list)
@@ -114,8 +116,7 @@ async def _smtp_outage(system: System) -> str:
 
 
 async def _poison(system: System) -> str:
-    for case in system.poison:
-        await system.bus.publish(case.message)
+    await system.send_poison()
     return f"{len(system.poison)} messages, {len({case.kind for case in system.poison})} kinds"
 
 

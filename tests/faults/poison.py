@@ -161,6 +161,17 @@ CASES: Final[tuple[Callable[[int], PoisonCase], ...]] = (
 )
 
 
+def event_key(case: PoisonCase) -> tuple[str, str] | None:
+    """(source, id) of the event a poison message carries, if its body names them."""
+    try:
+        event = json.loads(case.message.body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(event, dict) and "source" in event and "id" in event:
+        return str(event["source"]), str(event["id"])
+    return None
+
+
 def poison_cases(count: int) -> list[PoisonCase]:
     """``count`` messages cycling through every kind (30 covers each kind twice)."""
     return [CASES[number % len(CASES)](number) for number in range(count)]

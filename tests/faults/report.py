@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from tests.faults.mail import ReceivedEmail
-from tests.faults.poison import PoisonCase
+from tests.faults.poison import PoisonCase, event_key
 from tests.faults.traffic import ObservedEvent, PlannedShare
 
 RESEND_WINDOW_SECONDS: Final = 10.0
@@ -48,7 +48,6 @@ class Collected:
     audit_counts: Mapping[tuple[str, str], int]
     """(source, id) -> records in the audit store (sealed and staged)."""
     poison: Sequence[PoisonCase]
-    poison_sources: frozenset[str]
     dead_letters: Mapping[str, int]
     """cause -> dead-lettered messages, as ``blume-share dlq list`` reports them."""
     audit_verified: bool
@@ -134,11 +133,8 @@ def analyse(run: Collected) -> Findings:
     forged = {case.forged_address for case in run.poison if case.forged_address}
     forged_emails = sum(1 for recipient in strangers if recipient in forged)
 
-    genuine = {
-        (event.source, event.event_id)
-        for event in run.events
-        if event.source not in run.poison_sources
-    }
+    poisoned = {event_key(case) for case in run.poison}
+    genuine = {(event.source, event.event_id) for event in run.events} - poisoned
     audit_missing = sum(1 for key in genuine if run.audit_counts.get(key, 0) == 0)
     audit_twice = sum(1 for key in genuine if run.audit_counts.get(key, 0) > 1)
     audited_once = audit_missing == 0 and audit_twice == 0

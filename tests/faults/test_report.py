@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from tests.faults.mail import ReceivedEmail
-from tests.faults.poison import FORGED_SOURCE, poison_cases
+from tests.faults.poison import FORGED_SOURCE, event_key, poison_cases
 from tests.faults.report import (
     RESEND_WINDOW_SECONDS,
     Collected,
@@ -50,7 +50,6 @@ def clean_run(**changes: Any) -> Collected:
         events=events,
         audit_counts={(e.source, e.event_id): 1 for e in events},
         poison=[],
-        poison_sources=frozenset({FORGED_SOURCE}),
         dead_letters={},
         audit_verified=True,
         faults=[FaultRecord("broker full restart", 1.0, 2.0, True, {"notifier": 3.0})],
@@ -122,8 +121,12 @@ def test_an_event_not_audited_or_audited_twice_fails() -> None:
 
 def test_poison_events_are_not_held_to_the_audit_rule() -> None:
     """A forged event seen on the bus is the suite's own poison, not a genuine event."""
-    run = clean_run()
-    forged = ObservedEvent(FORGED_SOURCE, "evil-1", "share.blume.published", "c", None)
+    case = next(case for case in poison_cases(30) if case.forged_address)
+    key = event_key(case)
+    assert key is not None
+    assert key[0] == FORGED_SOURCE
+    run = clean_run(poison=[case])
+    forged = ObservedEvent(key[0], key[1], "share.blume.published", "c", None)
     assert analyse(dataclasses.replace(run, events=[*run.events, forged])).failures == []
 
 
