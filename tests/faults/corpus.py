@@ -47,14 +47,30 @@ def pick_from_corpus(count: int, tag: str) -> CorpusPoison:
     by_layer: dict[str, list[Any]] = {}
     for case in built:
         by_layer.setdefault(str(case.layer), []).append(case)
-    spread = [
+    chosen = [
         case
-        for group in itertools.zip_longest(*by_layer.values())
-        for case in group
+        for picks in itertools.zip_longest(
+            *(
+                _evenly(group, _share(count, len(by_layer), n))
+                for n, group in enumerate(by_layer.values())
+            )
+        )
+        for case in picks
         if case is not None
     ]
-    chosen = spread[:count]
     return CorpusPoison([_as_poison(case) for case in chosen], chosen)
+
+
+def _share(count: int, parts: int, index: int) -> int:
+    """Part ``index`` of ``count`` split as evenly as whole numbers allow."""
+    return count // parts + (1 if index < count % parts else 0)
+
+
+def _evenly(cases: list[Any], wanted: int) -> list[Any]:
+    """``wanted`` cases spaced evenly through ``cases`` (each layer lists its kinds in turn)."""
+    if wanted >= len(cases):
+        return cases
+    return [cases[position * len(cases) // wanted] for position in range(wanted)]
 
 
 def _as_poison(case: Any) -> PoisonCase:
