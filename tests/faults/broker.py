@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import quote
 
-from tests.faults.processes import FaultSuiteError, free_port, spawn
+from tests.faults.processes import FaultSuiteError, free_port, run_tool, spawn
 
 SHARED_COOKIES: Final = (Path("/var/lib/rabbitmq/.erlang.cookie"), Path.home() / ".erlang.cookie")
 """Where the shared node's cookie lives on a Debian install, then a per-user install."""
@@ -166,18 +166,8 @@ class RabbitCluster:
         return self._tool("rabbitmqctl", node, *args, timeout=timeout)
 
     def _tool(self, tool: str, node: RabbitNode, *args: str, timeout: float = CTL_TIMEOUT) -> str:
-        done = subprocess.run(
-            [str(self._bin / tool), "-n", node.name, *args],
-            env=self.environment(node),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if done.returncode != 0:
-            problem = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise FaultSuiteError(f"{tool} -n {node.name} {' '.join(args)}: {' | '.join(problem)}")
-        return done.stdout
+        command = [str(self._bin / tool), "-n", node.name, *args]
+        return run_tool(command, timeout=timeout, env=self.environment(node))
 
     def await_startup(self, node: RabbitNode, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

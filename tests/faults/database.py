@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Final
 
-from tests.faults.processes import FaultSuiteError, free_port
+from tests.faults.processes import FaultSuiteError, free_port, run_tool
 
 PG_TIMEOUT: Final = 120.0
 DATABASE: Final = "blume"
@@ -43,16 +43,7 @@ class PostgresCluster:
         return ["runuser", "-u", self._run_as, "--", *command]
 
     def _run(self, tool: str, *args: str) -> None:
-        done = subprocess.run(
-            self._command(tool, *args),
-            capture_output=True,
-            text=True,
-            timeout=PG_TIMEOUT,
-            check=False,
-        )
-        if done.returncode != 0:
-            tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-            raise FaultSuiteError(f"{tool} {args[0] if args else ''}: {' | '.join(tail)}")
+        run_tool(self._command(tool, *args), timeout=PG_TIMEOUT)
 
     def start(self) -> None:
         """initdb (trust on 127.0.0.1 only), start, and create the suite's database."""

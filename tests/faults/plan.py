@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from tests.faults.broker import RabbitCluster
+from tests.faults.broker import RabbitCluster, RabbitNode
 from tests.faults.database import PostgresCluster
 from tests.faults.mail import MailServer
 from tests.faults.poison import PoisonCase
@@ -75,32 +75,35 @@ def _kill_worker(name: str) -> Callable[[System], Awaitable[str]]:
     return act
 
 
-async def _stop_app(system: System) -> str:
+async def _down_and_up(
+    system: System, down: Callable[[RabbitNode], None], up: Callable[[RabbitNode], None]
+) -> RabbitNode:
+    """Take the workers' node down, keep it down for ``broker_down`` seconds, bring it up."""
     node = system.cluster.nodes[0]
-    await asyncio.to_thread(system.cluster.stop_app, node)
+    await asyncio.to_thread(down, node)
     await asyncio.sleep(system.timings.broker_down)
-    await asyncio.to_thread(system.cluster.start_app, node)
+    await asyncio.to_thread(up, node)
+    return node
+
+
+async def _stop_app(system: System) -> str:
+    node = await _down_and_up(system, system.cluster.stop_app, system.cluster.start_app)
     return f"{node.name} app down {system.timings.broker_down:.0f}s"
 
 
 async def _restart_node(system: System) -> str:
-    node = system.cluster.nodes[0]
-    await asyncio.to_thread(system.cluster.stop_node, node)
-    await asyncio.sleep(system.timings.broker_down)
-    await asyncio.to_thread(system.cluster.start_node, node)
+    node = await _down_and_up(system, system.cluster.stop_node, system.cluster.start_node)
     return f"{node.name} VM stopped and started"
 
 
 async def _kill_node(system: System) -> str:
     cluster = system.cluster
-    node, survivor = cluster.nodes[0], cluster.nodes[1]
+    target, survivor = cluster.nodes[0], cluster.nodes[1]
     await asyncio.to_thread(cluster.rebalance_quorum_leaders, survivor)
     rows = await asyncio.to_thread(cluster.queue_table, survivor, "leader")
-    leaders = sum(1 for row in rows if row[-1] == node.name and row[0].startswith("blume.share."))
-    await asyncio.to_thread(cluster.kill_node, node)
-    await asyncio.sleep(system.timings.broker_down)
-    await asyncio.to_thread(cluster.start_node, node)
-    return f"SIGKILL {node.name}, leader of {leaders} blume queues"
+    leaders = sum(1 for row in rows if row[-1] == target.name and row[0].startswith("blume.share."))
+    await _down_and_up(system, cluster.kill_node, cluster.start_node)
+    return f"SIGKILL {target.name}, leader of {leaders} blume queues"
 
 
 async def _restart_postgres(system: System) -> str:

@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 
@@ -19,6 +19,27 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def run_tool(
+    command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+) -> str:
+    """Run a command to completion: its stdout, or FaultSuiteError with the end of its output."""
+    done = subprocess.run(
+        list(command),
+        env=dict(env) if env is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-4:])
+        shown = " ".join(
+            Path(command[0]).name if n == 0 else part for n, part in enumerate(command[:6])
+        )
+        raise FaultSuiteError(f"{shown} exited {done.returncode}: {tail}")
+    return done.stdout
 
 
 def spawn(command: Sequence[str], env: dict[str, str], log_file: Path) -> subprocess.Popen[bytes]:

@@ -23,7 +23,7 @@ import httpx
 from blume_runtime.settings import Settings
 from blume_runtime.topology import QueueSpec
 
-from tests.faults.processes import FaultSuiteError, end_process, free_port, spawn
+from tests.faults.processes import FaultSuiteError, end_process, free_port, run_tool, spawn
 
 READY_POLL_SECONDS: Final = 0.5
 
@@ -38,18 +38,7 @@ def blume_share_command(*args: str) -> list[str]:
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 300.0) -> str:
     """Run a ``blume-share`` command; its stdout, or FaultSuiteError with its stderr."""
-    done = subprocess.run(
-        blume_share_command(*args),
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise FaultSuiteError(f"blume-share {' '.join(args)} exited {done.returncode}: {tail}")
-    return done.stdout
+    return run_tool(blume_share_command(*args), timeout=timeout, env=env)
 
 
 @dataclass
