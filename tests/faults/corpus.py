@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -86,7 +87,22 @@ def _as_poison(case: Any) -> PoisonCase:
         ),
         correlation_id=case.correlation_id,
         owes_outcome=any(outcome.kind == "rejected" for outcome in case.expect),
+        forged_address=_address_named(case) if case.layer == "internal" else None,
     )
+
+
+def _address_named(case: Any) -> str | None:
+    """The address an internal event asks us to write to (``patient_email`` and the like)."""
+    try:
+        data = json.loads(case.body).get("data")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key, value in data.items():
+        if key.endswith("email") and isinstance(value, str):
+            return value.lower()
+    return None
 
 
 def corpus_publisher(
