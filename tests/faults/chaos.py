@@ -36,7 +36,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from blume_runtime.topology import QueueSpec
+from blume_runtime.topology import QUEUE_PREFIX, QueueSpec
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
@@ -222,12 +222,13 @@ async def _states_or_empty(stores: Stores, ids: list[str]) -> dict[str, str]:
 
 
 def leftover_messages(cluster: RabbitCluster) -> dict[str, int]:
-    """Ready plus unacknowledged messages on each worker queue and retry queue."""
+    """Ready plus unacknowledged messages on each worker queue and retry or delay queue
+    (every ``blume.share.*`` queue but the dead-letter queues, which keep what they hold)."""
     rows = cluster.queue_table(cluster.nodes[1], "messages_ready", "messages_unacknowledged")
     return {
         name: int(ready) + int(unacked)
         for name, ready, unacked in rows
-        if name.startswith("blume.share.") and not name.endswith(".dlq")
+        if name.startswith(QUEUE_PREFIX) and "dlq" not in name.split(".")
     }
 
 
