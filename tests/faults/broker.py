@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -84,6 +85,8 @@ class RabbitCluster:
         self._home = workdir / "rabbitmq"
         self._cookie_home = self._home / "erlang-home"
         self.user = "blume-chaos"
+        self.vhost = "/"
+        """The vhost the system runs in: ``/``, or the one the broker definitions name."""
         self.password = secrets.token_urlsafe(24)
         self.nodes = [
             RabbitNode(
@@ -211,16 +214,26 @@ class RabbitCluster:
 
     def rebalance_quorum_leaders(self, via: RabbitNode) -> None:
         """Spread quorum-queue leaders over the nodes, so that one node's loss takes some."""
-        self._tool("rabbitmq-queues", via, "rebalance", "quorum")
+        self._tool(
+            "rabbitmq-queues",
+            via,
+            "rebalance",
+            "quorum",
+            "--vhost-pattern",
+            f"^{re.escape(self.vhost)}$",
+        )
 
     def amqp_url(self, node: RabbitNode, user: str = "", password: str = "") -> str:
         """The node's URL for ``user`` (default: the suite's own administrator)."""
         user, password = (user, password) if user else (self.user, self.password)
-        return f"amqp://{quote(user)}:{quote(password)}@127.0.0.1:{node.amqp_port}/"
+        vhost = "" if self.vhost == "/" else quote(self.vhost, safe="")
+        return f"amqp://{quote(user)}:{quote(password)}@127.0.0.1:{node.amqp_port}/{vhost}"
 
     def queue_table(self, via: RabbitNode, *columns: str) -> list[list[str]]:
         """``rabbitmqctl list_queues`` rows (name first), asked of a node that is up."""
-        out = self.ctl(via, "list_queues", "-q", "--no-table-headers", "name", *columns)
+        out = self.ctl(
+            via, "list_queues", "-p", self.vhost, "-q", "--no-table-headers", "name", *columns
+        )
         return [line.split("\t") for line in out.splitlines() if line.strip()]
 
     def live_consumers(self, via: RabbitNode) -> dict[str, int]:
@@ -232,8 +245,9 @@ class RabbitCluster:
         """
         channels = set(self.ctl(via, "list_channels", "-q", "--no-table-headers", "pid").split())
         rows = self.ctl(
-            via, "list_consumers", "-q", "--no-table-headers", "queue_name", "channel_pid"
-        )
+            via, "list_consumers", "-p", self.vhost, "-q", "--no-table-headers", "queue_name",
+            "channel_pid",
+        )  # fmt: skip
         counts: dict[str, int] = {}
         for line in rows.splitlines():
             queue, _, channel = line.partition("\t")

@@ -40,13 +40,9 @@ from blume_runtime.topology import QUEUE_PREFIX, QueueSpec
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
+from tests.faults.accounts import OPS, UPSTREAM_CLIENT, Accounts, set_up_accounts
 from tests.faults.broker import RabbitCluster, erlang_cookie, rabbitmq_bin_dir
-from tests.faults.corpus import (
-    STRANGER_USER,
-    corpus_available,
-    corpus_publisher,
-    pick_from_corpus,
-)
+from tests.faults.corpus import corpus_available, corpus_publisher, pick_from_corpus
 from tests.faults.database import PostgresCluster, postgres_bin_dir
 from tests.faults.mail import MailServer
 from tests.faults.plan import System, Timings, fault_plan, run_plan
@@ -263,29 +259,24 @@ async def settle(
 
 
 async def poison_for(
-    count: int, run_tag: str, cluster: RabbitCluster, bus: Bus
-) -> tuple[list[PoisonCase], Callable[[], Awaitable[None]], str]:
-    """The bad-input corpus where the tree has it (published as each case's producer, which
-    needs a broker user of no service), else the suite's own handful."""
+    count: int, run_tag: str, accounts: Accounts, bus: Bus
+) -> tuple[list[PoisonCase], Callable[[], Awaitable[str]], str]:
+    """The bad-input corpus where the tree has it (each case published as its producer),
+    else the suite's own handful (published anonymously)."""
     if corpus_available():
         picked = pick_from_corpus(count, run_tag)
-        password = secrets.token_urlsafe(24)
-        node = cluster.nodes[1]
-        cluster.ctl(node, "add_user", STRANGER_USER, password)
-        cluster.ctl(node, "set_permissions", STRANGER_USER, "^$", "^blume\\.share$", "^$")
-        publish_all = corpus_publisher(
-            cluster.amqp_url(node), cluster.amqp_url(node, STRANGER_USER, password), cluster.user
-        )
+        publish_all = corpus_publisher(accounts, accounts.cluster.nodes[1])
 
-        async def send_corpus() -> None:
-            await asyncio.to_thread(publish_all, picked.originals)
+        async def send_corpus() -> str:
+            return await asyncio.to_thread(publish_all, picked.originals)
 
         return picked.cases, send_corpus, "the bad-input corpus (tests/bad_input)"
     own = poison_cases(count)
 
-    async def send_own() -> None:
+    async def send_own() -> str:
         for case in own:
             await bus.publish(case.message)
+        return ""
 
     return own, send_own, "the suite's own handful (tests/faults/poison.py)"
 
@@ -297,16 +288,28 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     cluster = infra.cluster
     services = list(SERVICES)
     env = worker_environment(infra, cluster.amqp_url(cluster.nodes[0]), infra.workdir / "state")
-    cli_env = {**env, "BLUME_AMQP_URL": cluster.amqp_url(cluster.nodes[1])}
+    accounts = set_up_accounts(cluster, env, infra.workdir)
+    if accounts.broker_users is not None:
+        env["BLUME_BROKER_USERS"] = accounts.broker_users
+    print(
+        f"broker users: {', '.join(accounts.passwords)} in vhost {cluster.vhost}"
+        if accounts.per_service
+        else "broker users: one for every service (this runtime has no broker definitions)"
+    )
+    cli_env = {**env, "BLUME_AMQP_URL": accounts.url(cluster.nodes[1], OPS)}
     run_cli(cli_env, "migrate")
     shares, patients = plan_shares(args.shares, run_tag)
     patients_file = infra.workdir / "patients.jsonl"
     patients_file.write_text("".join(json.dumps(patient) + "\n" for patient in patients))
     print(run_cli(cli_env, "patients", "import", str(patients_file)).strip())
 
-    infra.workers = Workers(services, env, infra.log_dir)
+    def worker_env(service: str) -> dict[str, str]:
+        own = accounts.url(cluster.nodes[0], accounts.service_user(service))
+        return {**env, "BLUME_AMQP_URL": own}
+
+    infra.workers = Workers(services, worker_env, infra.log_dir)
     infra.workers.start_all()
-    bus = Bus(cluster.amqp_url(cluster.nodes[1]))
+    bus = Bus(accounts.url(cluster.nodes[1], UPSTREAM_CLIENT), cluster.amqp_url(cluster.nodes[1]))
     await bus.connect(wait_for_exchange=120)
     readiness = Readiness(infra.workers, lambda: cluster.live_consumers(cluster.nodes[1]))
     ready = await readiness.wait_all(args.reattach_deadline)
@@ -317,7 +320,7 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     for name, members in cluster.queue_table(cluster.nodes[1], "members"):
         print(f"  {name:<32} {members}")
 
-    poison, send_poison, source = await poison_for(args.poison, run_tag, cluster, bus)
+    poison, send_poison, source = await poison_for(args.poison, run_tag, accounts, bus)
     print(f"poison: {len(poison)} messages from {source}")
     timings = Timings(
         args.kill_delay, args.broker_down, args.smtp_outage, args.gap, args.reattach_deadline

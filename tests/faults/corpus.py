@@ -20,12 +20,13 @@ from typing import Any, Final
 
 import pika  # type: ignore[import-untyped]
 
+from tests.faults.accounts import STRANGER_USER, Accounts
+from tests.faults.broker import RabbitNode
 from tests.faults.poison import PoisonCase
 from tests.faults.traffic import Outgoing
 
 CORPUS_MODULE: Final = "tests.bad_input.corpus"
 PUBLISH_MODULE: Final = "tests.bad_input.publish"
-STRANGER_USER: Final = "blume-chaos-stranger"
 
 
 def corpus_available() -> bool:
@@ -105,29 +106,47 @@ def _address_named(case: Any) -> str | None:
     return None
 
 
-def corpus_publisher(
-    service_url: str, stranger_url: str, service_user: str
-) -> Callable[[Iterable[Any]], None]:
-    """Publish corpus cases as their producers (blocking: run it in a thread)."""
+def corpus_publisher(accounts: Accounts, node: RabbitNode) -> Callable[[Iterable[Any]], str]:
+    """Publish corpus cases as their producers (blocking: run it in a thread); a note.
+
+    Nobody: the administrator's connection without a ``user_id``; a stranger: a user of no
+    service; the service: the registered producer's own user (the one user in single-user
+    mode). What the broker itself refuses (a topic permission) is counted, not fatal.
+    """
     publish = importlib.import_module(PUBLISH_MODULE)
     producers = importlib.import_module(CORPUS_MODULE).Producer
+    stranger_password = accounts.add_stranger(node)
+    stranger_url = accounts.cluster.amqp_url(node, STRANGER_USER, stranger_password)
 
-    def publish_all(cases: Iterable[Any]) -> None:
-        own = pika.BlockingConnection(pika.URLParameters(service_url))
-        intruder = pika.BlockingConnection(pika.URLParameters(stranger_url))
+    def credentials(case: Any) -> tuple[str, str | None]:
+        if case.producer == producers.STRANGER:
+            return stranger_url, STRANGER_USER
+        if case.producer == producers.SERVICE:
+            user = accounts.producer_of(str(case.routing_key))
+            return accounts.url(node, user), user
+        return accounts.url(node, None), None
+
+    def publish_all(cases: Iterable[Any]) -> str:
+        channels: dict[str, Any] = {}
+        connections: list[Any] = []
+        refused = 0
         try:
-            own_channel, intruder_channel = own.channel(), intruder.channel()
-            own_channel.confirm_delivery()
-            intruder_channel.confirm_delivery()
-            publishers = {
-                producers.ANONYMOUS: publish.Publisher(own_channel, None),
-                producers.SERVICE: publish.Publisher(own_channel, service_user),
-                producers.STRANGER: publish.Publisher(intruder_channel, STRANGER_USER),
-            }
             for case in cases:
-                publish.publish_case(publishers, case)
+                url, user_id = credentials(case)
+                if url not in channels or channels[url].is_closed:
+                    connection = pika.BlockingConnection(pika.URLParameters(url))
+                    connections.append(connection)
+                    channels[url] = connection.channel()
+                    channels[url].confirm_delivery()
+                publisher = publish.Publisher(channels[url], user_id)
+                try:
+                    publish.publish_case({case.producer: publisher}, case)
+                except pika.exceptions.AMQPError:
+                    refused += 1
         finally:
-            own.close()
-            intruder.close()
+            for connection in connections:
+                if connection.is_open:
+                    connection.close()
+        return f"{refused} refused by the broker's permissions" if refused else ""
 
     return publish_all

@@ -46,7 +46,7 @@ class System:
     bus: Bus
     driver: Driver
     poison: list[PoisonCase]
-    send_poison: Callable[[], Awaitable[None]]
+    send_poison: Callable[[], Awaitable[str]]
     """Publishes ``poison`` (with the corpus's own publisher, when the corpus is used)."""
     timings: Timings
     started: float = field(default_factory=time.monotonic)
@@ -119,8 +119,9 @@ async def _smtp_outage(system: System) -> str:
 
 
 async def _poison(system: System) -> str:
-    await system.send_poison()
-    return f"{len(system.poison)} messages, {len({case.kind for case in system.poison})} kinds"
+    note = await system.send_poison()
+    kinds = len({case.kind for case in system.poison})
+    return f"{len(system.poison)} messages, {kinds} kinds" + (f"; {note}" if note else "")
 
 
 def fault_plan(services: list[str], timings: Timings) -> list[Fault]:

@@ -119,9 +119,11 @@ class ObservedEvent:
 class Bus:
     """Publishing as an upstream client, and watching every event on ``blume.share``."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, publish_url: str, observe_url: str) -> None:
+        self._publish_url = publish_url
+        self._observe_url = observe_url
         self._connection: AbstractRobustConnection | None = None
+        self._observer: AbstractRobustConnection | None = None
         self._publish_channel: aio_pika.abc.AbstractChannel | None = None
         self.events: list[ObservedEvent] = []
         self.unreadable = 0
@@ -131,19 +133,18 @@ class Bus:
 
     async def connect(self, *, wait_for_exchange: float) -> None:
         """Connect, wait until the workers declared the exchange, bind the observer."""
-        self._connection = await aio_pika.connect_robust(self._url)
+        self._connection = await aio_pika.connect_robust(self._publish_url)
+        self._observer = await aio_pika.connect_robust(self._observe_url)
         deadline = time.monotonic() + wait_for_exchange
-        while True:
-            channel = await self._connection.channel(publisher_confirms=True)
+        while True:  # passively: the workers (or the broker definitions) declare it
+            observer = await self._observer.channel()
             try:
-                await channel.get_exchange(EXCHANGE, ensure=True)
+                await observer.get_exchange(EXCHANGE, ensure=True)
                 break
             except aio_pika.exceptions.ChannelClosed:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.5)
-        self._publish_channel = channel
-        observer = await self._connection.channel()
         await observer.set_qos(prefetch_count=200)
         queue = await observer.declare_queue(
             OBSERVER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
@@ -204,8 +205,9 @@ class Bus:
         return self._publish_channel
 
     async def close(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+        for connection in (self._connection, self._observer):
+            if connection is not None:
+                await connection.close()
 
 
 class Driver:

@@ -57,15 +57,18 @@ class WorkerProcess:
 
 
 class Workers:
-    def __init__(self, services: list[str], env: Mapping[str, str], logs: Path) -> None:
-        self._env = dict(env)
+    def __init__(
+        self, services: list[str], env: Callable[[str], Mapping[str, str]], logs: Path
+    ) -> None:
+        """``env(service)``: the environment that service's process runs with."""
+        self._env = env
         self.processes = {
             name: WorkerProcess(name, free_port(), logs / f"{name}.log") for name in services
         }
 
     def start(self, name: str) -> None:
         worker = self.processes[name]
-        env = {**self._env, "BLUME_OPS_PORT": str(worker.ops_port)}
+        env = {**self._env(name), "BLUME_OPS_PORT": str(worker.ops_port)}
         worker.process = spawn(blume_share_command("run", name), env, worker.log_file)
         worker.expected_exit = False
 
