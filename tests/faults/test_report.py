@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from typing import Any
 
+from tests.faults.corpus import _evenly, _share
 from tests.faults.mail import ReceivedEmail
 from tests.faults.poison import FORGED_SOURCE, event_key, poison_cases
 from tests.faults.report import (
@@ -15,7 +17,7 @@ from tests.faults.report import (
     render,
     resend_verdicts,
 )
-from tests.faults.stores import _text_causes
+from tests.faults.stores import _count_causes, _text_causes
 from tests.faults.traffic import ObservedEvent, Outgoing, PlannedShare
 
 REQUEST_SOURCE = "/blume-share/cli"
@@ -182,3 +184,24 @@ def test_todays_dlq_listing_is_read_by_reason() -> None:
         "delivery_limit": 1,
         "(beyond the first 100 per queue)": 1,
     }
+
+
+def test_the_json_dlq_listing_is_read_by_cause() -> None:
+    """``dlq list --json`` gives each message's cause, wherever the listing nests it."""
+    listing = {
+        "queues": [
+            {"service": "share_dispatcher", "messages": [{"cause": "malformed"}]},
+            {"service": "notifier", "messages": [{"cause": "untrusted_producer"}] * 2},
+        ]
+    }
+    causes: collections.Counter[str] = collections.Counter()
+    _count_causes(listing, causes)
+    assert causes == {"malformed": 1, "untrusted_producer": 2}
+
+
+def test_corpus_cases_are_picked_evenly_from_every_layer() -> None:
+    """A poison budget is split over the corpus's layers as evenly as whole numbers allow,
+    and each layer's share is spread through its list rather than taken from its head."""
+    assert [_share(30, 4, index) for index in range(4)] == [8, 8, 7, 7]
+    assert _evenly(list(range(10)), 5) == [0, 2, 4, 6, 8]
+    assert _evenly([1, 2], 5) == [1, 2]
