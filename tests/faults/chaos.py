@@ -30,31 +30,27 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from blume_runtime.topology import QUEUE_PREFIX, QueueSpec
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
-from tests.faults.accounts import OPS, UPSTREAM_CLIENT, Accounts, set_up_accounts
+from tests.faults.accounts import OPS, UPSTREAM_CLIENT, set_up_accounts
 from tests.faults.broker import RabbitCluster, erlang_cookie, rabbitmq_bin_dir
-from tests.faults.corpus import corpus_available, corpus_publisher, pick_from_corpus
+from tests.faults.corpus import poison_for
 from tests.faults.database import PostgresCluster, postgres_bin_dir
 from tests.faults.mail import MailServer
+from tests.faults.monitor import leftover_messages, progress, settle
 from tests.faults.plan import System, Timings, fault_plan, run_plan
-from tests.faults.poison import PoisonCase, poison_cases
-from tests.faults.report import TERMINAL, Collected, FaultRecord, analyse, render
+from tests.faults.report import Collected, FaultRecord, analyse, render
 from tests.faults.stores import Stores, dead_letter_causes
-from tests.faults.traffic import Bus, Driver, PlannedShare, plan_shares
+from tests.faults.traffic import Bus, Driver, plan_shares
 from tests.faults.workers import Readiness, Workers, run_cli
 
-SETTLE_POLL_SECONDS: Final = 5.0
-LATE_DUPLICATE_SECONDS: Final = 10.0
-STALL_SECONDS: Final = 90.0
 EXIT_INVARIANT: Final = 1
 EXIT_SUITE: Final = 2
 
@@ -195,90 +191,6 @@ def worker_environment(infra: Infrastructure, amqp_url: str, state: Path) -> dic
         BLUME_STATE_DIR=str(state),
     )
     return env
-
-
-async def progress(system: System, stores: Stores, shares: list[PlannedShare]) -> None:
-    ids = [share.share_id for share in shares]
-    while True:
-        await asyncio.sleep(10)
-        states = await _states_or_empty(stores, ids)
-        done = sum(1 for state in states.values() if state == "completed")
-        print(
-            f"  [{time.monotonic() - system.started:5.0f}s] {system.current}: published "
-            f"{system.driver.published}/{len(shares)}, completed {done}, "
-            f"emails {len(system.mail.received)}, events seen {len(system.bus.events)}"
-        )
-
-
-async def _states_or_empty(stores: Stores, ids: list[str]) -> dict[str, str]:
-    try:
-        return await stores.share_states(ids)
-    except Exception:  # noqa: BLE001 - progress lines must survive a database restart
-        return {}
-
-
-def leftover_messages(cluster: RabbitCluster) -> dict[str, int]:
-    """Ready plus unacknowledged messages on each worker queue and retry or delay queue
-    (every ``blume.share.*`` queue but the dead-letter queues, which keep what they hold)."""
-    rows = cluster.queue_table(cluster.nodes[1], "messages_ready", "messages_unacknowledged")
-    return {
-        name: int(ready) + int(unacked)
-        for name, ready, unacked in rows
-        if name.startswith(QUEUE_PREFIX) and "dlq" not in name.split(".")
-    }
-
-
-async def settle(
-    system: System, stores: Stores, shares: list[PlannedShare], limit_seconds: float
-) -> None:
-    """Until every share is terminal and the worker queues are empty, or the time is up, or
-    nothing has moved for ``STALL_SECONDS`` while messages sit only on consumer queues (a
-    stall: nothing is waiting out a retry delay that could still move them)."""
-    ids = [share.share_id for share in shares]
-    consumer_queues = {QueueSpec(name, ()).name for name in system.workers.processes}
-    deadline = time.monotonic() + limit_seconds
-    last_change, last_seen = time.monotonic(), None
-    while time.monotonic() < deadline:
-        system.workers.restart_crashed()
-        states = await _states_or_empty(stores, ids)
-        terminal = sum(1 for state in states.values() if state in TERMINAL)
-        left = await asyncio.to_thread(leftover_messages, system.cluster)
-        if terminal == len(ids) and not any(left.values()):
-            await asyncio.sleep(LATE_DUPLICATE_SECONDS)
-            return
-        busy = {name: n for name, n in left.items() if n}
-        seen = (terminal, sorted(busy.items()), len(system.mail.received), len(system.bus.events))
-        if seen != last_seen:
-            print(f"  settling: {terminal}/{len(ids)} terminal, queues {busy or 'empty'}")
-            last_change, last_seen = time.monotonic(), seen
-        elif set(busy) <= consumer_queues and time.monotonic() - last_change > STALL_SECONDS:
-            print(f"  stalled: nothing moved for {STALL_SECONDS:.0f}s; collecting what there is")
-            return
-        await asyncio.sleep(SETTLE_POLL_SECONDS)
-    print(f"  not settled after {limit_seconds:.0f}s: collecting what there is")
-
-
-async def poison_for(
-    count: int, run_tag: str, accounts: Accounts, bus: Bus
-) -> tuple[list[PoisonCase], Callable[[], Awaitable[str]], str]:
-    """The bad-input corpus where the tree has it (each case published as its producer),
-    else the suite's own handful (published anonymously)."""
-    if corpus_available():
-        picked = pick_from_corpus(count, run_tag)
-        publish_all = corpus_publisher(accounts, accounts.cluster.nodes[1])
-
-        async def send_corpus() -> str:
-            return await asyncio.to_thread(publish_all, picked.originals)
-
-        return picked.cases, send_corpus, "the bad-input corpus (tests/bad_input)"
-    own = poison_cases(count)
-
-    async def send_own() -> str:
-        for case in own:
-            await bus.publish(case.message)
-        return ""
-
-    return own, send_own, "the suite's own handful (tests/faults/poison.py)"
 
 
 async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -> int:

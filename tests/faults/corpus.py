@@ -10,11 +10,12 @@ looked up at run time so that the suite runs on a tree with or without it.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import itertools
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,8 +23,8 @@ import pika  # type: ignore[import-untyped]
 
 from tests.faults.accounts import STRANGER_USER, Accounts
 from tests.faults.broker import RabbitNode
-from tests.faults.poison import PoisonCase
-from tests.faults.traffic import Outgoing
+from tests.faults.poison import PoisonCase, poison_cases
+from tests.faults.traffic import Bus, Outgoing
 
 CORPUS_MODULE: Final = "tests.bad_input.corpus"
 PUBLISH_MODULE: Final = "tests.bad_input.publish"
@@ -150,3 +151,26 @@ def corpus_publisher(accounts: Accounts, node: RabbitNode) -> Callable[[Iterable
         return f"{refused} refused by the broker's permissions" if refused else ""
 
     return publish_all
+
+
+async def poison_for(
+    count: int, run_tag: str, accounts: Accounts, bus: Bus
+) -> tuple[list[PoisonCase], Callable[[], Awaitable[str]], str]:
+    """The bad-input corpus where the tree has it (each case published as its producer),
+    else the suite's own handful (published anonymously)."""
+    if corpus_available():
+        picked = pick_from_corpus(count, run_tag)
+        publish_all = corpus_publisher(accounts, accounts.cluster.nodes[1])
+
+        async def send_corpus() -> str:
+            return await asyncio.to_thread(publish_all, picked.originals)
+
+        return picked.cases, send_corpus, "the bad-input corpus (tests/bad_input)"
+    own = poison_cases(count)
+
+    async def send_own() -> str:
+        for case in own:
+            await bus.publish(case.message)
+        return ""
+
+    return own, send_own, "the suite's own handful (tests/faults/poison.py)"
