@@ -62,7 +62,7 @@ class Accounts:
 
     def add_stranger(self, node: RabbitNode) -> str:
         """Create the intruder (write on ``blume.share`` only); its password."""
-        password = secrets.token_urlsafe(24)
+        password = secrets.token_hex(24)  # a leading '-' would read as an option
         self.cluster.ctl(node, "add_user", STRANGER_USER, password)
         self.cluster.ctl(
             node, "set_permissions", "-p", self.cluster.vhost, STRANGER_USER, "^$",
@@ -84,7 +84,7 @@ def set_up_accounts(cluster: RabbitCluster, env: Mapping[str, str], workdir: Pat
     cluster.vhost = VHOST
     cluster.ctl(node, "set_permissions", "-p", VHOST, cluster.user, ".*", ".*", ".*")
     users = [str(user["name"]) for user in json.loads(definitions)["users"]]
-    passwords = {user: secrets.token_urlsafe(24) for user in users}
+    passwords = {user: secrets.token_hex(24) for user in users}
     for user, password in passwords.items():
         cluster.ctl(node, "change_password", user, password)
     services = [user for user in users if user in {*RUNNABLE, OPS}]

@@ -87,7 +87,7 @@ class RabbitCluster:
         self.user = "blume-chaos"
         self.vhost = "/"
         """The vhost the system runs in: ``/``, or the one the broker definitions name."""
-        self.password = secrets.token_urlsafe(24)
+        self.password = secrets.token_hex(24)  # never starts with '-'
         self.nodes = [
             RabbitNode(
                 number=n,
@@ -170,7 +170,8 @@ class RabbitCluster:
 
     def _tool(self, tool: str, node: RabbitNode, *args: str, timeout: float = CTL_TIMEOUT) -> str:
         command = [str(self._bin / tool), "-n", node.name, *args]
-        return run_tool(command, timeout=timeout, env=self.environment(node))
+        label = f"{tool} -n {node.name} {args[0] if args else ''}"
+        return run_tool(command, label=label, timeout=timeout, env=self.environment(node))
 
     def await_startup(self, node: RabbitNode, timeout: float = STARTUP_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

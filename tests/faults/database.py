@@ -43,7 +43,7 @@ class PostgresCluster:
         return ["runuser", "-u", self._run_as, "--", *command]
 
     def _run(self, tool: str, *args: str) -> None:
-        run_tool(self._command(tool, *args), timeout=PG_TIMEOUT)
+        run_tool(self._command(tool, *args), label=f"{tool} on {self.data}", timeout=PG_TIMEOUT)
 
     def start(self) -> None:
         """initdb (trust on 127.0.0.1 only), start, and create the suite's database."""

@@ -22,9 +22,13 @@ def free_port() -> int:
 
 
 def run_tool(
-    command: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+    command: Sequence[str], *, label: str, timeout: float, env: Mapping[str, str] | None = None
 ) -> str:
-    """Run a command to completion: its stdout, or FaultSuiteError with the end of its output."""
+    """Run a command to completion: its stdout, or FaultSuiteError with the end of its output.
+
+    ``label`` names the command in that error: never the whole command line, which may
+    hold a password.
+    """
     done = subprocess.run(
         list(command),
         env=dict(env) if env is not None else None,
@@ -35,10 +39,7 @@ def run_tool(
     )
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-4:])
-        shown = " ".join(
-            Path(command[0]).name if n == 0 else part for n, part in enumerate(command[:6])
-        )
-        raise FaultSuiteError(f"{shown} exited {done.returncode}: {tail}")
+        raise FaultSuiteError(f"{label} exited {done.returncode}: {tail}")
     return done.stdout
 
 

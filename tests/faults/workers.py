@@ -38,7 +38,8 @@ def blume_share_command(*args: str) -> list[str]:
 
 def run_cli(env: Mapping[str, str], *args: str, timeout: float = 300.0) -> str:
     """Run a ``blume-share`` command; its stdout, or FaultSuiteError with its stderr."""
-    return run_tool(blume_share_command(*args), timeout=timeout, env=env)
+    label = f"blume-share {' '.join(args[:2])}"
+    return run_tool(blume_share_command(*args), label=label, timeout=timeout, env=env)
 
 
 @dataclass
