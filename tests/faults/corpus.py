@@ -24,7 +24,7 @@ import pika  # type: ignore[import-untyped]
 from tests.faults.accounts import STRANGER_USER, Accounts
 from tests.faults.broker import RabbitNode
 from tests.faults.poison import PoisonCase, poison_cases
-from tests.faults.traffic import Bus, Outgoing
+from tests.faults.traffic import Bus, Outgoing, PublishRefused
 
 CORPUS_MODULE: Final = "tests.bad_input.corpus"
 PUBLISH_MODULE: Final = "tests.bad_input.publish"
@@ -169,8 +169,12 @@ async def poison_for(
     own = poison_cases(count)
 
     async def send_own() -> str:
+        refused = 0
         for case in own:
-            await bus.publish(case.message)
-        return ""
+            try:
+                await bus.publish(case.message, upstream=False)
+            except PublishRefused:
+                refused += 1
+        return f"{refused} refused by the broker's permissions" if refused else ""
 
     return own, send_own, "the suite's own handful (tests/faults/poison.py)"

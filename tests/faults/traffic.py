@@ -5,9 +5,10 @@ fresh envelope each), alternating external links and Blume shares. Each share ha
 address of its own (a recipient, or a patient imported for it alone), so every email the
 SMTP server accepts names its share without trusting the Message-ID it carries.
 
-The ``Bus`` is an upstream client with its own AMQP connection (aio-pika, publisher
-confirms), on a node the suite never faults, and an observer queue bound to ``#`` that
-records every event the system publishes.
+The ``Bus`` connects to a node the suite never faults (aio-pika, publisher confirms): as
+the upstream client, which publishes the requests, and as the suite's administrator, which
+observes every event the system publishes (a queue bound to ``#``) and publishes poison
+without a ``user_id``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from importlib.resources import files
 from typing import Any, Final
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from blume_contracts.envelope import EXCHANGE
 from blume_share.requests import parse_requests
@@ -116,6 +118,10 @@ class ObservedEvent:
     share_id: str | None
 
 
+class PublishRefused(Exception):
+    """The broker's permissions refused the publish (a topic permission, say)."""
+
+
 class Bus:
     """Publishing as an upstream client, and watching every event on ``blume.share``."""
 
@@ -124,7 +130,8 @@ class Bus:
         self._observe_url = observe_url
         self._connection: AbstractRobustConnection | None = None
         self._observer: AbstractRobustConnection | None = None
-        self._publish_channel: aio_pika.abc.AbstractChannel | None = None
+        self._channels: dict[bool, aio_pika.abc.AbstractChannel] = {}
+        """Publishing channels: the upstream client's (True), the administrator's (False)."""
         self.events: list[ObservedEvent] = []
         self.unreadable = 0
         """Messages on the bus that are not a CloudEvent (the suite's own poison)."""
@@ -170,12 +177,19 @@ class Bus:
             self.unreadable += 1
         await message.ack()
 
-    async def publish(self, message: Outgoing, *, give_up_after: float = 600.0) -> None:
-        """Publish persistently and wait for the confirm; on failure, again (same id)."""
+    async def publish(
+        self, message: Outgoing, *, upstream: bool = True, give_up_after: float = 600.0
+    ) -> None:
+        """Publish persistently and wait for the confirm; on failure, again (same id).
+
+        ``upstream``: as the upstream client (requests); otherwise as the suite's
+        administrator without a ``user_id`` (poison: a publisher nothing vouches for). A
+        publish the broker's permissions refuse raises ``PublishRefused`` at once.
+        """
         deadline = time.monotonic() + give_up_after
         while True:
             try:
-                channel = await self._channel()
+                channel = await self._channel(upstream)
                 exchange = await channel.get_exchange(EXCHANGE, ensure=False)
                 await exchange.publish(
                     aio_pika.Message(
@@ -190,19 +204,24 @@ class Bus:
                     timeout=30,
                 )
                 return
+            except aiormq.exceptions.ChannelAccessRefused as error:
+                self._channels.pop(upstream, None)
+                raise PublishRefused(message.routing_key) from error
             except (aio_pika.exceptions.AMQPError, TimeoutError, ConnectionError) as error:
                 if time.monotonic() > deadline:
                     raise
                 self.republished += 1
                 print(f"  publish not confirmed ({type(error).__name__}); sending again")
-                self._publish_channel = None
+                self._channels.pop(upstream, None)
                 await asyncio.sleep(PUBLISH_RETRY_SECONDS)
 
-    async def _channel(self) -> aio_pika.abc.AbstractChannel:
-        if self._publish_channel is None or self._publish_channel.is_closed:
-            assert self._connection is not None
-            self._publish_channel = await self._connection.channel(publisher_confirms=True)
-        return self._publish_channel
+    async def _channel(self, upstream: bool) -> aio_pika.abc.AbstractChannel:
+        channel = self._channels.get(upstream)
+        if channel is None or channel.is_closed:
+            connection = self._connection if upstream else self._observer
+            assert connection is not None
+            channel = self._channels[upstream] = await connection.channel(publisher_confirms=True)
+        return channel
 
     async def close(self) -> None:
         for connection in (self._connection, self._observer):
