@@ -39,7 +39,7 @@ from typing import Final
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 
-from tests.faults.accounts import OPS, UPSTREAM_CLIENT, set_up_accounts
+from tests.faults.accounts import OPS, UPSTREAM_CLIENT, Accounts, set_up_accounts
 from tests.faults.broker import RabbitCluster, erlang_cookie, rabbitmq_bin_dir
 from tests.faults.corpus import poison_for
 from tests.faults.database import PostgresCluster, postgres_bin_dir
@@ -48,7 +48,7 @@ from tests.faults.monitor import leftover_messages, progress, settle
 from tests.faults.plan import System, Timings, fault_plan, run_plan
 from tests.faults.report import Collected, FaultRecord, analyse, render
 from tests.faults.stores import Stores, dead_letter_causes
-from tests.faults.traffic import Bus, Driver, plan_shares
+from tests.faults.traffic import Bus, Driver, PlannedShare, plan_shares
 from tests.faults.workers import Readiness, Workers, run_cli
 
 EXIT_INVARIANT: Final = 1
@@ -222,8 +222,29 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     infra.workers = Workers(services, worker_env, infra.log_dir)
     infra.workers.start_all()
     bus = Bus(accounts.url(cluster.nodes[1], UPSTREAM_CLIENT), cluster.amqp_url(cluster.nodes[1]))
-    await bus.connect(wait_for_exchange=120)
-    readiness = Readiness(infra.workers, lambda: cluster.live_consumers(cluster.nodes[1]))
+    try:
+        await bus.connect(wait_for_exchange=120)
+        return await exercise(args, infra, run_tag, accounts, bus, shares, cli_env)
+    finally:
+        await bus.close()
+
+
+async def exercise(
+    args: argparse.Namespace,
+    infra: Infrastructure,
+    run_tag: str,
+    accounts: Accounts,
+    bus: Bus,
+    shares: list[PlannedShare],
+    cli_env: dict[str, str],
+) -> int:
+    """Once the workers run: wait for them, drive the faults, settle, judge."""
+    cluster, workers = accounts.cluster, infra.workers
+    assert workers is not None
+    assert infra.postgres is not None
+    assert infra.mail is not None
+    services = list(workers.processes)
+    readiness = Readiness(workers, lambda: cluster.live_consumers(cluster.nodes[1]))
     ready = await readiness.wait_all(args.reattach_deadline)
     if any(took is None for took in ready.values()):
         print(f"workers did not start: {ready}; see {infra.log_dir}")
@@ -241,7 +262,7 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
         cluster,
         infra.postgres,
         infra.mail,
-        infra.workers,
+        workers,
         readiness,
         bus,
         Driver(bus, shares, rate=1.0),
@@ -255,7 +276,7 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
     reporter = asyncio.create_task(progress(system, stores, shares))
 
     def on_fault(record: FaultRecord) -> None:
-        crashed = infra.workers.restart_crashed() if infra.workers else []
+        crashed = workers.restart_crashed()
         took = {name: None if t is None else round(t, 1) for name, t in record.reattached.items()}
         print(
             f"   done in {record.seconds:.1f}s: {record.note}; re-attached {took}"
@@ -279,19 +300,15 @@ async def drive(args: argparse.Namespace, infra: Infrastructure, run_tag: str) -
             dead_letters=dead_letter_causes(cli_env, services),
             audit_verified=_audit_verifies(cli_env),
             faults=records,
-            unexpected_exits={
-                name: w.unexpected_exits for name, w in infra.workers.processes.items()
-            },
+            unexpected_exits={name: w.unexpected_exits for name, w in workers.processes.items()},
             leftover_messages=leftover_messages(cluster),
             plain_log_lines={
-                name: _plain_lines(worker.log_file)
-                for name, worker in infra.workers.processes.items()
+                name: _plain_lines(worker.log_file) for name, worker in workers.processes.items()
             },
         )
     finally:
         reporter.cancel()
         publishing.cancel()
-        await bus.close()
         await stores.close()
     findings = analyse(collected)
     print(render(findings, records))
