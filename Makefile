@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test test-unit lint format artefacts bench clean
+.PHONY: setup run test test-unit lint format artefacts bench chaos chaos-smoke clean
 
 setup:  ## install uv if missing, then the locked dependencies
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -34,6 +34,12 @@ bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs Rabbi
 	$(UV) run python -m bench.throughput
 	$(UV) run python -m bench.throughput --processes
 	$(UV) run python -m bench.audit_ingest
+
+chaos: setup  ## fault-injection suite on its own RabbitMQ cluster, PostgreSQL and SMTP (CHAOS_ARGS=--help)
+	$(UV) run python -m tests.faults.chaos $(CHAOS_ARGS)
+
+chaos-smoke: setup  ## the same, short enough for CI
+	$(UV) run python -m tests.faults.chaos --smoke $(CHAOS_ARGS)
 
 clean:
 	rm -rf .blume .pytest_cache .mypy_cache .ruff_cache
