@@ -8,7 +8,9 @@ Publishing waits for the broker's confirm; consumers ack only after the work is 
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 from faststream import AckPolicy
 from faststream.rabbit import (
@@ -21,6 +23,7 @@ from faststream.rabbit import (
 )
 from faststream.rabbit.annotations import RabbitMessage
 
+from blume_runtime.identity import DEFAULT_AMQP_USER
 from blume_runtime.topology import DELIVERY_LIMIT, QueueSpec
 from blume_runtime.transport import (
     ATTEMPT_HEADER,
@@ -30,6 +33,20 @@ from blume_runtime.transport import (
     OutgoingMessage,
     Transport,
 )
+
+PRODUCER_HEADER: Final = "x-blume-producer"
+FIRST_FAILURE_HEADER: Final = "x-blume-first-failure-at"
+ERROR_CLASS_HEADER: Final = "x-blume-error-class"
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 def exchange() -> RabbitExchange:
@@ -77,20 +94,34 @@ class _RabbitDelivery(Delivery):
         self.body = raw.body
         self.message_id = raw.message_id
         self.routing_key = raw.routing_key or ""
+        self.content_type = raw.content_type
+        self.content_encoding = raw.content_encoding
         headers = raw.headers or {}
-        attempt = headers.get(ATTEMPT_HEADER, 1)
-        self.attempt = attempt if isinstance(attempt, int) else 1
+        self.headers = headers
+        # Our own retries carry the identity and failure history they had before; only a
+        # message our own user published may speak for them.
+        own = raw.user_id is not None and raw.user_id == transport.user
+        original = headers.get(PRODUCER_HEADER)
+        self.producer = original if own and isinstance(original, str) else raw.user_id
+        attempt = headers.get(ATTEMPT_HEADER, 1) if own else 1
+        self.attempt = attempt if isinstance(attempt, int) and attempt > 0 else 1
+        first = headers.get(FIRST_FAILURE_HEADER) if own else None
+        self.first_failed_at = _timestamp(first)
 
     async def ack(self) -> None:
         await self._message.ack()
 
     async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
-        del delay_seconds, error_class  # the skeleton keeps the one fixed-TTL retry queue
+        del delay_seconds  # the skeleton keeps the one fixed-TTL retry queue
         raw = self._message.raw_message
         headers: dict[str, Any] = {
             key: value for key, value in (raw.headers or {}).items() if key != "x-death"
         }
         headers[ATTEMPT_HEADER] = self.attempt + 1
+        headers[ERROR_CLASS_HEADER] = error_class
+        headers[FIRST_FAILURE_HEADER] = (self.first_failed_at or datetime.now(UTC)).isoformat()
+        if self.producer is not None:
+            headers[PRODUCER_HEADER] = self.producer
         await self._transport.broker.publish(
             self.body,
             queue=self._spec.retry_queue,
@@ -98,6 +129,7 @@ class _RabbitDelivery(Delivery):
             message_id=self.message_id,
             content_type=raw.content_type,
             headers=headers,
+            user_id=self._transport.user,
         )
         await self._message.ack()
 
@@ -122,6 +154,8 @@ class RabbitTransport(Transport):
             default_channel=Channel(prefetch_count=prefetch, publisher_confirms=True),
         )
         self._exchange = exchange()
+        self.user = unquote(urlsplit(url).username or "") or DEFAULT_AMQP_USER
+        """The broker user this connection publishes as (RabbitMQ checks ``user_id``)."""
         self._retry_delay = retry_delay_seconds
         self._specs: list[QueueSpec] = []
 
@@ -163,6 +197,7 @@ class RabbitTransport(Transport):
             message_id=message.message_id,
             content_type=message.content_type,
             headers=dict(message.headers) or None,
+            user_id=self.user,
         )
 
     async def stop(self) -> None:

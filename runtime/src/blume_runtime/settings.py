@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+HOUR = 3600.0
 
 
 class Settings(BaseSettings):
@@ -29,12 +31,43 @@ class Settings(BaseSettings):
     mail_from: str = "Blume Share <no-reply@blume-share.example>"
     smtp_timeout_seconds: float = 15.0
 
-    max_attempts: int = 5
-    retry_delay_seconds: float = 5.0
+    max_attempts: int = Field(default=5, ge=1)
+    """Attempts for a failure of class ``unexpected`` (a bug) before it is dead-lettered."""
+    retry_delay_seconds: float = Field(default=5.0, gt=0)
+    """The first retry's delay ceiling; each later one doubles it (full jitter)."""
+    retry_max_delay_seconds: float = Field(default=300.0, gt=0)
+    """No retry waits longer than this, however many attempts came before."""
+    retry_budget_smtp_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_database_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_broker_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_timeout_seconds: float = Field(default=HOUR, gt=0)
+    """Budgets per error class, from the first failure; past one, a message is dead-lettered
+    (cause ``exhausted``) for ops to replay. See the README's retry policy."""
+    handler_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A handler running longer is cancelled: a transient failure of class ``timeout``."""
+    max_message_bytes: int = Field(default=256 * 1024, gt=0)
+    """A larger body is dead-lettered as malformed before it is parsed."""
+    broker_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    """``BLUME_BROKER_USERS``: ``service=user,...`` (plus ``ops``), each service's broker user.
+    Empty: single-user mode, every service is the user of ``BLUME_AMQP_URL``."""
     prefetch: int = 16
     outbox_poll_seconds: float = 1.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
+
+    @field_validator("broker_users", mode="before")
+    @classmethod
+    def _parse_broker_users(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = [item.strip() for item in value.split(",") if item.strip()]
+        parsed: dict[str, str] = {}
+        for pair in pairs:
+            service, separator, user = (part.strip() for part in pair.partition("="))
+            if not separator or not service or not user:
+                raise ValueError("BLUME_BROKER_USERS is service=user pairs separated by commas")
+            parsed[service] = user
+        return parsed
 
     @property
     def embedded_broker(self) -> bool:

@@ -11,12 +11,13 @@ import functools
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
 from blume_contracts.envelope import CONTENT_TYPE
 
+from blume_runtime.identity import EMBEDDED_BROKER_USER
 from blume_runtime.topology import QueueSpec
 
 ATTEMPT_HEADER: Final = "x-blume-attempt"
@@ -123,13 +124,17 @@ class _MemoryDelivery(Delivery):
     attempt: int
     _transport: InMemoryTransport
     _queue: QueueSpec
+    content_type: str | None = CONTENT_TYPE
+    producer: str | None = None
+    first_failed_at: datetime | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
 
     async def ack(self) -> None:
         self._transport.settled(self._queue)
 
     async def retry_later(self, delay_seconds: float, *, error_class: str) -> None:
-        del delay_seconds, error_class  # the skeleton keeps the fixed embedded delay
-        self._transport.schedule_retry(self, self._queue)
+        del delay_seconds  # the skeleton keeps the fixed embedded delay
+        self._transport.schedule_retry(self, self._queue, error_class)
         self._transport.settled(self._queue)
 
     async def dead_letter(self, cause: DeadLetterCause, *, error_class: str | None = None) -> None:
@@ -143,8 +148,11 @@ class _MemoryDelivery(Delivery):
 class InMemoryTransport(Transport):
     """A single-process broker for the embedded default: topic routing, retries, DLQs."""
 
-    def __init__(self, *, retry_delay_seconds: float = 0.5) -> None:
+    def __init__(
+        self, *, retry_delay_seconds: float = 0.5, publisher: str | None = EMBEDDED_BROKER_USER
+    ) -> None:
         self._retry_delay = retry_delay_seconds
+        self._publisher = publisher
         self._bindings: list[tuple[str, QueueSpec]] = []
         self._queues: dict[str, asyncio.Queue[_MemoryDelivery]] = {}
         self._consumers: dict[str, Consumer] = {}
@@ -171,7 +179,14 @@ class InMemoryTransport(Transport):
         }
         for queue in targets.values():
             delivery = _MemoryDelivery(
-                message.body, message.message_id, message.routing_key, 1, self, queue
+                message.body,
+                message.message_id,
+                message.routing_key,
+                1,
+                self,
+                queue,
+                content_type=message.content_type,
+                producer=self._publisher,
             )
             self._enqueue(delivery, queue)
 
@@ -182,7 +197,7 @@ class InMemoryTransport(Transport):
     def settled(self, _queue: QueueSpec) -> None:
         self._unsettled -= 1
 
-    def schedule_retry(self, delivery: _MemoryDelivery, queue: QueueSpec) -> None:
+    def schedule_retry(self, delivery: _MemoryDelivery, queue: QueueSpec, error_class: str) -> None:
         again = _MemoryDelivery(
             delivery.body,
             delivery.message_id,
@@ -190,6 +205,10 @@ class InMemoryTransport(Transport):
             delivery.attempt + 1,
             self,
             queue,
+            content_type=delivery.content_type,
+            producer=delivery.producer,
+            first_failed_at=delivery.first_failed_at or datetime.now(UTC),
+            headers={"x-blume-error-class": error_class},
         )
         self._pending_retries += 1
 
