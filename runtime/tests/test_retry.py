@@ -62,10 +62,9 @@ def test_failures_are_put_in_their_error_class(error: Exception, expected: str) 
 
 def test_a_cause_wrapped_in_another_exception_is_still_found() -> None:
     """A database outage surfacing as some other exception is classified by its cause."""
-    try:
+    with pytest.raises(RuntimeError) as raised:
         raise RuntimeError("handler gave up") from wrapped_database_error()
-    except RuntimeError as error:
-        assert classify(error) == DATABASE_UNAVAILABLE
+    assert classify(raised.value) == DATABASE_UNAVAILABLE
 
 
 def test_an_error_class_must_be_a_short_snake_case_name() -> None:
