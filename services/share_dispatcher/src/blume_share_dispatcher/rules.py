@@ -88,7 +88,7 @@ def envelope_rejection(error: ValidationError) -> Rejection:
         for detail in error.errors(include_input=False, include_url=False)
         if detail["loc"]
     ]
-    attribute = next((name for name in names if name != "data"), None)
+    attribute = names[0] if names else None
     if attribute is None:
         return Rejection(R.INVALID_ENVELOPE, "the CloudEvent envelope is not valid")
     return Rejection(
