@@ -65,9 +65,7 @@ async def test_a_forged_publication_sends_nothing_and_is_audited_as_a_security_e
     try:
         for service in services:
             delivery = FakeDelivery.of(forged_publication(), producer=producer)
-            await Worker(service, sqlite_db, OutboxRelay(sqlite_db, transport), settings)(
-                delivery
-            )
+            await Worker(service, sqlite_db, OutboxRelay(sqlite_db, transport), settings)(delivery)
             assert delivery.cause is DeadLetterCause.UNTRUSTED_PRODUCER, service.name
         for _ in range(200):  # the sink's own sealer chains the security record
             async with sqlite_db.transaction() as session:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from blume_access_gateway.settings import GatewayConfigError
+from blume_share_dispatcher.models import Share, ShareState
 from cryptography.fernet import Fernet
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -157,14 +158,24 @@ def status(
         "correlation_id": share.correlation_id,
         "expires_at": share.expires_at.isoformat() if share.expires_at else None,
         "notification_message_id": share.notification_message_id,
+        "waiting_since": share.waiting_since.isoformat() if share.waiting_since else None,
         "created_at": share.created_at.isoformat(),
         "updated_at": share.updated_at.isoformat(),
     }
     if as_json:
         typer.echo(json.dumps(fields))
     else:
+        typer.echo(state_summary(share))
         for key, value in fields.items():
             typer.echo(f"{key:>24}: {'' if value is None else value}")
+
+
+def state_summary(share: Share) -> str:
+    """One line: ``waiting: smtp_unavailable since <first failure>``, ``rejected: <reason>``."""
+    if share.state is ShareState.WAITING:
+        since = share.waiting_since.isoformat() if share.waiting_since else "unknown"
+        return f"waiting: {share.reason} since {since}"
+    return share.state.value + (f": {share.reason}" if share.reason else "")
 
 
 @app.command()

@@ -21,6 +21,7 @@ from .test_audit_service import stored_records, worker
 
 __all__ = ["worker"]  # the fixture, used by name
 
+
 async def sealed(db: Database) -> None:
     """Wait for the worker's own sealer to chain what was staged (a second sealer racing it
     on SQLite could find the database locked)."""

@@ -54,7 +54,11 @@ def drop(name: str) -> Change:
 LONG = "x" * 10_000
 # (name, change, expected reason); every one must be answered by share.rejected.
 REJECTED: list[tuple[str, Change, str]] = [
-    ("tenantid 100 chars, broken data", lambda d: (at("tenantid", "t" * 100)(d), at("data.recipient.email", "not-an-address")(d)), "invalid_recipient_email"),  # noqa: E501
+    (
+        "tenantid 100 chars, broken data",
+        lambda d: (at("tenantid", "t" * 100)(d), at("data.recipient.email", "not-an-address")(d)),
+        "invalid_recipient_email",
+    ),  # noqa: E501
     ("tenantid 100 chars, valid data", at("tenantid", "t" * 100), "tenant_mismatch"),
     ("tenantid 256 chars", at("tenantid", "t" * 256), "tenant_mismatch"),
     ("tenantid 300 chars", at("tenantid", "t" * 300), "invalid_envelope"),
