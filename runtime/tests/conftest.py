@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
+from blume_runtime.db import Database
 from blume_runtime.logging import configure_logging
 
-from runtime.tests.pipeline_support import JsonLines
+from runtime.tests.pipeline_support import JsonLines, runtime_tables
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite database with the runtime's inbox and outbox tables."""
+    database = Database(f"sqlite:///{tmp_path / 'runtime.db'}")
+    await runtime_tables(database)
+    yield database
+    await database.dispose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,14 +32,6 @@ from runtime.tests.pipeline_support import (
 )
 
 PHI = "DOE^JANE"
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'runtime.db'}")
-    await runtime_tables(database)
-    yield database
-    await database.dispose()
 
 
 def body_with_phi(**changes: Any) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,6 @@ from runtime.tests.pipeline_support import (
     Probe,
     accepted_event,
     probe_worker,
-    runtime_tables,
     settings_for,
 )
 
@@ -40,14 +38,6 @@ USERS = {
     "access_gateway": "svc-gateway",
     "ops": "svc-ops",
 }
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'runtime.db'}")
-    await runtime_tables(database)
-    yield database
-    await database.dispose()
 
 
 def test_outside_types_are_marked_in_the_registry() -> None:

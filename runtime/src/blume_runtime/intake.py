@@ -16,10 +16,11 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from blume_runtime.logging import bounded, scrub_text
 from blume_runtime.transport import DeadLetterCause, Delivery
 
 CONTENT_TYPES: Final = frozenset({"application/cloudevents+json", "application/json"})
@@ -101,6 +102,29 @@ def _deeper_than(document: dict[str, Any], limit: int) -> bool:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], value: Any) -> tuple[M | None, ValidationError | None]:
+    """The model, or the validation error (so a handler never runs inside an ``except``)."""
+    try:
+        return model.model_validate(value), None
+    except ValidationError as error:
+        return None, error
+
+
+def failure_fields(error: BaseException, with_traceback: bool) -> dict[str, Any]:
+    """How a failure is logged: its type and a scrubbed, bounded message; the traceback too
+    (a bug: nobody classified it) as the line's ``exception`` field."""
+    fields: dict[str, Any] = {
+        "error_type": type(error).__name__,
+        "error": bounded(scrub_text(str(error)), 300),
+    }
+    if with_traceback:
+        fields["exc_info"] = error
+    return fields
 
 
 def validation_summary(error: ValidationError) -> str:

@@ -32,6 +32,7 @@ from sqlalchemy import exc as sa_exc
 
 from blume_runtime.service import TransientError
 from blume_runtime.settings import Settings
+from blume_runtime.transport import Delivery
 
 UNEXPECTED: Final = "unexpected"
 DATABASE_UNAVAILABLE: Final = "database_unavailable"
@@ -48,6 +49,8 @@ _DATABASE_ERRORS: Final = (
     psycopg.InterfaceError,
 )
 _BROKER_ERRORS: Final = (AMQPConnectionError, ChannelInvalidStateError)
+PREVIOUS_ERROR_CLASS_HEADER: Final = "x-blume-error-class"
+"""Set by the transport on a retried message: the error class of the failure before."""
 _MAX_CHAIN: Final = 8
 _MAX_EXPONENT: Final = 32
 """2**32 times any sane base delay is far past any cap: no float overflow on a huge attempt."""
@@ -69,6 +72,14 @@ def classify(error: BaseException) -> str:
             return TIMEOUT
         seen = seen.__cause__ or seen.__context__
     return UNEXPECTED
+
+
+def first_retry_of_class(delivery: Delivery, error_class: str) -> bool:
+    """Whether this failure starts a wait: the message's first, or of another class than
+    the one before (the service then says so once, through ``on_retry_scheduled``)."""
+    if delivery.first_failed_at is None:
+        return True
+    return delivery.headers.get(PREVIOUS_ERROR_CLASS_HEADER) != error_class
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,17 +21,16 @@ log line, ``delivery settled``, saying which and why; never the body. In order:
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import Any
 
 import structlog
 from blume_contracts.envelope import CloudEvent, LenientEnvelope, RawEvent, usable_envelope
 from blume_contracts.registry import EVENTS
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -40,10 +39,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_runtime import metrics
 from blume_runtime.db import Database, InboxEntry, utcnow
 from blume_runtime.identity import ProducerRule, Verdict
-from blume_runtime.intake import Decision, read_document, validation_summary
+from blume_runtime.intake import (
+    Decision,
+    failure_fields,
+    read_document,
+    validated,
+    validation_summary,
+)
 from blume_runtime.logging import bounded, scrub_text
 from blume_runtime.outbox import OutboxRelay
-from blume_runtime.retry import UNEXPECTED, Exhausted, RetryPolicy, classify
+from blume_runtime.retry import (
+    UNEXPECTED,
+    Exhausted,
+    Retry,
+    RetryPolicy,
+    classify,
+    first_retry_of_class,
+)
 from blume_runtime.service import (
     HandlerContext,
     PermanentError,
@@ -56,9 +68,6 @@ from blume_runtime.settings import Settings
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 
 Invoke = Callable[[HandlerContext], Awaitable[None]]
-
-PREVIOUS_ERROR_CLASS_HEADER: Final = "x-blume-error-class"
-"""Set by the transport on a retried message: the error class of the failure before."""
 
 
 class _NotAnswered(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -142,7 +151,7 @@ class Worker:
         verdict = self._producers.verdict(lenient.type, delivery.producer)
         if not verdict.trusted:
             return await self._refuse(delivery, document, lenient, verdict)
-        event, invalid = _validated(RawEvent, document)
+        event, invalid = validated(RawEvent, document)
         if invalid is not None:
             answer = self.service.invalid_envelope_handlers.get(lenient.type)
             if answer is None:
@@ -161,7 +170,7 @@ class Worker:
         model, handler = route
         if model is None:
             return await self._run(event, delivery, partial(handler, event), verdict)
-        data, invalid = _validated(model, event.data)
+        data, invalid = validated(model, event.data)
         if invalid is not None:
             answer = self.service.invalid_data_handler
             if answer is None:
@@ -245,19 +254,23 @@ class Worker:
             return {"relay_deferred": type(error).__name__}
         return {}
 
-    async def _failed(self, event: RawEvent, delivery: Delivery, error: Exception) -> Decision:
-        """A transient or unexpected failure: retry within the class's budget, or give up."""
-        error_class = classify(error)
-        deadline = error.deadline if isinstance(error, TransientError) else None
-        now = self._clock()
+    def _plan(
+        self, delivery: Delivery, error: Exception, error_class: str | None = None
+    ) -> tuple[str, Retry | Exhausted, dict[str, Any]]:
+        """The failure's class, what its budget allows now, and how the line describes it."""
+        error_class = error_class or classify(error)
         plan = self._retry.plan(
             error_class=error_class,
             attempt=delivery.attempt,
             first_failed_at=delivery.first_failed_at,
-            now=now,
-            deadline=deadline,
+            now=self._clock(),
+            deadline=error.deadline if isinstance(error, TransientError) else None,
         )
-        failure = _failure_fields(error, error_class)
+        return error_class, plan, failure_fields(error, error_class == UNEXPECTED)
+
+    async def _failed(self, event: RawEvent, delivery: Delivery, error: Exception) -> Decision:
+        """A transient or unexpected failure: retry within the class's budget, or give up."""
+        error_class, plan, failure = self._plan(delivery, error)
         if isinstance(plan, Exhausted):
             if await self._answer_exhausted(event, delivery, error_class):
                 return Decision.ack("answered_after_budget", error_class=error_class, **failure)
@@ -265,7 +278,7 @@ class Worker:
                 DeadLetterCause.EXHAUSTED, error_class=error_class, budget=plan.budget, **failure
             )
         notice = RetryNotice(error_class, plan.first_failed_at, plan.next_attempt_at)
-        if self._first_retry_of_class(delivery, error_class):
+        if first_retry_of_class(delivery, error_class):
             failure.update(await self._announce(event, delivery, notice))
         return Decision.retry(plan.delay_seconds, error_class, **failure)
 
@@ -274,24 +287,12 @@ class Worker:
     ) -> Decision:
         """The worker's own code failed: retried as ``unexpected``, then dead-lettered."""
         line["worker_error"] = True
-        plan = self._retry.plan(
-            error_class=UNEXPECTED,
-            attempt=delivery.attempt,
-            first_failed_at=delivery.first_failed_at,
-            now=self._clock(),
-        )
-        failure = _failure_fields(error, UNEXPECTED)
+        _, plan, failure = self._plan(delivery, error, UNEXPECTED)
         if isinstance(plan, Exhausted):
             return Decision.dead_letter(
                 DeadLetterCause.EXHAUSTED, error_class=UNEXPECTED, **failure
             )
         return Decision.retry(plan.delay_seconds, UNEXPECTED, **failure)
-
-    @staticmethod
-    def _first_retry_of_class(delivery: Delivery, error_class: str) -> bool:
-        if delivery.first_failed_at is None:
-            return True
-        return delivery.headers.get(PREVIOUS_ERROR_CLASS_HEADER) != error_class
 
     async def _announce(
         self, event: RawEvent, delivery: Delivery, notice: RetryNotice
@@ -358,14 +359,7 @@ class Worker:
                 async with asyncio.timeout(self._timeout), self._db.transaction() as session:
                     await hook(refused, session)
             except Exception as error:  # noqa: BLE001 - the record must not be lost: retry
-                error_class = classify(error)
-                plan = self._retry.plan(
-                    error_class=error_class,
-                    attempt=delivery.attempt,
-                    first_failed_at=delivery.first_failed_at,
-                    now=self._clock(),
-                )
-                failure = _failure_fields(error, error_class)
+                error_class, plan, failure = self._plan(delivery, error)
                 if not isinstance(plan, Exhausted):
                     return Decision.retry(plan.delay_seconds, error_class, **fields, **failure)
                 fields.update(security_record="failed", **failure)
@@ -397,29 +391,3 @@ class Worker:
         async with self._db.transaction() as session:
             entry = await session.get(InboxEntry, (self.service.name, event.source, event.id))
             return entry is not None
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-def _validated(model: type[M], value: Any) -> tuple[M | None, ValidationError | None]:
-    try:
-        return model.model_validate(value), None
-    except ValidationError as error:
-        return None, error
-
-
-def _failure_fields(error: BaseException, error_class: str) -> dict[str, Any]:
-    """How a failure is logged: its type and a scrubbed, bounded message; the traceback too
-    when nobody classified it (a bug)."""
-    fields: dict[str, Any] = {
-        "error_type": type(error).__name__,
-        "error": bounded(scrub_text(str(error)), 300),
-    }
-    if error_class == UNEXPECTED:
-        fields["exc_info"] = error
-    return fields
-
-
-def envelope_json(event: CloudEvent[Any]) -> bytes:
-    return json.dumps(event.model_dump(mode="json")).encode()

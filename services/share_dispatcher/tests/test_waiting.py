@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from blume_contracts.envelope import CloudEvent, now
+from blume_contracts.envelope import now
 from blume_contracts.events import (
     NotificationPurpose,
     ShareNotificationDelayed,
@@ -16,7 +15,7 @@ from blume_contracts.events import (
 from blume_runtime.db import Database
 from blume_share_dispatcher.models import Share, ShareState
 
-from .test_dispatcher_service import EXAMPLE, dispatch, request
+from .test_dispatcher_service import dispatch, from_notifier, request
 
 SINCE = datetime(2026, 11, 28, 14, 0, 2, tzinfo=UTC)
 
@@ -28,40 +27,24 @@ def delayed(
     since: datetime = SINCE,
     event_id: str = "nd-1",
 ) -> dict[str, Any]:
-    event = CloudEvent[ShareNotificationDelayed](
-        id=event_id,
-        source="/blume-share/notifier",
-        type="share.notification.delayed",
-        time=now(),
-        tenantid="demo-hospital",
-        correlationid=EXAMPLE["correlationid"],
-        data=ShareNotificationDelayed(
-            share_id=share_id,
-            purpose=purpose,
-            error_class=error_class,
-            first_failed_at=since,
-            next_attempt_at=since + timedelta(seconds=5),
-        ),
+    notice = ShareNotificationDelayed(
+        share_id=share_id,
+        purpose=purpose,
+        error_class=error_class,
+        first_failed_at=since,
+        next_attempt_at=since + timedelta(seconds=5),
     )
-    return json.loads(event.model_dump_json())
+    return from_notifier("share.notification.delayed", notice, event_id)
 
 
 def sent(share_id: str) -> dict[str, Any]:
-    event = CloudEvent[ShareNotificationSent](
-        id="ns-1",
-        source="/blume-share/notifier",
-        type="share.notification.sent",
-        time=now(),
-        tenantid="demo-hospital",
-        correlationid=EXAMPLE["correlationid"],
-        data=ShareNotificationSent(
-            share_id=share_id,
-            message_id=f"<{share_id}.link@blume-share.example>",
-            recipient_email="bob.jones@clinic.example",
-            accepted_at=now(),
-        ),
+    accepted = ShareNotificationSent(
+        share_id=share_id,
+        message_id=f"<{share_id}.link@blume-share.example>",
+        recipient_email="bob.jones@clinic.example",
+        accepted_at=now(),
     )
-    return json.loads(event.model_dump_json())
+    return from_notifier("share.notification.sent", accepted, "ns-1")
 
 
 async def share_of(db: Database, share_id: str) -> Share:
