@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from blume_audit_sink import service as audit_sink
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.sealer import pending_count
-from blume_contracts.envelope import CloudEvent, now
-from blume_contracts.events import ShareBlumePublished
+from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_notifier import service as notifier
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
@@ -32,24 +32,13 @@ from sqlmodel import select
 CHOSEN_ADDRESS = "phish-target@attacker.example"
 
 
-def forged_publication() -> CloudEvent[ShareBlumePublished]:
-    return CloudEvent[ShareBlumePublished](
-        id="forged-1",
-        source="/evil/forged",
-        type="share.blume.published",
-        time=now(),
-        tenantid="demo-hospital",
-        correlationid="corr-forged",
-        data=ShareBlumePublished(
-            share_id="shr_" + "e" * 32,
-            blume_patient_id="bp-0001",
-            entry_id="ent_" + "e" * 32,
-            newly_published=True,
-            email_notifications=True,
-            patient_email=CHOSEN_ADDRESS,
-            locale="en-CA",
-        ),
-    )
+def forged_publication(event_id: str = "forged-1") -> dict[str, Any]:
+    """The contract's example publication, as a forger would send it: its own source and
+    id, and an address of its choosing."""
+    event = json.loads((EXAMPLES_DIR / "share.blume.published.json").read_text())
+    event.update(id=event_id, source="/evil/forged")
+    event["data"]["patient_email"] = CHOSEN_ADDRESS
+    return dict(event)
 
 
 @pytest.mark.parametrize("producer", ["rogue-client", None], ids=["other-user", "no-user"])
@@ -64,7 +53,7 @@ async def test_a_forged_publication_sends_nothing_and_is_audited_as_a_security_e
     transport = RecordingTransport()
     try:
         for service in services:
-            delivery = FakeDelivery.of(forged_publication(), producer=producer)
+            delivery = FakeDelivery(json.dumps(forged_publication()).encode(), producer=producer)
             await Worker(service, sqlite_db, OutboxRelay(sqlite_db, transport), settings)(delivery)
             assert delivery.cause is DeadLetterCause.UNTRUSTED_PRODUCER, service.name
         for _ in range(200):  # the sink's own sealer chains the security record

@@ -26,10 +26,10 @@ from blume_contracts.envelope import RawEvent
 from blume_share_dispatcher.rules import share_id_for
 
 from tests.conftest import RunningSystem, request_event
+from tests.test_forged_events import CHOSEN_ADDRESS, forged_publication
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-CHOSEN_ADDRESS = "phish-target@attacker.example"
 CONSUMERS = ("notifier", "share_dispatcher", "audit_sink")
 
 
@@ -50,28 +50,6 @@ def rogue_url(amqp_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(netloc=netloc))
     finally:
         rabbitmqctl("delete_user", user)
-
-
-def forged_publication(event_id: str) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id,
-        "source": "/evil/forged",
-        "type": "share.blume.published",
-        "time": "2026-11-28T14:00:00Z",
-        "datacontenttype": "application/json",
-        "tenantid": "demo-hospital",
-        "correlationid": "corr-forged",
-        "data": {
-            "share_id": "shr_" + "e" * 32,
-            "blume_patient_id": "bp-0001",
-            "entry_id": "ent_" + "e" * 32,
-            "newly_published": True,
-            "email_notifications": True,
-            "patient_email": CHOSEN_ADDRESS,
-            "locale": "en-CA",
-        },
-    }
 
 
 def publish_as_rogue(url: str, events: list[tuple[dict[str, Any], bool]]) -> str:

@@ -11,6 +11,7 @@ from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.chain import verify
 from blume_audit_sink.sealer import pending_count
 from blume_audit_sink.service import SECURITY_CHAIN
+from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_runtime.db import Database
 from blume_runtime.testing import FakeDelivery
 from blume_runtime.transport import DeadLetterCause
@@ -34,13 +35,8 @@ async def sealed(db: Database) -> None:
 
 
 FORGED = {
-    "share_id": "shr_" + "f" * 32,
-    "blume_patient_id": "bp-0001",
-    "entry_id": "ent_" + "e" * 32,
-    "newly_published": True,
-    "email_notifications": True,
+    **json.loads((EXAMPLES_DIR / "share.blume.published.json").read_text())["data"],
     "patient_email": "victim@attacker.example",
-    "locale": "en-CA",
 }
 
 
