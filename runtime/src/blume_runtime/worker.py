@@ -159,7 +159,8 @@ class Worker:
                 return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
             stand_in = usable_envelope(document, lenient)
             line["invalid_envelope"] = validation_summary(invalid)
-            return await self._run(stand_in, delivery, partial(answer, stand_in, invalid), verdict)
+            invoke = partial(answer, stand_in, invalid)
+            return await self._run(stand_in, delivery, invoke, verdict, "invalid_envelope")
         assert event is not None
         return await self._handle(event, delivery, verdict)
 
