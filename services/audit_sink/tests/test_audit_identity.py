@@ -9,6 +9,7 @@ from typing import Any
 
 from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.chain import verify
+from blume_audit_sink.export import audit_event
 from blume_audit_sink.sealer import pending_count
 from blume_audit_sink.service import SECURITY_CHAIN
 from blume_contracts.artefacts import EXAMPLES_DIR
@@ -103,6 +104,8 @@ async def test_an_outside_request_names_its_verified_publisher_as_requester(
     [record] = await stored_records(sqlite_db)
     agents = json.loads(record.agents or "[]")
     assert {"role": "requester", "broker_user": "omegaai"} in agents
+    exported_ids = [agent.who.identifier.value for agent in audit_event(record).agent or []]
+    assert "omegaai" in exported_ids
 
 
 async def test_a_request_with_a_broken_envelope_is_recorded_under_its_stand_in(
