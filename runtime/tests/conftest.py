@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from blume_runtime.db import Database
-from blume_runtime.logging import configure_logging
+from blume_runtime.logging import configure_logging, reset_logging
 
 from runtime.tests.pipeline_support import JsonLines, runtime_tables
 
@@ -31,7 +29,4 @@ def json_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[JsonLines]:
     try:
         yield JsonLines(capsys)
     finally:
-        structlog.reset_defaults()
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if h.get_name() == "blume-structlog"]:
-            root.removeHandler(handler)
+        reset_logging()

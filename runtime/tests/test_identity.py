@@ -88,10 +88,10 @@ def test_a_type_the_registry_does_not_know_is_refused() -> None:
 
 def test_broker_users_are_parsed_from_the_environment_format() -> None:
     """BLUME_BROKER_USERS is ``service=user`` pairs; that mapping is used as given."""
-    settings = Settings(broker_users="notifier=n, ops = o ,")  # type: ignore[arg-type]
+    settings = Settings(broker_users="notifier=n, ops = o ,")
     assert service_users(settings) == {"notifier": "n", "ops": "o"}
     with pytest.raises(ValueError, match="service=user"):
-        Settings(broker_users="notifier")  # type: ignore[arg-type]
+        Settings(broker_users="notifier")
 
 
 def test_single_user_mode_maps_every_service_to_the_url_user() -> None:

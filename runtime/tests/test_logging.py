@@ -3,11 +3,13 @@ one JSON object per line, the same context, the same redaction, tracebacks as a 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import pytest
 import structlog
-from blume_runtime.logging import bounded, configure_logging
+from blume_runtime.logging import bounded, configure_logging, reset_logging
 
 from runtime.tests.pipeline_support import JsonLines
 
@@ -68,3 +70,14 @@ def test_bounded_makes_any_value_printable_and_short() -> None:
     assert bounded("x" * 200, 10) == "x" * 10 + "…"
     assert bounded(None) is None
     assert bounded(b"\x00") == "b'\\x00'"
+
+
+def test_a_given_stream_gets_library_lines_too() -> None:
+    """Logging configured onto a stream (a CLI's own output, say) sends library lines there."""
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream=stream)
+    try:
+        logging.getLogger("aiormq.connection").warning("to the stream")
+    finally:
+        reset_logging()
+    assert json.loads(stream.getvalue())["event"] == "to the stream"

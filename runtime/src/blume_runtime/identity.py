@@ -57,8 +57,8 @@ def single_user(settings: Settings) -> str:
 
 def service_users(settings: Settings) -> dict[str, str]:
     """Service name to broker user: ``BLUME_BROKER_USERS``, else single-user mode."""
-    if settings.broker_users:
-        return dict(settings.broker_users)
+    if configured := settings.broker_user_of:
+        return configured
     user = single_user(settings)
     return dict.fromkeys(sorted(internal_services()), user)
 

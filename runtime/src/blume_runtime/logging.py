@@ -81,6 +81,9 @@ class _CurrentStderr:
     def flush(self) -> None:
         sys.stderr.flush()
 
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
 
 def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime | date) else str(value)
@@ -89,11 +92,15 @@ def _json_default(value: Any) -> str:
 _HANDLER_NAME: Final = "blume-structlog"
 
 
-def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """structlog for our lines, and the standard library's records (aio-pika, aiormq,
-    uvicorn, asyncio, SQLAlchemy) rendered by the same processors: one JSON object per line,
-    the same context and redaction, a traceback as the ``exception`` field."""
-    as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Log at ``level`` to ``stream`` (by default whatever ``sys.stderr`` is at each line).
+
+    structlog for our lines, and the standard library's records (aio-pika, aiormq, uvicorn,
+    asyncio, SQLAlchemy) rendered by the same processors: one JSON object per line, the same
+    context and redaction, a traceback as the ``exception`` field.
+    """
+    output = cast(TextIO, _CurrentStderr()) if stream is None else stream
+    as_json = fmt == "json" or (fmt == "auto" and not output.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(default=_json_default)
         if as_json
@@ -109,10 +116,10 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[*shared, *finishing],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
-        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(cast(TextIO, _CurrentStderr()))
+    handler = logging.StreamHandler(output)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -125,6 +132,14 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         root.removeHandler(previous)  # configuring twice must not print every line twice
     root.addHandler(handler)
     root.setLevel(threshold)
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging``: structlog's defaults back, our handler off the root logger."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
 
 
 def get_logger(name: str) -> Any:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 HOUR = 3600.0
+
+
+def parse_broker_users(text: str) -> dict[str, str]:
+    """``service=user,service=user`` into a map."""
+    parsed: dict[str, str] = {}
+    for pair in (item.strip() for item in text.split(",")):
+        if not pair:
+            continue
+        service, separator, user = (part.strip() for part in pair.partition("="))
+        if not separator or not service or not user:
+            raise ValueError("BLUME_BROKER_USERS is service=user pairs separated by commas")
+        parsed[service] = user
+    return parsed
 
 
 class Settings(BaseSettings):
@@ -47,27 +60,25 @@ class Settings(BaseSettings):
     """A handler running longer is cancelled: a transient failure of class ``timeout``."""
     max_message_bytes: int = Field(default=256 * 1024, gt=0)
     """A larger body is dead-lettered as malformed before it is parsed."""
-    broker_users: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    broker_users: str | None = None
     """``BLUME_BROKER_USERS``: ``service=user,...`` (plus ``ops``), each service's broker user.
-    Empty: single-user mode, every service is the user of ``BLUME_AMQP_URL``."""
+    Unset: single-user mode, every service is the user of ``BLUME_AMQP_URL``."""
     prefetch: int = 16
     outbox_poll_seconds: float = 1.0
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
 
-    @field_validator("broker_users", mode="before")
+    @field_validator("broker_users")
     @classmethod
-    def _parse_broker_users(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        pairs = [item.strip() for item in value.split(",") if item.strip()]
-        parsed: dict[str, str] = {}
-        for pair in pairs:
-            service, separator, user = (part.strip() for part in pair.partition("="))
-            if not separator or not service or not user:
-                raise ValueError("BLUME_BROKER_USERS is service=user pairs separated by commas")
-            parsed[service] = user
-        return parsed
+    def _parse_broker_users(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_broker_users(value)
+        return value
+
+    @property
+    def broker_user_of(self) -> dict[str, str]:
+        """``BLUME_BROKER_USERS`` as service to user (empty in single-user mode)."""
+        return parse_broker_users(self.broker_users or "")
 
     @property
     def embedded_broker(self) -> bool:
