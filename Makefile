@@ -27,8 +27,9 @@ format: setup
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-artefacts: setup  ## regenerate JSON Schemas and the AsyncAPI document from the models
+artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document and the broker definitions
 	$(UV) run python -m blume_contracts.artefacts
+	$(UV) run blume-share broker definitions > deploy/rabbitmq/definitions.json
 
 bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput

@@ -144,6 +144,18 @@ class SmtpSink:
     envelopes: list[tuple[str, list[str]]] = field(default_factory=list)
     reject_with: str | None = None
     """Set to an SMTP reply such as "550 5.1.1 mailbox unavailable" to refuse messages."""
+    controller: Controller | None = None
+
+    def stop(self) -> None:
+        """An outage: the port refuses connections until ``start``."""
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    def start(self) -> None:
+        if self.controller is None:
+            self.controller = Controller(self, hostname=self.host, port=self.port)
+            self.controller.start()
 
     @property
     def url(self) -> str:
@@ -174,12 +186,11 @@ def smtp_server() -> Iterator[SmtpSink]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     sink = SmtpSink(host="127.0.0.1", port=port)
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
+    sink.start()
     try:
         yield sink
     finally:
-        controller.stop()
+        sink.stop()
 
 
 @pytest.fixture

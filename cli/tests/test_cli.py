@@ -34,6 +34,28 @@ def test_send_then_status(cli: CliRunner) -> None:
     assert json.loads(status.stdout)["state"] == "completed"
 
 
+def test_status_shows_a_waiting_share_with_its_cause_and_start(
+    cli: CliRunner, state_dir: Path
+) -> None:
+    """A share waiting on an outage reads "waiting: <error class> since <first failure>"."""
+    sent = cli.invoke(app, ["send", str(EXAMPLE)])
+    share_id = sent.stdout.split()[1].rstrip(":")
+    with sqlite3.connect(state_dir / "blume-share.db") as database:
+        database.execute(
+            "UPDATE dispatcher_shares SET state = 'waiting', reason = 'smtp_unavailable', "
+            "waiting_since = '2026-11-28 14:00:02.000000+00:00' WHERE share_id = ?",
+            (share_id,),
+        )
+    status = cli.invoke(app, ["status", share_id])
+    assert status.exit_code == 0, status.output
+    assert status.stdout.splitlines()[0] == (
+        "waiting: smtp_unavailable since 2026-11-28T14:00:02+00:00"
+    )
+    as_json = json.loads(cli.invoke(app, ["status", share_id, "--json"]).stdout)
+    assert (as_json["state"], as_json["reason"]) == ("waiting", "smtp_unavailable")
+    assert as_json["waiting_since"] == "2026-11-28T14:00:02+00:00"
+
+
 def test_send_json_lines_with_a_rejected_request(cli: CliRunner, tmp_path: Path) -> None:
     """JSON Lines input: a bad request is rejected with its reason, the good one completes."""
     good = json.loads(EXAMPLE.read_text())

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,25 +15,13 @@ import pytest
 from blume_contracts.envelope import CloudEvent, now
 from blume_contracts.events import ShareAccepted, ShareCompleted
 from blume_runtime.app import Runtime
-from blume_runtime.db import Database, InboxEntry, OutboxMessage
+from blume_runtime.db import Database, OutboxMessage
 from blume_runtime.service import HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
 from blume_runtime.transport import InMemoryTransport, OutgoingMessage
-from sqlmodel import SQLModel, select
+from sqlmodel import select
 
 SHARE = "shr_" + "a" * 32
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'runtime.db'}")
-    async with database.engine.begin() as connection:
-        await connection.run_sync(
-            SQLModel.metadata.create_all,
-            tables=[InboxEntry.__table__, OutboxMessage.__table__],  # type: ignore[attr-defined]
-        )
-    yield database
-    await database.dispose()
 
 
 def accepted(event_id: str = "evt-1", share_id: str = SHARE) -> OutgoingMessage:

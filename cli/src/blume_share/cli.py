@@ -178,11 +178,20 @@ def status(
     if as_json:
         typer.echo(json.dumps(fields))
         return
+    typer.echo(state_summary(fields))
     for key, value in fields.items():
         if value is not None:
             typer.echo(f"{key:>24}: {value}")
     if fields["state"] == operations.PROCESSING:
         typer.echo("the request has arrived; the dispatcher has not decided on it yet")
+
+
+def state_summary(fields: dict[str, Any]) -> str:
+    """One line: ``waiting: smtp_unavailable since <first failure>``, ``rejected: <reason>``."""
+    if fields["state"] == "waiting":
+        return f"waiting: {fields['reason']} since {fields.get('waiting_since') or 'unknown'}"
+    reason = fields.get("reason")
+    return str(fields["state"]) + (f": {reason}" if reason else "")
 
 
 @app.command()

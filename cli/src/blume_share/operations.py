@@ -241,6 +241,7 @@ async def share_status(settings: Settings, share_id: str) -> dict[str, Any] | No
         "correlation_id": share.correlation_id,
         "expires_at": share.expires_at.isoformat() if share.expires_at else None,
         "notification_message_id": share.notification_message_id,
+        "waiting_since": share.waiting_since.isoformat() if share.waiting_since else None,
         "created_at": share.created_at.isoformat(),
         "updated_at": share.updated_at.isoformat(),
     }

@@ -43,6 +43,8 @@ def asyncapi_document() -> dict[str, Any]:
             "bindings": {"amqp": {"deliveryMode": 2, "bindingVersion": "0.3.0"}},
             "x-producers": list(spec.producers),
             "x-consumers": list(spec.consumers),
+            # Outside types are accepted from any publisher; others only from their producers.
+            "x-outside": spec.outside,
         }
         channels[key] = {
             "address": event_type,

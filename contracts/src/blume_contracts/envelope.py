@@ -6,7 +6,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    WrapValidator,
+)
 
 EXCHANGE: Final = "blume.share"
 CONTENT_TYPE: Final = "application/cloudevents+json"
@@ -15,6 +23,7 @@ DataT = TypeVar("DataT")
 
 # Printable, no whitespace control characters: these values end up in AMQP headers and logs.
 Token = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]
+EventType = Annotated[str, StringConstraints(pattern=r"^[a-z]+(\.[a-z_]+)+$", max_length=128)]
 
 
 class CloudEvent(BaseModel, Generic[DataT]):
@@ -25,7 +34,7 @@ class CloudEvent(BaseModel, Generic[DataT]):
     specversion: Literal["1.0"] = "1.0"
     id: Token = Field(description="Unique per source; (source, id) is the dedupe key.")
     source: Token = Field(description="URI-reference of the producer, e.g. /omegaai/send-drawer.")
-    type: Annotated[str, StringConstraints(pattern=r"^[a-z]+(\.[a-z_]+)+$", max_length=128)]
+    type: EventType
     time: AwareDatetime
     datacontenttype: Literal["application/json"] = "application/json"
     tenantid: Token
@@ -36,6 +45,64 @@ class CloudEvent(BaseModel, Generic[DataT]):
 
 
 RawEvent = CloudEvent[Any]
+
+UNKNOWN_TENANT: Final = "_unknown"
+"""The tenant of an answer to a request whose own ``tenantid`` is missing or unusable."""
+
+
+class LenientEnvelope(BaseModel):
+    """The least of a CloudEvent we can act on: a dedupe key and a type.
+
+    A message that passes this but not ``CloudEvent`` still has an identity (``source`` and
+    ``id``) and a type, so a request can be answered instead of dead-lettered.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: Token
+    source: Token
+    type: EventType
+
+
+def usable_envelope(document: dict[str, Any], lenient: LenientEnvelope) -> RawEvent:
+    """A valid envelope for a leniently parsed event, by one documented rule.
+
+    ``tenantid`` and ``correlationid`` are kept when they are valid tokens; otherwise the
+    tenant is ``_unknown`` and the correlation id is the event's own id (which a requester
+    knows, having chosen it). ``time`` is kept when it is an aware timestamp, else now.
+    ``data`` is carried as it came: the consumer validates it.
+    """
+    valid = _ATTRIBUTES.validate_python(
+        {name: document.get(name) for name in ("tenantid", "correlationid", "time")}
+    )
+    return RawEvent(
+        id=lenient.id,
+        source=lenient.source,
+        type=lenient.type,
+        time=valid.time or now(),
+        tenantid=valid.tenantid or UNKNOWN_TENANT,
+        correlationid=valid.correlationid or lenient.id,
+        data=document.get("data"),
+    )
+
+
+def _or_none(value: Any, handler: Any) -> Any:
+    try:
+        return handler(value)
+    except ValueError:
+        return None
+
+
+class _UsableAttributes(BaseModel):
+    """Each attribute if it is valid, else None (never an error)."""
+
+    tenantid: Annotated[Token | None, WrapValidator(_or_none)] = None
+    correlationid: Annotated[Token | None, WrapValidator(_or_none)] = None
+    time: Annotated[AwareDatetime | None, WrapValidator(_or_none)] = None
+
+
+_ATTRIBUTES: Final = TypeAdapter(_UsableAttributes)
 
 
 def new_event_id() -> str:

@@ -111,6 +111,8 @@ class StudySendRequested(Contract):
 
 
 class RejectionReason(StrEnum):
+    INVALID_ENVELOPE = "invalid_envelope"
+    """A CloudEvent attribute (tenantid, correlationid, time, ...) is missing or unusable."""
     MALFORMED_REQUEST = "malformed_request"
     UNKNOWN_METHOD = "unknown_method"
     UNKNOWN_TENANT = "unknown_tenant"
@@ -146,7 +148,9 @@ class ShareRejected(Contract):
     message: Annotated[str, StringConstraints(max_length=500)] = Field(
         description="Human-readable; never echoes the rejected value."
     )
-    field: str | None = Field(default=None, description="Dotted path of the offending field.")
+    field: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        default=None, description="Dotted path of the offending field."
+    )
 
 
 class ShareLinkRequested(Contract):
@@ -183,6 +187,8 @@ class ShareLinkIssued(Contract):
 
 
 NotificationPurpose = Literal["share", "sign_in_code"]
+MessageId = Annotated[str, StringConstraints(max_length=255)]
+ErrorClass = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 
 
 class ShareNotificationSent(Contract):
@@ -191,7 +197,7 @@ class ShareNotificationSent(Contract):
         default="share", description="The share email itself, or a sign-in code for it."
     )
     channel: Literal["email"] = "email"
-    message_id: str = Field(description="RFC 5322 Message-ID of the email, stable per share.")
+    message_id: MessageId = Field(description="RFC 5322 Message-ID of the email, stable per share.")
     recipient_email: EmailAddress = phi()
     accepted_at: AwareDatetime
 
@@ -199,8 +205,22 @@ class ShareNotificationSent(Contract):
 class ShareNotificationFailed(Contract):
     share_id: ShareId
     purpose: NotificationPurpose = "share"
-    reason: Literal["smtp_rejected", "smtp_unavailable", "template_error"]
+    reason: Literal["smtp_rejected", "smtp_unavailable", "template_error", "code_expired"]
     detail: Annotated[str, StringConstraints(max_length=500)]
+
+
+class ShareNotificationDelayed(Contract):
+    """An email could not be sent yet: a dependency is down and the notifier keeps trying.
+
+    Emitted once per error class and message, the first time a retry is scheduled; the share
+    waits (it has not failed) until ``share.notification.sent`` or ``.failed`` follows.
+    """
+
+    share_id: ShareId
+    purpose: NotificationPurpose = "share"
+    error_class: ErrorClass = Field(description="Why it waits, e.g. smtp_unavailable.")
+    first_failed_at: AwareDatetime
+    next_attempt_at: AwareDatetime
 
 
 class ShareCompleted(Contract):
@@ -211,7 +231,7 @@ class ShareCompleted(Contract):
         default="sent",
         description="Whether an email went out, or the patient's preference suppressed it.",
     )
-    notification_message_id: str | None = None
+    notification_message_id: MessageId | None = None
 
 
 class ShareFailed(Contract):

@@ -22,6 +22,10 @@ class EventSpec:
     summary: str
     producers: tuple[str, ...]
     consumers: tuple[str, ...]
+    outside: bool = False
+    """Published from outside the product (upstream clients, the CLI): accepted from any
+    publisher the broker lets publish it. Every other type is accepted only from the broker
+    user of a service named in ``producers`` (see ``blume_runtime.identity``)."""
 
 
 _AUDIT = "audit_sink"
@@ -35,6 +39,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             "A user asked to share a study by secure link or into Blume.",
             (UPSTREAM,),
             ("share_dispatcher", _AUDIT),
+            outside=True,
         ),
         EventSpec(
             "share.accepted",
@@ -100,6 +105,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ("share_dispatcher", _AUDIT),
         ),
         EventSpec(
+            "share.notification.delayed",
+            ev.ShareNotificationDelayed,
+            "The email waits on an outage (SMTP, database); the notifier keeps retrying.",
+            ("notifier",),
+            ("share_dispatcher", _AUDIT),
+        ),
+        EventSpec(
             "share.notification.suppressed",
             ev.ShareNotificationSuppressed,
             "No email was sent: the patient turned email notifications off.",
@@ -126,6 +138,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             "Someone asked to end a share: its link stops working, its Blume entry is hidden.",
             (UPSTREAM, OPS),
             ("share_dispatcher", _AUDIT),
+            outside=True,
         ),
         EventSpec(
             "share.revoked",

@@ -67,7 +67,7 @@ class Runtime:
         self.transport = make_transport(settings, self.names)
         self.relay = OutboxRelay(db, self.transport)
         for service in self.services:
-            worker = Worker(service, db, self.relay, max_attempts=settings.max_attempts)
+            worker = Worker(service, db, self.relay, settings)
             self.transport.subscribe(service.queue, worker)
         self._sweeper: asyncio.Task[None] | None = None
         self.ops = (

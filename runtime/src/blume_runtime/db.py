@@ -96,6 +96,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
@@ -111,8 +112,21 @@ class Database:
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # The driver's own implicit BEGIN (deferred) is replaced by _sqlite_begin_immediate.
+    connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin_immediate(connection: Any) -> None:
+    """Take the write lock when a transaction begins, waiting for it (``busy_timeout``).
+
+    A deferred transaction that reads, then writes, fails at once with "database is locked"
+    when another connection wrote in between (SQLite cannot wait there without risking a
+    deadlock): two sealers, or a worker and the sealer, did exactly that. Readers in WAL mode
+    are not blocked by the lock; writers were one at a time anyway.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -28,6 +28,20 @@ _PATTERNS: Final = (
 )
 
 
+def bounded(value: object, limit: int = 128) -> str | None:
+    """An attacker-chosen value made safe to log: printable, at most ``limit`` characters.
+
+    Control and other unprintable characters (newlines, escapes, bidi overrides) become
+    ``?``; a longer value is cut and marked with ``…``. None stays None.
+    """
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else repr(value)
+    cut = text[: limit + 1]
+    safe = "".join(char if char.isprintable() else "?" for char in cut[:limit])
+    return safe + "…" if len(cut) > limit else safe
+
+
 def scrub_text(text: str) -> str:
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
@@ -67,37 +81,65 @@ class _CurrentStderr:
     def flush(self) -> None:
         sys.stderr.flush()
 
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
 
 def _json_default(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime | date) else str(value)
 
 
+_HANDLER_NAME: Final = "blume-structlog"
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Log at ``level`` to ``stream``; by default to whatever ``sys.stderr`` is at each line."""
-    terminal = (sys.stderr if stream is None else stream).isatty()
-    as_json = fmt == "json" or (fmt == "auto" and not terminal)
+    """Log at ``level`` to ``stream`` (by default whatever ``sys.stderr`` is at each line).
+
+    structlog for our lines, and the standard library's records (aio-pika, aiormq, uvicorn,
+    asyncio, SQLAlchemy) rendered by the same processors: one JSON object per line, the same
+    context and redaction, a traceback as the ``exception`` field.
+    """
+    output = cast(TextIO, _CurrentStderr()) if stream is None else stream
+    as_json = fmt == "json" or (fmt == "auto" and not output.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer(default=_json_default)
         if as_json
         else structlog.dev.ConsoleRenderer()
     )
+    threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    finishing: list[Any] = [structlog.processors.format_exc_info, redact_processor, renderer]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_processor,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
-        ),
-        logger_factory=structlog.PrintLoggerFactory(
-            file=cast(TextIO, _CurrentStderr()) if stream is None else stream
-        ),
+        processors=[*shared, *finishing],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
+        logger_factory=structlog.PrintLoggerFactory(file=output),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(output)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *finishing],
+        )
+    )
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(previous)  # configuring twice must not print every line twice
+    root.addHandler(handler)
+    root.setLevel(threshold)
+
+
+def reset_logging() -> None:
+    """Undo ``configure_logging``: structlog's defaults back, our handler off the root logger."""
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(handler)
 
 
 def get_logger(name: str) -> Any:

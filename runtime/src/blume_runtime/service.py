@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 
 import structlog
@@ -21,11 +23,29 @@ _EVENT_IDS: Final = uuid.UUID("5f0d0e36-47c1-4c4f-9a53-4a3b8e0f2b61")
 
 
 class PermanentError(Exception):
-    """The message can never succeed: dead-letter it without retrying."""
+    """The message can never succeed: dead-letter it (cause ``contract``) without retrying."""
+
+
+_ERROR_CLASS: Final = re.compile(r"^[a-z_]{1,64}$")
 
 
 class TransientError(Exception):
-    """The message may succeed later (a dependency is down): retry after a delay."""
+    """The message may succeed later (a dependency is down): retry after a delay.
+
+    ``error_class`` names what failed (``smtp_unavailable``, ...): it picks the retry budget
+    (``blume_runtime.retry``) and is what ops see in logs, metrics and the DLQ. ``deadline``
+    ends the budget earlier: past it, retrying is pointless (a sign-in code that expired).
+    """
+
+    def __init__(
+        self, error_class: str, deadline: datetime | None = None, *, detail: str = ""
+    ) -> None:
+        if not _ERROR_CLASS.match(error_class):
+            raise ValueError(f"error class must match {_ERROR_CLASS.pattern}")
+        super().__init__(detail or error_class)
+        self.error_class = error_class
+        self.deadline = deadline
+        self.detail = detail
 
 
 @dataclass(slots=True)
@@ -36,8 +56,12 @@ class HandlerContext:
     event: RawEvent
     session: AsyncSession
     attempt: int
-    final_attempt: bool
     log: Any
+    producer: str | None = None
+    """The verified broker user that published the event (None if the broker named none)."""
+    scope: str = ""
+    """Set for hooks that run beside the handler (a retry notice), so their events get ids
+    of their own, still stable when the hook runs again."""
     emitted: list[OutgoingMessage] = field(default_factory=list)
     """What this handler staged, in order: published from memory once committed."""
 
@@ -50,6 +74,8 @@ class HandlerContext:
         seed = (
             f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
         )
+        if self.scope:
+            seed = f"{seed}|{self.scope}"
         outgoing = stage_event(
             self.session,
             event_type,
@@ -106,8 +132,33 @@ def outbox_message(event: CloudEvent[Any]) -> OutgoingMessage:
     return OutgoingMessage(event.type, event.model_dump_json().encode(), event.id)
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedEvent:
+    """What an event from an untrusted producer claimed to be (attacker-chosen, bounded)."""
+
+    event_type: str
+    event_id: str
+    source: str
+    tenantid: str | None
+    """The claimed tenant when it is a valid token, else None."""
+    producer: str | None
+    refusal: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryNotice:
+    """A delivery's first retry for an error class was just scheduled."""
+
+    error_class: str
+    first_failed_at: datetime
+    next_attempt_at: datetime
+
+
 Handler = Callable[[CloudEvent[Any], HandlerContext], Awaitable[None]]
 InvalidHandler = Callable[[RawEvent, ValidationError, HandlerContext], Awaitable[None]]
+UntrustedHook = Callable[[RefusedEvent, AsyncSession], Awaitable[None]]
+RetryHook = Callable[[CloudEvent[Any], RetryNotice, HandlerContext], Awaitable[None]]
+ExhaustedHook = Callable[[CloudEvent[Any], str, HandlerContext], Awaitable[bool]]
 
 
 @dataclass(slots=True)
@@ -125,6 +176,10 @@ class Service:
         self._routes: dict[str, _Route] = {}
         self._catch_all: _Route | None = None
         self.invalid_data_handler: InvalidHandler | None = None
+        self.invalid_envelope_handlers: dict[str, InvalidHandler] = {}
+        self.untrusted_hook: UntrustedHook | None = None
+        self.retry_hook: RetryHook | None = None
+        self.exhausted_hook: ExhaustedHook | None = None
         self.startup: list[Callable[[], Awaitable[None]]] = []
         """Async callables run before the first message is consumed (background loops)."""
         self.resources: list[Callable[[], Awaitable[None]]] = []
@@ -148,6 +203,33 @@ class Service:
         """Handle events whose envelope is valid but whose data breaks the contract."""
         self.invalid_data_handler = handler
         return handler
+
+    def on_invalid_envelope(self, event_type: str) -> Callable[[InvalidHandler], InvalidHandler]:
+        """Answer events of ``event_type`` whose envelope is broken but still has a dedupe key
+        and a type; the handler gets a valid stand-in envelope (``usable_envelope``)."""
+
+        def register(handler: InvalidHandler) -> InvalidHandler:
+            self.invalid_envelope_handlers[event_type] = handler
+            return handler
+
+        return register
+
+    def on_untrusted(self, hook: UntrustedHook) -> UntrustedHook:
+        """Run, in a transaction of its own, for each event refused for its producer."""
+        self.untrusted_hook = hook
+        return hook
+
+    def on_retry_scheduled(self, hook: RetryHook) -> RetryHook:
+        """Run, in a transaction of its own, the first time a delivery is scheduled for retry
+        with an error class: the moment something starts waiting on an outage."""
+        self.retry_hook = hook
+        return hook
+
+    def on_exhausted(self, hook: ExhaustedHook) -> ExhaustedHook:
+        """Run when a delivery's retry budget ends, in a transaction that also records it as
+        processed; returning True answers the message (acknowledged), False dead-letters it."""
+        self.exhausted_hook = hook
+        return hook
 
     def route(self, event_type: str) -> tuple[type[BaseModel] | None, Handler] | None:
         route = self._routes.get(event_type, self._catch_all)

@@ -15,6 +15,8 @@ from blume_runtime.broker_users import (
     parse_broker_users,
 )
 
+HOUR = 3600.0
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BLUME_", extra="ignore")
@@ -36,8 +38,23 @@ class Settings(BaseSettings):
     mail_from: str = "Blume Share <no-reply@blume-share.example>"
     smtp_timeout_seconds: float = 15.0
 
-    max_attempts: int = 5
-    retry_delay_seconds: float = 5.0
+    max_attempts: int = Field(default=5, ge=1)
+    """Attempts for a failure of class ``unexpected`` (a bug) before it is dead-lettered."""
+    retry_delay_seconds: float = Field(default=5.0, gt=0)
+    """The first retry's delay ceiling; each later one doubles it (full jitter)."""
+    retry_max_delay_seconds: float = Field(default=300.0, gt=0)
+    """No retry waits longer than this, however many attempts came before; the delay-queue
+    tiers reach at least this far."""
+    retry_budget_smtp_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_database_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_broker_seconds: float = Field(default=24 * HOUR, gt=0)
+    retry_budget_timeout_seconds: float = Field(default=HOUR, gt=0)
+    """Budgets per error class, from the first failure; past one, a message is dead-lettered
+    (cause ``exhausted``) for ops to replay. See the README's retry policy."""
+    handler_timeout_seconds: float = Field(default=60.0, gt=0)
+    """A handler running longer is cancelled: a transient failure of class ``timeout``."""
+    max_message_bytes: int = Field(default=256 * 1024, gt=0)
+    """A larger body is dead-lettered as malformed before it is parsed."""
     prefetch: int = 16
     outbox_poll_seconds: float = 1.0
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -45,8 +62,6 @@ class Settings(BaseSettings):
 
     broker_users: str | None = None
     """``service=user,...`` for every service and ``ops``; unset: one user for all."""
-    retry_max_delay_seconds: Annotated[float, Field(gt=0)] = 300.0
-    """The longest delay a retry asks for; the delay-queue tiers reach at least this far."""
     ops_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     """``/healthz``, ``/readyz`` and ``/metrics`` of a long-running process; 0 turns it off."""
     ops_host: str = "127.0.0.1"

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from blume_runtime.identity import EMBEDDED_BROKER_USER
 from blume_runtime.topology import QueueSpec
 from blume_runtime.transport import (
     Consumer,
@@ -80,7 +81,10 @@ class FakeDelivery(Delivery):
 
     @classmethod
     def of(cls, event: Any, **options: Any) -> FakeDelivery:
-        """A delivery of a CloudEvent model, with its id and type as message id and key."""
+        """A delivery of a CloudEvent model, with its id and type as message id and key,
+        published by our own services on the embedded default unless ``producer`` says
+        otherwise (``producer=None``: a publisher the broker did not name)."""
+        options.setdefault("producer", EMBEDDED_BROKER_USER)
         return cls(
             event.model_dump_json().encode(),
             message_id=event.id,
@@ -92,6 +96,7 @@ class FakeDelivery(Delivery):
         if self.settlement is not None:
             raise AssertionError(f"settled twice: {self.settlement}, then {how}")
         self.settlement = how
+        self.settled = True
 
     async def ack(self) -> None:
         self._settle("ack")

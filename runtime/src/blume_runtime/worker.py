@@ -1,153 +1,375 @@
 """The one message-handling pipeline every worker runs.
 
-parse envelope -> dedupe (inbox) -> validate data -> handler in one transaction with its
-inbox row and outbox events -> commit -> relay outbox -> ack. Failures: malformed messages
-and permanent errors are dead-lettered; anything else is retried after a delay, then
-dead-lettered after the last attempt.
+Every delivery reaches exactly one decision (ack, retry later, dead-letter) and exactly one
+log line, ``delivery settled``, saying which and why; never the body. In order:
+
+1. **intake**, before parsing (``blume_runtime.intake``): content encoding, content type, size,
+   UTF-8, a JSON object; else dead-letter, cause ``malformed``;
+2. **the envelope, leniently**: specversion, id, source and type; else ``malformed``;
+3. **the producer verdict** (``blume_runtime.identity``); else ``untrusted_producer``, after
+   the service's ``on_untrusted`` hook has recorded it;
+4. **the strict envelope**; else the service's ``on_invalid_envelope`` answer for that type,
+   or ``malformed``;
+5. **dedupe and handle**: the inbox row, the handler and its outbox events in one
+   transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack;
+6. **failures**: a contract breach is dead-lettered (``contract``); anything else is put in an
+   error class and retried within that class's budget (``blume_runtime.retry``), the first
+   retry per class announced through the service's ``on_retry_scheduled`` hook; past the
+   budget, the ``on_exhausted`` hook may answer it, else it is dead-lettered (``exhausted``).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
-from blume_contracts.envelope import CloudEvent, RawEvent
+from blume_contracts.envelope import CloudEvent, LenientEnvelope, RawEvent, usable_envelope
+from blume_contracts.registry import EVENTS
 from pydantic import ValidationError
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_runtime import metrics
 from blume_runtime.db import Database, InboxEntry, utcnow
+from blume_runtime.identity import ProducerRule, Verdict
+from blume_runtime.intake import (
+    Decision,
+    failure_fields,
+    read_document,
+    validated,
+    validation_summary,
+)
+from blume_runtime.logging import bounded, scrub_text
 from blume_runtime.outbox import OutboxRelay
-from blume_runtime.service import HandlerContext, PermanentError, Service
+from blume_runtime.retry import (
+    UNEXPECTED,
+    Exhausted,
+    Retry,
+    RetryPolicy,
+    classify,
+    first_retry_of_class,
+)
+from blume_runtime.service import (
+    HandlerContext,
+    PermanentError,
+    RefusedEvent,
+    RetryNotice,
+    Service,
+    TransientError,
+)
+from blume_runtime.settings import Settings
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
+
+Invoke = Callable[[HandlerContext], Awaitable[None]]
+
+
+class _NotAnswered(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Rolls back an ``on_exhausted`` transaction whose hook declined to answer."""
 
 
 class Worker:
     def __init__(
-        self, service: Service, db: Database, relay: OutboxRelay, *, max_attempts: int = 5
+        self,
+        service: Service,
+        db: Database,
+        relay: OutboxRelay,
+        settings: Settings | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        producers: ProducerRule | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
+        settings = settings or Settings()
         self.service = service
         self._db = db
         self._relay = relay
-        self._max_attempts = max_attempts
+        self._retry = retry or RetryPolicy.from_settings(settings)
+        self._producers = producers or ProducerRule.from_settings(settings)
+        self._clock = clock
+        self._timeout = settings.handler_timeout_seconds
+        self._max_bytes = settings.max_message_bytes
         self._log = structlog.get_logger(service.name)
 
     async def __call__(self, delivery: Delivery) -> None:
         started = time.perf_counter()
+        line: dict[str, Any] = {
+            "attempt": delivery.attempt,
+            "size": len(delivery.body),
+            "content_type": bounded(delivery.content_type, 64),
+            "producer": bounded(delivery.producer, 64),
+        }
         with structlog.contextvars.bound_contextvars(
             service=self.service.name,
-            message_id=delivery.message_id,
-            routing_key=delivery.routing_key,
-            attempt=delivery.attempt,
+            message_id=bounded(delivery.message_id),
+            routing_key=bounded(delivery.routing_key),
         ):
-            outcome = await self._process(delivery)
-            self._log.info(
-                "message handled",
-                outcome=outcome,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            try:
+                decision = await self._decide(delivery, line)
+            except asyncio.CancelledError:
+                self._log.warning("delivery interrupted; the broker redelivers it", **line)
+                raise
+            except Exception as error:  # noqa: BLE001 - the worker's own failures still settle
+                decision = self._worker_failed(delivery, error, line)
+            duration = time.perf_counter() - started
+            line.update(decision.fields(), duration_ms=round(duration * 1000, 2))
+            # A failure to settle propagates: the transport's ``deliver`` gives the message
+            # back to the broker and writes the one line for it.
+            await decision.settle(delivery)
+            self._log.log(decision.level, "delivery settled", **line)
+            self._count(decision, line.get("event_type"), duration)
 
-    async def _process(self, delivery: Delivery) -> str:
+    def _count(self, decision: Decision, event_type: str | None, duration: float) -> None:
+        # Label values must stay few: attacker-chosen types are counted as "other".
+        label = event_type if event_type in EVENTS else "other"
+        name = self.service.name
+        metrics.MESSAGES_HANDLED.labels(name, label, decision.decision).inc()
+        metrics.HANDLER_DURATION.labels(name, label).observe(duration)
+        if decision.error_class is not None and decision.decision == "retry":
+            metrics.RETRIES.labels(name, decision.error_class).inc()
+        if decision.cause is not None:
+            metrics.DEAD_LETTERS.labels(name, decision.cause.value).inc()
+
+    async def _decide(self, delivery: Delivery, line: dict[str, Any]) -> Decision:
+        document, problem = read_document(delivery, self._max_bytes)
+        if document is None:
+            return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
         try:
-            event = RawEvent.model_validate_json(delivery.body)
+            lenient = LenientEnvelope.model_validate(document)
         except ValidationError as error:
-            # The body may hold PHI: log where it broke, never what it said.
-            self._log.error(
-                "malformed message dead-lettered",
-                problems=[
-                    {"loc": ".".join(map(str, e["loc"])), "type": e["type"]}
-                    for e in error.errors()[:5]
-                ],
-                size=len(delivery.body),
-            )
-            await delivery.dead_letter(DeadLetterCause.MALFORMED)
-            return "dead_lettered_malformed"
+            problem = validation_summary(error)
+            return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
+        line.update(event_type=lenient.type, event_id=bounded(lenient.id))
+        verdict = self._producers.verdict(lenient.type, delivery.producer)
+        if not verdict.trusted:
+            return await self._refuse(delivery, document, lenient, verdict)
+        event, invalid = validated(RawEvent, document)
+        if invalid is not None:
+            answer = self.service.invalid_envelope_handlers.get(lenient.type)
+            if answer is None:
+                problem = validation_summary(invalid)
+                return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
+            stand_in = usable_envelope(document, lenient)
+            line["invalid_envelope"] = validation_summary(invalid)
+            invoke = partial(answer, stand_in, invalid)
+            return await self._run(stand_in, delivery, invoke, verdict, "invalid_envelope")
+        assert event is not None
+        return await self._handle(event, delivery, verdict)
 
+    async def _handle(self, event: RawEvent, delivery: Delivery, verdict: Verdict) -> Decision:
+        route = self.service.route(event.type)
+        if route is None:
+            return Decision.ack("ignored")
+        model, handler = route
+        if model is None:
+            return await self._run(event, delivery, partial(handler, event), verdict)
+        data, invalid = validated(model, event.data)
+        if invalid is not None:
+            answer = self.service.invalid_data_handler
+            if answer is None:
+                problem = validation_summary(invalid)
+                return Decision.dead_letter(DeadLetterCause.CONTRACT, problem=problem)
+            invoke = partial(answer, event, invalid)
+            return await self._run(event, delivery, invoke, verdict, "invalid_data")
+        typed: CloudEvent[Any] = event.model_copy(update={"data": data})
+        return await self._run(typed, delivery, partial(handler, typed), verdict)
+
+    async def _run(
+        self,
+        event: RawEvent,
+        delivery: Delivery,
+        invoke: Invoke,
+        verdict: Verdict,
+        answered: str = "processed",
+    ) -> Decision:
         share_id = event.data.get("share_id") if isinstance(event.data, dict) else None
+        share_id = getattr(event.data, "share_id", share_id)
         with structlog.contextvars.bound_contextvars(
             event_id=event.id,
             event_type=event.type,
             correlationid=event.correlationid,
             tenantid=event.tenantid,
-            share_id=share_id,
+            share_id=bounded(share_id, 64),
         ):
             try:
-                outcome, emitted = await self._handle(event, delivery)
+                async with asyncio.timeout(self._timeout):
+                    emitted = await self._transaction(event, delivery, invoke, verdict)
             except PermanentError as error:
-                self._log.error("permanent failure dead-lettered", error=str(error))
-                await delivery.dead_letter(DeadLetterCause.CONTRACT)
-                return "dead_lettered_permanent"
-            except Exception as error:  # noqa: BLE001 - any other failure is retried
-                if delivery.attempt >= self._max_attempts:
-                    self._log.exception("retries exhausted, dead-lettered")
-                    await delivery.dead_letter(DeadLetterCause.EXHAUSTED, error_class="unexpected")
-                    return "dead_lettered_exhausted"
-                self._log.warning(
-                    "handler failed, will retry",
-                    error_type=type(error).__name__,
-                    error=str(error),
-                )
-                await delivery.retry_later(0.0, error_class="unexpected")
-                return "retry_scheduled"
-            try:
-                await self._relay.publish_committed(emitted)
-            except Exception as error:  # noqa: BLE001 - committed: the sweep publishes later
-                self._log.warning("outbox relay deferred", error_type=type(error).__name__)
-            await delivery.ack()
-            return outcome
+                detail = bounded(scrub_text(str(error)), 300)
+                return Decision.dead_letter(DeadLetterCause.CONTRACT, error=detail)
+            except Exception as error:  # noqa: BLE001 - classified, then retried or dead-lettered
+                return await self._failed(event, delivery, error)
+        if emitted is None:
+            return Decision.ack("duplicate")
+        relay = await self._publish(emitted)
+        return Decision.ack(answered, **relay)
 
-    async def _handle(
-        self, event: RawEvent, delivery: Delivery
-    ) -> tuple[str, list[OutgoingMessage]]:
-        route = self.service.route(event.type)
-        if route is None:
-            self._log.warning("no handler for event type; acknowledged")
-            return "ignored", []
-        model, handler = route
-        typed: CloudEvent[Any] = event
-        invalid: ValidationError | None = None
-        if model is not None:
-            try:
-                typed = event.model_copy(update={"data": model.model_validate(event.data)})
-            except ValidationError as error:
-                if self.service.invalid_data_handler is None:
-                    raise PermanentError(
-                        f"{event.type} data breaks its contract: "
-                        + ", ".join(".".join(map(str, e["loc"])) for e in error.errors()[:5])
-                    ) from None
-                invalid = error
+    async def _transaction(
+        self, event: RawEvent, delivery: Delivery, invoke: Invoke, verdict: Verdict
+    ) -> list[OutgoingMessage] | None:
+        """Claim and handle in one transaction; None if this consumer already processed it."""
         try:
             async with self._db.transaction() as session:
                 if not await self._claim(session, event):
-                    return "duplicate", []
-                context = HandlerContext(
-                    service=self.service.name,
-                    event=event,
-                    session=session,
-                    attempt=delivery.attempt,
-                    final_attempt=delivery.attempt >= self._max_attempts,
-                    log=self._log,
-                )
-                if invalid is not None and self.service.invalid_data_handler is not None:
-                    await self.service.invalid_data_handler(event, invalid, context)
-                else:
-                    await handler(typed, context)
+                    return None
+                ctx = self._context(event, session, delivery, verdict)
+                await invoke(ctx)
                 await session.flush()
         except IntegrityError:
             # A concurrent delivery of the same message committed first.
             if await self._already_processed(event):
-                return "duplicate", []
+                return None
             raise
-        return "processed", context.emitted
+        return ctx.emitted
+
+    def _context(
+        self,
+        event: RawEvent,
+        session: AsyncSession,
+        delivery: Delivery,
+        verdict: Verdict,
+        scope: str = "",
+    ) -> HandlerContext:
+        return HandlerContext(
+            service=self.service.name,
+            event=event,
+            session=session,
+            attempt=delivery.attempt,
+            log=self._log,
+            producer=verdict.requester,
+            scope=scope,
+        )
+
+    async def _publish(self, emitted: list[OutgoingMessage]) -> dict[str, Any]:
+        try:
+            await self._relay.publish_committed(emitted)
+        except Exception as error:  # noqa: BLE001 - committed: the sweep publishes later
+            return {"relay_deferred": type(error).__name__}
+        return {}
+
+    def _plan(
+        self, delivery: Delivery, error: Exception, error_class: str | None = None
+    ) -> tuple[str, Retry | Exhausted, dict[str, Any]]:
+        """The failure's class, what its budget allows now, and how the line describes it."""
+        error_class = error_class or classify(error)
+        plan = self._retry.plan(
+            error_class=error_class,
+            attempt=delivery.attempt,
+            first_failed_at=delivery.first_failed_at,
+            now=self._clock(),
+            deadline=error.deadline if isinstance(error, TransientError) else None,
+        )
+        return error_class, plan, failure_fields(error, error_class == UNEXPECTED)
+
+    async def _failed(self, event: RawEvent, delivery: Delivery, error: Exception) -> Decision:
+        """A transient or unexpected failure: retry within the class's budget, or give up."""
+        error_class, plan, failure = self._plan(delivery, error)
+        if isinstance(plan, Exhausted):
+            if await self._answer_exhausted(event, delivery, error_class):
+                return Decision.ack("answered_after_budget", error_class=error_class, **failure)
+            return Decision.dead_letter(
+                DeadLetterCause.EXHAUSTED, error_class=error_class, budget=plan.budget, **failure
+            )
+        notice = RetryNotice(error_class, plan.first_failed_at, plan.next_attempt_at)
+        if first_retry_of_class(delivery, error_class):
+            failure.update(await self._announce(event, delivery, notice))
+        return Decision.retry(plan.delay_seconds, error_class, **failure)
+
+    def _worker_failed(
+        self, delivery: Delivery, error: Exception, line: dict[str, Any]
+    ) -> Decision:
+        """The worker's own code failed: retried as ``unexpected``, then dead-lettered."""
+        line["worker_error"] = True
+        _, plan, failure = self._plan(delivery, error, UNEXPECTED)
+        if isinstance(plan, Exhausted):
+            return Decision.dead_letter(
+                DeadLetterCause.EXHAUSTED, error_class=UNEXPECTED, **failure
+            )
+        return Decision.retry(plan.delay_seconds, UNEXPECTED, **failure)
+
+    async def _announce(
+        self, event: RawEvent, delivery: Delivery, notice: RetryNotice
+    ) -> dict[str, Any]:
+        """Run the service's retry hook in its own transaction; a failure only gets logged."""
+        hook = self.service.retry_hook
+        if hook is None:
+            return {}
+        verdict = Verdict(None)
+        try:
+            async with asyncio.timeout(self._timeout), self._db.transaction() as session:
+                ctx = self._context(
+                    event, session, delivery, verdict, scope=f"retry:{notice.error_class}"
+                )
+                await hook(event, notice, ctx)
+                await session.flush()
+        except IntegrityError:
+            return {"retry_notice": "already_recorded"}
+        except Exception as error:  # noqa: BLE001 - the retry itself must still be scheduled
+            return {"retry_notice": "failed", "retry_notice_error": type(error).__name__}
+        return {"retry_notice": "recorded", **await self._publish(ctx.emitted)}
+
+    async def _answer_exhausted(
+        self, event: RawEvent, delivery: Delivery, error_class: str
+    ) -> bool:
+        """Let the service answer a message whose budget ended; recorded as processed."""
+        hook = self.service.exhausted_hook
+        if hook is None:
+            return False
+        try:
+            async with asyncio.timeout(self._timeout), self._db.transaction() as session:
+                if not await self._claim(session, event):
+                    return True
+                ctx = self._context(event, session, delivery, Verdict(None))
+                if not await hook(event, error_class, ctx):
+                    raise _NotAnswered
+                await session.flush()
+        except Exception:  # noqa: BLE001 - not answered: dead-lettered, for ops to replay
+            return False
+        await self._publish(ctx.emitted)
+        return True
+
+    async def _refuse(
+        self,
+        delivery: Delivery,
+        document: dict[str, Any],
+        lenient: LenientEnvelope,
+        verdict: Verdict,
+    ) -> Decision:
+        """An event from an untrusted producer: no effect, a security record, dead-lettered."""
+        assert verdict.refusal is not None
+        refused = RefusedEvent(
+            event_type=lenient.type,
+            event_id=lenient.id,
+            source=lenient.source,
+            tenantid=usable_envelope(document, lenient).tenantid,
+            producer=bounded(delivery.producer, 256),
+            refusal=verdict.refusal.value,
+        )
+        fields: dict[str, Any] = {"refusal": verdict.refusal.value}
+        hook = self.service.untrusted_hook
+        if hook is not None:
+            try:
+                async with asyncio.timeout(self._timeout), self._db.transaction() as session:
+                    await hook(refused, session)
+            except Exception as error:  # noqa: BLE001 - the record must not be lost: retry
+                error_class, plan, failure = self._plan(delivery, error)
+                if not isinstance(plan, Exhausted):
+                    return Decision.retry(plan.delay_seconds, error_class, **fields, **failure)
+                fields.update(security_record="failed", **failure)
+        return Decision.dead_letter(DeadLetterCause.UNTRUSTED_PRODUCER, **fields)
 
     async def _claim(self, session: AsyncSession, event: RawEvent) -> bool:
         """Record the message in the inbox; False if this consumer already processed it.
 
-        One INSERT ... ON CONFLICT DO NOTHING: a concurrent duplicate waits on the row lock
-        and then finds it, so only one of them runs the handler.
+        One INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent duplicate waits on the
+        row lock and then inserts nothing. Whether a row came back is the answer; the
+        driver's ``rowcount`` is not (psycopg 3 reports -1 here whatever happened).
         """
         insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
         statement = (
@@ -159,15 +381,12 @@ class Worker:
                 processed_at=utcnow(),
             )
             .on_conflict_do_nothing()
+            .returning(col(InboxEntry.event_id))
         )
         result = await session.exec(statement)
-        return bool(result.rowcount)
+        return result.first() is not None
 
     async def _already_processed(self, event: RawEvent) -> bool:
         async with self._db.transaction() as session:
             entry = await session.get(InboxEntry, (self.service.name, event.source, event.id))
             return entry is not None
-
-
-def envelope_json(event: CloudEvent[Any]) -> bytes:
-    return json.dumps(event.model_dump(mode="json")).encode()

@@ -18,7 +18,7 @@ from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeDelivery
 from blume_runtime.transport import InMemoryTransport
-from blume_runtime.worker import Worker, envelope_json
+from blume_runtime.worker import Worker
 from pydantic import SecretStr
 from sqlmodel import col, select
 
@@ -27,7 +27,7 @@ SHARE_ID = "shr_" + "a" * 32
 
 
 def delivery_of(event: Any) -> FakeDelivery:
-    return FakeDelivery(envelope_json(event), message_id=event.id, routing_key=event.type)
+    return FakeDelivery.of(event)
 
 
 @pytest.fixture

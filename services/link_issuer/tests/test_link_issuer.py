@@ -75,7 +75,7 @@ async def test_minting_stores_the_hash_and_seals_the_link(
     assert route is not None
     event = request_event()
     async with sqlite_db.transaction() as session:
-        ctx = HandlerContext("link_issuer", event, session, 1, False, _Log())
+        ctx = HandlerContext("link_issuer", event, session, 1, _Log())
         await route[1](event, ctx)
 
     async with sqlite_db.transaction() as session:

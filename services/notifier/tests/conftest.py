@@ -131,13 +131,14 @@ class Pipeline:
         self.transport = RecordingTransport()
         self.relay = OutboxRelay(db, self.transport)
         service = notifier_service.build(settings, mailer=mailer)
-        self.worker = Worker(service, db, self.relay, max_attempts=settings.max_attempts)
+        self.worker = Worker(service, db, self.relay, settings)
 
-    async def deliver(self, event: CloudEvent[ShareLinkIssued], attempt: int = 1) -> str | None:
-        """Run one delivery through the worker; return how it was settled."""
-        delivery = FakeDelivery.of(event, attempt=attempt)
-        await self.worker(delivery)
-        return delivery.settlement
+    async def deliver(self, event: CloudEvent[Any], attempt: int = 1, **options: Any) -> str | None:
+        """Run one delivery through the worker; return how it was settled (the delivery
+        itself is ``last``). ``options`` go to ``FakeDelivery.of``."""
+        self.last = FakeDelivery.of(event, attempt=attempt, **options)
+        await self.worker(self.last)
+        return self.last.settlement
 
     def events(self) -> list[dict[str, Any]]:
         """The CloudEvents published so far, as JSON documents."""

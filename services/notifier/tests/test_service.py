@@ -4,6 +4,7 @@ with a fake mailer standing in for SMTP (the pipeline harness is in conftest.py)
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
@@ -16,6 +17,7 @@ from blume_contracts.sensitivity import fingerprint
 from blume_notifier import service as notifier_service
 from blume_notifier.mailer import MailRejected, MailUnavailable
 from blume_runtime.settings import Settings
+from blume_runtime.transport import DeadLetterCause
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
@@ -152,31 +154,58 @@ def test_failure_detail_never_holds_the_recipient_address() -> None:
     assert detail.startswith("RuntimeError: refused [recipient]")
 
 
-async def test_unavailable_smtp_is_retried_before_the_final_attempt(
+async def test_unavailable_smtp_is_retried_and_the_wait_announced_once(
     settings: Settings, make_pipeline: MakePipeline, make_issued: MakeIssued, make_event: MakeEvent
 ) -> None:
-    """A transient SMTP failure schedules a retry and leaves no event and no row behind."""
+    """A transient SMTP failure schedules a retry, sends nothing and records no email; its
+    first retry announces share.notification.delayed, later retries of that class do not."""
     pipeline = make_pipeline(settings, FakeMailer(MailUnavailable("connection refused")))
-    assert await pipeline.deliver(make_event(make_issued()), attempt=1) == "retry"
-    assert await pipeline.deliver(make_event(make_issued()), attempt=4) == "retry"
+    event = make_event(make_issued())
+    assert await pipeline.deliver(event) == "retry"
+    assert pipeline.last.error_class == "smtp_unavailable"
+    (delayed,) = pipeline.events()
+    assert delayed["type"] == "share.notification.delayed"
+    assert delayed["data"]["error_class"] == "smtp_unavailable"
+    assert delayed["data"]["purpose"] == "share"
 
-    assert pipeline.events() == []
+    since = datetime.fromisoformat(delayed["data"]["first_failed_at"])
+    later = {"x-blume-error-class": "smtp_unavailable"}
+    assert await pipeline.deliver(event, attempt=4, first_failed_at=since, headers=later) == (
+        "retry"
+    )
+    assert len(pipeline.events()) == 1
     assert await pipeline.outbox() == []
     assert await pipeline.notifications() == []
 
 
-async def test_unavailable_smtp_on_the_final_attempt_emits_failed(
+async def test_an_smtp_outage_within_its_budget_never_fails_the_share(
     settings: Settings, make_pipeline: MakePipeline, make_issued: MakeIssued, make_event: MakeEvent
 ) -> None:
-    """On the last attempt a transient failure becomes share.notification.failed (unavailable)."""
+    """Two hours and fifty attempts into an outage (the old budget was 5 x 5 s), the email is
+    still retried: no share.notification.failed, whatever the attempt count."""
     pipeline = make_pipeline(settings, FakeMailer(MailUnavailable("421 4.3.2 busy")))
-    final = settings.max_attempts
-    assert await pipeline.deliver(make_event(make_issued()), attempt=final) == "ack"
+    since = datetime.now(UTC) - timedelta(hours=2)
+    later = {"x-blume-error-class": "smtp_unavailable"}
+    outcome = await pipeline.deliver(
+        make_event(make_issued()), attempt=50, first_failed_at=since, headers=later
+    )
+    assert outcome == "retry"
+    assert pipeline.events() == []
 
-    (failed,) = pipeline.events()
-    assert failed["type"] == "share.notification.failed"
-    assert failed["data"]["reason"] == "smtp_unavailable"
-    assert "421 4.3.2 busy" in failed["data"]["detail"]
+
+async def test_an_smtp_outage_past_its_budget_is_dead_lettered_for_replay(
+    settings: Settings, make_pipeline: MakePipeline, make_issued: MakeIssued, make_event: MakeEvent
+) -> None:
+    """Past the SMTP budget (24 h by default) the message is dead-lettered as exhausted, and
+    the share is not failed: ops replay it once the server is back."""
+    pipeline = make_pipeline(settings, FakeMailer(MailUnavailable("connection refused")))
+    since = datetime.now(UTC) - timedelta(hours=25)
+    assert await pipeline.deliver(make_event(make_issued()), first_failed_at=since) == (
+        "dead_letter"
+    )
+    assert pipeline.last.cause is DeadLetterCause.EXHAUSTED
+    assert pipeline.last.error_class == "smtp_unavailable"
+    assert [event["type"] for event in pipeline.events()] == []
 
 
 async def test_retry_after_an_outage_sends_once(
@@ -188,10 +217,11 @@ async def test_retry_after_an_outage_sends_once(
     event = make_event(make_issued())
     assert await pipeline.deliver(event, attempt=1) == "retry"
     mailer.failure = None
-    assert await pipeline.deliver(event, attempt=2) == "ack"
+    assert await pipeline.deliver(event, attempt=2, first_failed_at=datetime.now(UTC)) == "ack"
 
     assert len(mailer.sent) == 1
-    assert [event["type"] for event in pipeline.events()] == ["share.notification.sent"]
+    types = [event["type"] for event in pipeline.events()]
+    assert types == ["share.notification.delayed", "share.notification.sent"]
 
 
 async def test_template_error_emits_failed(
@@ -227,9 +257,11 @@ async def test_link_sealed_with_an_unknown_key_is_retried_not_sent(
     mailer = FakeMailer()
     pipeline = make_pipeline(other_keys, mailer)
     assert await pipeline.deliver(make_event(make_issued())) == "retry"
+    assert pipeline.last.error_class == "sealing_key_mismatch"
     assert await pipeline.deliver(make_event(make_issued()), attempt=5) == "dead_letter"
+    assert pipeline.last.cause is DeadLetterCause.EXHAUSTED
     assert mailer.attempts == 0
-    assert pipeline.events() == []
+    assert [event["type"] for event in pipeline.events()] == ["share.notification.delayed"]
 
 
 async def test_logs_carry_no_address_link_or_message(

@@ -17,6 +17,7 @@ from blume_runtime.transport import OutgoingMessage
 from blume_share_dispatcher.models import Share, ShareState
 from blume_share_dispatcher.rules import share_id_for
 from blume_share_dispatcher.service import build
+from pydantic import BaseModel
 
 EXAMPLE = json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())
 
@@ -65,17 +66,23 @@ def request(**data: Any) -> dict[str, Any]:
     return {**EXAMPLE, "data": {**EXAMPLE["data"], **data}}
 
 
-def notification_failed(share_id: str) -> dict[str, Any]:
-    event = CloudEvent[ShareNotificationFailed](
-        id="nf-1",
+def from_notifier(event_type: str, data: BaseModel, event_id: str) -> dict[str, Any]:
+    """An event the notifier published about the example request's share, as JSON."""
+    event = CloudEvent[Any](
+        id=event_id,
         source="/blume-share/notifier",
-        type="share.notification.failed",
+        type=event_type,
         time=now(),
         tenantid="demo-hospital",
         correlationid=EXAMPLE["correlationid"],
-        data=ShareNotificationFailed(share_id=share_id, reason="smtp_rejected", detail="550"),
+        data=data,
     )
     return json.loads(event.model_dump_json())
+
+
+def notification_failed(share_id: str) -> dict[str, Any]:
+    failed = ShareNotificationFailed(share_id=share_id, reason="smtp_rejected", detail="550")
+    return from_notifier("share.notification.failed", failed, "nf-1")
 
 
 async def test_valid_request_is_accepted_and_asks_for_a_link(

@@ -94,6 +94,9 @@ class EventClass:
 
 AUDIT_LOG_USED_TYPE: Final = "audit.log.used"
 """Recorded for every use of the compliance API (it is not an event on the exchange)."""
+UNTRUSTED_PRODUCER_TYPE: Final = "security.untrusted_producer"
+"""Recorded for every event refused because of who published it (not an event on the
+exchange: the refused event itself is never recorded as genuine)."""
 
 _E, _R, _C, _D = Action.EXECUTE, Action.READ, Action.CREATE, Action.DELETE
 _MINOR, _SERIOUS = Outcome.MINOR_FAILURE, Outcome.SERIOUS_FAILURE
@@ -108,6 +111,7 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.issued": EventClass(EXPORT, _C),
     "share.notification.sent": EventClass(EXPORT, _R, disclosure=True, purpose=Purpose.TREATMENT),
     "share.notification.failed": EventClass(EXPORT, _E, _SERIOUS),
+    "share.notification.delayed": EventClass(EXPORT, _E, _MINOR),
     "share.notification.suppressed": EventClass(EXPORT, _E),
     "share.blume.requested": EventClass(EXPORT, _E),
     "share.blume.published": EventClass(EXPORT, _R, disclosure=True, purpose=Purpose.TREATMENT),
@@ -125,6 +129,7 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
     "ops.dead_letters.purged": EventClass(APPLICATION_ACTIVITY, _D),
+    UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 
@@ -164,16 +169,18 @@ def _agent(role: str, **fields: Any) -> dict[str, str] | None:
     return {"role": role, **kept} if kept else None
 
 
-def agents_of(data: Any) -> list[dict[str, str]]:
+def agents_of(data: Any, broker_user: str | None = None) -> list[dict[str, str]]:
     """The people and clients named in the data, each with its role, in a fixed order.
 
     Roles: ``sender`` (the user who shared), ``recipient`` (who the study went to),
-    ``patient`` (the Blume account holder), ``requester`` (who asked for a revocation) and
+    ``patient`` (the Blume account holder), ``requester`` (who asked for a revocation, and
+    the verified broker user that published an outside request: ``broker_user``) and
     ``client`` (the browser of a web access, with the signed-in identity if any, or the
     compliance tool that used the audit API).
     """
     if not isinstance(data, dict):
-        return []
+        requester = _agent("requester", broker_user=broker_user)
+        return [requester] if requester else []
     sender = _object(data, "sender")
     recipient = _object(data, "recipient")
     account = _object(data, "patient_account")
@@ -196,7 +203,7 @@ def agents_of(data: Any) -> list[dict[str, str]]:
             blume_patient_id=account.get("blume_patient_id") or data.get("blume_patient_id"),
             email=data.get("patient_email"),
         ),
-        _agent("requester", user_id=data.get("requested_by")),
+        _agent("requester", user_id=data.get("requested_by"), broker_user=broker_user),
         _agent(
             "client",
             user_id=data.get("api_client"),

@@ -125,11 +125,16 @@ def _protected(data: Any) -> tuple[Any, str]:
     return protected, canonical_json(protected)
 
 
-def prepare(event: RawEvent, *, received_at: datetime | None = None) -> Entry:
-    """``event`` as the audit store keeps it; nothing secret survives this step."""
+def prepare(
+    event: RawEvent, *, received_at: datetime | None = None, broker_user: str | None = None
+) -> Entry:
+    """``event`` as the audit store keeps it; nothing secret survives this step.
+
+    ``broker_user`` is the verified publisher of an outside request (the requester).
+    """
     data, payload = _protected(to_jsonable_python(event.data))
     kind = catalog.classify(event.type)
-    agents = catalog.agents_of(data)
+    agents = catalog.agents_of(data, broker_user)
     return Entry(
         chain_id=event.tenantid,
         event_id=event.id,

@@ -126,6 +126,8 @@ def _agent(agent: dict[str, str], tenant: str, *, requestor: bool) -> dict[str, 
             "system": "urn:blume-share:blume-patient",
             "value": agent["blume_patient_id"],
         }
+    elif "broker_user" in agent:  # an outside request's verified publisher
+        who["identifier"] = {"system": "urn:blume-share:broker-user", "value": agent["broker_user"]}
     who["display"] = agent.get("name") or agent["role"]
     resource: dict[str, Any] = {
         "type": {"coding": [_coding(catalog.DCM, code, display)], "text": agent["role"]},

@@ -40,11 +40,11 @@ _LINGER_SECONDS: Final = 0.02
 """After a wake-up, let the staging transaction commit and more events arrive."""
 
 
-async def stage(session: AsyncSession, event: RawEvent) -> None:
+async def stage(session: AsyncSession, event: RawEvent, broker_user: str | None = None) -> None:
     """Stage ``event`` for sealing; a second copy of (source, id) is ignored."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    entry = prepare(event)
+    entry = prepare(event, broker_user=broker_user)
     await session.exec(
         insert(AuditPending)
         .values(

@@ -1,18 +1,61 @@
-"""audit_sink: stages every event on the exchange; a sealer chains them in batches."""
+"""audit_sink: stages every event on the exchange; a sealer chains them in batches.
+
+An event refused for its producer is never recorded as what it claims to be: a security
+record (``security.untrusted_producer``, chain ``_security``) says what it claimed and who
+published it. An outside request is recorded with its verified publisher as requester.
+"""
 
 from __future__ import annotations
 
-from blume_contracts.envelope import RawEvent
-from blume_runtime.app import serve
-from blume_runtime.service import HandlerContext, Service
-from blume_runtime.settings import Settings
+import uuid
+from typing import Final
 
+from blume_contracts.envelope import RawEvent, now
+from blume_runtime.app import serve
+from blume_runtime.service import HandlerContext, RefusedEvent, Service
+from blume_runtime.settings import Settings
+from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.checkpoints import Cadence
 from blume_audit_sink.sealer import ChainSealer, stage
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_audit_sink.signing_keys import signing_key
 
 NAME = "audit_sink"
+SECURITY_CHAIN: Final = "_security"
+"""Where security records go: one chain for every refused event, whatever tenant it named
+(an untrusted publisher must not be able to start chains under names of its choosing)."""
+SECURITY_SOURCE: Final = "/blume-share/audit_sink"
+_SECURITY_IDS: Final = uuid.UUID("8d3c6f0e-2b7a-4f5e-9c1d-3a6b8e2f4d70")
+
+
+def security_record(refused: RefusedEvent) -> RawEvent:
+    """What the store keeps of a refused event: its claims and its publisher, not its data.
+
+    The record's id is derived from the claims and the publisher, so a redelivery of the same
+    forged message is recorded once; it is never the claimed id, which a forger could use to
+    keep the genuine event of that id out of the store.
+    """
+    claims = (refused.source, refused.event_id, refused.event_type, refused.producer or "")
+    return RawEvent(
+        id=str(uuid.uuid5(_SECURITY_IDS, "\n".join(claims))),
+        source=SECURITY_SOURCE,
+        type=UNTRUSTED_PRODUCER_TYPE,
+        time=now(),
+        tenantid=SECURITY_CHAIN,
+        correlationid=refused.event_id,
+        data={
+            "cause": "untrusted_producer",
+            "refusal": refused.refusal,
+            "claimed_type": refused.event_type,
+            "claimed_source": refused.source,
+            "claimed_id": refused.event_id,
+            "claimed_tenant": refused.tenantid,
+            "producer": refused.producer,
+        },
+    )
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
@@ -32,9 +75,20 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
 
     @service.handles_any
     async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
-        await stage(ctx.session, event)
+        await stage(ctx.session, event, broker_user=ctx.producer)
         sealer.notice()
-        ctx.log.info("event staged for the audit chain")
+
+    @service.on_invalid_envelope("study.send.requested")
+    async def record_broken_request(
+        event: RawEvent, _error: ValidationError, ctx: HandlerContext
+    ) -> None:
+        """Kept under the stand-in envelope the dispatcher's rejection also carries."""
+        await record_event(event, ctx)
+
+    @service.on_untrusted
+    async def record_refusal(refused: RefusedEvent, session: AsyncSession) -> None:
+        await stage(session, security_record(refused), broker_user=refused.producer)
+        sealer.notice()
 
     return service
 

@@ -4,20 +4,28 @@ One email of each kind per share, exactly once in effect: a ``Notification`` row
 the same transaction as the inbox row and the ``share.notification.sent`` event, records
 that the SMTP server accepted it. Sending happens before commit, so a crash between the two can
 repeat the email on redelivery; the Message-ID is stable per share for that reason.
+
+An SMTP server that cannot take the email now (connection refused, timeout, 4xx) is a
+transient failure of class ``smtp_unavailable``: the runtime retries it within that class's
+budget, and the first retry emits ``share.notification.delayed`` so the share shows as
+waiting. Only a permanent refusal (5xx) fails the share at once. A sign-in code's email is
+retried only until the code expires; then ``share.notification.failed`` (``code_expired``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import datetime
 from email.message import EmailMessage
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     NotificationPurpose,
     ShareBlumePublished,
     ShareLinkIssued,
+    ShareNotificationDelayed,
     ShareNotificationFailed,
     ShareNotificationSent,
     ShareNotificationSuppressed,
@@ -27,8 +35,9 @@ from blume_contracts.sensitivity import fingerprint
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.logging import scrub_text
+from blume_runtime.retry import SMTP_UNAVAILABLE
 from blume_runtime.sealing import Sealer
-from blume_runtime.service import HandlerContext, Service, TransientError
+from blume_runtime.service import HandlerContext, RetryNotice, Service, TransientError
 from blume_runtime.settings import Settings
 from jinja2 import TemplateError
 
@@ -45,7 +54,10 @@ from blume_notifier.render import (
 NAME = "notifier"
 MAX_DETAIL_LENGTH: Final = 500
 
-FailureReason = Literal["smtp_rejected", "smtp_unavailable", "template_error"]
+FailureReason = Literal["smtp_rejected", "template_error", "code_expired"]
+SEALING_KEY_MISMATCH: Final = "sealing_key_mismatch"
+"""Usually a key rotation that has not reached this worker yet: retried a few times, then
+dead-lettered for ops to replay once the keys match."""
 
 
 def recipient_fingerprint(address: str) -> str:
@@ -96,8 +108,13 @@ class Notifier:
         recipient_email: str,
         compose: Callable[[str], EmailMessage],
         purpose: NotificationPurpose = "share",
+        deadline: datetime | None = None,
     ) -> None:
-        """Build with ``compose(message_id)``, send, and record; or emit why it failed."""
+        """Build with ``compose(message_id)``, send, and record; or emit why it failed.
+
+        A server that is not there raises ``TransientError`` (retried until ``deadline``,
+        if any, else the class's budget).
+        """
         key = notification_key(share_id, kind)
         if await ctx.session.get(Notification, key) is not None:
             # The committed first attempt already emitted share.notification.sent.
@@ -118,10 +135,7 @@ class Notifier:
             return
         except MailUnavailable as error:
             detail = failure_detail(error, recipient_email)
-            if not ctx.final_attempt:
-                raise TransientError(detail) from None
-            self._fail(ctx, share_id, "smtp_unavailable", detail, purpose)
-            return
+            raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
         accepted_at = utcnow()
         ctx.session.add(
             Notification(
@@ -150,9 +164,9 @@ class Notifier:
         try:
             link = self._sealer.unseal(issued.sealed_link)
         except ValueError:
-            # Usually a key rotation that has not reached this worker yet: retry, and let
-            # the runtime dead-letter it (for ops to replay) if the keys never match.
-            raise TransientError("sealed link cannot be opened with the configured keys") from None
+            raise TransientError(
+                SEALING_KEY_MISMATCH, detail="sealed link cannot be opened with the keys"
+            ) from None
         await self._deliver(
             ctx,
             issued.share_id,
@@ -189,10 +203,17 @@ class Notifier:
         self, event: CloudEvent[ShareOtpRequested], ctx: HandlerContext
     ) -> None:
         request = event.data
+        if request.expires_at <= utcnow():
+            # Sending it now would only confuse: the recipient asks for a new code.
+            detail = "the sign-in code expired before its email could be sent"
+            self._fail(ctx, request.share_id, "code_expired", detail, "sign_in_code")
+            return
         try:
             code = self._sealer.unseal(request.sealed_code)
         except ValueError:
-            raise TransientError("sealed code cannot be opened with the configured keys") from None
+            raise TransientError(
+                SEALING_KEY_MISMATCH, request.expires_at, detail="sealed code cannot be opened"
+            ) from None
         await self._deliver(
             ctx,
             request.share_id,
@@ -202,7 +223,36 @@ class Notifier:
                 request, code, mail_from=self._mail_from, message_id=message_id
             ),
             purpose="sign_in_code",
+            deadline=request.expires_at,
         )
+
+    async def announce_delay(
+        self, event: CloudEvent[Any], notice: RetryNotice, ctx: HandlerContext
+    ) -> None:
+        """The email waits on an outage: say so once per error class, so the share shows it."""
+        ctx.emit(
+            "share.notification.delayed",
+            ShareNotificationDelayed(
+                share_id=event.data.share_id,
+                purpose=_purpose_of(event.type),
+                error_class=notice.error_class,
+                first_failed_at=notice.first_failed_at,
+                next_attempt_at=notice.next_attempt_at,
+            ),
+        )
+
+    async def give_up(self, event: CloudEvent[Any], error_class: str, ctx: HandlerContext) -> bool:
+        """A sign-in code's budget ended with the code: replaying it later would be useless,
+        so answer it as failed. Any other email is dead-lettered for ops to replay."""
+        if _purpose_of(event.type) != "sign_in_code":
+            return False
+        detail = f"the sign-in code expired while its email waited ({error_class})"
+        self._fail(ctx, event.data.share_id, "code_expired", detail, "sign_in_code")
+        return True
+
+
+def _purpose_of(event_type: str) -> NotificationPurpose:
+    return "sign_in_code" if event_type == "share.otp.requested" else "share"
 
 
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
@@ -211,6 +261,8 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     service.handles("share.link.issued")(notifier.email_link)
     service.handles("share.blume.published")(notifier.invite_to_blume)
     service.handles("share.otp.requested")(notifier.email_sign_in_code)
+    service.on_retry_scheduled(notifier.announce_delay)
+    service.on_exhausted(notifier.give_up)
     return service
 
 

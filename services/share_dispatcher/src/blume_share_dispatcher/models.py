@@ -13,6 +13,8 @@ from sqlmodel import Field, SQLModel
 class ShareState(StrEnum):
     REJECTED = "rejected"
     ACCEPTED = "accepted"
+    WAITING = "waiting"
+    """The notification waits on an outage (``reason`` names the error class); not failed."""
     LINK_ISSUED = "link_issued"
     PUBLISHED = "published"
     COMPLETED = "completed"
@@ -22,22 +24,18 @@ class ShareState(StrEnum):
 
 TERMINAL = frozenset({ShareState.REJECTED, ShareState.FAILED, ShareState.REVOKED})
 
+_ONWARD = frozenset(
+    {ShareState.WAITING, ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}
+)
 # Notification outcomes can overtake share.link.issued (separate consumers, retries), so
-# ACCEPTED may go straight to a terminal state.
+# ACCEPTED may go straight to a terminal state, and a waiting share does not go back to
+# link_issued or published when those arrive late.
 TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
-    ShareState.ACCEPTED: frozenset(
-        {
-            ShareState.LINK_ISSUED,
-            ShareState.PUBLISHED,
-            ShareState.COMPLETED,
-            ShareState.FAILED,
-            ShareState.REVOKED,
-        }
-    ),
-    ShareState.LINK_ISSUED: frozenset(
-        {ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}
-    ),
-    ShareState.PUBLISHED: frozenset({ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}),
+    ShareState.ACCEPTED: _ONWARD | {ShareState.LINK_ISSUED, ShareState.PUBLISHED},
+    ShareState.LINK_ISSUED: _ONWARD,
+    ShareState.PUBLISHED: _ONWARD,
+    # Waiting on another error class is still waiting (the reason changes).
+    ShareState.WAITING: _ONWARD,
     # A completed share stays revocable: revoking is how a sent link is taken back.
     ShareState.COMPLETED: frozenset({ShareState.REVOKED}),
 }
@@ -47,7 +45,8 @@ class Share(SQLModel, table=True):
     __tablename__ = "dispatcher_shares"
 
     share_id: str = Field(primary_key=True, max_length=36)
-    tenant_id: str = Field(max_length=64, index=True)
+    # As long as the envelope's tenantid may be (256): a rejection keeps the request's own.
+    tenant_id: str = Field(max_length=256, index=True)
     method: str = Field(max_length=32)
     # Stored as text, not a database enum: adding a state must not need a type migration.
     state: ShareState = Field(
@@ -65,6 +64,8 @@ class Share(SQLModel, table=True):
     request_id: str = Field(max_length=256)
     expires_at: datetime | None = timestamp_column(nullable=True)
     notification_message_id: str | None = Field(default=None, max_length=256)
+    waiting_since: datetime | None = timestamp_column(nullable=True)
+    """When the notification first failed, while the share waits on an outage."""
     created_at: datetime = timestamp_column()
     updated_at: datetime = timestamp_column()
 

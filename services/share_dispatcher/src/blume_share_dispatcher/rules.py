@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +16,8 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 R = RejectionReason
+MAX_FIELD_LENGTH = 200
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 # Most specific first: the first rule matching any error's location names the reason.
 _FIELD_REASONS: tuple[tuple[tuple[str, ...], RejectionReason], ...] = (
@@ -51,6 +54,13 @@ def share_id_for(request: RawEvent) -> str:
     return f"shr_{digest[:32]}"
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A dotted path to show: attacker-chosen key names (an unknown field's) are replaced by
+    ``?`` unless they look like identifiers, and the whole is bounded."""
+    parts = [part if _NAME.match(str(part)) else "?" for part in map(str, loc)]
+    return ".".join(parts)[:MAX_FIELD_LENGTH]
+
+
 def rejection_for(error: ValidationError) -> Rejection:
     """The reason code for a request that breaks the contract; never echoes the bad value."""
     errors = error.errors(include_input=False, include_url=False)
@@ -62,12 +72,29 @@ def rejection_for(error: ValidationError) -> Rejection:
         for error_detail in errors:
             loc = tuple(str(part) for part in error_detail["loc"])
             if loc[: len(prefix)] == prefix and error_detail["type"] != "extra_forbidden":
-                field = ".".join(loc)
+                field = field_path(error_detail["loc"])
                 return Rejection(reason, f"{field}: {error_detail['msg']}"[:500], field)
     first = errors[0]
-    location = ".".join(str(part) for part in first["loc"])
+    location = field_path(first["loc"])
     return Rejection(
         R.MALFORMED_REQUEST, f"{location or 'data'}: {first['msg']}"[:500], location or None
+    )
+
+
+def envelope_rejection(error: ValidationError) -> Rejection:
+    """The answer to a request whose CloudEvent envelope is broken (``invalid_envelope``)."""
+    names = [
+        field_path(detail["loc"][:1])
+        for detail in error.errors(include_input=False, include_url=False)
+        if detail["loc"]
+    ]
+    attribute = names[0] if names else None
+    if attribute is None:
+        return Rejection(R.INVALID_ENVELOPE, "the CloudEvent envelope is not valid")
+    return Rejection(
+        R.INVALID_ENVELOPE,
+        f"the CloudEvent attribute {attribute} is missing, not allowed or not valid",
+        attribute,
     )
 
 

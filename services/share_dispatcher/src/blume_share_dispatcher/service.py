@@ -1,4 +1,9 @@
-"""share_dispatcher: validates share requests, applies policy and consent, owns share state."""
+"""share_dispatcher: validates share requests, applies policy and consent, owns share state.
+
+Every ``study.send.requested`` that can be told apart from others (an id, a source and a
+type, even if the rest of its envelope is broken) gets exactly one answer: ``share.rejected``
+with a reason code, or ``share.accepted`` and later ``share.completed`` or ``share.failed``.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from blume_contracts.events import (
     ShareFailed,
     ShareLinkIssued,
     ShareLinkRequested,
+    ShareNotificationDelayed,
     ShareNotificationFailed,
     ShareNotificationSent,
     ShareNotificationSuppressed,
@@ -39,6 +45,7 @@ from blume_share_dispatcher.rules import (
     Rejection,
     check_policy,
     consent_rejection,
+    envelope_rejection,
     expiry,
     rejection_for,
     share_id_for,
@@ -46,6 +53,7 @@ from blume_share_dispatcher.rules import (
 
 NAME = "share_dispatcher"
 Notification = Literal["sent", "suppressed_by_preference"]
+SHARE_METHODS: frozenset[str] = frozenset({"external_link", "blume"})
 
 
 def next_step(
@@ -104,7 +112,7 @@ class Dispatcher:
             Share(
                 share_id=share_id,
                 tenant_id=request.tenantid,
-                method=method if isinstance(method, str) else "unknown",
+                method=method if method in SHARE_METHODS else "unknown",
                 state=ShareState.REJECTED,
                 reason=rejection.reason.value,
                 correlation_id=request.correlationid,
@@ -130,6 +138,17 @@ class Dispatcher:
             # Our own events breaking their contract is a bug: keep the message for ops.
             raise PermanentError(f"{request.type} breaks its contract")
         await self.reject(request, rejection_for(error), ctx)
+
+    async def reject_envelope(
+        self, request: RawEvent, error: ValidationError, ctx: HandlerContext
+    ) -> None:
+        """A request whose envelope is broken but identifiable: answered, not dead-lettered.
+
+        ``request`` is the runtime's stand-in envelope (``usable_envelope``): the rejection
+        goes to the request's tenant, or ``_unknown``, correlated by its correlation id, or
+        else by its own id.
+        """
+        await self.reject(request, envelope_rejection(error), ctx)
 
     async def accept(self, event: CloudEvent[StudySendRequested], ctx: HandlerContext) -> None:
         request = event.data
@@ -213,6 +232,21 @@ class Dispatcher:
     ) -> None:
         await self.complete(ctx, event.data.share_id, "suppressed_by_preference", None)
 
+    async def delayed(
+        self, event: CloudEvent[ShareNotificationDelayed], ctx: HandlerContext
+    ) -> None:
+        """The email waits on an outage: the share waits too (it has not failed)."""
+        notice = event.data
+        if notice.purpose != "share":
+            return  # a sign-in code's delay is the recipient's to notice, not the share's
+        share = await self.transition(ctx, notice.share_id, ShareState.WAITING)
+        if share is None:
+            return
+        share.reason = notice.error_class
+        if share.waiting_since is None or notice.first_failed_at < share.waiting_since:
+            share.waiting_since = notice.first_failed_at
+        ctx.log.info("share waiting", error_class=notice.error_class)
+
     async def fail(self, ctx: HandlerContext, share_id: str, reason: str, message: str) -> None:
         share = await self.transition(ctx, share_id, ShareState.FAILED)
         if share is None:
@@ -260,12 +294,14 @@ def build(
     dispatcher = Dispatcher(load_policies(settings.tenant_policy_file), directory_for)
     service = Service(NAME)
     service.on_invalid_data(dispatcher.reject_invalid)
+    service.on_invalid_envelope("study.send.requested")(dispatcher.reject_envelope)
     service.handles("study.send.requested")(dispatcher.accept)
     service.handles("share.link.issued")(dispatcher.link_issued)
     service.handles("share.blume.published")(dispatcher.published)
     service.handles("share.notification.sent")(dispatcher.notified)
     service.handles("share.notification.suppressed")(dispatcher.suppressed)
     service.handles("share.notification.failed")(dispatcher.notification_failed)
+    service.handles("share.notification.delayed")(dispatcher.delayed)
     service.handles("share.blume.withheld")(dispatcher.withheld)
     service.handles("share.revoke.requested")(dispatcher.revoke)
     return service
