@@ -3,7 +3,8 @@
 All are ``study.send.requested``. Without a usable ``specversion``, ``id``, ``source`` or
 ``type`` the message is not a CloudEvent even leniently (``malformed``); anything else wrong
 with the envelope is answered ``invalid_envelope``; an envelope that is valid, however
-odd, is answered by its data.
+odd, is answered by its data. The pinned envelope defaults ``specversion`` and
+``datacontenttype`` when they are missing.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def _identity_attributes(tag: str) -> list[Case]:
         _not_a_cloudevent(tag, "type-number", type=7),
         _not_a_cloudevent(tag, "type-homoglyph", type=f"study.send.requ{CYRILLIC_E}sted"),
         _not_a_cloudevent(tag, "type-over-long", type="study.send.requested" + "d" * 300),
-        _not_a_cloudevent(tag, "specversion-missing", specversion=MISSING),
+        # The pinned envelope defaults a missing specversion to 1.0: answered by its data.
+        _answered_by_data(tag, "specversion-missing", specversion=MISSING),
         _not_a_cloudevent(tag, "specversion-number", specversion=1.0),
         _invalid_envelope(tag, "specversion-0.3", specversion="0.3"),
         _invalid_envelope(tag, "id-300", id=event_id(tag, "id-300").ljust(300, "i")),

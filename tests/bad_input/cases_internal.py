@@ -120,7 +120,9 @@ def _breaches(tag: str) -> list[Case]:
             tag, "contract-failure-reason", "share.notification.failed", {"reason": "gremlins"}
         ),
         _broken(tag, "contract-withheld-10k", "share.blume.withheld", {"message": "w" * 10_000}),
-        _broken(tag, "contract-suppressed-null", "share.notification.suppressed", {"share_id": None}),
+        _broken(
+            tag, "contract-suppressed-null", "share.notification.suppressed", {"share_id": None}
+        ),
     ]
 
 

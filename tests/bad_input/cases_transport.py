@@ -140,16 +140,22 @@ def _sizes_and_bytes(tag: str) -> list[Case]:
         _answered(tag, "size-at-limit", _padded_to(readable, MAX_BODY_BYTES)),
         _unreadable(tag, "size-one-over", _padded_to(oversized, MAX_BODY_BYTES + 1)),
         _unreadable(tag, "size-300k", encode(document)),
-        _unreadable(tag, "size-5m", _padded_to(broken_request_body(tag, "size-5m"), 5 * 1024 * 1024)),
+        _unreadable(
+            tag, "size-5m", _padded_to(broken_request_body(tag, "size-5m"), 5 * 1024 * 1024)
+        ),
         _unreadable(tag, "empty-body", b""),
         _unreadable(
             tag,
             "invalid-utf8",
             broken_request_body(tag, "invalid-utf8").replace(b"DOE^JANE", b"DOE\xff\xfeJANE"),
         ),
-        _unreadable(tag, "utf16-body", broken_request_body(tag, "utf16-body").decode().encode("utf-16")),
+        _unreadable(
+            tag, "utf16-body", broken_request_body(tag, "utf16-body").decode().encode("utf-16")
+        ),
         _unreadable(tag, "json-array", encode([event_id(tag, "json-array"), 1, None])),
-        _unreadable(tag, "json-string", encode(f"study.send.requested {event_id(tag, 'json-string')}")),
+        _unreadable(
+            tag, "json-string", encode(f"study.send.requested {event_id(tag, 'json-string')}")
+        ),
         _unreadable(tag, "json-number", b"1e999 "),
         _unreadable(tag, "json-null", b"null"),
         _unreadable(tag, "depth-bomb", b'{"data": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"),

@@ -92,7 +92,7 @@ class Case:
 
     name: str
     layer: Literal["transport", "envelope", "data", "internal"]
-    body: bytes
+    body: bytes = field(repr=False)
     expect: frozenset[Outcome]
     """What every addressed consumer (not the audit sink) must do; one outcome unless the
     rules above leave a choice, which the case's comment then names."""
@@ -102,7 +102,7 @@ class Case:
     content_type: str | None = CLOUDEVENTS_JSON
     content_encoding: str | None = None
     message_id: str | None = None
-    headers: Mapping[str, Any] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict, repr=False)
     producer: Producer = Producer.ANONYMOUS
     correlation_id: str | None = None
     """The request's correlation id when it is a usable one: its answer must carry it."""
