@@ -42,6 +42,7 @@ def _event_ids(corpus: list[Case]) -> set[str]:
             document = json.loads(case.body)
             if isinstance(document, dict) and isinstance(document.get("id"), str):
                 ids.add(document["id"])
+    ids.discard("")  # the empty-id case: never an event, so nothing to dedupe
     return ids
 
 
