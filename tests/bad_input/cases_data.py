@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from tests.bad_input.corpus import RECORDED, Case, rejected
+from tests.bad_input.corpus import MALFORMED, RECORDED, Case, rejected
 from tests.bad_input.messages import (
     MISSING,
     correlation_id,
@@ -107,9 +107,6 @@ FIELD_CASES: Final[tuple[tuple[str, dict[str, Any], str, str | None], ...]] = (
     ("expiry-negative", {"expires_in_hours": -72}, "invalid_expiry", None),
     ("expiry-words", {"expires_in_hours": "seventy-two"}, "invalid_expiry", "seventy-two"),
     ("expiry-exponent-string", {"expires_in_hours": "1e3"}, "invalid_expiry", None),
-    ("expiry-nan", {"expires_in_hours": float("nan")}, "invalid_expiry", None),
-    ("expiry-infinity", {"expires_in_hours": float("inf")}, "invalid_expiry", None),
-    ("expiry-minus-infinity", {"expires_in_hours": float("-inf")}, "invalid_expiry", None),
     ("expiry-fraction", {"expires_in_hours": 1.5}, "invalid_expiry", None),
     ("expiry-huge", {"expires_in_hours": 10**30}, "expiry_exceeds_policy", None),
     ("expiry-as-string-over-policy", {"expires_in_hours": "500"}, "expiry_exceeds_policy", None),
@@ -152,5 +149,41 @@ def _duplicate_keys(tag: str) -> Case:
     )
 
 
+def _not_json(tag: str, name: str, value: float) -> Case:
+    """``NaN`` and ``Infinity`` are not JSON (RFC 8259), though Python writes them."""
+    body = encode(envelope(tag, name, data=request_data({"expires_in_hours": value})))
+    return Case(
+        name,
+        "data",
+        body,
+        frozenset({MALFORMED}),
+        frozenset({MALFORMED}),
+        message_id=event_id(tag, name),
+    )
+
+
+def _lone_surrogate(tag: str) -> Case:
+    """A lone UTF-16 surrogate escape is JSON syntax but no character (RFC 8259 leaves the
+    outcome open): answered at the patient's name, or refused as unreadable."""
+    name = "patient-name-lone-surrogate"
+    body = encode(envelope(tag, name)).replace(b"DOE^JANE", b"DOE\\ud800JANE")
+    return Case(
+        name,
+        "data",
+        body,
+        frozenset({rejected("invalid_patient"), MALFORMED}),
+        frozenset({RECORDED, MALFORMED}),
+        message_id=event_id(tag, name),
+        correlation_id=correlation_id(tag, name),
+    )
+
+
 def cases(tag: str) -> list[Case]:
-    return [*(_field_case(tag, *spec) for spec in FIELD_CASES), _duplicate_keys(tag)]
+    return [
+        *(_field_case(tag, *spec) for spec in FIELD_CASES),
+        _duplicate_keys(tag),
+        _not_json(tag, "expiry-nan", float("nan")),
+        _not_json(tag, "expiry-infinity", float("inf")),
+        _not_json(tag, "expiry-minus-infinity", float("-inf")),
+        _lone_surrogate(tag),
+    ]

@@ -1,7 +1,8 @@
 """Envelope cases: each CloudEvents attribute missing, mistyped, empty, over-long or odd.
 
-All are ``study.send.requested``. Without a usable ``specversion``, ``id``, ``source`` or
-``type`` the message is not a CloudEvent even leniently (``malformed``); anything else wrong
+All are ``study.send.requested``. Without a usable ``specversion`` (1.0), ``id`` and
+``source`` (the dedupe key: printable ASCII, 1 to 256 characters) and ``type``, the message
+is not a CloudEvent even leniently (``malformed``); anything else wrong
 with the envelope is answered ``invalid_envelope``; an envelope that is valid, however
 odd, is answered by its data. The pinned envelope defaults ``specversion`` and
 ``datacontenttype`` when they are missing.
@@ -100,13 +101,13 @@ def _identity_attributes(tag: str) -> list[Case]:
         # The pinned envelope defaults a missing specversion to 1.0: answered by its data.
         _answered_by_data(tag, "specversion-missing", specversion=MISSING),
         _not_a_cloudevent(tag, "specversion-number", specversion=1.0),
-        _invalid_envelope(tag, "specversion-0.3", specversion="0.3"),
-        _invalid_envelope(tag, "id-300", id=event_id(tag, "id-300").ljust(300, "i")),
-        _invalid_envelope(tag, "id-10k", id=event_id(tag, "id-10k").ljust(10_000, "i")),
-        _invalid_envelope(tag, "id-control", id=event_id(tag, "id-control") + CONTROL),
-        _invalid_envelope(tag, "source-10k", source="/omegaai/" + "s" * 10_000),
-        _invalid_envelope(tag, "source-rtl", source=f"/omegaai/{RTL_OVERRIDE}lmth.exe"),
-        _invalid_envelope(tag, "source-unicode", source=f"/omeg{CYRILLIC_E}ai/send-drawer"),
+        _not_a_cloudevent(tag, "specversion-0.3", specversion="0.3"),
+        _not_a_cloudevent(tag, "id-300", id=event_id(tag, "id-300").ljust(300, "i")),
+        _not_a_cloudevent(tag, "id-10k", id=event_id(tag, "id-10k").ljust(10_000, "i")),
+        _not_a_cloudevent(tag, "id-control", id=event_id(tag, "id-control") + CONTROL),
+        _not_a_cloudevent(tag, "source-10k", source="/omegaai/" + "s" * 10_000),
+        _not_a_cloudevent(tag, "source-rtl", source=f"/omegaai/{RTL_OVERRIDE}lmth.exe"),
+        _not_a_cloudevent(tag, "source-unicode", source=f"/omeg{CYRILLIC_E}ai/send-drawer"),
     ]
 
 

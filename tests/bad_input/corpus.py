@@ -8,13 +8,16 @@ with a cause. The rules the expectations follow, so that a reader can check each
   none or ``identity``; a content type other than ``application/cloudevents+json`` or
   ``application/json`` (parameters such as ``charset`` allowed; no content type at all is
   "other"); a body over 256 KiB (262,144 bytes; exactly that many is fine); invalid UTF-8;
-  JSON that does not parse (broken, or nested deeper than the parser allows) or is not an
-  object; an object that is not a CloudEvent even leniently.
-- **Lenient CloudEvent**: ``specversion``, ``id``, ``source`` and ``type`` are all non-empty
-  strings (any length or characters: they are hashed or bounded, never trusted). A
-  ``study.send.requested`` that is a lenient but not a strict CloudEvent (attributes
-  missing, over-long, odd, extra) is answered: ``rejected(invalid_envelope)``. Any other
-  type that is not a strict CloudEvent is ``malformed``.
+  JSON that does not parse (broken; ``NaN`` and ``Infinity``, which RFC 8259 does not
+  allow; nested thousands deep) or is not an object; an object that is not a CloudEvent
+  even leniently.
+- **Lenient CloudEvent**: ``specversion`` is "1.0", ``id`` and ``source`` are usable as a
+  dedupe key (what the strict envelope allows them: 1 to 256 printable ASCII characters)
+  and ``type`` is an event type. A ``study.send.requested`` that is a lenient but not a
+  strict CloudEvent (``tenantid``, ``correlationid``, ``time`` or ``datacontenttype``
+  missing, over-long or odd; extra attributes) is answered: ``rejected(invalid_envelope)``.
+  Any other type that is not a strict CloudEvent is ``malformed``. The pinned envelope
+  defaults a missing ``specversion`` or ``datacontenttype``.
 - **The body is authoritative**: the outcome follows the event in the body, whatever the
   routing key, ``message_id`` or headers say (they only route and describe).
 - **Requests** whose data breaks the contract are rejected with the reason code the
