@@ -14,8 +14,16 @@ from typing import Any, Final
 from blume_contracts.artefacts import EXAMPLES_DIR
 
 REQUEST_TYPE: Final = "study.send.requested"
-MISSING: Final = object()
-"""Put in place of a value to delete the key instead."""
+
+
+class _Missing:
+    """Put in place of a value to delete the key instead."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = _Missing()
 
 PHI_VALUES: Final = (
     "DOE^JANE",
