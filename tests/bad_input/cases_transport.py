@@ -188,7 +188,7 @@ def _headers_and_properties(tag: str) -> list[Case]:
         "attempt-string": {"x-blume-attempt": "nine"},
         "attempt-negative": {"x-blume-attempt": -3},
         "attempt-huge": {"x-blume-attempt": 2**62},
-        "attempt-float": {"x-blume-attempt": 4.5},
+        "attempt-decimal": {"x-blume-attempt": Decimal("4.5")},
         "forged-x-death": {"x-death": forged_death},
         "x-death-not-a-list": {"x-death": "rejected"},
         "forged-failure-times": {

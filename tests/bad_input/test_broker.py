@@ -109,7 +109,7 @@ def outside(amqp_url: str, intruder_url: str, system: RunningSystem) -> Iterator
     observer.close()
 
 
-async def _valid_request_completes(system: RunningSystem, outside: Outside) -> None:
+async def _valid_request_completes(system: RunningSystem, outside: Outside, amqp_url: str) -> None:
     request = request_event()
     system.publish(request)
     deadline = time.monotonic() + SETTLE_SECONDS
@@ -118,7 +118,11 @@ async def _valid_request_completes(system: RunningSystem, outside: Outside) -> N
         for event in outside.of_type("share.completed")
     ):
         if time.monotonic() > deadline:
-            pytest.fail(f"a valid request did not complete:\n{system.logs()[-3000:]}")
+            stuck = "\n".join(_unsettled(amqp_url))
+            pytest.fail(
+                f"a valid request did not complete; queues:\n{stuck}\nlogs:\n"
+                + system.logs()[-2000:]
+            )
         await asyncio.sleep(0.2)
         outside.collect()
 
@@ -147,7 +151,7 @@ async def test_broken_json_labelled_json_stalls_no_worker(
     ]
     for case in broken:
         publish_case(outside.publishers, case)
-    await _valid_request_completes(system, outside)
+    await _valid_request_completes(system, outside, amqp_url)
     bodies = Counter(case.body for case in broken)
     deadline = time.monotonic() + SETTLE_SECONDS
     while len(outside.dead_letters) < 2 * len(broken) and time.monotonic() < deadline:
@@ -199,7 +203,7 @@ async def test_whole_corpus_in_one_go_is_accounted_for_and_stalls_nothing(
     corpus = build_corpus("all")
     for case in corpus:
         publish_case(outside.publishers, case)
-    await _valid_request_completes(system, outside)
+    await _valid_request_completes(system, outside, amqp_url)
     deadline = time.monotonic() + SETTLE_SECONDS
     while True:
         outside.collect()
