@@ -62,7 +62,7 @@ def with_path(document: dict[str, Any], path: str, value: Any) -> dict[str, Any]
     for key in parents:
         target = target[key]
     if value is MISSING:
-        del target[last]
+        target.pop(last, None)
     else:
         target[last] = value
     return changed

@@ -128,10 +128,24 @@ def values_around(field: Field) -> st.SearchStrategy[Any]:
     return st.one_of(options)
 
 
+def _present_in_example(path: str) -> bool:
+    """The field's parent exists in the pinned example (``patient_account`` does not)."""
+    node: Any = example(REQUEST_TYPE)
+    for key in path.split(".")[:-1]:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return isinstance(node, dict)
+
+
 @st.composite
 def mutations(draw: st.DrawFn, prefix: str = "") -> tuple[str, Any]:
     """One field under ``prefix`` (``data.`` for data only) and a value around it."""
-    candidates = [f for f in fields() if f.path.startswith(prefix) and f.path != "data"]
+    candidates = [
+        f
+        for f in fields()
+        if f.path.startswith(prefix) and f.path != "data" and _present_in_example(f.path)
+    ]
     field = draw(st.sampled_from(candidates))
     return field.path, draw(values_around(field))
 

@@ -24,6 +24,7 @@ from tests.bad_input.harness import Observed, WorkerUnderTest, outcome_of, probl
 from tests.bad_input.messages import (
     CARRIER_REASON,
     PHI_VALUES,
+    REQUEST_TYPE,
     broken_request_body,
     encode,
 )
@@ -99,6 +100,9 @@ def _assert_answer_fits(
     answer = _answer(observed)
     if not is_lenient_cloudevent(document):
         assert answer == "dead_lettered(malformed)"
+    elif document["type"] != REQUEST_TYPE:
+        # Not a request: another type, from no verified producer.
+        assert answer in {"dead_lettered(untrusted_producer)", "dead_lettered(malformed)"}
     elif not _strict(document):
         owed = {f"rejected({INVALID_ENVELOPE})"}
         if "data" not in document:
