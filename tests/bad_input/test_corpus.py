@@ -17,6 +17,7 @@ from tests.bad_input.corpus import (
     Producer,
     build_corpus,
 )
+from tests.bad_input.strategies import fields
 
 CORPUS = build_corpus()
 
@@ -107,3 +108,12 @@ def test_internal_cases_route_to_their_consumers() -> None:
     internal = [case for case in CORPUS if case.layer == "internal"]
     assert all(case.routing_key in EVENTS for case in internal)
     assert all(len(case.receivers) >= 2 for case in internal)
+
+
+def test_generated_mutations_reach_every_attribute_and_nested_field() -> None:
+    """The hypothesis strategies draw from every envelope attribute and from data fields
+    down to the patient, all read from the contract's JSON Schema."""
+    paths = {field.path for field in fields()}
+    attributes = {"specversion", "id", "source", "type", "time", "tenantid", "correlationid"}
+    assert attributes | {"datacontenttype"} <= paths
+    assert {"data.study.patient.mrn", "data.recipient.email", "data.expires_in_hours"} <= paths
