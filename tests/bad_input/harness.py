@@ -55,7 +55,7 @@ def make_worker(service: Service, db: Database, relay: OutboxRelay, settings: Se
     worker before it took only ``max_attempts``. Drop the second branch once it has landed.
     """
     if "settings" in inspect.signature(Worker).parameters:
-        return Worker(service, db, relay, settings)  # type: ignore[call-arg,unused-ignore]
+        return Worker(service, db, relay, settings=settings)  # type: ignore[call-arg,unused-ignore]
     return Worker(service, db, relay, max_attempts=settings.max_attempts)
 
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import pika
-from pika.adapters.blocking_connection import BlockingChannel
+import pika  # type: ignore[import-untyped]
+from pika.adapters.blocking_connection import BlockingChannel  # type: ignore[import-untyped]
 
 from tests.bad_input.corpus import Case, Producer
 
@@ -62,7 +62,7 @@ class DeadLetter:
 
 def drain_dead_letters(channel: BlockingChannel, service: str) -> list[DeadLetter]:
     """Take every message off ``blume.share.<service>.dlq`` (acknowledged: gone)."""
-    taken = []
+    taken: list[DeadLetter] = []
     while True:
         method, properties, body = channel.basic_get(f"blume.share.{service}.dlq", auto_ack=True)
         if method is None:

@@ -33,7 +33,7 @@ JSON_TYPES: Final = {
     "object": dict,
     "null": type(None),
 }
-OTHER_TYPES: Final = (None, 0, -1, 1.5, True, "", "x", [], ["x"], {}, {"x": 1})
+OTHER_TYPES: Final[tuple[Any, ...]] = (None, 0, -1, 1.5, True, "", "x", [], ["x"], {}, {"x": 1})
 
 
 @dataclass(frozen=True, slots=True)
