@@ -8,7 +8,6 @@ logged (structlog writes to whatever ``sys.stderr`` is at the time).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 from collections.abc import Mapping
@@ -49,14 +48,8 @@ PRODUCER_USERS: Final[Mapping[Producer, str | None]] = {
 
 
 def make_worker(service: Service, db: Database, relay: OutboxRelay, settings: Settings) -> Worker:
-    """The one place that knows how the runtime builds a worker from its settings.
-
-    Issue 8's pipeline takes the settings (producer identities, budgets, size limit); the
-    worker before it took only ``max_attempts``. Drop the second branch once it has landed.
-    """
-    if "settings" in inspect.signature(Worker).parameters:
-        return Worker(service, db, relay, settings=settings)  # type: ignore[call-arg,unused-ignore]
-    return Worker(service, db, relay, max_attempts=settings.max_attempts)
+    """A worker as the runtime builds one from its settings (identities, budgets, size limit)."""
+    return Worker(service, db, relay, settings)
 
 
 def delivery_of(case: Case) -> FakeDelivery:
