@@ -59,7 +59,8 @@ class LenientEnvelope(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    specversion: Literal["1.0"]
+    # Defaulted as in ``CloudEvent``: whatever the strict envelope accepts, this accepts.
+    specversion: Literal["1.0"] = "1.0"
     id: Token
     source: Token
     type: EventType
