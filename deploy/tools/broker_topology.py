@@ -58,9 +58,7 @@ def _alternatives(patterns: Iterable[str]) -> str:
 
 def _event_types(principal: str, role: str) -> list[str]:
     return [
-        re.escape(spec.event_type)
-        for spec in EVENTS.values()
-        if principal in getattr(spec, role)
+        re.escape(spec.event_type) for spec in EVENTS.values() if principal in getattr(spec, role)
     ]
 
 
@@ -147,9 +145,7 @@ def resources() -> list[dict[str, Any]]:
             )
         )
         reference = {"vhost": VHOST, "userReference": {"name": name}}
-        found.append(
-            _resource("Permission", name, {**reference, "permissions": permissions(user)})
-        )
+        found.append(_resource("Permission", name, {**reference, "permissions": permissions(user)}))
         if user != KEDA:
             found.append(
                 _resource(
