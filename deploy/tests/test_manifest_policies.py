@@ -279,3 +279,23 @@ def test_dev_runs_one_replica_of_everything() -> None:
     assert named(dev, "Deployment", "audit-api")["spec"]["replicas"] == 1
     assert named(dev, "RabbitmqCluster", "blume-rabbitmq")["spec"]["replicas"] == 1
     assert named(dev, "Cluster", "blume-db")["spec"]["instances"] == 1
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_reads_the_settings_and_the_tenant_policy(overlay: str) -> None:
+    """The shared settings ConfigMap is in every Deployment's environment and the tenant
+    policy is mounted where BLUME_TENANT_POLICY_FILE points; the gateway also gets the
+    variables the tenant policy names (blume-tenant-credentials)."""
+    manifests = render(overlay)
+    settings = config_map_data(manifests, "blume-share-settings")
+    policy_dir = settings["BLUME_TENANT_POLICY_FILE"].rsplit("/", 1)[0]
+    for container in containers(manifests):
+        if container.workload["kind"] != "Deployment":
+            continue
+        sources = container.spec["envFrom"]
+        maps = [source["configMapRef"]["name"] for source in sources if "configMapRef" in source]
+        assert [name.rsplit("-", 1)[0] for name in maps] == ["blume-share-settings"]
+        mounts = {mount["mountPath"] for mount in container.spec["volumeMounts"]}
+        assert policy_dir in mounts, container.where
+    gateway = deployment_for(overlay, GATEWAY)["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "blume-tenant-credentials"}} in gateway["envFrom"]
