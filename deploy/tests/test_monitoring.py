@@ -13,7 +13,7 @@ from blume_runtime import metrics
 from blume_share.services import SERVICES
 from prometheus_client.metrics import MetricWrapperBase
 
-from deploy.tests.manifests import REPO, K8S, config_map_data, named, of_kind, render
+from deploy.tests.manifests import K8S, REPO, config_map_data, named, of_kind, render
 
 SUFFIXES: Final = {
     "counter": ("_total",),
