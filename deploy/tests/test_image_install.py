@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -70,7 +69,7 @@ def test_the_containerfile_installs_from_the_lock_without_dev_dependencies() -> 
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """bin/ of a virtualenv built like the image's, its source copy already deleted."""
     root = tmp_path_factory.mktemp("image")
     source = root / "src"
@@ -99,7 +98,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     )
     assert result.returncode == 0, result.stderr
     shutil.rmtree(source)
-    yield venv / "bin"
+    return venv / "bin"
 
 
 def test_the_virtualenv_holds_the_product_and_no_dev_tools(installed: Path) -> None:
