@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test test-unit lint format artefacts bench clean
+.PHONY: setup run test test-unit lint format artefacts bench deploy-check clean
 
 setup:  ## install uv if missing, then the locked dependencies
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -27,13 +27,21 @@ format: setup
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-artefacts: setup  ## regenerate JSON Schemas and the AsyncAPI document from the models
+artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document and the broker topology
 	$(UV) run python -m blume_contracts.artefacts
+	$(UV) run python -m deploy.tools.broker_topology
 
 bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput
 	$(UV) run python -m bench.throughput --processes
 	$(UV) run python -m bench.audit_ingest
+
+deploy-check: setup  ## render and validate every Kubernetes overlay, run the manifest policy tests
+	cd deploy/tests/crd-schemas && npm ci --no-audit --no-fund --loglevel=error
+	@for overlay in dev production; do \
+		$(UV) run kubectl kustomize deploy/k8s/overlays/$$overlay > /dev/null && echo "rendered $$overlay"; \
+	done
+	$(UV) run pytest -p no:cacheprovider deploy/tests -m "not integration"
 
 clean:
 	rm -rf .blume .pytest_cache .mypy_cache .ruff_cache

@@ -9,7 +9,7 @@ from typing import Any, Final
 
 import pytest
 
-from deploy.tests.manifests import OVERLAYS, of_kind, render
+from deploy.tests.manifests import K8S, OVERLAYS, load_yaml, of_kind, render
 
 NAMESPACE: Final = "blume-share"
 
@@ -236,3 +236,15 @@ def test_the_engines_talk_among_themselves_and_to_their_operators(overlay: str) 
     assert allowed(policies, cnpg, POSTGRES, 8000)
     assert allowed(policies, PROMETHEUS, POSTGRES, 9187)
     assert not allowed(policies, STRANGER, POSTGRES, 5432)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_ops_toolbox_reaches_the_broker_and_the_database(overlay: str) -> None:
+    """The example toolbox pod (dlq commands) reaches RabbitMQ and PostgreSQL, nothing else."""
+    policies = of_kind(render(overlay), "NetworkPolicy")
+    [toolbox] = load_yaml(K8S / "examples" / "ops-toolbox.yaml")
+    pod = Pod(toolbox["metadata"]["labels"])
+    assert allowed(policies, pod, RABBITMQ, 5672)
+    assert allowed(policies, pod, POSTGRES, 5432)
+    assert not allowed(policies, pod, Outside(), 443)
+    assert not allowed(policies, STRANGER, pod, 9464)

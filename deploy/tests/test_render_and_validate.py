@@ -9,7 +9,15 @@ from typing import Final
 
 import pytest
 
-from deploy.tests.manifests import CORE_GROUPS, OVERLAYS, Manifest, named, render
+from deploy.tests.manifests import (
+    CORE_GROUPS,
+    K8S,
+    OVERLAYS,
+    Manifest,
+    load_yaml,
+    named,
+    render,
+)
 from deploy.tests.schemas import NO_SCHEMA, kubernetes_errors, operator_schema_errors
 
 POLICY_CHECKED: Final = {
@@ -88,3 +96,18 @@ def test_the_operator_schema_check_refuses_a_broken_scaled_object() -> None:
     assert error is not None
     assert "scaleTargetRef" in error
     assert "minReplicaCount" in error
+
+
+def test_the_examples_are_valid_and_hardened() -> None:
+    """Manifests shipped as examples (the ops toolbox pod) pass the strict schema and run
+    as the rendered workloads do: non-root, read-only root, no capabilities."""
+    examples = sorted((K8S / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        for item in load_yaml(path):
+            assert kubernetes_errors(item) is None, path.name
+            for container in item["spec"]["containers"]:
+                security = container["securityContext"]
+                assert security["readOnlyRootFilesystem"] is True, path.name
+                assert security["capabilities"]["drop"] == ["ALL"], path.name
+                assert item["spec"]["securityContext"]["runAsNonRoot"] is True, path.name
