@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test test-unit lint format artefacts bench chaos chaos-smoke clean
+.PHONY: setup run test test-unit lint format artefacts bench chaos chaos-smoke deploy-check clean
 
 setup:  ## install uv if missing, then the locked dependencies
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -27,9 +27,10 @@ format: setup
 	$(UV) run ruff check --fix .
 	$(UV) run ruff format .
 
-artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document and the broker definitions
+artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document, the broker definitions and topology
 	$(UV) run python -m blume_contracts.artefacts
 	$(UV) run blume-share broker definitions > deploy/rabbitmq/definitions.json
+	$(UV) run python -m deploy.tools.broker_topology
 
 bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput
@@ -41,6 +42,13 @@ chaos: setup  ## fault-injection suite on its own RabbitMQ cluster, PostgreSQL a
 
 chaos-smoke: setup  ## the same, short enough for CI
 	$(UV) run python -m tests.faults.chaos --smoke $(CHAOS_ARGS)
+
+deploy-check: setup  ## render and validate every Kubernetes overlay, run the manifest policy tests
+	cd deploy/tests/crd-schemas && npm ci --no-audit --no-fund --loglevel=error
+	@for overlay in dev production; do \
+		$(UV) run kubectl kustomize deploy/k8s/overlays/$$overlay > /dev/null && echo "rendered $$overlay"; \
+	done
+	$(UV) run pytest -p no:cacheprovider deploy/tests -m "not integration"
 
 clean:
 	rm -rf .blume .pytest_cache .mypy_cache .ruff_cache

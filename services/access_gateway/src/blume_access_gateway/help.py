@@ -2,6 +2,11 @@
 
 Every page names its topic; F1 (``static/help.js``) and the visible Help link open
 ``/help/<topic>``. A page naming a topic with no article fails the tests, not a user.
+
+``docs/help`` is the one source. A built wheel carries a copy as package data
+(``blume_access_gateway/help``, hatch ``force-include``), which is what an installed
+package (the container image) reads; an editable checkout has no such copy and reads the
+source tree.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from blume_access_gateway.settings import GatewayConfigError
 
 TOPIC: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 INDEX_TOPIC: Final = "index"
+_PACKAGED_HELP: Final = Path(__file__).resolve().parent / "help"
 _SOURCE_TREE_HELP: Final = Path(__file__).resolve().parents[4] / "docs" / "help"
 
 
@@ -32,7 +38,7 @@ class Article:
 
 
 def default_help_dir() -> Path:
-    return _SOURCE_TREE_HELP
+    return _PACKAGED_HELP if _PACKAGED_HELP.is_dir() else _SOURCE_TREE_HELP
 
 
 class HelpLibrary:

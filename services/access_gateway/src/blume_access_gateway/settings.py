@@ -49,7 +49,7 @@ class GatewaySettings(BaseSettings):
     """Time zone in which pages show a link's expiry."""
 
     help_dir: Path | None = None
-    """Where the help articles are; by default ``docs/help`` of this source tree."""
+    """Where the help articles are; by default the package's copy of ``docs/help``."""
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod
