@@ -1,12 +1,12 @@
 """Publishing share requests on ``blume.share`` with kombu, each one confirmed by the broker.
 
 The connection has kombu's ``confirm_publish`` transport option: every publish waits for the
-broker's ``basic.ack``. A refusal (no such exchange, no permission, a ``basic.nack``), an
-unroutable message (published ``mandatory``: no queue is bound for it), a lost connection
-that retries cannot win back, or no confirm within ``confirm_timeout`` raises
-``PublishError``; nothing is dropped silently. A connection lost mid-publish is reconnected
-and the message published again, which is harmless: the dispatcher makes one share of one
-(source, id).
+broker's ``basic.ack``. A refusal (no such exchange, no permission), an unroutable message
+(published ``mandatory``: no queue is bound for it), a lost connection or a ``basic.nack``
+that ``max_retries`` further attempts cannot get past, or no confirm within
+``confirm_timeout``, raises ``PublishError``: nothing is dropped silently. A message whose
+connection was lost, or that was nacked, is published again on a new connection, which is
+harmless: the dispatcher makes one share of one (source, id).
 """
 
 from __future__ import annotations
@@ -173,7 +173,13 @@ class ShareClient:
 
 
 def _reason(error: BaseException) -> str:
-    """The broker's reply (code and text name the exchange or route, never the body)."""
+    """The broker's reply (code and text name the exchange or route, never the body).
+
+    kombu re-raises the AMQP client's errors as its own, often without their text: the
+    original is the cause.
+    """
+    while isinstance(error, KombuError) and error.__cause__ is not None:
+        error = error.__cause__
     if isinstance(error, MessageNacked):
         return "the broker refused the message (basic.nack)"
     text = str(error).strip()
