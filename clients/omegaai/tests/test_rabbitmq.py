@@ -18,7 +18,7 @@ from blume_share_client import OutcomeConsumer, PublishError, ShareClient, Topol
 from blume_share_client.messages import send_event
 
 from clients.omegaai.tests.broker_support import consuming, ready_messages, until
-from runtime.tests.rabbit_support import queue_rows, shipped_users
+from runtime.tests.rabbit_support import queue_rows, rabbitmqctl, shipped_users, vhost_of
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +211,32 @@ async def test_the_shipped_upstream_user_may_declare_only_its_own_queues(amqp_ur
     queues = queue_rows(amqp_url, "type")
     assert queues["omegaai.permitted"] == ["quorum"]
     assert "elsewhere.outcomes" not in queues
+
+
+def close_library_connections(vhost: str) -> int:
+    """``rabbitmqctl close_connection`` for the library's (py-amqp's) connections to ``vhost``."""
+    listed = rabbitmqctl("list_connections", "pid", "vhost", "client_properties")
+    pids = [
+        line.split("\t")[0]
+        for line in listed.splitlines()
+        if f"\t{vhost}\t" in line and "py-amqp" in line
+    ]
+    for pid in pids:
+        rabbitmqctl("close_connection", pid, "test: the broker drops the consumer")
+    return len(pids)
+
+
+def test_the_consumer_comes_back_after_the_broker_drops_its_connection(
+    amqp_url: str, admin: Any
+) -> None:
+    """The broker closes the consumer's connection; kombu reconnects, the topology is
+    declared again, and the next outcome is delivered (the consumer does not stall)."""
+    admin.exchange_declare(EXCHANGE, "topic", durable=True)
+    before, after = example("share.accepted"), example("share.completed")
+    with consuming(amqp_url, "omegaai.resilient") as (_consumer, collected):
+        publish(admin, "share.accepted", before)
+        collected.wait_for("share.accepted", within=10)
+        assert close_library_connections(vhost_of(amqp_url)) == 1
+        publish(admin, "share.completed", after)
+        collected.wait_for("share.completed", within=30)
+    assert [outcome.id for outcome in collected.outcomes] == [before["id"], after["id"]]

@@ -99,8 +99,11 @@ class OutcomeConsumer(ConsumerMixin):
         delivery_limit: int = 10,
         redelivery_delay: float = 1.0,
         connect_timeout: float = 10.0,
+        heartbeat: float = 30.0,
     ) -> None:
-        self.connection = Connection(amqp_url, connect_timeout=connect_timeout)
+        # Heartbeats (checked every second by ConsumerMixin's loop) notice a connection that
+        # died silently, which would otherwise leave the consumer waiting for ever.
+        self.connection = Connection(amqp_url, connect_timeout=connect_timeout, heartbeat=heartbeat)
         self._callback = callback
         self._prefetch = prefetch
         self._redelivery_delay = redelivery_delay
