@@ -12,7 +12,6 @@ harmless: the dispatcher makes one share of one (source, id).
 from __future__ import annotations
 
 import threading
-from types import TracebackType
 from typing import Any, Final
 
 from amqp.exceptions import AMQPError, MessageNacked
@@ -22,6 +21,7 @@ from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.messaging import Producer
 
+from blume_share_client.closing import Closing
 from blume_share_client.errors import PublishError
 from blume_share_client.messages import (
     DEFAULT_SOURCE,
@@ -38,7 +38,7 @@ IDENTITY: Final = "identity"
 _PUBLISH_FAILURES: Final = (KombuError, AMQPError, MessageNacked, OSError)
 
 
-class ShareClient:
+class ShareClient(Closing):
     """Sends ``study.send.requested`` and ``share.revoke.requested`` to Blume Share.
 
     ``amqp_url`` names the upstream client's own broker user (``omegaai`` in the shipped
@@ -117,17 +117,6 @@ class ShareClient:
     def close(self) -> None:
         with self._lock:
             self._disconnect(graceful=True)
-
-    def __enter__(self) -> ShareClient:
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _publish(self, event: CloudEvent[Any], share_id: str) -> None:
         properties: dict[str, Any] = {"message_id": event.id}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Final
 
 import httpx
@@ -22,6 +21,7 @@ from blume_contracts.events import Locale, PatientAccountRef, Sender, Study
 from blume_contracts.launches import LAUNCHES_PATH, LaunchCreated, LaunchRequest
 from pydantic import ValidationError
 
+from blume_share_client.closing import Closing
 from blume_share_client.errors import (
     InvalidRequestError,
     LaunchError,
@@ -39,7 +39,7 @@ _FIELD_PART: Final = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _MAX_FIELDS: Final = 50
 
 
-class LaunchClient:
+class LaunchClient(Closing):
     """Creates sender launches on the gateway at ``base_url`` (its internal Service URL)."""
 
     def __init__(
@@ -103,17 +103,6 @@ class LaunchClient:
     def close(self) -> None:
         if self._owns_http:
             self._http.close()
-
-    def __enter__(self) -> LaunchClient:
-        return self
-
-    def __exit__(
-        self,
-        _type: type[BaseException] | None,
-        _value: BaseException | None,
-        _traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def listed_fields(answer: httpx.Response) -> list[str]:
