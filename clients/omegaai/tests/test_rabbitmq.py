@@ -5,6 +5,7 @@ every delivery. Each test has its own vhost; pika sets the scene and observes.""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -70,6 +71,17 @@ def test_a_publish_to_a_missing_exchange_raises(amqp_url: str) -> None:
     assert raised.value.event_id == "evt-missing-exchange"
     event = send_event(REQUEST, source="/omegaai", event_id="evt-missing-exchange")
     assert raised.value.share_id == share_id_for(event)
+
+
+def test_a_broker_that_cannot_be_reached_raises_a_publish_error() -> None:
+    """Nothing listens at the address: after its retries send raises PublishError (not a
+    kombu or socket error), within the time the retries take."""
+    started = time.monotonic()
+    unreachable = ShareClient("amqp://guest:guest@127.0.0.1:9/", max_retries=1)
+    with unreachable as client, pytest.raises(PublishError) as raised:
+        client.send(REQUEST)
+    assert time.monotonic() - started < 15
+    assert raised.value.event_id
 
 
 def test_a_request_no_queue_would_receive_raises(amqp_url: str, admin: Any) -> None:
