@@ -160,7 +160,7 @@ def environment(
     pod = pod_spec(workload)
     assert pod is not None
     [container] = pod["containers"]
-    env: dict[str, str] = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(where)}
+    env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if "configMapRef" in source:
             env.update(config_map_data(manifests, source["configMapRef"]["name"].rsplit("-", 1)[0]))
@@ -186,6 +186,9 @@ def environment(
         for name, value in env.items():
             if value == mount["mountPath"] or value.startswith(mount["mountPath"] + "/"):
                 env[name] = str(local) + value.removeprefix(mount["mountPath"])
+    # Set after the mount paths are mapped: a checkout under /tmp must not be taken for the
+    # container's /tmp emptyDir.
+    env.update(PATH=f"{BIN}:/usr/bin:/bin", HOME=str(where))
     if "BLUME_BROKER_USERS" in env:  # the users' names, prefixed as created above
         users = dict(item.split("=", 1) for item in env["BLUME_BROKER_USERS"].split(","))
         env["BLUME_BROKER_USERS"] = ",".join(

@@ -61,7 +61,7 @@ async def test_topology_is_quorum_at_least_once_and_idempotent(amqp_url: str) ->
             pass
     rows = queue_rows(amqp_url, "type", "arguments")
     tiers = delay_tiers(20)
-    assert tiers == (1, 2, 4, 8, 16, 32)
+    assert tiers == (1, 2, 4, 8, 16)
     expected = {SPEC.name, SPEC.dead_letter_queue, *map(SPEC.delay_queue, tiers)}
     assert set(rows) == expected
     assert {row[0] for row in rows.values()} == {"quorum"}
@@ -145,8 +145,8 @@ async def test_a_consumer_that_raises_has_its_delivery_dead_lettered_once(
 
 
 async def test_retry_waits_its_tier_and_carries_its_history(amqp_url: str) -> None:
-    """A retry of d seconds comes back after at least d and less than 2d (tiers 1, 2, 4 s),
-    with the attempt counted, the failure times, error class, event type and producer."""
+    """A retry of d seconds comes back after more than d/2 and about d at most (tiers 1, 2,
+    4 s), with the attempt counted, the failure times, error class, event type and producer."""
     asked = {"short": 1.0, "longer": 3.0}
     first_seen: dict[str, float] = {}
 
@@ -172,7 +172,7 @@ async def test_retry_waits_its_tier_and_carries_its_history(amqp_url: str) -> No
     for name, delay in asked.items():
         delivery, when = retried[name]
         waited = when - first_seen[name]
-        assert delay <= waited < 2 * delay + 0.5, (name, waited)
+        assert delay / 2 < waited < delay + 0.5, (name, waited)
         assert delivery.routing_key == "share.link.issued"
         assert delivery.producer == "guest"
         assert isinstance(delivery.first_failed_at, datetime)

@@ -140,21 +140,23 @@ def test_impossible_or_naive_times_read_as_unknown(value: Any) -> None:
 
 
 @given(st.floats(min_value=0, max_value=4000, allow_nan=False))
-def test_a_tier_never_waits_less_than_asked_nor_twice_as_long(delay: float) -> None:
-    """For delays of 1 s or more the chosen tier t satisfies d <= t < 2d."""
-    tiers = delay_tiers(4000)
+def test_a_tier_never_waits_longer_than_asked_nor_under_half(delay: float) -> None:
+    """For delays of 1 s or more the chosen tier t satisfies d/2 < t <= d; shorter ones wait
+    the shortest tier, 1 s."""
+    tiers = delay_tiers(4096)
     tier = tier_for(delay, tiers)
-    assert tier >= delay
     if delay >= 1:
-        assert tier < 2 * delay
+        assert delay / 2 < tier <= delay
     else:
         assert tier == 1
 
 
-def test_tiers_reach_the_longest_delay() -> None:
-    """The default 300 s cap needs ten queues per service, up to 512 s."""
-    assert delay_tiers(300) == (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+def test_tiers_reach_the_longest_delay_without_passing_it() -> None:
+    """The default 300 s cap needs nine queues per service, up to 256 s."""
+    assert delay_tiers(300) == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    assert delay_tiers(256) == (1, 2, 4, 8, 16, 32, 64, 128, 256)
     assert delay_tiers(1) == (1,)
+    assert delay_tiers(0.5) == (1,)
 
 
 def test_out_of_range_timestamps_and_non_utf8_short_strings_decode() -> None:

@@ -163,7 +163,7 @@ class _RabbitDelivery(Delivery):
         delay = min(max(delay, 0.0), _LONGEST_DELAY)
         tier = tier_for(delay, self._transport.tiers)
         headers = self._carried(self.attempt + 1, error_class)
-        if delay > tier:  # longer than the longest tier: it waits in more than one
+        if delay > self._transport.tiers[-1]:  # beyond the longest tier: it waits in several
             headers[wire.DUE_AT] = wire.iso(datetime.now(UTC) + timedelta(seconds=delay))
         await self._settle(delay_key(tier), headers)
 

@@ -9,7 +9,7 @@ Per service ``<svc>``:
   the ops user may write to, so nobody else can put a message on the service's delay
   queues or DLQ, or on the service queue other than through ``blume.share``;
 - ``blume.share.<svc>.delay.<n>s``: one quorum queue per delay tier (1, 2, 4, ... seconds,
-  up to the first tier at or beyond ``BLUME_RETRY_MAX_DELAY_SECONDS``). Every message in a
+  up to the longest power of two not beyond ``BLUME_RETRY_MAX_DELAY_SECONDS``). Every message in a
   tier has the same TTL, so expiry order is arrival order and no message waits behind a
   longer one; each tier dead-letters back to the service queue;
 - ``blume.share.<svc>.dlq``: the dead-letter queue, bound to the private exchange by
@@ -54,19 +54,21 @@ log = structlog.get_logger("topology")
 
 
 def delay_tiers(max_delay_seconds: float) -> tuple[int, ...]:
-    """1, 2, 4, ... seconds, up to the first tier at or beyond ``max_delay_seconds``."""
+    """1, 2, 4, ... seconds, up to the longest power of two not beyond ``max_delay_seconds``."""
     tiers = [1]
-    while tiers[-1] < max_delay_seconds:
+    while tiers[-1] * 2 <= max_delay_seconds:
         tiers.append(tiers[-1] * 2)
     return tuple(tiers)
 
 
 def tier_for(delay_seconds: float, tiers: Sequence[int]) -> int:
-    """The shortest tier that is not shorter than the delay (the longest if none is).
+    """The longest tier that is not longer than the delay (1 s for shorter delays).
 
-    With doubling tiers a delay of d >= 1 s waits less than 2d; below 1 s it waits 1 s.
+    With doubling tiers a delay of d >= 1 s waits more than d/2 and at most d: a retry never
+    waits longer than the backoff asked (recovery after an outage is not delayed by rounding
+    up), and the backoff's full jitter already spreads the retries.
     """
-    return next((tier for tier in tiers if tier >= delay_seconds), tiers[-1])
+    return next((tier for tier in reversed(tiers) if tier <= delay_seconds), tiers[0])
 
 
 def delay_key(tier: int) -> str:
