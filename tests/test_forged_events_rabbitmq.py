@@ -23,7 +23,7 @@ import pika
 import psycopg
 import pytest
 from blume_contracts.envelope import RawEvent
-from blume_share_dispatcher.rules import share_id_for
+from blume_contracts.ids import share_id_for
 
 from tests.conftest import RunningSystem, request_event
 from tests.test_forged_events import CHOSEN_ADDRESS, forged_publication

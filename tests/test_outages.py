@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from blume_contracts.envelope import RawEvent
-from blume_share_dispatcher.rules import share_id_for
+from blume_contracts.ids import share_id_for
 
 from tests.conftest import RunningSystem, blume_share, request_event
 

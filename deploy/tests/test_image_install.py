@@ -108,8 +108,9 @@ def test_the_virtualenv_holds_the_product_and_no_dev_tools(installed: Path) -> N
     assert (installed / "blume-share").is_file()
     assert not list(site.glob("_editable_impl_*")), "editable install"
     assert (site / "blume_access_gateway" / "help" / "index.md").is_file()
+    assert (site / "blume_access_gateway" / "help" / "fr-CA" / "index.md").is_file()
     assert (site / "blume_notifier" / "templates" / "layout.html").is_file()
-    for dev_only in ("pytest", "mypy", "pika", "aiosmtpd", "hypothesis"):
+    for dev_only in ("pytest", "mypy", "pika", "aiosmtpd", "hypothesis", "blume_share_client"):
         assert not (site / dev_only).exists(), dev_only
 
 

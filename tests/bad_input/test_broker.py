@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pika
 import pytest
 from blume_contracts.envelope import RawEvent
-from blume_share_dispatcher.rules import share_id_for
+from blume_contracts.ids import share_id_for
 from pika.adapters.blocking_connection import BlockingChannel
 
 from tests.bad_input.corpus import AUDIT_SINK, RECORDED, SERVICES, Case, Producer, build_corpus

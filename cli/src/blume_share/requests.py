@@ -13,8 +13,8 @@ from typing import Any
 
 from blume_contracts.envelope import RawEvent, now
 from blume_contracts.events import ShareRevokeRequested
+from blume_contracts.ids import share_id_for
 from blume_runtime.transport import OutgoingMessage
-from blume_share_dispatcher.rules import share_id_for
 from pydantic import ValidationError
 
 CLI_SOURCE = "/blume-share/cli"

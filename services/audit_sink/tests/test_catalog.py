@@ -133,7 +133,7 @@ def test_the_request_carries_the_share_id_the_dispatcher_gives_it(
     make_event: Any, request_body: Any
 ) -> None:
     """The audit sink's share id for a request is the dispatcher's own (one key per share)."""
-    from blume_share_dispatcher.rules import share_id_for
+    from blume_contracts.ids import share_id_for
 
     request = make_event("study.send.requested", request_body(), tenant="demo-hospital")
     assert requested_share_id(request.source, request.id) == share_id_for(request)

@@ -9,13 +9,13 @@ from typing import Any
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import CloudEvent, now
 from blume_contracts.events import ShareNotificationFailed
+from blume_contracts.ids import share_id_for
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.transport import OutgoingMessage
 from blume_share_dispatcher.models import Share, ShareState
-from blume_share_dispatcher.rules import share_id_for
 from blume_share_dispatcher.service import build
 from pydantic import BaseModel
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from blume_contracts.envelope import LenientEnvelope, RawEvent, Token
+from blume_contracts.ids import share_id_for
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
@@ -21,7 +22,6 @@ from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.transport import DeadLetterCause
 from blume_runtime.worker import Worker
 from blume_share_dispatcher.models import Share, ShareState
-from blume_share_dispatcher.rules import share_id_for
 from blume_share_dispatcher.service import build
 from pydantic import TypeAdapter
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from blume_contracts.artefacts import EXAMPLES_DIR
-from blume_contracts.envelope import RawEvent
 from blume_contracts.events import RejectionReason as R
 from blume_contracts.events import StudySendRequested
 from blume_runtime.tenants import PolicyError, TenantPolicy, load_policies
@@ -18,7 +17,6 @@ from blume_share_dispatcher.rules import (
     check_policy,
     expiry,
     rejection_for,
-    share_id_for,
 )
 from pydantic import ValidationError
 
@@ -82,17 +80,6 @@ def test_rejection_message_never_echoes_the_value() -> None:
     rejection = reason_for(request_data(recipient__email="secret-patient-hint@@x"))
     assert "secret-patient-hint" not in rejection.message
     assert rejection.field == "recipient.email"
-
-
-def _envelope(source: str = "/omegaai", event_id: str = "e-1") -> RawEvent:
-    return RawEvent.model_validate({**EXAMPLE, "source": source, "id": event_id})
-
-
-def test_share_id_is_deterministic_per_request() -> None:
-    """The same (source, id) always yields the same share id; another id another share."""
-    assert share_id_for(_envelope()) == share_id_for(_envelope())
-    assert share_id_for(_envelope()) != share_id_for(_envelope(event_id="e-2"))
-    assert share_id_for(_envelope()) != share_id_for(_envelope(source="/other"))
 
 
 POLICIES = {"demo-hospital": TenantPolicy(display_name="Demo Hospital")}

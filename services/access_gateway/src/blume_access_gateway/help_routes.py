@@ -10,8 +10,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.help import INDEX_TOPIC
-from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.help import INDEX_TOPIC, LANGUAGE_PARAMETER
+from blume_access_gateway.i18n import LOCALES, browser_locale
 from blume_access_gateway.pages import Page
 from blume_access_gateway.tickets import InvalidTicketError, verify_ticket
 
@@ -27,8 +27,8 @@ def help_routes(gateway: Gateway) -> APIRouter:
 
     @router.get("/help/{topic}")
     async def article(request: Request, topic: str) -> Response:
-        found = gateway.help.get(topic)
-        locale = browser_locale(request)
+        locale = help_locale(request)
+        found = gateway.help.get(topic, locale)
         if found is None:
             return gateway.pages.render(views.not_found_page(locale))
         page = Page(
@@ -38,7 +38,7 @@ def help_routes(gateway: Gateway) -> APIRouter:
             locale=locale,
             context={
                 "article": found,
-                "articles": gateway.help.listing(),
+                "articles": gateway.help.listing(locale),
                 "page_title": found.title,
             },
         )
@@ -49,6 +49,17 @@ def help_routes(gateway: Gateway) -> APIRouter:
         return JSONResponse({"status": "ok"})
 
     return router
+
+
+def help_locale(request: Request) -> str:
+    """The page's language that F1 and the Help link pass (``?lang=fr`` or ``fr-CA``: its
+    primary subtag, as ``Accept-Language`` is read); without one of ours, the browser's."""
+    asked = request.query_params.get(LANGUAGE_PARAMETER, "").strip().lower()
+    language = asked.split("-", 1)[0]
+    for locale in LOCALES:
+        if language and locale.lower().split("-", 1)[0] == language:
+            return locale
+    return browser_locale(request)
 
 
 def demo_viewer_routes(gateway: Gateway) -> APIRouter:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from blume_contracts.envelope import RawEvent
 from blume_contracts.events import RejectionReason, StudySendRequested
 from blume_publisher.records import PatientDirectory
 from blume_publisher.rules import external_links_withheld, portal_verdict
@@ -46,12 +44,6 @@ class Rejection:
     reason: RejectionReason
     message: str
     field: str | None = None
-
-
-def share_id_for(request: RawEvent) -> str:
-    """Derived from the request's dedupe key, so a redelivered request makes the same share."""
-    digest = hashlib.sha256(f"{request.source}\n{request.id}".encode()).hexdigest()
-    return f"shr_{digest[:32]}"
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

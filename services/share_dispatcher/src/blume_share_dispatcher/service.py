@@ -31,6 +31,7 @@ from blume_contracts.events import (
     ShareRevokeRequested,
     StudySendRequested,
 )
+from blume_contracts.ids import share_id_for
 from blume_publisher.records import PatientDirectory, SqlPatientDirectory
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
@@ -48,7 +49,6 @@ from blume_share_dispatcher.rules import (
     envelope_rejection,
     expiry,
     rejection_for,
-    share_id_for,
 )
 
 NAME = "share_dispatcher"
