@@ -143,12 +143,15 @@ async def test_dispatcher_answers_every_mutated_request_by_the_rules(
 async def test_audit_sink_records_or_refuses_every_mutated_request(
     audit_sink: WorkerUnderTest, mutation: tuple[str, Any]
 ) -> None:
-    """The audit sink records every strictly valid event, broken data included, dead-letters
-    what is not even a lenient CloudEvent, and logs one settled line for each."""
+    """The audit sink records every strictly valid request, broken data included, refuses
+    another type from the upstream client (no registered producer of it), dead-letters what
+    is not even a lenient CloudEvent, and logs one settled line for each."""
     document, delivery = _request_delivery(mutation)
     observed = await audit_sink.deliver(delivery)
     outcome = outcome_of(observed)
-    if _strict(document):
+    if is_lenient_cloudevent(document) and document["type"] != REQUEST_TYPE:
+        assert outcome == "dead_lettered(untrusted_producer)"
+    elif _strict(document):
         assert outcome == "acknowledged"
     elif is_lenient_cloudevent(document):
         assert outcome in {"acknowledged", "dead_lettered(malformed)"}

@@ -8,7 +8,7 @@ from typing import Any
 
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import CloudEvent, now
-from blume_contracts.events import ShareNotificationFailed
+from blume_contracts.events import ShareNotificationFailed, ShareRevokeRequested
 from blume_contracts.ids import share_id_for
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
@@ -34,6 +34,7 @@ class Upstream:
             "share.link.requested",
             "share.completed",
             "share.failed",
+            "share.revoked",
         ):
             self.service.handles(event_type)(self.record)
 
@@ -155,3 +156,35 @@ async def test_terminal_share_ignores_late_outcomes(sqlite_db: Database, tmp_pat
     late = notification_failed(share_id) | {"id": "nf-2"}
     upstream = await dispatch(sqlite_db, tmp_path, late)
     assert upstream.of("share.failed") == []
+
+
+def revoke_request(share_id: str, tenant_id: str) -> dict[str, Any]:
+    """share.revoke.requested for ``share_id``, asked on behalf of ``tenant_id``."""
+    event = CloudEvent[Any](
+        id=f"revoke-{tenant_id}",
+        source="/omegaai/send-drawer",
+        type="share.revoke.requested",
+        time=now(),
+        tenantid=tenant_id,
+        correlationid=EXAMPLE["correlationid"],
+        data=ShareRevokeRequested(share_id=share_id, requested_by="u-999"),
+    )
+    return json.loads(event.model_dump_json())
+
+
+async def test_a_revocation_from_another_tenant_changes_nothing(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Only the share's own tenant can revoke it: another tenant's request, even naming the
+    right share id, emits no share.revoked and leaves the share as it was; its own works."""
+    first = await dispatch(sqlite_db, tmp_path, request())
+    share_id = first.of("share.accepted")[0].data.share_id
+    foreign = await dispatch(sqlite_db, tmp_path, revoke_request(share_id, "other-hospital"))
+    assert foreign.of("share.revoked") == []
+    async with sqlite_db.transaction() as session:
+        share = await session.get(Share, share_id)
+    assert share is not None
+    assert share.state is ShareState.ACCEPTED
+    own = await dispatch(sqlite_db, tmp_path, revoke_request(share_id, "demo-hospital"))
+    [revoked] = own.of("share.revoked")
+    assert revoked.data.share_id == share_id

@@ -270,6 +270,11 @@ class Dispatcher:
 
     async def revoke(self, event: CloudEvent[ShareRevokeRequested], ctx: HandlerContext) -> None:
         request = event.data
+        owner = await ctx.session.get(Share, request.share_id, with_for_update=True)
+        if owner is not None and owner.tenant_id != event.tenantid:
+            # A requester may end only its own tenant's shares; the audit sink keeps the ask.
+            ctx.log.warning("revocation refused: the share belongs to another tenant")
+            return
         share = await self.transition(ctx, request.share_id, ShareState.REVOKED)
         if share is None:
             return
