@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -96,19 +97,40 @@ async def test_a_request_that_breaks_its_contract_is_recorded(
         assert (await verify(session)).ok
 
 
-async def test_the_handler_stages_and_the_sealer_chains(
-    worker: Worker, sqlite_db: Database, make_event: Any
+async def test_a_staged_event_waits_until_sealing_chains_it(
+    sqlite_db: Database, make_event: Any
 ) -> None:
-    """After the handler, the event waits in audit_pending; sealing moves it into the chain."""
+    """A staged event waits in audit_pending; sealing moves it into the chain, once.
+
+    Staged directly rather than through the worker: the worker wakes the background
+    sealer, which would race this test for the event.
+    """
     event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
-    await worker(delivery_of(event))
+    async with sqlite_db.transaction() as session:
+        await stage(session, event)
     async with sqlite_db.transaction() as session:
         assert await pending_count(session) == 1
 
     assert await seal_all(sqlite_db) == 1
+    assert await seal_all(sqlite_db) == 0
     async with sqlite_db.transaction() as session:
         assert await pending_count(session) == 0
     assert [r.event_id for r in await stored_records(sqlite_db)] == [event.id]
+
+
+async def test_the_worker_wakes_the_sealer_which_chains_the_event(
+    worker: Worker, sqlite_db: Database, make_event: Any
+) -> None:
+    """A handled event is chained by the background sealer without anyone calling seal_all."""
+    event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
+    await worker(delivery_of(event))
+    for _ in range(200):
+        if [r.event_id for r in await stored_records(sqlite_db)] == [event.id]:
+            break
+        await asyncio.sleep(0.05)
+    assert [r.event_id for r in await stored_records(sqlite_db)] == [event.id]
+    async with sqlite_db.transaction() as session:
+        assert await pending_count(session) == 0
 
 
 @pytest.mark.parametrize("event_type", ["study.send.requested", "share.accepted"])
