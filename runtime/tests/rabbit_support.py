@@ -250,3 +250,16 @@ async def until(condition: Callable[[], bool], *, within: float, every: float = 
             if condition():
                 return
             await asyncio.sleep(every)
+
+
+async def refused(url: str, exchange: str, routing_key: str, **properties: str) -> str:
+    """Publish with aio-pika directly; return the broker's refusal ('' if it accepted)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        target = await channel.get_exchange(exchange, ensure=False)
+        try:
+            await target.publish(aio_pika.Message(b"{}", **properties), routing_key)  # type: ignore[arg-type]
+        except aio_pika.exceptions.AMQPError as error:
+            return str(error)
+    return ""

@@ -25,6 +25,7 @@ from runtime.tests.rabbit_support import (
     ack,
     audit_observer,
     consuming,
+    refused,
     shipped_users,
 )
 
@@ -61,19 +62,6 @@ async def publish_as(broker: BrokerUsersOnVhost, name: str, message: OutgoingMes
         await transport.publish(message)
     finally:
         await transport.stop()
-
-
-async def refused(url: str, exchange: str, routing_key: str, **properties: str) -> str:
-    """Publish with aio-pika directly; return the broker's refusal ('' if it accepted)."""
-    connection = await aio_pika.connect(url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=False)
-        try:
-            await target.publish(aio_pika.Message(b"{}", **properties), routing_key)  # type: ignore[arg-type]
-        except aio_pika.exceptions.AMQPError as error:
-            return str(error)
-    return ""
 
 
 def request(message_id: str, **headers: str | int) -> OutgoingMessage:
