@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from blume_access_gateway.settings import GatewayConfigError
+from blume_access_gateway import GatewayConfigError
 from blume_runtime.app import BrokerIdentityError
 from blume_runtime.ops import OpsPortInUseError
 from blume_runtime.settings import Settings

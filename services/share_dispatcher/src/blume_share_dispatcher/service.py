@@ -14,6 +14,7 @@ from typing import Literal
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
     BlumeStudy,
+    PatientAccountUpdated,
     ShareAccepted,
     ShareBlumePublished,
     ShareBlumeRequested,
@@ -32,7 +33,6 @@ from blume_contracts.events import (
     StudySendRequested,
 )
 from blume_contracts.ids import share_id_for
-from blume_publisher.records import PatientDirectory, SqlPatientDirectory
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
@@ -41,6 +41,7 @@ from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_share_dispatcher.accounts import PatientDirectory, SqlPatientDirectory, apply_account
 from blume_share_dispatcher.models import Share, ShareState
 from blume_share_dispatcher.rules import (
     Rejection,
@@ -309,7 +310,13 @@ def build(
     service.handles("share.notification.delayed")(dispatcher.delayed)
     service.handles("share.blume.withheld")(dispatcher.withheld)
     service.handles("share.revoke.requested")(dispatcher.revoke)
+    service.handles("patient.account.updated")(project_account)
     return service
+
+
+async def project_account(event: CloudEvent[PatientAccountUpdated], ctx: HandlerContext) -> None:
+    """Keep the account projection the consent rules read."""
+    await apply_account(ctx.session, event)
 
 
 def main() -> None:
