@@ -44,7 +44,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
-from blume_share.services import GATEWAY, SERVICES
+from blume_share.services import GATEWAY, WORKERS
 
 
 def database(settings: Settings) -> Database:
@@ -183,9 +183,9 @@ async def run(
         access_gateway.GatewaySettings().projection_max_lag_seconds
     )
     workers = [
-        access_gateway.build(settings, freshness) if name == GATEWAY else SERVICES[name](settings)
+        access_gateway.build(settings, freshness) if name == GATEWAY else WORKERS[name](settings)
         for name in names
-        if name in SERVICES
+        if name in WORKERS
     ]
     runtime = Runtime(settings, workers, db, serve_ops=not until_idle)
     freshness.attach(access_gateway.queue_probe(runtime.transport, GATEWAY))

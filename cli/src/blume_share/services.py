@@ -18,10 +18,12 @@ SERVICES: Final[dict[str, ServiceFactory]] = {
     blume_publisher.NAME: blume_publisher.build,
     notifier.NAME: notifier.build,
     audit_sink.NAME: audit_sink.build,
-    access_gateway.NAME: access_gateway.build,
 }
+"""The queue workers, each scaled on its queue."""
 
 GATEWAY: Final = access_gateway.NAME
-"""A worker (its projections) and the recipient-facing web server, which ``run`` serves over
-HTTP unless it only runs until idle."""
-RUNNABLE: Final = tuple(SERVICES)
+"""The recipient-facing web server, which ``run`` serves over HTTP (unless it only runs until
+idle), and a worker too: it consumes the events its projections are made of."""
+WORKERS: Final[dict[str, ServiceFactory]] = {**SERVICES, GATEWAY: access_gateway.build}
+"""Everything that consumes a queue of its own."""
+RUNNABLE: Final = tuple(WORKERS)
