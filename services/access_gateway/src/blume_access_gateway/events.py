@@ -15,6 +15,7 @@ from typing import Final, Protocol
 
 import structlog
 from blume_runtime.db import Database
+from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.service import outbox_message, stage_event
 from blume_runtime.transport import OutgoingMessage
 from pydantic import BaseModel
@@ -24,6 +25,12 @@ PRODUCER: Final = "access_gateway"
 UNKNOWN_TENANT: Final = "_unknown"
 """The envelope tenant of denials for tokens that match no link (no tenant id can start
 with an underscore, so this chain is never a tenant's)."""
+
+LINK_EVENT_TYPES: Final = {
+    "share.link.opened": "opened",
+    "share.link.accessed": "accessed",
+    "share.link.denied": "denied",
+}
 
 log = structlog.get_logger(PRODUCER)
 
@@ -42,6 +49,9 @@ class UnitOfWork:
     def emit(
         self, event_type: str, data: BaseModel, *, tenant_id: str, correlation_id: str
     ) -> None:
+        if event_type in LINK_EVENT_TYPES:
+            reason = str(getattr(data, "reason", "") or "")
+            LINK_EVENTS.labels(event=LINK_EVENT_TYPES[event_type], reason=reason).inc()
         event = stage_event(
             self.session,
             event_type,
