@@ -119,5 +119,6 @@ class PatientPortal:
                 ),
                 tenant_id=entry.tenant_id,
                 correlation_id=correlation_id or f"blume-view-{request_id}",
+                traceparent=entry.traceparent,
             )
             return _study_view(entry, account.locale)

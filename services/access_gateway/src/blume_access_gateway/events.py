@@ -17,6 +17,7 @@ import structlog
 from blume_runtime.db import Database
 from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.service import outbox_message, stage_event
+from blume_runtime.tracing import link_request_span
 from blume_runtime.transport import OutgoingMessage
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,8 +48,16 @@ class UnitOfWork:
     staged: list[OutgoingMessage] = field(default_factory=list)
 
     def emit(
-        self, event_type: str, data: BaseModel, *, tenant_id: str, correlation_id: str
+        self,
+        event_type: str,
+        data: BaseModel,
+        *,
+        tenant_id: str,
+        correlation_id: str,
+        traceparent: str | None = None,
     ) -> None:
+        """Stage an event. ``traceparent`` is the share's trace (from its link or record
+        entry): the event joins that trace, and the request's own span links to it."""
         if event_type in LINK_EVENT_TYPES:
             reason = str(getattr(data, "reason", "") or "")
             LINK_EVENTS.labels(event=LINK_EVENT_TYPES[event_type], reason=reason).inc()
@@ -59,7 +68,9 @@ class UnitOfWork:
             producer=PRODUCER,
             tenantid=tenant_id,
             correlationid=correlation_id,
+            traceparent=traceparent,
         )
+        link_request_span(traceparent)
         self.staged.append(outbox_message(event))
 
 
