@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime.db import OutboxMessage
 from blume_runtime.topology import QueueSpec
+from blume_runtime.tracing import current_traceparent
 from blume_runtime.transport import OutgoingMessage
 
 _EVENT_IDS: Final = uuid.UUID("5f0d0e36-47c1-4c4f-9a53-4a3b8e0f2b61")
@@ -98,11 +99,13 @@ def stage_event(
     tenantid: str,
     correlationid: str,
     event_id: str | None = None,
+    traceparent: str | None = None,
 ) -> CloudEvent[Any]:
     """Write an event to the outbox in ``session``'s transaction (published after commit).
 
     Handlers use ``HandlerContext.emit``; producers that are not handlers (the web gateway,
     the CLI) call this directly, then ``OutboxRelay.relay`` with the id once committed.
+    The event carries ``traceparent`` if given, else the current span's trace context.
     """
     model = spec_for(event_type).model
     if not isinstance(data, model):
@@ -115,6 +118,7 @@ def stage_event(
         tenantid=tenantid,
         correlationid=correlationid,
         data=data,
+        traceparent=traceparent or current_traceparent(),
     )
     message = outbox_message(outgoing)
     session.add(

@@ -147,6 +147,7 @@ class RecipientAccess:
             ),
             tenant_id=link.tenant_id if link else UNKNOWN_TENANT,
             correlation_id=link.correlation_id if link else correlation_id,
+            traceparent=link.traceparent if link else None,
         )
 
     def _record_grant(
@@ -171,6 +172,7 @@ class RecipientAccess:
             ),
             tenant_id=link.tenant_id,
             correlation_id=link.correlation_id,
+            traceparent=link.traceparent,
         )
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
@@ -217,6 +219,7 @@ class RecipientAccess:
                     ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
                     tenant_id=link.tenant_id,
                     correlation_id=link.correlation_id,
+                    traceparent=link.traceparent,
                 )
             else:
                 reason = denial_reason(lookup.state)
@@ -324,6 +327,7 @@ class RecipientAccess:
             ),
             tenant_id=link.tenant_id,
             correlation_id=link.correlation_id,
+            traceparent=link.traceparent,
         )
         return CodeSent(lookup, challenge_id)
 

@@ -99,5 +99,6 @@ class PatientPortal:
                 ),
                 tenant_id=entry.tenant_id,
                 correlation_id=entry.correlation_id or f"blume-view-{request_id}",
+                traceparent=entry.traceparent,
             )
             return _study_view(entry, verdict.account.locale)

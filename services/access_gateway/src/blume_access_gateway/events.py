@@ -15,7 +15,9 @@ from typing import Final, Protocol
 
 import structlog
 from blume_runtime.db import Database
+from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.service import outbox_message, stage_event
+from blume_runtime.tracing import link_request_span
 from blume_runtime.transport import OutgoingMessage
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -24,6 +26,12 @@ PRODUCER: Final = "access_gateway"
 UNKNOWN_TENANT: Final = "_unknown"
 """The envelope tenant of denials for tokens that match no link (no tenant id can start
 with an underscore, so this chain is never a tenant's)."""
+
+LINK_EVENT_TYPES: Final = {
+    "share.link.opened": "opened",
+    "share.link.accessed": "accessed",
+    "share.link.denied": "denied",
+}
 
 log = structlog.get_logger(PRODUCER)
 
@@ -40,8 +48,19 @@ class UnitOfWork:
     staged: list[OutgoingMessage] = field(default_factory=list)
 
     def emit(
-        self, event_type: str, data: BaseModel, *, tenant_id: str, correlation_id: str
+        self,
+        event_type: str,
+        data: BaseModel,
+        *,
+        tenant_id: str,
+        correlation_id: str,
+        traceparent: str | None = None,
     ) -> None:
+        """Stage an event. ``traceparent`` is the share's trace (from its link or record
+        entry): the event joins that trace, and the request's own span links to it."""
+        if event_type in LINK_EVENT_TYPES:
+            reason = str(getattr(data, "reason", "") or "")
+            LINK_EVENTS.labels(event=LINK_EVENT_TYPES[event_type], reason=reason).inc()
         event = stage_event(
             self.session,
             event_type,
@@ -49,7 +68,9 @@ class UnitOfWork:
             producer=PRODUCER,
             tenantid=tenant_id,
             correlationid=correlation_id,
+            traceparent=traceparent,
         )
+        link_request_span(traceparent)
         self.staged.append(outbox_message(event))
 
 

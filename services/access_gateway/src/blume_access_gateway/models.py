@@ -65,6 +65,8 @@ class ProjectedLink(SQLModel, table=True):
     recipient_auth: str = Field(max_length=16)
     max_uses: int | None = None
     expires_at: datetime = timestamp_column()
+    traceparent: str | None = Field(default=None, max_length=55)
+    """The share's trace (``share.link.issued``'s), which the gateway's events join."""
 
 
 class ProjectedRevocation(SQLModel, table=True):
@@ -103,3 +105,4 @@ class ProjectedEntry(SQLModel, table=True):
     study_date: date | None = None
     modalities: list[str] = Field(default_factory=list, sa_type=JSON)
     description: str | None = Field(default=None, max_length=256)
+    traceparent: str | None = Field(default=None, max_length=55)

@@ -56,6 +56,7 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             recipient_auth=issued.recipient_auth,
             max_uses=issued.max_uses,
             expires_at=issued.expires_at,
+            traceparent=event.traceparent,
         )
     )
     return True
@@ -109,6 +110,7 @@ async def apply_published(session: AsyncSession, event: CloudEvent[ShareBlumePub
     entry.study_date = study.study_date if study else None
     entry.modalities = list(study.modalities) if study else []
     entry.description = study.description if study else None
+    entry.traceparent = event.traceparent
     session.add(entry)
 
 

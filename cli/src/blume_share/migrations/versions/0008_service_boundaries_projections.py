@@ -6,8 +6,8 @@ accounts and record entries come from ``share.link.issued``, ``share.revoked``,
 projection of the accounts for its consent rules. What already exists is copied in once, so
 links sent before the upgrade keep working and revoked ones stay revoked.
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 
 import json
@@ -17,8 +17,8 @@ from datetime import date
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("study_date", sa.Date(), nullable=True),
         sa.Column("modalities", sa.JSON(), nullable=False),
         sa.Column("description", sa.String(length=256), nullable=True),
+        sa.Column("traceparent", sa.String(length=55), nullable=True),
         sa.PrimaryKeyConstraint("entry_id"),
     )
     with op.batch_alter_table("access_gateway_entries", schema=None) as batch_op:
@@ -69,6 +70,7 @@ def upgrade() -> None:
         sa.Column("recipient_auth", sa.String(length=16), nullable=False),
         sa.Column("max_uses", sa.Integer(), nullable=True),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("traceparent", sa.String(length=55), nullable=True),
         sa.PrimaryKeyConstraint("link_id"),
         sa.UniqueConstraint("token_hash"),
     )
@@ -107,10 +109,10 @@ def _copy_existing_state() -> None:
     op.execute(
         "INSERT INTO access_gateway_links (link_id, share_id, tenant_id, token_hash,"
         " correlation_id, recipient_email, recipient_name, sender_name, organisation, locale,"
-        " recipient_auth, max_uses, expires_at)"
+        " recipient_auth, max_uses, expires_at, traceparent)"
         " SELECT link_id, share_id, tenant_id, token_hash, correlation_id, recipient_email,"
         " recipient_name, sender_name, organisation, locale, recipient_auth, max_uses,"
-        " expires_at FROM link_issuer_links"
+        " expires_at, traceparent FROM link_issuer_links"
     )
     op.execute(
         "INSERT INTO access_gateway_revocations (share_id, revoked_at)"
@@ -142,7 +144,7 @@ def _copy_entries() -> None:
     rows = connection.execute(
         sa.text(
             "SELECT e.entry_id, e.blume_patient_id, e.tenant_id, e.share_id, e.imaging_study,"
-            " s.correlation_id FROM blume_record_entries e"
+            " s.correlation_id, e.traceparent FROM blume_record_entries e"
             " LEFT JOIN dispatcher_shares s ON s.share_id = e.share_id"
         )
     ).all()
@@ -156,8 +158,9 @@ def _copy_entries() -> None:
         sa.column("study_date", sa.Date()),
         sa.column("modalities", sa.JSON()),
         sa.column("description"),
+        sa.column("traceparent"),
     )
-    for entry_id, patient, tenant, share_id, resource, correlation_id in rows:
+    for entry_id, patient, tenant, share_id, resource, correlation_id, traceparent in rows:
         study = resource if isinstance(resource, dict) else json.loads(resource or "{}")
         started = study.get("started")
         connection.execute(
@@ -175,6 +178,7 @@ def _copy_entries() -> None:
                     if coding.get("code")
                 ],
                 description=study.get("description"),
+                traceparent=traceparent,
             )
         )
 
