@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import blume_publisher
 import typer
 from blume_publisher import (
     AccountRecord,
@@ -42,7 +43,15 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
     async with operations.session_scope(settings) as session:
         result = await import_accounts(session, records, correlation_id=correlation_id)
     if settings.amqp_url is not None:
-        await operations.relay_committed(settings, result.staged)
+        if settings.broker_user_map.misassigned([blume_publisher.NAME]):
+            # Published as another user, consumers would refuse them as forged.
+            typer.echo(
+                "note: BLUME_AMQP_URL is not blume_publisher's broker user: the account "
+                "events wait in the outbox for a running blume_publisher to publish them",
+                err=True,
+            )
+        else:
+            await operations.relay_committed(settings, result.staged)
     return result.created, result.updated
 
 
