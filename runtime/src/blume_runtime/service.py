@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-import structlog
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.registry import spec_for
 from pydantic import BaseModel, ValidationError
@@ -239,6 +238,3 @@ class Service:
     def queue(self) -> QueueSpec:
         keys = ("#",) if self._bind_all else tuple(self._routes)
         return QueueSpec(self.name, keys)
-
-    def logger(self) -> Any:
-        return structlog.get_logger(self.name)

@@ -42,7 +42,7 @@ from blume_runtime.settings import Settings
 from jinja2 import TemplateError
 
 from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
-from blume_notifier.models import STATUS_SENT, Notification, notification_key
+from blume_notifier.models import Notification, notification_key
 from blume_notifier.render import (
     build_blume_email,
     build_code_email,
@@ -143,7 +143,6 @@ class Notifier:
                 share_id=share_id,
                 message_id=message_id,
                 recipient_fingerprint=recipient_fingerprint(recipient_email),
-                status=STATUS_SENT,
                 sent_at=accepted_at,
             )
         )
