@@ -8,8 +8,10 @@ The recipient's address is not kept, only a fingerprint to match it against the 
 from __future__ import annotations
 
 from datetime import datetime
+
 from blume_runtime.db import timestamp_column
 from sqlmodel import Field, SQLModel
+
 
 def notification_key(share_id: str, kind: str) -> str:
     """One email of each kind per share, e.g. ``shr_...:link``."""
