@@ -75,7 +75,9 @@ async def test_minting_stores_the_hash_and_seals_the_link(
     assert route is not None
     event = request_event()
     async with sqlite_db.transaction() as session:
-        ctx = HandlerContext("link_issuer", event, session, 1, _Log())
+        ctx = HandlerContext(
+            service="link_issuer", origin=event, session=session, attempt=1, log=_Log()
+        )
         await route[1](event, ctx)
 
     async with sqlite_db.transaction() as session:

@@ -25,9 +25,10 @@ from blume_contracts.events import (
 from blume_link_issuer.models import SecureLink
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
+from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import otp
-from blume_access_gateway.events import UNKNOWN_TENANT, EventWriter, UnitOfWork
+from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.grants import grant_use, uses_left, uses_so_far
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.links import (
@@ -109,7 +110,7 @@ ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
 class RecipientAccess:
     """The recipient's steps through a link (the gateway builds one for all requests)."""
 
-    events: EventWriter
+    events: UnitsOfWork
     keys: GatewayKeys
     sealer: Sealer
     policies: dict[str, TenantPolicy]
@@ -138,8 +139,8 @@ class RecipientAccess:
                 token_fingerprint=token_fingerprint(token) if token is not None else None,
                 client=client,
             ),
-            tenant_id=link.tenant_id if link else UNKNOWN_TENANT,
-            correlation_id=link.correlation_id if link else correlation_id,
+            tenantid=link.tenant_id if link else UNKNOWN_TENANT,
+            correlationid=link.correlation_id if link else correlation_id,
         )
 
     def _record_grant(
@@ -162,8 +163,8 @@ class RecipientAccess:
                 use_number=session.use_number,
                 client=client,
             ),
-            tenant_id=link.tenant_id,
-            correlation_id=link.correlation_id,
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
         )
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
@@ -208,8 +209,8 @@ class RecipientAccess:
                 work.emit(
                     "share.link.opened",
                     ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
-                    tenant_id=link.tenant_id,
-                    correlation_id=link.correlation_id,
+                    tenantid=link.tenant_id,
+                    correlationid=link.correlation_id,
                 )
             else:
                 reason = denial_reason(lookup.state)
@@ -315,8 +316,8 @@ class RecipientAccess:
                 sealed_code=self.sealer.seal(code),
                 expires_at=self.clock() + otp.CODE_LIFETIME,
             ),
-            tenant_id=link.tenant_id,
-            correlation_id=link.correlation_id,
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
         )
         return CodeSent(lookup, challenge_id)
 
