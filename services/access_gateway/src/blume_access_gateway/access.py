@@ -22,6 +22,8 @@ from blume_contracts.events import (
     ShareLinkOpened,
     ShareOtpRequested,
 )
+from blume_contracts.locales import narrow_locale
+from blume_contracts.urls import viewer_url
 from blume_link_issuer.models import SecureLink
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
@@ -41,7 +43,7 @@ from blume_access_gateway.links import (
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sso import identity_matches, sso_provider
-from blume_access_gateway.tickets import issue_ticket, with_ticket
+from blume_access_gateway.tickets import issue_ticket
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -175,7 +177,7 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, with_ticket(str(policy.viewer_url), ticket))
+        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket))
 
     async def _grant_new_use(
         self,
@@ -312,7 +314,7 @@ class RecipientAccess:
                 challenge_id=challenge_id,
                 recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
                 organisation=link.organisation,
-                locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
+                locale=narrow_locale(link.locale),
                 sealed_code=self.sealer.seal(code),
                 expires_at=self.clock() + otp.CODE_LIFETIME,
             ),

@@ -84,7 +84,7 @@ class Gateway:
                 sealer=Sealer.from_settings(settings),
                 policies=policies,
                 limits=limits,
-                ticket_issuer=settings.public_base_url.rstrip("/"),
+                ticket_issuer=settings.public_base_url,
                 clock=clock,
             ),
             portal=PatientPortal(events, clock),
@@ -134,11 +134,11 @@ class Gateway:
 
     @property
     def recipient_redirect_uri(self) -> str:
-        return f"{self.settings.public_base_url.rstrip('/')}/sso/callback"
+        return f"{self.settings.public_base_url}/sso/callback"
 
     @property
     def portal_redirect_uri(self) -> str:
-        return f"{self.settings.portal_base_url.rstrip('/')}/auth/callback"
+        return f"{self.settings.portal_base_url}/auth/callback"
 
     def portal_provider(self) -> Provider | None:
         config = self.config
@@ -155,4 +155,4 @@ class Gateway:
 
     @property
     def public_origin(self) -> str:
-        return self.settings.public_base_url.rstrip("/")
+        return self.settings.public_base_url

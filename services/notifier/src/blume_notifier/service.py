@@ -32,6 +32,7 @@ from blume_contracts.events import (
     ShareOtpRequested,
 )
 from blume_contracts.sensitivity import fingerprint
+from blume_contracts.urls import portal_study_url
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.logging import scrub_text
@@ -81,7 +82,7 @@ class Notifier:
         self._sealer = Sealer.from_settings(settings)
         self._mailer = mailer
         self._mail_from = settings.mail_from
-        self._portal_base_url = settings.portal_base_url.rstrip("/")
+        self._portal_base_url = settings.portal_base_url
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
     def _fail(
@@ -187,7 +188,7 @@ class Notifier:
             )
             ctx.log.info("email suppressed by the patient's preference")
             return
-        portal_link = f"{self._portal_base_url}/studies/{published.entry_id}"
+        portal_link = portal_study_url(self._portal_base_url, published.entry_id)
         await self._deliver(
             ctx,
             published.share_id,
