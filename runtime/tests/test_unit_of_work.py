@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from blume_contracts.envelope import event_body
 from blume_contracts.events import ShareAccepted, ShareCompleted
+from blume_contracts.serialisation import event_body
 from blume_runtime.db import Database, OutboxMessage
 from blume_runtime.testing import RecordingTransport
 from blume_runtime.transport import OutgoingMessage

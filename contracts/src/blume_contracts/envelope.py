@@ -112,12 +112,3 @@ def new_event_id() -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def event_body(event: BaseModel) -> bytes:
-    """An event as it travels and waits in an outbox: compact JSON in UTF-8.
-
-    The one encoding every producer uses (handlers, the gateway, dead-letter replays, the
-    CLI and the test fakes), so a body written by one is byte-for-byte what another writes.
-    """
-    return event.model_dump_json().encode()

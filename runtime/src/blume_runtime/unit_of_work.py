@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import structlog
-from blume_contracts.envelope import CloudEvent, RawEvent, event_body, now
+from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.registry import spec_for
+from blume_contracts.serialisation import event_body
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
