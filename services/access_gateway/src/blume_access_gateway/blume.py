@@ -17,8 +17,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from blume_contracts.events import ClientContext, ShareBlumeViewed
+from blume_runtime.unit_of_work import UnitsOfWork
 
-from blume_access_gateway.events import EventWriter
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, check_entry_grant
 from blume_access_gateway.models import ProjectedAccount, ProjectedEntry
@@ -65,7 +65,7 @@ def _study_view(entry: ProjectedEntry, locale: str) -> StudyView:
 
 class PatientPortal:
     def __init__(
-        self, events: EventWriter, clock: Callable[[], datetime], freshness: FreshnessCheck
+        self, events: UnitsOfWork, clock: Callable[[], datetime], freshness: FreshnessCheck
     ) -> None:
         self._events = events
         self._clock = clock
@@ -97,8 +97,8 @@ class PatientPortal:
                     blume_patient_id=blume_patient_id,
                     client=client,
                 ),
-                tenant_id=entry.tenant_id,
-                correlation_id=entry.correlation_id or f"blume-view-{request_id}",
+                tenantid=entry.tenant_id,
+                correlationid=entry.correlation_id or f"blume-view-{request_id}",
                 traceparent=entry.traceparent,
             )
             return _study_view(entry, verdict.account.locale)

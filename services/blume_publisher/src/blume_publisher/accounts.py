@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from blume_contracts.events import EmailAddress, Identifier, Locale, PatientAccountUpdated
+from blume_contracts.events import EmailAddress, Identifier, PatientAccountUpdated
+from blume_contracts.locales import Locale, narrow_locale
 from blume_runtime.db import utcnow
-from blume_runtime.service import outbox_message, stage_event
 from blume_runtime.transport import OutgoingMessage
+from blume_runtime.unit_of_work import UnitOfWork
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -82,7 +83,7 @@ def account_event(account: PatientAccount) -> PatientAccountUpdated:
         tenant_id=account.tenant_id,
         mrn=account.mrn,
         email=account.email,
-        locale="fr-CA" if account.locale == "fr-CA" else "en-CA",
+        locale=narrow_locale(account.locale),
         email_notifications=account.email_notifications,
         status=account.status.value,
         withhold_portal=account.withhold_portal,
@@ -96,7 +97,7 @@ async def import_accounts(
 ) -> ImportResult:
     """Create or replace each account and stage its ``patient.account.updated``."""
     created = updated = 0
-    staged: list[OutgoingMessage] = []
+    work = UnitOfWork(service=PRODUCER, session=session)
     for record in records:
         account = await session.get(PatientAccount, record.blume_patient_id)
         if account is None:
@@ -122,16 +123,13 @@ async def import_accounts(
         account.withhold_external_links = ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent
         account.updated_at = utcnow()
         session.add(account)
-        event = stage_event(
-            session,
+        work.emit(
             "patient.account.updated",
             account_event(account),
-            producer=PRODUCER,
             tenantid=account.tenant_id,
             correlationid=correlation_id,
         )
-        staged.append(outbox_message(event))
-    return ImportResult(created, updated, staged)
+    return ImportResult(created, updated, work.staged)
 
 
 def mask_email(address: str) -> str:

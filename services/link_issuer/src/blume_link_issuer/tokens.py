@@ -10,8 +10,3 @@ TOKEN_BYTES: Final = 32
 
 def new_token() -> str:
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def link_for(public_base_url: str, token: str) -> str:
-    """The recipient link: the public base and the opaque token, nothing else."""
-    return f"{public_base_url.rstrip('/')}/s/{token}"

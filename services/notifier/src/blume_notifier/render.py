@@ -15,7 +15,8 @@ from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
-from blume_contracts.events import Locale, ShareBlumePublished, ShareLinkIssued, ShareOtpRequested
+from blume_contracts.events import ShareBlumePublished, ShareLinkIssued, ShareOtpRequested
+from blume_contracts.locales import Locale, month_name
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -27,17 +28,6 @@ environment: Final = Environment(
     lstrip_blocks=True,
 )
 
-_MONTHS: Final[dict[Locale, tuple[str, ...]]] = {
-    "en-CA": (
-        "January", "February", "March", "April", "May", "June", "July",
-        "August", "September", "October", "November", "December",
-    ),
-    "fr-CA": (
-        "janvier", "février", "mars", "avril", "mai", "juin", "juillet",
-        "août", "septembre", "octobre", "novembre", "décembre",
-    ),
-}  # fmt: skip
-
 
 def format_expiry(moment: datetime, locale: Locale) -> str:
     """The expiry in UTC, spelled for the locale, zone stated.
@@ -46,7 +36,7 @@ def format_expiry(moment: datetime, locale: Locale) -> str:
     (the first of the month is ``1er`` in French).
     """
     utc = moment.astimezone(UTC)
-    month = _MONTHS[locale][utc.month - 1]
+    month = month_name(locale, utc.month)
     if locale == "fr-CA":
         day = "1er" if utc.day == 1 else str(utc.day)
         return f"{day} {month} {utc.year} à {utc.hour} h {utc.minute:02d} UTC"

@@ -6,8 +6,8 @@ accounts and record entries come from ``share.link.issued``, ``share.revoked``,
 projection of the accounts for its consent rules. What already exists is copied in once, so
 links sent before the upgrade keep working and revoked ones stay revoked.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import json
@@ -17,8 +17,8 @@ from datetime import date
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
