@@ -153,7 +153,7 @@ def test_workers_reach_only_what_they_need(overlay: str) -> None:
         assert allowed(policies, worker, DNS, 53), name
         assert allowed(policies, worker, RABBITMQ, 5672), name
         assert allowed(policies, worker, POSTGRES, 5432), name
-        assert allowed(policies, worker, COLLECTOR, 4317), name
+        assert allowed(policies, worker, COLLECTOR, 4318), name  # OTLP/HTTP
         assert allowed(policies, PROMETHEUS, worker, 9464), name
         assert allowed(policies, worker, Outside(), 587) == (name == "notifier"), name
         assert not allowed(policies, worker, Outside(), 443), name

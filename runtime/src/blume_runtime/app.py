@@ -18,6 +18,7 @@ from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.service import Service
 from blume_runtime.settings import Settings
+from blume_runtime.tracing import configure_tracing
 from blume_runtime.transport import InMemoryTransport, OutgoingMessage, Transport
 from blume_runtime.worker import Worker
 
@@ -86,6 +87,7 @@ class Runtime:
 
     async def start(self) -> None:
         self.check_broker_identity()
+        configure_tracing(self.names[0] if len(self.names) == 1 else "blume-share")
         if self.ops is not None:
             self.ops.bind()  # a busy port stops the process before it consumes anything
         for service in self.services:

@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_runtime.tracing import span
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -89,6 +91,7 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = database_url(url, use_async=True)
         self.is_sqlite = self.url.startswith("sqlite")
+        self._system = "sqlite" if self.is_sqlite else "postgresql"
         # Query parameters can hold PHI: keep them out of exception messages and logs.
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
@@ -104,8 +107,9 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        with span("db transaction", {"db.system": self._system}):
+            async with self._sessions() as session, session.begin():
+                yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()

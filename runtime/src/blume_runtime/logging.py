@@ -16,6 +16,8 @@ from typing import Any, Final, TextIO, cast
 import structlog
 from blume_contracts.registry import SENSITIVE_FIELDS
 
+from blume_runtime.tracing import add_trace_ids
+
 REDACTED: Final = "[redacted]"
 _ALWAYS_SECRET: Final = frozenset(
     {"token", "password", "authorization", "secret", "sealed_link", "body", "data"}
@@ -109,6 +111,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: TextIO | N
     threshold = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

@@ -7,6 +7,8 @@ codes, route templates (never raw paths, which hold tokens). The alerts in
 
 from __future__ import annotations
 
+import platform
+from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
 from prometheus_client import Counter, Gauge, Histogram, Info
@@ -85,3 +87,13 @@ HTTP_REQUESTS: Final = Counter(
     namespace=NAMESPACE,
 )
 BUILD_INFO: Final = Info("build", "The running release.", namespace=NAMESPACE)
+
+
+def _release() -> str:
+    try:
+        return version("blume-share-runtime")
+    except PackageNotFoundError:  # run from a source tree without installing
+        return "unknown"
+
+
+BUILD_INFO.info({"version": _release(), "python": platform.python_version()})

@@ -16,6 +16,7 @@ import structlog
 from sqlmodel import col, delete, select
 
 from blume_runtime.db import Database, OutboxMessage, utcnow
+from blume_runtime.tracing import span
 from blume_runtime.transport import OutgoingMessage, Transport
 
 log = structlog.get_logger("outbox")
@@ -38,7 +39,8 @@ class OutboxRelay:
         """
         if not messages:
             return
-        await asyncio.gather(*(self._transport.publish(message) for message in messages))
+        with span("publish", {"messaging.batch.message_count": len(messages)}, client=True):
+            await asyncio.gather(*(self._transport.publish(message) for message in messages))
         self._published.extend(message.message_id for message in messages)
 
     async def relay(self, event_ids: Sequence[str]) -> None:

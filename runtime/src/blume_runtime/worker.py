@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_runtime import metrics
+from blume_runtime import metrics, tracing
 from blume_runtime.db import Database, InboxEntry, utcnow
 from blume_runtime.identity import ProducerRule, Verdict
 from blume_runtime.intake import (
@@ -191,12 +191,25 @@ class Worker:
     ) -> Decision:
         share_id = event.data.get("share_id") if isinstance(event.data, dict) else None
         share_id = getattr(event.data, "share_id", share_id)
-        with structlog.contextvars.bound_contextvars(
-            event_id=event.id,
-            event_type=event.type,
-            correlationid=event.correlationid,
-            tenantid=event.tenantid,
-            share_id=bounded(share_id, 64),
+        parent = tracing.context_of(event.traceparent) or tracing.derived_context(
+            event.source, event.id
+        )
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.destination.name": self.service.queue.name,
+            "messaging.message.id": event.id,
+            "cloudevents.event_type": event.type,
+            "blume.service": self.service.name,
+        }
+        with (
+            tracing.handling(f"{self.service.name} process {event.type}", parent, attributes),
+            structlog.contextvars.bound_contextvars(
+                event_id=event.id,
+                event_type=event.type,
+                correlationid=event.correlationid,
+                tenantid=event.tenantid,
+                share_id=bounded(share_id, 64),
+            ),
         ):
             try:
                 async with asyncio.timeout(self._timeout):

@@ -143,6 +143,7 @@ class RecipientAccess:
             ),
             tenantid=link.tenant_id if link else UNKNOWN_TENANT,
             correlationid=link.correlation_id if link else correlation_id,
+            traceparent=link.traceparent if link else None,
         )
 
     def _record_grant(
@@ -167,6 +168,7 @@ class RecipientAccess:
             ),
             tenantid=link.tenant_id,
             correlationid=link.correlation_id,
+            traceparent=link.traceparent,
         )
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
@@ -213,6 +215,7 @@ class RecipientAccess:
                     ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
                     tenantid=link.tenant_id,
                     correlationid=link.correlation_id,
+                    traceparent=link.traceparent,
                 )
             else:
                 reason = denial_reason(lookup.state)
@@ -320,6 +323,7 @@ class RecipientAccess:
             ),
             tenantid=link.tenant_id,
             correlationid=link.correlation_id,
+            traceparent=link.traceparent,
         )
         return CodeSent(lookup, challenge_id)
 

@@ -16,6 +16,7 @@ from starlette.types import Scope
 from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help_routes import demo_viewer_routes, help_routes
+from blume_access_gateway.http_telemetry import HttpTelemetryMiddleware
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
@@ -30,6 +31,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # FastAPI's own spans carry the raw path (``/s/<token>``): ours carry the route
+        # template only (http_telemetry), so FastAPI's are off.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = gateway
     app.include_router(recipient_routes(gateway))
@@ -57,4 +61,5 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     hsts = gateway.settings.public_base_url.startswith("https://")
     app.add_middleware(SecurityMiddleware, hsts=hsts, error_page=error_page)
+    app.add_middleware(HttpTelemetryMiddleware)
     return app

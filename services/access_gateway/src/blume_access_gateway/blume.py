@@ -118,5 +118,6 @@ class PatientPortal:
                 ),
                 tenantid=entry.tenant_id,
                 correlationid=correlation_id or f"blume-view-{request_id}",
+                traceparent=entry.traceparent,
             )
             return _study_view(entry, account.locale)

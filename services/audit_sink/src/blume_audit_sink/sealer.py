@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC
 from pathlib import Path
 from typing import Final
 
 import structlog
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database, utcnow
+from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, delete, func
 from sqlalchemy import select as sql_select
@@ -97,7 +99,8 @@ async def seal_batch(db: Database, batch_size: int) -> int:
         staged = await _take_staged(session, batch_size)
         if staged:
             await append_entries(session, [Entry.from_json(entry) for entry in staged])
-        return len(staged)
+    AUDIT_RECORDS_SEALED.inc(len(staged))
+    return len(staged)
 
 
 async def seal_all(db: Database, batch_size: int = 2000) -> int:
@@ -109,6 +112,17 @@ async def seal_all(db: Database, batch_size: int = 2000) -> int:
 
 async def pending_count(session: AsyncSession) -> int:
     return (await session.exec(select(func.count()).select_from(AuditPending))).one()
+
+
+async def sealing_lag_seconds(db: Database) -> float:
+    """How long the oldest staged event has waited for its chain (0 when none waits)."""
+    async with db.transaction() as session:
+        oldest = (await session.exec(select(func.min(AuditPending.received_at)))).one()
+    if oldest is None:
+        return 0.0
+    if oldest.tzinfo is None:  # SQLite hands back naive UTC
+        oldest = oldest.replace(tzinfo=UTC)
+    return max(0.0, (utcnow() - oldest).total_seconds())
 
 
 async def checkpoint_due(
@@ -175,6 +189,7 @@ class ChainSealer:
             try:
                 sealed = await seal_batch(self._db, self._batch_size)
                 await checkpoint_due(self._db, self._key, self._directory, self._cadence)
+                AUDIT_SEALING_LAG.set(await sealing_lag_seconds(self._db))
             except Exception as error:  # noqa: BLE001 - staged rows stay; the next round retries
                 log.warning("audit sealing failed", error_type=type(error).__name__)
             if sealed == self._batch_size:

@@ -81,3 +81,5 @@ class RecordEntry(SQLModel, table=True):
     imaging_study: dict[str, Any] = Field(sa_type=JSON)
     published_at: datetime = timestamp_column()
     hidden_at: datetime | None = timestamp_column(nullable=True)
+    traceparent: str | None = Field(default=None, max_length=55)
+    """The publishing share's trace context: the portal's view events join it."""

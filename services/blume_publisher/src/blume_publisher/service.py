@@ -13,6 +13,7 @@ from blume_contracts.locales import narrow_locale
 from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
+from blume_runtime.tracing import current_traceparent
 
 from blume_publisher.imaging import imaging_study
 from blume_publisher.models import PatientAccount, RecordEntry
@@ -57,6 +58,7 @@ def build(_settings: Settings) -> Service:
                 study_instance_uid=request.study.study_instance_uid,
                 share_id=request.share_id,
                 imaging_study=imaging_study(request.study, account.blume_patient_id),
+                traceparent=current_traceparent(),
             )
             ctx.session.add(entry)
         ctx.emit(

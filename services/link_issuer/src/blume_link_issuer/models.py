@@ -17,6 +17,8 @@ class SecureLink(SQLModel, table=True):
     token_hash: str = Field(unique=True, max_length=64)
     """SHA-256 (hex) of the token; the token has 256 bits of entropy, so no salt is needed."""
     correlation_id: str = Field(max_length=256)
+    traceparent: str | None = Field(default=None, max_length=55)
+    """The share's trace context when the link was minted: the gateway's events join it."""
     recipient_email: str = Field(max_length=254)
     recipient_name: str = Field(max_length=200)
     sender_name: str = Field(max_length=200)

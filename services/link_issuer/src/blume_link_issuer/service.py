@@ -12,6 +12,7 @@ from blume_runtime.app import serve
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
+from blume_runtime.tracing import current_traceparent
 from sqlmodel import col, select
 
 from blume_link_issuer.models import SecureLink
@@ -34,6 +35,7 @@ def build(settings: Settings) -> Service:
             tenant_id=request.tenant_id,
             token_hash=token_hash(token),
             correlation_id=event.correlationid,
+            traceparent=current_traceparent(),
             recipient_email=request.recipient.email,
             recipient_name=request.recipient.name,
             sender_name=request.sender.name,

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 from blume_runtime.logging import scrub_text
 from blume_runtime.settings import Settings
+from blume_runtime.tracing import span
 
 DEFAULT_PORTS: Final = {"smtp": 25, "smtps": 465}
 _UNSAFE_FILE_CHARACTERS: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -110,16 +111,8 @@ class SmtpMailer:
     async def send(self, message: EmailMessage) -> None:
         endpoint = self.endpoint
         try:
-            await aiosmtplib.send(
-                message,
-                hostname=endpoint.host,
-                port=endpoint.port,
-                username=endpoint.username,
-                password=endpoint.password,
-                use_tls=endpoint.use_tls,
-                start_tls=endpoint.start_tls,
-                timeout=self.timeout,
-            )
+            with span("smtp send", {"server.port": endpoint.port}, client=True):
+                await self._send(message)
         except aiosmtplib.SMTPAuthenticationError as error:
             # A 535 is about our credentials, not this message: every message would fail the
             # same way until ops fix the configuration, so retry rather than fail the share.
@@ -142,6 +135,19 @@ class SmtpMailer:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
             # Refused or dropped connections, DNS and TLS failures, STARTTLS not offered.
             raise MailUnavailable(f"SMTP unavailable: {type(error).__name__}: {error}") from error
+
+    async def _send(self, message: EmailMessage) -> None:
+        endpoint = self.endpoint
+        await aiosmtplib.send(
+            message,
+            hostname=endpoint.host,
+            port=endpoint.port,
+            username=endpoint.username,
+            password=endpoint.password,
+            use_tls=endpoint.use_tls,
+            start_tls=endpoint.start_tls,
+            timeout=self.timeout,
+        )
 
 
 def _is_permanent(code: int) -> bool:

@@ -36,6 +36,7 @@ from blume_contracts.urls import portal_study_url
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.logging import scrub_text
+from blume_runtime.metrics import EMAILS
 from blume_runtime.retry import SMTP_UNAVAILABLE
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, RetryNotice, Service, TransientError
@@ -122,21 +123,27 @@ class Notifier:
             ctx.log.info("email already sent; nothing to do", kind=kind)
             return
         message_id = message_id_for(share_id, kind, self._mail_from)
+        # A sign-in code's kind is its challenge id: the metric's label names the purpose.
+        email_kind = "sign_in_code" if purpose == "sign_in_code" else kind
         try:
             message = compose(message_id)
         except (TemplateError, ValueError) as error:
             detail = failure_detail(error, recipient_email)
             self._fail(ctx, share_id, "template_error", detail, purpose)
+            EMAILS.labels(kind=email_kind, outcome="failed").inc()
             return
         try:
             await self._mailer.send(message)
         except MailRejected as error:
             detail = failure_detail(error, recipient_email)
             self._fail(ctx, share_id, "smtp_rejected", detail, purpose)
+            EMAILS.labels(kind=email_kind, outcome="failed").inc()
             return
         except MailUnavailable as error:
             detail = failure_detail(error, recipient_email)
+            EMAILS.labels(kind=email_kind, outcome="deferred").inc()
             raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
+        EMAILS.labels(kind=email_kind, outcome="sent").inc()
         accepted_at = utcnow()
         ctx.session.add(
             Notification(

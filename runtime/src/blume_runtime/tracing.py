@@ -1,0 +1,147 @@
+"""Trace context across every hop: W3C ``traceparent`` in the CloudEvents envelope.
+
+Each handled event runs in a span whose parent is the event's ``traceparent``; every event
+it emits carries the current context, so one share is one trace from the request through
+every worker. A request that arrives without one gets a trace derived from its identity
+(``source`` and ``id``), so a redelivery continues the same trace instead of starting
+another. The gateway's events, which can come days later, carry the share's context too
+(so they belong to its trace) while the HTTP request's own span *links* to it.
+
+Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set
+(``configure_tracing``); otherwise nothing is recorded or exported and the context is only
+carried. Span attributes name services, event types and ids, never PHI: no addresses,
+no SQL parameters, no raw paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACER_NAME: Final = "blume_share"
+_PROPAGATOR: Final = TraceContextTextMapPropagator()
+_configured = False
+_REQUEST_SPAN: ContextVar[Span | None] = ContextVar("blume_request_span", default=None)
+
+
+def configure_tracing(service_name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Export spans over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; True if so."""
+    global _configured  # noqa: PLW0603 - one provider per process, set once
+    environ = os.environ if environ is None else environ
+    if _configured or not environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return _configured
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service_name)})
+    )
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured = True
+    return True
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(TRACER_NAME)
+
+
+def context_of(traceparent: str | None) -> SpanContext | None:
+    """The span context a ``traceparent`` names (None if absent or invalid)."""
+    if not traceparent:
+        return None
+    span_context = trace.get_current_span(
+        _PROPAGATOR.extract({"traceparent": traceparent})
+    ).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def derived_context(source: str, event_id: str) -> SpanContext:
+    """A root context for a request that came without one: the same for every redelivery."""
+    digest = hashlib.sha256(f"{source}|{event_id}".encode()).digest()
+    return SpanContext(
+        trace_id=int.from_bytes(digest[:16], "big") or 1,
+        span_id=int.from_bytes(digest[16:24], "big") or 1,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+
+
+@contextmanager
+def handling(name: str, parent: SpanContext, attributes: Mapping[str, str | int]) -> Iterator[Span]:
+    """A consumer span for one handled event, child of ``parent``, current while it runs."""
+    with tracer().start_as_current_span(
+        name,
+        context=trace.set_span_in_context(NonRecordingSpan(parent)),
+        kind=SpanKind.CONSUMER,
+        attributes=dict(attributes),
+    ) as span:
+        yield span
+
+
+@contextmanager
+def linked(
+    name: str, to: SpanContext | None, attributes: Mapping[str, str | int]
+) -> Iterator[Span]:
+    """A new trace's span (an HTTP request, days later) with a link to ``to``."""
+    links = [Link(to)] if to is not None else []
+    with tracer().start_as_current_span(
+        name, context=Context(), kind=SpanKind.SERVER, links=links, attributes=dict(attributes)
+    ) as span:
+        token = _REQUEST_SPAN.set(span)
+        try:
+            yield span
+        finally:
+            _REQUEST_SPAN.reset(token)
+
+
+@contextmanager
+def span(
+    name: str, attributes: Mapping[str, str | int] | None = None, *, client: bool = False
+) -> Iterator[Span]:
+    """A child span of the current one: a transaction, or (``client``) a publish or an
+    SMTP exchange."""
+    kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
+    with tracer().start_as_current_span(name, kind=kind, attributes=attributes or {}) as current:
+        yield current
+
+
+def link_request_span(traceparent: str | None) -> None:
+    """Link the span of the request being served (``linked``) to ``traceparent``'s trace."""
+    target = context_of(traceparent)
+    request_span = _REQUEST_SPAN.get()
+    if target is not None and request_span is not None and request_span.is_recording():
+        request_span.add_link(target)
+
+
+def current_traceparent() -> str | None:
+    """The ``traceparent`` of the current span, for an event emitted now (None outside one)."""
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get("traceparent")
+
+
+def traceparent_of(span_context: SpanContext) -> str:
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier, trace.set_span_in_context(NonRecordingSpan(span_context)))
+    return carrier["traceparent"]
+
+
+def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: every line logged inside a span carries its ``trace_id``."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event_dict

@@ -1,0 +1,49 @@
+"""Each HTTP request counted and traced by its route template, never by its raw path.
+
+A raw path holds the link's token (``/s/<token>``); the route template (``/s/{token}``)
+does not, so only the template becomes a metric label or a span attribute. Requests no
+route matched count as ``unmatched``: a scanner's paths must not grow the label set.
+
+The request's span starts a trace of its own: a recipient opens a link days after the
+share, so the events the request emits join the share's trace while this span only links
+to it (``UnitOfWork.emit``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from blume_runtime.metrics import HTTP_REQUESTS
+from blume_runtime.tracing import linked
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UNMATCHED: Final = "unmatched"
+
+
+class HttpTelemetryMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        method = str(scope.get("method", "GET"))
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        with linked(f"{method} {UNMATCHED}", None, {"http.request.method": method}) as span:
+            try:
+                await self.app(scope, receive, recording_send)
+            finally:
+                # The router writes the matched route into this same scope.
+                route = getattr(scope.get("route"), "path", None) or UNMATCHED
+                HTTP_REQUESTS.labels(route=route, status=str(status)).inc()
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
