@@ -160,20 +160,11 @@ async def run(
 
     try:
         if not until_idle:
-            http = None
             if serving_gateway:
                 from blume_access_gateway.server import HttpServer
 
-                http = HttpServer.from_settings(settings, db, runtime.relay)
-
-            async def started() -> None:
-                if http is not None:
-                    await http.start()
-                await publish_requests()
-
-            await runtime.run_until_signalled(
-                after_start=started, before_stop=http.stop if http is not None else None
-            )
+                runtime.add(HttpServer.from_settings(settings, db, runtime.relay))
+            await runtime.run_until_signalled(on_started=publish_requests)
             return None
         await runtime.start()
         try:

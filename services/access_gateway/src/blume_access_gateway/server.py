@@ -81,9 +81,9 @@ def main() -> None:
     async def run() -> None:
         db = Database(settings.database)
         runtime = Runtime(settings, [], db, serve_ops=True, publishers=[NAME])
-        server = HttpServer.from_settings(settings, db, runtime.relay)
+        runtime.add(HttpServer.from_settings(settings, db, runtime.relay))
         try:
-            await runtime.run_until_signalled(after_start=server.start, before_stop=server.stop)
+            await runtime.run_until_signalled()
         finally:
             await db.dispose()
 

@@ -141,9 +141,9 @@ async def checkpoint_due(
 class ChainSealer:
     """The background loop of one sink process: seal staged events, then checkpoint.
 
-    It starts with the runtime (``Service.startup``), on its own engine so it never waits
-    for a connection the handlers hold; a staged event wakes it. Closing it seals what is
-    left and signs every chain's head.
+    A component of the service (``Service.components``), started and stopped by the
+    runtime, on its own engine so it never waits for a connection the handlers hold; a
+    staged event wakes it. Stopping it seals what is left and signs every chain's head.
     """
 
     def __init__(
@@ -200,7 +200,8 @@ class ChainSealer:
                 self._wake.clear()
                 await asyncio.sleep(_LINGER_SECONDS)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Seal what is left staged and sign every chain's head."""
         if self._task is None or self._db is None:
             return
         self._task.cancel()

@@ -70,8 +70,7 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
         batch_size=audit.audit_seal_batch_size,
         interval_seconds=audit.audit_seal_interval_seconds,
     )
-    service.startup.append(sealer.start)
-    service.resources.append(sealer.close)
+    service.components.append(sealer)
 
     @service.handles_any
     async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
