@@ -91,7 +91,12 @@ class _Route:
 
 
 class Service:
-    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles."""
+    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles.
+
+    One handler style throughout: a class holds what the handlers need (settings, clients,
+    a sealer), its methods are the handlers, and the service's ``build`` registers them in
+    one table (``service.handles("share.revoked")(issuer.revoke_link)``).
+    """
 
     def __init__(self, name: str, *, bind_all: bool = False) -> None:
         self.name = name
