@@ -69,7 +69,14 @@ class OutboxRelay:
         return len(published)
 
     async def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> int:
-        """Publish rows older than ``older_than`` that no worker published; return how many."""
+        """Publish rows older than ``older_than`` that no worker published; return how many.
+
+        The rows stay locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) from the moment they
+        are chosen until those the broker confirmed are deleted in the same transaction, so
+        two sweepers (two processes, or a sweep beside ``wait_until_idle``) never publish a
+        row twice. A row the broker refused stays for the next sweep; if the broker refused
+        any, the first refusal is raised once the confirmed rows are deleted.
+        """
         await self.forget_published()
         async with self._db.transaction() as session:
             query = (
@@ -81,11 +88,28 @@ class OutboxRelay:
             if not self._db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.exec(query)).all())
-        for row in rows:
-            await self._transport.publish(OutgoingMessage(row.routing_key, row.body, row.event_id))
-            self._published.append(row.event_id)
-        await self.forget_published()
-        return len(rows)
+            outcomes = await asyncio.gather(
+                *(
+                    self._transport.publish(
+                        OutgoingMessage(row.routing_key, row.body, row.event_id)
+                    )
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            confirmed = [
+                row.event_id
+                for row, outcome in zip(rows, outcomes, strict=True)
+                if not isinstance(outcome, BaseException)
+            ]
+            if confirmed:
+                await session.exec(
+                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(confirmed))
+                )
+        refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if refusals:
+            raise refusals[0]
+        return len(confirmed)
 
     async def run_forever(self, interval: float) -> None:
         """Delete published rows often; sweep for stranded ones every ``interval`` seconds."""
