@@ -123,17 +123,21 @@ class Runtime:
         else:
             await self.transport.publish(message)
 
-    async def wait_until_idle(self, *, settle_seconds: float = 0.3) -> None:
-        """Embedded default only: return once no message is queued, in flight or retrying."""
+    async def wait_until_idle(self) -> None:
+        """Embedded default only: return once no message is queued, in flight or retrying,
+        and the outbox holds nothing unpublished.
+
+        Driven by the transport's settlements (``InMemoryTransport.wait_idle``), no sleeps;
+        a sweep then publishes what a failed relay left in the outbox, which starts the wait
+        again. The relay's own sweep lock makes a background sweep finish first.
+        """
         transport = self.transport
         if not isinstance(transport, InMemoryTransport):
             raise RuntimeError("idle detection needs the embedded broker")
         while True:
-            await asyncio.sleep(settle_seconds)
-            if transport.idle and await self.relay.sweep(older_than=timedelta(0)) == 0:
-                await asyncio.sleep(settle_seconds)
-                if transport.idle:
-                    return
+            await transport.wait_idle()
+            if await self.relay.sweep(older_than=timedelta(0)) == 0 and transport.idle:
+                return
 
     async def stop(self) -> None:
         started, self._started = self._started, []

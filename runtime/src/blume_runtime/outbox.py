@@ -31,6 +31,8 @@ class OutboxRelay:
         self._transport = transport
         self._batch_size = batch_size
         self._published: list[str] = []
+        self._sweeping = asyncio.Lock()
+        """One sweep at a time in a process: a second waits for the first's rows to go."""
 
     async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish what a committed transaction staged; its rows are deleted later, in bulk.
@@ -77,6 +79,10 @@ class OutboxRelay:
         row twice. A row the broker refused stays for the next sweep; if the broker refused
         any, the first refusal is raised once the confirmed rows are deleted.
         """
+        async with self._sweeping:
+            return await self._sweep(older_than)
+
+    async def _sweep(self, older_than: timedelta) -> int:
         await self.forget_published()
         async with self._db.transaction() as session:
             query = (

@@ -8,8 +8,8 @@ import asyncio
 import re
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from blume_publisher.models import AccountStatus, PatientAccount, RecordEntry
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
-from blume_runtime.testing import RecordingTransport
+from blume_runtime.testing import FakeClock, RecordingTransport
 from blume_share_dispatcher.models import Share, ShareState
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
@@ -38,17 +38,6 @@ USER_AGENT = "Mozilla/5.0 (route test)"
 SSO_ISSUER = "https://idp.test"
 PORTAL_ISSUER = "https://portal-idp.test"
 SSO_SECRET_ENV = "BLUME_TEST_SSO_SECRET"
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 POLICY = f"""
@@ -90,7 +79,7 @@ class Harness:
     db: Database
     gateway: Gateway
     transport: RecordingTransport
-    clock: Clock
+    clock: FakeClock
     idp: FakeIdentityProvider
     portal_idp: FakeIdentityProvider
     loop: asyncio.AbstractEventLoop
@@ -292,7 +281,7 @@ def make_harness(
     loop = asyncio.new_event_loop()
     db = Database(url)
     transport = RecordingTransport()
-    clock = Clock()
+    clock = FakeClock()
     idp = FakeIdentityProvider(
         SSO_ISSUER, client_id="blume-share", client_secret="sso-client-secret"
     )
