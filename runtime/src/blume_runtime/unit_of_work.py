@@ -14,7 +14,7 @@ none exists they are random: two opens of the same link are two events.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -27,16 +27,12 @@ from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime.db import Database, OutboxMessage
-from blume_runtime.tracing import current_traceparent
+from blume_runtime.tracing import current_traceparent, link_request_span
 from blume_runtime.transport import OutgoingMessage
 
 _EVENT_IDS: Final = uuid.UUID("5f0d0e36-47c1-4c4f-9a53-4a3b8e0f2b61")
 
 log = structlog.get_logger("outbox")
-
-
-EmitObserver = Callable[[CloudEvent[Any]], None]
-"""Told of each event a unit stages (a producer's metrics, its request span's links)."""
 
 
 class Relay(Protocol):
@@ -58,7 +54,6 @@ class UnitOfWork:
     scope: str = ""
     """Set for hooks that run beside the handler (a retry notice), so their events get ids
     of their own, still stable when the hook runs again."""
-    observe: EmitObserver | None = None
     staged: list[OutgoingMessage] = field(default_factory=list)
     """What this unit staged, in order: published from memory once committed."""
 
@@ -73,8 +68,9 @@ class UnitOfWork:
     ) -> CloudEvent[Any]:
         """Write an event to the outbox in this transaction; it is published after commit.
 
-        The event carries ``traceparent`` if given (a share's trace, kept with its link or
-        record entry), else the current span's trace context.
+        The event carries ``traceparent`` if given (the gateway passes the share's, kept on
+        its link or record entry, and the request's span links to it), else the current
+        span's trace context: the handled event's trace.
         """
         model = spec_for(event_type).model
         if not isinstance(data, model):
@@ -93,6 +89,8 @@ class UnitOfWork:
             data=data,
             traceparent=traceparent or current_traceparent(),
         )
+        if traceparent is not None:
+            link_request_span(traceparent)
         message = outbox_message(event)
         self.session.add(
             OutboxMessage(
@@ -103,8 +101,6 @@ class UnitOfWork:
             )
         )
         self.staged.append(message)
-        if self.observe is not None:
-            self.observe(event)
         return event
 
     def _next_id(self, event_type: str) -> str:
@@ -140,13 +136,12 @@ class UnitsOfWork:
     service: str
     db: Database
     relay: Relay
-    observe: EmitObserver | None = None
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         """A transaction; commit, then publish what it staged."""
         async with self.db.transaction() as session:
-            work = UnitOfWork(service=self.service, session=session, observe=self.observe)
+            work = UnitOfWork(service=self.service, session=session)
             yield work
         if failed := await publish_committed(self.relay, work.staged):
             log.warning("relay failed; the outbox sweep will publish", error_type=failed)

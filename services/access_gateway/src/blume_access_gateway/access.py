@@ -25,6 +25,7 @@ from blume_contracts.events import (
 from blume_contracts.locales import narrow_locale
 from blume_contracts.urls import viewer_url
 from blume_link_issuer.models import SecureLink
+from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
@@ -145,6 +146,7 @@ class RecipientAccess:
             correlationid=link.correlation_id if link else correlation_id,
             traceparent=link.traceparent if link else None,
         )
+        LINK_EVENTS.labels(event="denied", reason=reason).inc()
 
     def _record_grant(
         self,
@@ -170,6 +172,7 @@ class RecipientAccess:
             correlationid=link.correlation_id,
             traceparent=link.traceparent,
         )
+        LINK_EVENTS.labels(event="accessed", reason="").inc()
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
             self.keys.viewer_ticket,
@@ -217,6 +220,7 @@ class RecipientAccess:
                     correlationid=link.correlation_id,
                     traceparent=link.traceparent,
                 )
+                LINK_EVENTS.labels(event="opened", reason="").inc()
             else:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)

@@ -23,7 +23,6 @@ from blume_access_gateway.access import AccessSession, RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
-from blume_access_gateway.events import observe_emit
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
@@ -68,7 +67,7 @@ class Gateway:
         config = config or GatewaySettings()
         keys = GatewayKeys.from_settings(settings, config)
         policies = load_policies(settings.tenant_policy_file)
-        events = UnitsOfWork(NAME, db, relay, observe_emit)
+        events = UnitsOfWork(NAME, db, relay)
         limits = RateLimits.from_settings(config)
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
