@@ -32,6 +32,15 @@ class Component(Protocol):
         """End, finishing what is in flight; called once, whether or not start succeeded."""
 
 
+async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+    """Cancel a background loop and wait until it has ended (nothing if there is none)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class Workers:
     """The services' workers: consuming starts with the transport and ends with it."""
 
@@ -57,11 +66,8 @@ class OutboxSweeper:
         self._task = asyncio.create_task(self._relay.run_forever(self._interval))
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 async def start_all(components: Sequence[Component]) -> list[Component]:

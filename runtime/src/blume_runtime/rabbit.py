@@ -35,6 +35,7 @@ from blume_contracts.envelope import EXCHANGE
 
 from blume_runtime import amqp_decoding, wire
 from blume_runtime.broker_users import BrokerUsers, amqp_user
+from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.topology import (
     DEAD_KEY,
     QueueSpec,
@@ -377,11 +378,8 @@ class RabbitTransport(Transport):
                 failing = False
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
+        await cancel_and_wait(self._watchdog)
+        self._watchdog = None
         for slot in self._slots:
             if slot.attached and slot.underlay is not None and slot.tag is not None:
                 with contextlib.suppress(Exception):

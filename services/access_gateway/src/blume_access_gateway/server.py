@@ -71,24 +71,6 @@ class HttpServer:
 
 def main() -> None:
     """``blume-share-access-gateway``: the gateway alone, as ``blume-share run access_gateway``."""
-    from blume_runtime.app import EXIT_UNAVAILABLE, BrokerIdentityError, Runtime
-    from blume_runtime.logging import configure_logging
-    from blume_runtime.ops import OpsPortInUseError
+    from blume_runtime.app import serve
 
-    settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
-
-    async def run() -> None:
-        db = Database(settings.database)
-        runtime = Runtime(settings, [], db, serve_ops=True, publishers=[NAME])
-        runtime.add(HttpServer.from_settings(settings, db, runtime.relay))
-        try:
-            await runtime.run_until_signalled()
-        finally:
-            await db.dispose()
-
-    try:
-        asyncio.run(run())
-    except (OpsPortInUseError, BrokerIdentityError) as error:
-        log.error("cannot start", error=str(error))
-        raise SystemExit(EXIT_UNAVAILABLE) from None
+    serve([], beside=HttpServer.from_settings, publisher=NAME)

@@ -23,6 +23,7 @@ from typing import Final
 import structlog
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database, utcnow
+from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, delete, func
@@ -204,9 +205,7 @@ class ChainSealer:
         """Seal what is left staged and sign every chain's head."""
         if self._task is None or self._db is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         try:
             sealed = await seal_all(self._db, self._batch_size)
             signed = await checkpoint_due(self._db, self._key, self._directory, None)
