@@ -45,20 +45,6 @@ class OutboxRelay:
             await asyncio.gather(*(self._transport.publish(message) for message in messages))
         self._published.extend(message.message_id for message in messages)
 
-    async def relay(self, event_ids: Sequence[str]) -> None:
-        """Publish the given committed rows (for producers that only know the ids)."""
-        if not event_ids:
-            return
-        async with self._db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(OutboxMessage).where(col(OutboxMessage.event_id).in_(event_ids))
-                )
-            ).all()
-        await self.publish_committed(
-            [OutgoingMessage(row.routing_key, row.body, row.event_id) for row in rows]
-        )
-
     async def forget_published(self) -> int:
         """Delete the rows of everything published since the last call; return how many."""
         published, self._published = self._published, []
