@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import blume_publisher
 import typer
-from blume_publisher.accounts import (
+from blume_publisher import (
     AccountRecord,
     ImportFileError,
     describe_account,
+    import_accounts,
     parse_accounts,
-    upsert_accounts,
 )
 from blume_runtime.settings import Settings
 
@@ -32,8 +34,25 @@ patients_app = typer.Typer(help="Import and inspect Blume patient accounts.", no
 
 
 async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int, int]:
+    """Commit the accounts with their ``patient.account.updated``, then publish those.
+
+    On RabbitMQ they are published at once, so a request sent next finds the dispatcher's
+    projection current; on the embedded default the next ``run``/``send`` relays them first.
+    """
+    correlation_id = f"patients-import-{uuid.uuid4()}"
     async with operations.session_scope(settings) as session:
-        return await upsert_accounts(session, records)
+        result = await import_accounts(session, records, correlation_id=correlation_id)
+    if settings.amqp_url is not None:
+        if settings.broker_user_map.misassigned([blume_publisher.NAME]):
+            # Published as another user, consumers would refuse them as forged.
+            typer.echo(
+                "note: BLUME_AMQP_URL is not blume_publisher's broker user: the account "
+                "events wait in the outbox for a running blume_publisher to publish them",
+                err=True,
+            )
+        else:
+            await operations.relay_committed(settings, result.staged)
+    return result.created, result.updated
 
 
 async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
@@ -42,7 +61,7 @@ async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | N
 
 
 @patients_app.command("import")
-def import_accounts(
+def import_file(
     source: Annotated[str, typer.Argument(help="JSON Lines file of accounts; - for stdin.")],
 ) -> None:
     """Create or update accounts; all or nothing (a bad line imports none)."""

@@ -172,22 +172,10 @@ class Runtime:
 
 
 ServiceFactory = Callable[[Settings], Service]
-ComponentFactory = Callable[[Settings, Database, OutboxRelay], Component]
-"""Builds what a process runs beside its workers (the web server) on the runtime's parts."""
 
 
-def serve(
-    factories: Sequence[ServiceFactory],
-    settings: Settings | None = None,
-    *,
-    beside: ComponentFactory | None = None,
-    publisher: str | None = None,
-) -> None:
-    """Entry point body: run the given services until SIGTERM (on RabbitMQ or embedded).
-
-    ``beside`` adds a component built on the runtime's database and relay, which publishes
-    as ``publisher`` (the gateway alone: no services, its web server beside).
-    """
+def serve(factories: Sequence[ServiceFactory], settings: Settings | None = None) -> None:
+    """Entry point body: run the given services until SIGTERM (on RabbitMQ or embedded)."""
     from blume_runtime.logging import configure_logging
 
     settings = settings or Settings()
@@ -196,10 +184,7 @@ def serve(
     async def main() -> None:
         db = Database(settings.database)
         services = [factory(settings) for factory in factories]
-        publishers = [publisher] if publisher is not None else []
-        runtime = Runtime(settings, services, db, serve_ops=True, publishers=publishers)
-        if beside is not None:
-            runtime.add(beside(settings, db, runtime.relay))
+        runtime = Runtime(settings, services, db, serve_ops=True)
         try:
             await runtime.run_until_signalled()
         finally:

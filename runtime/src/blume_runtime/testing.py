@@ -154,3 +154,16 @@ class NullLog:
 
 def _discard(*_args: object, **_kwargs: object) -> None:
     return None
+
+
+@dataclass
+class FakeMonotonicClock:
+    """Monotonic seconds (as ``time.monotonic`` gives) until a test moves them."""
+
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

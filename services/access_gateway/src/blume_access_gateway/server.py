@@ -1,7 +1,9 @@
 """Serving the gateway over HTTP on the runtime's event loop.
 
 ``blume-share run`` starts it beside the workers (sharing their database engine, transport
-and outbox relay); ``blume-share run access_gateway`` starts it alone. The Runtime owns
+and outbox relay); ``blume-share run access_gateway`` starts it alone. Either way the
+gateway's own worker runs in the same process, feeding the projections the pages read, and
+its consumer's health is what ``Freshness`` probes. The Runtime owns
 SIGTERM: it stops this server first (in-flight requests finish), then the workers.
 """
 
@@ -18,7 +20,9 @@ from blume_runtime.settings import Settings
 from blume_runtime.unit_of_work import Relay
 
 from blume_access_gateway.app import create_app
+from blume_access_gateway.freshness import Freshness, FreshnessCheck, queue_probe
 from blume_access_gateway.gateway import NAME, Gateway
+from blume_access_gateway.projections import build
 from blume_access_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(NAME)
@@ -44,9 +48,11 @@ class HttpServer:
         self.port = port
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database, relay: Relay) -> HttpServer:
+    def from_settings(
+        cls, settings: Settings, db: Database, relay: Relay, freshness: FreshnessCheck
+    ) -> HttpServer:
         config = GatewaySettings()
-        gateway = Gateway.build(settings, db, relay, config=config)
+        gateway = Gateway.build(settings, db, relay, freshness, config=config)
         return cls(gateway, config.http_host, config.http_port)
 
     async def start(self) -> None:
@@ -71,6 +77,26 @@ class HttpServer:
 
 def main() -> None:
     """``blume-share-access-gateway``: the gateway alone, as ``blume-share run access_gateway``."""
-    from blume_runtime.app import serve
+    from blume_runtime.app import EXIT_UNAVAILABLE, BrokerIdentityError, Runtime
+    from blume_runtime.logging import configure_logging
+    from blume_runtime.ops import OpsPortInUseError
 
-    serve([], beside=HttpServer.from_settings, publisher=NAME)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def run() -> None:
+        db = Database(settings.database)
+        freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
+        runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
+        freshness.attach(queue_probe(runtime.transport, NAME))
+        runtime.add(HttpServer.from_settings(settings, db, runtime.relay, freshness))
+        try:
+            await runtime.run_until_signalled()
+        finally:
+            await db.dispose()
+
+    try:
+        asyncio.run(run())
+    except (OpsPortInUseError, BrokerIdentityError) as error:
+        log.error("cannot start", error=str(error))
+        raise SystemExit(EXIT_UNAVAILABLE) from None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from blume_link_issuer.models import SecureLink
 from blume_runtime.tenants import SsoPolicy
 
+from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity, Provider
 
 
@@ -16,7 +16,7 @@ def sso_provider(policy: SsoPolicy) -> Provider:
     )
 
 
-def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
+def identity_matches(identity: Identity, link: ProjectedLink, policy: SsoPolicy) -> bool:
     """The invited address itself, or an address in a domain the policy allows."""
     verified = identity.email_verified is True or (
         identity.email_verified is None and policy.trust_unverified_email

@@ -64,6 +64,7 @@ USER_AUTHENTICATION = Code(DCM, "110114", "User Authentication")
 SECURITY_ALERT = Code(DCM, "110113", "Security Alert")
 AUDIT_LOG_USED = Code(DCM, "110101", "Audit Log Used")
 APPLICATION_ACTIVITY = Code(DCM, "110100", "Application Activity")
+PATIENT_RECORD = Code(DCM, "110110", "Patient Record")
 UNCLASSIFIED = Code(BLUME_EVENT_CODES, "unclassified", "Event type not in the audit catalog")
 
 CODES_BY_TOKEN: Final = {
@@ -75,6 +76,7 @@ CODES_BY_TOKEN: Final = {
         SECURITY_ALERT,
         AUDIT_LOG_USED,
         APPLICATION_ACTIVITY,
+        PATIENT_RECORD,
         UNCLASSIFIED,
     )
 }
@@ -130,6 +132,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
     "ops.dead_letters.purged": EventClass(APPLICATION_ACTIVITY, _D),
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
+    # A Blume patient account created or changed (status, consent directives, preferences).
+    "patient.account.updated": EventClass(PATIENT_RECORD, Action.UPDATE),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 
