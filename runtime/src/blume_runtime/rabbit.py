@@ -11,6 +11,9 @@ private exchange and acks once the broker confirmed it; ``dead_letter`` does the
 DLQ. Republished messages carry ``user_id`` (every publish does: RabbitMQ checks it against
 the connection's user) and the ``x-blume-*`` headers of ``wire``.
 
+Over 400 lines on purpose: it is one adapter (connection, topology, consumers and their
+watchdog, confirmed publishing, settling), whose parts share one connection's state.
+
 A watchdog looks every ``watchdog_seconds`` for queues without a live consumer of this
 process (the broker cancelled it because the queue was deleted, or its channel or the
 connection closed), redeclares the topology and consumes again.
