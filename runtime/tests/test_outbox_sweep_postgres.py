@@ -8,8 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from blume_runtime.app import Runtime
+from blume_runtime.broker_users import service_names
 from blume_runtime.db import Database, OutboxMessage, utcnow
 from blume_runtime.outbox import OutboxRelay
+from blume_runtime.service import Service
+from blume_runtime.settings import Settings
 from blume_runtime.testing import RecordingTransport
 from blume_runtime.transport import OutgoingMessage
 from sqlmodel import select
@@ -78,3 +82,40 @@ async def test_a_row_the_broker_refused_stays_for_the_next_sweep(postgres: Datab
     broker.fail = False
     assert await relay.sweep(older_than=timedelta(0)) == 3
     assert sorted(m.message_id for m in broker.published) == ["evt-0", "evt-1", "evt-2"]
+
+
+async def test_with_a_user_per_service_a_sweep_leaves_other_producers_rows(
+    postgres: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a broker user per service, the link issuer's process sweeps only what the link
+    issuer produces; the dispatcher's stranded events wait for a dispatcher's sweep (under
+    the link issuer's user the broker or every consumer would refuse them)."""
+    async with postgres.transaction() as session:
+        for event_id, routing_key in [
+            ("evt-link", "share.link.issued"),
+            ("evt-done", "share.completed"),
+        ]:
+            session.add(
+                OutboxMessage(
+                    event_id=event_id,
+                    routing_key=routing_key,
+                    body=b"{}",
+                    created_at=utcnow() - timedelta(minutes=1),
+                )
+            )
+    users = ",".join(f"{name}={name}" for name in sorted(service_names()))
+    monkeypatch.setenv("BLUME_BROKER_USERS", users)
+    monkeypatch.setenv("BLUME_AMQP_URL", "amqp://link_issuer:secret@127.0.0.1:5672/blume")
+    runtime = Runtime(Settings(), [link_issuer_service()], postgres)
+    broker = RecordingTransport()
+    runtime.relay._transport = broker
+    assert await runtime.relay.sweep(older_than=timedelta(0)) == 1
+    assert [m.message_id for m in broker.published] == ["evt-link"]
+    async with postgres.transaction() as session:
+        left = (await session.exec(select(OutboxMessage.event_id))).all()
+    assert left == ["evt-done"]
+
+
+def link_issuer_service() -> Service:
+    """A service named link_issuer with no handlers: only its name matters to the sweep."""
+    return Service("link_issuer")

@@ -11,6 +11,7 @@ from datetime import timedelta
 import structlog
 from blume_contracts.registry import UPSTREAM
 
+from blume_runtime.broker_definitions import produced_by
 from blume_runtime.db import Database
 from blume_runtime.lifecycle import Component, OutboxSweeper, Workers, start_all, stop_all
 from blume_runtime.ops import OpsPortInUseError, OpsServer
@@ -70,7 +71,7 @@ class Runtime:
         self.db = db
         self.names = [service.name for service in self.services] + list(publishers)
         self.transport = make_transport(settings, self.names)
-        self.relay = OutboxRelay(db, self.transport)
+        self.relay = OutboxRelay(db, self.transport, sweeps=self._sweeps(settings))
         for service in self.services:
             worker = Worker(service, db, self.relay, settings)
             self.transport.subscribe(service.queue, worker)
@@ -90,6 +91,13 @@ class Runtime:
     def add(self, component: Component) -> None:
         """Own ``component`` too: started after the rest, stopped before them."""
         self._components.append(component)
+
+    def _sweeps(self, settings: Settings) -> list[str] | None:
+        """What this process's sweep publishes: everything with one broker user; with a
+        user per service, only the types its own services produce."""
+        if settings.broker_user_map.single_user:
+            return None
+        return sorted({event_type for name in self.names for event_type in produced_by(name)})
 
     def check_broker_identity(self) -> None:
         users = self.settings.broker_user_map

@@ -9,7 +9,7 @@ twice is harmless: consumers dedupe by event id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 import structlog
@@ -26,10 +26,23 @@ SWEEP_AFTER = timedelta(seconds=5)
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, transport: Transport, *, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        *,
+        batch_size: int = 200,
+        sweeps: Collection[str] | None = None,
+    ) -> None:
+        """``sweeps``: the event types whose stranded rows this process publishes (None:
+        every type). With a broker user per service, a process publishes only what its own
+        services produce: under its user, another service's events would be refused by the
+        broker's permissions or, past them, by every consumer as forged. Each type's rows
+        wait for a process of their producer."""
         self._db = db
         self._transport = transport
         self._batch_size = batch_size
+        self._sweeps = None if sweeps is None else sorted(set(sweeps))
         self._published: list[str] = []
         self._sweeping = asyncio.Lock()
         """One sweep at a time in a process: a second waits for the first's rows to go."""
@@ -77,6 +90,8 @@ class OutboxRelay:
                 .order_by(col(OutboxMessage.created_at))
                 .limit(self._batch_size)
             )
+            if self._sweeps is not None:
+                query = query.where(col(OutboxMessage.routing_key).in_(self._sweeps))
             if not self._db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.exec(query)).all())
