@@ -120,7 +120,9 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    # Every worker, the gateway's projections and the audit sealer write to the one file of
+    # the embedded default; on a loaded machine a writer can wait for the lock for seconds.
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
