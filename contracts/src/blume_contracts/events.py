@@ -187,6 +187,7 @@ class ShareLinkIssued(Contract):
 
 
 NotificationPurpose = Literal["share", "sign_in_code"]
+NotificationAddressee = Literal["recipient", "patient"]
 MessageId = Annotated[str, StringConstraints(max_length=255)]
 ErrorClass = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 
@@ -195,6 +196,10 @@ class ShareNotificationSent(Contract):
     share_id: ShareId
     purpose: NotificationPurpose = Field(
         default="share", description="The share email itself, or a sign-in code for it."
+    )
+    addressee: NotificationAddressee = Field(
+        default="recipient",
+        description="Whom the email went to: the share's recipient, or the patient herself.",
     )
     channel: Literal["email"] = "email"
     message_id: MessageId = Field(description="RFC 5322 Message-ID of the email, stable per share.")

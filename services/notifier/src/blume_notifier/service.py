@@ -22,6 +22,7 @@ from typing import Any, Final, Literal
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
+    NotificationAddressee,
     NotificationPurpose,
     ShareBlumePublished,
     ShareLinkIssued,
@@ -110,6 +111,7 @@ class Notifier:
         compose: Callable[[str], EmailMessage],
         purpose: NotificationPurpose = "share",
         deadline: datetime | None = None,
+        addressee: NotificationAddressee = "recipient",
     ) -> None:
         """Build with ``compose(message_id)``, send, and record; or emit why it failed.
 
@@ -159,6 +161,7 @@ class Notifier:
             ShareNotificationSent(
                 share_id=share_id,
                 purpose=purpose,
+                addressee=addressee,
                 message_id=message_id,
                 recipient_email=recipient_email,
                 accepted_at=accepted_at,
@@ -204,6 +207,7 @@ class Notifier:
             lambda message_id: build_blume_email(
                 published, portal_link, mail_from=self._mail_from, message_id=message_id
             ),
+            addressee="patient",
         )
 
     async def email_sign_in_code(
