@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from blume_share import operations
 from blume_share.logfiles import start_logging
+from blume_share.state_dir import secure_state_dir
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
@@ -46,6 +47,7 @@ def load_settings_and_log() -> tuple[Settings, Path | None]:
         settings = Settings()
     except ValidationError as error:
         fail(f"invalid BLUME_* environment: {error}", EXIT_BAD_INPUT)
+    secure_state_dir(settings)
     return settings, start_logging(settings)
 
 

@@ -31,11 +31,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
 from blume_share.services import GATEWAY, SERVICES
+from blume_share.state_dir import secure_state_dir
 
 
 def database(settings: Settings) -> Database:
-    if settings.database_url is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    secure_state_dir(settings)
     return Database(settings.database)
 
 
@@ -57,7 +57,7 @@ class SchemaNotCurrentError(RuntimeError):
 def prepare_embedded(settings: Settings) -> None:
     """The embedded default migrates its own SQLite file; production runs ``migrate``."""
     if settings.database_url is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        secure_state_dir(settings)
         upgrade(settings.database)
 
 
