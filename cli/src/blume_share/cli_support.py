@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import socket
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from blume_runtime.dead_letters import Operator
 from blume_runtime.settings import Settings
 from pydantic import ValidationError
 
@@ -49,6 +53,15 @@ def load_settings_and_log() -> tuple[Settings, Path | None]:
         fail(f"invalid BLUME_* environment: {error}", EXIT_BAD_INPUT)
     secure_state_dir(settings)
     return settings, start_logging(settings)
+
+
+def current_operator(settings: Settings) -> Operator:
+    """The OS account from the OS itself (not $USER), and BLUME_OPERATOR as self-asserted."""
+    try:
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        account = f"uid:{os.getuid()}"
+    return Operator(os_user=account, asserted=settings.operator, host=socket.gethostname())
 
 
 def run_async(coroutine: Any) -> Any:

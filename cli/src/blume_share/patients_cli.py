@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from blume_audit_sink.operator_reads import RECORDS_READ_TYPE, record_operator_read
 from blume_publisher.accounts import (
     AccountRecord,
     ImportFileError,
@@ -15,6 +16,7 @@ from blume_publisher.accounts import (
     parse_accounts,
     upsert_accounts,
 )
+from blume_publisher.models import PatientAccount
 from blume_runtime.settings import Settings
 
 from blume_share import operations
@@ -22,6 +24,7 @@ from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
     counted,
+    current_operator,
     fail,
     load_settings,
     ready_settings,
@@ -37,8 +40,21 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
 
 
 async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
+    """The account as ``patients show`` prints it; the read is audited (``ops.records.read``)."""
     async with operations.session_scope(settings) as session:
-        return await describe_account(session, blume_patient_id)
+        account = await describe_account(session, blume_patient_id)
+        found = await session.get(PatientAccount, blume_patient_id)
+        await record_operator_read(
+            session,
+            event_type=RECORDS_READ_TYPE,
+            operator=current_operator(settings),
+            command="patients show",
+            tenant=found.tenant_id if found is not None else None,
+            filters={"blume_patient_id": blume_patient_id},
+            returned=0 if account is None else 1 + len(account["entries"]),
+            patient_mrn=found.mrn if found is not None else None,
+        )
+        return account
 
 
 @patients_app.command("import")

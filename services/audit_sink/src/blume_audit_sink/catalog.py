@@ -64,6 +64,7 @@ USER_AUTHENTICATION = Code(DCM, "110114", "User Authentication")
 SECURITY_ALERT = Code(DCM, "110113", "Security Alert")
 AUDIT_LOG_USED = Code(DCM, "110101", "Audit Log Used")
 APPLICATION_ACTIVITY = Code(DCM, "110100", "Application Activity")
+PATIENT_RECORD = Code(DCM, "110110", "Patient Record")
 UNCLASSIFIED = Code(BLUME_EVENT_CODES, "unclassified", "Event type not in the audit catalog")
 
 CODES_BY_TOKEN: Final = {
@@ -75,6 +76,7 @@ CODES_BY_TOKEN: Final = {
         SECURITY_ALERT,
         AUDIT_LOG_USED,
         APPLICATION_ACTIVITY,
+        PATIENT_RECORD,
         UNCLASSIFIED,
     )
 }
@@ -129,6 +131,9 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
     "ops.dead_letters.purged": EventClass(APPLICATION_ACTIVITY, _D),
+    # An operator reading through the command line: the audit trail, or shares and accounts.
+    "ops.audit_log.read": EventClass(AUDIT_LOG_USED, _R),
+    "ops.records.read": EventClass(PATIENT_RECORD, _R),
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
