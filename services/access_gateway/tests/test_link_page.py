@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from blume_access_gateway.models import LinkGrant, OtpChallenge
+from blume_link_issuer.models import SecureLink
 from blume_share_dispatcher.models import ShareState
 from sqlalchemy import event
 
@@ -156,3 +157,24 @@ def test_unknown_token_page_follows_the_browser_language(harness: Harness) -> No
     with harness.client() as client:
         page = client.get("/s/nothing-here", headers={"accept-language": "fr-CA,fr;q=0.9"})
     assert "Ce lien ne fonctionne pas" in page.text
+
+
+def test_link_page_shows_names_without_bidi_or_zero_width_characters(harness: Harness) -> None:
+    """A sender and organisation stored with bidirectional overrides and zero-width
+    characters are shown without them."""
+    token, link = harness.add_link()
+
+    async def rename() -> None:
+        async with harness.db.transaction() as session:
+            stored = await session.get(SecureLink, link.link_id)
+            assert stored is not None
+            stored.sender_name = "Dr. Alice\u202e Smith\u200b"
+            stored.organisation = "\u2067Demo\u2069 Hospital\ufeff"
+            session.add(stored)
+
+    harness.run(rename())
+    with harness.client() as client:
+        page = client.get(f"/s/{token}")
+    assert "Dr. Alice Smith at Demo Hospital shared an imaging study with you." in page.text
+    for invisible in ("\u202e", "\u200b", "\u2067", "\u2069", "\ufeff"):
+        assert invisible not in page.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from blume_contracts.display import display_name
 from blume_contracts.events import DenialReason
 from blume_link_issuer.models import SecureLink
 
@@ -40,10 +41,11 @@ ALL_TOPICS: Final = (
 
 
 def _sender(link: SecureLink) -> dict[str, str]:
-    # Links minted before the link store kept these fall back to neutral words.
+    # Links minted before the link store kept these fall back to neutral words. The names
+    # came from an event: shown without bidirectional or zero-width characters.
     return {
-        "sender": link.sender_name or "the sender",
-        "organisation": link.organisation or "the sending organisation",
+        "sender": display_name(link.sender_name or "") or "the sender",
+        "organisation": display_name(link.organisation or "") or "the sending organisation",
     }
 
 

@@ -41,6 +41,7 @@ from blume_runtime.retry import SMTP_UNAVAILABLE
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, RetryNotice, Service, TransientError
 from blume_runtime.settings import Settings
+from blume_runtime.tenants import load_policies
 from jinja2 import TemplateError
 
 from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
@@ -84,6 +85,7 @@ class Notifier:
         self._mailer = mailer
         self._mail_from = settings.mail_from
         self._portal_base_url = settings.portal_base_url.rstrip("/")
+        self._policies = load_policies(settings.tenant_policy_file)
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
     def _fail(
@@ -177,13 +179,19 @@ class Notifier:
             raise TransientError(
                 SEALING_KEY_MISMATCH, detail="sealed link cannot be opened with the keys"
             ) from None
+        policy = self._policies.get(event.tenantid)
+        sender_domains = policy.sender_domains if policy is not None else ()
         await self._deliver(
             ctx,
             issued.share_id,
             "link",
             issued.recipient.email,
             lambda message_id: build_link_email(
-                issued, link, mail_from=self._mail_from, message_id=message_id
+                issued,
+                link,
+                mail_from=self._mail_from,
+                message_id=message_id,
+                sender_domains=sender_domains,
             ),
         )
 
