@@ -178,3 +178,15 @@ def test_link_page_shows_names_without_bidi_or_zero_width_characters(harness: Ha
     assert "Dr. Alice Smith at Demo Hospital shared an imaging study with you." in page.text
     for invisible in ("\u202e", "\u200b", "\u2067", "\u2069", "\ufeff"):
         assert invisible not in page.text
+
+
+def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_forged_host(harness: Harness) -> None:
+    """GET /s/<token>/ with a forged Host answers 404 with no Location: Starlette's slash
+    redirect would have sent the browser to http://evil.example/s/<token>."""
+    token, _link = harness.add_link()
+    with harness.client() as client:
+        for path in (f"/s/{token}/", f"/s/{token}/code/", "/blume/login/", "/help/link-page/"):
+            answer = client.get(path, headers={"host": "evil.example"})
+            assert answer.status_code == 404, path
+            assert "location" not in answer.headers, path
+            assert "evil.example" not in answer.text, path

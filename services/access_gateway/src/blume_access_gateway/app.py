@@ -33,6 +33,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         # FastAPI's own spans carry the raw path (``/s/<token>``): ours carry the route
         # template only (http_telemetry), so FastAPI's are off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # Starlette's slash redirect builds its Location from the request's Host header
+        # (``/s/<token>/`` -> ``http://evil.example/s/<token>``): a stray slash is a 404.
+        redirect_slashes=False,
     )
     app.state.gateway = gateway
     app.include_router(recipient_routes(gateway))
