@@ -28,7 +28,7 @@ POLICY_CHECKED: Final = {
     ("postgresql.cnpg.io/v1", "ScheduledBackup"),
     ("barmancloud.cnpg.io/v1", "ObjectStore"),
 }
-"""Custom resources no registry package describes: test_engine_policies checks the fields
+"""Custom resources no registry package describes: test_engines_and_topology checks the fields
 the RabbitMQ Cluster Operator 2.16, Messaging Topology Operator 1.17, CloudNativePG 1.27
 and its Barman Cloud plugin 0.7 require."""
 

@@ -81,3 +81,13 @@ def test_a_given_stream_gets_library_lines_too() -> None:
     finally:
         reset_logging()
     assert json.loads(stream.getvalue())["event"] == "to the stream"
+
+
+def test_span_attributes_get_the_log_redaction_rules() -> None:
+    """An attribute under a PHI-marked key is redacted and an address in a value is
+    scrubbed, as in a log line, before a span carries it."""
+    from blume_runtime.logging import REDACTED, redacted
+
+    cleaned = redacted({"patient_email": "jane@example.org", "note": "to bob@clinic.example"})
+    assert cleaned["patient_email"] == REDACTED
+    assert "bob@clinic.example" not in cleaned["note"]

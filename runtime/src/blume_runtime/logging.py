@@ -9,14 +9,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from datetime import date, datetime
 from typing import Any, Final, TextIO, cast
 
 import structlog
 from blume_contracts.registry import SENSITIVE_FIELDS
-
-from blume_runtime.tracing import add_trace_ids
+from opentelemetry import trace
 
 REDACTED: Final = "[redacted]"
 _ALWAYS_SECRET: Final = frozenset(
@@ -60,6 +59,20 @@ def _scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(item) for item in value]
     return value
+
+
+def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: every line logged inside a span carries its ``trace_id``."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event_dict.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event_dict
+
+
+def redacted(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The log rules applied to span attributes: marked keys removed, values scrubbed."""
+    return dict(redact_processor(None, "", dict(attributes)))
 
 
 def redact_processor(

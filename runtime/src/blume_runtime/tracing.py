@@ -10,7 +10,7 @@ another. The gateway's events, which can come days later, carry the share's cont
 Spans are exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set
 (``configure_tracing``); otherwise nothing is recorded or exported and the context is only
 carried. Span attributes name services, event types and ids, never PHI: no addresses,
-no SQL parameters, no raw paths.
+no SQL parameters, no raw paths; the log redaction rules are applied to them as well.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from blume_runtime.logging import redacted
 
 TRACER_NAME: Final = "blume_share"
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
@@ -85,7 +87,7 @@ def handling(name: str, parent: SpanContext, attributes: Mapping[str, str | int]
         name,
         context=trace.set_span_in_context(NonRecordingSpan(parent)),
         kind=SpanKind.CONSUMER,
-        attributes=dict(attributes),
+        attributes=redacted(attributes),
     ) as span:
         yield span
 
@@ -97,7 +99,7 @@ def linked(
     """A new trace's span (an HTTP request, days later) with a link to ``to``."""
     links = [Link(to)] if to is not None else []
     with tracer().start_as_current_span(
-        name, context=Context(), kind=SpanKind.SERVER, links=links, attributes=dict(attributes)
+        name, context=Context(), kind=SpanKind.SERVER, links=links, attributes=redacted(attributes)
     ) as span:
         token = _REQUEST_SPAN.set(span)
         try:
@@ -113,7 +115,9 @@ def span(
     """A child span of the current one: a transaction, or (``client``) a publish or an
     SMTP exchange."""
     kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-    with tracer().start_as_current_span(name, kind=kind, attributes=attributes or {}) as current:
+    with tracer().start_as_current_span(
+        name, kind=kind, attributes=redacted(attributes or {})
+    ) as current:
         yield current
 
 
@@ -136,12 +140,3 @@ def traceparent_of(span_context: SpanContext) -> str:
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(NonRecordingSpan(span_context)))
     return carrier["traceparent"]
-
-
-def add_trace_ids(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
-    """structlog processor: every line logged inside a span carries its ``trace_id``."""
-    span_context = trace.get_current_span().get_span_context()
-    if span_context.is_valid:
-        event_dict.setdefault("trace_id", format(span_context.trace_id, "032x"))
-        event_dict.setdefault("span_id", format(span_context.span_id, "016x"))
-    return event_dict
