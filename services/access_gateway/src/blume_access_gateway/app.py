@@ -19,7 +19,7 @@ from blume_access_gateway.http_telemetry import HttpTelemetryMiddleware
 from blume_access_gateway.i18n import DEFAULT_LOCALE, browser_locale
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
-from blume_access_gateway.security import SecurityMiddleware
+from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -64,4 +64,6 @@ def create_app(gateway: Gateway) -> FastAPI:
     hsts = gateway.settings.public_base_url.startswith("https://")
     app.add_middleware(SecurityMiddleware, hsts=hsts, error_page=error_page)
     app.add_middleware(HttpTelemetryMiddleware)
+    # Added last, so outermost: oversized headers never reach a parser or a route.
+    app.add_middleware(HeaderLimitMiddleware)
     return app

@@ -19,6 +19,7 @@ from blume_runtime.settings import Settings
 from blume_access_gateway.app import create_app
 from blume_access_gateway.events import Relay
 from blume_access_gateway.gateway import NAME, Gateway
+from blume_access_gateway.security import H11_MAX_REQUEST_HEAD_BYTES
 from blume_access_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(NAME)
@@ -38,6 +39,9 @@ class HttpServer:
             server_header=False,
             proxy_headers=False,  # client addresses: BLUME_TRUSTED_PROXIES, in clients.py
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+            # h11 buffers at most this much of a request head; HeaderLimitMiddleware caps
+            # each header and their sum below it with a 431.
+            h11_max_incomplete_event_size=H11_MAX_REQUEST_HEAD_BYTES,
         )
         self._server = ServerWithoutSignals(config)  # the Runtime owns SIGTERM
         self._task: asyncio.Task[None] | None = None
