@@ -303,6 +303,7 @@ DenialReason = Literal[
     "revoked",
     "wrong_code",
     "locked",
+    "code_attempts_exhausted",
     "code_expired",
     "rate_limited",
     "sso_mismatch",

@@ -50,6 +50,7 @@ _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
 _DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
     otp.CodeVerdict.WRONG: "wrong_code",
     otp.CodeVerdict.LOCKED: "locked",
+    otp.CodeVerdict.EXHAUSTED: "code_attempts_exhausted",
     otp.CodeVerdict.EXPIRED: "code_expired",
 }
 
@@ -289,6 +290,23 @@ class RecipientAccess:
                 return SignInNeeded(lookup, sso_provider(policy.sso))
             except PolicyError:  # the client secret's variable is not set: ops must fix it
                 return Unavailable(lookup)
+        return await self._code_for(work, lookup, token, client, request_id)
+
+    async def _code_for(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        token: str,
+        client: ClientContext,
+        request_id: str,
+    ) -> ViewOutcome:
+        """A new sign-in code for an email_otp link, unless its codes or its rate are spent."""
+        link = lookup.link
+        assert link is not None
+        if await otp.link_exhausted(work.session, link.link_id):
+            # Ten wrong codes over the link's life: no new code, only a new share helps.
+            self._record_denial(work, lookup, "code_attempts_exhausted", client, token, request_id)
+            return Refused(lookup, "code_attempts_exhausted")
         verdict = await self.limits.code_request(token_fingerprint(token))
         if not verdict.allowed:
             self._record_denial(work, lookup, "rate_limited", client, token, request_id)

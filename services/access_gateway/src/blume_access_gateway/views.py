@@ -138,6 +138,15 @@ def refusal_page(
                 "max_uses": link.max_uses or 0,
             },
         )
+    if reason == "code_attempts_exhausted":
+        return Page(
+            "message.html",
+            f"{reason}.title",
+            HELP_CODE,
+            locale=link.locale,
+            status_code=403,
+            context={"body": [f"{reason}.body"], "values": who, "action": None},
+        )
     if reason in ("sso_mismatch", "sso_failed"):
         return Page(
             "message.html",
