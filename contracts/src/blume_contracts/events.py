@@ -186,7 +186,7 @@ class ShareLinkIssued(Contract):
     locale: Locale
 
 
-NotificationPurpose = Literal["share", "sign_in_code"]
+NotificationPurpose = Literal["share", "sign_in_code", "link_locked"]
 NotificationAddressee = Literal["recipient", "patient"]
 MessageId = Annotated[str, StringConstraints(max_length=255)]
 ErrorClass = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
@@ -376,6 +376,21 @@ class ShareOtpRequested(Contract):
     locale: Locale
     sealed_code: str = secret(description="The code, encrypted for the notifier. Never stored.")
     expires_at: AwareDatetime
+
+
+class ShareLinkLocked(Contract):
+    """Too many wrong sign-in codes over the link's life: the link is locked for good, and
+    the notifier tells the sender (only a new share helps the recipient)."""
+
+    share_id: ShareId
+    link_id: LinkId
+    reason: Literal["code_attempts_exhausted"] = "code_attempts_exhausted"
+    sender_name: PersonName = phi()
+    sender_email: EmailAddress = phi(description="Where the notifier tells the sender.")
+    recipient: Recipient
+    organisation: PersonName
+    locale: Locale
+    locked_at: AwareDatetime
 
 
 class ShareBlumeViewed(Contract):

@@ -196,3 +196,7 @@ def test_ten_wrong_codes_over_the_links_life_lock_the_link_for_good(harness: Har
     reasons = [d["data"]["reason"] for d in harness.transport.events("share.link.denied")]
     assert reasons[-3:] == ["code_attempts_exhausted"] * 3
     assert reasons.count("wrong_code") == 8
+    [locked] = harness.transport.events("share.link.locked")
+    assert locked["data"]["sender_email"] == "alice@demo-hospital.example"
+    assert locked["data"]["reason"] == "code_attempts_exhausted"
+    assert locked["data"]["recipient"]["name"] == "Dr. Bob Jones"

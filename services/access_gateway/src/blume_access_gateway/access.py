@@ -19,6 +19,7 @@ from blume_contracts.events import (
     Recipient,
     ShareLinkAccessed,
     ShareLinkDenied,
+    ShareLinkLocked,
     ShareLinkOpened,
     ShareOtpRequested,
 )
@@ -342,6 +343,25 @@ class RecipientAccess:
         )
         return CodeSent(lookup, challenge_id)
 
+    def _tell_sender_link_locked(self, work: UnitOfWork, link: SecureLink) -> None:
+        """``share.link.locked``: the notifier emails the sender that only a new share helps."""
+        work.emit(
+            "share.link.locked",
+            ShareLinkLocked(
+                share_id=link.share_id,
+                link_id=link.link_id,
+                sender_name=link.sender_name,
+                sender_email=link.sender_email,
+                recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
+                organisation=link.organisation,
+                locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
+                locked_at=self.clock(),
+            ),
+            tenant_id=link.tenant_id,
+            correlation_id=link.correlation_id,
+            traceparent=link.traceparent,
+        )
+
     async def enter_code(
         self,
         token: str,
@@ -370,6 +390,8 @@ class RecipientAccess:
             if check.verdict is not otp.CodeVerdict.ACCEPTED:
                 refusal = _DENIAL_FOR_CODE[check.verdict]
                 self._record_denial(work, lookup, refusal, client, token, request_id)
+                if check.newly_exhausted:
+                    self._tell_sender_link_locked(work, link)
                 return Refused(lookup, refusal, tries_left=check.tries_left)
             return await self._grant_new_use(work, lookup, "email_otp", client, None)
 

@@ -106,6 +106,8 @@ class CodeVerdict(StrEnum):
 class CodeCheck:
     verdict: CodeVerdict
     tries_left: int = 0
+    newly_exhausted: bool = False
+    """This very wrong code was the link's last: it is locked now (tell the sender once)."""
 
 
 def _tries_allowed(earlier_wrong: int) -> int:
@@ -179,7 +181,7 @@ async def check_code(
         if used.rowcount == 1:
             return CodeCheck(CodeVerdict.ACCEPTED)
         return await _state(session, challenge_id, now, earlier)  # a concurrent request won
-    await session.exec(
+    counted = await session.exec(
         update(OtpChallenge)
         .where(*_open_for_tries(challenge_id, now, allowed))
         .values(
@@ -190,4 +192,7 @@ async def check_code(
             ),
         )
     )
-    return await _state(session, challenge_id, now, earlier)
+    state = await _state(session, challenge_id, now, earlier)
+    if state.verdict is CodeVerdict.EXHAUSTED and counted.rowcount == 1:
+        return CodeCheck(CodeVerdict.EXHAUSTED, newly_exhausted=True)
+    return state

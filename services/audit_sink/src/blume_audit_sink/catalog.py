@@ -125,6 +125,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.opened": EventClass(USER_AUTHENTICATION, _E),
     "share.otp.requested": EventClass(USER_AUTHENTICATION, _E),
     "share.link.denied": EventClass(USER_AUTHENTICATION, _E, _MINOR),
+    # Too many wrong sign-in codes: the link locked itself, a possible guessing attack.
+    "share.link.locked": EventClass(SECURITY_ALERT, _E, _MINOR),
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),

@@ -50,15 +50,19 @@ _METHODS: Final[dict[tuple[str, Audience], str]] = {
 _PURPOSES: Final = {catalog.Purpose.TREATMENT: "Treatment"}
 
 
-def audience_of(data: Any, share: dict[str, Any]) -> Audience:
-    """Whom the event says it reached, from its purpose and addressee.
+def audience_of(data: Any, share: dict[str, Any]) -> Audience | None:
+    """Whom the event says it reached, from its purpose and addressee; None when it
+    disclosed nothing of the patient (the email telling a sender their link was locked).
 
     Records written before ``addressee`` existed fall back on the share itself: a share
     requested for a Blume account (``blume_patient_id``) only ever emails the patient.
     """
     fields = data if isinstance(data, dict) else {}
-    if fields.get("purpose") == "sign_in_code":
+    purpose = fields.get("purpose", "share")
+    if purpose == "sign_in_code":
         return "authentication"
+    if purpose != "share":
+        return None
     if (
         fields.get("addressee") == "patient"
         or _text(fields.get("blume_patient_id"))
@@ -212,7 +216,7 @@ async def accounting(session: AsyncSession, wanted: DisclosureRequest) -> Disclo
     for record in records:
         share = context.get(record.share_id or "", {})
         audience = audience_of(json.loads(record.payload) if record.payload else None, share)
-        if audience == "third_party" or wanted.include_to_patient:
+        if audience == "third_party" or (audience is not None and wanted.include_to_patient):
             disclosures.append(_disclosure(record, share, audience))
     return DisclosureReport(
         tenant=tenant,

@@ -17,7 +17,13 @@ from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
 from blume_contracts.display import display_name
-from blume_contracts.events import Locale, ShareBlumePublished, ShareLinkIssued, ShareOtpRequested
+from blume_contracts.events import (
+    Locale,
+    ShareBlumePublished,
+    ShareLinkIssued,
+    ShareLinkLocked,
+    ShareOtpRequested,
+)
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -211,6 +217,32 @@ def build_blume_email(
         message_id=message_id,
         locale=event_data.locale,
         link=portal_link,
+        sent_at=sent_at,
+    )
+
+
+def build_link_locked_email(
+    event_data: ShareLinkLocked,
+    *,
+    mail_from: str,
+    message_id: str,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """To the sender: the link is locked after too many wrong codes; share again if needed.
+    In the link's locale (the sender's own is not known); no link, nothing of the study."""
+    context = {
+        "lang": event_data.locale,
+        "sender_name": display_name(event_data.sender_name),
+        "recipient_name": display_name(event_data.recipient.name),
+        "organisation": display_name(event_data.organisation),
+    }
+    return compose(
+        render("link_locked", event_data.locale, context),
+        to=_addressed(event_data.sender_name, event_data.sender_email),
+        mail_from=mail_from,
+        message_id=message_id,
+        locale=event_data.locale,
+        link=None,
         sent_at=sent_at,
     )
 

@@ -26,6 +26,7 @@ from blume_contracts.events import (
     NotificationPurpose,
     ShareBlumePublished,
     ShareLinkIssued,
+    ShareLinkLocked,
     ShareNotificationDelayed,
     ShareNotificationFailed,
     ShareNotificationSent,
@@ -50,6 +51,7 @@ from blume_notifier.render import (
     build_blume_email,
     build_code_email,
     build_link_email,
+    build_link_locked_email,
     message_domain,
     message_id_for,
 )
@@ -245,6 +247,22 @@ class Notifier:
             deadline=request.expires_at,
         )
 
+    async def tell_sender_link_locked(
+        self, event: CloudEvent[ShareLinkLocked], ctx: HandlerContext
+    ) -> None:
+        """The link locked itself after too many wrong codes: the sender hears of it once."""
+        locked = event.data
+        await self._deliver(
+            ctx,
+            locked.share_id,
+            "link-locked",
+            locked.sender_email,
+            lambda message_id: build_link_locked_email(
+                locked, mail_from=self._mail_from, message_id=message_id
+            ),
+            purpose="link_locked",
+        )
+
     async def announce_delay(
         self, event: CloudEvent[Any], notice: RetryNotice, ctx: HandlerContext
     ) -> None:
@@ -271,7 +289,9 @@ class Notifier:
 
 
 def _purpose_of(event_type: str) -> NotificationPurpose:
-    return "sign_in_code" if event_type == "share.otp.requested" else "share"
+    if event_type == "share.otp.requested":
+        return "sign_in_code"
+    return "link_locked" if event_type == "share.link.locked" else "share"
 
 
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
@@ -280,6 +300,7 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     service.handles("share.link.issued")(notifier.email_link)
     service.handles("share.blume.published")(notifier.invite_to_blume)
     service.handles("share.otp.requested")(notifier.email_sign_in_code)
+    service.handles("share.link.locked")(notifier.tell_sender_link_locked)
     service.on_retry_scheduled(notifier.announce_delay)
     service.on_exhausted(notifier.give_up)
     return service
