@@ -106,3 +106,12 @@ def test_json_logs_go_through_redaction(capsys: pytest.CaptureFixture[str]) -> N
     assert line["event"] == "hello"
     assert line["recipient_email"] == REDACTED
     assert line["share_id"] == "s"
+
+
+def test_base_urls_are_normalised_once_in_the_settings() -> None:
+    """A configured base URL's trailing slash is dropped as the settings load it."""
+    settings = Settings(
+        public_base_url="https://share.example/", portal_base_url="https://share.example/blume/"
+    )
+    assert settings.public_base_url == "https://share.example"
+    assert settings.portal_base_url == "https://share.example/blume"

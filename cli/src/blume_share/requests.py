@@ -14,6 +14,7 @@ from typing import Any
 from blume_contracts.envelope import RawEvent, now
 from blume_contracts.events import ShareRevokeRequested
 from blume_contracts.ids import share_id_for
+from blume_contracts.serialisation import event_body
 from blume_runtime.transport import OutgoingMessage
 from pydantic import ValidationError
 
@@ -32,7 +33,7 @@ class PreparedRequest:
     def message(self) -> OutgoingMessage:
         return OutgoingMessage(
             routing_key=self.event.type,
-            body=self.event.model_dump_json().encode(),
+            body=event_body(self.event),
             message_id=self.event.id,
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from enum import StrEnum
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self, get_args
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
@@ -21,11 +21,18 @@ from pydantic import (
     model_validator,
 )
 
+from blume_contracts.locales import Locale
 from blume_contracts.sensitivity import phi, secret
 
 MAX_MESSAGE_LENGTH = 2000
-Locale = Literal["en-CA", "fr-CA"]
 ShareMethod = Literal["external_link", "blume"]
+SHARE_METHODS: Final[tuple[ShareMethod, ...]] = get_args(ShareMethod)
+
+
+def share_method(stored: str) -> ShareMethod:
+    """A share's stored method as the contract's type: ``blume`` is itself, anything else
+    travelled by link (the only other way a share goes out)."""
+    return "blume" if stored == "blume" else "external_link"
 
 
 def _email_syntax(value: str) -> str:
@@ -100,6 +107,10 @@ class StudySendRequested(Contract):
     message: FreeText | None = phi(default=None)
     expires_in_hours: Annotated[int, Field(gt=0)] | None = None
     locale: Locale = "en-CA"
+
+    def link_hours(self, default_hours: int) -> int:
+        """How long the link should work: the hours asked for, else the tenant's default."""
+        return self.expires_in_hours or default_hours
 
     @model_validator(mode="after")
     def _audience_matches_method(self) -> Self:

@@ -14,11 +14,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
 from blume_contracts.events import (
     Contract,
     Identifier,
-    Locale,
     PatientAccountRef,
     Sender,
     Study,
 )
+from blume_contracts.locales import Locale
 
 LAUNCHES_PATH = "/api/v1/launches"
 

@@ -31,7 +31,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
-from blume_contracts.envelope import EXCHANGE, CloudEvent
+from blume_contracts.envelope import CONTENT_TYPE, EXCHANGE, CloudEvent
 from blume_contracts.events import (
     MAX_DEAD_LETTERS_PER_EVENT,
     DeadLetterSelection,
@@ -40,6 +40,7 @@ from blume_contracts.events import (
     DeadLettersReplayed,
 )
 from blume_contracts.registry import OPS
+from blume_contracts.serialisation import event_body
 from pamqp import commands
 
 from blume_runtime import amqp_decoding, wire
@@ -263,8 +264,8 @@ class _DeadLetterQueue:
             EXCHANGE,
             event.type,
             aio_pika.Message(
-                event.model_dump_json().encode(),
-                content_type="application/cloudevents+json",
+                event_body(event),
+                content_type=CONTENT_TYPE,
                 message_id=event.id,
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 user_id=self._users.connection_user,

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
+from blume_contracts.serialisation import compact_json
 from pydantic import BaseModel, ValidationError
 
 from blume_runtime.logging import bounded, scrub_text
@@ -79,7 +80,7 @@ def _json_object(text: str) -> tuple[dict[str, Any] | None, str]:
 
 def _encodable(document: dict[str, Any]) -> bool:
     try:
-        json.dumps(document, ensure_ascii=False).encode()
+        compact_json(document).encode()
     except UnicodeEncodeError:
         return False
     return True

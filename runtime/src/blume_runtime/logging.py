@@ -156,7 +156,3 @@ def reset_logging() -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(handler)
-
-
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)

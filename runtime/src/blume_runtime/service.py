@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import structlog
-from blume_contracts.envelope import CloudEvent, RawEvent, now
+from blume_contracts.envelope import CloudEvent, RawEvent
 from blume_contracts.registry import spec_for
 from pydantic import BaseModel, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_runtime.db import OutboxMessage
 from blume_runtime.topology import QueueSpec
-from blume_runtime.tracing import current_traceparent
-from blume_runtime.transport import OutgoingMessage
-
-_EVENT_IDS: Final = uuid.UUID("5f0d0e36-47c1-4c4f-9a53-4a3b8e0f2b61")
+from blume_runtime.unit_of_work import UnitOfWork
 
 
 class PermanentError(Exception):
@@ -49,91 +43,15 @@ class TransientError(Exception):
         self.detail = detail
 
 
-@dataclass(slots=True)
-class HandlerContext:
-    """What a handler gets besides its event: the transaction and a way to emit events."""
+@dataclass(slots=True, kw_only=True)
+class HandlerContext(UnitOfWork):
+    """What a handler gets besides its event: its unit of work (the transaction and
+    ``emit``, with ids derived from the event being handled) and the delivery's facts."""
 
-    service: str
-    event: RawEvent
-    session: AsyncSession
     attempt: int
     log: Any
     producer: str | None = None
     """The verified broker user that published the event (None if the broker named none)."""
-    scope: str = ""
-    """Set for hooks that run beside the handler (a retry notice), so their events get ids
-    of their own, still stable when the hook runs again."""
-    emitted: list[OutgoingMessage] = field(default_factory=list)
-    """What this handler staged, in order: published from memory once committed."""
-
-    def emit(self, event_type: str, data: BaseModel) -> CloudEvent[Any]:
-        """Queue an event in the outbox, in this transaction; it is published after commit.
-
-        The id is derived from the event being handled, so a handler that runs again after a
-        rolled-back attempt emits the same ids, and consumers dedupe them.
-        """
-        seed = (
-            f"{self.service}|{self.event.source}|{self.event.id}|{event_type}|{len(self.emitted)}"
-        )
-        if self.scope:
-            seed = f"{seed}|{self.scope}"
-        outgoing = stage_event(
-            self.session,
-            event_type,
-            data,
-            producer=self.service,
-            tenantid=self.event.tenantid,
-            correlationid=self.event.correlationid,
-            event_id=str(uuid.uuid5(_EVENT_IDS, seed)),
-        )
-        self.emitted.append(outbox_message(outgoing))
-        return outgoing
-
-
-def stage_event(
-    session: AsyncSession,
-    event_type: str,
-    data: BaseModel,
-    *,
-    producer: str,
-    tenantid: str,
-    correlationid: str,
-    event_id: str | None = None,
-    traceparent: str | None = None,
-) -> CloudEvent[Any]:
-    """Write an event to the outbox in ``session``'s transaction (published after commit).
-
-    Handlers use ``HandlerContext.emit``; producers that are not handlers (the web gateway,
-    the CLI) call this directly, then ``OutboxRelay.relay`` with the id once committed.
-    The event carries ``traceparent`` if given, else the current span's trace context.
-    """
-    model = spec_for(event_type).model
-    if not isinstance(data, model):
-        raise TypeError(f"{event_type} carries {model.__name__}, not {type(data).__name__}")
-    outgoing = CloudEvent[Any](
-        id=event_id or str(uuid.uuid4()),
-        source=f"/blume-share/{producer}",
-        type=event_type,
-        time=now(),
-        tenantid=tenantid,
-        correlationid=correlationid,
-        data=data,
-        traceparent=traceparent or current_traceparent(),
-    )
-    message = outbox_message(outgoing)
-    session.add(
-        OutboxMessage(
-            event_id=outgoing.id,
-            routing_key=event_type,
-            body=message.body,
-            created_at=outgoing.time,
-        )
-    )
-    return outgoing
-
-
-def outbox_message(event: CloudEvent[Any]) -> OutgoingMessage:
-    return OutgoingMessage(event.type, event.model_dump_json().encode(), event.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +161,3 @@ class Service:
     def queue(self) -> QueueSpec:
         keys = ("#",) if self._bind_all else tuple(self._routes)
         return QueueSpec(self.name, keys)
-
-    def logger(self) -> Any:
-        return structlog.get_logger(self.name)

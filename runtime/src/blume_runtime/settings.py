@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
+from blume_contracts.urls import base_url
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -75,6 +76,11 @@ class Settings(BaseSettings):
     operator: str | None = None
     """``BLUME_OPERATOR``: who runs ops commands, recorded in their audit events as
     self-asserted (the OS account is recorded from the OS itself)."""
+
+    @field_validator("public_base_url", "portal_base_url")
+    @classmethod
+    def _base_url_normalised(cls, value: str) -> str:
+        return base_url(value)
 
     @field_validator("broker_users")
     @classmethod

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from blume_contracts.serialisation import event_body
+
 from blume_runtime.identity import EMBEDDED_BROKER_USER
 from blume_runtime.topology import QueueSpec
 from blume_runtime.transport import (
@@ -86,7 +88,7 @@ class FakeDelivery(Delivery):
         otherwise (``producer=None``: a publisher the broker did not name)."""
         options.setdefault("producer", EMBEDDED_BROKER_USER)
         return cls(
-            event.model_dump_json().encode(),
+            event_body(event),
             message_id=event.id,
             routing_key=event.type,
             **options,

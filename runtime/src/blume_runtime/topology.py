@@ -95,15 +95,6 @@ class QueueSpec:
     def delay_queue(self, tier: int) -> str:
         return f"{self.name}.delay.{tier}s"
 
-    @property
-    def legacy_retry_queue(self) -> str:
-        """The fixed-TTL retry queue of earlier releases: drains by itself, then is deleted."""
-        return f"{self.name}.retry"
-
-    @property
-    def exchange(self) -> str:
-        return EXCHANGE
-
 
 def service_queue_arguments(spec: QueueSpec) -> dict[str, Any]:
     return {

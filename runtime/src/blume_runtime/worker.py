@@ -66,6 +66,7 @@ from blume_runtime.service import (
 )
 from blume_runtime.settings import Settings
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
+from blume_runtime.unit_of_work import publish_committed
 
 Invoke = Callable[[HandlerContext], Awaitable[None]]
 
@@ -239,7 +240,7 @@ class Worker:
             if await self._already_processed(event):
                 return None
             raise
-        return ctx.emitted
+        return ctx.staged
 
     def _context(
         self,
@@ -251,7 +252,7 @@ class Worker:
     ) -> HandlerContext:
         return HandlerContext(
             service=self.service.name,
-            event=event,
+            origin=event,
             session=session,
             attempt=delivery.attempt,
             log=self._log,
@@ -260,11 +261,8 @@ class Worker:
         )
 
     async def _publish(self, emitted: list[OutgoingMessage]) -> dict[str, Any]:
-        try:
-            await self._relay.publish_committed(emitted)
-        except Exception as error:  # noqa: BLE001 - committed: the sweep publishes later
-            return {"relay_deferred": type(error).__name__}
-        return {}
+        failed = await publish_committed(self._relay, emitted)
+        return {} if failed is None else {"relay_deferred": failed}
 
     def _plan(
         self, delivery: Delivery, error: Exception, error_class: str | None = None
@@ -325,7 +323,7 @@ class Worker:
             return {"retry_notice": "already_recorded"}
         except Exception as error:  # noqa: BLE001 - the retry itself must still be scheduled
             return {"retry_notice": "failed", "retry_notice_error": type(error).__name__}
-        return {"retry_notice": "recorded", **await self._publish(ctx.emitted)}
+        return {"retry_notice": "recorded", **await self._publish(ctx.staged)}
 
     async def _answer_exhausted(
         self, event: RawEvent, delivery: Delivery, error_class: str
@@ -344,7 +342,7 @@ class Worker:
                 await session.flush()
         except Exception:  # noqa: BLE001 - not answered: dead-lettered, for ops to replay
             return False
-        await self._publish(ctx.emitted)
+        await self._publish(ctx.staged)
         return True
 
     async def _refuse(

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from blume_access_gateway.help import HelpError, HelpLibrary
-from blume_access_gateway.i18n import LOCALES
 from blume_access_gateway.views import ALL_TOPICS
+from blume_contracts.locales import LOCALES
 
 from services.access_gateway.tests.conftest import REPO, Harness
 

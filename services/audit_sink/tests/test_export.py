@@ -18,9 +18,10 @@ from blume_audit_sink.export import (
     jsonl_line,
     records_matching,
 )
-from blume_audit_sink.hashing import canonical_json, hashed_fields, record_hash
+from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter
+from blume_contracts.serialisation import canonical_json
 from blume_runtime.db import Database
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle

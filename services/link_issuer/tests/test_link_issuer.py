@@ -10,9 +10,10 @@ from typing import Any
 
 from blume_contracts.envelope import CloudEvent, now
 from blume_contracts.events import Recipient, Sender, ShareLinkRequested
+from blume_contracts.urls import link_url
 from blume_link_issuer.models import SecureLink
 from blume_link_issuer.service import build
-from blume_link_issuer.tokens import link_for, new_token
+from blume_link_issuer.tokens import new_token
 from blume_runtime.db import Database, OutboxMessage
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext
@@ -33,8 +34,9 @@ def test_tokens_are_43_url_safe_characters_and_unique() -> None:
 
 
 def test_link_carries_the_token_and_nothing_else() -> None:
-    """The link is the public base, /s/, and the token."""
-    assert link_for("https://share.example/", "abc") == "https://share.example/s/abc"
+    """The link is the public base (its trailing slash dropped by the settings), /s/, the token."""
+    settings = Settings(public_base_url="https://share.example/")
+    assert link_url(settings.public_base_url, "abc") == "https://share.example/s/abc"
 
 
 def request_event() -> CloudEvent[ShareLinkRequested]:
@@ -75,7 +77,9 @@ async def test_minting_stores_the_hash_and_seals_the_link(
     assert route is not None
     event = request_event()
     async with sqlite_db.transaction() as session:
-        ctx = HandlerContext("link_issuer", event, session, 1, _Log())
+        ctx = HandlerContext(
+            service="link_issuer", origin=event, session=session, attempt=1, log=_Log()
+        )
         await route[1](event, ctx)
 
     async with sqlite_db.transaction() as session:

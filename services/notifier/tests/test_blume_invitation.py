@@ -94,7 +94,10 @@ async def test_invitation_sent_once(settings: Settings, make_pipeline: Any) -> N
     """The same published event twice sends one email to the portal link."""
     mailer = FakeMailer()
     pipeline = make_pipeline(
-        settings.model_copy(update={"portal_base_url": "https://portal.example/blume/"}), mailer
+        Settings.model_validate(
+            {**settings.model_dump(), "portal_base_url": "https://portal.example/blume/"}
+        ),
+        mailer,
     )
     await pipeline.deliver(event(published()))
     await pipeline.deliver(event(published(), event_id="pub-2"))

@@ -17,6 +17,7 @@ from typing import Any, Final
 from amqp.exceptions import AMQPError, MessageNacked
 from blume_contracts.envelope import CONTENT_TYPE, EXCHANGE, CloudEvent
 from blume_contracts.ids import share_id_for
+from blume_contracts.serialisation import event_body
 from kombu.connection import Connection
 from kombu.exceptions import KombuError
 from kombu.messaging import Producer
@@ -126,7 +127,7 @@ class ShareClient(Closing):
             try:
                 producer = self._producer or self._connect()
                 producer.publish(
-                    event.model_dump_json().encode(),
+                    event_body(event),
                     exchange=EXCHANGE,
                     routing_key=event.type,
                     mandatory=True,

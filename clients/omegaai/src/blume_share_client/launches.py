@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import httpx
-from blume_contracts.events import Locale, PatientAccountRef, Sender, Study
+from blume_contracts.events import PatientAccountRef, Sender, Study
 from blume_contracts.launches import LAUNCHES_PATH, LaunchCreated, LaunchRequest
+from blume_contracts.locales import Locale
 from pydantic import ValidationError
 
 from blume_share_client.closing import Closing

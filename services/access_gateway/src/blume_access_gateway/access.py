@@ -23,12 +23,16 @@ from blume_contracts.events import (
     ShareLinkOpened,
     ShareOtpRequested,
 )
+from blume_contracts.locales import narrow_locale
+from blume_contracts.urls import viewer_url
 from blume_link_issuer.models import SecureLink
+from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
+from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import otp
-from blume_access_gateway.events import UNKNOWN_TENANT, EventWriter, UnitOfWork
+from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.grants import grant_use, uses_left, uses_so_far
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.links import (
@@ -41,7 +45,7 @@ from blume_access_gateway.links import (
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sso import identity_matches, sso_provider
-from blume_access_gateway.tickets import issue_ticket, with_ticket
+from blume_access_gateway.tickets import issue_ticket
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -111,7 +115,7 @@ ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
 class RecipientAccess:
     """The recipient's steps through a link (the gateway builds one for all requests)."""
 
-    events: EventWriter
+    events: UnitsOfWork
     keys: GatewayKeys
     sealer: Sealer
     policies: dict[str, TenantPolicy]
@@ -140,10 +144,11 @@ class RecipientAccess:
                 token_fingerprint=token_fingerprint(token) if token is not None else None,
                 client=client,
             ),
-            tenant_id=link.tenant_id if link else UNKNOWN_TENANT,
-            correlation_id=link.correlation_id if link else correlation_id,
+            tenantid=link.tenant_id if link else UNKNOWN_TENANT,
+            correlationid=link.correlation_id if link else correlation_id,
             traceparent=link.traceparent if link else None,
         )
+        LINK_EVENTS.labels(event="denied", reason=reason).inc()
 
     def _record_grant(
         self,
@@ -165,10 +170,11 @@ class RecipientAccess:
                 use_number=session.use_number,
                 client=client,
             ),
-            tenant_id=link.tenant_id,
-            correlation_id=link.correlation_id,
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
             traceparent=link.traceparent,
         )
+        LINK_EVENTS.labels(event="accessed", reason="").inc()
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
             self.keys.viewer_ticket,
@@ -178,7 +184,7 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, with_ticket(str(policy.viewer_url), ticket))
+        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket))
 
     async def _grant_new_use(
         self,
@@ -212,10 +218,11 @@ class RecipientAccess:
                 work.emit(
                     "share.link.opened",
                     ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
-                    tenant_id=link.tenant_id,
-                    correlation_id=link.correlation_id,
+                    tenantid=link.tenant_id,
+                    correlationid=link.correlation_id,
                     traceparent=link.traceparent,
                 )
+                LINK_EVENTS.labels(event="opened", reason="").inc()
             else:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)
@@ -333,12 +340,12 @@ class RecipientAccess:
                 challenge_id=challenge_id,
                 recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
                 organisation=link.organisation,
-                locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
+                locale=narrow_locale(link.locale),
                 sealed_code=self.sealer.seal(code),
                 expires_at=self.clock() + otp.CODE_LIFETIME,
             ),
-            tenant_id=link.tenant_id,
-            correlation_id=link.correlation_id,
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
             traceparent=link.traceparent,
         )
         return CodeSent(lookup, challenge_id)
@@ -354,11 +361,11 @@ class RecipientAccess:
                 sender_email=link.sender_email,
                 recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
                 organisation=link.organisation,
-                locale="fr-CA" if link.locale == "fr-CA" else "en-CA",
+                locale=narrow_locale(link.locale),
                 locked_at=self.clock(),
             ),
-            tenant_id=link.tenant_id,
-            correlation_id=link.correlation_id,
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
             traceparent=link.traceparent,
         )
 

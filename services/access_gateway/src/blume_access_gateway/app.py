@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from blume_contracts.locales import DEFAULT_LOCALE
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -16,7 +17,7 @@ from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help_routes import demo_viewer_routes, help_routes
 from blume_access_gateway.http_telemetry import HttpTelemetryMiddleware
-from blume_access_gateway.i18n import DEFAULT_LOCALE, browser_locale
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
 from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware

@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 
 from blume_contracts.events import ClientContext, ShareBlumeViewed
 from blume_publisher.models import AccountStatus, PatientAccount, RecordEntry
+from blume_runtime.unit_of_work import UnitsOfWork
 from blume_share_dispatcher.models import Share, ShareState
 from sqlmodel import col, select
-
-from blume_access_gateway.events import EventWriter
 
 ENTRY_ID: Final = re.compile(r"^ent_[0-9a-f]{32}$")
 PORTAL_HOME: Final = "/blume/"
@@ -70,7 +69,7 @@ def _study_view(entry: RecordEntry, locale: str) -> StudyView:
 
 
 class PatientPortal:
-    def __init__(self, events: EventWriter, clock: Callable[[], datetime]) -> None:
+    def __init__(self, events: UnitsOfWork, clock: Callable[[], datetime]) -> None:
         self._events = events
         self._clock = clock
 
@@ -117,8 +116,8 @@ class PatientPortal:
                     blume_patient_id=blume_patient_id,
                     client=client,
                 ),
-                tenant_id=entry.tenant_id,
-                correlation_id=correlation_id or f"blume-view-{request_id}",
+                tenantid=entry.tenant_id,
+                correlationid=correlation_id or f"blume-view-{request_id}",
                 traceparent=entry.traceparent,
             )
             return _study_view(entry, account.locale)

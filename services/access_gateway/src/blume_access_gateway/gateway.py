@@ -14,6 +14,7 @@ from blume_runtime.db import Database, utcnow
 from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import TenantPolicy, load_policies
+from blume_runtime.unit_of_work import Relay, UnitsOfWork
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +23,6 @@ from blume_access_gateway.access import AccessSession, RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
-from blume_access_gateway.events import EventWriter, Relay
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
@@ -41,7 +41,7 @@ class Gateway:
     config: GatewaySettings
     keys: GatewayKeys
     policies: dict[str, TenantPolicy]
-    events: EventWriter
+    events: UnitsOfWork
     access: RecipientAccess
     portal: PatientPortal
     oidc: OidcClient
@@ -67,7 +67,7 @@ class Gateway:
         config = config or GatewaySettings()
         keys = GatewayKeys.from_settings(settings, config)
         policies = load_policies(settings.tenant_policy_file)
-        events = EventWriter(db, relay)
+        events = UnitsOfWork(NAME, db, relay)
         limits = RateLimits.from_settings(config)
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
@@ -84,7 +84,7 @@ class Gateway:
                 sealer=Sealer.from_settings(settings),
                 policies=policies,
                 limits=limits,
-                ticket_issuer=settings.public_base_url.rstrip("/"),
+                ticket_issuer=settings.public_base_url,
                 clock=clock,
             ),
             portal=PatientPortal(events, clock),
@@ -134,11 +134,11 @@ class Gateway:
 
     @property
     def recipient_redirect_uri(self) -> str:
-        return f"{self.settings.public_base_url.rstrip('/')}/sso/callback"
+        return f"{self.settings.public_base_url}/sso/callback"
 
     @property
     def portal_redirect_uri(self) -> str:
-        return f"{self.settings.portal_base_url.rstrip('/')}/auth/callback"
+        return f"{self.settings.portal_base_url}/auth/callback"
 
     def portal_provider(self) -> Provider | None:
         config = self.config
@@ -155,4 +155,4 @@ class Gateway:
 
     @property
     def public_origin(self) -> str:
-        return self.settings.public_base_url.rstrip("/")
+        return self.settings.public_base_url

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from blume_contracts.locales import DEFAULT_LOCALE, LOCALES
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from blume_access_gateway.i18n import DEFAULT_LOCALE, LOCALES
 from blume_access_gateway.settings import GatewayConfigError
 
 TOPIC: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")

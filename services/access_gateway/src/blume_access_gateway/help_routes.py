@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
+from blume_contracts.locales import LOCALES
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from blume_access_gateway import views
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help import INDEX_TOPIC, LANGUAGE_PARAMETER
-from blume_access_gateway.i18n import LOCALES, browser_locale
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.pages import Page
 from blume_access_gateway.tickets import InvalidTicketError, verify_ticket
 

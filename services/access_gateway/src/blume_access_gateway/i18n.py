@@ -7,10 +7,8 @@ from datetime import datetime
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from blume_contracts.locales import DEFAULT_LOCALE, Locale, month_name, narrow_locale
 from starlette.requests import HTTPConnection
-
-LOCALES: Final = ("en-CA", "fr-CA")
-DEFAULT_LOCALE: Final = "en-CA"
 
 _EN: Final[dict[str, str]] = {
     "brand": "Blume Share",
@@ -210,44 +208,9 @@ _FR: Final[dict[str, str]] = {
     "help.index": "Tous les sujets d'aide",
 }
 
-CATALOGUES: Final[dict[str, dict[str, str]]] = {"en-CA": _EN, "fr-CA": _FR}
-
-_MONTHS: Final[dict[str, tuple[str, ...]]] = {
-    "en-CA": (
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ),
-    "fr-CA": (
-        "janvier",
-        "février",
-        "mars",
-        "avril",
-        "mai",
-        "juin",
-        "juillet",
-        "août",
-        "septembre",
-        "octobre",
-        "novembre",
-        "décembre",
-    ),
-}
+CATALOGUES: Final[dict[Locale, dict[str, str]]] = {"en-CA": _EN, "fr-CA": _FR}
 
 Translate = Callable[..., str]
-
-
-def supported(locale: str | None) -> str:
-    return locale if locale in CATALOGUES else DEFAULT_LOCALE
 
 
 def from_accept_language(header: str | None) -> str:
@@ -262,7 +225,7 @@ def browser_locale(request: HTTPConnection) -> str:
 
 
 def translator(locale: str) -> Translate:
-    catalogue = CATALOGUES[supported(locale)]
+    catalogue = CATALOGUES[narrow_locale(locale)]
 
     def translate(key: str, **values: object) -> str:
         return catalogue[key].format(**values)
@@ -280,9 +243,10 @@ def zone(name: str) -> ZoneInfo:
 def format_when(moment: datetime, locale: str, tz: ZoneInfo) -> str:
     """E.g. "November 30, 2026, 14:05 EST" or "30 novembre 2026, 14 h 05 (EST)", in ``tz``."""
     local = moment.astimezone(tz)
-    month = _MONTHS[supported(locale)][local.month - 1]
+    spoken = narrow_locale(locale)
+    month = month_name(spoken, local.month)
     abbreviation = local.strftime("%Z")
-    if supported(locale) == "fr-CA":
+    if spoken == "fr-CA":
         return (
             f"{local.day} {month} {local.year}, {local.hour} h {local.minute:02d} ({abbreviation})"
         )

@@ -17,6 +17,7 @@ import httpx
 from authlib.common.security import generate_token
 from authlib.oauth2.rfc6749.parameters import prepare_grant_uri
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from blume_contracts.urls import base_url
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -119,10 +120,10 @@ class OidcClient:
         cached = self._metadata.get(issuer)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        document = await self._get_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
+        document = await self._get_json(base_url(issuer) + "/.well-known/openid-configuration")
         # A configured URL may have gained or lost a trailing slash on the way (pydantic adds
         # one to a bare origin); the document's own spelling is what ID tokens carry.
-        if str(document.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
+        if base_url(str(document.get("issuer", ""))) != base_url(issuer):
             raise OidcError("the provider's discovery document names another issuer")
         for required in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
             if not isinstance(document.get(required), str):

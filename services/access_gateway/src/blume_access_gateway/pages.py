@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from blume_contracts.locales import narrow_locale
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.responses import HTMLResponse
 
 from blume_access_gateway.help import HelpLibrary
-from blume_access_gateway.i18n import format_when, supported, translator
+from blume_access_gateway.i18n import format_when, translator
 from blume_access_gateway.security import content_security_policy
 
 TEMPLATES: Final = Path(__file__).parent / "templates"
@@ -55,7 +56,7 @@ class Pages:
         return self._help.has(topic)
 
     def render(self, page: Page) -> HTMLResponse:
-        locale = supported(page.locale)
+        locale = narrow_locale(page.locale)
         translate = translator(locale)
         # A page naming a topic without an article would send F1 to a 404: fail loudly.
         assert self._help.has(page.help_topic), f"no help article for {page.help_topic!r}"

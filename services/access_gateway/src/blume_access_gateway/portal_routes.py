@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Final
 from urllib.parse import urlencode
 
+from blume_contracts.urls import PORTAL_MOUNT, PORTAL_STUDY_ROUTE, portal_study_path
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -24,7 +25,7 @@ PATIENT_ID_CLAIM: Final = "blume_patient_id"
 
 def _to_sign_in(return_path: str) -> Response:
     query = urlencode({"next": safe_return_path(return_path)})
-    return RedirectResponse(f"/blume/login?{query}", status_code=303)
+    return RedirectResponse(f"{PORTAL_MOUNT}/login?{query}", status_code=303)
 
 
 class PortalRoutes:
@@ -32,9 +33,9 @@ class PortalRoutes:
         self.gateway = gateway
 
     def router(self) -> APIRouter:
-        router = APIRouter(prefix="/blume")
+        router = APIRouter(prefix=PORTAL_MOUNT)
         router.add_api_route("/", self.home, methods=["GET"])
-        router.add_api_route("/studies/{entry_id}", self.study, methods=["GET"])
+        router.add_api_route(PORTAL_STUDY_ROUTE, self.study, methods=["GET"])
         router.add_api_route("/login", self.login, methods=["GET"])
         router.add_api_route("/auth/callback", self.callback, methods=["GET"])
         return router
@@ -60,7 +61,7 @@ class PortalRoutes:
             return refusal
         patient = self._patient(request)
         if patient is None:
-            return _to_sign_in(f"/blume/studies/{entry_id}")
+            return _to_sign_in(portal_study_path(entry_id))
         shown = await gateway.portal.view(
             entry_id, patient, gateway.client(request), gateway.request_id()
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+from blume_contracts.urls import LINK_CODE_ROUTE, LINK_ROUTE
 from blume_runtime.tenants import PolicyError
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -59,10 +60,10 @@ class RecipientRoutes:
 
     def router(self) -> APIRouter:
         router = APIRouter()
-        router.add_api_route("/s/{token}", self.link_page, methods=["GET"])
-        router.add_api_route("/s/{token}", self.press_view, methods=["POST"])
-        router.add_api_route("/s/{token}/code", self.code_page, methods=["GET"])
-        router.add_api_route("/s/{token}/code", self.enter_code, methods=["POST"])
+        router.add_api_route(LINK_ROUTE, self.link_page, methods=["GET"])
+        router.add_api_route(LINK_ROUTE, self.press_view, methods=["POST"])
+        router.add_api_route(LINK_CODE_ROUTE, self.code_page, methods=["GET"])
+        router.add_api_route(LINK_CODE_ROUTE, self.enter_code, methods=["POST"])
         router.add_api_route("/sso/callback", self.sso_callback, methods=["GET"])
         return router
 

@@ -15,9 +15,9 @@ import uvicorn
 from blume_runtime.db import Database
 from blume_runtime.ops import ServerWithoutSignals, bind
 from blume_runtime.settings import Settings
+from blume_runtime.unit_of_work import Relay
 
 from blume_access_gateway.app import create_app
-from blume_access_gateway.events import Relay
 from blume_access_gateway.gateway import NAME, Gateway
 from blume_access_gateway.security import H11_MAX_REQUEST_HEAD_BYTES
 from blume_access_gateway.settings import GatewaySettings

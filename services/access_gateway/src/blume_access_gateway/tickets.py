@@ -15,7 +15,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -79,10 +78,3 @@ def verify_ticket(ticket: str, key: bytes, *, issuer: str, now: datetime) -> Vie
         )
     except (JoseError, KeyError, TypeError, ValueError) as error:
         raise InvalidTicketError(type(error).__name__) from None
-
-
-def with_ticket(viewer_url: str, ticket: str) -> str:
-    """The tenant's viewer URL with ``ticket`` added to whatever query it already has."""
-    parts = urlsplit(viewer_url)
-    query = [*parse_qsl(parts.query, keep_blank_values=True), ("ticket", ticket)]
-    return urlunsplit(parts._replace(query=urlencode(query)))

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from blume_contracts.serialisation import canonical_json
 from blume_runtime.db import as_utc, utcnow
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -37,7 +38,6 @@ from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.hashing import canonical_json
 from blume_audit_sink.models import AuditChainHead, AuditCheckpoint, AuditRecord
 from blume_audit_sink.problems import Problem, ProblemKind
 from blume_audit_sink.signing_keys import key_id, public_key_text

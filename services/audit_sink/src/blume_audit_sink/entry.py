@@ -16,11 +16,11 @@ from typing import Any, Final
 from blume_contracts.envelope import RawEvent
 from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
+from blume_contracts.serialisation import canonical_json, compact_json
 from blume_runtime.db import as_utc, utcnow
 from pydantic_core import to_jsonable_python
 
 from blume_audit_sink import catalog
-from blume_audit_sink.hashing import canonical_json
 
 # Values copied into the indexed columns. Anything else (data that broke its contract can
 # hold any JSON) stays in the payload only, so a bad value can never fail the insert.
@@ -87,7 +87,7 @@ class Entry:
         values = {name: getattr(self, name) for name in self.__slots__}
         values["occurred_at"] = self.occurred_at.isoformat()
         values["recorded_at"] = self.recorded_at.isoformat()
-        return json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+        return compact_json(values)
 
     @staticmethod
     def share_id_json(share_id: str) -> str:
@@ -96,7 +96,7 @@ class Entry:
         Inside ``payload`` and ``agents`` (JSON strings themselves) the quotes are escaped,
         so only the entry's own share id matches.
         """
-        return f'"share_id":{json.dumps(share_id, ensure_ascii=False)}'
+        return f'"share_id":{compact_json(share_id)}'
 
     @classmethod
     def from_json(cls, text: str) -> Entry:

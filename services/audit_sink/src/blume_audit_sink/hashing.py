@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
+from blume_contracts.serialisation import canonical_json
 from blume_runtime.db import as_utc
 
 HASHED_COLUMNS_V1: Final = (
@@ -49,11 +50,6 @@ HASHED_COLUMNS_BY_VERSION: Final[Mapping[int, tuple[str, ...]]] = {
 RECORD_COLUMNS: Final = (*HASHED_COLUMNS, "prev_hash", "hash")
 
 _TIMESTAMPS: Final = ("occurred_at", "recorded_at")
-
-
-def canonical_json(obj: Any) -> str:
-    """The one JSON spelling of ``obj``: sorted keys, no whitespace, UTF-8 kept as is."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def record_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from blume_contracts.events import EmailAddress, Identifier, Locale
+from blume_contracts.events import EmailAddress, Identifier
+from blume_contracts.locales import Locale
 from blume_runtime.db import utcnow
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 from sqlmodel import col, select

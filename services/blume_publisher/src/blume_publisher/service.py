@@ -9,6 +9,7 @@ from blume_contracts.events import (
     ShareBlumeWithheld,
     ShareRevoked,
 )
+from blume_contracts.locales import narrow_locale
 from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
@@ -69,7 +70,7 @@ def build(_settings: Settings) -> Service:
                 newly_published=newly_published,
                 email_notifications=account.email_notifications,
                 patient_email=account.email,
-                locale="fr-CA" if account.locale == "fr-CA" else "en-CA",
+                locale=narrow_locale(account.locale),
             ),
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)

@@ -7,6 +7,7 @@ import uuid
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued, ShareLinkRequested, ShareRevoked
 from blume_contracts.sensitivity import fingerprint
+from blume_contracts.urls import link_url
 from blume_runtime.app import serve
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, Service
@@ -15,7 +16,7 @@ from blume_runtime.tracing import current_traceparent
 from sqlmodel import col, select
 
 from blume_link_issuer.models import SecureLink
-from blume_link_issuer.tokens import link_for, new_token, token_hash
+from blume_link_issuer.tokens import new_token, token_hash
 
 NAME = "link_issuer"
 
@@ -53,7 +54,7 @@ def build(settings: Settings) -> Service:
                 share_id=request.share_id,
                 link_id=link.link_id,
                 token_fingerprint=fingerprint(token),
-                sealed_link=sealer.seal(link_for(settings.public_base_url, token)),
+                sealed_link=sealer.seal(link_url(settings.public_base_url, token)),
                 expires_at=request.expires_at,
                 recipient=request.recipient,
                 sender=request.sender,

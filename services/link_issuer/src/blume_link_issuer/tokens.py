@@ -15,8 +15,3 @@ def new_token() -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def link_for(public_base_url: str, token: str) -> str:
-    """The recipient link: the public base and the opaque token, nothing else."""
-    return f"{public_base_url.rstrip('/')}/s/{token}"

@@ -8,12 +8,9 @@ The recipient's address is not kept, only a fingerprint to match it against the 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final
 
 from blume_runtime.db import timestamp_column
 from sqlmodel import Field, SQLModel
-
-STATUS_SENT: Final = "sent"
 
 
 def notification_key(share_id: str, kind: str) -> str:
@@ -30,5 +27,4 @@ class Notification(SQLModel, table=True):
     """RFC 5322 Message-ID, stable per share, so the email can be traced in the relay's logs."""
     recipient_fingerprint: str = Field(max_length=64)
     """``fingerprint`` of the lowercased recipient address; never the address itself."""
-    status: str = Field(default=STATUS_SENT, max_length=16)
     sent_at: datetime = timestamp_column()

@@ -18,12 +18,12 @@ from typing import Any, Final
 
 from blume_contracts.display import display_name
 from blume_contracts.events import (
-    Locale,
     ShareBlumePublished,
     ShareLinkIssued,
     ShareLinkLocked,
     ShareOtpRequested,
 )
+from blume_contracts.locales import Locale, month_name
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -35,17 +35,6 @@ environment: Final = Environment(
     lstrip_blocks=True,
 )
 
-_MONTHS: Final[dict[Locale, tuple[str, ...]]] = {
-    "en-CA": (
-        "January", "February", "March", "April", "May", "June", "July",
-        "August", "September", "October", "November", "December",
-    ),
-    "fr-CA": (
-        "janvier", "février", "mars", "avril", "mai", "juin", "juillet",
-        "août", "septembre", "octobre", "novembre", "décembre",
-    ),
-}  # fmt: skip
-
 
 def format_expiry(moment: datetime, locale: Locale) -> str:
     """The expiry in UTC, spelled for the locale, zone stated.
@@ -54,7 +43,7 @@ def format_expiry(moment: datetime, locale: Locale) -> str:
     (the first of the month is ``1er`` in French).
     """
     utc = moment.astimezone(UTC)
-    month = _MONTHS[locale][utc.month - 1]
+    month = month_name(locale, utc.month)
     if locale == "fr-CA":
         day = "1er" if utc.day == 1 else str(utc.day)
         return f"{day} {month} {utc.year} à {utc.hour} h {utc.minute:02d} UTC"

@@ -34,6 +34,7 @@ from blume_contracts.events import (
     ShareOtpRequested,
 )
 from blume_contracts.sensitivity import fingerprint
+from blume_contracts.urls import portal_study_url
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.logging import scrub_text
@@ -46,7 +47,7 @@ from blume_runtime.tenants import load_policies
 from jinja2 import TemplateError
 
 from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
-from blume_notifier.models import STATUS_SENT, Notification, notification_key
+from blume_notifier.models import Notification, notification_key
 from blume_notifier.render import (
     build_blume_email,
     build_code_email,
@@ -86,7 +87,7 @@ class Notifier:
         self._sealer = Sealer.from_settings(settings)
         self._mailer = mailer
         self._mail_from = settings.mail_from
-        self._portal_base_url = settings.portal_base_url.rstrip("/")
+        self._portal_base_url = settings.portal_base_url
         self._policies = load_policies(settings.tenant_policy_file)
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
@@ -156,7 +157,6 @@ class Notifier:
                 share_id=share_id,
                 message_id=message_id,
                 recipient_fingerprint=recipient_fingerprint(recipient_email),
-                status=STATUS_SENT,
                 sent_at=accepted_at,
             )
         )
@@ -208,7 +208,7 @@ class Notifier:
             )
             ctx.log.info("email suppressed by the patient's preference")
             return
-        portal_link = f"{self._portal_base_url}/studies/{published.entry_id}"
+        portal_link = portal_study_url(self._portal_base_url, published.entry_id)
         await self._deliver(
             ctx,
             published.share_id,

@@ -110,7 +110,7 @@ def check_policy(
         return Rejection(R.UNKNOWN_TENANT, "the tenant has no sharing policy", "tenant_id")
     if request.method == "blume":
         return policy  # a record entry does not expire: the link-expiry rules do not apply
-    hours = request.expires_in_hours or policy.link_expiry_default_hours
+    hours = request.link_hours(policy.link_expiry_default_hours)
     if hours > policy.link_expiry_max_hours:
         return Rejection(
             R.EXPIRY_EXCEEDS_POLICY,
@@ -153,5 +153,5 @@ def expiry(
     """When an external link stops working; a Blume record entry does not expire."""
     if request.method == "blume":
         return None
-    hours = request.expires_in_hours or policy.link_expiry_default_hours
+    hours = request.link_hours(policy.link_expiry_default_hours)
     return accepted_at + timedelta(hours=hours)

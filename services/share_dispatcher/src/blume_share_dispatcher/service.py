@@ -13,6 +13,7 @@ from typing import Literal
 
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
+    SHARE_METHODS,
     BlumeStudy,
     ShareAccepted,
     ShareBlumePublished,
@@ -30,6 +31,7 @@ from blume_contracts.events import (
     ShareRevoked,
     ShareRevokeRequested,
     StudySendRequested,
+    share_method,
 )
 from blume_contracts.ids import share_id_for
 from blume_publisher.records import PatientDirectory, SqlPatientDirectory
@@ -53,7 +55,6 @@ from blume_share_dispatcher.rules import (
 
 NAME = "share_dispatcher"
 Notification = Literal["sent", "suppressed_by_preference"]
-SHARE_METHODS: frozenset[str] = frozenset({"external_link", "blume"})
 
 
 def next_step(
@@ -217,7 +218,7 @@ class Dispatcher:
             "share.completed",
             ShareCompleted(
                 share_id=share.share_id,
-                method="blume" if share.method == "blume" else "external_link",
+                method=share_method(share.method),
                 completed_at=now(),
                 notification=notification,
                 notification_message_id=message_id,
@@ -283,7 +284,7 @@ class Dispatcher:
             "share.revoked",
             ShareRevoked(
                 share_id=share.share_id,
-                method="blume" if share.method == "blume" else "external_link",
+                method=share_method(share.method),
                 requested_by=request.requested_by,
                 reason=request.reason,
                 revoked_at=now(),
