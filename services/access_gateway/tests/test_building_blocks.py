@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from blume_access_gateway.clients import client_ip
+from blume_access_gateway.clients import client_ip, normalised_user_agent
 from blume_access_gateway.keys import GatewayKeyError, GatewayKeys
 from blume_access_gateway.otp import code_hash, new_code, normalise_code
 from blume_access_gateway.server import HttpServer, bind
@@ -107,3 +107,17 @@ def test_a_busy_port_is_an_error_for_the_caller() -> None:
         taken.listen()
         with pytest.raises(OSError, match="in use"):
             bind("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_user_agent_is_capped_and_normalised_before_it_is_recorded() -> None:
+    """A 512-character user agent with controls, bidi and non-ASCII characters is kept as
+    at most 200 printable ASCII characters with single spaces; an empty one is None."""
+    forged = "Mozilla/5.0\t\t(X11;\u202e Linux)\r\n" + "é" * 10 + "A" * 512
+    kept = normalised_user_agent(forged)
+    assert kept is not None
+    assert len(kept) == 200
+    assert kept.startswith("Mozilla/5.0 (X11;? Linux) ??????????AAA")
+    assert all(" " <= c <= "~" for c in kept)
+    assert normalised_user_agent("Mozilla/5.0 (X11; Linux)") == "Mozilla/5.0 (X11; Linux)"
+    assert normalised_user_agent(" \t ") is None
+    assert normalised_user_agent(None) is None
