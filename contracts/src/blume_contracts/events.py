@@ -374,6 +374,14 @@ class ShareLinkDenied(Contract):
         default=None, description="Of the presented token, to correlate guessing; never it."
     )
     client: ClientContext
+    count: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="Denials this record stands for: more than one for the aggregate of a "
+        "client's denials of tokens matching no link, for one reason, in one minute.",
+    )
+    counted_from: AwareDatetime | None = Field(
+        default=None, description="With a count over one: the start of the minute counted."
+    )
 
 
 class ShareOtpRequested(Contract):

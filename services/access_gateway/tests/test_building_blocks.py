@@ -6,15 +6,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from blume_access_gateway.clients import client_ip, normalised_user_agent
+from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.keys import GatewayKeyError, GatewayKeys
 from blume_access_gateway.otp import code_hash, new_code, normalise_code
 from blume_access_gateway.server import HttpServer, bind
 from blume_access_gateway.settings import GatewaySettings
+from blume_contracts.events import ClientContext
 from blume_runtime.settings import Settings
 from starlette.requests import Request
 
@@ -121,3 +124,21 @@ def test_a_user_agent_is_capped_and_normalised_before_it_is_recorded() -> None:
     assert normalised_user_agent("Mozilla/5.0 (X11; Linux)") == "Mozilla/5.0 (X11; Linux)"
     assert normalised_user_agent(" \t ") is None
     assert normalised_user_agent(None) is None
+
+
+def test_the_denial_tally_stays_bounded_and_keeps_counts_it_could_not_record() -> None:
+    """Past its bucket limit every denial is recorded at once (nothing is lost, memory is
+    bounded); counts put back after a failed write are recorded in the next round."""
+    now = datetime(2026, 12, 7, 1, 0, 30, tzinfo=UTC)
+    tally = DenialTally(max_buckets=1)
+    first = ClientContext(client_ip="203.0.113.1")
+    second = ClientContext(client_ip="203.0.113.2")
+    assert tally.record_now(first, "unknown", now) is True
+    assert tally.record_now(first, "unknown", now) is False
+    assert [tally.record_now(second, "unknown", now) for _ in range(3)] == [True] * 3
+    later = now + timedelta(minutes=1)
+    [counted] = tally.due(later)
+    assert (counted.client, counted.count) == (first, 1)
+    tally.restore([counted])
+    assert [bucket.count for bucket in tally.due(later)] == [1]
+    assert tally.due(later) == []

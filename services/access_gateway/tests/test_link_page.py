@@ -190,3 +190,29 @@ def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_forged_host(harness: 
             assert answer.status_code == 404, path
             assert "location" not in answer.headers, path
             assert "evil.example" not in answer.text, path
+
+
+def test_unknown_token_denials_are_one_record_per_client_reason_and_minute(
+    harness: Harness,
+) -> None:
+    """Five unknown tokens from one client in a minute: the first is recorded at once, the
+    other four as one record with count 4 once the minute is over; another client's
+    denial is its own first."""
+    with harness.client() as client:
+        for number in range(5):
+            assert client.get(f"/s/{str(number) * 43}").status_code == 404
+    with harness.client(ip="198.51.100.9") as other:
+        other.get(f"/s/{'z' * 43}")
+    first, others_first = harness.transport.events("share.link.denied")
+    assert first["data"]["count"] == 1
+    assert others_first["data"]["client"]["client_ip"] == "198.51.100.9"
+    assert harness.run(harness.gateway.access.record_counted_denials()) == 0  # minute not over
+    harness.clock.advance(seconds=60)
+    assert harness.run(harness.gateway.access.record_counted_denials()) == 1
+    aggregate = harness.transport.events("share.link.denied")[-1]
+    assert aggregate["tenantid"] == "_unknown"
+    assert aggregate["data"]["count"] == 4
+    assert aggregate["data"]["reason"] == "unknown"
+    assert aggregate["data"]["client"]["client_ip"] == first["data"]["client"]["client_ip"]
+    assert aggregate["data"]["counted_from"]
+    assert len(harness.transport.events("share.link.denied")) == 3

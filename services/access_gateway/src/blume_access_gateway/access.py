@@ -7,8 +7,9 @@ A GET never gets past ``open_page``, which records the view and changes nothing 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -32,6 +33,7 @@ from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import otp
+from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.grants import grant_use, uses_left, uses_so_far
 from blume_access_gateway.keys import GatewayKeys
@@ -122,11 +124,12 @@ class RecipientAccess:
     limits: RateLimits
     ticket_issuer: str
     clock: Callable[[], datetime]
+    denials: DenialTally = field(default_factory=DenialTally)
 
     # Recording -------------------------------------------------------------------------
 
-    @staticmethod
     def _record_denial(
+        self,
         work: UnitOfWork,
         lookup: LinkLookup,
         reason: DenialReason,
@@ -135,6 +138,8 @@ class RecipientAccess:
         correlation_id: str,
     ) -> None:
         link = lookup.link
+        if link is None and not self.denials.record_now(client, reason, self.clock()):
+            return  # counted: recorded with its minute's count (record_counted_denials)
         work.emit(
             "share.link.denied",
             ShareLinkDenied(
@@ -149,6 +154,31 @@ class RecipientAccess:
             traceparent=link.traceparent if link else None,
         )
         LINK_EVENTS.labels(event="denied", reason=reason).inc()
+
+    async def record_counted_denials(self, *, everything: bool = False) -> int:
+        """One ``share.link.denied`` with its count per client, reason and finished minute
+        of denials of unknown links (``everything``: the current minute too, on stopping)."""
+        due = self.denials.due(self.clock(), everything=everything)
+        if not due:
+            return 0
+        try:
+            async with self.events.unit_of_work() as work:
+                for bucket in due:
+                    work.emit(
+                        "share.link.denied",
+                        ShareLinkDenied(
+                            reason=bucket.reason,
+                            client=bucket.client,
+                            count=bucket.count,
+                            counted_from=bucket.minute,
+                        ),
+                        tenantid=UNKNOWN_TENANT,
+                        correlationid=f"denials-{uuid.uuid4()}",
+                    )
+        except BaseException:
+            self.denials.restore(due)
+            raise
+        return len(due)
 
     def _record_grant(
         self,
