@@ -18,10 +18,11 @@ test: setup  ## every test (integration tests need RabbitMQ and PostgreSQL: see 
 test-unit: setup  ## tests that need no external service
 	$(UV) run pytest -m "not integration and not e2e"
 
-lint: setup
+lint: setup  ## ruff, ruff format, mypy strict, and the service boundary rule
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy
+	$(UV) run pytest -q -p no:cacheprovider -p no:randomly tests/rules/test_import_rules.py
 
 format: setup
 	$(UV) run ruff check --fix .
@@ -32,10 +33,11 @@ artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document, the broker 
 	$(UV) run blume-share broker definitions > deploy/rabbitmq/definitions.json
 	$(UV) run python -m deploy.tools.broker_topology
 
-bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY (needs RabbitMQ, PostgreSQL)
+bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY; revocation at the gateway (needs RabbitMQ, PostgreSQL)
 	$(UV) run python -m bench.throughput
 	$(UV) run python -m bench.throughput --processes
 	$(UV) run python -m bench.audit_ingest
+	$(UV) run python -m bench.gateway_latency
 
 chaos: setup  ## fault-injection suite on its own RabbitMQ cluster, PostgreSQL and SMTP (CHAOS_ARGS=--help)
 	$(UV) run python -m tests.faults.chaos $(CHAOS_ARGS)

@@ -68,15 +68,13 @@ def own_queues(service: str) -> str:
 
 def permissions(user: str) -> dict[str, str]:
     exchange = re.escape(EXCHANGE)
-    if user in SERVICES:
+    if user in SERVICES or user == GATEWAY:
         own = own_queues(user)
         return {
             "configure": _alternatives([exchange, own]),
             "write": _alternatives([r"amq\.default", exchange, own]),
             "read": _alternatives([exchange, own]),
         }
-    if user == GATEWAY:
-        return {"configure": f"^{exchange}$", "write": f"^{exchange}$", "read": "^$"}
     if user == OPS:
         dead_letters = re.escape(QUEUE_PREFIX) + r"[a-z_]+\.dlq"
         return {

@@ -13,18 +13,27 @@ from pathlib import Path
 from typing import Annotated, Final, TextIO
 
 import typer
-from blume_audit_sink import disclosures as disclosure_report
-from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
-from blume_audit_sink.disclosures import DisclosureRequest, spreadsheet_safe
-from blume_audit_sink.models import AuditRecord
-from blume_audit_sink.search import RecordFilter, record_as_json
-from blume_audit_sink.settings import AuditSettings, checkpoint_dir
-from blume_audit_sink.signing_keys import (
+from blume_audit_sink import (
+    AuditRecord,
+    AuditSettings,
+    DisclosureRequest,
+    RecordFilter,
     SigningKeyError,
+    TokenConfigError,
+    checkpoint_dir,
+    create_app,
+    disclosures_as_csv,
+    disclosures_as_html,
+    disclosures_as_json,
+    hash_token,
     key_id,
     new_private_key_text,
+    new_token,
     private_key_from_text,
     public_key_text,
+    record_as_json,
+    spreadsheet_safe,
+    token_hashes,
 )
 from blume_runtime.db import as_utc
 from pydantic import ValidationError
@@ -285,9 +294,9 @@ def audit_disclosures(
         )
     )
     render = {
-        ReportFormat.CSV: disclosure_report.as_csv,
-        ReportFormat.JSON: disclosure_report.as_json,
-        ReportFormat.HTML: disclosure_report.as_html,
+        ReportFormat.CSV: disclosures_as_csv,
+        ReportFormat.JSON: disclosures_as_json,
+        ReportFormat.HTML: disclosures_as_html,
     }[output_format]
     with _output(output) as out:
         out.write(render(report))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from blume_audit_sink.retention import PurgeRefusedError
+from blume_audit_sink import PurgeRefusedError
 from blume_runtime.db import as_utc
 
 from blume_share import operations

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from blume_access_gateway.settings import GatewayConfigError
+from blume_access_gateway import GatewayConfigError
 from blume_runtime.app import BrokerIdentityError
 from blume_runtime.ops import OpsPortInUseError
 from blume_runtime.settings import Settings
@@ -40,7 +40,7 @@ from blume_share.cli_support import (
 from blume_share.dlq_cli import dlq_app
 from blume_share.patients_cli import patients_app
 from blume_share.requests import RequestFileError, parse_requests, revoke_request
-from blume_share.services import RUNNABLE, SERVICES
+from blume_share.services import RUNNABLE, WORKERS
 
 app = typer.Typer(
     help="Blume Share: share imaging studies by secure link, with a full audit trail.",
@@ -158,7 +158,7 @@ def send(
     requests = _read_requests(source)
     if settings.embedded_broker:
         operations.prepare_embedded(settings)
-        report = run_async(operations.run(settings, list(SERVICES), requests, until_idle=True))
+        report = run_async(operations.run(settings, list(WORKERS), requests, until_idle=True))
         _report_idle_run(report, settings, log)
         return
     run_async(operations.publish(settings, requests))
@@ -219,7 +219,7 @@ def revoke(
     )
     started = time.monotonic()
     if settings.embedded_broker:
-        run_async(operations.run(settings, list(SERVICES), [request], until_idle=True))
+        run_async(operations.run(settings, list(WORKERS), [request], until_idle=True))
     else:
         run_async(operations.publish(settings, [request]))
     done = run_async(operations.wait_for_state(settings, share_id, {"revoked"}, wait))

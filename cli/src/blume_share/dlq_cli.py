@@ -26,7 +26,7 @@ from blume_share.cli_support import (
     load_settings,
     run_async,
 )
-from blume_share.services import SERVICES
+from blume_share.services import WORKERS
 
 dlq_app = typer.Typer(
     help="Inspect, replay and purge the dead-letter queues (RabbitMQ only).",
@@ -65,7 +65,7 @@ def list_queues(
     Describing messages walks the queue once and leaves it in the same order, each message
     republished by the ops user with what it said (delivery counts are not touched)."""
     settings, url = _rabbit_settings()
-    queues = run_async(list_dead_letters(url, list(SERVICES), show, settings.broker_user_map))
+    queues = run_async(list_dead_letters(url, list(WORKERS), show, settings.broker_user_map))
     if as_json:
         document = [
             {
@@ -98,8 +98,8 @@ def _act(
     action: Literal[Action.REPLAY, Action.PURGE],
     selection: Selection,
 ) -> Outcome:
-    if service not in SERVICES:
-        fail(f"unknown service {service}; known: {', '.join(SERVICES)}", EXIT_BAD_INPUT)
+    if service not in WORKERS:
+        fail(f"unknown service {service}; known: {', '.join(WORKERS)}", EXIT_BAD_INPUT)
     settings, url = _rabbit_settings()
     try:
         outcome: Outcome = run_async(

@@ -6,37 +6,46 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import blume_access_gateway as access_gateway
 import blume_audit_sink as audit_sink
-from blume_audit_sink import export as audit_export_module
-from blume_audit_sink import retention
-from blume_audit_sink.checkpoints import SignedCheckpoint, checkpoint_chains
-from blume_audit_sink.disclosures import DisclosureReport, DisclosureRequest, accounting
-from blume_audit_sink.models import AuditLegalHold, AuditRecord
-from blume_audit_sink.operator_reads import (
-    AUDIT_LOG_READ_TYPE,
-    RECORDS_READ_TYPE,
-    record_operator_read,
+from blume_audit_sink import (
+    AuditLegalHold,
+    AuditRecord,
+    AuditSettings,
+    DisclosureReport,
+    DisclosureRequest,
+    RecordFilter,
+    SignedCheckpoint,
+    SigningKeyError,
+    VerifyReport,
+    accounting,
+    checkpoint_chains,
+    checkpoint_dir,
+    find,
+    record_as_json,
+    seal_all,
+    signing_key,
+    verify_chains,
+    verify_store,
 )
-from blume_audit_sink.sealer import seal_all
-from blume_audit_sink.search import RecordFilter, find, record_as_json
-from blume_audit_sink.settings import AuditSettings, checkpoint_dir
-from blume_audit_sink.signing_keys import SigningKeyError, signing_key
-from blume_audit_sink.verify import VerifyReport, verify, verify_store
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
 from blume_runtime.dead_letters import Operator
+from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
-from blume_share_dispatcher.models import Share
+from blume_runtime.transport import OutgoingMessage
+from blume_share_dispatcher import Share
 from sqlalchemy import make_url
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
-from blume_share.services import GATEWAY, SERVICES
+from blume_share.services import GATEWAY, WORKERS
 from blume_share.state_dir import secure_state_dir
 
 
@@ -88,6 +97,26 @@ async def publish(settings: Settings, requests: Sequence[PreparedRequest]) -> No
             await transport.publish(request.message())
     finally:
         await transport.stop()
+
+
+async def relay_committed(settings: Settings, messages: Sequence[OutgoingMessage]) -> None:
+    """Publish events a command committed to the outbox (confirmed), then drop their rows.
+
+    Should this fail, the rows stay and a running service's outbox sweep publishes them.
+    """
+    assert settings.amqp_url is not None
+    db = database(settings)
+    transport = RabbitTransport(
+        settings.amqp_url.get_secret_value(), users=settings.broker_user_map
+    )
+    try:
+        await transport.connect()
+        relay = OutboxRelay(db, transport)
+        await relay.publish_committed(messages)
+        await relay.forget_published()
+    finally:
+        await transport.stop()
+        await db.dispose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,17 +179,22 @@ async def run(
     """
     db = database(settings)
     mail_before = _mail_stamps(settings.mail_drop_dir)
-    workers = [SERVICES[name](settings) for name in names if name in SERVICES]
     serving_gateway = GATEWAY in names and not until_idle
-    runtime = Runtime(
-        settings,
-        workers,
-        db,
-        serve_ops=not until_idle,
-        publishers=[GATEWAY] if serving_gateway else [],
+    freshness = access_gateway.Freshness(
+        access_gateway.GatewaySettings().projection_max_lag_seconds
     )
+    workers = [
+        access_gateway.build(settings, freshness) if name == GATEWAY else WORKERS[name](settings)
+        for name in names
+        if name in WORKERS
+    ]
+    runtime = Runtime(settings, workers, db, serve_ops=not until_idle)
+    freshness.attach(access_gateway.queue_probe(runtime.transport, GATEWAY))
 
     async def publish_requests() -> None:
+        if settings.embedded_broker:
+            # What a command committed earlier (``patients import``) goes out first.
+            await runtime.relay.sweep(older_than=timedelta(0))
         for request in requests:
             await runtime.publish_request(request.message())
 
@@ -168,9 +202,9 @@ async def run(
         if not until_idle:
             http = None
             if serving_gateway:
-                from blume_access_gateway.server import HttpServer
-
-                http = HttpServer.from_settings(settings, db, runtime.relay)
+                http = access_gateway.HttpServer.from_settings(
+                    settings, db, runtime.relay, freshness
+                )
 
             async def started() -> None:
                 if http is not None:
@@ -189,7 +223,7 @@ async def run(
             await runtime.stop()
         async with db.transaction() as session:
             shares = [await _outcome(session, request.share_id) for request in requests]
-            report = await verify(session)
+            report = await verify_chains(session)
         written = [
             path
             for path, stamp in _mail_stamps(settings.mail_drop_dir).items()
@@ -244,9 +278,9 @@ async def share_status(
         share = await session.get(Share, share_id)
         seen = share is not None or await audit_sink.share_seen(session, share_id)
         if operator is not None:
-            await record_operator_read(
+            await audit_sink.record_operator_read(
                 session,
-                event_type=RECORDS_READ_TYPE,
+                event_type=audit_sink.RECORDS_READ_TYPE,
                 operator=operator,
                 command="status",
                 tenant=share.tenant_id if share is not None else None,
@@ -289,9 +323,9 @@ async def audit_find(
     """A page of matching records; the read itself is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
         found = await find(session, wanted, limit=limit, offset=offset)
-        await record_operator_read(
+        await audit_sink.record_operator_read(
             session,
-            event_type=AUDIT_LOG_READ_TYPE,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
             operator=operator,
             command="audit query",
             tenant=wanted.tenant_id,
@@ -308,9 +342,9 @@ async def audit_export(
     The export itself is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
         count = await _write_export(session, wanted, output_format, out)
-        await record_operator_read(
+        await audit_sink.record_operator_read(
             session,
-            event_type=AUDIT_LOG_READ_TYPE,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
             operator=operator,
             command="audit export",
             tenant=wanted.tenant_id,
@@ -323,19 +357,19 @@ async def audit_export(
 async def _write_export(
     session: AsyncSession, wanted: RecordFilter, output_format: str, out: TextIO
 ) -> int:
-    records = audit_export_module.records_matching(session, wanted)
+    records = audit_sink.records_to_export(session, wanted)
     if output_format == "fhir":
-        bundle = audit_export_module.fhir_bundle([r async for r in records])
-        out.write(audit_export_module.fhir_json(bundle) + "\n")
+        bundle = audit_sink.fhir_bundle([r async for r in records])
+        out.write(audit_sink.fhir_json(bundle) + "\n")
         return len(bundle.entry or [])
     count = 0
     if output_format == "csv":
-        out.write(",".join(audit_export_module.CSV_COLUMNS) + "\n")
+        out.write(",".join(audit_sink.CSV_COLUMNS) + "\n")
     async for record in records:
         if output_format == "csv":
-            out.write(audit_export_module.csv_text([record], header=False))
+            out.write(audit_sink.csv_text([record], header=False))
         else:
-            out.write(audit_export_module.jsonl_line(record) + "\n")
+            out.write(audit_sink.jsonl_line(record) + "\n")
         count += 1
     return count
 
@@ -346,9 +380,9 @@ async def audit_disclosures(
     """The accounting of disclosures; producing it is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
         report = await accounting(session, wanted)
-        await record_operator_read(
+        await audit_sink.record_operator_read(
             session,
-            event_type=AUDIT_LOG_READ_TYPE,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
             operator=operator,
             command="audit disclosures",
             tenant=wanted.tenant,
@@ -383,39 +417,39 @@ async def audit_checkpoint_now(
 
 async def audit_set_retention(settings: Settings, tenant: str, days: int) -> None:
     async with session_scope(settings) as session:
-        await retention.set_retention(session, tenant, days, retention.operator())
+        await audit_sink.set_retention(session, tenant, days, audit_sink.current_operator())
 
 
 async def audit_retention_of(settings: Settings, tenant: str) -> int:
     async with session_scope(settings) as session:
-        return await retention.retention_days(session, tenant)
+        return await audit_sink.retention_days(session, tenant)
 
 
 async def audit_place_hold(
     settings: Settings, tenant: str, patient_mrn: str | None, reason: str
 ) -> str:
     async with session_scope(settings) as session:
-        return await retention.place_hold(
-            session, tenant, patient_mrn, reason, retention.operator()
+        return await audit_sink.place_hold(
+            session, tenant, patient_mrn, reason, audit_sink.current_operator()
         )
 
 
 async def audit_release_hold(settings: Settings, hold_id: str, reason: str) -> None:
     async with session_scope(settings) as session:
-        await retention.release_hold(session, hold_id, reason, retention.operator())
+        await audit_sink.release_hold(session, hold_id, reason, audit_sink.current_operator())
 
 
 async def audit_active_holds(settings: Settings, tenant: str | None) -> list[AuditLegalHold]:
     async with session_scope(settings) as session:
-        return await retention.active_holds(session, tenant)
+        return await audit_sink.active_holds(session, tenant)
 
 
 async def audit_purge(
     settings: Settings, tenant: str, *, dry_run: bool
-) -> tuple[retention.PurgePlan, int]:
+) -> tuple[audit_sink.PurgePlan, int]:
     """Plan the purge of ``tenant``'s expired sealed segments and, unless a dry run, do it."""
     async with session_scope(settings) as session:
-        plan = await retention.plan_purge(session, tenant)
+        plan = await audit_sink.plan_purge(session, tenant)
         if dry_run or plan.through_seq is None:
             return plan, 0
-        return plan, await retention.purge(session, plan)
+        return plan, await audit_sink.purge(session, plan)

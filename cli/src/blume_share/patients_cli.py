@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import blume_audit_sink as audit_sink
+import blume_publisher
 import typer
-from blume_audit_sink.operator_reads import RECORDS_READ_TYPE, record_operator_read
-from blume_publisher.accounts import (
+from blume_publisher import (
     AccountRecord,
     ImportFileError,
     describe_account,
+    import_accounts,
     parse_accounts,
-    upsert_accounts,
 )
-from blume_publisher.models import PatientAccount
 from blume_runtime.settings import Settings
 
 from blume_share import operations
@@ -35,30 +36,46 @@ patients_app = typer.Typer(help="Import and inspect Blume patient accounts.", no
 
 
 async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int, int]:
+    """Commit the accounts with their ``patient.account.updated``, then publish those.
+
+    On RabbitMQ they are published at once, so a request sent next finds the dispatcher's
+    projection current; on the embedded default the next ``run``/``send`` relays them first.
+    """
+    correlation_id = f"patients-import-{uuid.uuid4()}"
     async with operations.session_scope(settings) as session:
-        return await upsert_accounts(session, records)
+        result = await import_accounts(session, records, correlation_id=correlation_id)
+    if settings.amqp_url is not None:
+        if settings.broker_user_map.misassigned([blume_publisher.NAME]):
+            # Published as another user, consumers would refuse them as forged.
+            typer.echo(
+                "note: BLUME_AMQP_URL is not blume_publisher's broker user: the account "
+                "events wait in the outbox for a running blume_publisher to publish them",
+                err=True,
+            )
+        else:
+            await operations.relay_committed(settings, result.staged)
+    return result.created, result.updated
 
 
 async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
     """The account as ``patients show`` prints it; the read is audited (``ops.records.read``)."""
     async with operations.session_scope(settings) as session:
         account = await describe_account(session, blume_patient_id)
-        found = await session.get(PatientAccount, blume_patient_id)
-        await record_operator_read(
+        tenant = account.get("tenant_id") if account is not None else None
+        await audit_sink.record_operator_read(
             session,
-            event_type=RECORDS_READ_TYPE,
+            event_type=audit_sink.RECORDS_READ_TYPE,
             operator=current_operator(settings),
             command="patients show",
-            tenant=found.tenant_id if found is not None else None,
+            tenant=tenant if isinstance(tenant, str) else None,
             filters={"blume_patient_id": blume_patient_id},
             returned=0 if account is None else 1 + len(account["entries"]),
-            patient_mrn=found.mrn if found is not None else None,
         )
         return account
 
 
 @patients_app.command("import")
-def import_accounts(
+def import_file(
     source: Annotated[str, typer.Argument(help="JSON Lines file of accounts; - for stdin.")],
 ) -> None:
     """Create or update accounts; all or nothing (a bad line imports none)."""

@@ -13,6 +13,7 @@ from sqlmodel import SQLModel
 MODEL_MODULES: Final = (
     "blume_runtime.db",
     "blume_share_dispatcher.models",
+    "blume_share_dispatcher.accounts",
     "blume_link_issuer.models",
     "blume_notifier.models",
     "blume_audit_sink.models",

@@ -1,15 +1,16 @@
-"""The workers this distribution runs, by name."""
+"""The workers this distribution runs, by name: the one place that wires the services."""
 
 from __future__ import annotations
 
 from typing import Final
 
-from blume_audit_sink import service as audit_sink
-from blume_link_issuer import service as link_issuer
-from blume_notifier import service as notifier
-from blume_publisher import service as blume_publisher
+import blume_access_gateway as access_gateway
+import blume_audit_sink as audit_sink
+import blume_link_issuer as link_issuer
+import blume_notifier as notifier
+import blume_publisher
+import blume_share_dispatcher as share_dispatcher
 from blume_runtime.app import ServiceFactory
-from blume_share_dispatcher import service as share_dispatcher
 
 SERVICES: Final[dict[str, ServiceFactory]] = {
     share_dispatcher.NAME: share_dispatcher.build,
@@ -18,7 +19,11 @@ SERVICES: Final[dict[str, ServiceFactory]] = {
     notifier.NAME: notifier.build,
     audit_sink.NAME: audit_sink.build,
 }
+"""The queue workers, each scaled on its queue."""
 
-GATEWAY: Final = "access_gateway"
-"""Not a queue worker: the recipient-facing web server, which ``run`` serves over HTTP."""
-RUNNABLE: Final = (*SERVICES, GATEWAY)
+GATEWAY: Final = access_gateway.NAME
+"""The recipient-facing web server, which ``run`` serves over HTTP (unless it only runs until
+idle), and a worker too: it consumes the events its projections are made of."""
+WORKERS: Final[dict[str, ServiceFactory]] = {**SERVICES, GATEWAY: access_gateway.build}
+"""Everything that consumes a queue of its own."""
+RUNNABLE: Final = tuple(WORKERS)

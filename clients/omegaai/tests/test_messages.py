@@ -107,6 +107,15 @@ def test_a_whole_cloudevent_keeps_its_envelope() -> None:
     assert event.time == datetime.fromisoformat(EXAMPLE["time"])
 
 
+def test_a_whole_cloudevent_keeps_its_trace_context() -> None:
+    """A W3C traceparent travels with the request; a malformed one is dropped, as W3C asks."""
+    traceparent = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    assert send_event(whole_event(traceparent=traceparent), source=SOURCE).traceparent == (
+        traceparent
+    )
+    assert send_event(whole_event(traceparent=SENTINEL), source=SOURCE).traceparent is None
+
+
 @pytest.mark.parametrize(
     ("envelope", "field"),
     [
@@ -116,7 +125,7 @@ def test_a_whole_cloudevent_keeps_its_envelope() -> None:
         ({"specversion": "0.3"}, "specversion"),
         ({"type": "share.revoke.requested"}, "type"),
         ({"tenantid": "another-hospital"}, "tenantid"),
-        ({"traceparent": SENTINEL}, "traceparent"),
+        ({"sampledrate": SENTINEL}, "sampledrate"),
     ],
 )
 def test_a_whole_cloudevent_is_validated_whole(envelope: dict[str, Any], field: str) -> None:

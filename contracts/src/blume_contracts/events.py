@@ -164,6 +164,10 @@ class ShareRejected(Contract):
     )
 
 
+RecipientAuth = Literal["none", "email_otp", "sso"]
+TokenHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
 class ShareLinkRequested(Contract):
     share_id: ShareId
     tenant_id: Identifier
@@ -174,7 +178,7 @@ class ShareLinkRequested(Contract):
     message: FreeText | None = phi(default=None)
     locale: Locale
     expires_at: AwareDatetime
-    recipient_auth: Literal["none", "email_otp", "sso"] = Field(
+    recipient_auth: RecipientAuth = Field(
         default="none", description="The tenant's policy when the share was accepted."
     )
     max_uses: Annotated[int, Field(gt=0)] | None = Field(
@@ -195,6 +199,18 @@ class ShareLinkIssued(Contract):
     organisation: PersonName
     message: FreeText | None = phi(default=None)
     locale: Locale
+    # What the access gateway's link projection needs, frozen at issue time. Optional so an
+    # event issued before these fields existed still validates (the gateway's migration
+    # copied those links from link_issuer's store).
+    token_hash: TokenHash | None = secret(
+        default=None, description="SHA-256 (hex) of the token: how the gateway finds the link."
+    )
+    recipient_auth: RecipientAuth = Field(
+        default="none", description="The tenant's policy when the share was accepted."
+    )
+    max_uses: Annotated[int, Field(gt=0)] | None = Field(
+        default=None, description="Grants allowed through the link; unlimited when absent."
+    )
 
 
 NotificationPurpose = Literal["share", "sign_in_code", "link_locked"]
@@ -279,6 +295,16 @@ class ShareBlumeRequested(Contract):
     study: BlumeStudy
 
 
+class StudySummary(Contract):
+    """What the patient's portal page shows of a record entry."""
+
+    study_date: date | None = phi(default=None)
+    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
+        default_factory=list, max_length=16
+    )
+    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+
+
 class ShareBlumePublished(Contract):
     share_id: ShareId
     blume_patient_id: Identifier
@@ -289,6 +315,9 @@ class ShareBlumePublished(Contract):
     email_notifications: bool
     patient_email: EmailAddress = phi()
     locale: Locale
+    study: StudySummary | None = Field(
+        default=None, description="What the patient's portal shows of the entry."
+    )
 
 
 class ShareBlumeWithheld(Contract):
@@ -321,6 +350,7 @@ DenialReason = Literal[
     "sso_failed",
     "max_uses",
     "csrf",
+    "not_current",
 ]
 
 
@@ -465,3 +495,26 @@ class DeadLettersReplayed(DeadLettersHandled):
 
 class DeadLettersPurged(DeadLettersHandled):
     """Dead letters deleted for good."""
+
+
+AccountStatus = Literal["active", "inactive"]
+
+
+class PatientAccountUpdated(Contract):
+    """A Blume patient account as it is now (created or changed): what consumers project.
+
+    Consumers keep the newest by ``updated_at``: an older copy arriving late changes nothing.
+    """
+
+    blume_patient_id: Identifier
+    tenant_id: Identifier
+    mrn: Identifier = phi()
+    email: EmailAddress = phi()
+    locale: Locale
+    email_notifications: bool
+    status: AccountStatus
+    withhold_portal: bool = Field(description="Consent: nothing may enter the portal record.")
+    withhold_external_links: bool = Field(
+        description="Consent (Ontario's lock box): no study may go to an external recipient."
+    )
+    updated_at: AwareDatetime

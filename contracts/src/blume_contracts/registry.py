@@ -29,6 +29,7 @@ class EventSpec:
 
 
 _AUDIT = "audit_sink"
+_GATEWAY = "access_gateway"
 
 EVENTS: Final[dict[str, EventSpec]] = {
     spec.event_type: spec
@@ -74,7 +75,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareBlumePublished,
             "The study is in the patient's Blume record.",
             ("blume_publisher",),
-            ("notifier", "share_dispatcher", _AUDIT),
+            ("notifier", "share_dispatcher", _GATEWAY, _AUDIT),
         ),
         EventSpec(
             "share.blume.withheld",
@@ -88,7 +89,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareLinkIssued,
             "A link was minted; the sealed link travels to the notifier only.",
             ("link_issuer",),
-            ("notifier", "share_dispatcher", _AUDIT),
+            ("notifier", "share_dispatcher", _GATEWAY, _AUDIT),
         ),
         EventSpec(
             "share.notification.sent",
@@ -145,34 +146,34 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareRevoked,
             "The share was revoked.",
             ("share_dispatcher",),
-            ("link_issuer", "blume_publisher", UPSTREAM, _AUDIT),
+            ("link_issuer", "blume_publisher", _GATEWAY, UPSTREAM, _AUDIT),
         ),
         EventSpec(
             "share.link.opened",
             ev.ShareLinkOpened,
             "The recipient's link page was viewed.",
-            ("access_gateway",),
+            (_GATEWAY,),
             (_AUDIT,),
         ),
         EventSpec(
             "share.link.accessed",
             ev.ShareLinkAccessed,
             "Access to the study was granted through the link.",
-            ("access_gateway",),
+            (_GATEWAY,),
             (_AUDIT,),
         ),
         EventSpec(
             "share.link.denied",
             ev.ShareLinkDenied,
             "Access through a link was refused, with the reason.",
-            ("access_gateway",),
+            (_GATEWAY,),
             (_AUDIT,),
         ),
         EventSpec(
             "share.otp.requested",
             ev.ShareOtpRequested,
             "A one-time sign-in code is to be emailed to the invited recipient.",
-            ("access_gateway",),
+            (_GATEWAY,),
             ("notifier", _AUDIT),
         ),
         EventSpec(
@@ -200,8 +201,15 @@ EVENTS: Final[dict[str, EventSpec]] = {
             "share.blume.viewed",
             ev.ShareBlumeViewed,
             "A patient viewed a study in their Blume record.",
-            ("access_gateway",),
+            (_GATEWAY,),
             (_AUDIT,),
+        ),
+        EventSpec(
+            "patient.account.updated",
+            ev.PatientAccountUpdated,
+            "A Blume patient account was created or changed (status, consent, preferences).",
+            ("blume_publisher",),
+            ("share_dispatcher", _GATEWAY, _AUDIT),
         ),
     )
 }

@@ -220,6 +220,7 @@ class RabbitTransport(Transport):
         self._slots: list[_ConsumerSlot] = []
         self._connection: AbstractRobustConnection | None = None
         self._publisher: AbstractRobustChannel | None = None
+        self._probe_channel: AbstractRobustChannel | None = None
         self._exchanges: dict[str, AbstractExchange] = {}
         self._warned: set[str] = set()
         self._topology_stale = False
@@ -346,6 +347,18 @@ class RabbitTransport(Transport):
         lost = [slot.lost_since for slot in self._slots if slot.lost_since is not None]
         return min(lost) if lost else None
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Ready messages, by a passive declare on a channel of its own (a missing queue
+        closes only that channel, which is opened again on the next call)."""
+        if self._connection is None:
+            return None
+        if self._probe_channel is None or self._probe_channel.is_closed:
+            self._probe_channel = await self._connection.channel(publisher_confirms=False)
+        declared = await asyncio.wait_for(
+            self._probe_channel.declare_queue(queue, passive=True), self._publish_timeout
+        )
+        return declared.declaration_result.message_count
+
     async def heal(self) -> None:
         """Redeclare and consume again wherever this process has lost its consumer."""
         self.consumer_states()
@@ -393,4 +406,5 @@ class RabbitTransport(Transport):
             await self._connection.close()
             self._connection = None
             self._publisher = None
+            self._probe_channel = None
             self._exchanges.clear()

@@ -178,6 +178,14 @@ class Transport(ABC):
         """Monotonic time since which some queue has had no consumer of ours (None: none)."""
         return None
 
+    async def queue_depth(self, queue: str) -> int | None:
+        """Messages ready in a subscribed queue, not yet delivered (None: cannot tell).
+
+        How a consumer's lag is read: the access gateway refuses access while its own queue
+        holds events it may be too far behind on (``blume_access_gateway.freshness``).
+        """
+        return None
+
 
 def topic_matches(binding_key: str, routing_key: str) -> bool:
     """AMQP topic semantics: ``*`` is exactly one word, ``#`` is zero or more words."""
@@ -343,6 +351,10 @@ class InMemoryTransport(Transport):
     def consumer_states(self) -> dict[str, bool]:
         running = bool(self._tasks) and not any(task.done() for task in self._tasks)
         return dict.fromkeys(self._queues, running)
+
+    async def queue_depth(self, queue: str) -> int | None:
+        waiting = self._queues.get(queue)
+        return None if waiting is None else waiting.qsize()
 
     async def _consume(self, spec: QueueSpec) -> None:
         queue, consumer = self._queues[spec.name], self._consumers[spec.name]

@@ -6,26 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from blume_access_gateway.app import create_app
+from blume_access_gateway.freshness import Staleness
 from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.models import ProjectedEntry, ProjectedLink
+from blume_access_gateway.projections import (
+    apply_account,
+    apply_link_issued,
+    apply_published,
+    apply_revoked,
+)
 from blume_access_gateway.settings import GatewaySettings
-from blume_link_issuer.models import SecureLink
-from blume_link_issuer.tokens import new_token, token_hash
-from blume_publisher.models import AccountStatus, PatientAccount, RecordEntry
+from blume_contracts.envelope import CloudEvent
+from blume_contracts.events import (
+    PatientAccountUpdated,
+    Recipient,
+    Sender,
+    ShareBlumePublished,
+    ShareLinkIssued,
+    ShareRevoked,
+    StudySummary,
+)
+from blume_contracts.sensitivity import fingerprint
+from blume_contracts.tokens import token_hash
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
 from blume_runtime.testing import RecordingTransport
-from blume_share_dispatcher.models import Share, ShareState
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
@@ -83,6 +100,27 @@ tenants:
 """
 
 
+APPLY: dict[str, Any] = {
+    "share.link.issued": apply_link_issued,
+    "share.revoked": apply_revoked,
+    "patient.account.updated": apply_account,
+    "share.blume.published": apply_published,
+}
+
+
+@dataclass
+class SettableFreshness:
+    """The projections' freshness as the test sets it: events are fed synchronously here."""
+
+    staleness: Staleness | None = None
+
+    async def stale(self) -> Staleness | None:
+        return self.staleness
+
+    def applied(self, produced_at: datetime) -> None:
+        """Nothing to track: the test decides."""
+
+
 @dataclass
 class Harness:
     """The app, its database, what it published, and ways to make links and shares."""
@@ -94,6 +132,7 @@ class Harness:
     idp: FakeIdentityProvider
     portal_idp: FakeIdentityProvider
     loop: asyncio.AbstractEventLoop
+    freshness: SettableFreshness
 
     def run(self, coroutine: Any) -> Any:
         """Run a coroutine on the harness's loop (the one the database engine lives on)."""
@@ -109,6 +148,24 @@ class Harness:
             **kwargs,
         )
 
+    def feed(self, event_type: str, data: Any, *, tenant: str, correlation_id: str) -> None:
+        """Apply an event to the gateway's projections, as its worker does."""
+        event = CloudEvent[Any](
+            id=str(uuid.uuid4()),
+            source="/blume-share/route-test",
+            type=event_type,
+            time=datetime.now(UTC),
+            tenantid=tenant,
+            correlationid=correlation_id,
+            data=data,
+        )
+
+        async def apply() -> None:
+            async with self.db.transaction() as session:
+                await APPLY[event_type](session, event)
+
+        self.run(apply())
+
     def add_link(
         self,
         tenant: str = "open-clinic",
@@ -118,65 +175,44 @@ class Harness:
         expires_in: timedelta = timedelta(hours=72),
         locale: str = "en-CA",
         recipient_email: str = "bob.jones@clinic.example",
-        share_state: ShareState = ShareState.COMPLETED,
-    ) -> tuple[str, SecureLink]:
-        token = new_token()
-        share_id = f"shr_{uuid.uuid4().hex}"
-        link = SecureLink(
+        share_id: str | None = None,
+    ) -> tuple[str, ProjectedLink]:
+        """A link as ``share.link.issued`` announces it; returns its token and the link."""
+        token = secrets.token_urlsafe(32)
+        issued = ShareLinkIssued(
+            share_id=share_id or f"shr_{uuid.uuid4().hex}",
             link_id=f"lnk_{uuid.uuid4().hex}",
-            share_id=share_id,
-            tenant_id=tenant,
-            token_hash=token_hash(token),
-            correlation_id=f"corr-{uuid.uuid4().hex[:8]}",
-            recipient_email=recipient_email,
-            recipient_name="Dr. Bob Jones",
-            sender_name="Dr. Alice Smith",
-            sender_email="alice@demo-hospital.example",
-            organisation="Demo Hospital",
-            locale=locale,
-            study_instance_uid="1.2.840.113619.2.55.3.604688119.868.1234567890.123",
-            recipient_auth=auth,
-            max_uses=max_uses,
+            token_fingerprint=fingerprint(token),
+            sealed_link="sealed",
             expires_at=self.clock.now + expires_in,
-            created_at=self.clock.now,
+            recipient=Recipient(name="Dr. Bob Jones", email=recipient_email),
+            sender=Sender(
+                user_id="u-1", name="Dr. Alice Smith", email="alice@demo-hospital.example"
+            ),
+            organisation="Demo Hospital",
+            locale=locale,  # type: ignore[arg-type]
+            token_hash=token_hash(token),
+            recipient_auth=auth,  # type: ignore[arg-type]
+            max_uses=max_uses,
         )
-        share = Share(
-            share_id=share_id,
-            tenant_id=tenant,
-            method="external_link",
-            state=share_state,
-            correlation_id=link.correlation_id,
-            request_source="/omegaai/test",
-            request_id=str(uuid.uuid4()),
-        )
-
-        async def insert() -> None:
-            async with self.db.transaction() as session:
-                session.add(share)
-                session.add(link)
-
-        self.run(insert())
+        correlation_id = f"corr-{uuid.uuid4().hex[:8]}"
+        self.feed("share.link.issued", issued, tenant=tenant, correlation_id=correlation_id)
+        [link] = [row for row in self.rows(ProjectedLink) if row.link_id == issued.link_id]
         return token, link
 
-    def set_share_state(self, share_id: str, state: ShareState) -> None:
-        async def update() -> None:
-            async with self.db.transaction() as session:
-                share = await session.get(Share, share_id)
-                assert share is not None
-                share.state = state
-                session.add(share)
-
-        self.run(update())
+    def revoke(self, share_id: str, *, tenant: str = "open-clinic") -> None:
+        """The dispatcher's ``share.revoked`` for the share."""
+        revoked = ShareRevoked(
+            share_id=share_id,
+            method="external_link",
+            requested_by="route-test",
+            revoked_at=self.clock.now,
+        )
+        self.feed("share.revoked", revoked, tenant=tenant, correlation_id="corr-revoke")
 
     def revoke_link(self, link_id: str) -> None:
-        async def update() -> None:
-            async with self.db.transaction() as session:
-                link = await session.get(SecureLink, link_id)
-                assert link is not None
-                link.revoked_at = self.clock.now
-                session.add(link)
-
-        self.run(update())
+        [link] = [row for row in self.rows(ProjectedLink) if row.link_id == link_id]
+        self.revoke(link.share_id, tenant=link.tenant_id)
 
     def add_patient(
         self,
@@ -184,67 +220,49 @@ class Harness:
         *,
         tenant: str = "open-clinic",
         locale: str = "en-CA",
-        status: AccountStatus = AccountStatus.ACTIVE,
+        active: bool = True,
         withhold_portal: bool = False,
-    ) -> PatientAccount:
-        account = PatientAccount(
+    ) -> None:
+        """The account as blume_publisher's ``patient.account.updated`` announces it."""
+        update = PatientAccountUpdated(
             blume_patient_id=blume_patient_id,
             tenant_id=tenant,
             mrn=f"MRN-{blume_patient_id}",
             email=f"{blume_patient_id}@patients.example",
-            locale=locale,
+            locale=locale,  # type: ignore[arg-type]
             email_notifications=True,
-            status=status,
+            status="active" if active else "inactive",
             withhold_portal=withhold_portal,
+            withhold_external_links=False,
+            updated_at=datetime.now(UTC),
         )
-
-        async def insert() -> None:
-            async with self.db.transaction() as session:
-                session.add(account)
-
-        self.run(insert())
-        return account
+        self.feed("patient.account.updated", update, tenant=tenant, correlation_id="corr-import")
 
     def add_entry(
         self,
         blume_patient_id: str = "bp-0001",
         *,
         tenant: str = "open-clinic",
-        hidden: bool = False,
-        share_state: ShareState = ShareState.COMPLETED,
-    ) -> RecordEntry:
-        share_id = f"shr_{uuid.uuid4().hex}"
-        entry = RecordEntry(
-            entry_id=f"ent_{uuid.uuid4().hex}",
+        revoked: bool = False,
+    ) -> ProjectedEntry:
+        """An entry as ``share.blume.published`` announces it (its share revoked if asked)."""
+        published = ShareBlumePublished(
+            share_id=f"shr_{uuid.uuid4().hex}",
             blume_patient_id=blume_patient_id,
-            tenant_id=tenant,
-            study_instance_uid=f"1.2.3.{uuid.uuid4().int % 10**9}",
-            share_id=share_id,
-            imaging_study={
-                "resourceType": "ImagingStudy",
-                "status": "available",
-                "started": "2026-11-20",
-                "description": "CT CHEST W CONTRAST",
-                "modality": [{"coding": [{"code": "CT"}]}],
-            },
-            hidden_at=self.clock.now if hidden else None,
+            entry_id=f"ent_{uuid.uuid4().hex}",
+            newly_published=True,
+            email_notifications=True,
+            patient_email=f"{blume_patient_id}@patients.example",
+            locale="en-CA",
+            study=StudySummary(
+                study_date=date(2026, 11, 20), modalities=["CT"], description="CT CHEST W CONTRAST"
+            ),
         )
-        share = Share(
-            share_id=share_id,
-            tenant_id=tenant,
-            method="blume",
-            state=share_state,
-            correlation_id=f"corr-{uuid.uuid4().hex[:8]}",
-            request_source="/omegaai/test",
-            request_id=str(uuid.uuid4()),
-        )
-
-        async def insert() -> None:
-            async with self.db.transaction() as session:
-                session.add(share)
-                session.add(entry)
-
-        self.run(insert())
+        correlation_id = f"corr-{uuid.uuid4().hex[:8]}"
+        self.feed("share.blume.published", published, tenant=tenant, correlation_id=correlation_id)
+        if revoked:
+            self.revoke(published.share_id, tenant=tenant)
+        [entry] = [row for row in self.rows(ProjectedEntry) if row.entry_id == published.entry_id]
         return entry
 
     def rows(self, model: Any) -> list[Any]:
@@ -302,15 +320,17 @@ def make_harness(
     http = httpx.AsyncClient(
         transport=httpx.MockTransport(lambda request: _route_to_idp(request, idp, portal_idp))
     )
+    freshness = SettableFreshness()
     gateway = Gateway.build(
         settings,
         db,
         OutboxRelay(db, transport),
+        freshness,
         config=gateway_settings,
         http=http,
         clock=clock,
     )
-    harness = Harness(db, gateway, transport, clock, idp, portal_idp, loop)
+    harness = Harness(db, gateway, transport, clock, idp, portal_idp, loop, freshness)
     try:
         yield harness
     finally:

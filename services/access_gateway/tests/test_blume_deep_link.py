@@ -8,8 +8,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from blume_publisher.models import AccountStatus
-from blume_share_dispatcher.models import ShareState
 
 from services.access_gateway.tests.conftest import CLIENT_IP, PORTAL_ISSUER, PUBLIC, Harness
 from services.access_gateway.tests.fake_idp import query_of
@@ -85,15 +83,11 @@ def test_anything_but_the_owners_visible_entry_is_404(harness: Harness, case: st
     harness.add_patient("bp-0001")
     harness.add_patient(
         "bp-0002",
-        status=AccountStatus.INACTIVE if case == "inactive account" else AccountStatus.ACTIVE,
+        active=case != "inactive account",
         withhold_portal=case == "withheld",
     )
     owner = "bp-0001" if case == "another patient's" else "bp-0002"
-    entry = harness.add_entry(
-        owner,
-        hidden=case == "hidden",
-        share_state=ShareState.REVOKED if case == "revoked share" else ShareState.COMPLETED,
-    )
+    entry = harness.add_entry(owner, revoked=case in ("hidden", "revoked share"))
     entry_id = "ent_" + "0" * 32 if case == "no such entry" else entry.entry_id
     with harness.client() as client:
         sign_in_patient(harness, client, "/blume/", "bp-0002")

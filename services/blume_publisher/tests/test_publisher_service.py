@@ -8,7 +8,7 @@ from typing import Any
 
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import CloudEvent
-from blume_publisher.accounts import parse_accounts, upsert_accounts
+from blume_publisher.accounts import import_accounts, parse_accounts
 from blume_publisher.models import RecordEntry
 from blume_publisher.service import build
 from blume_runtime.app import Runtime
@@ -44,7 +44,9 @@ class Outcomes:
 
 async def run(db: Database, tmp_path: Path, *events: dict[str, Any], **account: Any) -> Outcomes:
     async with db.transaction() as session:
-        await upsert_accounts(session, parse_accounts(json.dumps({**ACCOUNT, **account})))
+        await import_accounts(
+            session, parse_accounts(json.dumps({**ACCOUNT, **account})), correlation_id="test"
+        )
     outcomes = Outcomes()
     settings = Settings(state_dir=tmp_path)
     runtime = Runtime(settings, [build(settings), outcomes.service], db)

@@ -6,12 +6,12 @@ import json
 from datetime import date
 
 import pytest
+from blume_contracts.consent import external_links_withheld, portal_verdict
 from blume_contracts.events import BlumeStudy
 from blume_publisher.accounts import ImportFileError, mask_email, parse_accounts
 from blume_publisher.imaging import imaging_study
 from blume_publisher.models import AccountStatus, PatientAccount
 from blume_publisher.records import new_entry_id
-from blume_publisher.rules import external_links_withheld, portal_verdict
 from fhir.resources.imagingstudy import ImagingStudy
 
 

@@ -1,4 +1,4 @@
-"""The dispatcher's consent rules against a fake patient directory."""
+"""The dispatcher's consent rules against a fake directory of its projected accounts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.events import RejectionReason, StudySendRequested
-from blume_publisher.models import AccountStatus, PatientAccount
+from blume_share_dispatcher.accounts import ProjectedAccount
 from blume_share_dispatcher.rules import consent_rejection
 
 EXAMPLE = json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())["data"]
@@ -17,10 +17,10 @@ EXAMPLE = json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())["
 class FakeDirectory:
     """The PatientDirectory port, over a list of accounts."""
 
-    def __init__(self, *accounts: PatientAccount) -> None:
+    def __init__(self, *accounts: ProjectedAccount) -> None:
         self.accounts = list(accounts)
 
-    async def account(self, tenant_id: str, blume_patient_id: str) -> PatientAccount | None:
+    async def account(self, tenant_id: str, blume_patient_id: str) -> ProjectedAccount | None:
         return next(
             (
                 a
@@ -30,22 +30,21 @@ class FakeDirectory:
             None,
         )
 
-    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[PatientAccount]:
+    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[ProjectedAccount]:
         return [a for a in self.accounts if a.tenant_id == tenant_id and a.mrn == mrn]
 
 
-def patient(**changes: Any) -> PatientAccount:
+def patient(**changes: Any) -> ProjectedAccount:
     values: dict[str, Any] = {
         "blume_patient_id": "bp-0001",
         "tenant_id": "demo-hospital",
         "mrn": "MRN-0001",
-        "email": "jane@mail.example",
-        "locale": "en-CA",
-        "email_notifications": True,
-        "status": AccountStatus.ACTIVE,
+        "active": True,
+        "withhold_portal": False,
+        "withhold_external_links": False,
         **changes,
     }
-    return PatientAccount.model_validate(values)
+    return ProjectedAccount.model_validate(values)
 
 
 def blume_request() -> StudySendRequested:
@@ -62,7 +61,7 @@ EXTERNAL = StudySendRequested.model_validate(EXAMPLE)
     [
         (FakeDirectory(), RejectionReason.PATIENT_NOT_ENROLLED),
         (
-            FakeDirectory(patient(status=AccountStatus.INACTIVE)),
+            FakeDirectory(patient(active=False)),
             RejectionReason.PATIENT_NOT_ENROLLED,
         ),
         (FakeDirectory(patient(tenant_id="elsewhere")), RejectionReason.PATIENT_NOT_ENROLLED),

@@ -1,1 +1,21 @@
-"""blume_access_gateway"""
+"""access_gateway: the recipient's and the patient's web pages, and the projections behind them.
+
+The public API, for the composition root (the CLI): the worker that keeps the projections
+(``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
+HTTP server (``HttpServer``) with its settings.
+"""
+
+from blume_access_gateway.freshness import Freshness, queue_probe
+from blume_access_gateway.projections import NAME, build
+from blume_access_gateway.server import HttpServer
+from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
+
+__all__ = [
+    "NAME",
+    "Freshness",
+    "GatewayConfigError",
+    "GatewaySettings",
+    "HttpServer",
+    "build",
+    "queue_probe",
+]

@@ -26,7 +26,6 @@ from blume_contracts.events import (
 )
 from blume_contracts.locales import narrow_locale
 from blume_contracts.urls import viewer_url
-from blume_link_issuer.models import SecureLink
 from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
@@ -35,15 +34,18 @@ from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 from blume_access_gateway import otp
 from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.events import UNKNOWN_TENANT
-from blume_access_gateway.grants import grant_use, uses_left, uses_so_far
-from blume_access_gateway.keys import GatewayKeys
-from blume_access_gateway.links import (
-    LinkLookup,
-    LinkState,
-    look_up_link,
-    look_up_token,
-    token_fingerprint,
+from blume_access_gateway.freshness import FreshnessCheck
+from blume_access_gateway.grants import (
+    LinkId,
+    Token,
+    check_grant,
+    grant_use,
+    uses_left,
+    uses_so_far,
 )
+from blume_access_gateway.keys import GatewayKeys
+from blume_access_gateway.links import LinkLookup, LinkState, token_fingerprint
+from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sso import identity_matches, sso_provider
@@ -53,6 +55,7 @@ _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
     LinkState.EXPIRED: "expired",
     LinkState.REVOKED: "revoked",
+    LinkState.NOT_CURRENT: "not_current",
 }
 _DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
     otp.CodeVerdict.WRONG: "wrong_code",
@@ -124,7 +127,11 @@ class RecipientAccess:
     limits: RateLimits
     ticket_issuer: str
     clock: Callable[[], datetime]
+    freshness: FreshnessCheck
     denials: DenialTally = field(default_factory=DenialTally)
+
+    async def _check(self, work: UnitOfWork, handle: Token | LinkId) -> LinkLookup:
+        return await check_grant(work.session, handle, self.clock(), self.freshness)
 
     # Recording -------------------------------------------------------------------------
 
@@ -242,7 +249,7 @@ class RecipientAccess:
         Unknown and known tokens take the same path: one hash, one indexed read, one event.
         """
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self.clock())
+            lookup = await self._check(work, Token(token))
             link = lookup.link
             if lookup.usable and link is not None:
                 work.emit(
@@ -269,7 +276,7 @@ class RecipientAccess:
     ) -> LinkLookup:
         """Refuse before doing anything (rate limited, failed CSRF); record it if asked."""
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self.clock())
+            lookup = await self._check(work, Token(token))
             if record:
                 self._record_denial(work, lookup, reason, client, token, request_id)
         return lookup
@@ -277,7 +284,7 @@ class RecipientAccess:
     async def check_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
         """The code page (a GET): still usable? A link that no longer is, is a denial."""
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self.clock())
+            lookup = await self._check(work, Token(token))
             if not lookup.usable:
                 reason = denial_reason(lookup.state)
                 self._record_denial(work, lookup, reason, client, token, request_id)
@@ -292,7 +299,7 @@ class RecipientAccess:
     ) -> ViewOutcome:
         """The "View study" button: grant, send a code or start sign-in, by the link's policy."""
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self.clock())
+            lookup = await self._check(work, Token(token))
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)
@@ -351,7 +358,7 @@ class RecipientAccess:
             return Refused(lookup, "rate_limited", retry_after_seconds=verdict.retry_after_seconds)
         return self._send_code(work, lookup, *await self._new_challenge(work, link))
 
-    async def _new_challenge(self, work: UnitOfWork, link: SecureLink) -> tuple[str, str]:
+    async def _new_challenge(self, work: UnitOfWork, link: ProjectedLink) -> tuple[str, str]:
         challenge, code = await otp.issue_challenge(
             work.session, link.link_id, self.keys.code_hash, self.clock()
         )
@@ -380,8 +387,11 @@ class RecipientAccess:
         )
         return CodeSent(lookup, challenge_id)
 
-    def _tell_sender_link_locked(self, work: UnitOfWork, link: SecureLink) -> None:
-        """``share.link.locked``: the notifier emails the sender that only a new share helps."""
+    def _tell_sender_link_locked(self, work: UnitOfWork, link: ProjectedLink) -> None:
+        """``share.link.locked``: the notifier emails the sender that only a new share helps.
+        A link projected before the sender's address was kept cannot say whom to tell."""
+        if link.sender_email is None:
+            return
         work.emit(
             "share.link.locked",
             ShareLinkLocked(
@@ -408,7 +418,7 @@ class RecipientAccess:
         request_id: str,
     ) -> Refused | Granted | Unavailable:
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_token(work.session, token, self.clock())
+            lookup = await self._check(work, Token(token))
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)
@@ -441,7 +451,7 @@ class RecipientAccess:
     ) -> Refused | Granted | Unavailable:
         """After the identity provider: ``identity`` is None when the sign-in failed."""
         async with self.events.unit_of_work() as work:
-            lookup = await look_up_link(work.session, link_id, self.clock())
+            lookup = await self._check(work, LinkId(link_id))
             link = lookup.link
             if link is None or not lookup.usable:
                 reason = denial_reason(lookup.state)

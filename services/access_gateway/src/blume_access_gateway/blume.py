@@ -1,9 +1,10 @@
 """The Blume deep link: a signed-in patient sees a study in their own record, and no one else.
 
-The record store (blume_publisher's) says whose entry it is and whether it is hidden; the
-share's state (share_dispatcher's) says first when its share was revoked. Whatever the
-reason an entry is not shown (no such entry, someone else's, hidden, revoked, the account
-inactive or withholding its portal), the answer is the same 404.
+The gateway's projections of ``share.blume.published``, ``patient.account.updated`` and
+``share.revoked`` say whose entry it is, whether its share was revoked and whether the
+account may use the portal (``grants.check_entry_grant``). Whatever the reason an entry is
+not shown (no such entry, someone else's, revoked, the account inactive or withholding its
+portal), the answer is the same 404; while the projections are not current, "try again".
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 from blume_contracts.events import ClientContext, ShareBlumeViewed
-from blume_publisher.models import AccountStatus, PatientAccount, RecordEntry
 from blume_runtime.unit_of_work import UnitsOfWork
-from blume_share_dispatcher.models import Share, ShareState
-from sqlmodel import col, select
+
+from blume_access_gateway.freshness import FreshnessCheck
+from blume_access_gateway.grants import EntryRefusal, check_entry_grant
+from blume_access_gateway.models import ProjectedAccount, ProjectedEntry
 
 ENTRY_ID: Final = re.compile(r"^ent_[0-9a-f]{32}$")
 PORTAL_HOME: Final = "/blume/"
@@ -50,64 +52,43 @@ def safe_return_path(candidate: str | None) -> str:
     return candidate
 
 
-def _study_view(entry: RecordEntry, locale: str) -> StudyView:
-    resource: dict[str, Any] = entry.imaging_study or {}
-    modalities = [
-        str(coding.get("code"))
-        for concept in resource.get("modality", [])
-        for coding in concept.get("coding", [])
-        if coding.get("code")
-    ]
+def _study_view(entry: ProjectedEntry, locale: str) -> StudyView:
     return StudyView(
         entry_id=entry.entry_id,
         tenant_id=entry.tenant_id,
         locale=locale,
-        study_date=resource.get("started"),
-        modalities=modalities,
-        description=resource.get("description"),
+        study_date=entry.study_date.isoformat() if entry.study_date else None,
+        modalities=list(entry.modalities),
+        description=entry.description,
     )
 
 
 class PatientPortal:
-    def __init__(self, events: UnitsOfWork, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, events: UnitsOfWork, clock: Callable[[], datetime], freshness: FreshnessCheck
+    ) -> None:
         self._events = events
         self._clock = clock
+        self._freshness = freshness
 
     async def patient_locale(self, blume_patient_id: str) -> str:
         async with self._events.db.transaction() as session:
-            account = await session.get(PatientAccount, blume_patient_id)
+            account = await session.get(ProjectedAccount, blume_patient_id)
         return account.locale if account is not None else "en-CA"
 
     async def view(
         self, entry_id: str, blume_patient_id: str, client: ClientContext, request_id: str
-    ) -> StudyView | None:
+    ) -> StudyView | EntryRefusal:
         """The entry, if this patient may see it now; the view is audited."""
         if not ENTRY_ID.match(entry_id):
-            return None
+            return EntryRefusal.NOT_SHOWN
         async with self._events.unit_of_work() as work:
-            query = (
-                select(RecordEntry, PatientAccount, Share.state, Share.correlation_id)
-                .join(
-                    PatientAccount,
-                    col(PatientAccount.blume_patient_id) == col(RecordEntry.blume_patient_id),
-                )
-                .outerjoin(Share, col(Share.share_id) == col(RecordEntry.share_id))
-                .where(col(RecordEntry.entry_id) == entry_id)
+            verdict = await check_entry_grant(
+                work.session, entry_id, blume_patient_id, self._freshness
             )
-            row = (await work.session.exec(query)).first()
-            if row is None:
-                return None
-            entry, account, share_state, correlation_id = row
-            visible = (
-                entry.blume_patient_id == blume_patient_id
-                and entry.hidden_at is None
-                and share_state != ShareState.REVOKED
-                and account.status == AccountStatus.ACTIVE
-                and account.tenant_id == entry.tenant_id
-                and not account.withhold_portal
-            )
-            if not visible:
-                return None
+            if isinstance(verdict, EntryRefusal):
+                return verdict
+            entry = verdict.entry
             work.emit(
                 "share.blume.viewed",
                 ShareBlumeViewed(
@@ -117,7 +98,7 @@ class PatientPortal:
                     client=client,
                 ),
                 tenantid=entry.tenant_id,
-                correlationid=correlation_id or f"blume-view-{request_id}",
+                correlationid=entry.correlation_id or f"blume-view-{request_id}",
                 traceparent=entry.traceparent,
             )
-            return _study_view(entry, account.locale)
+            return _study_view(entry, verdict.account.locale)

@@ -23,6 +23,7 @@ from blume_access_gateway.access import AccessSession, RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
+from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
@@ -59,6 +60,7 @@ class Gateway:
         settings: Settings,
         db: Database,
         relay: Relay,
+        freshness: FreshnessCheck,
         *,
         config: GatewaySettings | None = None,
         http: httpx.AsyncClient | None = None,
@@ -86,8 +88,9 @@ class Gateway:
                 limits=limits,
                 ticket_issuer=settings.public_base_url,
                 clock=clock,
+                freshness=freshness,
             ),
-            portal=PatientPortal(events, clock),
+            portal=PatientPortal(events, clock, freshness),
             oidc=OidcClient(http),
             http=http,
             limits=limits,

@@ -78,6 +78,10 @@ _EN: Final[dict[str, str]] = {
     "sso.retry": "Sign in again",
     "unavailable.title": "This link cannot be opened right now",
     "unavailable.body": "Try again later, or ask {sender} at {organisation}.",
+    "try_again.title": "Please try again shortly",
+    "try_again.body": (
+        "We are catching up on the latest changes to shared studies. Try again in a few seconds."
+    ),
     "error.title": "Something went wrong",
     "error.body": "Nothing was changed. Try again in a few minutes.",
     "not_found.title": "Page not found",
@@ -179,6 +183,11 @@ _FR: Final[dict[str, str]] = {
     "sso.retry": "Se connecter de nouveau",
     "unavailable.title": "Ce lien ne peut pas être ouvert pour le moment",
     "unavailable.body": "Réessayez plus tard, ou adressez-vous à {sender}, de {organisation}.",
+    "try_again.title": "Veuillez réessayer dans un instant",
+    "try_again.body": (
+        "Nous prenons en compte les derniers changements apportés aux examens partagés. "
+        "Réessayez dans quelques secondes."
+    ),
     "error.title": "Une erreur s'est produite",
     "error.body": "Rien n'a été modifié. Réessayez dans quelques minutes.",
     "not_found.title": "Page introuvable",

@@ -1,9 +1,9 @@
 """What a presented link token is worth right now: unknown, expired, revoked or usable.
 
-The link store (link_issuer's) says when a link expires and whether it was revoked; the
-share's state (share_dispatcher's) says so first, the moment a revocation commits, before
-link_issuer has caught up. Both are read in one indexed query, whatever the token, so an
-unknown token costs the same work as a known one.
+Read from the gateway's own projections: the link as ``share.link.issued`` described it and
+its share's revocation (``share.revoked``), in one indexed query whatever the token, so an
+unknown token costs the same work as a known one. ``grants.check_grant`` is the one entry
+point: it first refuses when the projections cannot show they are current.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from datetime import datetime
 from enum import StrEnum
 
 from blume_contracts.sensitivity import fingerprint
-from blume_link_issuer.models import SecureLink
-from blume_link_issuer.tokens import token_hash
-from blume_share_dispatcher.models import Share, ShareState
+from blume_contracts.tokens import token_hash
 from sqlalchemy import ColumnElement
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blume_access_gateway.models import ProjectedLink, ProjectedRevocation
 
 
 class LinkState(StrEnum):
@@ -26,12 +26,14 @@ class LinkState(StrEnum):
     UNKNOWN = "unknown"
     EXPIRED = "expired"
     REVOKED = "revoked"
+    NOT_CURRENT = "not_current"
+    """The projections are behind their events or cut off from them: try again shortly."""
 
 
 @dataclass(frozen=True, slots=True)
 class LinkLookup:
     state: LinkState
-    link: SecureLink | None
+    link: ProjectedLink | None
     revoked_at: datetime | None = None
 
     @property
@@ -48,18 +50,19 @@ async def _look_up(
     session: AsyncSession, condition: ColumnElement[bool], now: datetime
 ) -> LinkLookup:
     query = (
-        select(SecureLink, Share.state, Share.updated_at)
-        .outerjoin(Share, col(Share.share_id) == col(SecureLink.share_id))
+        select(ProjectedLink, ProjectedRevocation.revoked_at)
+        .outerjoin(
+            ProjectedRevocation,
+            col(ProjectedRevocation.share_id) == col(ProjectedLink.share_id),
+        )
         .where(condition)
     )
     row = (await session.exec(query)).first()
     if row is None:
         return LinkLookup(LinkState.UNKNOWN, None)
-    link, share_state, share_updated_at = row
-    if link.revoked_at is not None:
-        return LinkLookup(LinkState.REVOKED, link, link.revoked_at)
-    if share_state == ShareState.REVOKED:
-        return LinkLookup(LinkState.REVOKED, link, share_updated_at)
+    link, revoked_at = row
+    if revoked_at is not None:
+        return LinkLookup(LinkState.REVOKED, link, revoked_at)
     if link.expires_at <= now:
         return LinkLookup(LinkState.EXPIRED, link)
     return LinkLookup(LinkState.USABLE, link)
@@ -67,9 +70,9 @@ async def _look_up(
 
 async def look_up_token(session: AsyncSession, token: str, now: datetime) -> LinkLookup:
     """The link for a presented token: hashed, then one indexed read."""
-    return await _look_up(session, col(SecureLink.token_hash) == token_hash(token), now)
+    return await _look_up(session, col(ProjectedLink.token_hash) == token_hash(token), now)
 
 
 async def look_up_link(session: AsyncSession, link_id: str, now: datetime) -> LinkLookup:
     """The link named in a signed cookie (after a sign-in round trip)."""
-    return await _look_up(session, col(SecureLink.link_id) == link_id, now)
+    return await _look_up(session, col(ProjectedLink.link_id) == link_id, now)

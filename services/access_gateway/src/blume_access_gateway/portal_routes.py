@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from blume_access_gateway import views
 from blume_access_gateway.blume import PORTAL_HOME, safe_return_path
 from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.grants import EntryRefusal
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
 
@@ -65,7 +66,10 @@ class PortalRoutes:
         shown = await gateway.portal.view(
             entry_id, patient, gateway.client(request), gateway.request_id()
         )
-        if shown is None:
+        if shown is EntryRefusal.NOT_CURRENT:
+            locale = await gateway.portal.patient_locale(patient)
+            return gateway.pages.render(views.try_again_page(locale))
+        if isinstance(shown, EntryRefusal):
             locale = await gateway.portal.patient_locale(patient)
             return gateway.pages.render(views.study_not_found_page(locale))
         policy = gateway.policies.get(shown.tenant_id)

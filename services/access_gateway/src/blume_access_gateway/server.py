@@ -1,7 +1,9 @@
 """Serving the gateway over HTTP on the runtime's event loop.
 
 ``blume-share run`` starts it beside the workers (sharing their database engine, transport
-and outbox relay); ``blume-share run access_gateway`` starts it alone. The Runtime owns
+and outbox relay); ``blume-share run access_gateway`` starts it alone. Either way the
+gateway's own worker runs in the same process, feeding the projections the pages read, and
+its consumer's health is what ``Freshness`` probes. The Runtime owns
 SIGTERM: it stops this server first (in-flight requests finish), then the workers.
 """
 
@@ -19,7 +21,9 @@ from blume_runtime.unit_of_work import Relay
 from sqlalchemy.exc import SQLAlchemyError
 
 from blume_access_gateway.app import create_app
+from blume_access_gateway.freshness import Freshness, FreshnessCheck, queue_probe
 from blume_access_gateway.gateway import NAME, Gateway
+from blume_access_gateway.projections import build
 from blume_access_gateway.security import H11_MAX_REQUEST_HEAD_BYTES
 from blume_access_gateway.settings import GatewaySettings
 
@@ -52,9 +56,11 @@ class HttpServer:
         self.port = port
 
     @classmethod
-    def from_settings(cls, settings: Settings, db: Database, relay: Relay) -> HttpServer:
+    def from_settings(
+        cls, settings: Settings, db: Database, relay: Relay, freshness: FreshnessCheck
+    ) -> HttpServer:
         config = GatewaySettings()
-        gateway = Gateway.build(settings, db, relay, config=config)
+        gateway = Gateway.build(settings, db, relay, freshness, config=config)
         return cls(gateway, config.http_host, config.http_port)
 
     async def start(self) -> None:
@@ -102,8 +108,10 @@ def main() -> None:
 
     async def run() -> None:
         db = Database(settings.database)
-        runtime = Runtime(settings, [], db, serve_ops=True, publishers=[NAME])
-        server = HttpServer.from_settings(settings, db, runtime.relay)
+        freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
+        runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
+        freshness.attach(queue_probe(runtime.transport, NAME))
+        server = HttpServer.from_settings(settings, db, runtime.relay, freshness)
         try:
             await runtime.run_until_signalled(after_start=server.start, before_stop=server.stop)
         finally:

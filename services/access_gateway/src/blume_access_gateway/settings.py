@@ -48,6 +48,10 @@ class GatewaySettings(BaseSettings):
     display_timezone: str = "America/Toronto"
     """Time zone in which pages show a link's expiry."""
 
+    projection_max_lag_seconds: float = Field(default=5.0, gt=0)
+    """``BLUME_PROJECTION_MAX_LAG_SECONDS``: how far behind its events the gateway may be
+    and still grant access (``blume_access_gateway.freshness``)."""
+
     help_dir: Path | None = None
     """Where the help articles are; by default the package's copy of ``docs/help``."""
 

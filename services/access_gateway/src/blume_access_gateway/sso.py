@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Final
 
 from blume_contracts.events import EmailAddress
-from blume_link_issuer.models import SecureLink
 from blume_runtime.tenants import SsoPolicy
 from pydantic import TypeAdapter, ValidationError
 
+from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity, Provider
 
 _ADDRESS: Final = TypeAdapter(EmailAddress)
@@ -30,7 +30,7 @@ def sso_provider(policy: SsoPolicy) -> Provider:
     )
 
 
-def identity_matches(identity: Identity, link: SecureLink, policy: SsoPolicy) -> bool:
+def identity_matches(identity: Identity, link: ProjectedLink, policy: SsoPolicy) -> bool:
     """The invited address itself, or an address in a domain the policy allows; never an
     address our own parser refuses (``"x@evil"@partner.example`` ends in an allowed domain,
     but no event could carry it as the signed-in address)."""

@@ -6,11 +6,13 @@ from typing import Final
 
 from blume_contracts.display import display_name
 from blume_contracts.events import DenialReason
-from blume_link_issuer.models import SecureLink
 
 from blume_access_gateway.blume import StudyView
 from blume_access_gateway.links import LinkLookup
+from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.pages import Action, Page
+
+TRY_AGAIN_SECONDS: Final = 5
 
 # Help topics (docs/help/<topic>.md).
 HELP_LINK: Final = "link-page"
@@ -40,7 +42,7 @@ ALL_TOPICS: Final = (
 )
 
 
-def _sender(link: SecureLink) -> dict[str, str]:
+def _sender(link: ProjectedLink) -> dict[str, str]:
     # Links minted before the link store kept these fall back to neutral words. The names
     # came from an event: shown without bidirectional or zero-width characters.
     return {
@@ -71,7 +73,9 @@ def message_page(
     )
 
 
-def link_page(link: SecureLink, csrf: str, action_url: str, form_targets: tuple[str, ...]) -> Page:
+def link_page(
+    link: ProjectedLink, csrf: str, action_url: str, form_targets: tuple[str, ...]
+) -> Page:
     return Page(
         "link.html",
         "link.title",
@@ -88,7 +92,7 @@ def link_page(link: SecureLink, csrf: str, action_url: str, form_targets: tuple[
 
 
 def code_page(
-    link: SecureLink,
+    link: ProjectedLink,
     *,
     code_csrf: str,
     resend_csrf: str,
@@ -117,6 +121,8 @@ def refusal_page(
     lookup: LinkLookup, reason: DenialReason, *, fallback_locale: str, retry_after: int = 0
 ) -> Page:
     """The page for a refused link: 404 unknown, 410 expired/revoked/used up, 403 others."""
+    if reason == "not_current":
+        return try_again_page(fallback_locale)
     link = lookup.link
     if link is None or reason == "unknown":
         return message_page("unknown", 404, HELP_NOT_FOUND, locale=fallback_locale)
@@ -138,20 +144,11 @@ def refusal_page(
                 "max_uses": link.max_uses or 0,
             },
         )
-    if reason == "code_attempts_exhausted":
+    if reason in ("sso_mismatch", "sso_failed", "code_attempts_exhausted"):
         return Page(
             "message.html",
             f"{reason}.title",
-            HELP_CODE,
-            locale=link.locale,
-            status_code=403,
-            context={"body": [f"{reason}.body"], "values": who, "action": None},
-        )
-    if reason in ("sso_mismatch", "sso_failed"):
-        return Page(
-            "message.html",
-            f"{reason}.title",
-            HELP_SSO,
+            HELP_CODE if reason == "code_attempts_exhausted" else HELP_SSO,
             locale=link.locale,
             status_code=403,
             context={"body": [f"{reason}.body"], "values": who, "action": None},
@@ -177,10 +174,21 @@ def csrf_page(locale: str, back_url: str) -> Page:
     )
 
 
-def unavailable_page(link: SecureLink) -> Page:
+def unavailable_page(link: ProjectedLink) -> Page:
     page = message_page("unavailable", 503, HELP_ERROR, locale=link.locale)
     page.context["values"] = _sender(link)
     return page
+
+
+def try_again_page(locale: str) -> Page:
+    """The gateway cannot show its view of links and records is current: refuse, briefly."""
+    return message_page(
+        "try_again",
+        503,
+        HELP_ERROR,
+        locale=locale,
+        headers={"Retry-After": str(TRY_AGAIN_SECONDS)},
+    )
 
 
 def sign_in_failed_page(locale: str) -> Page:

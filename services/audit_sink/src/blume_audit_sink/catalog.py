@@ -137,6 +137,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "ops.audit_log.read": EventClass(AUDIT_LOG_USED, _R),
     "ops.records.read": EventClass(PATIENT_RECORD, _R),
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
+    # A Blume patient account created or changed (status, consent directives, preferences).
+    "patient.account.updated": EventClass(PATIENT_RECORD, Action.UPDATE),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 

@@ -1,1 +1,26 @@
-"""blume_publisher: the Blume patient record store and the worker that publishes into it."""
+"""blume_publisher: the Blume patient record store and its accounts.
+
+The public API, for the composition root (the CLI): the worker (``NAME``, ``build``) and the
+account import and description that ``blume-share patients`` offers.
+"""
+
+from blume_publisher.accounts import (
+    AccountRecord,
+    ImportFileError,
+    ImportResult,
+    describe_account,
+    import_accounts,
+    parse_accounts,
+)
+from blume_publisher.service import NAME, build
+
+__all__ = [
+    "NAME",
+    "AccountRecord",
+    "ImportFileError",
+    "ImportResult",
+    "build",
+    "describe_account",
+    "import_accounts",
+    "parse_accounts",
+]

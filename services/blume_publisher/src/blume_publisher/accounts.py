@@ -1,18 +1,27 @@
-"""Importing patient accounts (JSON Lines) into the record store, and describing one for ops."""
+"""Importing patient accounts (JSON Lines) into the record store, and describing one for ops.
+
+blume_publisher owns the accounts; every change is announced as ``patient.account.updated``,
+from which the dispatcher and the access gateway keep projections of their own.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Final, Literal
 
-from blume_contracts.events import EmailAddress, Identifier
-from blume_contracts.locales import Locale
+from blume_contracts.events import EmailAddress, Identifier, PatientAccountUpdated
+from blume_contracts.locales import Locale, narrow_locale
 from blume_runtime.db import utcnow
+from blume_runtime.transport import OutgoingMessage
+from blume_runtime.unit_of_work import UnitOfWork
 from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_publisher.models import AccountStatus, ConsentDirective, PatientAccount, RecordEntry
+
+PRODUCER: Final = "blume_publisher"
 
 
 class AccountRecord(BaseModel):
@@ -58,9 +67,37 @@ def parse_accounts(text: str) -> list[AccountRecord]:
     return records
 
 
-async def upsert_accounts(session: AsyncSession, records: list[AccountRecord]) -> tuple[int, int]:
-    """Create or replace each account; return (created, updated)."""
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    created: int
+    updated: int
+    staged: list[OutgoingMessage]
+    """One ``patient.account.updated`` per account, in the outbox of the import's transaction:
+    publish them once it commits (the outbox sweep does, if no one else)."""
+
+
+def account_event(account: PatientAccount) -> PatientAccountUpdated:
+    """What the other services learn of an account (their projections' only source)."""
+    return PatientAccountUpdated(
+        blume_patient_id=account.blume_patient_id,
+        tenant_id=account.tenant_id,
+        mrn=account.mrn,
+        email=account.email,
+        locale=narrow_locale(account.locale),
+        email_notifications=account.email_notifications,
+        status=account.status.value,
+        withhold_portal=account.withhold_portal,
+        withhold_external_links=account.withhold_external_links,
+        updated_at=account.updated_at,
+    )
+
+
+async def import_accounts(
+    session: AsyncSession, records: list[AccountRecord], *, correlation_id: str
+) -> ImportResult:
+    """Create or replace each account and stage its ``patient.account.updated``."""
     created = updated = 0
+    work = UnitOfWork(service=PRODUCER, session=session)
     for record in records:
         account = await session.get(PatientAccount, record.blume_patient_id)
         if account is None:
@@ -86,7 +123,13 @@ async def upsert_accounts(session: AsyncSession, records: list[AccountRecord]) -
         account.withhold_external_links = ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent
         account.updated_at = utcnow()
         session.add(account)
-    return created, updated
+        work.emit(
+            "patient.account.updated",
+            account_event(account),
+            tenantid=account.tenant_id,
+            correlationid=correlation_id,
+        )
+    return ImportResult(created, updated, work.staged)
 
 
 def mask_email(address: str) -> str:

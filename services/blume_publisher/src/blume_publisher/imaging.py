@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Final
 
-from blume_contracts.events import BlumeStudy
+from blume_contracts.events import BlumeStudy, StudySummary
 from fhir.resources.imagingstudy import ImagingStudy
 
 DICOM_UID_SYSTEM: Final = "urn:dicom:uid"
@@ -31,3 +32,19 @@ def imaging_study(study: BlumeStudy, blume_patient_id: str) -> dict[str, Any]:
         resource["description"] = study.description
     validated: dict[str, Any] = ImagingStudy.model_validate(resource).model_dump(mode="json")
     return validated
+
+
+def study_summary(resource: dict[str, Any]) -> StudySummary:
+    """What ``share.blume.published`` tells the portal of an entry's ImagingStudy."""
+    started = resource.get("started")
+    modalities = [
+        str(coding["code"])
+        for concept in resource.get("modality", [])
+        for coding in concept.get("coding", [])
+        if coding.get("code")
+    ]
+    return StudySummary(
+        study_date=date.fromisoformat(str(started)[:10]) if started else None,
+        modalities=modalities,
+        description=resource.get("description"),
+    )

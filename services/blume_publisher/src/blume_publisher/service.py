@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from blume_contracts.consent import portal_verdict
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     ShareBlumePublished,
@@ -15,10 +16,9 @@ from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tracing import current_traceparent
 
-from blume_publisher.imaging import imaging_study
+from blume_publisher.imaging import imaging_study, study_summary
 from blume_publisher.models import PatientAccount, RecordEntry
 from blume_publisher.records import entries_published_by, entry_for_study, new_entry_id
-from blume_publisher.rules import portal_verdict
 
 NAME = "blume_publisher"
 
@@ -71,6 +71,7 @@ def build(_settings: Settings) -> Service:
                 email_notifications=account.email_notifications,
                 patient_email=account.email,
                 locale=narrow_locale(account.locale),
+                study=study_summary(entry.imaging_study),
             ),
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)

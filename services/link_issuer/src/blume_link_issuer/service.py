@@ -7,6 +7,7 @@ import uuid
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued, ShareLinkRequested, ShareRevoked
 from blume_contracts.sensitivity import fingerprint
+from blume_contracts.tokens import token_hash
 from blume_contracts.urls import link_url
 from blume_runtime.app import serve
 from blume_runtime.sealing import Sealer
@@ -16,7 +17,7 @@ from blume_runtime.tracing import current_traceparent
 from sqlmodel import col, select
 
 from blume_link_issuer.models import SecureLink
-from blume_link_issuer.tokens import new_token, token_hash
+from blume_link_issuer.tokens import new_token
 
 NAME = "link_issuer"
 
@@ -61,6 +62,9 @@ def build(settings: Settings) -> Service:
                 organisation=request.organisation,
                 message=request.message,
                 locale=request.locale,
+                token_hash=link.token_hash,
+                recipient_auth=request.recipient_auth,
+                max_uses=request.max_uses,
             ),
         )
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)

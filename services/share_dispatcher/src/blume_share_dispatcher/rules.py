@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from blume_contracts.consent import external_links_withheld, portal_verdict
 from blume_contracts.events import RejectionReason, StudySendRequested
-from blume_publisher.records import PatientDirectory
-from blume_publisher.rules import external_links_withheld, portal_verdict
 from blume_runtime.tenants import TenantPolicy
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
+
+from blume_share_dispatcher.accounts import PatientDirectory
 
 R = RejectionReason
 MAX_FIELD_LENGTH = 200

@@ -15,6 +15,7 @@ from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
     SHARE_METHODS,
     BlumeStudy,
+    PatientAccountUpdated,
     ShareAccepted,
     ShareBlumePublished,
     ShareBlumeRequested,
@@ -34,7 +35,6 @@ from blume_contracts.events import (
     share_method,
 )
 from blume_contracts.ids import share_id_for
-from blume_publisher.records import PatientDirectory, SqlPatientDirectory
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
@@ -43,6 +43,7 @@ from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_share_dispatcher.accounts import PatientDirectory, SqlPatientDirectory, apply_account
 from blume_share_dispatcher.models import Share, ShareState
 from blume_share_dispatcher.rules import (
     Rejection,
@@ -310,7 +311,13 @@ def build(
     service.handles("share.notification.delayed")(dispatcher.delayed)
     service.handles("share.blume.withheld")(dispatcher.withheld)
     service.handles("share.revoke.requested")(dispatcher.revoke)
+    service.handles("patient.account.updated")(project_account)
     return service
+
+
+async def project_account(event: CloudEvent[PatientAccountUpdated], ctx: HandlerContext) -> None:
+    """Keep the account projection the consent rules read."""
+    await apply_account(ctx.session, event)
 
 
 def main() -> None:

@@ -1,0 +1,130 @@
+"""Whether the gateway's projections are current enough to grant access: fail closed.
+
+The projections (links, revocations, accounts, entries) are fed by the gateway's own
+consumer. A revocation or a lock box that has not been applied yet must not be outrun by a
+grant, so every grant check first asks ``Freshness.stale``. The answer is "stale" when:
+
+- the gateway's consumer is not attached to its queue (broker down, queue lost); or
+- its queue holds messages, and the oldest of them may have waited longer than
+  ``BLUME_PROJECTION_MAX_LAG_SECONDS``.
+
+The age of the oldest waiting message is bounded from above without reading it: it arrived
+after the last time the queue was seen empty, and (the queue being first in, first out)
+after the newest event already applied was produced. The backlog's age is at most ``now``
+minus the later of those two instants; past the threshold, access is refused with "try again
+shortly" until the consumer catches up. The queue is probed at most every
+``PROBE_INTERVAL_SECONDS`` (a passive declare on RabbitMQ), well inside the one-second
+budget for a revocation to take effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Protocol
+
+from blume_runtime.topology import QueueSpec
+from blume_runtime.transport import Transport
+
+PROBE_INTERVAL_SECONDS: Final = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class QueueProbe:
+    """What the transport says of the gateway's queue right now."""
+
+    attached: bool
+    """This process has a live consumer on the queue."""
+    pending: int | None
+    """Messages waiting in the queue (None: the broker could not say)."""
+
+
+Probe = Callable[[], Awaitable[QueueProbe]]
+
+
+class Staleness(StrEnum):
+    DETACHED = "detached"
+    BEHIND = "behind"
+
+
+class FreshnessCheck(Protocol):
+    """What the grant check asks (``Freshness``, or a stand-in where events are applied
+    synchronously)."""
+
+    async def stale(self) -> Staleness | None: ...
+
+    def applied(self, produced_at: datetime) -> None: ...
+
+
+class Freshness:
+    """The gateway's view of its own consumer: current, or stale and why."""
+
+    def __init__(
+        self,
+        max_lag_seconds: float,
+        probe: Probe | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_lag_seconds = max_lag_seconds
+        self._probe = probe
+        self._clock = clock
+        self._newest_applied: float | None = None
+        self._last_empty: float | None = None
+        self._probed: tuple[float, QueueProbe] | None = None
+        self._lock = asyncio.Lock()
+
+    def attach(self, probe: Probe) -> None:
+        """Set how the queue is probed (the transport exists only once the runtime does)."""
+        self._probe = probe
+        self._probed = None
+
+    def applied(self, produced_at: datetime) -> None:
+        """A projection applied an event produced at ``produced_at``."""
+        stamp = produced_at.timestamp()
+        if self._newest_applied is None or stamp > self._newest_applied:
+            self._newest_applied = stamp
+
+    async def _current_probe(self, now: float) -> QueueProbe:
+        async with self._lock:
+            if self._probed is not None and now - self._probed[0] < PROBE_INTERVAL_SECONDS:
+                return self._probed[1]
+            if self._probe is None:
+                probe = QueueProbe(attached=False, pending=None)
+            else:
+                try:
+                    probe = await self._probe()
+                except Exception:  # noqa: BLE001 - cannot show it is current: stale
+                    probe = QueueProbe(attached=False, pending=None)
+            self._probed = (now, probe)
+            if probe.attached and probe.pending == 0:
+                self._last_empty = now
+            return probe
+
+    async def stale(self) -> Staleness | None:
+        """None while the projections may be trusted; why not otherwise."""
+        now = self._clock()
+        probe = await self._current_probe(now)
+        if not probe.attached or probe.pending is None:
+            return Staleness.DETACHED
+        if probe.pending == 0:
+            return None
+        known = [stamp for stamp in (self._last_empty, self._newest_applied) if stamp is not None]
+        if not known or now - max(known) > self.max_lag_seconds:
+            return Staleness.BEHIND
+        return None
+
+
+def queue_probe(transport: Transport, service: str) -> Probe:
+    """Probe the service's own queue through the runtime's transport."""
+    queue = QueueSpec(service, ()).name
+
+    async def probe() -> QueueProbe:
+        attached = transport.consumer_states().get(queue, False)
+        return QueueProbe(attached=attached, pending=await transport.queue_depth(queue))
+
+    return probe
