@@ -63,8 +63,8 @@ async def test_a_forged_publication_sends_nothing_and_is_audited_as_a_security_e
             await asyncio.sleep(0.05)
     finally:
         for service in services:
-            for close in service.resources:
-                await close()
+            for component in service.components:
+                await component.stop()
 
     mail = settings.mail_drop_dir
     assert not mail.exists() or list(mail.iterdir()) == []

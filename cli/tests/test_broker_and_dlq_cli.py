@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from blume_contracts.registry import EVENTS
-from blume_runtime.broker_definitions import definitions
+from blume_runtime.broker_definitions import binding_keys, definitions
 from blume_runtime.settings import Settings
 from blume_runtime.topology import QueueSpec
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
@@ -61,6 +61,16 @@ def test_each_service_may_bind_what_it_consumes_and_publish_only_what_it_produce
         assert re.fullmatch(rights["read"], key), key
     publishable = {kind for kind in EVENTS if re.fullmatch(rights["write"], kind)}
     assert publishable == {kind for kind, spec in EVENTS.items() if name in spec.producers}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_each_services_bindings_are_the_registrys_consumers_of_it(
+    name: str, tmp_path: Path
+) -> None:
+    """The queue a worker binds is exactly what the contract registry says it consumes
+    (``#`` for a consumer of every type): the handlers and the registry cannot drift."""
+    service = SERVICES[name](Settings(state_dir=tmp_path))
+    assert sorted(service.queue.binding_keys) == binding_keys(name)
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,7 @@ async def run(runtime: Runtime, *messages: OutgoingMessage) -> InMemoryTransport
     try:
         for message in messages:
             await runtime.publish(message)
-        await runtime.wait_until_idle(settle_seconds=0.05)
+        await runtime.wait_until_idle()
     finally:
         await runtime.stop()
     assert isinstance(runtime.transport, InMemoryTransport)
@@ -187,7 +187,7 @@ async def test_outbox_sweep_publishes_rows_left_behind(db: Database, tmp_path: P
     await runtime.start()
     try:
         assert await runtime.relay.sweep(older_than=timedelta(0)) == 1
-        await runtime.wait_until_idle(settle_seconds=0.05)
+        await runtime.wait_until_idle()
     finally:
         await runtime.stop()
     assert [event.correlationid for event in recorder.seen] == ["corr-9"]
@@ -200,7 +200,7 @@ async def test_concurrent_duplicates_apply_once(db: Database, tmp_path: Path) ->
     await runtime.start()
     try:
         await asyncio.gather(runtime.publish(accepted()), runtime.publish(accepted()))
-        await runtime.wait_until_idle(settle_seconds=0.05)
+        await runtime.wait_until_idle()
     finally:
         await runtime.stop()
     assert len(recorder.seen) == 1

@@ -75,5 +75,5 @@ async def audit_sink(
     settings = identity_settings(state_dir=state, database_url=SecretStr(database.url))
     service = build_audit_sink(settings)
     yield WorkerUnderTest(service, database, settings)
-    for close in service.resources:
-        await close()
+    for component in service.components:
+        await component.stop()

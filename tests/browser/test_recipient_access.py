@@ -7,6 +7,7 @@ flows. ``blume-share run`` serves the workers and the gateway on RabbitMQ and Po
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -156,6 +157,28 @@ async def test_wrong_codes_then_locked(
     assert system.events("share.link.accessed") == []
 
 
+def expire_link(system: RunningSystem, share_id: str) -> None:
+    """Move the link's expiry into the past, in its store and in the gateway's projection of
+    it (once the gateway has applied ``share.link.issued``, which the email may overtake)."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(system.database_url, autocommit=True) as connection:
+        connection.execute(
+            "UPDATE link_issuer_links SET expires_at = now() - interval '1 hour'"
+            " WHERE share_id = %s",
+            (share_id,),
+        )
+        while True:
+            projected = connection.execute(
+                "UPDATE access_gateway_links SET expires_at = now() - interval '1 hour'"
+                " WHERE share_id = %s",
+                (share_id,),
+            )
+            if projected.rowcount == 1:
+                return
+            assert time.monotonic() < deadline, "the gateway never projected the link"
+            time.sleep(0.05)
+
+
 async def test_expired_link_page(
     gateway_system: RunningSystem, smtp_server: Any, context: BrowserContext, tmp_path: Path
 ) -> None:
@@ -163,12 +186,7 @@ async def test_expired_link_page(
     system = gateway_system
     share_id = await share_with_recipient(system, "demo-hospital")
     [message] = await smtp_server.wait_for(1)
-    with psycopg.connect(system.database_url) as connection:
-        connection.execute(
-            "UPDATE link_issuer_links SET expires_at = now() - interval '1 hour'"
-            " WHERE share_id = %s",
-            (share_id,),
-        )
+    expire_link(system, share_id)
     page = await context.new_page()
     answer = await page.goto(link_in(message, system.http_base))
     assert answer is not None

@@ -200,20 +200,11 @@ async def run(
 
     try:
         if not until_idle:
-            http = None
             if serving_gateway:
-                http = access_gateway.HttpServer.from_settings(
-                    settings, db, runtime.relay, freshness
+                runtime.add(
+                    access_gateway.HttpServer.from_settings(settings, db, runtime.relay, freshness)
                 )
-
-            async def started() -> None:
-                if http is not None:
-                    await http.start()
-                await publish_requests()
-
-            await runtime.run_until_signalled(
-                after_start=started, before_stop=http.stop if http is not None else None
-            )
+            await runtime.run_until_signalled(on_started=publish_requests)
             return None
         await runtime.start()
         try:

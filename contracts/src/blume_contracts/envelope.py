@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
@@ -139,10 +138,6 @@ class _UsableAttributes(BaseModel):
 
 
 _ATTRIBUTES: Final = TypeAdapter(_UsableAttributes)
-
-
-def new_event_id() -> str:
-    return str(uuid.uuid4())
 
 
 def now() -> datetime:

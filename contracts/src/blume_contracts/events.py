@@ -2,6 +2,9 @@
 
 Requests are named ``*.requested``; facts are in the past tense. Every outcome event
 carries the ``share_id``; the envelope carries the request's ``correlationid``.
+
+Over 400 lines on purpose: it is the contract, one model per event type, read (and
+reviewed) as one page; the JSON Schemas and the AsyncAPI document are generated from it.
 """
 
 from __future__ import annotations

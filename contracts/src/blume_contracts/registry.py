@@ -223,7 +223,8 @@ def spec_for(event_type: str) -> EventSpec:
 
 
 def consumed_by(service: str) -> list[str]:
-    return [spec.event_type for spec in EVENTS.values() if service in spec.consumers]
+    """The event types the registry says ``service`` consumes, sorted."""
+    return sorted(spec.event_type for spec in EVENTS.values() if service in spec.consumers)
 
 
 SENSITIVE_FIELDS: Final[dict[str, Sensitivity]] = sensitive_field_names(

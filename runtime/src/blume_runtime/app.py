@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -12,7 +11,9 @@ from datetime import timedelta
 import structlog
 from blume_contracts.registry import UPSTREAM
 
+from blume_runtime.broker_definitions import produced_by
 from blume_runtime.db import Database
+from blume_runtime.lifecycle import Component, OutboxSweeper, Workers, start_all, stop_all
 from blume_runtime.ops import OpsPortInUseError, OpsServer
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
@@ -50,6 +51,10 @@ class Runtime:
 
     With ``serve_ops`` (long-running processes), the ops port is served beside them.
     ``publishers`` names what else publishes through this runtime (the web gateway).
+
+    Everything long-lived is a ``Component`` (``blume_runtime.lifecycle``), started in this
+    order and stopped in reverse: the services' own (the audit sealer), the workers, the
+    outbox sweeper, the ops port, then those ``add``-ed (the web server).
     """
 
     def __init__(
@@ -66,16 +71,33 @@ class Runtime:
         self.db = db
         self.names = [service.name for service in self.services] + list(publishers)
         self.transport = make_transport(settings, self.names)
-        self.relay = OutboxRelay(db, self.transport)
+        self.relay = OutboxRelay(db, self.transport, sweeps=self._sweeps(settings))
         for service in self.services:
             worker = Worker(service, db, self.relay, settings)
             self.transport.subscribe(service.queue, worker)
-        self._sweeper: asyncio.Task[None] | None = None
         self.ops = (
             OpsServer(settings, self.transport, db, self.names)
             if serve_ops and settings.ops_port
             else None
         )
+        self._components: list[Component] = [
+            *(component for service in self.services for component in service.components),
+            Workers(self.transport),
+            OutboxSweeper(self.relay, settings.outbox_poll_seconds),
+            *([self.ops] if self.ops is not None else []),
+        ]
+        self._started: list[Component] = []
+
+    def add(self, component: Component) -> None:
+        """Own ``component`` too: started after the rest, stopped before them."""
+        self._components.append(component)
+
+    def _sweeps(self, settings: Settings) -> list[str] | None:
+        """What this process's sweep publishes: everything with one broker user; with a
+        user per service, only the types its own services produce."""
+        if settings.broker_user_map.single_user:
+            return None
+        return sorted({event_type for name in self.names for event_type in produced_by(name)})
 
     def check_broker_identity(self) -> None:
         users = self.settings.broker_user_map
@@ -90,15 +112,7 @@ class Runtime:
         configure_tracing(self.names[0] if len(self.names) == 1 else "blume-share")
         if self.ops is not None:
             self.ops.bind()  # a busy port stops the process before it consumes anything
-        for service in self.services:
-            for begin in service.startup:
-                await begin()
-        await self.transport.start()
-        self._sweeper = asyncio.create_task(
-            self.relay.run_forever(self.settings.outbox_poll_seconds)
-        )
-        if self.ops is not None:
-            await self.ops.start()
+        self._started = await start_all(self._components)
         log.info(
             "runtime started",
             services=[service.name for service in self.services],
@@ -117,44 +131,39 @@ class Runtime:
         else:
             await self.transport.publish(message)
 
-    async def wait_until_idle(self, *, settle_seconds: float = 0.3) -> None:
-        """Embedded default only: return once no message is queued, in flight or retrying."""
+    async def wait_until_idle(self) -> None:
+        """Embedded default only: return once no message is queued, in flight or retrying,
+        and the outbox holds nothing unpublished.
+
+        Driven by the transport's settlements (``InMemoryTransport.wait_idle``), no sleeps;
+        a sweep then publishes what a failed relay left in the outbox, which starts the wait
+        again. The relay's own sweep lock makes a background sweep finish first.
+        """
         transport = self.transport
         if not isinstance(transport, InMemoryTransport):
             raise RuntimeError("idle detection needs the embedded broker")
         while True:
-            await asyncio.sleep(settle_seconds)
-            if transport.idle and await self.relay.sweep(older_than=timedelta(0)) == 0:
-                await asyncio.sleep(settle_seconds)
-                if transport.idle:
-                    return
+            await transport.wait_idle()
+            if await self.relay.sweep(older_than=timedelta(0)) == 0 and transport.idle:
+                return
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-        await self.transport.stop()
-        if self.ops is not None:
-            await self.ops.stop()
+        started, self._started = self._started, []
         try:
-            await self.relay.forget_published()
-        except Exception as error:  # noqa: BLE001 - rows left behind are only swept again
-            log.warning("outbox clean-up deferred", error_type=type(error).__name__)
-        for service in self.services:
-            for close in service.resources:
-                await close()
+            await stop_all(started)
+        finally:
+            try:
+                await self.relay.forget_published()
+            except Exception as error:  # noqa: BLE001 - rows left behind are only swept again
+                log.warning("outbox clean-up deferred", error_type=type(error).__name__)
         log.info("runtime stopped")
 
     async def run_until_signalled(
-        self,
-        after_start: Callable[[], Awaitable[None]] | None = None,
-        before_stop: Callable[[], Awaitable[None]] | None = None,
+        self, on_started: Callable[[], Awaitable[None]] | None = None
     ) -> None:
         """Run until SIGTERM or SIGINT, then drain in-flight work and stop.
 
-        ``before_stop`` runs first on the way out (the web server stops taking requests
-        while the transport can still publish what its last ones committed).
+        ``on_started`` runs once everything is running (``blume-share send`` publishes).
         """
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -162,16 +171,12 @@ class Runtime:
             loop.add_signal_handler(signum, stop.set)
         await self.start()
         try:
-            if after_start is not None:
-                await after_start()
+            if on_started is not None:
+                await on_started()
             await stop.wait()
             log.info("signal received, draining")
         finally:
-            try:
-                if before_stop is not None:
-                    await before_stop()
-            finally:
-                await self.stop()
+            await self.stop()
 
 
 ServiceFactory = Callable[[Settings], Service]

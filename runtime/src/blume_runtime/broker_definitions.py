@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from blume_contracts.envelope import EXCHANGE
-from blume_contracts.registry import EVENTS, OPS, UPSTREAM
+from blume_contracts.registry import EVENTS, OPS, UPSTREAM, consumed_by
 
 from blume_runtime.topology import AT_LEAST_ONCE_POLICY, QUEUE_PREFIX
 
@@ -43,10 +43,6 @@ def _alternatives(names: Iterable[str]) -> str:
 
 def produced_by(name: str) -> list[str]:
     return sorted(spec.event_type for spec in EVENTS.values() if name in spec.producers)
-
-
-def consumed_by(name: str) -> list[str]:
-    return sorted(spec.event_type for spec in EVENTS.values() if name in spec.consumers)
 
 
 def queue_services() -> list[str]:

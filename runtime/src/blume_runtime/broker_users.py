@@ -77,14 +77,6 @@ class BrokerUsers:
             return self.connection_user
         return self.by_service.get(service)
 
-    def services_of(self, user: str | None) -> frozenset[str]:
-        """The services (and ``ops``) whose events a message published by ``user`` may carry."""
-        if user is None:
-            return frozenset()
-        if self.single_user:
-            return service_names() if user == self.connection_user else frozenset()
-        return frozenset(name for name, owner in self.by_service.items() if owner == user)
-
     def trusted_for(self, service: str) -> frozenset[str]:
         """Users whose ``x-blume-*`` headers ``service`` believes: its own and the ops user's.
 

@@ -8,6 +8,7 @@ codes, route templates (never raw paths, which hold tokens). The alerts in
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
@@ -15,11 +16,19 @@ from prometheus_client import Counter, Gauge, Histogram, Info
 
 NAMESPACE: Final = "blume"
 
-MESSAGES_HANDLED: Final = Counter(
+
+def _counter(name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+    return Counter(name, documentation, labels, namespace=NAMESPACE)
+
+
+def _gauge(name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+    return Gauge(name, documentation, labels, namespace=NAMESPACE)
+
+
+MESSAGES_HANDLED: Final = _counter(
     "messages_handled",
     "Deliveries settled, by service, event type and outcome (ack, retry, dead_letter).",
     ["service", "event_type", "outcome"],
-    namespace=NAMESPACE,
 )
 HANDLER_DURATION: Final = Histogram(
     "handler_duration_seconds",
@@ -28,63 +37,46 @@ HANDLER_DURATION: Final = Histogram(
     namespace=NAMESPACE,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-RETRIES: Final = Counter(
+RETRIES: Final = _counter(
     "retries",
     "Deliveries scheduled for a delayed retry, by service and error class.",
     ["service", "error_class"],
-    namespace=NAMESPACE,
 )
-DEAD_LETTERS: Final = Counter(
-    "dead_letters",
-    "Deliveries dead-lettered, by service and cause.",
-    ["service", "cause"],
-    namespace=NAMESPACE,
+DEAD_LETTERS: Final = _counter(
+    "dead_letters", "Deliveries dead-lettered, by service and cause.", ["service", "cause"]
 )
-OUTBOX_BACKLOG: Final = Gauge(
-    "outbox_backlog",
-    "Outbox rows committed but not yet published.",
-    ["service"],
-    namespace=NAMESPACE,
+OUTBOX_BACKLOG: Final = _gauge(
+    "outbox_backlog", "Outbox rows committed but not yet published.", ["service"]
 )
-OUTBOX_OLDEST_AGE: Final = Gauge(
+OUTBOX_OLDEST_AGE: Final = _gauge(
     "outbox_oldest_age_seconds",
     "Age of the oldest unpublished outbox row (0 when empty).",
     ["service"],
-    namespace=NAMESPACE,
 )
-CONSUMERS_ATTACHED: Final = Gauge(
+CONSUMERS_ATTACHED: Final = _gauge(
     "consumers_attached",
     "1 while this process has a live consumer on the queue, else 0.",
     ["service", "queue"],
-    namespace=NAMESPACE,
 )
-EMAILS: Final = Counter(
+EMAILS: Final = _counter(
     "emails",
     "Emails by kind (link, blume, sign_in_code) and outcome (sent, failed, deferred).",
     ["kind", "outcome"],
-    namespace=NAMESPACE,
 )
-LINK_EVENTS: Final = Counter(
+LINK_EVENTS: Final = _counter(
     "link_events",
     "Recipient link events: opened, accessed, denied (with the denial reason).",
     ["event", "reason"],
-    namespace=NAMESPACE,
 )
-AUDIT_RECORDS_SEALED: Final = Counter(
-    "audit_records_sealed",
-    "Audit records appended to a hash chain.",
-    namespace=NAMESPACE,
+AUDIT_RECORDS_SEALED: Final = _counter(
+    "audit_records_sealed", "Audit records appended to a hash chain."
 )
-AUDIT_SEALING_LAG: Final = Gauge(
+AUDIT_SEALING_LAG: Final = _gauge(
     "audit_sealing_lag_seconds",
     "Age of the oldest staged audit record not yet sealed (0 when none wait).",
-    namespace=NAMESPACE,
 )
-HTTP_REQUESTS: Final = Counter(
-    "http_requests",
-    "HTTP requests by route template and status code.",
-    ["route", "status"],
-    namespace=NAMESPACE,
+HTTP_REQUESTS: Final = _counter(
+    "http_requests", "HTTP requests by route template and status code.", ["route", "status"]
 )
 BUILD_INFO: Final = Info("build", "The running release.", namespace=NAMESPACE)
 

@@ -32,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from blume_runtime import metrics
 from blume_runtime.db import Database, OutboxMessage
+from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.settings import Settings
 from blume_runtime.topology import QUEUE_PREFIX
 from blume_runtime.transport import Transport
@@ -127,10 +128,7 @@ class OpsServer:
         log.info("ops port serving", port=self.port, paths=["/healthz", "/readyz", "/metrics"])
 
     async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        await cancel_and_wait(self._refresher)
         if self._task is not None:
             self._server.should_exit = True
             await self._task

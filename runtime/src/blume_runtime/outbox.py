@@ -9,7 +9,7 @@ twice is harmless: consumers dedupe by event id.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 import structlog
@@ -26,11 +26,26 @@ SWEEP_AFTER = timedelta(seconds=5)
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, transport: Transport, *, batch_size: int = 200) -> None:
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        *,
+        batch_size: int = 200,
+        sweeps: Collection[str] | None = None,
+    ) -> None:
+        """``sweeps``: the event types whose stranded rows this process publishes (None:
+        every type). With a broker user per service, a process publishes only what its own
+        services produce: under its user, another service's events would be refused by the
+        broker's permissions or, past them, by every consumer as forged. Each type's rows
+        wait for a process of their producer."""
         self._db = db
         self._transport = transport
         self._batch_size = batch_size
+        self._sweeps = None if sweeps is None else sorted(set(sweeps))
         self._published: list[str] = []
+        self._sweeping = asyncio.Lock()
+        """One sweep at a time in a process: a second waits for the first's rows to go."""
 
     async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish what a committed transaction staged; its rows are deleted later, in bulk.
@@ -42,20 +57,6 @@ class OutboxRelay:
         with span("publish", {"messaging.batch.message_count": len(messages)}, client=True):
             await asyncio.gather(*(self._transport.publish(message) for message in messages))
         self._published.extend(message.message_id for message in messages)
-
-    async def relay(self, event_ids: Sequence[str]) -> None:
-        """Publish the given committed rows (for producers that only know the ids)."""
-        if not event_ids:
-            return
-        async with self._db.transaction() as session:
-            rows = (
-                await session.exec(
-                    select(OutboxMessage).where(col(OutboxMessage.event_id).in_(event_ids))
-                )
-            ).all()
-        await self.publish_committed(
-            [OutgoingMessage(row.routing_key, row.body, row.event_id) for row in rows]
-        )
 
     async def forget_published(self) -> int:
         """Delete the rows of everything published since the last call; return how many."""
@@ -69,7 +70,18 @@ class OutboxRelay:
         return len(published)
 
     async def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> int:
-        """Publish rows older than ``older_than`` that no worker published; return how many."""
+        """Publish rows older than ``older_than`` that no worker published; return how many.
+
+        The rows stay locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) from the moment they
+        are chosen until those the broker confirmed are deleted in the same transaction, so
+        two sweepers (two processes, or a sweep beside ``wait_until_idle``) never publish a
+        row twice. A row the broker refused stays for the next sweep; if the broker refused
+        any, the first refusal is raised once the confirmed rows are deleted.
+        """
+        async with self._sweeping:
+            return await self._sweep(older_than)
+
+    async def _sweep(self, older_than: timedelta) -> int:
         await self.forget_published()
         async with self._db.transaction() as session:
             query = (
@@ -78,14 +90,33 @@ class OutboxRelay:
                 .order_by(col(OutboxMessage.created_at))
                 .limit(self._batch_size)
             )
+            if self._sweeps is not None:
+                query = query.where(col(OutboxMessage.routing_key).in_(self._sweeps))
             if not self._db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = list((await session.exec(query)).all())
-        for row in rows:
-            await self._transport.publish(OutgoingMessage(row.routing_key, row.body, row.event_id))
-            self._published.append(row.event_id)
-        await self.forget_published()
-        return len(rows)
+            outcomes = await asyncio.gather(
+                *(
+                    self._transport.publish(
+                        OutgoingMessage(row.routing_key, row.body, row.event_id)
+                    )
+                    for row in rows
+                ),
+                return_exceptions=True,
+            )
+            confirmed = [
+                row.event_id
+                for row, outcome in zip(rows, outcomes, strict=True)
+                if not isinstance(outcome, BaseException)
+            ]
+            if confirmed:
+                await session.exec(
+                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(confirmed))
+                )
+        refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if refusals:
+            raise refusals[0]
+        return len(confirmed)
 
     async def run_forever(self, interval: float) -> None:
         """Delete published rows often; sweep for stranded ones every ``interval`` seconds."""

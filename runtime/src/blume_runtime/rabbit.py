@@ -11,6 +11,9 @@ private exchange and acks once the broker confirmed it; ``dead_letter`` does the
 DLQ. Republished messages carry ``user_id`` (every publish does: RabbitMQ checks it against
 the connection's user) and the ``x-blume-*`` headers of ``wire``.
 
+Over 400 lines on purpose: it is one adapter (connection, topology, consumers and their
+watchdog, confirmed publishing, settling), whose parts share one connection's state.
+
 A watchdog looks every ``watchdog_seconds`` for queues without a live consumer of this
 process (the broker cancelled it because the queue was deleted, or its channel or the
 connection closed), redeclares the topology and consumes again.
@@ -35,6 +38,7 @@ from blume_contracts.envelope import EXCHANGE
 
 from blume_runtime import amqp_decoding, wire
 from blume_runtime.broker_users import BrokerUsers, amqp_user
+from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.topology import (
     DEAD_KEY,
     QueueSpec,
@@ -390,11 +394,8 @@ class RabbitTransport(Transport):
                 failing = False
 
     async def stop(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
+        await cancel_and_wait(self._watchdog)
+        self._watchdog = None
         for slot in self._slots:
             if slot.attached and slot.underlay is not None and slot.tag is not None:
                 with contextlib.suppress(Exception):

@@ -13,6 +13,7 @@ from blume_contracts.registry import spec_for
 from pydantic import BaseModel, ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_runtime.lifecycle import Component
 from blume_runtime.topology import QueueSpec
 from blume_runtime.unit_of_work import UnitOfWork
 
@@ -90,7 +91,12 @@ class _Route:
 
 
 class Service:
-    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles."""
+    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles.
+
+    One handler style throughout: a class holds what the handlers need (settings, clients,
+    a sealer), its methods are the handlers, and the service's ``build`` registers them in
+    one table (``service.handles("share.revoked")(issuer.revoke_link)``).
+    """
 
     def __init__(self, name: str, *, bind_all: bool = False) -> None:
         self.name = name
@@ -102,10 +108,9 @@ class Service:
         self.untrusted_hook: UntrustedHook | None = None
         self.retry_hook: RetryHook | None = None
         self.exhausted_hook: ExhaustedHook | None = None
-        self.startup: list[Callable[[], Awaitable[None]]] = []
-        """Async callables run before the first message is consumed (background loops)."""
-        self.resources: list[Callable[[], Awaitable[None]]] = []
-        """Async callables run at shutdown (closing clients the handlers use)."""
+        self.components: list[Component] = []
+        """What the service runs beside its handlers (background loops, clients): started
+        before the first message is consumed, stopped after the last."""
 
     def handles(self, event_type: str) -> Callable[[Handler], Handler]:
         """Register a handler for one event type; its data is validated against the contract."""

@@ -1,14 +1,17 @@
 """Fakes of the runtime's ports, for unit tests of services and of the runtime itself.
 
-One copy for every test suite: a transport that records what is published, and a delivery
-that records how the worker settled it.
+One copy for every test suite: a transport that records what is published, a delivery that
+records how the worker settled it, a clock a test moves by hand, a mailer that records what
+it is asked to send, and a log that discards what handlers write.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from blume_contracts.serialisation import event_body
@@ -112,3 +115,55 @@ class FakeDelivery(Delivery):
         self._settle("dead_letter")
         self.cause = cause
         self.error_class = error_class
+
+
+@dataclass
+class FakeClock:
+    """``now`` until a test moves it: ``clock.advance(minutes=5)``."""
+
+    now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+class FakeMailer:
+    """Records what it is asked to send; raises ``failure`` instead when one is set."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.failure = failure
+        self.sent: list[EmailMessage] = []
+        self.attempts = 0
+
+    async def send(self, message: EmailMessage) -> None:
+        self.attempts += 1
+        if self.failure is not None:
+            raise self.failure
+        self.sent.append(message)
+
+
+class NullLog:
+    """A handler's ``ctx.log`` for tests that do not read it."""
+
+    def __getattr__(self, _level: str) -> Any:
+        return _discard
+
+
+def _discard(*_args: object, **_kwargs: object) -> None:
+    return None
+
+
+@dataclass
+class FakeMonotonicClock:
+    """Monotonic seconds (as ``time.monotonic`` gives) until a test moves them."""
+
+    now: float = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

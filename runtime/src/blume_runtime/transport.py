@@ -290,6 +290,9 @@ class InMemoryTransport(Transport):
         self._tasks: list[asyncio.Task[None]] = []
         self._unsettled = 0
         self._pending_retries = 0
+        self._became_idle = asyncio.Event()
+        """Set exactly while ``idle``: every change of the two counts updates it."""
+        self._became_idle.set()
         self.dead_letters: dict[str, list[OutgoingMessage]] = {}
 
     def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
@@ -321,19 +324,26 @@ class InMemoryTransport(Transport):
 
     def _enqueue(self, envelope: _Envelope, queue: QueueSpec) -> None:
         self._unsettled += 1
+        self._became_idle.clear()
         self._queues[queue.name].put_nowait(_MemoryDelivery(envelope, self, queue))
 
     def settled(self) -> None:
         self._unsettled -= 1
+        self._signal_if_idle()
+
+    def _signal_if_idle(self) -> None:
+        if self.idle:
+            self._became_idle.set()
 
     def schedule(self, message: OutgoingMessage, queue: QueueSpec, delay_seconds: float) -> None:
         """Put a retried message back on its queue after the delay, as the service's user."""
         self._pending_retries += 1
+        self._became_idle.clear()
         envelope = _Envelope(message, self.users.user_of(queue.service))
 
         def _redeliver() -> None:
-            self._pending_retries -= 1
             self._enqueue(envelope, queue)
+            self._pending_retries -= 1
 
         asyncio.get_running_loop().call_later(delay_seconds, _redeliver)
 
@@ -341,12 +351,14 @@ class InMemoryTransport(Transport):
     def idle(self) -> bool:
         return self._unsettled == 0 and self._pending_retries == 0
 
-    async def wait_idle(self, *, poll_seconds: float = 0.01) -> None:
-        """Return once nothing is queued, being handled or waiting to be retried."""
-        while True:
-            if self.idle:
-                return
-            await asyncio.sleep(poll_seconds)
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued, being handled or waiting to be retried.
+
+        Woken by the last settlement, not by polling: a delivery settles only after the
+        events its handler committed are published, so a chain never looks idle halfway.
+        """
+        while not self.idle:
+            await self._became_idle.wait()
 
     def consumer_states(self) -> dict[str, bool]:
         running = bool(self._tasks) and not any(task.done() for task in self._tasks)

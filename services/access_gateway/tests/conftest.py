@@ -9,7 +9,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from blume_contracts.tokens import token_hash
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
-from blume_runtime.testing import RecordingTransport
+from blume_runtime.testing import FakeClock, RecordingTransport
 from cryptography.fernet import Fernet
 from fastapi.testclient import TestClient
 
@@ -55,17 +55,6 @@ USER_AGENT = "Mozilla/5.0 (route test)"
 SSO_ISSUER = "https://idp.test"
 PORTAL_ISSUER = "https://portal-idp.test"
 SSO_SECRET_ENV = "BLUME_TEST_SSO_SECRET"
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 POLICY = f"""
@@ -128,7 +117,7 @@ class Harness:
     db: Database
     gateway: Gateway
     transport: RecordingTransport
-    clock: Clock
+    clock: FakeClock
     idp: FakeIdentityProvider
     portal_idp: FakeIdentityProvider
     loop: asyncio.AbstractEventLoop
@@ -310,7 +299,7 @@ def make_harness(
     loop = asyncio.new_event_loop()
     db = Database(url)
     transport = RecordingTransport()
-    clock = Clock()
+    clock = FakeClock()
     idp = FakeIdentityProvider(
         SSO_ISSUER, client_id="blume-share", client_secret="sso-client-secret"
     )

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from blume_access_gateway.freshness import Freshness, QueueProbe, Staleness
 from blume_access_gateway.models import LinkGrant
+from blume_runtime.testing import FakeMonotonicClock as Clock
 
 from services.access_gateway.tests.conftest import Harness, csrf_for
 from services.access_gateway.tests.test_blume_deep_link import sign_in_patient
@@ -33,17 +34,6 @@ class Queue:
         if self.failing:
             raise ConnectionError("broker unreachable")
         return QueueProbe(attached=self.attached, pending=self.pending)
-
-
-@dataclass
-class Clock:
-    now: float = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def produced(clock: Clock, seconds_ago: float) -> datetime:

@@ -146,7 +146,7 @@ async def test_the_gateway_worker_projects_from_its_own_queue_and_reports_its_he
     try:
         body = json.dumps(LINK_ISSUED).encode()
         await runtime.publish(OutgoingMessage("share.link.issued", body, LINK_ISSUED["id"]))
-        await runtime.wait_until_idle(settle_seconds=0.05)
+        await runtime.wait_until_idle()
         async with sqlite_db.transaction() as session:
             link = await session.get(ProjectedLink, LINK_ISSUED["data"]["link_id"])
         assert link is not None

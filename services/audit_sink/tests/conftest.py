@@ -105,7 +105,7 @@ def share_life(
 
     The share id is the one the dispatcher derives from the request's dedupe key.
     """
-    from blume_audit_sink.entry import requested_share_id
+    from blume_contracts.ids import share_id_for
 
     correlation = f"corr-{uuid.uuid4().hex}"
     request = make_event(
@@ -114,7 +114,7 @@ def share_life(
         tenant=tenant,
         correlation_id=correlation,
     )
-    share_id = requested_share_id(request.source, request.id)
+    share_id = share_id_for(request)
     people = {
         "recipient": {"name": recipient[0], "email": recipient[1]},
         "sender": {"user_id": "u-123", "name": "Dr. Alice Smith", "email": "alice@demo.example"},

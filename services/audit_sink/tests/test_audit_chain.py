@@ -9,13 +9,14 @@ from typing import Any
 
 import pytest
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare, requested_share_id
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import HASHED_COLUMNS, hashed_fields, record_hash
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.search import RecordFilter, find
 from blume_audit_sink.verify import VerifyReport, verify
 from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.ids import share_id_for
 from blume_contracts.sensitivity import fingerprint
 from blume_contracts.serialisation import canonical_json
 from blume_runtime.db import Database, as_utc
@@ -169,7 +170,7 @@ async def test_append_records_the_envelope_and_the_looked_up_ids(
     assert before <= as_utc(first.recorded_at) <= datetime.now(UTC)
     # The request carries the share id the dispatcher derives from its dedupe key.
     assert (first.share_id, first.study_uid) == (
-        requested_share_id(request.source, request.id),
+        share_id_for(request),
         STUDY_UID,
     )
     assert (second.share_id, second.study_uid) == (SHARE_ID, STUDY_UID)
@@ -259,7 +260,7 @@ async def test_data_that_breaks_its_contract_is_recorded_too(
     (record,) = await stored_records(sqlite_db)
     assert (record.study_uid, record.patient_mrn, record.sender_user_id) == (None, None, None)
     # The share id comes from the envelope, never from the data.
-    assert record.share_id == requested_share_id(event.source, event.id)
+    assert record.share_id == share_id_for(event)
     assert json.loads(record.payload) == kept_as
     assert (await verify_store(sqlite_db)).ok
 

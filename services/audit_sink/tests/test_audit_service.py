@@ -38,8 +38,8 @@ async def worker(sqlite_db: Database, tmp_path: Any) -> AsyncIterator[Worker]:
     settings = Settings(state_dir=tmp_path / "state", database_url=SecretStr(sqlite_db.url))
     service = build(settings)
     yield Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
-    for close in service.resources:
-        await close()
+    for component in service.components:
+        await component.stop()
 
 
 async def stored_records(db: Database) -> list[AuditRecord]:
@@ -196,8 +196,8 @@ async def test_stopping_the_worker_seals_and_signs_what_is_left(
     for number in range(3):
         event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=TENANT)
         await worker(delivery_of(event))
-    for close in service.resources:
-        await close()
+    for component in service.components:
+        await component.stop()
 
     assert [r.seq for r in await stored_records(sqlite_db)] == [1, 2, 3]
     (signed,) = (state / "audit-checkpoints" / TENANT).glob("*.json")

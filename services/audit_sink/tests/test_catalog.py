@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from blume_audit_sink import catalog
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare, requested_share_id
+from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
 from blume_contracts.registry import EVENTS
 from blume_runtime.db import Database
@@ -136,7 +136,6 @@ def test_the_request_carries_the_share_id_the_dispatcher_gives_it(
     from blume_contracts.ids import share_id_for
 
     request = make_event("study.send.requested", request_body(), tenant="demo-hospital")
-    assert requested_share_id(request.source, request.id) == share_id_for(request)
     assert prepare(request).share_id == share_id_for(request)
 
 

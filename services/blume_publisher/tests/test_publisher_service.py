@@ -55,7 +55,7 @@ async def run(db: Database, tmp_path: Path, *events: dict[str, Any], **account: 
         for event in events:
             body = json.dumps(event).encode()
             await runtime.publish(OutgoingMessage(event["type"], body, event["id"]))
-            await runtime.wait_until_idle(settle_seconds=0.05)
+            await runtime.wait_until_idle()
     finally:
         await runtime.stop()
     return outcomes

@@ -18,6 +18,7 @@ from blume_runtime.db import Database, OutboxMessage
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext
 from blume_runtime.settings import Settings
+from blume_runtime.testing import NullLog
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlmodel import select
@@ -78,7 +79,7 @@ async def test_minting_stores_the_hash_and_seals_the_link(
     event = request_event()
     async with sqlite_db.transaction() as session:
         ctx = HandlerContext(
-            service="link_issuer", origin=event, session=session, attempt=1, log=_Log()
+            service="link_issuer", origin=event, session=session, attempt=1, log=NullLog()
         )
         await route[1](event, ctx)
 
@@ -96,8 +97,3 @@ async def test_minting_stores_the_hash_and_seals_the_link(
     assert link not in outbox.body.decode()
     assert issued.data["locale"] == "fr-CA"
     assert stored.expires_at == event.data.expires_at
-
-
-class _Log:
-    def info(self, *_args: object, **_kwargs: object) -> None:
-        """Handlers log through ctx.log; these tests do not read it."""

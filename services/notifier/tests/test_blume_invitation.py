@@ -11,8 +11,7 @@ from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import Locale, ShareBlumePublished
 from blume_notifier.render import build_blume_email
 from blume_runtime.settings import Settings
-
-from .test_service import FakeMailer
+from blume_runtime.testing import FakeMailer
 
 SHARE_ID = "shr_" + "ab" * 16
 ENTRY_ID = "ent_" + "cd" * 16

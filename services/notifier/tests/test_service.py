@@ -17,6 +17,7 @@ from blume_contracts.sensitivity import fingerprint
 from blume_notifier import service as notifier_service
 from blume_notifier.mailer import MailRejected, MailUnavailable
 from blume_runtime.settings import Settings
+from blume_runtime.testing import FakeMailer
 from blume_runtime.transport import DeadLetterCause
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
@@ -24,21 +25,6 @@ from pydantic import SecretStr
 MakeIssued = Callable[..., ShareLinkIssued]
 MakeEvent = Callable[..., CloudEvent[ShareLinkIssued]]
 MakePipeline = Callable[..., Any]
-
-
-class FakeMailer:
-    """Records what it is asked to send; raises ``failure`` instead when one is set."""
-
-    def __init__(self, failure: Exception | None = None) -> None:
-        self.failure = failure
-        self.sent: list[EmailMessage] = []
-        self.attempts = 0
-
-    async def send(self, message: EmailMessage) -> None:
-        self.attempts += 1
-        if self.failure is not None:
-            raise self.failure
-        self.sent.append(message)
 
 
 async def test_link_issued_sends_the_email_and_emits_sent(

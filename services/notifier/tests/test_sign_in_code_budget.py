@@ -17,9 +17,9 @@ from blume_contracts.events import Recipient, ShareOtpRequested
 from blume_notifier.mailer import MailUnavailable
 from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
+from blume_runtime.testing import FakeMailer
 
 from .conftest import SHARE_ID
-from .test_service import FakeMailer
 
 CODE = "493817"
 

@@ -57,7 +57,7 @@ async def dispatch(db: Database, tmp_path: Path, *events: dict[str, Any]) -> Ups
     try:
         for event in events:
             await runtime.publish(message(event))
-            await runtime.wait_until_idle(settle_seconds=0.05)
+            await runtime.wait_until_idle()
     finally:
         await runtime.stop()
     return upstream

@@ -111,9 +111,9 @@ def main() -> None:
         freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
         runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
         freshness.attach(queue_probe(runtime.transport, NAME))
-        server = HttpServer.from_settings(settings, db, runtime.relay, freshness)
+        runtime.add(HttpServer.from_settings(settings, db, runtime.relay, freshness))
         try:
-            await runtime.run_until_signalled(after_start=server.start, before_stop=server.stop)
+            await runtime.run_until_signalled()
         finally:
             await db.dispose()
 

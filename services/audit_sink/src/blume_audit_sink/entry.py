@@ -6,7 +6,6 @@ and chained later by ``append``. Nothing secret survives this step.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from blume_contracts.envelope import RawEvent
+from blume_contracts.ids import share_id_for
 from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
 from blume_contracts.serialisation import canonical_json, compact_json
@@ -41,20 +41,11 @@ def _study_uid(data: Any) -> str | None:
     return _indexable(data.get("study_instance_uid"))
 
 
-def requested_share_id(source: str, event_id: str) -> str:
-    """The id the dispatcher gives the share a ``study.send.requested`` creates.
-
-    The dispatcher derives it from the request's dedupe key (``share_id_for``); recording it
-    on the request itself gives a share's whole trail one key, so its first record holds the
-    patient and study. A test pins this to the dispatcher's function.
-    """
-    digest = hashlib.sha256(f"{source}\n{event_id}".encode()).hexdigest()
-    return f"shr_{digest[:32]}"
-
-
 def _share_id(event: RawEvent, data: Any) -> str | None:
     if event.type == "study.send.requested":
-        return requested_share_id(event.source, event.id)
+        # The dispatcher's rule, from the contracts: the request's record carries its
+        # share's id, so a share's whole trail has one key from its first record on.
+        return share_id_for(event)
     return _indexable(data.get("share_id")) if isinstance(data, dict) else None
 
 

@@ -23,6 +23,7 @@ from typing import Final
 import structlog
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database, utcnow
+from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, delete, func
@@ -141,9 +142,9 @@ async def checkpoint_due(
 class ChainSealer:
     """The background loop of one sink process: seal staged events, then checkpoint.
 
-    It starts with the runtime (``Service.startup``), on its own engine so it never waits
-    for a connection the handlers hold; a staged event wakes it. Closing it seals what is
-    left and signs every chain's head.
+    A component of the service (``Service.components``), started and stopped by the
+    runtime, on its own engine so it never waits for a connection the handlers hold; a
+    staged event wakes it. Stopping it seals what is left and signs every chain's head.
     """
 
     def __init__(
@@ -200,12 +201,11 @@ class ChainSealer:
                 self._wake.clear()
                 await asyncio.sleep(_LINGER_SECONDS)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
+        """Seal what is left staged and sign every chain's head."""
         if self._task is None or self._db is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         try:
             sealed = await seal_all(self._db, self._batch_size)
             signed = await checkpoint_due(self._db, self._key, self._directory, None)

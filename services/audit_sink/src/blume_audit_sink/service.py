@@ -58,6 +58,27 @@ def security_record(refused: RefusedEvent) -> RawEvent:
     )
 
 
+class AuditSink:
+    """Stages what it is given for the sealer, and wakes it."""
+
+    def __init__(self, sealer: ChainSealer) -> None:
+        self._sealer = sealer
+
+    async def record_event(self, event: RawEvent, ctx: HandlerContext) -> None:
+        await stage(ctx.session, event, broker_user=ctx.producer)
+        self._sealer.notice()
+
+    async def record_broken_request(
+        self, event: RawEvent, _error: ValidationError, ctx: HandlerContext
+    ) -> None:
+        """Kept under the stand-in envelope the dispatcher's rejection also carries."""
+        await self.record_event(event, ctx)
+
+    async def record_refusal(self, refused: RefusedEvent, session: AsyncSession) -> None:
+        await stage(session, security_record(refused), broker_user=refused.producer)
+        self._sealer.notice()
+
+
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
     """The worker: bound to ``#``; its handler sees raw data, so broken requests are kept too."""
     audit = audit or AuditSettings()
@@ -70,26 +91,11 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
         batch_size=audit.audit_seal_batch_size,
         interval_seconds=audit.audit_seal_interval_seconds,
     )
-    service.startup.append(sealer.start)
-    service.resources.append(sealer.close)
-
-    @service.handles_any
-    async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
-        await stage(ctx.session, event, broker_user=ctx.producer)
-        sealer.notice()
-
-    @service.on_invalid_envelope("study.send.requested")
-    async def record_broken_request(
-        event: RawEvent, _error: ValidationError, ctx: HandlerContext
-    ) -> None:
-        """Kept under the stand-in envelope the dispatcher's rejection also carries."""
-        await record_event(event, ctx)
-
-    @service.on_untrusted
-    async def record_refusal(refused: RefusedEvent, session: AsyncSession) -> None:
-        await stage(session, security_record(refused), broker_user=refused.producer)
-        sealer.notice()
-
+    service.components.append(sealer)
+    sink = AuditSink(sealer)
+    service.handles_any(sink.record_event)
+    service.on_invalid_envelope("study.send.requested")(sink.record_broken_request)
+    service.on_untrusted(sink.record_refusal)
     return service
 
 

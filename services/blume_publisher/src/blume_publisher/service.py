@@ -23,11 +23,11 @@ from blume_publisher.records import entries_published_by, entry_for_study, new_e
 NAME = "blume_publisher"
 
 
-def build(_settings: Settings) -> Service:
-    service = Service(NAME)
+class Publisher:
+    """Adds a study to the patient's record, unless their consent withholds it; hides the
+    entries of a revoked share."""
 
-    @service.handles("share.blume.requested")
-    async def publish(event: CloudEvent[ShareBlumeRequested], ctx: HandlerContext) -> None:
+    async def publish(self, event: CloudEvent[ShareBlumeRequested], ctx: HandlerContext) -> None:
         request = event.data
         # Locked, so a consent change committed meanwhile is seen before we publish.
         account = await ctx.session.get(
@@ -76,8 +76,7 @@ def build(_settings: Settings) -> Service:
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)
 
-    @service.handles("share.revoked")
-    async def hide(event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
+    async def hide(self, event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
         # Entries this share published leave the patient's view; the row stays for the record.
         entries = await entries_published_by(ctx.session, event.data.share_id)
         for entry in entries:
@@ -87,6 +86,12 @@ def build(_settings: Settings) -> Service:
         if entries:
             ctx.log.info("record entries hidden", count=len(entries))
 
+
+def build(_settings: Settings) -> Service:
+    service = Service(NAME)
+    publisher = Publisher()
+    service.handles("share.blume.requested")(publisher.publish)
+    service.handles("share.revoked")(publisher.hide)
     return service
 
 

@@ -22,12 +22,14 @@ from blume_link_issuer.tokens import new_token
 NAME = "link_issuer"
 
 
-def build(settings: Settings) -> Service:
-    service = Service(NAME)
-    sealer = Sealer.from_settings(settings)
+class LinkIssuer:
+    """Mints a link per accepted external share; revokes it with the share."""
 
-    @service.handles("share.link.requested")
-    async def mint_link(event: CloudEvent[ShareLinkRequested], ctx: HandlerContext) -> None:
+    def __init__(self, settings: Settings) -> None:
+        self._sealer = Sealer.from_settings(settings)
+        self._public_base_url = settings.public_base_url
+
+    async def mint_link(self, event: CloudEvent[ShareLinkRequested], ctx: HandlerContext) -> None:
         request = event.data
         token = new_token()
         link = SecureLink(
@@ -55,7 +57,7 @@ def build(settings: Settings) -> Service:
                 share_id=request.share_id,
                 link_id=link.link_id,
                 token_fingerprint=fingerprint(token),
-                sealed_link=sealer.seal(link_url(settings.public_base_url, token)),
+                sealed_link=self._sealer.seal(link_url(self._public_base_url, token)),
                 expires_at=request.expires_at,
                 recipient=request.recipient,
                 sender=request.sender,
@@ -69,8 +71,7 @@ def build(settings: Settings) -> Service:
         )
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)
 
-    @service.handles("share.revoked")
-    async def revoke_link(event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
+    async def revoke_link(self, event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
         link = (
             await ctx.session.exec(
                 select(SecureLink).where(col(SecureLink.share_id) == event.data.share_id)
@@ -83,6 +84,12 @@ def build(settings: Settings) -> Service:
         ctx.session.add(link)
         ctx.log.info("link revoked", link_id=link.link_id)
 
+
+def build(settings: Settings) -> Service:
+    service = Service(NAME)
+    issuer = LinkIssuer(settings)
+    service.handles("share.link.requested")(issuer.mint_link)
+    service.handles("share.revoked")(issuer.revoke_link)
     return service
 
 
