@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import pwd
 import shutil
 from pathlib import Path
 
@@ -73,8 +75,12 @@ def test_query_pages_and_csv(shared: CliRunner) -> None:
             io.StringIO(shared.invoke(app, ["audit", "query", "--format", "csv"]).stdout)
         )
     )
-    assert len(rows) == 18
-    assert {row["chain_id"] for row in rows} == {TENANT}
+    # The first query, across tenants, is itself recorded in the operators' chain.
+    shares = [row for row in rows if row["chain_id"] == TENANT]
+    assert len(shares) == 18
+    assert [row["event_type"] for row in rows if row["chain_id"] != TENANT] == [
+        "ops.audit_log.read"
+    ]
 
 
 def test_export_fhir_validates_and_csv_jsonl_count_alike(shared: CliRunner, tmp_path: Path) -> None:
@@ -86,7 +92,9 @@ def test_export_fhir_validates_and_csv_jsonl_count_alike(shared: CliRunner, tmp_
     assert len(bundle.entry or []) == 18
     jsonl = shared.invoke(app, ["audit", "export", "--format", "jsonl", "--patient", "MRN-0001"])
     exported = shared.invoke(app, ["audit", "export", "--format", "csv", "--patient", "MRN-0001"])
-    assert len(jsonl.stdout.splitlines()) == len(exported.stdout.splitlines()) - 1 == 12
+    assert len(jsonl.stdout.splitlines()) == 12
+    # The CSV export also finds the JSONL export's own record, which names MRN-0001.
+    assert len(exported.stdout.splitlines()) - 1 == 12 + 1
 
 
 @pytest.mark.parametrize("output_format", ["csv", "json", "html"])
@@ -223,3 +231,61 @@ def _entry(seq: int) -> str:
         data={"share_id": f"shr_{seq:032x}"},
     )
     return prepare(event).to_json()
+
+
+def test_cli_reads_are_audited_with_operator_command_filters_and_count(
+    shared: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """audit query, export, disclosures, status and patients show each leave a record with
+    the OS user, BLUME_OPERATOR marked self-asserted, the command, filters and count;
+    audit query then lists those reads."""
+    monkeypatch.setenv("BLUME_OPERATOR", "dr.ops@demo.example")
+    sent = shared.invoke(
+        app, ["audit", "query", "--tenant", TENANT, "--type", "share.notification.sent"]
+    )
+    share_id = json.loads(
+        shared.invoke(
+            app, ["audit", "query", "--tenant", TENANT, "--limit", "1", "--format", "jsonl"]
+        ).stdout
+    )["share_id"]
+    reads = [
+        sent,
+        shared.invoke(app, ["audit", "export", "--format", "jsonl", "--patient", "MRN-0002"]),
+        shared.invoke(app, ["audit", "disclosures", "--tenant", TENANT, "--patient", "MRN-0001"]),
+        shared.invoke(app, ["status", share_id]),
+        shared.invoke(app, ["patients", "show", "bp-nobody"]),
+    ]
+    assert [result.exit_code for result in reads] == [0, 0, 0, 0, 1]
+    listed = (
+        shared.invoke(
+            app, ["audit", "query", "--type", "ops.audit_log.read", "--format", "jsonl"]
+        ).stdout.splitlines()
+        + shared.invoke(
+            app, ["audit", "query", "--type", "ops.records.read", "--format", "jsonl"]
+        ).stdout.splitlines()
+    )
+    records = [json.loads(line) for line in listed]
+    payloads = {record["data"]["command"]: record for record in records}
+    assert set(payloads) == {
+        "audit query",
+        "audit export",
+        "audit disclosures",
+        "status",
+        "patients show",
+    }
+    [query] = [
+        record["data"]
+        for record in records
+        if record["data"]["command"] == "audit query" and "event_type" in record["data"]["filters"]
+    ]
+    assert query["filters"]["event_type"] == "share.notification.sent"
+    assert query["returned"] == 3
+    assert query["requested_by"] == pwd.getpwuid(os.getuid()).pw_name
+    assert query["asserted_operator"] == "dr.ops@demo.example"
+    assert "self-asserted" in query["operator_assertion"]
+    assert payloads["audit export"]["data"]["returned"] > 0
+    assert payloads["audit export"]["patient_mrn"] == "MRN-0002"
+    assert payloads["audit disclosures"]["data"]["returned"] == 2
+    assert payloads["status"]["share_id"] == share_id
+    assert payloads["status"]["chain_id"] == TENANT
+    assert payloads["patients show"]["data"]["returned"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import stat
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,30 @@ def test_revoke_ends_a_completed_share(cli: CliRunner, state_dir: Path) -> None:
     assert again.exit_code == 0
     assert "already revoked" in again.stdout
     assert cli.invoke(app, ["revoke", "shr_" + "0" * 32]).exit_code == 1
+
+
+def test_a_fresh_state_directory_and_its_phi_files_are_the_owners_alone(
+    cli: CliRunner, state_dir: Path
+) -> None:
+    """After the example runs on a fresh state directory, the directory is 0700 and the
+    SQLite database (and its -wal/-shm), dropped emails, keys and logs are 0600."""
+    assert not state_dir.exists()
+    result = cli.invoke(app, ["run", "--example", "--until-idle"])
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    private = [
+        *state_dir.glob("blume-share.db*"),
+        *state_dir.glob("*.key"),
+        *(state_dir / "mail").glob("*.eml"),
+        *(state_dir / "logs").glob("*.jsonl"),
+    ]
+    names = {path.name for path in private}
+    assert {"blume-share.db", "sealing.key"} <= names
+    assert any(name.endswith(".eml") for name in names)
+    assert any(name.endswith(".jsonl") for name in names)
+    modes = {
+        str(path.relative_to(state_dir)): oct(stat.S_IMODE(path.stat().st_mode)) for path in private
+    }
+    assert set(modes.values()) == {"0o600"}, modes
+    for folder in (state_dir / "mail", state_dir / "logs"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder

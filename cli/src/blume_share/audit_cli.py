@@ -45,6 +45,7 @@ from blume_share.cli_support import (
     EXIT_NO,
     EXIT_UNAVAILABLE,
     counted,
+    current_operator,
     fail,
     ready_settings,
     run_async,
@@ -204,7 +205,11 @@ def audit_query(
         since=since,
         until=until,
     )
-    records = run_async(operations.audit_find(settings, wanted, limit=limit, offset=offset))
+    records = run_async(
+        operations.audit_find(
+            settings, wanted, limit=limit, offset=offset, operator=current_operator(settings)
+        )
+    )
     if output is OutputFormat.CSV:
         _print_csv(records)
     elif output is OutputFormat.JSONL:
@@ -253,7 +258,11 @@ def audit_export(
         tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
     )
     with _output(output) as out:
-        count = run_async(operations.audit_export(settings, wanted, output_format.value, out))
+        count = run_async(
+            operations.audit_export(
+                settings, wanted, output_format.value, out, current_operator(settings)
+            )
+        )
     typer.echo(f"{counted(count, 'record')} exported", err=True)
 
 
@@ -268,7 +277,10 @@ def audit_disclosures(
     output_format: Annotated[ReportFormat, typer.Option("--format")] = ReportFormat.CSV,
     include_to_patient: Annotated[
         bool,
-        typer.Option(help="Also list publications into the patient's own Blume record."),
+        typer.Option(
+            help="Also list what reached the patient herself (her Blume record and its "
+            "email) and sign-in code emails."
+        ),
     ] = False,
     output: Output = None,
 ) -> None:
@@ -276,7 +288,9 @@ def audit_disclosures(
     settings = ready_settings()
     report = run_async(
         operations.audit_disclosures(
-            settings, DisclosureRequest(tenant, patient, since, until, include_to_patient)
+            settings,
+            DisclosureRequest(tenant, patient, since, until, include_to_patient),
+            current_operator(settings),
         )
     )
     render = {

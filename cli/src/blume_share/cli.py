@@ -31,6 +31,7 @@ from blume_share.cli_support import (
     EXIT_NO,
     EXIT_UNAVAILABLE,
     counted,
+    current_operator,
     fail,
     load_settings_and_log,
     ready_settings,
@@ -172,7 +173,7 @@ def status(
 ) -> None:
     """Show a share's state, "processing" until it has one (exit 1 if there is no such share)."""
     settings = ready_settings()
-    fields = run_async(operations.share_status(settings, share_id))
+    fields = run_async(operations.share_status(settings, share_id, current_operator(settings)))
     if fields is None:
         fail(f"no share {share_id}", EXIT_NO)
     if as_json:
@@ -205,7 +206,7 @@ def revoke(
 ) -> None:
     """End a share: its link stops working, its Blume entry is hidden (exit 1 if unknown)."""
     settings = ready_settings()
-    share = run_async(operations.share_status(settings, share_id))
+    share = run_async(operations.share_status(settings, share_id, None))
     if share is None:
         fail(f"no share {share_id}", EXIT_NO)
     if share["state"] == operations.PROCESSING:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
+import socket
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from blume_runtime.dead_letters import Operator
 from blume_runtime.settings import Settings
 from pydantic import ValidationError
 
 from blume_share import operations
 from blume_share.logfiles import start_logging
+from blume_share.state_dir import secure_state_dir
 
 EXIT_NO = 1
 EXIT_BAD_INPUT = 2
@@ -46,7 +51,17 @@ def load_settings_and_log() -> tuple[Settings, Path | None]:
         settings = Settings()
     except ValidationError as error:
         fail(f"invalid BLUME_* environment: {error}", EXIT_BAD_INPUT)
+    secure_state_dir(settings)
     return settings, start_logging(settings)
+
+
+def current_operator(settings: Settings) -> Operator:
+    """The OS account from the OS itself (not $USER), and BLUME_OPERATOR as self-asserted."""
+    try:
+        account = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        account = f"uid:{os.getuid()}"
+    return Operator(os_user=account, asserted=settings.operator, host=socket.gethostname())
 
 
 def run_async(coroutine: Any) -> Any:

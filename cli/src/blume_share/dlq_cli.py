@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import socket
 from typing import Annotated, Literal
 
 import typer
@@ -13,7 +10,6 @@ from blume_runtime.dead_letters import (
     Action,
     DeadLetter,
     NotOpsUserError,
-    Operator,
     Outcome,
     Selection,
     act,
@@ -25,6 +21,7 @@ from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_UNAVAILABLE,
     counted,
+    current_operator,
     fail,
     load_settings,
     run_async,
@@ -96,15 +93,6 @@ def _selection(
     return Selection(by, tuple(ids or types or ()), limit)
 
 
-def _operator(settings: Settings) -> Operator:
-    """The OS account from the OS itself (not $USER), and BLUME_OPERATOR as self-asserted."""
-    try:
-        account = pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        account = f"uid:{os.getuid()}"
-    return Operator(os_user=account, asserted=settings.operator, host=socket.gethostname())
-
-
 def _act(
     service: str,
     action: Literal[Action.REPLAY, Action.PURGE],
@@ -115,7 +103,14 @@ def _act(
     settings, url = _rabbit_settings()
     try:
         outcome: Outcome = run_async(
-            act(url, service, action, selection, _operator(settings), settings.broker_user_map)
+            act(
+                url,
+                service,
+                action,
+                selection,
+                current_operator(settings),
+                settings.broker_user_map,
+            )
         )
     except NotOpsUserError as error:
         fail(str(error), EXIT_UNAVAILABLE)

@@ -16,6 +16,8 @@ from typing import Final, TextIO, cast
 from blume_runtime.logging import configure_logging
 from blume_runtime.settings import Settings
 
+from blume_share.state_dir import PRIVATE_FILE, private_directory
+
 KEEP: Final = 20
 """How many command logs the embedded default keeps; older ones go when a new one starts."""
 SUFFIX: Final = ".jsonl"
@@ -41,10 +43,12 @@ class CommandLog:
         if not self._pending:
             return
         if not self._started:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_directory(self.path.parent)
             _remove_oldest(self.path.parent, keep=KEEP - 1)
             self._started = True
-        with self.path.open("a", encoding="utf-8") as file:
+        # Created owner-only: a log line can name a share, a tenant or a client address.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as file:
             file.write("".join(self._pending))
         self._pending.clear()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -34,6 +34,7 @@ from blume_audit_sink import (
 )
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
+from blume_runtime.dead_letters import Operator
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
@@ -45,11 +46,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_share.requests import PreparedRequest
 from blume_share.schema import current, head, upgrade
 from blume_share.services import GATEWAY, WORKERS
+from blume_share.state_dir import secure_state_dir
 
 
 def database(settings: Settings) -> Database:
-    if settings.database_url is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    secure_state_dir(settings)
     return Database(settings.database)
 
 
@@ -71,7 +72,7 @@ class SchemaNotCurrentError(RuntimeError):
 def prepare_embedded(settings: Settings) -> None:
     """The embedded default migrates its own SQLite file; production runs ``migrate``."""
     if settings.database_url is None:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        secure_state_dir(settings)
         upgrade(settings.database)
 
 
@@ -250,18 +251,35 @@ PROCESSING: Final = "processing"
 recorded the share yet."""
 
 
-async def share_status(settings: Settings, share_id: str) -> dict[str, Any] | None:
-    """The share as ``status`` shows it; None when nothing has heard of it.
+def _filters(wanted: RecordFilter) -> dict[str, Any]:
+    return {name: value for name, value in asdict(wanted).items() if value is not None}
+
+
+async def share_status(
+    settings: Settings, share_id: str, operator: Operator | None
+) -> dict[str, Any] | None:
+    """The share as ``status`` shows it; None when nothing has heard of it. With an
+    ``operator``, the read is audited (``ops.records.read``), found or not; ``revoke``
+    passes none, as the revocation it asks for is audited itself.
 
     The audit sink records a request under the share id it will get, so a request the sink
     has received and the dispatcher has not yet decided is ``processing``, not unknown.
     """
     async with session_scope(settings) as session:
         share = await session.get(Share, share_id)
+        seen = share is not None or await audit_sink.share_seen(session, share_id)
+        if operator is not None:
+            await audit_sink.record_operator_read(
+                session,
+                event_type=audit_sink.RECORDS_READ_TYPE,
+                operator=operator,
+                command="status",
+                tenant=share.tenant_id if share is not None else None,
+                filters={"share_id": share_id},
+                returned=1 if seen else 0,
+            )
         if share is None:
-            if not await audit_sink.share_seen(session, share_id):
-                return None
-            return {"share_id": share_id, "state": PROCESSING}
+            return {"share_id": share_id, "state": PROCESSING} if seen else None
     return {
         "share_id": share.share_id,
         "state": share.state.value,
@@ -291,37 +309,80 @@ async def audit_verify_against_checkpoints(
 
 
 async def audit_find(
-    settings: Settings, wanted: RecordFilter, *, limit: int, offset: int
+    settings: Settings, wanted: RecordFilter, *, limit: int, offset: int, operator: Operator
 ) -> list[AuditRecord]:
+    """A page of matching records; the read itself is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
-        return await find(session, wanted, limit=limit, offset=offset)
+        found = await find(session, wanted, limit=limit, offset=offset)
+        await audit_sink.record_operator_read(
+            session,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
+            operator=operator,
+            command="audit query",
+            tenant=wanted.tenant_id,
+            filters={**_filters(wanted), "limit": limit, "offset": offset},
+            returned=len(found),
+        )
+        return found
 
 
 async def audit_export(
-    settings: Settings, wanted: RecordFilter, output_format: str, out: TextIO
+    settings: Settings, wanted: RecordFilter, output_format: str, out: TextIO, operator: Operator
 ) -> int:
-    """Write every matching record to ``out`` (``fhir``, ``csv`` or ``jsonl``); the count."""
+    """Write every matching record to ``out`` (``fhir``, ``csv`` or ``jsonl``); the count.
+    The export itself is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
-        records = audit_sink.records_to_export(session, wanted)
-        if output_format == "fhir":
-            bundle = audit_sink.fhir_bundle([r async for r in records])
-            out.write(audit_sink.fhir_json(bundle) + "\n")
-            return len(bundle.entry or [])
-        count = 0
-        if output_format == "csv":
-            out.write(",".join(audit_sink.CSV_COLUMNS) + "\n")
-        async for record in records:
-            if output_format == "csv":
-                out.write(audit_sink.csv_text([record], header=False))
-            else:
-                out.write(audit_sink.jsonl_line(record) + "\n")
-            count += 1
+        count = await _write_export(session, wanted, output_format, out)
+        await audit_sink.record_operator_read(
+            session,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
+            operator=operator,
+            command="audit export",
+            tenant=wanted.tenant_id,
+            filters={**_filters(wanted), "format": output_format},
+            returned=count,
+        )
         return count
 
 
-async def audit_disclosures(settings: Settings, wanted: DisclosureRequest) -> DisclosureReport:
+async def _write_export(
+    session: AsyncSession, wanted: RecordFilter, output_format: str, out: TextIO
+) -> int:
+    records = audit_sink.records_to_export(session, wanted)
+    if output_format == "fhir":
+        bundle = audit_sink.fhir_bundle([r async for r in records])
+        out.write(audit_sink.fhir_json(bundle) + "\n")
+        return len(bundle.entry or [])
+    count = 0
+    if output_format == "csv":
+        out.write(",".join(audit_sink.CSV_COLUMNS) + "\n")
+    async for record in records:
+        if output_format == "csv":
+            out.write(audit_sink.csv_text([record], header=False))
+        else:
+            out.write(audit_sink.jsonl_line(record) + "\n")
+        count += 1
+    return count
+
+
+async def audit_disclosures(
+    settings: Settings, wanted: DisclosureRequest, operator: Operator
+) -> DisclosureReport:
+    """The accounting of disclosures; producing it is audited (``ops.audit_log.read``)."""
     async with session_scope(settings) as session:
-        return await accounting(session, wanted)
+        report = await accounting(session, wanted)
+        await audit_sink.record_operator_read(
+            session,
+            event_type=audit_sink.AUDIT_LOG_READ_TYPE,
+            operator=operator,
+            command="audit disclosures",
+            tenant=wanted.tenant,
+            filters={
+                name: value for name, value in asdict(wanted).items() if value not in (None, False)
+            },
+            returned=len(report.disclosures),
+        )
+        return report
 
 
 async def audit_checkpoint_now(

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
+import blume_audit_sink as audit_sink
 import blume_publisher
 import typer
 from blume_publisher import (
@@ -24,6 +25,7 @@ from blume_share.cli_support import (
     EXIT_BAD_INPUT,
     EXIT_NO,
     counted,
+    current_operator,
     fail,
     load_settings,
     ready_settings,
@@ -56,8 +58,20 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
 
 
 async def _show(settings: Settings, blume_patient_id: str) -> dict[str, Any] | None:
+    """The account as ``patients show`` prints it; the read is audited (``ops.records.read``)."""
     async with operations.session_scope(settings) as session:
-        return await describe_account(session, blume_patient_id)
+        account = await describe_account(session, blume_patient_id)
+        tenant = account.get("tenant_id") if account is not None else None
+        await audit_sink.record_operator_read(
+            session,
+            event_type=audit_sink.RECORDS_READ_TYPE,
+            operator=current_operator(settings),
+            command="patients show",
+            tenant=tenant if isinstance(tenant, str) else None,
+            filters={"blume_patient_id": blume_patient_id},
+            returned=0 if account is None else 1 + len(account["entries"]),
+        )
+        return account
 
 
 @patients_app.command("import")

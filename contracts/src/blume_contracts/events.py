@@ -216,7 +216,8 @@ class ShareLinkIssued(Contract):
     )
 
 
-NotificationPurpose = Literal["share", "sign_in_code"]
+NotificationPurpose = Literal["share", "sign_in_code", "link_locked"]
+NotificationAddressee = Literal["recipient", "patient"]
 MessageId = Annotated[str, StringConstraints(max_length=255)]
 ErrorClass = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 
@@ -225,6 +226,10 @@ class ShareNotificationSent(Contract):
     share_id: ShareId
     purpose: NotificationPurpose = Field(
         default="share", description="The share email itself, or a sign-in code for it."
+    )
+    addressee: NotificationAddressee = Field(
+        default="recipient",
+        description="Whom the email went to: the share's recipient, or the patient herself.",
     )
     channel: Literal["email"] = "email"
     message_id: MessageId = Field(description="RFC 5322 Message-ID of the email, stable per share.")
@@ -341,6 +346,7 @@ DenialReason = Literal[
     "revoked",
     "wrong_code",
     "locked",
+    "code_attempts_exhausted",
     "code_expired",
     "rate_limited",
     "sso_mismatch",
@@ -401,6 +407,14 @@ class ShareLinkDenied(Contract):
         default=None, description="Of the presented token, to correlate guessing; never it."
     )
     client: ClientContext
+    count: Annotated[int, Field(ge=1)] = Field(
+        default=1,
+        description="Denials this record stands for: more than one for the aggregate of a "
+        "client's denials of tokens matching no link, for one reason, in one minute.",
+    )
+    counted_from: AwareDatetime | None = Field(
+        default=None, description="With a count over one: the start of the minute counted."
+    )
 
 
 class ShareOtpRequested(Contract):
@@ -414,6 +428,21 @@ class ShareOtpRequested(Contract):
     locale: Locale
     sealed_code: str = secret(description="The code, encrypted for the notifier. Never stored.")
     expires_at: AwareDatetime
+
+
+class ShareLinkLocked(Contract):
+    """Too many wrong sign-in codes over the link's life: the link is locked for good, and
+    the notifier tells the sender (only a new share helps the recipient)."""
+
+    share_id: ShareId
+    link_id: LinkId
+    reason: Literal["code_attempts_exhausted"] = "code_attempts_exhausted"
+    sender_name: PersonName = phi()
+    sender_email: EmailAddress = phi(description="Where the notifier tells the sender.")
+    recipient: Recipient
+    organisation: PersonName
+    locale: Locale
+    locked_at: AwareDatetime
 
 
 class ShareBlumeViewed(Contract):

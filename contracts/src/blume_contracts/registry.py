@@ -177,6 +177,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ("notifier", _AUDIT),
         ),
         EventSpec(
+            "share.link.locked",
+            ev.ShareLinkLocked,
+            "A link was locked after too many wrong sign-in codes; the sender is to be told.",
+            ("access_gateway",),
+            ("notifier", _AUDIT),
+        ),
+        EventSpec(
             "ops.dead_letters.replayed",
             ev.DeadLettersReplayed,
             "An operator moved dead letters back onto their service's queue.",

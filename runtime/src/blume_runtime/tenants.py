@@ -64,6 +64,13 @@ class TenantPolicy(BaseModel):
         description="Where granted access is redirected, with a short-lived signed ticket.",
     )
     sso: SsoPolicy | None = None
+    sender_domains: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The tenant's own email domains: a link email's Reply-To is the sender's address "
+            "only when it is at one of these; otherwise the email has no Reply-To."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -6,15 +6,18 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from blume_access_gateway.clients import client_ip
+from blume_access_gateway.clients import client_ip, normalised_user_agent
+from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.keys import GatewayKeyError, GatewayKeys
 from blume_access_gateway.otp import code_hash, new_code, normalise_code
 from blume_access_gateway.server import HttpServer, bind
 from blume_access_gateway.settings import GatewaySettings
+from blume_contracts.events import ClientContext
 from blume_runtime.settings import Settings
 from starlette.requests import Request
 
@@ -107,3 +110,35 @@ def test_a_busy_port_is_an_error_for_the_caller() -> None:
         taken.listen()
         with pytest.raises(OSError, match="in use"):
             bind("127.0.0.1", taken.getsockname()[1])
+
+
+def test_a_user_agent_is_capped_and_normalised_before_it_is_recorded() -> None:
+    """A 512-character user agent with controls, bidi and non-ASCII characters is kept as
+    at most 200 printable ASCII characters with single spaces; an empty one is None."""
+    forged = "Mozilla/5.0\t\t(X11;\u202e Linux)\r\n" + "é" * 10 + "A" * 512
+    kept = normalised_user_agent(forged)
+    assert kept is not None
+    assert len(kept) == 200
+    assert kept.startswith("Mozilla/5.0 (X11;? Linux) ??????????AAA")
+    assert all(" " <= c <= "~" for c in kept)
+    assert normalised_user_agent("Mozilla/5.0 (X11; Linux)") == "Mozilla/5.0 (X11; Linux)"
+    assert normalised_user_agent(" \t ") is None
+    assert normalised_user_agent(None) is None
+
+
+def test_the_denial_tally_stays_bounded_and_keeps_counts_it_could_not_record() -> None:
+    """Past its bucket limit every denial is recorded at once (nothing is lost, memory is
+    bounded); counts put back after a failed write are recorded in the next round."""
+    now = datetime(2026, 12, 7, 1, 0, 30, tzinfo=UTC)
+    tally = DenialTally(max_buckets=1)
+    first = ClientContext(client_ip="203.0.113.1")
+    second = ClientContext(client_ip="203.0.113.2")
+    assert tally.record_now(first, "unknown", now) is True
+    assert tally.record_now(first, "unknown", now) is False
+    assert [tally.record_now(second, "unknown", now) for _ in range(3)] == [True] * 3
+    later = now + timedelta(minutes=1)
+    [counted] = tally.due(later)
+    assert (counted.client, counted.count) == (first, 1)
+    tally.restore([counted])
+    assert [bucket.count for bucket in tally.due(later)] == [1]
+    assert tally.due(later) == []

@@ -8,7 +8,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from blume_access_gateway.models import LinkGrant, OtpChallenge
+from blume_access_gateway.models import LinkGrant, OtpChallenge, ProjectedLink
 from sqlalchemy import event
 
 from services.access_gateway.tests.conftest import CLIENT_IP, USER_AGENT, Harness
@@ -158,3 +158,62 @@ def test_unknown_token_page_follows_the_browser_language(harness: Harness) -> No
     with harness.client() as client:
         page = client.get("/s/nothing-here", headers={"accept-language": "fr-CA,fr;q=0.9"})
     assert "Ce lien ne fonctionne pas" in page.text
+
+
+def test_link_page_shows_names_without_bidi_or_zero_width_characters(harness: Harness) -> None:
+    """A sender and organisation stored with bidirectional overrides and zero-width
+    characters are shown without them."""
+    token, link = harness.add_link()
+
+    async def rename() -> None:
+        async with harness.db.transaction() as session:
+            stored = await session.get(ProjectedLink, link.link_id)
+            assert stored is not None
+            stored.sender_name = "Dr. Alice\u202e Smith\u200b"
+            stored.organisation = "\u2067Demo\u2069 Hospital\ufeff"
+            session.add(stored)
+
+    harness.run(rename())
+    with harness.client() as client:
+        page = client.get(f"/s/{token}")
+    assert "Dr. Alice Smith at Demo Hospital shared an imaging study with you." in page.text
+    for invisible in ("\u202e", "\u200b", "\u2067", "\u2069", "\ufeff"):
+        assert invisible not in page.text
+
+
+def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_forged_host(harness: Harness) -> None:
+    """GET /s/<token>/ with a forged Host answers 404 with no Location: Starlette's slash
+    redirect would have sent the browser to http://evil.example/s/<token>."""
+    token, _link = harness.add_link()
+    with harness.client() as client:
+        for path in (f"/s/{token}/", f"/s/{token}/code/", "/blume/login/", "/help/link-page/"):
+            answer = client.get(path, headers={"host": "evil.example"})
+            assert answer.status_code == 404, path
+            assert "location" not in answer.headers, path
+            assert "evil.example" not in answer.text, path
+
+
+def test_unknown_token_denials_are_one_record_per_client_reason_and_minute(
+    harness: Harness,
+) -> None:
+    """Five unknown tokens from one client in a minute: the first is recorded at once, the
+    other four as one record with count 4 once the minute is over; another client's
+    denial is its own first."""
+    with harness.client() as client:
+        for number in range(5):
+            assert client.get(f"/s/{str(number) * 43}").status_code == 404
+    with harness.client(ip="198.51.100.9") as other:
+        other.get(f"/s/{'z' * 43}")
+    first, others_first = harness.transport.events("share.link.denied")
+    assert first["data"]["count"] == 1
+    assert others_first["data"]["client"]["client_ip"] == "198.51.100.9"
+    assert harness.run(harness.gateway.access.record_counted_denials()) == 0  # minute not over
+    harness.clock.advance(seconds=60)
+    assert harness.run(harness.gateway.access.record_counted_denials()) == 1
+    aggregate = harness.transport.events("share.link.denied")[-1]
+    assert aggregate["tenantid"] == "_unknown"
+    assert aggregate["data"]["count"] == 4
+    assert aggregate["data"]["reason"] == "unknown"
+    assert aggregate["data"]["client"]["client_ip"] == first["data"]["client"]["client_ip"]
+    assert aggregate["data"]["counted_from"]
+    assert len(harness.transport.events("share.link.denied")) == 3

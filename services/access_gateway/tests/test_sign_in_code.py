@@ -171,3 +171,32 @@ def test_no_code_is_sent_once_the_uses_are_spent(harness: Harness) -> None:
         refused = press(late, token)
     assert refused.status_code == 410
     assert len(harness.transport.events("share.otp.requested")) == 1
+
+
+def test_ten_wrong_codes_over_the_links_life_lock_the_link_for_good(harness: Harness) -> None:
+    """ "Send a new code" resets a code's five tries, not the link's ten: the tenth wrong
+    code locks the link (code_attempts_exhausted), the right code no longer works and no
+    new code is sent."""
+    token, _link = otp_link(harness)
+    with harness.client() as client:
+        _asked, first = ask_for_code(harness, client, token)
+        wrong = "000000" if first != "000000" else "111111"
+        assert [enter(client, token, wrong).status_code for _ in range(5)][-1] == 403
+        _asked, second = ask_for_code(harness, client, token)
+        wrong = "000000" if second != "000000" else "111111"
+        statuses = [enter(client, token, wrong).status_code for _ in range(5)]
+        assert statuses == [400, 400, 400, 400, 403]
+        assert "This link is locked" in enter(client, token, second).text
+        codes_sent = len(harness.transport.events("share.otp.requested"))
+        again = press(client, token)
+    assert again.status_code == 403
+    assert "This link is locked" in again.text
+    assert len(harness.transport.events("share.otp.requested")) == codes_sent == 2
+    assert harness.rows(LinkGrant) == []
+    reasons = [d["data"]["reason"] for d in harness.transport.events("share.link.denied")]
+    assert reasons[-3:] == ["code_attempts_exhausted"] * 3
+    assert reasons.count("wrong_code") == 8
+    [locked] = harness.transport.events("share.link.locked")
+    assert locked["data"]["sender_email"] == "alice@demo-hospital.example"
+    assert locked["data"]["reason"] == "code_attempts_exhausted"
+    assert locked["data"]["recipient"]["name"] == "Dr. Bob Jones"

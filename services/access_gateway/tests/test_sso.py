@@ -182,3 +182,18 @@ def test_a_missing_client_secret_is_unavailable_not_an_error(
         refused = press(client, token)
     assert refused.status_code == 503
     assert harness.rows(LinkGrant) == []
+
+
+def test_an_allowed_domain_address_our_parser_refuses_is_a_mismatch_not_a_500(
+    harness: Harness,
+) -> None:
+    """ "x@evil"@partner.example ends in an allowed domain but is no address our contracts
+    take: 403 sso_mismatch, audited as a denial, no grant."""
+    token, _link = sso_link(harness)
+    with harness.client() as client:
+        refused = sign_in(harness, client, token, '"x@evil"@partner.example')
+    assert refused.status_code == 403
+    assert "You signed in with another account" in refused.text
+    assert harness.rows(LinkGrant) == []
+    [denied] = harness.transport.events("share.link.denied")
+    assert denied["data"]["reason"] == "sso_mismatch"

@@ -145,3 +145,15 @@ def test_sign_in_code_email_keeps_the_code_out_of_the_subject() -> None:
     assert message["To"].addresses[0].addr_spec == "bob@clinic.example"
     assert bodies(message).count("493817") == 2
     assert "10 minutes" in bodies(message)
+
+
+async def test_the_step_into_blume_email_is_recorded_as_sent_to_the_patient(
+    settings: Settings, make_pipeline: Any
+) -> None:
+    """The sent event names the patient as addressee, which keeps it out of the accounting
+    of disclosures to third parties."""
+    pipeline = make_pipeline(settings, FakeMailer())
+    await pipeline.deliver(event(published()))
+    [sent] = pipeline.events()
+    assert sent["data"]["addressee"] == "patient"
+    assert sent["data"]["purpose"] == "share"

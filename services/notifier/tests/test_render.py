@@ -102,7 +102,12 @@ def test_headers_identify_an_automated_email_with_a_stable_id(
     """From, To, Reply-To (the sender), Date, Message-ID and Auto-Submitted are set."""
     sent_at = datetime(2026, 11, 25, 14, 0, 5, tzinfo=UTC)
     message = build_link_email(
-        make_issued(), link, mail_from=MAIL_FROM, message_id=MESSAGE_ID, sent_at=sent_at
+        make_issued(),
+        link,
+        mail_from=MAIL_FROM,
+        message_id=MESSAGE_ID,
+        sent_at=sent_at,
+        sender_domains=["Demo-Hospital.example"],
     )
     assert message["From"] == MAIL_FROM
     assert message["To"].addresses[0].addr_spec == "bob.jones@clinic.example"
@@ -278,3 +283,42 @@ def test_expiry_is_formatted_for_the_locale_in_utc(
 ) -> None:
     """Expiry dates are spelled per locale and converted to UTC, with the zone stated."""
     assert format_expiry(moment, locale) == expected
+
+
+def test_reply_to_is_the_sender_only_at_one_of_the_tenants_sender_domains(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """A sender address outside the tenant's sender_domains (or none configured) gets no
+    Reply-To: an event cannot point the recipient's replies at an address of its choosing."""
+    issued = make_issued()
+
+    def reply_to(domains: list[str]) -> str | None:
+        built = build_link_email(
+            issued, link, mail_from=MAIL_FROM, message_id=MESSAGE_ID, sender_domains=domains
+        )
+        return built["Reply-To"]
+
+    assert reply_to([]) is None
+    assert reply_to(["other.example", "hospital.example"]) is None
+    assert reply_to(["demo-hospital.example"]) is not None
+
+
+def test_names_in_subject_headers_and_bodies_lose_bidi_and_zero_width_characters(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """A sender named with a right-to-left override and zero-width joiners reaches the
+    subject, the To display name and both bodies without them."""
+    issued = make_issued(organisation="Demo\u200b Hospital\u2067")
+    issued = issued.model_copy(
+        update={
+            "sender": issued.sender.model_copy(update={"name": "Dr. Alice\u202e Smith\u200d"}),
+            "recipient": issued.recipient.model_copy(update={"name": "Dr. Bob\u2066 Jones"}),
+        }
+    )
+    message = email_for(issued, link)
+    assert message["Subject"] == "Dr. Alice Smith (Demo Hospital) shared an imaging study with you"
+    assert message["To"].addresses[0].display_name == "Dr. Bob Jones"
+    for body in parts(message):
+        for invisible in ("\u202e", "\u200d", "\u200b", "\u2066", "\u2067"):
+            assert invisible not in body
+        assert "Hello Dr. Bob Jones," in body

@@ -7,8 +7,9 @@ A GET never gets past ``open_page``, which records the view and changes nothing 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
@@ -19,6 +20,7 @@ from blume_contracts.events import (
     Recipient,
     ShareLinkAccessed,
     ShareLinkDenied,
+    ShareLinkLocked,
     ShareLinkOpened,
     ShareOtpRequested,
 )
@@ -30,6 +32,7 @@ from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import otp
+from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import (
@@ -57,6 +60,7 @@ _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
 _DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
     otp.CodeVerdict.WRONG: "wrong_code",
     otp.CodeVerdict.LOCKED: "locked",
+    otp.CodeVerdict.EXHAUSTED: "code_attempts_exhausted",
     otp.CodeVerdict.EXPIRED: "code_expired",
 }
 
@@ -124,14 +128,15 @@ class RecipientAccess:
     ticket_issuer: str
     clock: Callable[[], datetime]
     freshness: FreshnessCheck
+    denials: DenialTally = field(default_factory=DenialTally)
 
     async def _check(self, work: UnitOfWork, handle: Token | LinkId) -> LinkLookup:
         return await check_grant(work.session, handle, self.clock(), self.freshness)
 
     # Recording -------------------------------------------------------------------------
 
-    @staticmethod
     def _record_denial(
+        self,
         work: UnitOfWork,
         lookup: LinkLookup,
         reason: DenialReason,
@@ -140,6 +145,8 @@ class RecipientAccess:
         correlation_id: str,
     ) -> None:
         link = lookup.link
+        if link is None and not self.denials.record_now(client, reason, self.clock()):
+            return  # counted: recorded with its minute's count (record_counted_denials)
         work.emit(
             "share.link.denied",
             ShareLinkDenied(
@@ -154,6 +161,31 @@ class RecipientAccess:
             traceparent=link.traceparent if link else None,
         )
         LINK_EVENTS.labels(event="denied", reason=reason).inc()
+
+    async def record_counted_denials(self, *, everything: bool = False) -> int:
+        """One ``share.link.denied`` with its count per client, reason and finished minute
+        of denials of unknown links (``everything``: the current minute too, on stopping)."""
+        due = self.denials.due(self.clock(), everything=everything)
+        if not due:
+            return 0
+        try:
+            async with self.events.unit_of_work() as work:
+                for bucket in due:
+                    work.emit(
+                        "share.link.denied",
+                        ShareLinkDenied(
+                            reason=bucket.reason,
+                            client=bucket.client,
+                            count=bucket.count,
+                            counted_from=bucket.minute,
+                        ),
+                        tenantid=UNKNOWN_TENANT,
+                        correlationid=f"denials-{uuid.uuid4()}",
+                    )
+        except BaseException:
+            self.denials.restore(due)
+            raise
+        return len(due)
 
     def _record_grant(
         self,
@@ -303,6 +335,23 @@ class RecipientAccess:
                 return SignInNeeded(lookup, sso_provider(policy.sso))
             except PolicyError:  # the client secret's variable is not set: ops must fix it
                 return Unavailable(lookup)
+        return await self._code_for(work, lookup, token, client, request_id)
+
+    async def _code_for(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        token: str,
+        client: ClientContext,
+        request_id: str,
+    ) -> ViewOutcome:
+        """A new sign-in code for an email_otp link, unless its codes or its rate are spent."""
+        link = lookup.link
+        assert link is not None
+        if await otp.link_exhausted(work.session, link.link_id):
+            # Ten wrong codes over the link's life: no new code, only a new share helps.
+            self._record_denial(work, lookup, "code_attempts_exhausted", client, token, request_id)
+            return Refused(lookup, "code_attempts_exhausted")
         verdict = await self.limits.code_request(token_fingerprint(token))
         if not verdict.allowed:
             self._record_denial(work, lookup, "rate_limited", client, token, request_id)
@@ -338,6 +387,28 @@ class RecipientAccess:
         )
         return CodeSent(lookup, challenge_id)
 
+    def _tell_sender_link_locked(self, work: UnitOfWork, link: ProjectedLink) -> None:
+        """``share.link.locked``: the notifier emails the sender that only a new share helps.
+        A link projected before the sender's address was kept cannot say whom to tell."""
+        if link.sender_email is None:
+            return
+        work.emit(
+            "share.link.locked",
+            ShareLinkLocked(
+                share_id=link.share_id,
+                link_id=link.link_id,
+                sender_name=link.sender_name,
+                sender_email=link.sender_email,
+                recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
+                organisation=link.organisation,
+                locale=narrow_locale(link.locale),
+                locked_at=self.clock(),
+            ),
+            tenantid=link.tenant_id,
+            correlationid=link.correlation_id,
+            traceparent=link.traceparent,
+        )
+
     async def enter_code(
         self,
         token: str,
@@ -366,6 +437,8 @@ class RecipientAccess:
             if check.verdict is not otp.CodeVerdict.ACCEPTED:
                 refusal = _DENIAL_FOR_CODE[check.verdict]
                 self._record_denial(work, lookup, refusal, client, token, request_id)
+                if check.newly_exhausted:
+                    self._tell_sender_link_locked(work, link)
                 return Refused(lookup, refusal, tries_left=check.tries_left)
             return await self._grant_new_use(work, lookup, "email_otp", client, None)
 

@@ -20,7 +20,7 @@ from blume_access_gateway.http_telemetry import HttpTelemetryMiddleware
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
-from blume_access_gateway.security import SecurityMiddleware
+from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -34,6 +34,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         # FastAPI's own spans carry the raw path (``/s/<token>``): ours carry the route
         # template only (http_telemetry), so FastAPI's are off.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # Starlette's slash redirect builds its Location from the request's Host header
+        # (``/s/<token>/`` -> ``http://evil.example/s/<token>``): a stray slash is a 404.
+        redirect_slashes=False,
     )
     app.state.gateway = gateway
     app.include_router(recipient_routes(gateway))
@@ -62,4 +65,6 @@ def create_app(gateway: Gateway) -> FastAPI:
     hsts = gateway.settings.public_base_url.startswith("https://")
     app.add_middleware(SecurityMiddleware, hsts=hsts, error_page=error_page)
     app.add_middleware(HttpTelemetryMiddleware)
+    # Added last, so outermost: oversized headers never reach a parser or a route.
+    app.add_middleware(HeaderLimitMiddleware)
     return app

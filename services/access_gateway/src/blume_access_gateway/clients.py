@@ -12,7 +12,9 @@ from starlette.requests import Request
 from blume_access_gateway.settings import IpNetwork
 
 UNKNOWN_ADDRESS: Final = "0.0.0.0"  # noqa: S104 - a placeholder value, not a bind address
-MAX_USER_AGENT: Final = 512
+MAX_USER_AGENT: Final = 200
+"""The user agent is the requester's own text and is kept for years in the audit trail:
+enough to tell browsers apart, not a place to store what an attacker chooses."""
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -49,9 +51,18 @@ def client_ip(request: Request, trusted_proxies: Sequence[IpNetwork]) -> str:
     return str(peer)
 
 
+def normalised_user_agent(agent: str | None) -> str | None:
+    """Printable ASCII only (anything else becomes ``?``), whitespace runs one space,
+    at most ``MAX_USER_AGENT`` characters; None when nothing is left."""
+    if not agent:
+        return None
+    printable = "".join(" " if c.isspace() else c if " " <= c <= "~" else "?" for c in agent)
+    collapsed = " ".join(printable.split())[:MAX_USER_AGENT].rstrip()
+    return collapsed or None
+
+
 def client_context(request: Request, trusted_proxies: Sequence[IpNetwork]) -> ClientContext:
-    agent = request.headers.get("user-agent")
     return ClientContext(
         client_ip=client_ip(request, trusted_proxies),
-        user_agent=agent[:MAX_USER_AGENT] if agent else None,
+        user_agent=normalised_user_agent(request.headers.get("user-agent")),
     )

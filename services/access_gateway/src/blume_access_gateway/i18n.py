@@ -62,6 +62,11 @@ _EN: Final[dict[str, str]] = {
     "csrf.title": "This page has expired",
     "csrf.body": "Go back to the link and press the button once more.",
     "csrf.action": "Back to the link",
+    "code_attempts_exhausted.title": "This link is locked",
+    "code_attempts_exhausted.body": (
+        "Too many wrong codes were entered for this link, so it no longer works. "
+        "Ask {sender} at {organisation} to share the study again."
+    ),
     "sso_mismatch.title": "You signed in with another account",
     "sso_mismatch.body": (
         "This study was shared with someone else. Sign in with the account the invitation "
@@ -162,6 +167,11 @@ _FR: Final[dict[str, str]] = {
     "csrf.title": "Cette page a expiré",
     "csrf.body": "Retournez au lien et appuyez de nouveau sur le bouton.",
     "csrf.action": "Retour au lien",
+    "code_attempts_exhausted.title": "Ce lien est verrouillé",
+    "code_attempts_exhausted.body": (
+        "Trop de codes erronés ont été saisis pour ce lien : il ne fonctionne plus. "
+        "Demandez à {sender}, de {organisation}, de partager l'examen de nouveau."
+    ),
     "sso_mismatch.title": "Vous vous êtes connecté avec un autre compte",
     "sso_mismatch.body": (
         "Cet examen a été partagé avec une autre personne. Connectez-vous avec le compte "

@@ -60,6 +60,8 @@ class ProjectedLink(SQLModel, table=True):
     recipient_email: str = Field(max_length=254)
     recipient_name: str = Field(max_length=200)
     sender_name: str = Field(max_length=200)
+    sender_email: str | None = Field(default=None, max_length=254)
+    """Whom ``share.link.locked`` tells; None on links projected before migration 0010."""
     organisation: str = Field(max_length=200)
     locale: str = Field(max_length=8)
     recipient_auth: str = Field(max_length=16)

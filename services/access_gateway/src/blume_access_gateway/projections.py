@@ -51,6 +51,7 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             recipient_email=issued.recipient.email,
             recipient_name=issued.recipient.name,
             sender_name=issued.sender.name,
+            sender_email=issued.sender.email,
             organisation=issued.organisation,
             locale=issued.locale,
             recipient_auth=issued.recipient_auth,

@@ -126,3 +126,76 @@ def _route(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "(unmatched)"
+
+
+MAX_HEADER_BYTES: Final = 8 * 1024
+"""One request header, name and value, at most (RFC 6585 431 above it)."""
+MAX_HEADERS_TOTAL_BYTES: Final = 32 * 1024
+"""All request headers together at most."""
+H11_MAX_REQUEST_HEAD_BYTES: Final = 48 * 1024
+"""What the HTTP parser buffers of a request head (request line and headers): larger heads
+are refused (400) before any of our code runs; up to it, ``HeaderLimitMiddleware`` decides."""
+
+_TOO_LARGE_BODY: Final = b"Request header fields too large\n"
+
+
+class HeaderLimitMiddleware:
+    """The outermost layer: a request with a header over 8 KiB, or over 32 KiB of headers in
+    all, is answered 431 before anything parses a cookie or routes it; quoted cookie values
+    are dropped.
+
+    A crafted Cookie header costs quadratic CPU in Python's ``http.cookies._unquote`` before
+    3.11.10 / 3.12.6 (CVE-2024-7592): about 0.2 s for one 8 KiB value of backslashes on
+    3.11.7, still under the cap. Starlette unquotes every cookie value and FastAPI reads
+    ``request.cookies`` for every request, but ``_unquote`` only works on a value in double
+    quotes, and our cookies (URL-safe signed tokens) never are: dropping quoted values
+    leaves it nothing to chew on.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(
+            name == b"cookie" and b'"' in value for name, value in scope.get("headers", [])
+        ):
+            scope = {**scope, "headers": _without_quoted_cookies(scope["headers"])}
+        if scope["type"] == "http" and headers_too_large(scope.get("headers", [])):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 431,
+                    "headers": [
+                        (b"content-type", b"text/plain; charset=utf-8"),
+                        (b"content-length", str(len(_TOO_LARGE_BODY)).encode()),
+                        (b"cache-control", b"no-store"),
+                        (b"connection", b"close"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
+            return
+        await self.app(scope, receive, send)
+
+
+def _without_quoted_cookies(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [
+        (name, _unquoted_pairs(value) if name == b"cookie" else value) for name, value in headers
+    ]
+
+
+def _unquoted_pairs(cookie: bytes) -> bytes:
+    pairs = (pair.strip() for pair in cookie.split(b";"))
+    return b"; ".join(
+        pair for pair in pairs if pair and not pair.partition(b"=")[2].strip().startswith(b'"')
+    )
+
+
+def headers_too_large(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    total = 0
+    for name, value in headers:
+        size = len(name) + len(value)
+        if size > MAX_HEADER_BYTES:
+            return True
+        total += size
+    return total > MAX_HEADERS_TOTAL_BYTES

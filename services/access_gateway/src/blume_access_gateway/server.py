@@ -18,15 +18,19 @@ from blume_runtime.db import Database
 from blume_runtime.ops import ServerWithoutSignals, bind
 from blume_runtime.settings import Settings
 from blume_runtime.unit_of_work import Relay
+from sqlalchemy.exc import SQLAlchemyError
 
 from blume_access_gateway.app import create_app
 from blume_access_gateway.freshness import Freshness, FreshnessCheck, queue_probe
 from blume_access_gateway.gateway import NAME, Gateway
 from blume_access_gateway.projections import build
+from blume_access_gateway.security import H11_MAX_REQUEST_HEAD_BYTES
 from blume_access_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(NAME)
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 10
+_COUNTED_DENIALS_EVERY_SECONDS: Final = 15
+"""How often the counted denials of finished minutes are recorded (denial_tally)."""
 
 
 class HttpServer:
@@ -42,9 +46,13 @@ class HttpServer:
             server_header=False,
             proxy_headers=False,  # client addresses: BLUME_TRUSTED_PROXIES, in clients.py
             timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
+            # h11 buffers at most this much of a request head; HeaderLimitMiddleware caps
+            # each header and their sum below it with a 431.
+            h11_max_incomplete_event_size=H11_MAX_REQUEST_HEAD_BYTES,
         )
         self._server = ServerWithoutSignals(config)  # the Runtime owns SIGTERM
         self._task: asyncio.Task[None] | None = None
+        self._denials_task: asyncio.Task[None] | None = None
         self.port = port
 
     @classmethod
@@ -64,13 +72,27 @@ class HttpServer:
                 self._task.result()  # raises what stopped it
                 raise RuntimeError("the HTTP server stopped while starting")
             await asyncio.sleep(0.01)
+        self._denials_task = asyncio.create_task(self._record_counted_denials())
         log.info("http server started", host=self._host, port=self.port)
+
+    async def _record_counted_denials(self) -> None:
+        while True:
+            await asyncio.sleep(_COUNTED_DENIALS_EVERY_SECONDS)
+            try:
+                await self.gateway.access.record_counted_denials()
+            except (SQLAlchemyError, OSError) as error:  # kept: the next round tries again
+                log.warning("counted denials not recorded yet", error_type=type(error).__name__)
 
     async def stop(self) -> None:
         if self._task is not None:
             self._server.should_exit = True
             await self._task
             self._task = None
+        if self._denials_task is not None:
+            self._denials_task.cancel()
+            self._denials_task = None
+            # What the current minute counted is recorded before the gateway goes.
+            await self.gateway.access.record_counted_denials(everything=True)
         await self.gateway.close()
         log.info("http server stopped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from blume_contracts.display import display_name
 from blume_contracts.events import DenialReason
 
 from blume_access_gateway.blume import StudyView
@@ -42,10 +43,11 @@ ALL_TOPICS: Final = (
 
 
 def _sender(link: ProjectedLink) -> dict[str, str]:
-    # Links minted before the link store kept these fall back to neutral words.
+    # Links minted before the link store kept these fall back to neutral words. The names
+    # came from an event: shown without bidirectional or zero-width characters.
     return {
-        "sender": link.sender_name or "the sender",
-        "organisation": link.organisation or "the sending organisation",
+        "sender": display_name(link.sender_name or "") or "the sender",
+        "organisation": display_name(link.organisation or "") or "the sending organisation",
     }
 
 
@@ -142,11 +144,11 @@ def refusal_page(
                 "max_uses": link.max_uses or 0,
             },
         )
-    if reason in ("sso_mismatch", "sso_failed"):
+    if reason in ("sso_mismatch", "sso_failed", "code_attempts_exhausted"):
         return Page(
             "message.html",
             f"{reason}.title",
-            HELP_SSO,
+            HELP_CODE if reason == "code_attempts_exhausted" else HELP_SSO,
             locale=link.locale,
             status_code=403,
             context={"body": [f"{reason}.body"], "values": who, "action": None},

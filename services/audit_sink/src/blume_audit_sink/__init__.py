@@ -19,6 +19,11 @@ from blume_audit_sink.disclosures import as_json as disclosures_as_json
 from blume_audit_sink.export import CSV_COLUMNS, csv_text, fhir_bundle, fhir_json, jsonl_line
 from blume_audit_sink.export import records_matching as records_to_export
 from blume_audit_sink.models import AuditLegalHold, AuditRecord
+from blume_audit_sink.operator_reads import (
+    AUDIT_LOG_READ_TYPE,
+    RECORDS_READ_TYPE,
+    record_operator_read,
+)
 from blume_audit_sink.retention import (
     PurgePlan,
     PurgeRefusedError,
@@ -47,8 +52,10 @@ from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_audit_sink.verify import verify as verify_chains
 
 __all__ = [
+    "AUDIT_LOG_READ_TYPE",
     "CSV_COLUMNS",
     "NAME",
+    "RECORDS_READ_TYPE",
     "AuditLegalHold",
     "AuditRecord",
     "AuditSettings",
@@ -86,6 +93,7 @@ __all__ = [
     "public_key_text",
     "purge",
     "record_as_json",
+    "record_operator_read",
     "records_to_export",
     "release_hold",
     "retention_days",

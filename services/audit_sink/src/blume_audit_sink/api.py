@@ -174,6 +174,8 @@ def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> F
         description="Read-only access to the audit trail for compliance tools.",
         version="1",
         lifespan=lifespan,
+        # No slash redirects: their Location would come from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.token_hashes = token_hashes(audit)
 

@@ -125,12 +125,17 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.opened": EventClass(USER_AUTHENTICATION, _E),
     "share.otp.requested": EventClass(USER_AUTHENTICATION, _E),
     "share.link.denied": EventClass(USER_AUTHENTICATION, _E, _MINOR),
+    # Too many wrong sign-in codes: the link locked itself, a possible guessing attack.
+    "share.link.locked": EventClass(SECURITY_ALERT, _E, _MINOR),
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
     "ops.dead_letters.purged": EventClass(APPLICATION_ACTIVITY, _D),
+    # An operator reading through the command line: the audit trail, or shares and accounts.
+    "ops.audit_log.read": EventClass(AUDIT_LOG_USED, _R),
+    "ops.records.read": EventClass(PATIENT_RECORD, _R),
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
     # A Blume patient account created or changed (status, consent directives, preferences).
     "patient.account.updated": EventClass(PATIENT_RECORD, Action.UPDATE),

@@ -3,10 +3,13 @@
 For each disclosure in the period (six years back by default, as 164.528(a)(1) allows the
 individual to ask for): the date, the name and address of the recipient, a brief
 description of the PHI disclosed, and a brief statement of its purpose. A disclosure is a
-record the catalog marks so: an email carrying a link to the study sent to a recipient,
-or the study published into the patient's Blume record. The latter is a disclosure to
-the individual, which 164.528(a)(1)(i) leaves out of the accounting; it is listed only on
-request (``include_to_patient``).
+record the catalog marks so: an email sent for a share, or the study published into the
+patient's Blume record. Whom it reached is read from the event's own data, never from its
+type: an email whose ``purpose`` is a sign-in code only authenticates a recipient (it
+carries no PHI of the study), and one whose ``addressee`` is the patient (Step into Blume),
+like a publication naming the patient's Blume account, is a disclosure to the individual,
+which 164.528(a)(1)(i) leaves out of the accounting. Both are listed only on request
+(``include_to_patient``), each marked with its ``audience``.
 
 The details come from the share's own records: the request (study, sender, recipient)
 and the link issued for it, found by share id.
@@ -19,7 +22,7 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from blume_runtime.db import as_utc, utcnow
 from jinja2 import Environment, select_autoescape
@@ -32,13 +35,41 @@ from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter
 
 SIX_YEARS: Final = timedelta(days=6 * 365 + 2)
-TO_THE_PATIENT: Final = frozenset({"share.blume.published"})
 _CONTEXT_TYPES: Final = ("study.send.requested", "share.link.issued", "share.blume.requested")
-_METHODS: Final = {
-    "share.notification.sent": "Secure, time-limited link sent by email",
-    "share.blume.published": "Published into the patient's Blume record",
+
+Audience = Literal["third_party", "patient", "authentication"]
+"""Whom a disclosure reached: someone other than the patient (what 164.528 accounts for),
+the patient herself, or a recipient being sent only a sign-in code."""
+
+_METHODS: Final[dict[tuple[str, Audience], str]] = {
+    ("share.notification.sent", "third_party"): "Secure, time-limited link sent by email",
+    ("share.notification.sent", "patient"): "Step into Blume email to the patient",
+    ("share.notification.sent", "authentication"): "Sign-in code sent by email",
+    ("share.blume.published", "patient"): "Published into the patient's Blume record",
 }
 _PURPOSES: Final = {catalog.Purpose.TREATMENT: "Treatment"}
+
+
+def audience_of(data: Any, share: dict[str, Any]) -> Audience | None:
+    """Whom the event says it reached, from its purpose and addressee; None when it
+    disclosed nothing of the patient (the email telling a sender their link was locked).
+
+    Records written before ``addressee`` existed fall back on the share itself: a share
+    requested for a Blume account (``blume_patient_id``) only ever emails the patient.
+    """
+    fields = data if isinstance(data, dict) else {}
+    purpose = fields.get("purpose", "share")
+    if purpose == "sign_in_code":
+        return "authentication"
+    if purpose != "share":
+        return None
+    if (
+        fields.get("addressee") == "patient"
+        or _text(fields.get("blume_patient_id"))
+        or _text(share.get("blume_patient_id"))
+    ):
+        return "patient"
+    return "third_party"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +81,7 @@ class Disclosure:
     purpose: str
     disclosed_by: str
     method: str
+    audience: Audience
     share_id: str
     record: str
     """``chain/seq`` of the audit record, so each line can be traced and verified."""
@@ -116,7 +148,7 @@ def _description(context: dict[str, Any], record: AuditRecord) -> str:
     return " ".join(parts) + ": images and report"
 
 
-def _disclosure(record: AuditRecord, context: dict[str, Any]) -> Disclosure:
+def _disclosure(record: AuditRecord, context: dict[str, Any], audience: Audience) -> Disclosure:
     agents = json.loads(record.agents) if record.agents else []
     recipient = catalog.role_of(agents, "recipient") or catalog.role_of(agents, "patient")
     requested_to = context.get("recipient") if isinstance(context.get("recipient"), dict) else {}
@@ -127,19 +159,29 @@ def _disclosure(record: AuditRecord, context: dict[str, Any]) -> Disclosure:
     sender_id = _text(sender.get("user_id")) or record.sender_user_id or "?"
     kind = catalog.classify(record.event_type)
     purpose = _PURPOSES.get(kind.purpose, "Not stated") if kind.purpose else "Not stated"
+    why = f"{purpose}: shared by {sender_name} ({sender_id}) for the recipient's review"
+    if audience == "authentication":
+        why = f"Authentication: a sign-in code for a share by {sender_name} ({sender_id})"
     return Disclosure(
         disclosed_at=as_utc(record.occurred_at).isoformat(),
-        recipient_name=recipient.get("name")
-        or _text(requested_to.get("name"))
-        or ("the patient" if record.event_type in TO_THE_PATIENT else "not recorded"),
+        recipient_name=(
+            "the patient"
+            if audience == "patient"
+            else recipient.get("name") or _text(requested_to.get("name")) or "not recorded"
+        ),
         recipient_address=recipient.get("email")
         or _text(requested_to.get("email"))
         or record.recipient_email
         or "not recorded",
-        description=_description(context, record),
-        purpose=f"{purpose}: shared by {sender_name} ({sender_id}) for the recipient's review",
+        description=(
+            "A one-time sign-in code: no part of the study"
+            if audience == "authentication"
+            else _description(context, record)
+        ),
+        purpose=why,
         disclosed_by=f"{sender_name} ({sender_id})",
-        method=_METHODS.get(record.event_type, record.event_type),
+        method=_METHODS.get((record.event_type, audience), record.event_type),
+        audience=audience,
         share_id=record.share_id or "",
         record=f"{record.chain_id}/{record.seq}",
     )
@@ -155,31 +197,34 @@ class DisclosureRequest:
     """Default: six years back, the period HIPAA 164.528 gives the patient a right to."""
     until: datetime | None = None
     include_to_patient: bool = False
-    """Also list publications into the patient's own Blume record."""
+    """Also list what reached the patient herself (her Blume record, its email) and the
+    sign-in code emails that only authenticate a recipient."""
 
 
 async def accounting(session: AsyncSession, wanted: DisclosureRequest) -> DisclosureReport:
     now = utcnow()
     since = as_utc(wanted.since) if wanted.since is not None else now - SIX_YEARS
     until = as_utc(wanted.until) if wanted.until is not None else now
-    types = tuple(
-        name
-        for name in catalog.disclosure_types()
-        if wanted.include_to_patient or name not in TO_THE_PATIENT
-    )
+    types = tuple(catalog.disclosure_types())
     tenant, patient_mrn = wanted.tenant, wanted.patient_mrn
     selected = RecordFilter(
         tenant_id=tenant, patient_mrn=patient_mrn, event_types=types, since=since, until=until
     )
     records = [record async for record in records_matching(session, selected)]
     context = await _share_context(session, tenant, {r.share_id for r in records if r.share_id})
+    disclosures = []
+    for record in records:
+        share = context.get(record.share_id or "", {})
+        audience = audience_of(json.loads(record.payload) if record.payload else None, share)
+        if audience == "third_party" or (audience is not None and wanted.include_to_patient):
+            disclosures.append(_disclosure(record, share, audience))
     return DisclosureReport(
         tenant=tenant,
         patient_mrn=patient_mrn,
         since=since.isoformat(),
         until=until.isoformat(),
         generated_at=now.isoformat(),
-        disclosures=[_disclosure(r, context.get(r.share_id or "", {})) for r in records],
+        disclosures=disclosures,
     )
 
 
@@ -193,6 +238,7 @@ CSV_COLUMNS: Final = (
     "purpose",
     "disclosed_by",
     "method",
+    "audience",
     "share_id",
     "record",
 )
@@ -234,11 +280,11 @@ information in the period: its date, the recipient, what was disclosed and why.<
 {% if report.disclosures %}
 <table>
 <thead><tr><th>Date</th><th>Recipient</th><th>Address</th><th>What was disclosed</th>
-<th>Purpose</th><th>How</th><th>Reference</th></tr></thead>
+<th>Purpose</th><th>How</th><th>To</th><th>Reference</th></tr></thead>
 <tbody>
 {% for d in report.disclosures %}<tr><td>{{ d.disclosed_at }}</td><td>{{ d.recipient_name }}</td>
 <td>{{ d.recipient_address }}</td><td>{{ d.description }}</td><td>{{ d.purpose }}</td>
-<td>{{ d.method }}</td><td>{{ d.share_id }}<br>{{ d.record }}</td></tr>
+<td>{{ d.method }}</td><td>{{ d.audience }}</td><td>{{ d.share_id }}<br>{{ d.record }}</td></tr>
 {% endfor %}</tbody></table>
 {% else %}<p>No disclosures in this period.</p>{% endif %}
 </body></html>

@@ -183,7 +183,8 @@ class MailDropMailer:
 
 
 def _write_atomically(target: Path, content: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only, like each file in it: a dropped email holds a live link.
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # mkstemp creates the file 0600: it holds a live link, so only this user may read it.
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".tmp")
     try:

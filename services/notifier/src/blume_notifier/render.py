@@ -7,6 +7,7 @@ the study reaches the templates, so nothing about them can reach an inbox.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
@@ -15,7 +16,13 @@ from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
-from blume_contracts.events import ShareBlumePublished, ShareLinkIssued, ShareOtpRequested
+from blume_contracts.display import display_name
+from blume_contracts.events import (
+    ShareBlumePublished,
+    ShareLinkIssued,
+    ShareLinkLocked,
+    ShareOtpRequested,
+)
 from blume_contracts.locales import Locale, month_name
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
@@ -51,13 +58,14 @@ class RenderedEmail:
 
 
 def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
-    """Everything the link templates may use; an allow-list, so no PHI can slip in."""
+    """Everything the link templates may use; an allow-list, so no PHI can slip in.
+    Names pass through ``display_name`` (no bidirectional or zero-width characters)."""
     return {
         "lang": data.locale,
-        "recipient_name": data.recipient.name,
-        "sender_name": data.sender.name,
+        "recipient_name": display_name(data.recipient.name),
+        "sender_name": display_name(data.sender.name),
         "sender_email": data.sender.email,
-        "organisation": data.organisation,
+        "organisation": display_name(data.organisation),
         "message": data.message.strip() if data.message and data.message.strip() else None,
         "link": link,
         "expires": format_expiry(data.expires_at, data.locale),
@@ -143,6 +151,16 @@ def compose(
     return message
 
 
+def in_domains(address: str, domains: Collection[str]) -> bool:
+    """Whether ``address`` is at one of ``domains`` exactly (case-insensitive)."""
+    _local, at, domain = address.rpartition("@")
+    return bool(at) and domain.lower() in {allowed.lower() for allowed in domains}
+
+
+def _addressed(name: str, address: str) -> Address:
+    return Address(display_name=display_name(name), addr_spec=address)
+
+
 def build_link_email(
     event_data: ShareLinkIssued,
     link: str,
@@ -150,13 +168,20 @@ def build_link_email(
     mail_from: str,
     message_id: str,
     sent_at: datetime | None = None,
+    sender_domains: Collection[str] = (),
 ) -> EmailMessage:
-    """The "a study was shared with you" email to an external recipient."""
+    """The "a study was shared with you" email to an external recipient; Reply-To the
+    sender only when the sender's address is in the tenant's ``sender_domains``."""
     return compose(
         render_link_email(event_data, link),
-        to=Address(display_name=event_data.recipient.name, addr_spec=event_data.recipient.email),
-        # Replies reach the person who shared, not an unmonitored no-reply box.
-        reply_to=Address(display_name=event_data.sender.name, addr_spec=event_data.sender.email),
+        to=_addressed(event_data.recipient.name, event_data.recipient.email),
+        # Replies reach the person who shared, not an unmonitored no-reply box: but only at
+        # an address of the tenant's own, so an event cannot point replies anywhere else.
+        reply_to=(
+            _addressed(event_data.sender.name, event_data.sender.email)
+            if in_domains(event_data.sender.email, sender_domains)
+            else None
+        ),
         mail_from=mail_from,
         message_id=message_id,
         locale=event_data.locale,
@@ -185,6 +210,32 @@ def build_blume_email(
     )
 
 
+def build_link_locked_email(
+    event_data: ShareLinkLocked,
+    *,
+    mail_from: str,
+    message_id: str,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """To the sender: the link is locked after too many wrong codes; share again if needed.
+    In the link's locale (the sender's own is not known); no link, nothing of the study."""
+    context = {
+        "lang": event_data.locale,
+        "sender_name": display_name(event_data.sender_name),
+        "recipient_name": display_name(event_data.recipient.name),
+        "organisation": display_name(event_data.organisation),
+    }
+    return compose(
+        render("link_locked", event_data.locale, context),
+        to=_addressed(event_data.sender_name, event_data.sender_email),
+        mail_from=mail_from,
+        message_id=message_id,
+        locale=event_data.locale,
+        link=None,
+        sent_at=sent_at,
+    )
+
+
 def build_code_email(
     event_data: ShareOtpRequested,
     code: str,
@@ -198,15 +249,15 @@ def build_code_email(
     minutes = max(1, round((event_data.expires_at - datetime.now(UTC)).total_seconds() / 60))
     context = {
         "lang": event_data.locale,
-        "recipient_name": event_data.recipient.name,
-        "organisation": event_data.organisation,
+        "recipient_name": display_name(event_data.recipient.name),
+        "organisation": display_name(event_data.organisation),
         "code": code,
         "minutes": minutes,
     }
     rendered = render("sign_in_code", event_data.locale, context)
     return compose(
         rendered,
-        to=Address(display_name=event_data.recipient.name, addr_spec=event_data.recipient.email),
+        to=_addressed(event_data.recipient.name, event_data.recipient.email),
         mail_from=mail_from,
         message_id=message_id,
         locale=event_data.locale,

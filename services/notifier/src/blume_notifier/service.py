@@ -22,9 +22,11 @@ from typing import Any, Final, Literal
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
+    NotificationAddressee,
     NotificationPurpose,
     ShareBlumePublished,
     ShareLinkIssued,
+    ShareLinkLocked,
     ShareNotificationDelayed,
     ShareNotificationFailed,
     ShareNotificationSent,
@@ -41,6 +43,7 @@ from blume_runtime.retry import SMTP_UNAVAILABLE
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, RetryNotice, Service, TransientError
 from blume_runtime.settings import Settings
+from blume_runtime.tenants import load_policies
 from jinja2 import TemplateError
 
 from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
@@ -49,6 +52,7 @@ from blume_notifier.render import (
     build_blume_email,
     build_code_email,
     build_link_email,
+    build_link_locked_email,
     message_domain,
     message_id_for,
 )
@@ -84,6 +88,7 @@ class Notifier:
         self._mailer = mailer
         self._mail_from = settings.mail_from
         self._portal_base_url = settings.portal_base_url
+        self._policies = load_policies(settings.tenant_policy_file)
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
     def _fail(
@@ -111,6 +116,7 @@ class Notifier:
         compose: Callable[[str], EmailMessage],
         purpose: NotificationPurpose = "share",
         deadline: datetime | None = None,
+        addressee: NotificationAddressee = "recipient",
     ) -> None:
         """Build with ``compose(message_id)``, send, and record; or emit why it failed.
 
@@ -159,6 +165,7 @@ class Notifier:
             ShareNotificationSent(
                 share_id=share_id,
                 purpose=purpose,
+                addressee=addressee,
                 message_id=message_id,
                 recipient_email=recipient_email,
                 accepted_at=accepted_at,
@@ -174,13 +181,19 @@ class Notifier:
             raise TransientError(
                 SEALING_KEY_MISMATCH, detail="sealed link cannot be opened with the keys"
             ) from None
+        policy = self._policies.get(event.tenantid)
+        sender_domains = policy.sender_domains if policy is not None else ()
         await self._deliver(
             ctx,
             issued.share_id,
             "link",
             issued.recipient.email,
             lambda message_id: build_link_email(
-                issued, link, mail_from=self._mail_from, message_id=message_id
+                issued,
+                link,
+                mail_from=self._mail_from,
+                message_id=message_id,
+                sender_domains=sender_domains,
             ),
         )
 
@@ -204,6 +217,7 @@ class Notifier:
             lambda message_id: build_blume_email(
                 published, portal_link, mail_from=self._mail_from, message_id=message_id
             ),
+            addressee="patient",
         )
 
     async def email_sign_in_code(
@@ -233,6 +247,22 @@ class Notifier:
             deadline=request.expires_at,
         )
 
+    async def tell_sender_link_locked(
+        self, event: CloudEvent[ShareLinkLocked], ctx: HandlerContext
+    ) -> None:
+        """The link locked itself after too many wrong codes: the sender hears of it once."""
+        locked = event.data
+        await self._deliver(
+            ctx,
+            locked.share_id,
+            "link-locked",
+            locked.sender_email,
+            lambda message_id: build_link_locked_email(
+                locked, mail_from=self._mail_from, message_id=message_id
+            ),
+            purpose="link_locked",
+        )
+
     async def announce_delay(
         self, event: CloudEvent[Any], notice: RetryNotice, ctx: HandlerContext
     ) -> None:
@@ -259,7 +289,9 @@ class Notifier:
 
 
 def _purpose_of(event_type: str) -> NotificationPurpose:
-    return "sign_in_code" if event_type == "share.otp.requested" else "share"
+    if event_type == "share.otp.requested":
+        return "sign_in_code"
+    return "link_locked" if event_type == "share.link.locked" else "share"
 
 
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
@@ -268,6 +300,7 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     service.handles("share.link.issued")(notifier.email_link)
     service.handles("share.blume.published")(notifier.invite_to_blume)
     service.handles("share.otp.requested")(notifier.email_sign_in_code)
+    service.handles("share.link.locked")(notifier.tell_sender_link_locked)
     service.on_retry_scheduled(notifier.announce_delay)
     service.on_exhausted(notifier.give_up)
     return service

@@ -1,0 +1,84 @@
+"""Oversized request headers are refused with 431 before anything parses them, and the
+gateway reads its cookies without Python's quadratic cookie unquoting (CVE-2024-7592)."""
+
+from __future__ import annotations
+
+import http.cookies
+from typing import Any
+
+import httpx
+import pytest
+from blume_access_gateway.security import HeaderLimitMiddleware
+from blume_access_gateway.server import HttpServer
+
+from services.access_gateway.tests.conftest import Harness
+
+CRAFTED = '"' + "\\" * 7000 + '"'
+"""A cookie value of backslashes: ~0.2 s of CPU in http.cookies._unquote on Python 3.11.7."""
+
+
+def test_a_header_over_8_kib_or_headers_over_32_kib_in_all_answer_431(harness: Harness) -> None:
+    """One 8 KiB + 1 header, or five 7 KiB headers, are 431; a 7 KiB header alone passes."""
+    with harness.client() as client:
+        one_big = client.get("/healthz", headers={"x-big": "a" * (8 * 1024)})
+        many = client.get("/healthz", headers={f"x-part-{n}": "a" * (7 * 1024) for n in range(5)})
+        fine = client.get("/healthz", headers={"x-part": "a" * (7 * 1024)})
+    assert one_big.status_code == 431
+    assert many.status_code == 431
+    assert fine.status_code == 200
+
+
+def test_quoted_cookie_values_never_reach_http_cookies_unquote(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that reads the patient's cookie, sent a crafted quoted Cookie value beside a
+    plain one, answers without handing the quoted value to http.cookies._unquote (which
+    Starlette calls per value, and FastAPI on every request)."""
+    original = http.cookies._unquote  # type: ignore[attr-defined]
+    seen: list[str] = []
+
+    def watched(value: str) -> str:
+        seen.append(value)
+        assert not value.startswith('"'), "a quoted cookie value reached _unquote"
+        return str(original(value))
+
+    monkeypatch.setattr(http.cookies, "_unquote", watched)
+    with harness.client() as client:
+        answer = client.get(
+            "/blume/studies/ent_" + "0" * 32,
+            headers={"cookie": f"blume_patient={CRAFTED}; other=plain"},
+        )
+    assert answer.status_code in (302, 303, 307, 404)
+    assert seen == ["plain"]
+
+
+async def test_only_quoted_cookie_values_are_dropped() -> None:
+    """Cookie pairs whose value is in double quotes go; every other pair stays, in order."""
+    received: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope: dict[str, Any], _receive: Any, _send: Any) -> None:
+        received.append(scope["headers"])
+
+    middleware = HeaderLimitMiddleware(app)
+    headers = [(b"cookie", b'a=1; b="x\\y"; c=tok.en-_'), (b"x-other", b'"kept"')]
+    await middleware({"type": "http", "headers": headers}, None, None)
+    assert received == [[(b"cookie", b"a=1; c=tok.en-_"), (b"x-other", b'"kept"')]]
+
+
+async def test_the_served_gateway_answers_431_between_the_parsers_default_and_its_limit(
+    harness: Harness,
+) -> None:
+    """Through uvicorn itself: 20 KiB of headers (past h11's 16 KiB default, which would
+    answer 400) reach the middleware and get 431."""
+    server = HttpServer(harness.gateway, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(
+                f"http://127.0.0.1:{server.port}/healthz",
+                headers={f"x-part-{n}": "a" * (5 * 1024) for n in range(4)}
+                | {"x-big": "b" * (8 * 1024 + 1)},
+            )
+        assert answer.status_code == 431
+    finally:
+        await server.stop()
