@@ -18,6 +18,9 @@ from blume_runtime.tracing import linked
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 UNMATCHED: Final = "unmatched"
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""Methods named as they are; any other (a client chooses it) is ``_OTHER``, as OpenTelemetry's
+HTTP conventions say, so a span name stays short and of a known set."""
 
 
 class HttpTelemetryMiddleware:
@@ -30,6 +33,7 @@ class HttpTelemetryMiddleware:
             return
         status = 500
         method = str(scope.get("method", "GET"))
+        method = method if method in METHODS else "_OTHER"
 
         async def recording_send(message: Message) -> None:
             nonlocal status
