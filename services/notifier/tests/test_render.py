@@ -50,7 +50,8 @@ def parts(message: EmailMessage) -> tuple[str, str]:
 def test_english_email_says_who_shared_until_when_with_the_link(
     make_issued: MakeIssued, link: str
 ) -> None:
-    """en-CA: subject names sender and organisation; body has expiry, message, link, contact."""
+    """en-CA: subject names sender and organisation; body has expiry, that a message waits,
+    the link and the contact."""
     message = email_for(make_issued(locale="en-CA"), link)
     text, html = parts(message)
     assert message["Subject"] == (
@@ -63,7 +64,7 @@ def test_english_email_says_who_shared_until_when_with_the_link(
         assert "personal and time-limited" in body
         assert "alice@demo-hospital.example" in body
         assert link in body
-    assert "Please review before Friday's consult." in text
+    assert "also left you a message" in text
     assert '<html lang="en-CA">' in html
 
 
@@ -133,16 +134,21 @@ def test_from_without_an_address_is_refused() -> None:
         link_message_id("shr_" + "a" * 32, "Blume Share")
 
 
-def test_sender_message_is_escaped_in_html_and_literal_in_text(
-    make_issued: MakeIssued, link: str
+@pytest.mark.parametrize("locale", ["en-CA", "fr-CA"])
+def test_the_senders_message_never_reaches_the_email(
+    make_issued: MakeIssued, link: str, locale: str
 ) -> None:
-    """Markup in the sender's message is shown as text in HTML and left as typed in text."""
-    typed = 'See <script>alert("x")</script> & <b>this</b>\nSecond line'
-    text, html = parts(email_for(make_issued(message=typed), link))
-    assert typed in text
-    assert "<script>" not in html
-    assert "<b>this</b>" not in html
-    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;this&lt;/b&gt;" in html
+    """Issue 12.1: the sender's free text (PHI per the contract) is in no part of the email:
+    not a word of it in the subject, text or HTML; the email only says a message waits."""
+    typed = "Quixotic zebrafish Worthington protocol: MRN-0001 DOE^JANE biopsy tomorrow"
+    message = email_for(make_issued(message=typed, locale=locale), link)
+    text, html = parts(message)
+    whole = "\n".join([message["Subject"], text, html])
+    for word in typed.split():
+        assert word.strip(":") not in whole, word
+    waiting = "also left you a message" if locale == "en-CA" else "vous a aussi laissé un message"
+    assert waiting in text
+    assert waiting in html
 
 
 def test_plain_text_parts_are_not_html_escaped(make_issued: MakeIssued, link: str) -> None:
@@ -159,11 +165,10 @@ def test_plain_text_parts_are_not_html_escaped(make_issued: MakeIssued, link: st
 def test_message_section_is_left_out_without_a_message(
     make_issued: MakeIssued, link: str, blank: str | None
 ) -> None:
-    """No message (or only whitespace) means no "Message from" heading in either part."""
+    """No message (or only whitespace): the email does not say a message waits."""
     text, html = parts(email_for(make_issued(message=blank), link))
-    assert "Message from" not in text
-    assert "Message from" not in html
-    assert "<blockquote" not in html
+    assert "left you a message" not in text
+    assert "left you a message" not in html
 
 
 def test_link_is_a_button_in_html_and_plain_in_text(make_issued: MakeIssued, link: str) -> None:
@@ -184,7 +189,7 @@ def test_template_context_carries_nothing_about_patient_or_study(
         "sender_name",
         "sender_email",
         "organisation",
-        "message",
+        "has_message",
         "link",
         "expires",
     }
@@ -197,7 +202,7 @@ def test_no_message_text_or_link_in_any_header(make_issued: MakeIssued, link: st
     message = email_for(make_issued(message=phi_like), link)
     token = link.rsplit("/", 1)[1]
     headers = "\n".join(f"{name}: {value}" for name, value in message.items())
-    assert phi_like in parts(message)[0]
+    assert phi_like not in parts(message)[0]
     assert "Jane Doe" not in headers
     assert "MRN-0001" not in headers
     assert token not in headers

@@ -1,8 +1,10 @@
 """Rendering the share emails: Jinja2 templates per locale, HTML and plain text.
 
 What goes into an email is deliberately small: who shared (name, organisation, contact),
-the link, until when it works, and the sender's own message. Nothing about the patient or
-the study reaches the templates, so nothing about them can reach an inbox.
+the link, until when it works, and whether the sender left a message (never the message
+itself: free text may hold PHI, so the link page shows it once access is granted). Nothing
+about the patient or the study reaches the templates, so nothing about them can reach an
+inbox.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
         "sender_name": display_name(data.sender.name),
         "sender_email": data.sender.email,
         "organisation": display_name(data.organisation),
-        "message": data.message.strip() if data.message and data.message.strip() else None,
+        # Only whether there is one: the message is PHI, shown on the link page after access.
+        "has_message": bool(data.message and data.message.strip()),
         "link": link,
         "expires": format_expiry(data.expires_at, data.locale),
     }
