@@ -216,3 +216,26 @@ def test_a_fresh_state_directory_and_its_phi_files_are_the_owners_alone(
     assert set(modes.values()) == {"0o600"}, modes
     for folder in (state_dir / "mail", state_dir / "logs"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_status_shows_the_links_open_and_access_counts(cli: CliRunner, state_dir: Path) -> None:
+    """status shows how often the recipient opened the link and was granted access, and when
+    (the dispatcher's counts from the gateway's events), in text and in JSON."""
+    sent = cli.invoke(app, ["send", str(EXAMPLE)])
+    share_id = sent.stdout.split()[1].rstrip(":")
+    with sqlite3.connect(state_dir / "blume-share.db") as database:
+        database.execute(
+            "UPDATE dispatcher_shares SET opened_count = 2, accessed_count = 1, "
+            "first_opened_at = '2026-11-28 14:00:00.000000+00:00', "
+            "last_opened_at = '2026-11-28 14:05:00.000000+00:00', "
+            "last_accessed_at = '2026-11-28 14:06:00.000000+00:00' WHERE share_id = ?",
+            (share_id,),
+        )
+    status = cli.invoke(app, ["status", share_id])
+    assert status.exit_code == 0, status.output
+    assert "opened_count: 2" in status.stdout
+    assert "accessed_count: 1" in status.stdout
+    as_json = json.loads(cli.invoke(app, ["status", share_id, "--json"]).stdout)
+    assert as_json["first_opened_at"] == "2026-11-28T14:00:00+00:00"
+    assert as_json["last_opened_at"] == "2026-11-28T14:05:00+00:00"
+    assert as_json["last_accessed_at"] == "2026-11-28T14:06:00+00:00"

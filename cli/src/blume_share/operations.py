@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -255,6 +255,10 @@ def _filters(wanted: RecordFilter) -> dict[str, Any]:
     return {name: value for name, value in asdict(wanted).items() if value is not None}
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
 async def share_status(
     settings: Settings, share_id: str, operator: Operator | None
 ) -> dict[str, Any] | None:
@@ -290,6 +294,11 @@ async def share_status(
         "expires_at": share.expires_at.isoformat() if share.expires_at else None,
         "notification_message_id": share.notification_message_id,
         "waiting_since": share.waiting_since.isoformat() if share.waiting_since else None,
+        "opened_count": share.opened_count,
+        "first_opened_at": _iso(share.first_opened_at),
+        "last_opened_at": _iso(share.last_opened_at),
+        "accessed_count": share.accessed_count,
+        "last_accessed_at": _iso(share.last_accessed_at),
         "created_at": share.created_at.isoformat(),
         "updated_at": share.updated_at.isoformat(),
     }

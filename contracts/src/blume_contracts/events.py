@@ -216,8 +216,8 @@ class ShareLinkIssued(Contract):
     )
 
 
-NotificationPurpose = Literal["share", "sign_in_code", "link_locked"]
-NotificationAddressee = Literal["recipient", "patient"]
+NotificationPurpose = Literal["share", "sign_in_code", "link_locked", "sender_notice"]
+NotificationAddressee = Literal["recipient", "patient", "sender"]
 MessageId = Annotated[str, StringConstraints(max_length=255)]
 ErrorClass = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
 
@@ -229,7 +229,8 @@ class ShareNotificationSent(Contract):
     )
     addressee: NotificationAddressee = Field(
         default="recipient",
-        description="Whom the email went to: the share's recipient, or the patient herself.",
+        description="Whom the email went to: the share's recipient, the patient herself, or "
+        "the sender (told what became of the share).",
     )
     channel: Literal["email"] = "email"
     message_id: MessageId = Field(description="RFC 5322 Message-ID of the email, stable per share.")
@@ -397,6 +398,11 @@ class ShareLinkAccessed(Contract):
     )
     use_number: Annotated[int, Field(gt=0)]
     client: ClientContext
+    message_disclosed: bool = Field(
+        default=False,
+        description="The grant disclosed the sender's message (shown on the link page only "
+        "once access is granted; never in an email).",
+    )
 
 
 class ShareLinkDenied(Contract):
@@ -450,6 +456,43 @@ class ShareBlumeViewed(Contract):
     entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")]
     blume_patient_id: Identifier
     client: ClientContext
+
+
+class ShareTrackingUpdated(Contract):
+    """The dispatcher's tally of a link share's opens and grants, as it is now.
+
+    Consumers keep the one with the highest counts: each update is cumulative.
+    """
+
+    share_id: ShareId
+    opened_count: Annotated[int, Field(ge=0)]
+    first_opened_at: AwareDatetime | None = None
+    last_opened_at: AwareDatetime | None = None
+    accessed_count: Annotated[int, Field(ge=0)]
+    last_accessed_at: AwareDatetime | None = None
+
+
+SenderOccasion = Literal["rejected", "failed", "first_access", "revoked"]
+
+
+class SenderNotificationRequested(Contract):
+    """The dispatcher asks the notifier to tell the sender what became of a share.
+
+    Nothing of the patient or the study: a share reference, the occasion, its reason code
+    and, at most, the recipient's masked address. One email per share and occasion.
+    """
+
+    share_id: ShareId
+    occasion: SenderOccasion
+    reason: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+        default=None, description="The reason code (rejection, failure or revocation)."
+    )
+    sender_name: PersonName | None = phi(default=None)
+    sender_email: EmailAddress = phi(description="Where the notifier tells the sender.")
+    recipient_hint: Annotated[str, StringConstraints(max_length=254)] | None = Field(
+        default=None, description="The recipient's masked address (b***@clinic.example)."
+    )
+    locale: Locale
 
 
 # ------------------------------------------------------------- operator actions on dead letters

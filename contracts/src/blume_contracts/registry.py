@@ -153,14 +153,14 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareLinkOpened,
             "The recipient's link page was viewed.",
             (_GATEWAY,),
-            (_AUDIT,),
+            ("share_dispatcher", _AUDIT),
         ),
         EventSpec(
             "share.link.accessed",
             ev.ShareLinkAccessed,
             "Access to the study was granted through the link.",
             (_GATEWAY,),
-            (_AUDIT,),
+            ("share_dispatcher", _AUDIT),
         ),
         EventSpec(
             "share.link.denied",
@@ -181,6 +181,21 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareLinkLocked,
             "A link was locked after too many wrong sign-in codes; the sender is to be told.",
             ("access_gateway",),
+            ("notifier", _AUDIT),
+        ),
+        EventSpec(
+            "share.tracking.updated",
+            ev.ShareTrackingUpdated,
+            "The dispatcher's count of a link share's opens and grants changed.",
+            ("share_dispatcher",),
+            (UPSTREAM, _AUDIT),
+        ),
+        EventSpec(
+            "share.sender.notification.requested",
+            ev.SenderNotificationRequested,
+            "The sender is to be told by email that a share was rejected, failed, first "
+            "accessed or revoked (no PHI).",
+            ("share_dispatcher",),
             ("notifier", _AUDIT),
         ),
         EventSpec(

@@ -71,6 +71,13 @@ class TenantPolicy(BaseModel):
             "only when it is at one of these; otherwise the email has no Reply-To."
         ),
     )
+    notify_sender_on_first_access: bool = Field(
+        default=False,
+        description=(
+            "Email the sender once when the recipient is first granted access to a link "
+            "share (no PHI: the share reference and the recipient's masked address)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -62,6 +62,8 @@ class ProjectedLink(SQLModel, table=True):
     sender_name: str = Field(max_length=200)
     sender_email: str | None = Field(default=None, max_length=254)
     """Whom ``share.link.locked`` tells; None on links projected before migration 0010."""
+    message: str | None = Field(default=None, max_length=2000)
+    """The sender's message (PHI): shown only once access is granted, never logged."""
     organisation: str = Field(max_length=200)
     locale: str = Field(max_length=8)
     recipient_auth: str = Field(max_length=16)

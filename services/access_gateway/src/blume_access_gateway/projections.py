@@ -52,6 +52,7 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             recipient_name=issued.recipient.name,
             sender_name=issued.sender.name,
             sender_email=issued.sender.email,
+            message=issued.message.strip() if issued.message and issued.message.strip() else None,
             organisation=issued.organisation,
             locale=issued.locale,
             recipient_auth=issued.recipient_auth,

@@ -128,6 +128,9 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     # Too many wrong sign-in codes: the link locked itself, a possible guessing attack.
     "share.link.locked": EventClass(SECURITY_ALERT, _E, _MINOR),
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
+    "share.tracking.updated": EventClass(EXPORT, _E),
+    # Tells the sender what became of a share (no PHI): part of the share's own export.
+    "share.sender.notification.requested": EventClass(EXPORT, _E),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.

@@ -31,12 +31,13 @@ class ProjectedAccount(SQLModel, table=True):
     updated_at: datetime = timestamp_column()
 
 
-async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountUpdated]) -> None:
-    """Keep the newest state of the account: an older copy arriving late changes nothing."""
+async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountUpdated]) -> bool:
+    """Keep the newest state of the account: an older copy arriving late changes nothing
+    (and answers False)."""
     update = event.data
     account = await session.get(ProjectedAccount, update.blume_patient_id)
     if account is not None and account.updated_at >= update.updated_at:
-        return
+        return False
     account = account or ProjectedAccount(
         blume_patient_id=update.blume_patient_id,
         tenant_id=update.tenant_id,
@@ -52,6 +53,7 @@ async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountU
     account.withhold_external_links = update.withhold_external_links
     account.updated_at = update.updated_at
     session.add(account)
+    return True
 
 
 class PatientDirectory(Protocol):

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from blume_runtime.db import timestamp_column
-from sqlalchemy import Enum
+from sqlalchemy import Enum, Index
 from sqlmodel import Field, SQLModel
 
 
@@ -43,6 +43,8 @@ TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
 
 class Share(SQLModel, table=True):
     __tablename__ = "dispatcher_shares"
+    # A consent directive looks up the patient's shares by tenant and MRN.
+    __table_args__ = (Index("ix_dispatcher_shares_tenant_mrn", "tenant_id", "patient_mrn"),)
 
     share_id: str = Field(primary_key=True, max_length=36)
     # As long as the envelope's tenantid may be (256): a rejection keeps the request's own.
@@ -66,8 +68,27 @@ class Share(SQLModel, table=True):
     notification_message_id: str | None = Field(default=None, max_length=256)
     waiting_since: datetime | None = timestamp_column(nullable=True)
     """When the notification first failed, while the share waits on an outage."""
+    # Whom to tell what became of the share (the sender emails), from the request.
+    sender_name: str | None = Field(default=None, max_length=200)
+    sender_email: str | None = Field(default=None, max_length=254)
+    locale: str | None = Field(default=None, max_length=16)
+    recipient_hint: str | None = Field(default=None, max_length=254)
+    """The recipient's masked address (``b***@clinic.example``), the most a sender email says."""
+    patient_mrn: str | None = Field(default=None, max_length=64)
+    """Whose study it is, so a later consent directive finds the patient's live shares."""
+    # The recipient's use of the link, from the gateway's share.link.opened / accessed.
+    opened_count: int = Field(default=0)
+    first_opened_at: datetime | None = timestamp_column(nullable=True)
+    last_opened_at: datetime | None = timestamp_column(nullable=True)
+    accessed_count: int = Field(default=0)
+    last_accessed_at: datetime | None = timestamp_column(nullable=True)
     created_at: datetime = timestamp_column()
     updated_at: datetime = timestamp_column()
+
+    @property
+    def live(self) -> bool:
+        """Not ended: its link may still open, its Blume entry still show."""
+        return self.state not in TERMINAL
 
     def can_become(self, state: ShareState) -> bool:
         return state in TRANSITIONS.get(self.state, frozenset())

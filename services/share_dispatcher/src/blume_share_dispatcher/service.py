@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
@@ -22,7 +22,9 @@ from blume_contracts.events import (
     ShareBlumeWithheld,
     ShareCompleted,
     ShareFailed,
+    ShareLinkAccessed,
     ShareLinkIssued,
+    ShareLinkOpened,
     ShareLinkRequested,
     ShareNotificationDelayed,
     ShareNotificationFailed,
@@ -31,6 +33,7 @@ from blume_contracts.events import (
     ShareRejected,
     ShareRevoked,
     ShareRevokeRequested,
+    ShareTrackingUpdated,
     StudySendRequested,
     share_method,
 )
@@ -41,6 +44,7 @@ from blume_runtime.service import HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_share_dispatcher.accounts import PatientDirectory, SqlPatientDirectory, apply_account
@@ -53,8 +57,12 @@ from blume_share_dispatcher.rules import (
     expiry,
     rejection_for,
 )
+from blume_share_dispatcher.senders import mask_address, sender_contact, tell_sender
 
 NAME = "share_dispatcher"
+CONSENT_DIRECTIVE: Final = "consent_directive"
+CONSENT_REQUESTER: Final = "patient-consent"
+"""Who ``share.revoked`` names when the patient's consent directive ended the share."""
 Notification = Literal["sent", "suppressed_by_preference"]
 
 
@@ -110,18 +118,21 @@ class Dispatcher:
     async def reject(self, request: RawEvent, rejection: Rejection, ctx: HandlerContext) -> None:
         share_id = share_id_for(request)
         method = request.data.get("method") if isinstance(request.data, dict) else None
-        ctx.session.add(
-            Share(
-                share_id=share_id,
-                tenant_id=request.tenantid,
-                method=method if method in SHARE_METHODS else "unknown",
-                state=ShareState.REJECTED,
-                reason=rejection.reason.value,
-                correlation_id=request.correlationid,
-                request_source=request.source,
-                request_id=request.id,
-            )
+        sender = sender_contact(request.data)
+        share = Share(
+            share_id=share_id,
+            tenant_id=request.tenantid,
+            method=method if method in SHARE_METHODS else "unknown",
+            state=ShareState.REJECTED,
+            reason=rejection.reason.value,
+            correlation_id=request.correlationid,
+            request_source=request.source,
+            request_id=request.id,
+            sender_name=sender.name,
+            sender_email=sender.email,
+            locale=sender.locale,
         )
+        ctx.session.add(share)
         ctx.emit(
             "share.rejected",
             ShareRejected(
@@ -132,6 +143,9 @@ class Dispatcher:
             ),
         )
         ctx.log.info("share rejected", share_id=share_id, reason=rejection.reason.value)
+        if request.tenantid in self._policies:
+            # An unknown tenant's request names no organisation to speak for: no email.
+            tell_sender(ctx, share, "rejected", rejection.reason.value)
 
     async def reject_invalid(
         self, request: RawEvent, error: ValidationError, ctx: HandlerContext
@@ -174,6 +188,11 @@ class Dispatcher:
                 request_source=event.source,
                 request_id=event.id,
                 expires_at=expires_at,
+                sender_name=request.sender.name,
+                sender_email=request.sender.email,
+                locale=request.locale,
+                recipient_hint=mask_address(request.recipient.email) if request.recipient else None,
+                patient_mrn=request.study.patient.mrn,
             )
         )
         ctx.emit(
@@ -227,6 +246,8 @@ class Dispatcher:
         )
 
     async def notified(self, event: CloudEvent[ShareNotificationSent], ctx: HandlerContext) -> None:
+        if event.data.purpose != "share":
+            return  # a code, or a note to the sender: the share's own email completes it
         await self.complete(ctx, event.data.share_id, "sent", event.data.message_id)
 
     async def suppressed(
@@ -258,6 +279,7 @@ class Dispatcher:
             "share.failed",
             ShareFailed(share_id=share.share_id, reason=reason, message=message, failed_at=now()),
         )
+        tell_sender(ctx, share, "failed", reason)
 
     async def notification_failed(
         self, event: CloudEvent[ShareNotificationFailed], ctx: HandlerContext
@@ -281,17 +303,112 @@ class Dispatcher:
         if share is None:
             return
         share.reason = "revoked"
+        self._announce_revocation(ctx, share, request.requested_by, request.reason)
+
+    def _announce_revocation(
+        self, ctx: HandlerContext, share: Share, requested_by: str, reason: str | None
+    ) -> None:
         ctx.emit(
             "share.revoked",
             ShareRevoked(
                 share_id=share.share_id,
                 method=share_method(share.method),
-                requested_by=request.requested_by,
-                reason=request.reason,
+                requested_by=requested_by,
+                reason=reason,
                 revoked_at=now(),
             ),
+            tenantid=share.tenant_id,
+            correlationid=share.correlation_id,
         )
         ctx.log.info("share revoked", share_id=share.share_id)
+
+    async def consent_changed(
+        self, event: CloudEvent[PatientAccountUpdated], ctx: HandlerContext
+    ) -> None:
+        """Project the account; a lock box set on it revokes the patient's live shares.
+
+        ``patient.account.updated`` carries the directives, so it is the consent-change event
+        (whatever wrote the account: the CLI import included). ``withhold_external_links``
+        ends every live link share of the patient's studies, ``withhold_portal`` every live
+        Blume share (matched by tenant and MRN); each revocation names its directive and the
+        sender is told. Revoking only live shares makes a repeated update change nothing.
+        """
+        if not await apply_account(ctx.session, event):
+            return  # an older copy arriving late: the newer one already acted
+        account = event.data
+        directives = {
+            "external_link": account.withhold_external_links,
+            "blume": account.withhold_portal,
+        }
+        if not any(directives.values()):
+            return
+        query = (
+            select(Share)
+            .where(col(Share.tenant_id) == account.tenant_id, col(Share.patient_mrn) == account.mrn)
+            .with_for_update()
+        )
+        for share in (await ctx.session.exec(query)).all():
+            if not (share.live and directives.get(share.method, False)):
+                continue
+            directive = (
+                "withhold_external_links" if share.method == "external_link" else "withhold_portal"
+            )
+            share.state = ShareState.REVOKED
+            share.reason = CONSENT_DIRECTIVE
+            share.updated_at = utcnow()
+            self._announce_revocation(
+                ctx, share, CONSENT_REQUESTER, f"{CONSENT_DIRECTIVE}: {directive}"
+            )
+            tell_sender(ctx, share, "revoked", CONSENT_DIRECTIVE)
+
+    async def link_opened(self, event: CloudEvent[ShareLinkOpened], ctx: HandlerContext) -> None:
+        share = await self._tracked(ctx, event.data.share_id)
+        if share is None:
+            return
+        share.opened_count += 1
+        share.first_opened_at = share.first_opened_at or event.time
+        share.last_opened_at = max(share.last_opened_at or event.time, event.time)
+        self._announce_tracking(ctx, share)
+
+    async def link_accessed(
+        self, event: CloudEvent[ShareLinkAccessed], ctx: HandlerContext
+    ) -> None:
+        share = await self._tracked(ctx, event.data.share_id)
+        if share is None:
+            return
+        share.accessed_count += 1
+        share.last_accessed_at = max(share.last_accessed_at or event.time, event.time)
+        self._announce_tracking(ctx, share)
+        policy = self._policies.get(share.tenant_id)
+        if (
+            share.accessed_count == 1
+            and policy is not None
+            and policy.notify_sender_on_first_access
+        ):
+            tell_sender(ctx, share, "first_access", None)
+
+    async def _tracked(self, ctx: HandlerContext, share_id: str) -> Share | None:
+        """The share whose link was used, locked for its counters (the inbox, in the same
+        transaction, makes a redelivered event count once)."""
+        share = await ctx.session.get(Share, share_id, with_for_update=True)
+        if share is None:
+            ctx.log.warning("link use for an unknown share ignored")
+        return share
+
+    def _announce_tracking(self, ctx: HandlerContext, share: Share) -> None:
+        ctx.emit(
+            "share.tracking.updated",
+            ShareTrackingUpdated(
+                share_id=share.share_id,
+                opened_count=share.opened_count,
+                first_opened_at=share.first_opened_at,
+                last_opened_at=share.last_opened_at,
+                accessed_count=share.accessed_count,
+                last_accessed_at=share.last_accessed_at,
+            ),
+            tenantid=share.tenant_id,
+            correlationid=share.correlation_id,
+        )
 
 
 def build(
@@ -311,13 +428,10 @@ def build(
     service.handles("share.notification.delayed")(dispatcher.delayed)
     service.handles("share.blume.withheld")(dispatcher.withheld)
     service.handles("share.revoke.requested")(dispatcher.revoke)
-    service.handles("patient.account.updated")(project_account)
+    service.handles("patient.account.updated")(dispatcher.consent_changed)
+    service.handles("share.link.opened")(dispatcher.link_opened)
+    service.handles("share.link.accessed")(dispatcher.link_accessed)
     return service
-
-
-async def project_account(event: CloudEvent[PatientAccountUpdated], ctx: HandlerContext) -> None:
-    """Keep the account projection the consent rules read."""
-    await apply_account(ctx.session, event)
 
 
 def main() -> None:
