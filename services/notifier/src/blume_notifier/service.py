@@ -24,6 +24,7 @@ from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     NotificationAddressee,
     NotificationPurpose,
+    SenderNotificationRequested,
     ShareBlumePublished,
     ShareLinkIssued,
     ShareLinkLocked,
@@ -56,6 +57,7 @@ from blume_notifier.render import (
     message_domain,
     message_id_for,
 )
+from blume_notifier.sender_notices import build_sender_notice_email
 
 NAME = "notifier"
 MAX_DETAIL_LENGTH: Final = 500
@@ -263,6 +265,27 @@ class Notifier:
             purpose="link_locked",
         )
 
+    async def tell_sender(
+        self, event: CloudEvent[SenderNotificationRequested], ctx: HandlerContext
+    ) -> None:
+        """What became of a share, to its sender: one email per share and occasion (its
+        Message-ID derives from both, so a redelivery neither sends a second one nor a
+        different one)."""
+        notice = event.data
+        policy = self._policies.get(event.tenantid)
+        organisation = policy.display_name if policy is not None else event.tenantid
+        await self._deliver(
+            ctx,
+            notice.share_id,
+            f"sender-{notice.occasion.replace('_', '-')}",
+            notice.sender_email,
+            lambda message_id: build_sender_notice_email(
+                notice, organisation=organisation, mail_from=self._mail_from, message_id=message_id
+            ),
+            purpose="sender_notice",
+            addressee="sender",
+        )
+
     async def announce_delay(
         self, event: CloudEvent[Any], notice: RetryNotice, ctx: HandlerContext
     ) -> None:
@@ -288,10 +311,15 @@ class Notifier:
         return True
 
 
+_PURPOSES: Final[dict[str, NotificationPurpose]] = {
+    "share.otp.requested": "sign_in_code",
+    "share.link.locked": "link_locked",
+    "share.sender.notification.requested": "sender_notice",
+}
+
+
 def _purpose_of(event_type: str) -> NotificationPurpose:
-    if event_type == "share.otp.requested":
-        return "sign_in_code"
-    return "link_locked" if event_type == "share.link.locked" else "share"
+    return _PURPOSES.get(event_type, "share")
 
 
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
@@ -301,6 +329,7 @@ def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     service.handles("share.blume.published")(notifier.invite_to_blume)
     service.handles("share.otp.requested")(notifier.email_sign_in_code)
     service.handles("share.link.locked")(notifier.tell_sender_link_locked)
+    service.handles("share.sender.notification.requested")(notifier.tell_sender)
     service.on_retry_scheduled(notifier.announce_delay)
     service.on_exhausted(notifier.give_up)
     return service
