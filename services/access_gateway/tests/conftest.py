@@ -165,6 +165,7 @@ class Harness:
         locale: str = "en-CA",
         recipient_email: str = "bob.jones@clinic.example",
         share_id: str | None = None,
+        message: str | None = None,
     ) -> tuple[str, ProjectedLink]:
         """A link as ``share.link.issued`` announces it; returns its token and the link."""
         token = secrets.token_urlsafe(32)
@@ -183,6 +184,7 @@ class Harness:
             token_hash=token_hash(token),
             recipient_auth=auth,  # type: ignore[arg-type]
             max_uses=max_uses,
+            message=message,
         )
         correlation_id = f"corr-{uuid.uuid4().hex[:8]}"
         self.feed("share.link.issued", issued, tenant=tenant, correlation_id=correlation_id)

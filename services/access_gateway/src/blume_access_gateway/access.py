@@ -206,6 +206,8 @@ class RecipientAccess:
                 signed_in_as=signed_in_as,
                 use_number=session.use_number,
                 client=client,
+                # The grant is what lets this browser see the sender's message (PHI).
+                message_disclosed=link.message is not None,
             ),
             tenantid=link.tenant_id,
             correlationid=link.correlation_id,

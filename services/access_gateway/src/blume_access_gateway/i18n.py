@@ -24,6 +24,10 @@ _EN: Final[dict[str, str]] = {
     ),
     "link.auth.sso": "{organisation} asks you to sign in before you see the study.",
     "link.button": "View study",
+    "link.message_waiting": (
+        "{sender} also left you a message. You will see it here once you have access."
+    ),
+    "link.message_heading": "Message from {sender}",
     "link.not_expected": (
         "Not expecting this? You can close this page: nothing happens until you press the button."
     ),
@@ -124,6 +128,10 @@ _FR: Final[dict[str, str]] = {
     ),
     "link.auth.sso": "{organisation} vous demande de vous connecter avant de voir l'examen.",
     "link.button": "Voir l'examen",
+    "link.message_waiting": (
+        "{sender} vous a aussi laissé un message. Vous le verrez ici une fois l'accès obtenu."
+    ),
+    "link.message_heading": "Message de {sender}",
     "link.not_expected": (
         "Vous n'attendiez pas ce message? Vous pouvez fermer cette page : rien ne se passe "
         "tant que vous n'appuyez pas sur le bouton."

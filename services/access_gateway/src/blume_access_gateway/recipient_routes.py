@@ -81,7 +81,11 @@ class RecipientRoutes:
             return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
         cookies = Response()
         csrf = gateway.csrf.token(request, cookies, _link_purpose(token))
-        page = views.link_page(lookup.link, csrf, request.url.path, self._form_targets(lookup))
+        session = gateway.access_session(request)
+        granted = session is not None and session.link_id == lookup.link.link_id
+        page = views.link_page(
+            lookup.link, csrf, request.url.path, self._form_targets(lookup), granted=granted
+        )
         return _with_cookies(gateway.pages.render(page), cookies)
 
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:

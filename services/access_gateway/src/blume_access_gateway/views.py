@@ -74,8 +74,16 @@ def message_page(
 
 
 def link_page(
-    link: ProjectedLink, csrf: str, action_url: str, form_targets: tuple[str, ...]
+    link: ProjectedLink,
+    csrf: str,
+    action_url: str,
+    form_targets: tuple[str, ...],
+    *,
+    granted: bool = False,
 ) -> Page:
+    """The link page; the sender's message (PHI) only in a browser granted access through
+    this link (its grant's ``share.link.accessed`` records the disclosure), else only that
+    one is waiting."""
     return Page(
         "link.html",
         "link.title",
@@ -86,6 +94,8 @@ def link_page(
             "expires_at": link.expires_at,
             "auth": link.recipient_auth,
             "action": Action("link.button", action_url, csrf),
+            "message_waiting": link.message is not None and not granted,
+            "message": link.message if granted else None,
         },
         form_targets=form_targets,
     )
