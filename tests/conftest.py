@@ -53,6 +53,16 @@ def request_event(data: dict[str, Any] | None = None, **envelope: Any) -> dict[s
     }
 
 
+def is_sender_notice(message: Any) -> bool:
+    """An email telling the sender what became of a share (Message-ID ``<shr_….sender-…@…>``)."""
+    return ".sender-" in str(message["Message-ID"])
+
+
+def share_emails(messages: list[Any]) -> list[Any]:
+    """The emails that carry a share to its recipient or patient: not the sender's notices."""
+    return [message for message in messages if not is_sender_notice(message)]
+
+
 @dataclass
 class RunningSystem:
     """All four workers in a ``blume-share run`` process, plus an observer queue on ``#``."""

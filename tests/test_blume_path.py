@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from fhir.resources.imagingstudy import ImagingStudy
 
-from tests.conftest import EXAMPLE, RunningSystem, blume_share, request_event
+from tests.conftest import EXAMPLE, RunningSystem, blume_share, request_event, share_emails
 from tests.test_end_to_end import PHI, email_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -116,7 +116,7 @@ async def test_ineligible_account_is_rejected(
     [rejected] = await system.wait_for("share.rejected")
     assert rejected["data"]["reason"] == reason
     assert entries(system) == []
-    assert smtp_server.messages == []
+    assert share_emails(smtp_server.messages) == []
     assert system.events("share.blume.requested") == []
 
 
@@ -130,7 +130,14 @@ async def test_withhold_portal_fails_the_share_and_publishes_nothing(
     assert failed["data"]["reason"] == "consent_directive"
     assert system.events("share.blume.withheld")[0]["data"]["reason"] == "consent_directive"
     assert entries(system) == []
-    assert smtp_server.messages == []
+    # The sender alone is told, with the reason in words and nothing of the patient.
+    [notice] = await smtp_server.wait_for(1)
+    assert notice["To"].addresses[0].addr_spec == "alice@demo-hospital.example"
+    text = email_text(notice)
+    assert "consent directive" in text
+    for phi in PHI:
+        assert phi not in text, f"PHI {phi!r} in the sender's email"
+    assert share_emails(smtp_server.messages) == []
 
 
 async def test_lock_box_rejects_an_external_link(
@@ -142,7 +149,7 @@ async def test_lock_box_rejects_an_external_link(
     [rejected] = await system.wait_for("share.rejected")
     assert rejected["data"]["reason"] == "consent_directive"
     assert system.events("share.link.requested") == []
-    assert smtp_server.messages == []
+    assert share_emails(smtp_server.messages) == []
 
 
 async def test_notifications_off_publishes_without_email(
@@ -155,7 +162,7 @@ async def test_notifications_off_publishes_without_email(
     assert completed["data"]["notification"] == "suppressed_by_preference"
     assert len(entries(system)) == 1
     assert system.events("share.notification.suppressed")
-    assert smtp_server.messages == []
+    assert share_emails(smtp_server.messages) == []
     audited = blume_share("audit", "query", "--format", "jsonl", env=system.env)
     types = {json.loads(line)["event_type"] for line in audited.stdout.splitlines()}
     assert {"share.blume.published", "share.notification.suppressed"} <= types

@@ -14,7 +14,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import PUBLIC_BASE_URL, RunningSystem, blume_share, request_event
+from tests.conftest import (
+    PUBLIC_BASE_URL,
+    RunningSystem,
+    blume_share,
+    is_sender_notice,
+    request_event,
+    share_emails,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -130,7 +137,8 @@ BAD_REQUESTS = [
 async def test_bad_requests_are_rejected_and_the_queue_keeps_flowing(
     system: RunningSystem, smtp_server: Any
 ) -> None:
-    """Each bad request yields share.rejected with its reason code and no email."""
+    """Each bad request yields share.rejected with its reason code and no email to a
+    recipient; the sender of each (a known tenant's) is told, once, by email."""
     published = []
     for reason, changes in BAD_REQUESTS:
         event = request_event({**request_event()["data"], **changes})
@@ -152,7 +160,15 @@ async def test_bad_requests_are_rejected_and_the_queue_keeps_flowing(
             event["correlationid"]
         ]
     await system.wait_for("share.completed")
-    assert len(smtp_server.messages) == 1
+    told = await system.wait_for(
+        "share.notification.sent", count=len(BAD_REQUESTS) + 1, timeout=60
+    )  # every known tenant's rejection, and the good request's link email
+    assert len(share_emails(smtp_server.messages)) == 1
+    notices = [message for message in smtp_server.messages if is_sender_notice(message)]
+    assert len(notices) == len(BAD_REQUESTS) == len(told) - 1
+    assert {message["To"].addresses[0].addr_spec for message in notices} == {
+        "alice@demo-hospital.example"
+    }
     assert system.queue_depth("blume.share.share_dispatcher.dlq") == 1
     logs = system.logs()
     assert "this is not a CloudEvent" not in logs
