@@ -69,7 +69,7 @@ async def test_a_rejection_is_told_once_with_the_reason_in_words(
         ("failed", "smtp_rejected", "en-CA", "could not be completed", "refused the email"),
         ("revoked", "consent_directive", "en-CA", "was revoked", "consent directive"),
         ("first_access", None, "en-CA", "was opened", "b***@clinic.example"),
-        ("rejected", "invalid_recipient_email", "fr-CA", "n’a pas été envoyé", "pas valide"),
+        ("rejected", "invalid_recipient_email", "fr-CA", "pas été envoyé", "pas valide"),
         ("revoked", "consent_directive", "fr-CA", "a été révoqué", "directive de consentement"),
         ("first_access", None, "fr-CA", "a été ouvert", "première fois"),
     ],

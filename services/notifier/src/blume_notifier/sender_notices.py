@@ -132,18 +132,19 @@ def build_sender_notice_email(
     sent_at: datetime | None = None,
 ) -> EmailMessage:
     """The sender's email for ``notice.occasion``, in the request's locale, with no link."""
+    sender_name = display_name(notice.sender_name or "")
     context = {
         "lang": notice.locale,
         "occasion": notice.occasion,
         "share_ref": notice.share_id,
-        "sender_name": display_name(notice.sender_name or ""),
+        "sender_name": sender_name,
         "recipient_hint": notice.recipient_hint,
         "reason": reason_in_words(notice.reason, notice.locale),
         "organisation": display_name(organisation),
     }
     return compose(
         render("sender_notice", notice.locale, context),
-        to=Address(display_name=context["sender_name"], addr_spec=notice.sender_email),
+        to=Address(display_name=sender_name, addr_spec=notice.sender_email),
         mail_from=mail_from,
         message_id=message_id,
         locale=notice.locale,

@@ -10,6 +10,7 @@ Revises: 0010
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -19,7 +20,7 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-_SHARE_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[object]], ...] = (
+_SHARE_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
     ("sender_name", sa.String(length=200)),
     ("sender_email", sa.String(length=254)),
     ("locale", sa.String(length=16)),
