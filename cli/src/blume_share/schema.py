@@ -18,6 +18,7 @@ import blume_publisher as publisher
 import blume_share_dispatcher as share_dispatcher
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from blume_runtime.db import RUNTIME_TABLES, database_url
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
@@ -42,11 +43,25 @@ def load_models() -> type[SQLModel]:
 
 def schema_metadata() -> MetaData:
     """PostgreSQL's layout: every service's tables and its own inbox and outbox, in its schema."""
-    target = MetaData()
+    # SQLModel names an index after its column's label, which a schema would join: keep
+    # the names the tables had before they moved (``ix_<table>_<column>``).
+    target = MetaData(naming_convention={"ix": "ix_%(table_name)s_%(column_0_name)s"})
     for schema, models in SERVICE_TABLES.items():
         for model in (*RUNTIME_TABLES, *models):
             model.__table__.to_metadata(target, schema=schema)  # type: ignore[attr-defined]
     return target
+
+
+def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterParentNames) -> bool:
+    """Compare only the services' schemas (and the default one, where alembic_version is)."""
+    return type_ != "schema" or name is None or name in SERVICE_TABLES
+
+
+def migrator_connect_args(url: str) -> dict[str, str]:
+    """Migrations see ``public`` only, whatever the database's ``search_path`` (0011): an
+    unqualified new table lands there (and the schema check sees it), and the service
+    schemas are named explicitly."""
+    return {"options": "-c search_path=public"} if url.startswith("postgresql") else {}
 
 
 def alembic_config(url: str, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> Config:

@@ -10,9 +10,8 @@ from typing import Any, Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from blume_runtime.db import UtcDateTime
-from blume_share.schema import SERVICE_TABLES, load_models, schema_metadata
+from blume_share.schema import include_name, load_models, migrator_connect_args, schema_metadata
 from sqlalchemy import MetaData, create_engine
 from sqlmodel.sql.sqltypes import AutoString
 
@@ -26,15 +25,10 @@ def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal
     return False
 
 
-def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterParentNames) -> bool:
-    """Compare only the services' schemas (and the default one, where alembic_version is)."""
-    return type_ != "schema" or name is None or name in SERVICE_TABLES
-
-
 def run_migrations() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=migrator_connect_args(url))
     with engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
         target: MetaData = schema_metadata() if postgres else load_models().metadata
