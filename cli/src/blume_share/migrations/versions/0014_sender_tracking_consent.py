@@ -5,8 +5,10 @@ recipient's masked address), whose study it is (the MRN a later consent directiv
 matched by), and the recipient's opens and grants from the gateway's events. The gateway's
 link projection keeps the sender's message, shown only once access is granted.
 
+On PostgreSQL the tables are in their services' schemas (0011); SQLite has none.
+
 Revision ID: 0014
-Revises: 0010
+Revises: 0011
 """
 
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -33,21 +35,25 @@ _SHARE_COLUMNS: tuple[tuple[str, sa.types.TypeEngine[Any]], ...] = (
 _COUNTS = ("opened_count", "accessed_count")
 
 
+def _schema(service: str) -> str | None:
+    return service if op.get_bind().dialect.name == "postgresql" else None
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("dispatcher_shares") as batch:
+    with op.batch_alter_table("dispatcher_shares", schema=_schema("share_dispatcher")) as batch:
         for name, column_type in _SHARE_COLUMNS:
             batch.add_column(sa.Column(name, column_type, nullable=True))
         for name in _COUNTS:
             batch.add_column(sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
         batch.create_index("ix_dispatcher_shares_tenant_mrn", ["tenant_id", "patient_mrn"])
-    with op.batch_alter_table("access_gateway_links") as batch:
+    with op.batch_alter_table("access_gateway_links", schema=_schema("access_gateway")) as batch:
         batch.add_column(sa.Column("message", sa.String(length=2000), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("access_gateway_links") as batch:
+    with op.batch_alter_table("access_gateway_links", schema=_schema("access_gateway")) as batch:
         batch.drop_column("message")
-    with op.batch_alter_table("dispatcher_shares") as batch:
+    with op.batch_alter_table("dispatcher_shares", schema=_schema("share_dispatcher")) as batch:
         batch.drop_index("ix_dispatcher_shares_tenant_mrn")
         for name in reversed(_COUNTS):
             batch.drop_column(name)
