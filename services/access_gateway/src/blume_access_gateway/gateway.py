@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import AccessSession, RecipientAccess
+from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
@@ -28,6 +28,7 @@ from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.oidc import OidcClient, Provider
+from blume_access_gateway.outcomes import AccessSession
 from blume_access_gateway.pages import Pages
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.settings import GatewaySettings

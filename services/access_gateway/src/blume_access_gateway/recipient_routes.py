@@ -14,7 +14,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import (
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.links import LinkLookup, token_fingerprint
+from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.outcomes import (
     CodeSent,
     Granted,
     Refused,
@@ -22,10 +26,6 @@ from blume_access_gateway.access import (
     Unavailable,
     denial_reason,
 )
-from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.links import LinkLookup, token_fingerprint
-from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
 from blume_access_gateway.pages import Page
 from blume_access_gateway.sso import sso_provider
 
