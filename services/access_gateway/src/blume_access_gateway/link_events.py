@@ -9,6 +9,7 @@ decision, and counts itself in ``LINK_EVENTS``.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from blume_contracts.events import (
     ClientContext,
@@ -31,8 +32,16 @@ from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.outcomes import AccessSession
 
 
-def _recipient(link: ProjectedLink) -> Recipient:
-    return Recipient(name=link.recipient_name, email=link.recipient_email)
+def _for_email(link: ProjectedLink) -> dict[str, Any]:
+    """What an event the notifier turns into an email says of the link: whose share, to
+    whom, for which organisation, in which language."""
+    return {
+        "share_id": link.share_id,
+        "link_id": link.link_id,
+        "recipient": Recipient(name=link.recipient_name, email=link.recipient_email),
+        "organisation": link.organisation,
+        "locale": narrow_locale(link.locale),
+    }
 
 
 def _emit(work: UnitOfWork, event_type: str, data: BaseModel, link: ProjectedLink) -> None:
@@ -102,12 +111,8 @@ def code_requested(
 ) -> None:
     """``share.otp.requested``: the notifier emails the recipient the sealed code."""
     data = ShareOtpRequested(
-        share_id=link.share_id,
-        link_id=link.link_id,
+        **_for_email(link),
         challenge_id=challenge_id,
-        recipient=_recipient(link),
-        organisation=link.organisation,
-        locale=narrow_locale(link.locale),
         sealed_code=sealed_code,
         expires_at=expires_at,
     )
@@ -117,13 +122,9 @@ def code_requested(
 def locked(work: UnitOfWork, link: ProjectedLink, sender_email: str, locked_at: datetime) -> None:
     """``share.link.locked``: the notifier emails the sender that only a new share helps."""
     data = ShareLinkLocked(
-        share_id=link.share_id,
-        link_id=link.link_id,
+        **_for_email(link),
         sender_name=link.sender_name,
         sender_email=sender_email,
-        recipient=_recipient(link),
-        organisation=link.organisation,
-        locale=narrow_locale(link.locale),
         locked_at=locked_at,
     )
     _emit(work, "share.link.locked", data, link)
