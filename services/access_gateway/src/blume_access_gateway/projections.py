@@ -17,6 +17,7 @@ from blume_contracts.events import (
     ShareLinkIssued,
     ShareRevoked,
 )
+from blume_contracts.link_terms import link_columns
 from blume_contracts.projections import keep_newest
 from blume_contracts.registry import consumed_by
 from blume_runtime.service import Handler, HandlerContext, Service
@@ -49,16 +50,8 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             tenant_id=event.tenantid,
             token_hash=issued.token_hash,
             correlation_id=event.correlationid,
-            recipient_email=issued.recipient.email,
-            recipient_name=issued.recipient.name,
-            sender_name=issued.sender.name,
-            sender_email=issued.sender.email,
-            organisation=issued.organisation,
-            locale=issued.locale,
-            recipient_auth=issued.recipient_auth,
-            max_uses=issued.max_uses,
-            expires_at=issued.expires_at,
             traceparent=event.traceparent,
+            **link_columns(issued),
         )
     )
     return True
