@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any, Final
+from typing import Final
 
 from blume_share.requests import PreparedRequest, parse_requests
 
@@ -65,11 +65,22 @@ async def drive(
     items: Sequence[tuple[str, Send]],
     arrivals: Callable[[], Mapping[str, float]],
     *,
+    warmup: Sequence[tuple[str, Send]] = (),
     batch_limit: float,
     progress_every: float,
     diagnose: Callable[[], str],
 ) -> Figures:
-    """Publish ``items`` in order (timing each), then wait until every key has arrived."""
+    """Publish ``items`` in order (timing each), then wait until every key has arrived.
+    An untimed ``warmup`` batch goes first, driven alike: both sides start equally warm."""
+    if warmup:
+        await drive(
+            f"{label} warm-up",
+            warmup,
+            arrivals,
+            batch_limit=batch_limit,
+            progress_every=progress_every,
+            diagnose=diagnose,
+        )
     keys = [key for key, _send in items]
     published: dict[str, float] = {}
 
@@ -104,28 +115,6 @@ async def drive(
         cpu_seconds=cpu_seconds,
         publish_seconds=publish_seconds,
     )
-
-
-async def warm_up_and_drive(
-    label: str,
-    warmup: Sequence[tuple[str, Send]],
-    timed: Sequence[tuple[str, Send]],
-    arrivals: Callable[[], Mapping[str, float]],
-    *,
-    batch_limit: float,
-    progress_every: float,
-    diagnose: Callable[[], str],
-) -> Figures:
-    """``drive`` an untimed warm-up batch (when there is one), then the timed batch: both
-    sides of the benchmark start equally warm."""
-    options: dict[str, Any] = {
-        "batch_limit": batch_limit,
-        "progress_every": progress_every,
-        "diagnose": diagnose,
-    }
-    if warmup:
-        await drive(f"{label} warm-up", warmup, arrivals, **options)
-    return await drive(label, timed, arrivals, **options)
 
 
 def fresh_requests(count: int) -> list[PreparedRequest]:

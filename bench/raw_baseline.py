@@ -12,7 +12,7 @@ from typing import Any, Final
 import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 
-from bench.measuring import Figures, Send, warm_up_and_drive
+from bench.measuring import Figures, Send, drive
 
 HOPS: Final = 3
 """Consumer hops on the product's critical path: dispatcher, link_issuer, notifier."""
@@ -108,14 +108,14 @@ async def run_raw(
         def seen() -> Mapping[str, float]:
             return arrivals
 
-        figures = await warm_up_and_drive(
+        figures = await drive(
             "raw",
-            batch(warmup_bodies),
             batch(bodies),
             seen,
             batch_limit=batch_limit,
             progress_every=progress_every,
             diagnose=diagnose,
+            warmup=batch(warmup_bodies),
         )
         transport = connection.transport
         server: Mapping[str, Any] = (

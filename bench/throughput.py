@@ -76,7 +76,7 @@ from bench.harness import (
     SmtpSink,
     start_smtp,
 )
-from bench.measuring import ProductRun, Send, fresh_requests, warm_up_and_drive
+from bench.measuring import ProductRun, Send, drive, fresh_requests
 from bench.raw_baseline import HOPS, RawRun, run_raw
 from bench.throughput_report import postgres_version, render_report
 
@@ -200,14 +200,14 @@ async def run_product(
             processes = _spawn_worker_processes(settings, state_dir)
             await _wait_for_workers(settings)
         await publisher.connect()
-        figures = await warm_up_and_drive(
+        figures = await drive(
             "product",
-            batch(fresh_requests(warmup)) if warmup else [],
             batch(fresh_requests(shares)),
             sink.arrivals,
             batch_limit=batch_limit,
             progress_every=progress_every,
             diagnose=diagnose,
+            warmup=batch(fresh_requests(warmup)) if warmup else [],
         )
         # A duplicate would arrive after the original: give redeliveries time to show.
         await asyncio.sleep(settle)
