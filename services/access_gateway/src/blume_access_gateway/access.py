@@ -8,7 +8,6 @@ What each step answers is in ``outcomes``; the events it writes are built in ``l
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +16,6 @@ from blume_contracts.events import (
     AuthMethod,
     ClientContext,
     DenialReason,
-    ShareLinkDenied,
 )
 from blume_contracts.urls import viewer_url
 from blume_runtime.sealing import Sealer
@@ -26,7 +24,6 @@ from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import link_events, otp
 from blume_access_gateway.denial_tally import DenialTally
-from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import (
     LinkId,
@@ -111,17 +108,7 @@ class RecipientAccess:
         try:
             async with self.events.unit_of_work() as work:
                 for bucket in due:
-                    work.emit(
-                        "share.link.denied",
-                        ShareLinkDenied(
-                            reason=bucket.reason,
-                            client=bucket.client,
-                            count=bucket.count,
-                            counted_from=bucket.minute,
-                        ),
-                        tenantid=UNKNOWN_TENANT,
-                        correlationid=f"denials-{uuid.uuid4()}",
-                    )
+                    link_events.counted_denials(work, bucket)
         except BaseException:
             self.denials.restore(due)
             raise

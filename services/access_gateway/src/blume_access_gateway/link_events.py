@@ -8,6 +8,7 @@ decision, and counts itself in ``LINK_EVENTS``.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.unit_of_work import UnitOfWork
 from pydantic import BaseModel
 
+from blume_access_gateway.denial_tally import CountedDenials
 from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.links import token_fingerprint
 from blume_access_gateway.models import ProjectedLink
@@ -128,3 +130,16 @@ def locked(work: UnitOfWork, link: ProjectedLink, sender_email: str, locked_at: 
         locked_at=locked_at,
     )
     _emit(work, "share.link.locked", data, link)
+
+
+def counted_denials(work: UnitOfWork, bucket: CountedDenials) -> None:
+    """A client's further denials of unknown links for one reason in one minute, as one
+    event with their count (the first of them was recorded on its own, by ``denied``)."""
+    data = ShareLinkDenied(
+        reason=bucket.reason,
+        client=bucket.client,
+        count=bucket.count,
+        counted_from=bucket.minute,
+    )
+    correlation_id = f"denials-{uuid.uuid4()}"
+    work.emit("share.link.denied", data, tenantid=UNKNOWN_TENANT, correlationid=correlation_id)
