@@ -65,6 +65,10 @@ class Findings:
     failures: list[str]
 
 
+SENDER_NOTICE = ".sender-"
+"""In the Message-ID of a notice to a share's sender (``<shr_….sender-<occasion>@…>``)."""
+
+
 def resend_verdicts(
     emails: Iterable[ReceivedEmail], notifier_kills: Sequence[float]
 ) -> tuple[int, int]:
@@ -115,8 +119,14 @@ def analyse(run: Collected) -> Findings:
     ids_per_share: dict[str, set[str]] = collections.defaultdict(set)
     strangers: list[str] = []
     copies: collections.Counter[str] = collections.Counter()
+    forged = {case.forged_address for case in run.poison if case.forged_address}
+    sender_notices = 0
     for email in run.emails:
         copies[email.message_id] += 1
+        if SENDER_NOTICE in email.message_id and not forged & set(email.recipients):
+            # A rejected (poison) request's sender is told: not a share's email, nor a stranger's.
+            sender_notices += 1
+            continue
         for recipient in email.recipients:
             if recipient in addresses:
                 ids_per_share[addresses[recipient]].add(email.message_id)
@@ -130,7 +140,6 @@ def analyse(run: Collected) -> Findings:
         for share_id in planned
         if run.states.get(share_id) == "completed" and share_id not in ids_per_share
     )
-    forged = {case.forged_address for case in run.poison if case.forged_address}
     forged_emails = sum(1 for recipient in strangers if recipient in forged)
 
     poisoned = {event_key(case) for case in run.poison}
@@ -169,6 +178,7 @@ def analyse(run: Collected) -> Findings:
         ("shares with two different Message-IDs", str(two_ids)),
         ("completed shares without an email", str(completed_unmailed)),
         ("emails to addresses no share named", f"{len(strangers)} (forged: {forged_emails})"),
+        ("sender notices (rejections, failures)", str(sender_notices)),
         ("DLQ by cause", dlq),
         ("poison published", str(len(run.poison))),
         (

@@ -111,6 +111,22 @@ def test_an_email_to_a_forged_address_fails() -> None:
     assert any("(1 forged)" in failure for failure in analyse(run).failures)
 
 
+def test_a_notice_to_a_rejected_requests_sender_is_no_stranger() -> None:
+    """A sender told of a rejection is not an email to a stranger; the same notice to a
+    forged address still fails the run."""
+    run = clean_run()
+    notice = ReceivedEmail("<shr_1.sender-rejected@x.example>", ("alice@h.example",), 9.0)
+    assert analyse(dataclasses.replace(run, emails=[*run.emails, notice])).failures == []
+    poison = [case for case in poison_cases(30) if case.forged_address]
+    forged = poison[0].forged_address
+    assert forged is not None
+    to_forged = dataclasses.replace(notice, recipients=(forged,))
+    failures = analyse(
+        dataclasses.replace(run, poison=poison, emails=[*run.emails, to_forged])
+    ).failures
+    assert any("(1 forged)" in failure for failure in failures)
+
+
 def test_an_event_not_audited_or_audited_twice_fails() -> None:
     """Every genuine event on the bus must be in the audit store exactly once."""
     run = clean_run()
