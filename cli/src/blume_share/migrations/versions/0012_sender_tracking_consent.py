@@ -7,7 +7,7 @@ link projection keeps the sender's message, shown only once access is granted.
 
 On PostgreSQL the tables are in their services' schemas (0011); SQLite has none.
 
-Revision ID: 0014
+Revision ID: 0012
 Revises: 0011
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0014"
+revision: str = "0012"
 down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
