@@ -43,6 +43,7 @@ from blume_access_gateway import Freshness, GatewaySettings, build, queue_probe
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.server import HttpServer
 from blume_contracts.envelope import EXCHANGE
+from blume_publisher import NAME as PUBLISHER
 from blume_publisher import import_accounts, parse_accounts
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
@@ -204,10 +205,17 @@ async def measure(settings: Settings, count: int) -> list[Figures]:
         rate_limit_per_ip="100000/minute",
         rate_limit_per_token="100000/minute",
     )
-    gateway = Gateway.build(settings, db, runtime.relay, freshness, config=config)
+    gateway = Gateway.build(
+        settings,
+        runtime.database_for(GATEWAY),
+        runtime.relay_for(GATEWAY),
+        freshness,
+        config=config,
+    )
     server = HttpServer(gateway, "127.0.0.1", 0)
     links = Links(settings)
-    publisher = Publisher(settings, db)
+    # The import writes blume_publisher's tables and outbox, as ``patients import`` does.
+    publisher = Publisher(settings, db.in_schema(PUBLISHER))
     await runtime.start()  # declares the exchange the listener binds to
     listener = await links.listen(settings.amqp_url.get_secret_value())  # type: ignore[union-attr]
     await publisher.transport.connect()

@@ -10,10 +10,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+import structlog
 from alembic import command
 from blume_runtime.db import Database, InboxEntry, OutboxMessage, utcnow
 from blume_share.schema import SERVICE_TABLES, alembic_config, upgrade
@@ -229,3 +231,42 @@ def test_upgrade_from_0010_moves_every_row_into_its_services_schema(
     }
     assert moved_outbox == [("out-1",)]
     assert left == [("alembic_version",)]
+
+
+def test_the_example_runs_with_each_service_on_its_own_login(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``BLUME_<SERVICE>_DATABASE_URL`` set for every service: each connects as its own role,
+    and the example share still completes with its email and an intact audit chain (the
+    CLI's report reads as the owner, ``BLUME_DATABASE_URL``)."""
+    from blume_runtime.app import Runtime
+    from blume_runtime.service import Service
+    from blume_runtime.settings import Settings, service_database_env
+    from blume_share.cli import app
+    from typer.testing import CliRunner
+
+    with database_with_roles(postgres_admin_url) as made:
+        with psycopg.connect(made.admin_url, autocommit=True) as admin:
+            for service in SERVICES:
+                admin.execute(f"ALTER ROLE {made.role(service)} LOGIN")
+        for name in ("AMQP_URL", "SMTP_URL", "TENANT_POLICY_FILE"):
+            monkeypatch.delenv(f"BLUME_{name}", raising=False)
+        monkeypatch.setenv("BLUME_DATABASE_URL", made.admin_url)
+        monkeypatch.setenv("BLUME_STATE_DIR", str(tmp_path / "state"))
+        monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
+        for service in SERVICES:
+            monkeypatch.setenv(service_database_env(service), made.url_as(service))
+
+        runtime = Runtime(Settings(), [Service("notifier")], Database(made.admin_url))
+        assert runtime.database_for("notifier").url.startswith(
+            f"postgresql+psycopg://{made.role('notifier')}@"
+        )
+
+        saved_logging = structlog.get_config()
+        try:
+            result = CliRunner().invoke(app, ["run", "--example", "--until-idle"])
+        finally:  # the command logs to its state directory; later tests must not
+            structlog.configure(**saved_logging)
+        assert result.exit_code == 0, result.output
+        assert ": completed" in result.stdout
+        assert "audit chain: intact" in result.stdout

@@ -46,17 +46,17 @@ def email_text(message: EmailMessage) -> str:
 
 
 def all_rows(database_url: str) -> str:
-    """Every row of every table of ours, as text: where a leaked secret would show."""
+    """Every row of every table of ours, in every service's schema, as text: where a leaked
+    secret would show."""
     with psycopg.connect(database_url) as connection:
-        tables = [
-            row[0]
-            for row in connection.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-            )
-        ]
+        tables = connection.execute(
+            "SELECT schemaname, tablename FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        assert len(tables) > 20, "the services' schemas are missing"
         dump = []
-        for table in tables:
-            for row in connection.execute(f'SELECT * FROM "{table}"'):
+        for schema, table in tables:
+            for row in connection.execute(f'SELECT * FROM "{schema}"."{table}"'):
                 dump.append(repr(row))
         return "\n".join(dump)
 

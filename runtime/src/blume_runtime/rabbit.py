@@ -45,6 +45,7 @@ from blume_runtime.topology import (
     declare,
     declare_shared_exchange,
     delay_key,
+    delay_queue_name,
     delay_tiers,
     tier_for,
 )
@@ -362,6 +363,13 @@ class RabbitTransport(Transport):
             self._probe_channel.declare_queue(queue, passive=True), self._publish_timeout
         )
         return declared.declaration_result.message_count
+
+    async def retry_depth(self, queue: str) -> int | None:
+        """Messages waiting in the queue's delay tiers (each asked as ``queue_depth``)."""
+        depths = await asyncio.gather(
+            *(self.queue_depth(delay_queue_name(queue, tier)) for tier in self.tiers)
+        )
+        return None if any(depth is None for depth in depths) else sum(filter(None, depths))
 
     async def heal(self) -> None:
         """Redeclare and consume again wherever this process has lost its consumer."""

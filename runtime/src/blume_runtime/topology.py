@@ -93,7 +93,12 @@ class QueueSpec:
         return f"{self.name}.private"
 
     def delay_queue(self, tier: int) -> str:
-        return f"{self.name}.delay.{tier}s"
+        return delay_queue_name(self.name, tier)
+
+
+def delay_queue_name(queue: str, tier: int) -> str:
+    """Where a message of ``queue`` waits ``tier`` seconds before it is retried."""
+    return f"{queue}.delay.{tier}s"
 
 
 def service_queue_arguments(spec: QueueSpec) -> dict[str, Any]:

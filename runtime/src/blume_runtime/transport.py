@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -186,6 +187,12 @@ class Transport(ABC):
         """
         return None
 
+    async def retry_depth(self, queue: str) -> int | None:
+        """Messages of a subscribed queue waiting to be retried (in its delay queues on
+        RabbitMQ), not counted by ``queue_depth`` (None: cannot tell). A transport that
+        never retries has none."""
+        return 0
+
 
 def topic_matches(binding_key: str, routing_key: str) -> bool:
     """AMQP topic semantics: ``*`` is exactly one word, ``#`` is zero or more words."""
@@ -290,6 +297,8 @@ class InMemoryTransport(Transport):
         self._tasks: list[asyncio.Task[None]] = []
         self._unsettled = 0
         self._pending_retries = 0
+        self._retrying: Counter[str] = Counter()
+        """Per queue: scheduled retries not yet back on it."""
         self._became_idle = asyncio.Event()
         """Set exactly while ``idle``: every change of the two counts updates it."""
         self._became_idle.set()
@@ -338,12 +347,14 @@ class InMemoryTransport(Transport):
     def schedule(self, message: OutgoingMessage, queue: QueueSpec, delay_seconds: float) -> None:
         """Put a retried message back on its queue after the delay, as the service's user."""
         self._pending_retries += 1
+        self._retrying[queue.name] += 1
         self._became_idle.clear()
         envelope = _Envelope(message, self.users.user_of(queue.service))
 
         def _redeliver() -> None:
             self._enqueue(envelope, queue)
             self._pending_retries -= 1
+            self._retrying[queue.name] -= 1
 
         asyncio.get_running_loop().call_later(delay_seconds, _redeliver)
 
@@ -367,6 +378,9 @@ class InMemoryTransport(Transport):
     async def queue_depth(self, queue: str) -> int | None:
         waiting = self._queues.get(queue)
         return None if waiting is None else waiting.qsize()
+
+    async def retry_depth(self, queue: str) -> int | None:
+        return self._retrying[queue] if queue in self._queues else None
 
     async def _consume(self, spec: QueueSpec) -> None:
         queue, consumer = self._queues[spec.name], self._consumers[spec.name]

@@ -6,13 +6,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from blume_access_gateway.freshness import Freshness, QueueProbe, Staleness
+from blume_access_gateway.freshness import Freshness, QueueProbe, Staleness, queue_probe
 from blume_access_gateway.models import LinkGrant
+from blume_access_gateway.projections import NAME
 from blume_runtime.testing import FakeMonotonicClock as Clock
+from blume_runtime.topology import QueueSpec
+from blume_runtime.transport import InMemoryTransport, OutgoingMessage
 
 from services.access_gateway.tests.conftest import Harness, csrf_for
 from services.access_gateway.tests.test_blume_deep_link import sign_in_patient
@@ -132,6 +136,40 @@ async def test_applying_old_events_after_an_outage_is_still_behind(
     clock.advance(1)
     queue.pending = 0
     assert await freshness.stale() is None
+
+
+async def test_an_event_from_a_producer_clock_ahead_does_not_extend_the_grace(
+    freshness: Freshness, queue: Queue, clock: Clock
+) -> None:
+    """An applied event stamped a minute in our future counts as produced now at the latest:
+    past the threshold with the queue still busy, the gateway is behind."""
+    queue.pending = 10
+    freshness.applied(produced(clock, seconds_ago=-60))
+    assert await freshness.stale() is None
+    clock.advance(MAX_LAG + 1)
+    assert await freshness.stale() is Staleness.BEHIND
+
+
+async def test_an_event_waiting_for_its_retry_counts_as_waiting() -> None:
+    """A projection that failed and waits in a delay queue is part of the backlog: the probe
+    counts it, and the gateway is behind once it has waited past the threshold."""
+    transport = InMemoryTransport()
+    spec = QueueSpec(NAME, ("share.revoked",))
+    transport.subscribe(spec, consumer=lambda _delivery: asyncio.sleep(0))  # type: ignore[arg-type]
+    await transport.start()
+    try:
+        probe = queue_probe(transport, NAME)
+        assert await probe() == QueueProbe(attached=True, pending=0)
+        transport.schedule(OutgoingMessage("share.revoked", b"{}", "e-1"), spec, 3600)
+        assert await probe() == QueueProbe(attached=True, pending=1)
+        clock = Clock()
+        freshness = Freshness(MAX_LAG, probe, clock=clock)
+        freshness.applied(produced(clock, seconds_ago=0))
+        assert await freshness.stale() is None
+        clock.advance(MAX_LAG + 1)
+        assert await freshness.stale() is Staleness.BEHIND
+    finally:
+        await transport.stop()
 
 
 async def test_the_queue_is_probed_at_most_every_interval(

@@ -5,7 +5,8 @@ consumer. A revocation or a lock box that has not been applied yet must not be o
 grant, so every grant check first asks ``Freshness.stale``. The answer is "stale" when:
 
 - the gateway's consumer is not attached to its queue (broker down, queue lost); or
-- its queue holds messages, and the oldest of them may have waited longer than
+- its queue, or its delay queues (events whose projection failed and wait to be retried),
+  hold messages, and the oldest of them may have waited longer than
   ``BLUME_PROJECTION_MAX_LAG_SECONDS``.
 
 The age of the oldest waiting message is bounded from above without reading it: it arrived
@@ -15,6 +16,26 @@ minus the later of those two instants; past the threshold, access is refused wit
 shortly" until the consumer catches up. The queue is probed at most every
 ``PROBE_INTERVAL_SECONDS`` (a passive declare on RabbitMQ), well inside the one-second
 budget for a revocation to take effect.
+
+Where this can be wrong, and why it still fails closed:
+
+- **Retries.** An event whose projection failed waits in a delay queue for its retry; it is
+  counted as waiting (``Transport.retry_depth``), so a revocation that failed to apply keeps
+  the gateway refusing once past the threshold, until its retry applies it.
+- **Dead letters are not counted.** An event dead-lettered (malformed, or out of retries) is
+  no longer waiting: the projection misses it until ops replay it (``blume-share dlq``). A
+  DLQ message on ``blume.share.access_gateway.dlq`` raises the DLQ alert; counting it here
+  would let one poison message close the gateway for everyone.
+- **Several replicas.** The projection tables are one set in the gateway's schema, and the
+  queue is one, consumed by every replica: its depth is the same answer for all. The newest
+  applied event is each replica's own: a replica that applied fewer events has an older
+  one, so it refuses sooner, never later. A replica whose own consumer is detached refuses
+  even while the others consume.
+- **Clock skew.** The newest applied event is stamped by its producer's clock. A producer
+  clock ahead of ours would make the backlog look younger than it is, so a stamp is held to
+  our own clock when applied: the bound is then too generous by at most that event's own
+  time in the queue (itself under the threshold, or the gateway was refusing). A producer
+  clock behind ours only makes the gateway refuse sooner.
 """
 
 from __future__ import annotations
@@ -40,7 +61,7 @@ class QueueProbe:
     attached: bool
     """This process has a live consumer on the queue."""
     pending: int | None
-    """Messages waiting in the queue (None: the broker could not say)."""
+    """Messages waiting in the queue or its delay queues (None: the broker could not say)."""
 
 
 Probe = Callable[[], Awaitable[QueueProbe]]
@@ -84,8 +105,9 @@ class Freshness:
         self._probed = None
 
     def applied(self, produced_at: datetime) -> None:
-        """A projection applied an event produced at ``produced_at``."""
-        stamp = produced_at.timestamp()
+        """A projection applied an event produced at ``produced_at`` (by its producer's
+        clock: one ahead of ours is held to ours, see the module's "Clock skew")."""
+        stamp = min(produced_at.timestamp(), self._clock())
         if self._newest_applied is None or stamp > self._newest_applied:
             self._newest_applied = stamp
 
@@ -125,6 +147,10 @@ def queue_probe(transport: Transport, service: str) -> Probe:
 
     async def probe() -> QueueProbe:
         attached = transport.consumer_states().get(queue, False)
-        return QueueProbe(attached=attached, pending=await transport.queue_depth(queue))
+        ready, retrying = await asyncio.gather(
+            transport.queue_depth(queue), transport.retry_depth(queue)
+        )
+        pending = None if ready is None or retrying is None else ready + retrying
+        return QueueProbe(attached=attached, pending=pending)
 
     return probe
