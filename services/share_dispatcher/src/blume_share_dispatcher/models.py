@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
+from blume_contracts.envelope import RawEvent
+from blume_contracts.ids import share_id_for
 from blume_runtime.db import timestamp_column
 from sqlalchemy import Enum
 from sqlmodel import Field, SQLModel
@@ -68,6 +70,30 @@ class Share(SQLModel, table=True):
     """When the notification first failed, while the share waits on an outage."""
     created_at: datetime = timestamp_column()
     updated_at: datetime = timestamp_column()
+
+    @classmethod
+    def answering(
+        cls,
+        request: RawEvent,
+        *,
+        tenant_id: str,
+        method: str,
+        state: ShareState,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> Share:
+        """The share a ``study.send.requested`` makes, keyed and correlated by its envelope."""
+        return cls(
+            share_id=share_id_for(request),
+            tenant_id=tenant_id,
+            method=method,
+            state=state,
+            reason=reason,
+            correlation_id=request.correlationid,
+            request_source=request.source,
+            request_id=request.id,
+            expires_at=expires_at,
+        )
 
     def can_become(self, state: ShareState) -> bool:
         return state in TRANSITIONS.get(self.state, frozenset())

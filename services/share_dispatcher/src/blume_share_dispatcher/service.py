@@ -34,7 +34,6 @@ from blume_contracts.events import (
     StudySendRequested,
     share_method,
 )
-from blume_contracts.ids import share_id_for
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
@@ -108,30 +107,25 @@ class Dispatcher:
         self._directory_for = directory_for
 
     async def reject(self, request: RawEvent, rejection: Rejection, ctx: HandlerContext) -> None:
-        share_id = share_id_for(request)
         method = request.data.get("method") if isinstance(request.data, dict) else None
-        ctx.session.add(
-            Share(
-                share_id=share_id,
-                tenant_id=request.tenantid,
-                method=method if method in SHARE_METHODS else "unknown",
-                state=ShareState.REJECTED,
-                reason=rejection.reason.value,
-                correlation_id=request.correlationid,
-                request_source=request.source,
-                request_id=request.id,
-            )
+        share = Share.answering(
+            request,
+            tenant_id=request.tenantid,
+            method=method if method in SHARE_METHODS else "unknown",
+            state=ShareState.REJECTED,
+            reason=rejection.reason.value,
         )
+        ctx.session.add(share)
         ctx.emit(
             "share.rejected",
             ShareRejected(
-                share_id=share_id,
+                share_id=share.share_id,
                 reason=rejection.reason,
                 message=rejection.message,
                 field=rejection.field,
             ),
         )
-        ctx.log.info("share rejected", share_id=share_id, reason=rejection.reason.value)
+        ctx.log.info("share rejected", share_id=share.share_id, reason=rejection.reason.value)
 
     async def reject_invalid(
         self, request: RawEvent, error: ValidationError, ctx: HandlerContext
@@ -162,26 +156,21 @@ class Dispatcher:
         if refusal is not None:
             await self.reject(event, refusal, ctx)
             return
-        share_id = share_id_for(event)
         expires_at = expiry(request, verdict, now())
-        ctx.session.add(
-            Share(
-                share_id=share_id,
-                tenant_id=request.tenant_id,
-                method=request.method,
-                state=ShareState.ACCEPTED,
-                correlation_id=event.correlationid,
-                request_source=event.source,
-                request_id=event.id,
-                expires_at=expires_at,
-            )
+        share = Share.answering(
+            event,
+            tenant_id=request.tenant_id,
+            method=request.method,
+            state=ShareState.ACCEPTED,
+            expires_at=expires_at,
         )
+        ctx.session.add(share)
         ctx.emit(
             "share.accepted",
-            ShareAccepted(share_id=share_id, method=request.method, expires_at=expires_at),
+            ShareAccepted(share_id=share.share_id, method=request.method, expires_at=expires_at),
         )
-        ctx.emit(*next_step(share_id, request, verdict, expires_at))
-        ctx.log.info("share accepted", share_id=share_id, method=request.method)
+        ctx.emit(*next_step(share.share_id, request, verdict, expires_at))
+        ctx.log.info("share accepted", share_id=share.share_id, method=request.method)
 
     async def transition(
         self, ctx: HandlerContext, share_id: str, state: ShareState
