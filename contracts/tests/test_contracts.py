@@ -99,3 +99,15 @@ def test_study_uid_syntax(uid: str) -> None:
 def test_recipient_address_is_normalised() -> None:
     """A valid address passes; its domain is normalised to lower case."""
     assert Recipient(name="Bob", email="Bob@Clinic.EXAMPLE").email == "Bob@clinic.example"
+
+
+def test_link_issued_carries_every_field_it_shares_with_its_request() -> None:
+    """share.link.issued repeats each field it has in common with share.link.requested."""
+    from blume_contracts.events import (
+        _CARRIED_FROM_LINK_REQUEST,
+        ShareLinkIssued,
+        ShareLinkRequested,
+    )
+
+    shared = set(ShareLinkIssued.model_fields) & set(ShareLinkRequested.model_fields)
+    assert set(_CARRIED_FROM_LINK_REQUEST) == shared

@@ -218,6 +218,41 @@ class ShareLinkIssued(Contract):
         default=None, description="Grants allowed through the link; unlimited when absent."
     )
 
+    @classmethod
+    def for_request(
+        cls,
+        request: ShareLinkRequested,
+        *,
+        link_id: str,
+        token_fingerprint: str,
+        sealed_link: str,
+        token_hash: str,
+    ) -> ShareLinkIssued:
+        """The answer to ``request``: its audience, wording, expiry and policy carried as
+        asked, with what issuing made (the link's id, its token's hash and sealed URL)."""
+        carried = {name: getattr(request, name) for name in _CARRIED_FROM_LINK_REQUEST}
+        return cls(
+            link_id=link_id,
+            token_fingerprint=token_fingerprint,
+            sealed_link=sealed_link,
+            token_hash=token_hash,
+            **carried,
+        )
+
+
+_CARRIED_FROM_LINK_REQUEST: Final = (
+    "share_id",
+    "expires_at",
+    "recipient",
+    "sender",
+    "organisation",
+    "message",
+    "locale",
+    "recipient_auth",
+    "max_uses",
+)
+"""The fields ``share.link.issued`` repeats from its ``share.link.requested`` unchanged."""
+
 
 NotificationPurpose = Literal["share", "sign_in_code", "link_locked"]
 NotificationAddressee = Literal["recipient", "patient"]
