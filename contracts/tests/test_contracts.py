@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 from blume_contracts.artefacts import EXAMPLES_DIR, rendered
 from blume_contracts.envelope import CloudEvent
-from blume_contracts.events import Recipient, StudySendRequested
+from blume_contracts.events import (
+    _CARRIED_FROM_LINK_REQUEST,
+    Recipient,
+    ShareLinkIssued,
+    ShareLinkRequested,
+    StudySendRequested,
+)
 from blume_contracts.registry import EVENTS, SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
 from pydantic import ValidationError
@@ -103,11 +109,5 @@ def test_recipient_address_is_normalised() -> None:
 
 def test_link_issued_carries_every_field_it_shares_with_its_request() -> None:
     """share.link.issued repeats each field it has in common with share.link.requested."""
-    from blume_contracts.events import (
-        _CARRIED_FROM_LINK_REQUEST,
-        ShareLinkIssued,
-        ShareLinkRequested,
-    )
-
     shared = set(ShareLinkIssued.model_fields) & set(ShareLinkRequested.model_fields)
     assert set(_CARRIED_FROM_LINK_REQUEST) == shared
