@@ -10,6 +10,7 @@ from blume_contracts.artefacts import EXAMPLES_DIR, rendered
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     _CARRIED_FROM_LINK_REQUEST,
+    _CARRIED_FROM_SEND_REQUEST,
     Recipient,
     ShareLinkIssued,
     ShareLinkRequested,
@@ -111,3 +112,9 @@ def test_link_issued_carries_every_field_it_shares_with_its_request() -> None:
     """share.link.issued repeats each field it has in common with share.link.requested."""
     shared = set(ShareLinkIssued.model_fields) & set(ShareLinkRequested.model_fields)
     assert set(_CARRIED_FROM_LINK_REQUEST) == shared
+
+
+def test_link_request_carries_every_field_it_shares_with_the_send_request() -> None:
+    """share.link.requested repeats each field it has in common with study.send.requested."""
+    shared = set(ShareLinkRequested.model_fields) & set(StudySendRequested.model_fields)
+    assert set(_CARRIED_FROM_SEND_REQUEST) == shared

@@ -9,7 +9,7 @@ reviewed) as one page; the JSON Schemas and the AsyncAPI document are generated 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal, Self, get_args
 
@@ -190,6 +190,34 @@ class ShareLinkRequested(Contract):
     max_uses: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Grants allowed through the link; unlimited when absent."
     )
+
+    @classmethod
+    def for_request(
+        cls,
+        request: StudySendRequested,
+        *,
+        share_id: str,
+        expires_at: datetime,
+        organisation: str,
+        recipient_auth: RecipientAuth,
+        max_uses: int | None,
+    ) -> ShareLinkRequested:
+        """The link to mint for an accepted external share: the request's parties, wording
+        and locale carried as asked; its share, expiry and the tenant's terms as given."""
+        carried = {name: getattr(request, name) for name in _CARRIED_FROM_SEND_REQUEST}
+        return cls(
+            share_id=share_id,
+            study_instance_uid=request.study.study_instance_uid,
+            expires_at=expires_at,
+            organisation=organisation,
+            recipient_auth=recipient_auth,
+            max_uses=max_uses,
+            **carried,
+        )
+
+
+_CARRIED_FROM_SEND_REQUEST: Final = ("tenant_id", "recipient", "sender", "message", "locale")
+"""The fields ``share.link.requested`` repeats from its ``study.send.requested`` unchanged."""
 
 
 class ShareLinkIssued(Contract):

@@ -78,18 +78,12 @@ def next_step(
                 description=study.description,
             ),
         )
-    assert request.recipient is not None  # the contract requires it for external_link
     assert expires_at is not None  # external links always expire
-    return "share.link.requested", ShareLinkRequested(
+    return "share.link.requested", ShareLinkRequested.for_request(
+        request,
         share_id=share_id,
-        tenant_id=request.tenant_id,
-        study_instance_uid=study.study_instance_uid,
-        recipient=request.recipient,
-        sender=request.sender,
-        organisation=policy.display_name,
-        message=request.message,
-        locale=request.locale,
         expires_at=expires_at,
+        organisation=policy.display_name,
         recipient_auth=policy.recipient_auth,
         max_uses=policy.link_max_uses,
     )
