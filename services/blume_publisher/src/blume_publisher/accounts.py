@@ -101,9 +101,15 @@ async def import_accounts(
     for record in records:
         account = await session.get(PatientAccount, record.blume_patient_id)
         if account is None:
-            # A table model is not validated on construction: the columns are set below,
-            # once for a new account and a replaced one alike.
-            account = PatientAccount(blume_patient_id=record.blume_patient_id)
+            account = PatientAccount(
+                blume_patient_id=record.blume_patient_id,
+                tenant_id=record.tenant_id,
+                mrn=record.mrn,
+                email=record.email,
+                locale=record.locale,
+                email_notifications=record.email_notifications,
+                status=AccountStatus(record.status),
+            )
             created += 1
         else:
             updated += 1
