@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 from blume_contracts.artefacts import EXAMPLES_DIR, rendered
 from blume_contracts.envelope import CloudEvent
-from blume_contracts.events import Recipient, StudySendRequested
+from blume_contracts.events import (
+    _CARRIED_FROM_LINK_REQUEST,
+    _CARRIED_FROM_SEND_REQUEST,
+    Recipient,
+    ShareLinkIssued,
+    ShareLinkRequested,
+    StudySendRequested,
+)
 from blume_contracts.registry import EVENTS, SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
 from pydantic import ValidationError
@@ -99,3 +106,15 @@ def test_study_uid_syntax(uid: str) -> None:
 def test_recipient_address_is_normalised() -> None:
     """A valid address passes; its domain is normalised to lower case."""
     assert Recipient(name="Bob", email="Bob@Clinic.EXAMPLE").email == "Bob@clinic.example"
+
+
+def test_link_issued_carries_every_field_it_shares_with_its_request() -> None:
+    """share.link.issued repeats each field it has in common with share.link.requested."""
+    shared = set(ShareLinkIssued.model_fields) & set(ShareLinkRequested.model_fields)
+    assert set(_CARRIED_FROM_LINK_REQUEST) == shared
+
+
+def test_link_request_carries_every_field_it_shares_with_the_send_request() -> None:
+    """share.link.requested repeats each field it has in common with study.send.requested."""
+    shared = set(ShareLinkRequested.model_fields) & set(StudySendRequested.model_fields)
+    assert set(_CARRIED_FROM_SEND_REQUEST) == shared

@@ -9,7 +9,7 @@ reviewed) as one page; the JSON Schemas and the AsyncAPI document are generated 
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Final, Literal, Self, get_args
 
@@ -191,6 +191,34 @@ class ShareLinkRequested(Contract):
         default=None, description="Grants allowed through the link; unlimited when absent."
     )
 
+    @classmethod
+    def for_request(
+        cls,
+        request: StudySendRequested,
+        *,
+        share_id: str,
+        expires_at: datetime,
+        organisation: str,
+        recipient_auth: RecipientAuth,
+        max_uses: int | None,
+    ) -> ShareLinkRequested:
+        """The link to mint for an accepted external share: the request's parties, wording
+        and locale carried as asked; its share, expiry and the tenant's terms as given."""
+        carried = {name: getattr(request, name) for name in _CARRIED_FROM_SEND_REQUEST}
+        return cls(
+            share_id=share_id,
+            study_instance_uid=request.study.study_instance_uid,
+            expires_at=expires_at,
+            organisation=organisation,
+            recipient_auth=recipient_auth,
+            max_uses=max_uses,
+            **carried,
+        )
+
+
+_CARRIED_FROM_SEND_REQUEST: Final = ("tenant_id", "recipient", "sender", "message", "locale")
+"""The fields ``share.link.requested`` repeats from its ``study.send.requested`` unchanged."""
+
 
 class ShareLinkIssued(Contract):
     share_id: ShareId
@@ -217,6 +245,41 @@ class ShareLinkIssued(Contract):
     max_uses: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Grants allowed through the link; unlimited when absent."
     )
+
+    @classmethod
+    def for_request(
+        cls,
+        request: ShareLinkRequested,
+        *,
+        link_id: str,
+        token_fingerprint: str,
+        sealed_link: str,
+        token_hash: str,
+    ) -> ShareLinkIssued:
+        """The answer to ``request``: its audience, wording, expiry and policy carried as
+        asked, with what issuing made (the link's id, its token's hash and sealed URL)."""
+        carried = {name: getattr(request, name) for name in _CARRIED_FROM_LINK_REQUEST}
+        return cls(
+            link_id=link_id,
+            token_fingerprint=token_fingerprint,
+            sealed_link=sealed_link,
+            token_hash=token_hash,
+            **carried,
+        )
+
+
+_CARRIED_FROM_LINK_REQUEST: Final = (
+    "share_id",
+    "expires_at",
+    "recipient",
+    "sender",
+    "organisation",
+    "message",
+    "locale",
+    "recipient_auth",
+    "max_uses",
+)
+"""The fields ``share.link.issued`` repeats from its ``share.link.requested`` unchanged."""
 
 
 NotificationPurpose = Literal["share", "sign_in_code", "link_locked", "sender_notice"]

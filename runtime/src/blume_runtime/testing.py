@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
@@ -54,35 +54,28 @@ class RecordingTransport(Transport):
         return [event for event in found if event_type is None or event["type"] == event_type]
 
 
+@dataclass(eq=False)
 class FakeDelivery(Delivery):
     """A delivery that remembers how it was settled (and refuses to be settled twice)."""
 
-    def __init__(
-        self,
-        body: bytes,
-        *,
-        message_id: str | None = None,
-        routing_key: str = "",
-        attempt: int = 1,
-        content_type: str | None = "application/cloudevents+json",
-        content_encoding: str | None = None,
-        headers: Mapping[str, Any] | None = None,
-        producer: str | None = None,
-        first_failed_at: datetime | None = None,
-    ) -> None:
-        self.body = body
-        self.message_id = message_id
-        self.routing_key = routing_key
-        self.attempt = attempt
-        self.content_type = content_type
-        self.content_encoding = content_encoding
-        self.headers = dict(headers or {})
-        self.producer = producer
-        self.first_failed_at = first_failed_at
-        self.settlement: str | None = None
-        self.retry_delay: float | None = None
-        self.error_class: str | None = None
-        self.cause: DeadLetterCause | None = None
+    body: bytes
+    _: KW_ONLY
+    message_id: str | None = None
+    routing_key: str = ""
+    attempt: int = 1
+    content_type: str | None = "application/cloudevents+json"
+    content_encoding: str | None = None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    producer: str | None = None
+    first_failed_at: datetime | None = None
+    settlement: str | None = field(default=None, init=False)
+    retry_delay: float | None = field(default=None, init=False)
+    error_class: str | None = field(default=None, init=False)
+    cause: DeadLetterCause | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # A copy, so a test's headers stay as it wrote them whatever the worker does here.
+        self.headers = dict(self.headers)
 
     @classmethod
     def of(cls, event: Any, **options: Any) -> FakeDelivery:

@@ -92,6 +92,17 @@ def account_event(account: PatientAccount) -> PatientAccountUpdated:
     )
 
 
+def _imported_columns(record: AccountRecord) -> dict[str, Any]:
+    """What an import writes to an account, new or replaced: everything but its key."""
+    return {
+        **record.model_dump(include={"tenant_id", "mrn", "email", "locale", "email_notifications"}),
+        "status": AccountStatus(record.status),
+        "withhold_portal": ConsentDirective.WITHHOLD_PORTAL in record.consent,
+        "withhold_external_links": ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent,
+        "updated_at": utcnow(),
+    }
+
+
 async def import_accounts(
     session: AsyncSession, records: list[AccountRecord], *, correlation_id: str
 ) -> ImportResult:
@@ -100,28 +111,13 @@ async def import_accounts(
     work = UnitOfWork(service=PRODUCER, session=session)
     for record in records:
         account = await session.get(PatientAccount, record.blume_patient_id)
+        columns = _imported_columns(record)
         if account is None:
-            account = PatientAccount(
-                blume_patient_id=record.blume_patient_id,
-                tenant_id=record.tenant_id,
-                mrn=record.mrn,
-                email=record.email,
-                locale=record.locale,
-                email_notifications=record.email_notifications,
-                status=AccountStatus(record.status),
-            )
+            account = PatientAccount(blume_patient_id=record.blume_patient_id, **columns)
             created += 1
         else:
+            account.sqlmodel_update(columns)
             updated += 1
-        account.tenant_id = record.tenant_id
-        account.mrn = record.mrn
-        account.email = record.email
-        account.locale = record.locale
-        account.email_notifications = record.email_notifications
-        account.status = AccountStatus(record.status)
-        account.withhold_portal = ConsentDirective.WITHHOLD_PORTAL in record.consent
-        account.withhold_external_links = ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent
-        account.updated_at = utcnow()
         session.add(account)
         work.emit(
             "patient.account.updated",

@@ -46,20 +46,12 @@ class LinkIssuer:
         ctx.session.add(link)
         ctx.emit(
             "share.link.issued",
-            ShareLinkIssued(
-                share_id=request.share_id,
+            ShareLinkIssued.for_request(
+                request,
                 link_id=link.link_id,
                 token_fingerprint=fingerprint(token),
                 sealed_link=self._sealer.seal(link_url(self._public_base_url, token)),
-                expires_at=request.expires_at,
-                recipient=request.recipient,
-                sender=request.sender,
-                organisation=request.organisation,
-                message=request.message,
-                locale=request.locale,
                 token_hash=link.token_hash,
-                recipient_auth=request.recipient_auth,
-                max_uses=request.max_uses,
             ),
         )
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)

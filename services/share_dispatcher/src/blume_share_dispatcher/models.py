@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
+from blume_contracts.envelope import RawEvent
+from blume_contracts.ids import share_id_for
 from blume_runtime.db import timestamp_column
 from sqlalchemy import Enum, Index
 from sqlmodel import Field, SQLModel
@@ -89,6 +92,33 @@ class Share(SQLModel, table=True):
     def live(self) -> bool:
         """Not ended: its link may still open, its Blume entry still show."""
         return self.state not in TERMINAL
+
+    @classmethod
+    def answering(
+        cls,
+        request: RawEvent,
+        *,
+        tenant_id: str,
+        method: str,
+        state: ShareState,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+        **details: Any,
+    ) -> Share:
+        """The share a ``study.send.requested`` makes, keyed and correlated by its envelope;
+        ``details`` are the other columns (the sender, the recipient's hint, the MRN)."""
+        return cls(
+            share_id=share_id_for(request),
+            tenant_id=tenant_id,
+            method=method,
+            state=state,
+            reason=reason,
+            correlation_id=request.correlationid,
+            request_source=request.source,
+            request_id=request.id,
+            expires_at=expires_at,
+            **details,
+        )
 
     def can_become(self, state: ShareState) -> bool:
         return state in TRANSITIONS.get(self.state, frozenset())

@@ -37,7 +37,6 @@ from blume_contracts.events import (
     StudySendRequested,
     share_method,
 )
-from blume_contracts.ids import share_id_for
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.service import HandlerContext, PermanentError, Service
@@ -87,18 +86,12 @@ def next_step(
                 description=study.description,
             ),
         )
-    assert request.recipient is not None  # the contract requires it for external_link
     assert expires_at is not None  # external links always expire
-    return "share.link.requested", ShareLinkRequested(
+    return "share.link.requested", ShareLinkRequested.for_request(
+        request,
         share_id=share_id,
-        tenant_id=request.tenant_id,
-        study_instance_uid=study.study_instance_uid,
-        recipient=request.recipient,
-        sender=request.sender,
-        organisation=policy.display_name,
-        message=request.message,
-        locale=request.locale,
         expires_at=expires_at,
+        organisation=policy.display_name,
         recipient_auth=policy.recipient_auth,
         max_uses=policy.link_max_uses,
     )
@@ -116,18 +109,14 @@ class Dispatcher:
         self._directory_for = directory_for
 
     async def reject(self, request: RawEvent, rejection: Rejection, ctx: HandlerContext) -> None:
-        share_id = share_id_for(request)
         method = request.data.get("method") if isinstance(request.data, dict) else None
         sender = sender_contact(request.data)
-        share = Share(
-            share_id=share_id,
+        share = Share.answering(
+            request,
             tenant_id=request.tenantid,
             method=method if method in SHARE_METHODS else "unknown",
             state=ShareState.REJECTED,
             reason=rejection.reason.value,
-            correlation_id=request.correlationid,
-            request_source=request.source,
-            request_id=request.id,
             sender_name=sender.name,
             sender_email=sender.email,
             locale=sender.locale,
@@ -136,13 +125,13 @@ class Dispatcher:
         ctx.emit(
             "share.rejected",
             ShareRejected(
-                share_id=share_id,
+                share_id=share.share_id,
                 reason=rejection.reason,
                 message=rejection.message,
                 field=rejection.field,
             ),
         )
-        ctx.log.info("share rejected", share_id=share_id, reason=rejection.reason.value)
+        ctx.log.info("share rejected", share_id=share.share_id, reason=rejection.reason.value)
         if request.tenantid in self._policies:
             # An unknown tenant's request names no organisation to speak for: no email.
             tell_sender(ctx, share, "rejected", rejection.reason.value)
@@ -176,31 +165,26 @@ class Dispatcher:
         if refusal is not None:
             await self.reject(event, refusal, ctx)
             return
-        share_id = share_id_for(event)
         expires_at = expiry(request, verdict, now())
-        ctx.session.add(
-            Share(
-                share_id=share_id,
-                tenant_id=request.tenant_id,
-                method=request.method,
-                state=ShareState.ACCEPTED,
-                correlation_id=event.correlationid,
-                request_source=event.source,
-                request_id=event.id,
-                expires_at=expires_at,
-                sender_name=request.sender.name,
-                sender_email=request.sender.email,
-                locale=request.locale,
-                recipient_hint=mask_address(request.recipient.email) if request.recipient else None,
-                patient_mrn=request.study.patient.mrn,
-            )
+        share = Share.answering(
+            event,
+            tenant_id=request.tenant_id,
+            method=request.method,
+            state=ShareState.ACCEPTED,
+            expires_at=expires_at,
+            sender_name=request.sender.name,
+            sender_email=request.sender.email,
+            locale=request.locale,
+            recipient_hint=mask_address(request.recipient.email) if request.recipient else None,
+            patient_mrn=request.study.patient.mrn,
         )
+        ctx.session.add(share)
         ctx.emit(
             "share.accepted",
-            ShareAccepted(share_id=share_id, method=request.method, expires_at=expires_at),
+            ShareAccepted(share_id=share.share_id, method=request.method, expires_at=expires_at),
         )
-        ctx.emit(*next_step(share_id, request, verdict, expires_at))
-        ctx.log.info("share accepted", share_id=share_id, method=request.method)
+        ctx.emit(*next_step(share.share_id, request, verdict, expires_at))
+        ctx.log.info("share accepted", share_id=share.share_id, method=request.method)
 
     async def transition(
         self, ctx: HandlerContext, share_id: str, state: ShareState
