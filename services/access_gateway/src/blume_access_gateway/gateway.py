@@ -27,6 +27,7 @@ from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
+from blume_access_gateway.launches import SenderLaunches
 from blume_access_gateway.oidc import OidcClient, Provider
 from blume_access_gateway.pages import Pages
 from blume_access_gateway.ratelimit import RateLimits
@@ -45,6 +46,7 @@ class Gateway:
     events: UnitsOfWork
     access: RecipientAccess
     portal: PatientPortal
+    launches: SenderLaunches
     oidc: OidcClient
     http: httpx.AsyncClient
     limits: RateLimits
@@ -74,6 +76,7 @@ class Gateway:
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
+        sealer = Sealer.from_settings(settings)
         return cls(
             settings=settings,
             config=config,
@@ -83,7 +86,7 @@ class Gateway:
             access=RecipientAccess(
                 events=events,
                 keys=keys,
-                sealer=Sealer.from_settings(settings),
+                sealer=sealer,
                 policies=policies,
                 limits=limits,
                 ticket_issuer=settings.public_base_url,
@@ -91,6 +94,7 @@ class Gateway:
                 freshness=freshness,
             ),
             portal=PatientPortal(events, clock, freshness),
+            launches=SenderLaunches(events, sealer, keys.study_key, policies, clock),
             oidc=OidcClient(http),
             http=http,
             limits=limits,
@@ -138,6 +142,10 @@ class Gateway:
     @property
     def recipient_redirect_uri(self) -> str:
         return f"{self.settings.public_base_url}/sso/callback"
+
+    @property
+    def sender_redirect_uri(self) -> str:
+        return f"{self.settings.public_base_url}/send/sso/callback"
 
     @property
     def portal_redirect_uri(self) -> str:
