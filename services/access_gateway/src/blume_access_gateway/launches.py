@@ -53,7 +53,7 @@ SENDER_SESSION: Final = timedelta(minutes=30)
 LAUNCH_DATA_HOURS: Final = 24
 LAUNCH_ID_BYTES: Final = 24
 """192 random bits in the launch URL (the issue asks for at least 128)."""
-CLIENT_TOKEN_PREFIX: Final = "lc_"
+CLIENT_TOKEN_PREFIX: Final = "lc_"  # noqa: S105 - a prefix, not a credential
 
 
 def new_client_token() -> str:
@@ -77,7 +77,9 @@ async def create_launch_client(
 
 
 async def launch_clients(session: AsyncSession) -> list[LaunchClientRecord]:
-    found = await session.exec(select(LaunchClientRecord).order_by(col(LaunchClientRecord.created_at)))
+    found = await session.exec(
+        select(LaunchClientRecord).order_by(col(LaunchClientRecord.created_at))
+    )
     return list(found.all())
 
 
@@ -121,7 +123,22 @@ class SendForm:
     recipient_name: str
     recipient_email: str
     message: str
-    expires_in_hours: int | None
+    expires_in_hours: str
+
+    @classmethod
+    def empty(cls) -> SendForm:
+        return cls("external_link", "", "", "", "")
+
+    @classmethod
+    def parse(cls, method: str, name: str, email: str, message: str, hours: str) -> SendForm:
+        return cls(method.strip(), name.strip(), email.strip(), message.strip(), hours.strip())
+
+    @property
+    def hours(self) -> int | None:
+        """The expiry asked for; None when none was chosen (the policy's default applies).
+
+        Raises ``ValueError`` for anything but a whole number."""
+        return int(self.expires_in_hours) if self.expires_in_hours else None
 
 
 class SenderLaunches:
@@ -161,7 +178,9 @@ class SenderLaunches:
 
     # Launches ------------------------------------------------------------------------------
 
-    async def create(self, request: LaunchRequest, client: LaunchClientRecord) -> tuple[str, datetime]:
+    async def create(
+        self, request: LaunchRequest, client: LaunchClientRecord
+    ) -> tuple[str, datetime]:
         """A new launch: the opaque id for its URL and when it stops being redeemable."""
         now = self._clock()
         url_id = secrets.token_urlsafe(LAUNCH_ID_BYTES)
@@ -171,6 +190,7 @@ class SenderLaunches:
             client_id=client.client_id,
             tenant_id=request.tenant_id,
             sender_user_id=request.sender.user_id,
+            locale=request.locale,
             study_key=self.study_key(request.tenant_id, request.study.study_instance_uid),
             sealed_request=self._sealer.seal(request.model_dump_json()),
             created_at=now,
@@ -240,7 +260,7 @@ class SenderLaunches:
         recipient = None
         patient_account: PatientAccountRef | None = None
         if form.method == "external_link":
-            recipient = {"name": form.recipient_name.strip(), "email": form.recipient_email.strip()}
+            recipient = {"name": form.recipient_name, "email": form.recipient_email}
         else:
             patient_account = request.patient_account
         return StudySendRequested.model_validate(
@@ -251,8 +271,8 @@ class SenderLaunches:
                 "sender": request.sender,
                 "recipient": recipient,
                 "patient_account": patient_account,
-                "message": form.message.strip() or None,
-                "expires_in_hours": form.expires_in_hours if form.method == "external_link" else None,
+                "message": form.message or None,
+                "expires_in_hours": form.hours if form.method == "external_link" else None,
                 "locale": request.locale,
             }
         )

@@ -141,6 +141,8 @@ class SenderLaunch(SQLModel, table=True):
     client_id: str = Field(max_length=36)
     tenant_id: str = Field(max_length=64)
     sender_user_id: str = Field(max_length=128)
+    locale: str = Field(max_length=8)
+    """The page's language, kept after the sealed body is dropped."""
     study_key: str = Field(max_length=64, index=True)
     """A keyed hash of the study instance UID: finds this sender's earlier shares of the
     study without keeping the UID in the clear."""

@@ -44,6 +44,7 @@ def upgrade() -> None:
         sa.Column("client_id", sa.String(length=36), nullable=False),
         sa.Column("tenant_id", sa.String(length=64), nullable=False),
         sa.Column("sender_user_id", sa.String(length=128), nullable=False),
+        sa.Column("locale", sa.String(length=8), nullable=False),
         sa.Column("study_key", sa.String(length=64), nullable=False),
         sa.Column("sealed_request", sa.String(), nullable=True),
         _when("created_at", nullable=False),
