@@ -27,6 +27,7 @@ from blume_access_gateway.projections import (
     apply_revoked,
 )
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.share_status import apply_status
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     PatientAccountUpdated,
@@ -77,6 +78,17 @@ tenants:
       client_id: blume-share
       client_secret_env: {SSO_SECRET_ENV}
       allowed_domains: [partner.example]
+  staff-sso-hospital:
+    display_name: Staff SSO Hospital
+    recipient_auth: email_otp
+    link_expiry_max_hours: 48
+    link_expiry_default_hours: 24
+    viewer_url: https://viewer.test/view
+    sender_auth: sso
+    staff_sso:
+      issuer: {SSO_ISSUER}
+      client_id: blume-share
+      client_secret_env: {SSO_SECRET_ENV}
   trusting-sso-hospital:
     display_name: Trusting SSO Hospital
     recipient_auth: sso
@@ -152,6 +164,24 @@ class Harness:
         async def apply() -> None:
             async with self.db.transaction() as session:
                 await APPLY[event_type](session, event)
+
+        self.run(apply())
+
+    def feed_status(self, event_type: str, data: Any, *, tenant: str) -> None:
+        """Apply an event to the share-status projection, as the gateway's worker does."""
+        event = CloudEvent[Any](
+            id=str(uuid.uuid4()),
+            source="/blume-share/route-test",
+            type=event_type,
+            time=datetime.now(UTC),
+            tenantid=tenant,
+            correlationid="corr-status",
+            data=data,
+        )
+
+        async def apply() -> None:
+            async with self.db.transaction() as session:
+                await apply_status(session, event)
 
         self.run(apply())
 

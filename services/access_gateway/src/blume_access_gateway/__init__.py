@@ -2,10 +2,16 @@
 
 The public API, for the composition root (the CLI): the worker that keeps the projections
 (``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
-HTTP server (``HttpServer``) with its settings.
+HTTP server (``HttpServer``) with its settings; the launch clients OmegaAI's backend
+authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``).
 """
 
 from blume_access_gateway.freshness import Freshness, queue_probe
+from blume_access_gateway.launches import (
+    create_launch_client,
+    launch_clients,
+    revoke_launch_client,
+)
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
@@ -17,5 +23,8 @@ __all__ = [
     "GatewaySettings",
     "HttpServer",
     "build",
+    "create_launch_client",
+    "launch_clients",
     "queue_probe",
+    "revoke_launch_client",
 ]
