@@ -87,7 +87,9 @@ def axe_source() -> str:
 
 
 async def assert_accessible(page: Page, axe_source: str) -> None:
-    await page.add_script_tag(content=axe_source)
+    # Evaluated through the DevTools protocol: the page's CSP (script-src 'self') rightly
+    # refuses an injected <script>, and the page itself stays as served.
+    await page.evaluate(axe_source)
     result = await page.evaluate(
         "axe.run(document, {runOnly: {type: 'tag', values:"
         " ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa']}})"

@@ -288,3 +288,20 @@ def test_staff_sign_in_must_be_the_launchs_sender(harness: Harness) -> None:
             assert answer.status_code == expected
             page = client.get("/send")
             assert page.status_code == (403 if expected == 403 else 200)
+
+
+def test_the_sweep_drops_sealed_study_data_when_due(harness: Harness) -> None:
+    """An unredeemed launch past its 5 minutes and a session past its 30 minutes lose their
+    sealed study data at the next sweep; a live session keeps it."""
+    with harness.client() as client:
+        token = client_token(harness)
+        launch(client, token, launch_body())  # never redeemed
+        open_page(harness, client)  # redeemed: a session
+        harness.clock.advance(minutes=6)
+        assert harness.run(harness.gateway.launches.sweep()) == 1
+        kept = [row for row in harness.rows(SenderLaunch) if row.sealed_request is not None]
+        assert len(kept) == 1
+        harness.clock.advance(minutes=30)
+        assert harness.run(harness.gateway.launches.sweep()) == 1
+        assert client.get("/send").status_code == 403
+    assert all(row.sealed_request is None for row in harness.rows(SenderLaunch))
