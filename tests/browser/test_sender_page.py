@@ -25,6 +25,7 @@ from blume_share_client import LaunchClient
 from playwright.async_api import BrowserContext, Page, expect
 
 from tests.browser.conftest import link_in, save_screenshot
+from tests.browser.test_blume_deep_link import ACCOUNT
 from tests.browser.test_recipient_access import press_f1
 from tests.conftest import EXAMPLE, RunningSystem, blume_share, free_port
 
@@ -128,6 +129,9 @@ def other_origin() -> Iterator[list[str]]:
         server.server_close()
 
 
+# Two browser profiles, four workers and the whole share path in one test: more than the
+# suite's 120 s default on a loaded machine, though each wait inside is bounded.
+@pytest.mark.timeout(300)
 async def test_external_user_from_launch_to_revoke(
     gateway_system: RunningSystem,
     smtp_server: Any,
@@ -212,29 +216,17 @@ async def test_external_user_from_launch_to_revoke(
 
 
 ACCOUNTS = [
+    ACCOUNT,
     {
-        "blume_patient_id": "bp-0001",
-        "tenant_id": "demo-hospital",
-        "mrn": "MRN-0001",
-        "email": "jane.doe@mail.example",
-        "locale": "en-CA",
-        "email_notifications": True,
-        "status": "active",
-        "consent": [],
-    },
-    {
+        **ACCOUNT,
         "blume_patient_id": "bp-0002",
-        "tenant_id": "demo-hospital",
-        "mrn": "MRN-0001",
         "email": "jane.doe.2@mail.example",
-        "locale": "en-CA",
-        "email_notifications": True,
-        "status": "active",
         "consent": ["withhold_portal"],
     },
 ]
 
 
+@pytest.mark.timeout(300)
 async def test_send_to_blume_enrolled_and_withheld(
     gateway_system: RunningSystem,
     smtp_server: Any,

@@ -149,8 +149,17 @@ class Harness:
             **kwargs,
         )
 
-    def feed(self, event_type: str, data: Any, *, tenant: str, correlation_id: str) -> None:
-        """Apply an event to the gateway's projections, as its worker does."""
+    def feed(
+        self,
+        event_type: str,
+        data: Any,
+        *,
+        tenant: str,
+        correlation_id: str,
+        apply: Any = None,
+    ) -> None:
+        """Apply an event to the gateway's projections (``apply``: that one only), as its
+        worker does."""
         event = CloudEvent[Any](
             id=str(uuid.uuid4()),
             source="/blume-share/route-test",
@@ -161,29 +170,17 @@ class Harness:
             data=data,
         )
 
-        async def apply() -> None:
-            async with self.db.transaction() as session:
-                await APPLY[event_type](session, event)
+        applier = apply or APPLY[event_type]
 
-        self.run(apply())
+        async def applied() -> None:
+            async with self.db.transaction() as session:
+                await applier(session, event)
+
+        self.run(applied())
 
     def feed_status(self, event_type: str, data: Any, *, tenant: str) -> None:
         """Apply an event to the share-status projection, as the gateway's worker does."""
-        event = CloudEvent[Any](
-            id=str(uuid.uuid4()),
-            source="/blume-share/route-test",
-            type=event_type,
-            time=datetime.now(UTC),
-            tenantid=tenant,
-            correlationid="corr-status",
-            data=data,
-        )
-
-        async def apply() -> None:
-            async with self.db.transaction() as session:
-                await apply_status(session, event)
-
-        self.run(apply())
+        self.feed(event_type, data, tenant=tenant, correlation_id="corr-status", apply=apply_status)
 
     def add_link(
         self,
