@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.events import ShareAccepted, ShareLinkOpened
 from blume_runtime.db import utcnow
 
-from services.access_gateway.tests.conftest import PUBLIC, Harness
+from services.access_gateway.tests.conftest import PUBLIC, Harness, make_harness
 from services.access_gateway.tests.fake_idp import query_of
 
 EXAMPLE = json.loads((EXAMPLES_DIR / "study.send.requested.json").read_text())["data"]
@@ -305,3 +306,18 @@ def test_the_sweep_drops_sealed_study_data_when_due(harness: Harness) -> None:
         assert harness.run(harness.gateway.launches.sweep()) == 1
         assert client.get("/send").status_code == 403
     assert all(row.sealed_request is None for row in harness.rows(SenderLaunch))
+
+
+def test_the_launch_api_is_rate_limited_per_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over BLUME_RATE_LIMIT_PER_LAUNCH_CLIENT a client gets 429 with Retry-After; another
+    client of the same tenant is not held back by it."""
+    for harness in make_harness(tmp_path, monkeypatch, rate_limit_per_launch_client="2/minute"):
+        with harness.client() as client:
+            busy, other = client_token(harness), client_token(harness)
+            answers = [launch(client, busy, launch_body()).status_code for _ in range(3)]
+            assert answers == [201, 201, 429]
+            refused = launch(client, busy, launch_body())
+            assert int(refused.headers["retry-after"]) >= 1
+            assert launch(client, other, launch_body()).status_code == 201
