@@ -24,7 +24,8 @@ import pytest
 from blume_share_client import LaunchClient
 from playwright.async_api import BrowserContext, Page, expect
 
-from tests.browser.conftest import link_in, save_screenshot
+from services.access_gateway.tests.fake_idp import FakeIdentityProvider
+from tests.browser.conftest import email_text, link_in, save_screenshot
 from tests.browser.test_blume_deep_link import ACCOUNT
 from tests.browser.test_recipient_access import press_f1
 from tests.conftest import EXAMPLE, RunningSystem, blume_share, free_port
@@ -232,10 +233,12 @@ async def test_send_to_blume_enrolled_and_withheld(
     smtp_server: Any,
     context: BrowserContext,
     other_origin: list[str],
+    portal_idp: tuple[FakeIdentityProvider, str],
     tmp_path: Path,
 ) -> None:
     """Opened by a cross-site navigation from another origin: the session survives. An
-    enrolled patient: Send to Blume publishes and the status shows it; a withheld patient:
+    enrolled patient: Send to Blume publishes, the patient signs in and views the study,
+    the status view shows it within 2 s, Revoke hides it again; a withheld patient:
     the page says so and Send to Blume cannot be chosen or sent. No URL holds PHI."""
     system = gateway_system
     accounts = tmp_path / "accounts.jsonl"
@@ -259,7 +262,37 @@ async def test_send_to_blume_enrolled_and_withheld(
     share_id = page.url.rsplit("/", 1)[1]
     await system.wait_for("share.completed", share_id=share_id)
     await expect(page.locator("[data-step=sent]")).to_have_attribute("data-done", "true")
-    await smtp_server.wait_for(1)
+    [message] = await smtp_server.wait_for(1)
+    [study_link] = set(
+        re.findall(
+            re.escape(system.http_base) + r"/blume/studies/ent_[0-9a-f]{32}", email_text(message)
+        )
+    )
+    portal_idp[0].users["jane.doe@mail.example"] = {"blume_patient_id": "bp-0001"}
+    patient = await context.browser.new_context()  # type: ignore[union-attr]
+    try:
+        patient_urls = recorded(patient)
+        record = await patient.new_page()
+        await record.goto(study_link)
+        await record.wait_for_url("**/authorize?*")
+        await record.fill("#login_email", "jane.doe@mail.example")
+        await record.click("#sign-in")
+        await record.wait_for_url(study_link)
+        await expect(record.locator("h1")).to_have_text("Your imaging study")
+        viewed_at = time.monotonic()
+        await expect(page.locator("[data-step=accessed]")).to_contain_text(
+            "Viewed by the patient 1 time", timeout=2000
+        )
+        assert time.monotonic() - viewed_at < 2.0
+        await page.get_by_role("link", name="Revoke").click()
+        await page.get_by_role("button", name="Yes, revoke").click()
+        await system.wait_for("share.revoked", share_id=share_id)
+        await expect(page.locator("[data-step=revoked]")).to_contain_text("Revoked", timeout=2000)
+        await record.reload()
+        await expect(record.locator("h1")).to_have_text("Study not found")
+        assert_no_phi(patient_urls)
+    finally:
+        await patient.close()
 
     withheld_launch = new_launch(system, token, patient_account={"blume_patient_id": "bp-0002"})
     withheld = await context.new_page()
@@ -275,6 +308,7 @@ async def test_send_to_blume_enrolled_and_withheld(
     await expect(withheld.locator("#recipient_name-error")).to_be_visible()
     assert len(system.events("study.send.requested")) == sent_before
     await expect(withheld.locator(".earlier li")).to_have_count(1)  # the sender's Blume share
+    await expect(withheld.locator(".earlier li")).to_contain_text("revoked")
     assert_no_phi(urls)
 
 

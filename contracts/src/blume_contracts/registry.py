@@ -202,7 +202,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareBlumeViewed,
             "A patient viewed a study in their Blume record.",
             (_GATEWAY,),
-            (_AUDIT,),
+            (_AUDIT, _GATEWAY),
         ),
         EventSpec(
             "patient.account.updated",

@@ -116,6 +116,15 @@ def timeline(status: ProjectedShareStatus) -> list[Step]:
     steps = [Step("accepted", "status.step.accepted", status.accepted_at is not None, {})]
     if status.method == "blume":
         steps.append(Step("sent", "status.step.published", status.completed_at is not None, {}))
+        viewed = status.accessed_count > 0
+        steps.append(
+            Step(
+                "accessed",
+                "status.step.viewed" if viewed else "status.step.not_viewed",
+                viewed,
+                {"count": status.accessed_count, "last": status.last_accessed_at},
+            )
+        )
     else:
         steps += [
             Step("link_issued", "status.step.link_issued", status.link_issued_at is not None, {}),

@@ -14,11 +14,10 @@ from typing import Any, Final
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     ShareAccepted,
+    ShareBlumeViewed,
     ShareCompleted,
     ShareFailed,
-    ShareLinkAccessed,
     ShareLinkIssued,
-    ShareLinkOpened,
     ShareNotificationFailed,
     ShareNotificationSent,
     ShareRejected,
@@ -110,15 +109,21 @@ def _revoked(status: ProjectedShareStatus, data: ShareRevoked, _at: datetime) ->
     advance(status, "revoked")
 
 
-def _opened(status: ProjectedShareStatus, _data: ShareLinkOpened, at: datetime) -> None:
+def _opened(status: ProjectedShareStatus, _data: object, at: datetime) -> None:
     status.opened_count += 1
     status.first_opened_at = _earliest(status.first_opened_at, at)
     status.last_opened_at = _latest(status.last_opened_at, at)
 
 
-def _accessed(status: ProjectedShareStatus, _data: ShareLinkAccessed, at: datetime) -> None:
+def _accessed(status: ProjectedShareStatus, _data: object, at: datetime) -> None:
     status.accessed_count += 1
     status.last_accessed_at = _latest(status.last_accessed_at, at)
+
+
+def _viewed(status: ProjectedShareStatus, data: ShareBlumeViewed, at: datetime) -> None:
+    """The patient opened the study in their Blume record: an opening and an access."""
+    _opened(status, data, at)
+    _accessed(status, data, at)
 
 
 _CHANGES: Final[dict[str, Callable[[ProjectedShareStatus, Any, datetime], None]]] = {
@@ -132,6 +137,7 @@ _CHANGES: Final[dict[str, Callable[[ProjectedShareStatus, Any, datetime], None]]
     "share.revoked": _revoked,
     "share.link.opened": _opened,
     "share.link.accessed": _accessed,
+    "share.blume.viewed": _viewed,
 }
 STATUS_EVENTS: Final = frozenset(_CHANGES)
 
@@ -142,6 +148,8 @@ async def apply_status(session: AsyncSession, event: CloudEvent[Any]) -> None:
     The runtime's inbox drops redeliveries, so counting opens and accesses here counts each
     event once.
     """
+    if event.data.share_id is None:  # a view of an entry whose share the viewer did not name
+        return
     status = await _status_of(session, event.data.share_id, event.tenantid)
     _CHANGES[event.type](status, event.data, event.time)
     session.add(status)
