@@ -6,18 +6,48 @@ HTTP server (``HttpServer``) with its settings; the launch clients OmegaAI's bac
 authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``).
 """
 
+from typing import Final
+
 from blume_access_gateway.freshness import Freshness, queue_probe
 from blume_access_gateway.launches import (
     create_launch_client,
     launch_clients,
     revoke_launch_client,
 )
+from blume_access_gateway.models import (
+    LaunchClientRecord,
+    LinkGrant,
+    OtpChallenge,
+    ProjectedAccount,
+    ProjectedEntry,
+    ProjectedLink,
+    ProjectedRevocation,
+    ProjectedShareStatus,
+    SenderLaunch,
+    SenderShare,
+)
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
 
+TABLES: Final = (
+    OtpChallenge,
+    LinkGrant,
+    ProjectedLink,
+    ProjectedRevocation,
+    ProjectedAccount,
+    ProjectedEntry,
+    LaunchClientRecord,
+    SenderLaunch,
+    SenderShare,
+    ProjectedShareStatus,
+)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
+
 __all__ = [
     "NAME",
+    "TABLES",
     "Freshness",
     "GatewayConfigError",
     "GatewaySettings",

@@ -1,20 +1,31 @@
 """The sender's sharing page: launch clients, launches (the sealed study data of each), the
 shares sent from the page and the gateway's projection of each share's progress.
 
+On PostgreSQL the tables go into the gateway's own schema (``access_gateway``, migration
+0011), where its role's default privileges reach them; SQLite has no schemas.
+
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 """
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Final
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0012"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+
+SERVICE: Final = "access_gateway"
+
+
+def _schema() -> str | None:
+    return SERVICE if op.get_bind().dialect.name == "postgresql" else None
 
 
 def _when(name: str, *, nullable: bool = True) -> sa.Column[datetime]:
@@ -22,6 +33,7 @@ def _when(name: str, *, nullable: bool = True) -> sa.Column[datetime]:
 
 
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "access_gateway_launch_clients",
         sa.Column("client_id", sa.String(length=36), nullable=False),
@@ -32,11 +44,13 @@ def upgrade() -> None:
         _when("revoked_at"),
         sa.PrimaryKeyConstraint("client_id"),
         sa.UniqueConstraint("token_hash"),
+        schema=schema,
     )
     op.create_index(
         op.f("ix_access_gateway_launch_clients_tenant_id"),
         "access_gateway_launch_clients",
         ["tenant_id"],
+        schema=schema,
     )
     op.create_table(
         "access_gateway_launches",
@@ -55,9 +69,13 @@ def upgrade() -> None:
         _when("purge_at", nullable=False),
         sa.PrimaryKeyConstraint("launch_id"),
         sa.UniqueConstraint("url_id_hash"),
+        schema=schema,
     )
     op.create_index(
-        op.f("ix_access_gateway_launches_study_key"), "access_gateway_launches", ["study_key"]
+        op.f("ix_access_gateway_launches_study_key"),
+        "access_gateway_launches",
+        ["study_key"],
+        schema=schema,
     )
     op.create_table(
         "access_gateway_sender_shares",
@@ -70,12 +88,14 @@ def upgrade() -> None:
         sa.Column("recipient_label", sa.String(length=254), nullable=False),
         _when("created_at", nullable=False),
         sa.PrimaryKeyConstraint("share_id"),
+        schema=schema,
     )
     for column in ("launch_id", "sender_user_id", "study_key"):
         op.create_index(
             op.f(f"ix_access_gateway_sender_shares_{column}"),
             "access_gateway_sender_shares",
             [column],
+            schema=schema,
         )
     op.create_table(
         "access_gateway_share_status",
@@ -97,23 +117,29 @@ def upgrade() -> None:
         sa.Column("accessed_count", sa.Integer(), nullable=False),
         _when("last_accessed_at"),
         sa.PrimaryKeyConstraint("share_id"),
+        schema=schema,
     )
 
 
 def downgrade() -> None:
-    op.drop_table("access_gateway_share_status")
+    schema = _schema()
+    op.drop_table("access_gateway_share_status", schema=schema)
     for column in ("launch_id", "sender_user_id", "study_key"):
         op.drop_index(
             op.f(f"ix_access_gateway_sender_shares_{column}"),
             table_name="access_gateway_sender_shares",
+            schema=schema,
         )
-    op.drop_table("access_gateway_sender_shares")
+    op.drop_table("access_gateway_sender_shares", schema=schema)
     op.drop_index(
-        op.f("ix_access_gateway_launches_study_key"), table_name="access_gateway_launches"
+        op.f("ix_access_gateway_launches_study_key"),
+        table_name="access_gateway_launches",
+        schema=schema,
     )
-    op.drop_table("access_gateway_launches")
+    op.drop_table("access_gateway_launches", schema=schema)
     op.drop_index(
         op.f("ix_access_gateway_launch_clients_tenant_id"),
         table_name="access_gateway_launch_clients",
+        schema=schema,
     )
-    op.drop_table("access_gateway_launch_clients")
+    op.drop_table("access_gateway_launch_clients", schema=schema)
