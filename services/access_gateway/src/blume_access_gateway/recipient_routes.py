@@ -14,7 +14,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import (
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.links import LinkLookup, token_fingerprint
+from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.outcomes import (
     CodeSent,
     Granted,
     Refused,
@@ -22,11 +26,7 @@ from blume_access_gateway.access import (
     Unavailable,
     denial_reason,
 )
-from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.links import LinkLookup, token_fingerprint
-from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
-from blume_access_gateway.pages import Page
+from blume_access_gateway.pages import Page, with_cookies
 from blume_access_gateway.sso import sso_provider
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
@@ -44,14 +44,6 @@ def _link_purpose(token: str) -> str:
 
 def _code_purpose(token: str) -> str:
     return f"code:{token_fingerprint(token)}"
-
-
-def _with_cookies(page: Response, carrier: Response) -> Response:
-    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
-    page.raw_headers.extend(
-        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
-    )
-    return page
 
 
 class RecipientRoutes:
@@ -82,7 +74,7 @@ class RecipientRoutes:
         cookies = Response()
         csrf = gateway.csrf.token(request, cookies, _link_purpose(token))
         page = views.link_page(lookup.link, csrf, request.url.path, self._form_targets(lookup))
-        return _with_cookies(gateway.pages.render(page), cookies)
+        return with_cookies(gateway.pages.render(page), cookies)
 
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
         """ "View study" (and "Send a new code"): what happens is the link's policy."""
@@ -146,8 +138,8 @@ class RecipientRoutes:
         gateway = self.gateway
         if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
-        pending = gateway.cookies.read(request, "oidc")
-        if not pending or pending.get("k") != "link":
+        pending = gateway.returning_sign_in(request, "link")
+        if pending is None:
             return gateway.pages.render(views.sign_in_failed_page(browser_locale(request)))
         identity = await self._identity(pending, answer)
         outcome = await gateway.access.finish_sign_in(
@@ -161,17 +153,15 @@ class RecipientRoutes:
 
     async def _identity(self, pending: dict[str, Any], answer: ProviderAnswer) -> Identity | None:
         """Who signed in, if the round trip is this browser's own and the provider agrees."""
-        sign_in = SignInRequest.from_cookie(pending)
-        code = answer.code_for(sign_in) if sign_in is not None else None
         policy = self.gateway.policies.get(str(pending.get("t")))
-        if sign_in is None or code is None or policy is None or policy.sso is None:
+        if policy is None or policy.sso is None:
             return None
         try:
-            return await self.gateway.oidc.identity(
-                sso_provider(policy.sso), self.gateway.recipient_redirect_uri, sign_in, code
-            )
-        except (OidcError, PolicyError):
+            provider = sso_provider(policy.sso)
+        except PolicyError:
             return None
+        redirect_uri = self.gateway.recipient_redirect_uri
+        return await self.gateway.signed_in(provider, redirect_uri, pending, answer)
 
     async def _start_sign_in(self, request: Request, outcome: SignInNeeded) -> Response:
         gateway = self.gateway
@@ -259,7 +249,7 @@ class RecipientRoutes:
             status_code=status_code,
         )
         page.form_targets = self._form_targets(lookup)
-        return _with_cookies(self.gateway.pages.render(page), cookies)
+        return with_cookies(self.gateway.pages.render(page), cookies)
 
     def _form_targets(self, lookup: LinkLookup) -> tuple[str, ...]:
         """Where this link's forms may lead after our redirect: the tenant's viewer and, for

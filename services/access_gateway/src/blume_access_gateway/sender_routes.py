@@ -25,6 +25,7 @@ from blume_access_gateway.launches import (
 )
 from blume_access_gateway.models import LaunchClientRecord, ProjectedShareStatus
 from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.pages import with_cookies
 from blume_access_gateway.sender_form import form_errors
 from blume_access_gateway.sso import sso_provider
 
@@ -265,7 +266,7 @@ class SenderRoutes:
         page = views.sharing_page(
             sender.request, policy, readiness, form, errors, csrf, earlier, status_code
         )
-        return views.with_cookies(gateway.pages.render(page), carrier)
+        return with_cookies(gateway.pages.render(page), carrier)
 
     async def _latest_share(self, request: Request, sender: SenderSession) -> Response:
         earlier = await self.gateway.launches.earlier_shares(sender.launch)
@@ -344,7 +345,7 @@ class SenderRoutes:
         csrf = self.gateway.csrf.token(request, carrier, f"revoke:{share_id}")
         locale = views.session_locale(request, sender)
         page = views.revoke_confirm_page(locale, status, csrf)
-        return views.with_cookies(self.gateway.pages.render(page), carrier)
+        return with_cookies(self.gateway.pages.render(page), carrier)
 
     async def revoke(self, request: Request, share_id: str, csrf: CsrfField = None) -> Response:
         found = await self._senders_status(request, share_id)

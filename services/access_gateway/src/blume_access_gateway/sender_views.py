@@ -15,7 +15,6 @@ from blume_contracts.launches import LaunchRequest
 from blume_runtime.tenants import TenantPolicy
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
 
 from blume_access_gateway.i18n import CATALOGUES, browser_locale
 from blume_access_gateway.launches import (
@@ -44,14 +43,6 @@ def error_fields(error: ValidationError) -> list[dict[str, Any]]:
         ]
         listed.append({"loc": ["body", *location], "msg": "invalid", "type": detail["type"]})
     return listed
-
-
-def with_cookies(page: Response, carrier: Response) -> Response:
-    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
-    page.raw_headers.extend(
-        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
-    )
-    return page
 
 
 def session_locale(request: Request, sender: SenderSession | None) -> str:
