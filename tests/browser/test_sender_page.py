@@ -131,8 +131,9 @@ def other_origin() -> Iterator[list[str]]:
 
 
 # Two browser profiles, four workers and the whole share path in one test: more than the
-# suite's 120 s default on a loaded machine, though each wait inside is bounded.
-@pytest.mark.timeout(300)
+# suite's 120 s default on a loaded machine (setup and teardown included), though each
+# wait inside is bounded.
+@pytest.mark.timeout(420)
 async def test_external_user_from_launch_to_revoke(
     gateway_system: RunningSystem,
     smtp_server: Any,
@@ -227,7 +228,7 @@ ACCOUNTS = [
 ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 async def test_send_to_blume_enrolled_and_withheld(
     gateway_system: RunningSystem,
     smtp_server: Any,
