@@ -38,6 +38,7 @@ from blume_share.cli_support import (
     run_async,
 )
 from blume_share.dlq_cli import dlq_app
+from blume_share.launch_cli import launch, launch_client_app
 from blume_share.patients_cli import patients_app
 from blume_share.requests import RequestFileError, parse_requests, revoke_request
 from blume_share.services import RUNNABLE, WORKERS
@@ -253,6 +254,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(patients_app, name="patients")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(broker_app, name="broker")
+app.add_typer(launch_client_app, name="launch-client")
+app.command("launch")(launch)
 
 
 def main() -> None:

@@ -18,6 +18,10 @@ PORTAL_MOUNT: Final = "/blume"
 PORTAL_STUDY_ROUTE: Final = "/studies/{entry_id}"
 """A patient's study under the portal base URL; its path carries only the opaque entry id."""
 VIEWER_TICKET_PARAMETER: Final = "ticket"
+LAUNCH_ROUTE: Final = "/share/{launch_id}"
+"""The sender's one-time launch URL; its path carries only the opaque launch id."""
+SHARES_API_ROUTE: Final = "/api/v1/shares/{share_id}"
+"""A share's status for a launch client (server to server; never exposed publicly)."""
 
 
 def base_url(url: str) -> str:
@@ -28,6 +32,11 @@ def base_url(url: str) -> str:
 def link_url(public_base_url: str, token: str) -> str:
     """The recipient link: the public base and the opaque token, nothing else."""
     return public_base_url + LINK_ROUTE.format(token=token)
+
+
+def launch_url(public_base_url: str, launch_id: str) -> str:
+    """The sender's launch URL: the public base and the opaque launch id, nothing else."""
+    return public_base_url + LAUNCH_ROUTE.format(launch_id=launch_id)
 
 
 def portal_study_url(portal_base_url: str, entry_id: str) -> str:

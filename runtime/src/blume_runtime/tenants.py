@@ -64,6 +64,18 @@ class TenantPolicy(BaseModel):
         description="Where granted access is redirected, with a short-lived signed ticket.",
     )
     sso: SsoPolicy | None = None
+    sender_auth: Literal["launch", "sso"] = Field(
+        default="launch",
+        description=(
+            "How a sender opening the sharing page is authenticated: launch (the one-time "
+            "launch from OmegaAI carries its signed-in user) or sso (the sender also signs in "
+            "at the staff_sso provider, as the launch's user)."
+        ),
+    )
+    staff_sso: SsoPolicy | None = Field(
+        default=None,
+        description="The staff OpenID provider for sender_auth sso (not the recipients' sso).",
+    )
     sender_domains: list[str] = Field(
         default_factory=list,
         description=(
@@ -85,6 +97,8 @@ class TenantPolicy(BaseModel):
             raise ValueError("link_expiry_default_hours exceeds link_expiry_max_hours")
         if self.recipient_auth == "sso" and self.sso is None:
             raise ValueError("recipient_auth sso needs an sso block")
+        if self.sender_auth == "sso" and self.staff_sso is None:
+            raise ValueError("sender_auth sso needs a staff_sso block")
         return self
 
 

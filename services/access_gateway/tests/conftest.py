@@ -27,6 +27,7 @@ from blume_access_gateway.projections import (
     apply_revoked,
 )
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.share_status import apply_status
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     PatientAccountUpdated,
@@ -77,6 +78,17 @@ tenants:
       client_id: blume-share
       client_secret_env: {SSO_SECRET_ENV}
       allowed_domains: [partner.example]
+  staff-sso-hospital:
+    display_name: Staff SSO Hospital
+    recipient_auth: email_otp
+    link_expiry_max_hours: 48
+    link_expiry_default_hours: 24
+    viewer_url: https://viewer.test/view
+    sender_auth: sso
+    staff_sso:
+      issuer: {SSO_ISSUER}
+      client_id: blume-share
+      client_secret_env: {SSO_SECRET_ENV}
   trusting-sso-hospital:
     display_name: Trusting SSO Hospital
     recipient_auth: sso
@@ -137,8 +149,17 @@ class Harness:
             **kwargs,
         )
 
-    def feed(self, event_type: str, data: Any, *, tenant: str, correlation_id: str) -> None:
-        """Apply an event to the gateway's projections, as its worker does."""
+    def feed(
+        self,
+        event_type: str,
+        data: Any,
+        *,
+        tenant: str,
+        correlation_id: str,
+        apply: Any = None,
+    ) -> None:
+        """Apply an event to the gateway's projections (``apply``: that one only), as its
+        worker does."""
         event = CloudEvent[Any](
             id=str(uuid.uuid4()),
             source="/blume-share/route-test",
@@ -149,11 +170,17 @@ class Harness:
             data=data,
         )
 
-        async def apply() -> None:
-            async with self.db.transaction() as session:
-                await APPLY[event_type](session, event)
+        applier = apply or APPLY[event_type]
 
-        self.run(apply())
+        async def applied() -> None:
+            async with self.db.transaction() as session:
+                await applier(session, event)
+
+        self.run(applied())
+
+    def feed_status(self, event_type: str, data: Any, *, tenant: str) -> None:
+        """Apply an event to the share-status projection, as the gateway's worker does."""
+        self.feed(event_type, data, tenant=tenant, correlation_id="corr-status", apply=apply_status)
 
     def add_link(
         self,

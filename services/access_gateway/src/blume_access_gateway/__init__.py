@@ -2,19 +2,29 @@
 
 The public API, for the composition root (the CLI): the worker that keeps the projections
 (``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
-HTTP server (``HttpServer``) with its settings.
+HTTP server (``HttpServer``) with its settings; the launch clients OmegaAI's backend
+authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``).
 """
 
 from typing import Final
 
 from blume_access_gateway.freshness import Freshness, queue_probe
+from blume_access_gateway.launches import (
+    create_launch_client,
+    launch_clients,
+    revoke_launch_client,
+)
 from blume_access_gateway.models import (
+    LaunchClientRecord,
     LinkGrant,
     OtpChallenge,
     ProjectedAccount,
     ProjectedEntry,
     ProjectedLink,
     ProjectedRevocation,
+    ProjectedShareStatus,
+    SenderLaunch,
+    SenderShare,
 )
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer
@@ -27,6 +37,10 @@ TABLES: Final = (
     ProjectedRevocation,
     ProjectedAccount,
     ProjectedEntry,
+    LaunchClientRecord,
+    SenderLaunch,
+    SenderShare,
+    ProjectedShareStatus,
 )
 """The tables of this service, all in its own schema (named ``NAME``); the migrations
 create them, and ``blume-share``'s schema check compares them with the database."""
@@ -39,5 +53,8 @@ __all__ = [
     "GatewaySettings",
     "HttpServer",
     "build",
+    "create_launch_client",
+    "launch_clients",
     "queue_probe",
+    "revoke_launch_client",
 ]

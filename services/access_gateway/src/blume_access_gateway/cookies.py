@@ -14,6 +14,9 @@ so no cookie carries PHI or a link token: only opaque ids.
   would not survive.
 - ``patient``: a Blume patient's portal session. Lax, so that the study link in the email
   (a cross-site navigation) finds a signed-in patient signed in.
+- ``sender``: the sender's session on the sharing page, naming the redeemed launch. Lax:
+  OmegaAI opens the launch URL from another site, and a Strict cookie set on that
+  navigation's redirect would not be sent to the sharing page it leads to.
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ ACCESS_LIFETIME: Final = timedelta(minutes=15)
 OTP_COOKIE_LIFETIME: Final = timedelta(minutes=10)
 OIDC_LIFETIME: Final = timedelta(minutes=10)
 PATIENT_LIFETIME: Final = timedelta(minutes=30)
+SENDER_LIFETIME: Final = timedelta(minutes=30)
 
-CookieKind = Literal["csrf", "access", "otp", "oidc", "patient"]
+CookieKind = Literal["csrf", "access", "otp", "oidc", "patient", "sender"]
 _SAME_SITE: Final[dict[CookieKind, Literal["strict", "lax"]]] = {
     "csrf": "strict",
     "access": "strict",
     "otp": "strict",
     "oidc": "lax",
     "patient": "lax",
+    "sender": "lax",
 }
 _LIFETIME: Final[dict[CookieKind, timedelta]] = {
     "csrf": CSRF_LIFETIME,
@@ -48,6 +53,7 @@ _LIFETIME: Final[dict[CookieKind, timedelta]] = {
     "otp": OTP_COOKIE_LIFETIME,
     "oidc": OIDC_LIFETIME,
     "patient": PATIENT_LIFETIME,
+    "sender": SENDER_LIFETIME,
 }
 
 

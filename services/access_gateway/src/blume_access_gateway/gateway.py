@@ -27,6 +27,7 @@ from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
+from blume_access_gateway.launches import SenderLaunches
 from blume_access_gateway.oidc import (
     Identity,
     OidcClient,
@@ -53,6 +54,7 @@ class Gateway:
     events: UnitsOfWork
     access: RecipientAccess
     portal: PatientPortal
+    launches: SenderLaunches
     oidc: OidcClient
     http: httpx.AsyncClient
     limits: RateLimits
@@ -82,6 +84,7 @@ class Gateway:
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
+        sealer = Sealer.from_settings(settings)
         return cls(
             settings=settings,
             config=config,
@@ -91,7 +94,7 @@ class Gateway:
             access=RecipientAccess(
                 events=events,
                 keys=keys,
-                sealer=Sealer.from_settings(settings),
+                sealer=sealer,
                 policies=policies,
                 limits=limits,
                 ticket_issuer=settings.public_base_url,
@@ -99,6 +102,7 @@ class Gateway:
                 freshness=freshness,
             ),
             portal=PatientPortal(events, clock, freshness),
+            launches=SenderLaunches(events, sealer, keys.study_key, policies, clock),
             oidc=OidcClient(http),
             http=http,
             limits=limits,
@@ -146,6 +150,10 @@ class Gateway:
     @property
     def recipient_redirect_uri(self) -> str:
         return f"{self.settings.public_base_url}/sso/callback"
+
+    @property
+    def sender_redirect_uri(self) -> str:
+        return f"{self.settings.public_base_url}/send/sso/callback"
 
     @property
     def portal_redirect_uri(self) -> str:

@@ -112,6 +112,129 @@ _EN: Final[dict[str, str]] = {
     "viewer.bad": "This viewer ticket is not valid, has expired or was already used.",
     "help.title": "Help",
     "help.index": "All help topics",
+    "sender.title": "Share a study",
+    "sender.study": "Study",
+    "sender.patient": "Patient",
+    "sender.birth_date": "Birth date",
+    "sender.mrn": "MRN",
+    "sender.study_date": "Study date",
+    "sender.modalities": "Modalities",
+    "sender.description": "Description",
+    "sender.from": "Shared by",
+    "sender.method": "How to share",
+    "sender.method.external_link": "Send to External User",
+    "sender.method.external_link.hint": (
+        "Emails a secure, time-limited link to a person outside the organisation."
+    ),
+    "sender.method.blume": "Send to Blume",
+    "sender.method.blume.hint": "Publishes the study into the patient's own Blume record.",
+    "sender.recipient_name": "Recipient's name",
+    "sender.recipient_email": "Recipient's email",
+    "sender.message": "Message (optional)",
+    "sender.message.warning": (
+        "Do not put patient details (name, birth date, MRN) in the message: it travels by email."
+    ),
+    "sender.expires_in_hours": "Link works for",
+    "sender.hours": "{hours} hours",
+    "sender.auth.none": "The recipient opens the study straight from the link.",
+    "sender.auth.email_otp": (
+        "The recipient will be asked for a 6-digit code that we email to them."
+    ),
+    "sender.auth.sso": "The recipient will be asked to sign in with their organisation.",
+    "sender.blume.enrolled": "The patient has a Blume account and can receive this study.",
+    "sender.blume.not_enrolled": (
+        "The patient has no active Blume account: this study cannot be sent to Blume."
+    ),
+    "sender.blume.withheld": (
+        "The patient's consent directives withhold their Blume record: "
+        "this study cannot be sent to Blume."
+    ),
+    "sender.send": "Send",
+    "sender.errors": "Please correct the fields marked below.",
+    "sender.earlier": "Your earlier shares of this study",
+    "sender.earlier.none": "You have not shared this study before.",
+    "send.error.method": "Choose how to share the study.",
+    "send.error.recipient_name": "Enter the recipient's name.",
+    "send.error.recipient_email": "Enter a valid email address, like name@clinic.example.",
+    "send.error.message": "The message is too long: at most 2000 characters.",
+    "send.error.expires_in_hours": "Choose how long the link works.",
+    "send.error.expiry_over_cap": (
+        "Choose a shorter time: your organisation allows at most {max} hours."
+    ),
+    "send.error.blume_not_enrolled": "The patient has no active Blume account.",
+    "send.error.blume_withheld": "The patient's consent directives withhold their Blume record.",
+    "send.error.form": "The study could not be checked. Go back to OmegaAI and try again.",
+    "status.title": "Share status",
+    "status.live": "This page updates by itself.",
+    "status.step.requested": "Sent for processing",
+    "status.step.accepted": "Accepted",
+    "status.step.link_issued": "Secure link issued",
+    "status.step.email_sent": "Email sent",
+    "status.step.published": "Published to the patient's Blume record",
+    "status.step.opened": "Opened {count} time(s): first {first}, last {last}",
+    "status.step.not_opened": "Not opened yet",
+    "status.step.accessed": "Access granted {count} time(s), last {last}",
+    "status.step.not_accessed": "Not accessed yet",
+    "status.step.viewed": "Viewed by the patient {count} time(s), last {last}",
+    "status.step.not_viewed": "Not viewed by the patient yet",
+    "status.step.rejected": "Rejected: {reason}",
+    "status.step.failed": "Failed: {reason}",
+    "status.step.revoked": "Revoked on {when}",
+    "status.revoke": "Revoke",
+    "status.revoke.hint": "Revoking stops the link working at once.",
+    "status.revoke.title": "Revoke this share?",
+    "status.revoke.body": (
+        "The recipient will no longer be able to open the study. This cannot be undone."
+    ),
+    "status.revoke.confirm": "Yes, revoke",
+    "status.revoke.cancel": "Cancel",
+    "status.state.requested": "requested",
+    "status.state.accepted": "accepted",
+    "status.state.link_issued": "link issued",
+    "status.state.sent": "email sent",
+    "status.state.completed": "sent",
+    "status.state.failed": "failed",
+    "status.state.rejected": "rejected",
+    "status.state.revoked": "revoked",
+    "status.method.external_link": "External user",
+    "status.method.blume": "Blume",
+    "reason.invalid_recipient_email": "the recipient's email address is not valid",
+    "reason.expiry_exceeds_policy": "the expiry is longer than the organisation allows",
+    "reason.patient_not_enrolled": "the patient has no active Blume account",
+    "reason.patient_mismatch": "the Blume account belongs to another patient",
+    "reason.consent_directive": "the patient's consent directives do not allow it",
+    "reason.smtp_rejected": "the recipient's mail server refused the email",
+    "reason.smtp_unavailable": "the email could not be delivered",
+    "reason.other": "the share could not be completed ({code})",
+    "launch.unknown.title": "This sharing link does not work",
+    "launch.unknown.body": (
+        "Go back to OmegaAI, open the study and choose Send, then Send Study again."
+    ),
+    "launch.used.title": "This sharing link was already used",
+    "launch.used.body": (
+        "Each sharing link opens once. Go back to OmegaAI and choose Send, then Send Study "
+        "again to open a new sharing page."
+    ),
+    "launch.expired.title": "This sharing link has expired",
+    "launch.expired.body": (
+        "Sharing links work for 5 minutes. Go back to OmegaAI and choose Send, then Send "
+        "Study again."
+    ),
+    "sender_session.title": "Your sharing session has ended",
+    "sender_session.body": (
+        "Go back to OmegaAI and choose Send, then Send Study again to share this study."
+    ),
+    "sender_mismatch.title": "You signed in as someone else",
+    "sender_mismatch.body": (
+        "This sharing page was opened for another user. Sign in as yourself in OmegaAI and "
+        "choose Send Study again."
+    ),
+    "sender_sign_in.title": "Sign-in did not complete",
+    "sender_sign_in.body": "Go back to OmegaAI and choose Send Study again.",
+    "sender_csrf.title": "This page has expired",
+    "sender_csrf.body": "Nothing was sent. Reload the page and send again.",
+    "share_not_found.title": "Share not found",
+    "share_not_found.body": "It is not one of your shares.",
 }
 
 _FR: Final[dict[str, str]] = {
@@ -223,6 +346,135 @@ _FR: Final[dict[str, str]] = {
     "viewer.bad": "Ce billet n'est pas valide, a expiré ou a déjà été utilisé.",
     "help.title": "Aide",
     "help.index": "Tous les sujets d'aide",
+    "sender.title": "Partager un examen",
+    "sender.study": "Examen",
+    "sender.patient": "Patient",
+    "sender.birth_date": "Date de naissance",
+    "sender.mrn": "NDM",
+    "sender.study_date": "Date de l'examen",
+    "sender.modalities": "Modalités",
+    "sender.description": "Description",
+    "sender.from": "Partagé par",
+    "sender.method": "Mode de partage",
+    "sender.method.external_link": "Envoyer à un utilisateur externe",
+    "sender.method.external_link.hint": (
+        "Envoie par courriel un lien sécurisé et limité dans le temps à une personne "
+        "externe à l'organisation."
+    ),
+    "sender.method.blume": "Envoyer à Blume",
+    "sender.method.blume.hint": "Publie l'examen dans le dossier Blume du patient.",
+    "sender.recipient_name": "Nom du destinataire",
+    "sender.recipient_email": "Courriel du destinataire",
+    "sender.message": "Message (facultatif)",
+    "sender.message.warning": (
+        "N'inscrivez aucun renseignement sur le patient (nom, date de naissance, NDM) dans "
+        "le message : il est transmis par courriel."
+    ),
+    "sender.expires_in_hours": "Le lien fonctionne pendant",
+    "sender.hours": "{hours} heures",
+    "sender.auth.none": "Le destinataire ouvre l'examen directement à partir du lien.",
+    "sender.auth.email_otp": (
+        "Le destinataire devra saisir un code à 6 chiffres que nous lui enverrons par courriel."
+    ),
+    "sender.auth.sso": "Le destinataire devra se connecter avec son organisation.",
+    "sender.blume.enrolled": "Le patient a un compte Blume et peut recevoir cet examen.",
+    "sender.blume.not_enrolled": (
+        "Le patient n'a pas de compte Blume actif : cet examen ne peut pas être envoyé à Blume."
+    ),
+    "sender.blume.withheld": (
+        "Les directives de consentement du patient excluent son dossier Blume : cet examen "
+        "ne peut pas être envoyé à Blume."
+    ),
+    "sender.send": "Envoyer",
+    "sender.errors": "Veuillez corriger les champs indiqués ci-dessous.",
+    "sender.earlier": "Vos partages précédents de cet examen",
+    "sender.earlier.none": "Vous n'avez jamais partagé cet examen.",
+    "send.error.method": "Choisissez le mode de partage.",
+    "send.error.recipient_name": "Saisissez le nom du destinataire.",
+    "send.error.recipient_email": (
+        "Saisissez une adresse courriel valide, comme nom@clinique.exemple."
+    ),
+    "send.error.message": "Le message est trop long : 2000 caractères au plus.",
+    "send.error.expires_in_hours": "Choisissez la durée de validité du lien.",
+    "send.error.expiry_over_cap": (
+        "Choisissez une durée plus courte : votre organisation permet au plus {max} heures."
+    ),
+    "send.error.blume_not_enrolled": "Le patient n'a pas de compte Blume actif.",
+    "send.error.blume_withheld": (
+        "Les directives de consentement du patient excluent son dossier Blume."
+    ),
+    "send.error.form": "L'examen n'a pas pu être vérifié. Revenez à OmegaAI et réessayez.",
+    "status.title": "État du partage",
+    "status.live": "Cette page se met à jour d'elle-même.",
+    "status.step.requested": "Transmis pour traitement",
+    "status.step.accepted": "Accepté",
+    "status.step.link_issued": "Lien sécurisé créé",
+    "status.step.email_sent": "Courriel envoyé",
+    "status.step.published": "Publié dans le dossier Blume du patient",
+    "status.step.opened": "Ouvert {count} fois : la première le {first}, la dernière le {last}",
+    "status.step.not_opened": "Pas encore ouvert",
+    "status.step.accessed": "Accès accordé {count} fois, la dernière le {last}",
+    "status.step.not_accessed": "Pas encore consulté",
+    "status.step.viewed": "Consulté par le patient {count} fois, la dernière le {last}",
+    "status.step.not_viewed": "Pas encore consulté par le patient",
+    "status.step.rejected": "Refusé : {reason}",
+    "status.step.failed": "Échec : {reason}",
+    "status.step.revoked": "Révoqué le {when}",
+    "status.revoke": "Révoquer",
+    "status.revoke.hint": "La révocation désactive le lien immédiatement.",
+    "status.revoke.title": "Révoquer ce partage?",
+    "status.revoke.body": (
+        "Le destinataire ne pourra plus ouvrir l'examen. Cette action est irréversible."
+    ),
+    "status.revoke.confirm": "Oui, révoquer",
+    "status.revoke.cancel": "Annuler",
+    "status.state.requested": "demandé",
+    "status.state.accepted": "accepté",
+    "status.state.link_issued": "lien créé",
+    "status.state.sent": "courriel envoyé",
+    "status.state.completed": "envoyé",
+    "status.state.failed": "échec",
+    "status.state.rejected": "refusé",
+    "status.state.revoked": "révoqué",
+    "status.method.external_link": "Utilisateur externe",
+    "status.method.blume": "Blume",
+    "reason.invalid_recipient_email": "l'adresse courriel du destinataire n'est pas valide",
+    "reason.expiry_exceeds_policy": "la durée dépasse ce que permet l'organisation",
+    "reason.patient_not_enrolled": "le patient n'a pas de compte Blume actif",
+    "reason.patient_mismatch": "le compte Blume appartient à un autre patient",
+    "reason.consent_directive": "les directives de consentement du patient ne le permettent pas",
+    "reason.smtp_rejected": "le serveur de courriel du destinataire a refusé le message",
+    "reason.smtp_unavailable": "le courriel n'a pas pu être livré",
+    "reason.other": "le partage n'a pas pu être complété ({code})",
+    "launch.unknown.title": "Ce lien de partage ne fonctionne pas",
+    "launch.unknown.body": (
+        "Revenez à OmegaAI, ouvrez l'examen et choisissez Envoyer, puis Envoyer l'examen."
+    ),
+    "launch.used.title": "Ce lien de partage a déjà été utilisé",
+    "launch.used.body": (
+        "Chaque lien de partage s'ouvre une seule fois. Revenez à OmegaAI et choisissez "
+        "Envoyer, puis Envoyer l'examen pour ouvrir une nouvelle page de partage."
+    ),
+    "launch.expired.title": "Ce lien de partage a expiré",
+    "launch.expired.body": (
+        "Les liens de partage fonctionnent 5 minutes. Revenez à OmegaAI et choisissez "
+        "Envoyer, puis Envoyer l'examen."
+    ),
+    "sender_session.title": "Votre session de partage est terminée",
+    "sender_session.body": (
+        "Revenez à OmegaAI et choisissez Envoyer, puis Envoyer l'examen pour partager cet examen."
+    ),
+    "sender_mismatch.title": "Vous vous êtes connecté sous un autre nom",
+    "sender_mismatch.body": (
+        "Cette page de partage a été ouverte pour un autre utilisateur. Connectez-vous à "
+        "OmegaAI sous votre nom et choisissez de nouveau Envoyer l'examen."
+    ),
+    "sender_sign_in.title": "La connexion n'a pas abouti",
+    "sender_sign_in.body": "Revenez à OmegaAI et choisissez de nouveau Envoyer l'examen.",
+    "sender_csrf.title": "Cette page a expiré",
+    "sender_csrf.body": "Rien n'a été envoyé. Rechargez la page et envoyez de nouveau.",
+    "share_not_found.title": "Partage introuvable",
+    "share_not_found.body": "Ce n'est pas l'un de vos partages.",
 }
 
 CATALOGUES: Final[dict[Locale, dict[str, str]]] = {"en-CA": _EN, "fr-CA": _FR}

@@ -35,6 +35,8 @@ class GatewayKeys:
     cookies: bytes
     viewer_ticket: bytes
     code_hash: bytes
+    study_key: bytes
+    """Names a sender's study by a keyed hash (``launches``), not by its UID."""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> GatewayKeys:
@@ -45,6 +47,7 @@ class GatewayKeys:
             cookies=derive_key(secret, "cookies"),
             viewer_ticket=derive_key(secret, "viewer-ticket"),
             code_hash=derive_key(secret, "sign-in-code"),
+            study_key=derive_key(secret, "sender-study"),
         )
 
     @classmethod

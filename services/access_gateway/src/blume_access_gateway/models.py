@@ -110,3 +110,92 @@ class ProjectedEntry(SQLModel, table=True):
     modalities: list[str] = Field(default_factory=list, sa_type=JSON)
     description: str | None = Field(default=None, max_length=256)
     traceparent: str | None = Field(default=None, max_length=55)
+
+
+class LaunchClientRecord(SQLModel, table=True):
+    """An upstream backend (OmegaAI) allowed to open sender launches for one tenant. Only the
+    SHA-256 of its bearer token is kept: the token is printed once, at creation."""
+
+    __tablename__ = "access_gateway_launch_clients"
+
+    client_id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64, index=True)
+    name: str = Field(max_length=200)
+    token_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = timestamp_column()
+    revoked_at: datetime | None = timestamp_column(nullable=True)
+
+
+class SenderLaunch(SQLModel, table=True):
+    """One launch of the sharing page, and the sender session it became once redeemed.
+
+    ``sealed_request`` (the launch body: study, patient, sender) is sealed with the product's
+    sealing keys and dropped (set to None) once the share is sent, the session is over or at
+    most ``LAUNCH_DATA_HOURS`` after creation (``SenderLaunches.sweep``).
+    """
+
+    __tablename__ = "access_gateway_launches"
+
+    launch_id: str = Field(primary_key=True, max_length=36)
+    """Internal id (``lch_<hex>``), carried in the signed sender cookie; never in a URL."""
+    url_id_hash: str = Field(unique=True, max_length=64)
+    """SHA-256 of the opaque id in ``launch_url``: the id itself is never stored."""
+    client_id: str = Field(max_length=36)
+    tenant_id: str = Field(max_length=64)
+    sender_user_id: str = Field(max_length=128)
+    locale: str = Field(max_length=8)
+    """The page's language, kept after the sealed body is dropped."""
+    study_key: str = Field(max_length=64, index=True)
+    """A keyed hash of the study instance UID: finds this sender's earlier shares of the
+    study without keeping the UID in the clear."""
+    sealed_request: str | None = None
+    created_at: datetime = timestamp_column()
+    expires_at: datetime = timestamp_column()
+    """Until when the URL may be redeemed (five minutes)."""
+    redeemed_at: datetime | None = timestamp_column(nullable=True)
+    signed_in_at: datetime | None = timestamp_column(nullable=True)
+    """When the sender's staff sign-in matched (``sender_auth: sso``); unused for ``launch``."""
+    purge_at: datetime = timestamp_column()
+    """When the sealed study data goes at the latest."""
+
+
+class SenderShare(SQLModel, table=True):
+    """A share sent from the sharing page: whose it is, so the page lists only the sender's
+    own shares of a study (minimum necessary)."""
+
+    __tablename__ = "access_gateway_sender_shares"
+
+    share_id: str = Field(primary_key=True, max_length=36)
+    launch_id: str = Field(max_length=36, index=True)
+    tenant_id: str = Field(max_length=64)
+    sender_user_id: str = Field(max_length=128, index=True)
+    study_key: str = Field(max_length=64, index=True)
+    method: str = Field(max_length=16)
+    recipient_label: str = Field(max_length=254)
+    """Whom it went to as the sender typed it (recipient name, or the Blume patient id)."""
+    created_at: datetime = timestamp_column()
+
+
+class ProjectedShareStatus(SQLModel, table=True):
+    """A share's progress as the events about it told the gateway: the sender's status view
+    and ``GET /api/v1/shares/{id}`` read it."""
+
+    __tablename__ = "access_gateway_share_status"
+
+    share_id: str = Field(primary_key=True, max_length=36)
+    tenant_id: str = Field(max_length=64)
+    method: str | None = Field(default=None, max_length=16)
+    state: str = Field(default="requested", max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    reason_text: str | None = Field(default=None, max_length=500)
+    accepted_at: datetime | None = timestamp_column(nullable=True)
+    expires_at: datetime | None = timestamp_column(nullable=True)
+    link_issued_at: datetime | None = timestamp_column(nullable=True)
+    email_sent_at: datetime | None = timestamp_column(nullable=True)
+    completed_at: datetime | None = timestamp_column(nullable=True)
+    revoked_at: datetime | None = timestamp_column(nullable=True)
+    opened_count: int = 0
+    first_opened_at: datetime | None = timestamp_column(nullable=True)
+    last_opened_at: datetime | None = timestamp_column(nullable=True)
+    accessed_count: int = 0
+    last_accessed_at: datetime | None = timestamp_column(nullable=True)

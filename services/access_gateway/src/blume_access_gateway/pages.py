@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from blume_contracts.locales import narrow_locale
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from blume_access_gateway.help import HelpLibrary
 from blume_access_gateway.i18n import format_when, translator
@@ -75,3 +75,11 @@ class Pages:
             **page.headers,
         }
         return HTMLResponse(body, status_code=page.status_code, headers=headers)
+
+
+def with_cookies(page: Response, carrier: Response) -> Response:
+    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
+    page.raw_headers.extend(
+        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
+    )
+    return page

@@ -32,6 +32,7 @@ from blume_access_gateway.models import (
     ProjectedRevocation,
 )
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.share_status import STATUS_EVENTS, apply_status
 
 NAME: Final = "access_gateway"
 
@@ -107,7 +108,9 @@ def build(settings: Settings, freshness: FreshnessCheck | None = None) -> Servic
 
     def projecting(apply: Any) -> Handler:
         async def handle(event: CloudEvent[Any], ctx: HandlerContext) -> None:
-            applied = await apply(ctx.session, event)
+            applied = await apply(ctx.session, event) if apply is not None else None
+            if event.type in STATUS_EVENTS:
+                await apply_status(ctx.session, event)
             if applied is False:
                 ctx.log.warning("link event without the gateway's fields; not projected")
             # Noted before the commit, which follows at once: the lag is measured in seconds.
@@ -122,5 +125,6 @@ def build(settings: Settings, freshness: FreshnessCheck | None = None) -> Servic
         "share.blume.published": apply_published,
     }
     for event_type in consumed_by(NAME):
-        service.handles(event_type)(projecting(appliers[event_type]))
+        # Events only the share status needs have no other projection.
+        service.handles(event_type)(projecting(appliers.get(event_type)))
     return service

@@ -40,12 +40,14 @@ class RateLimits:
         per_ip: str,
         per_token: str,
         code_requests: str,
+        per_launch_client: str = "60/minute",
     ) -> None:
         storage = storage_from_string(_async_url(storage_url))
         self._limiter = MovingWindowRateLimiter(storage)
         self._per_ip = parse(per_ip)
         self._per_token = parse(per_token)
         self._code_requests = parse(code_requests)
+        self._per_launch_client = parse(per_launch_client)
         self._denial_events = parse(DENIAL_EVENTS)
 
     @classmethod
@@ -55,6 +57,7 @@ class RateLimits:
             per_ip=settings.rate_limit_per_ip,
             per_token=settings.rate_limit_per_token,
             code_requests=settings.rate_limit_code_requests,
+            per_launch_client=settings.rate_limit_per_launch_client,
         )
 
     async def _hit(self, item: RateLimitItem, *key: str) -> Verdict:
@@ -73,6 +76,10 @@ class RateLimits:
     async def address_request(self, client_ip: str) -> Verdict:
         """Requests that name no link (sign-in callbacks, the Blume pages)."""
         return await self._hit(self._per_ip, "ip", client_ip)
+
+    async def launch_client_request(self, client_id: str) -> Verdict:
+        """A call of the launch or share API by one launch client."""
+        return await self._hit(self._per_launch_client, "launch-client", client_id)
 
     async def code_request(self, token_key: str) -> Verdict:
         """Sending a sign-in code (an email to the recipient)."""

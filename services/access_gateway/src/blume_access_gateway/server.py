@@ -80,8 +80,10 @@ class HttpServer:
             await asyncio.sleep(_COUNTED_DENIALS_EVERY_SECONDS)
             try:
                 await self.gateway.access.record_counted_denials()
+                # The same round drops sender launches' sealed study data that is due to go.
+                await self.gateway.launches.sweep()
             except (SQLAlchemyError, OSError) as error:  # kept: the next round tries again
-                log.warning("counted denials not recorded yet", error_type=type(error).__name__)
+                log.warning("periodic gateway work not done yet", error_type=type(error).__name__)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -42,6 +42,8 @@ class GatewaySettings(BaseSettings):
     """``limits`` storage: memory:// (per process) or redis://host:6379 (shared)."""
     rate_limit_per_ip: str = "60/minute"
     rate_limit_per_token: str = "30/minute"  # noqa: S105 - a rate, not a credential
+    rate_limit_per_launch_client: str = "60/minute"
+    """Launch and share API calls per launch client (OmegaAI's backend)."""
     rate_limit_code_requests: str = "5/15 minutes"
     """Sign-in code emails per link: each one lands in the recipient's inbox."""
 

@@ -27,6 +27,8 @@ HELP_BLUME_SIGN_IN: Final = "blume-sign-in"
 HELP_ERROR: Final = "something-went-wrong"
 HELP_VIEWER: Final = "viewer"
 HELP_INDEX: Final = "index"
+HELP_SENDER_TOPICS: Final = ("sharing-page", "send-external-user", "send-to-blume", "share-status")
+"""The sender's pages' topics (``sender_views``)."""
 
 ALL_TOPICS: Final = (
     HELP_LINK,
@@ -40,6 +42,7 @@ ALL_TOPICS: Final = (
     HELP_ERROR,
     HELP_VIEWER,
     HELP_INDEX,
+    *HELP_SENDER_TOPICS,
 )
 
 
