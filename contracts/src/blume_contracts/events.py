@@ -452,6 +452,25 @@ class ShareBlumeViewed(Contract):
     client: ClientContext
 
 
+class ShareBlumeDenied(Contract):
+    """A signed-in patient asked for a portal entry they may not see (another patient's, an
+    unknown one, revoked, withheld): answered 404, recorded here. A probe flood is
+    aggregated like unknown link tokens: one record per client and minute with a count."""
+
+    entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")] | None = Field(
+        default=None, description="None when the path named no well-formed entry id."
+    )
+    blume_patient_id: Identifier
+    reason: Literal["not_shown"] = "not_shown"
+    client: ClientContext
+    count: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Denials this record stands for (the aggregate of one minute)."
+    )
+    counted_from: AwareDatetime | None = Field(
+        default=None, description="With a count over one: the start of the minute counted."
+    )
+
+
 # ------------------------------------------------------------- operator actions on dead letters
 
 MAX_DEAD_LETTERS_PER_EVENT = 500

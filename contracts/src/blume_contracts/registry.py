@@ -205,6 +205,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
             (_AUDIT,),
         ),
         EventSpec(
+            "share.blume.denied",
+            ev.ShareBlumeDenied,
+            "A signed-in patient was refused a portal entry (someone else's or unknown).",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
             "patient.account.updated",
             ev.PatientAccountUpdated,
             "A Blume patient account was created or changed (status, consent, preferences).",

@@ -128,7 +128,7 @@ class RecipientAccess:
     ticket_issuer: str
     clock: Callable[[], datetime]
     freshness: FreshnessCheck
-    denials: DenialTally = field(default_factory=DenialTally)
+    denials: DenialTally[DenialReason] = field(default_factory=DenialTally)
 
     async def _check(self, work: UnitOfWork, handle: Token | LinkId) -> LinkLookup:
         return await check_grant(work.session, handle, self.clock(), self.freshness)

@@ -101,6 +101,11 @@ class Gateway:
             clock=clock,
         )
 
+    async def record_counted_denials(self, *, everything: bool = False) -> int:
+        """The counted denials of links and of portal entries (``denial_tally``)."""
+        links = await self.access.record_counted_denials(everything=everything)
+        return links + await self.portal.record_counted_denials(everything=everything)
+
     async def close(self) -> None:
         await self.http.aclose()
 

@@ -79,7 +79,7 @@ class HttpServer:
         while True:
             await asyncio.sleep(_COUNTED_DENIALS_EVERY_SECONDS)
             try:
-                await self.gateway.access.record_counted_denials()
+                await self.gateway.record_counted_denials()
             except (SQLAlchemyError, OSError) as error:  # kept: the next round tries again
                 log.warning("counted denials not recorded yet", error_type=type(error).__name__)
 
@@ -92,7 +92,7 @@ class HttpServer:
             self._denials_task.cancel()
             self._denials_task = None
             # What the current minute counted is recorded before the gateway goes.
-            await self.gateway.access.record_counted_denials(everything=True)
+            await self.gateway.record_counted_denials(everything=True)
         await self.gateway.close()
         log.info("http server stopped")
 
