@@ -64,6 +64,15 @@ class TenantPolicy(BaseModel):
         description="Where granted access is redirected, with a short-lived signed ticket.",
     )
     sso: SsoPolicy | None = None
+    access_session_minutes: int = Field(
+        default=30,
+        gt=0,
+        le=30,
+        description=(
+            "How long a recipient's access lasts after a grant, from the grant, never slid "
+            "by pressing View study again; at most 30 minutes (a policy may only shorten it)."
+        ),
+    )
     sender_domains: list[str] = Field(
         default_factory=list,
         description=(

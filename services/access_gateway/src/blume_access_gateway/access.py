@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from blume_contracts.events import (
@@ -48,6 +48,12 @@ from blume_access_gateway.links import LinkLookup, LinkState, token_fingerprint
 from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.sessions import (
+    ACCESS_SESSION_MAX,
+    StartedSession,
+    live_session,
+    start_session,
+)
 from blume_access_gateway.sso import identity_matches, sso_provider
 from blume_access_gateway.tickets import issue_ticket
 
@@ -64,6 +70,12 @@ _DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
     otp.CodeVerdict.EXPIRED: "code_expired",
 }
 
+_AUTH_METHODS: Final[dict[str, AuthMethod]] = {
+    "none": "none",
+    "email_otp": "email_otp",
+    "sso": "sso",
+}
+
 
 def denial_reason(state: LinkState) -> DenialReason:
     """Why a link that is not usable is refused (a usable one is not)."""
@@ -72,7 +84,7 @@ def denial_reason(state: LinkState) -> DenialReason:
 
 @dataclass(frozen=True, slots=True)
 class AccessSession:
-    """A recent grant in this browser (from the signed ``access`` cookie)."""
+    """A recent grant in this browser: the server-side session its ``access`` cookie names."""
 
     link_id: str
     use_number: int
@@ -92,6 +104,9 @@ class Granted:
     lookup: LinkLookup
     session: AccessSession
     viewer_redirect: str
+    new_session: StartedSession | None = None
+    """Set for a new use: the ``access`` cookie to write. None within a live session, whose
+    cookie is left as it is (pressing again never extends it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +202,13 @@ class RecipientAccess:
             raise
         return len(due)
 
+    def access_lifetime(self, tenant_id: str) -> timedelta:
+        """30 minutes from the grant, or the tenant's shorter ``access_session_minutes``."""
+        policy = self.policies.get(tenant_id)
+        if policy is None:
+            return ACCESS_SESSION_MAX
+        return min(ACCESS_SESSION_MAX, timedelta(minutes=policy.access_session_minutes))
+
     def _record_grant(
         self,
         work: UnitOfWork,
@@ -194,6 +216,7 @@ class RecipientAccess:
         session: AccessSession,
         client: ClientContext,
         signed_in_as: str | None,
+        new_session: StartedSession | None = None,
     ) -> Granted:
         link = lookup.link
         assert link is not None
@@ -221,7 +244,7 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket))
+        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket), new_session)
 
     async def _grant_new_use(
         self,
@@ -237,9 +260,18 @@ class RecipientAccess:
         if use is None:
             self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
-        return self._record_grant(
-            work, lookup, AccessSession(link.link_id, use, method), client, signed_in_as
+        started = await start_session(
+            work.session,
+            "access",
+            link.link_id,
+            self.clock(),
+            self.access_lifetime(link.tenant_id),
+            tenant_id=link.tenant_id,
+            use_number=use,
+            auth_method=method,
         )
+        session = AccessSession(link.link_id, use, method)
+        return self._record_grant(work, lookup, session, client, signed_in_as, started)
 
     # Steps -----------------------------------------------------------------------------
 
@@ -294,10 +326,14 @@ class RecipientAccess:
         self,
         token: str,
         client: ClientContext,
-        session: AccessSession | None,
+        session_id: str | None,
         request_id: str,
     ) -> ViewOutcome:
-        """The "View study" button: grant, send a code or start sign-in, by the link's policy."""
+        """The "View study" button: grant, send a code or start sign-in, by the link's policy.
+
+        Within a live access session for this link (``session_id``, from the cookie) the
+        same use is shown again: no new use, no new sign-in, and the session's absolute end
+        stays where the grant put it."""
         async with self.events.unit_of_work() as work:
             lookup = await self._check(work, Token(token))
             link = lookup.link
@@ -308,8 +344,10 @@ class RecipientAccess:
             policy = self.policies.get(link.tenant_id)
             if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
                 return Unavailable(lookup)
-            if session is not None and session.link_id == link.link_id:
-                # Within a short session the same person comes back: no new use, no new sign-in.
+            live = await live_session(work.session, "access", session_id, self.clock())
+            if live is not None and live.subject == link.link_id and live.use_number is not None:
+                method = _AUTH_METHODS.get(live.auth_method or "", "none")
+                session = AccessSession(link.link_id, live.use_number, method)
                 return self._record_grant(work, lookup, session, client, None)
             return await self._by_policy(work, lookup, policy, token, client, request_id)
 

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
 import httpx
 from blume_contracts.events import ClientContext
@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import AccessSession, RecipientAccess
+from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
-from blume_access_gateway.cookies import CookieJar, CsrfGuard
+from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
@@ -30,6 +30,7 @@ from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.oidc import OidcClient, Provider
 from blume_access_gateway.pages import Pages
 from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.sessions import StartedSession
 from blume_access_gateway.settings import GatewaySettings
 
 NAME: Final = "access_gateway"
@@ -119,14 +120,18 @@ class Gateway:
         """Correlation id of a request that belongs to no share (an unknown token)."""
         return f"gw-{uuid.uuid4()}"
 
-    def access_session(self, request: Request) -> AccessSession | None:
-        value = self.cookies.read(request, "access")
-        if not value:
-            return None
-        try:
-            return AccessSession(str(value["l"]), int(value["u"]), value["m"])
-        except (KeyError, TypeError, ValueError):
-            return None
+    def write_session(
+        self, response: Response, kind: SessionCookie, started: StartedSession
+    ) -> None:
+        """The cookie naming a new server-side session, living no longer than it does."""
+        remaining = started.row.expires_at - self.clock()
+        self.cookies.write(response, kind, {"s": started.session_id}, lifetime=remaining)
+
+    def session_id(self, request: Request, kind: SessionCookie) -> str | None:
+        """The server-side session id a signed cookie carries (``sessions``), if any."""
+        value = self.cookies.read(request, kind)
+        session_id = value.get("s") if value else None
+        return session_id if isinstance(session_id, str) else None
 
     async def over_address_limit(self, request: Request) -> Response | None:
         """The 429 page when this client address is over its rate; None while it is not."""
@@ -135,10 +140,6 @@ class Gateway:
             return None
         page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
         return self.pages.render(page)
-
-    @staticmethod
-    def session_cookie(session: AccessSession) -> dict[str, Any]:
-        return {"l": session.link_id, "u": session.use_number, "m": session.auth_method}
 
     @property
     def recipient_redirect_uri(self) -> str:

@@ -92,7 +92,10 @@ class RecipientRoutes:
         if not gateway.csrf.valid(request, csrf, _link_purpose(token)):
             return await self._csrf_failed(request, token, request.url.path)
         outcome = await gateway.access.press_view(
-            token, gateway.client(request), gateway.access_session(request), gateway.request_id()
+            token,
+            gateway.client(request),
+            gateway.session_id(request, "access"),
+            gateway.request_id(),
         )
         match outcome:
             case CodeSent(lookup=lookup, challenge_id=challenge_id):
@@ -197,7 +200,8 @@ class RecipientRoutes:
         match outcome:
             case Granted():
                 response = RedirectResponse(outcome.viewer_redirect, status_code=303)
-                gateway.cookies.write(response, "access", gateway.session_cookie(outcome.session))
+                if outcome.new_session is not None:
+                    gateway.write_session(response, "access", outcome.new_session)
                 gateway.cookies.clear(response, "otp")
                 return response
             case Unavailable(lookup=lookup):

@@ -1,0 +1,45 @@
+"""Server-side browser sessions: a recipient's access after a grant (absolute lifetime) and
+a patient's portal sign-in, each ended by sign-out (``access_gateway_sessions``).
+
+Revision ID: 0015
+Revises: 0010
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0015"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "access_gateway_sessions",
+        sa.Column("session_hash", sa.String(length=64), nullable=False),
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("subject", sa.String(length=64), nullable=False),
+        sa.Column("tenant_id", sa.String(length=64), nullable=True),
+        sa.Column("use_number", sa.Integer(), nullable=True),
+        sa.Column("auth_method", sa.String(length=16), nullable=True),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("session_hash"),
+    )
+    op.create_index(
+        op.f("ix_access_gateway_sessions_expires_at"),
+        "access_gateway_sessions",
+        ["expires_at"],
+        unique=False,
+    )
+
+
+def downgrade() -> None:
+    op.drop_index(
+        op.f("ix_access_gateway_sessions_expires_at"), table_name="access_gateway_sessions"
+    )
+    op.drop_table("access_gateway_sessions")
