@@ -471,6 +471,18 @@ class ShareBlumeDenied(Contract):
     )
 
 
+class SessionSignedOut(Contract):
+    """Someone signed out of the gateway: a patient of the portal, or a recipient of the
+    access a link granted. The session is ended server-side (its cookie, even copied, no
+    longer works)."""
+
+    kind: Literal["patient", "recipient"]
+    blume_patient_id: Identifier | None = Field(default=None, description="A patient's.")
+    share_id: ShareId | None = Field(default=None, description="A recipient's link's share.")
+    link_id: LinkId | None = None
+    client: ClientContext
+
+
 # ------------------------------------------------------------- operator actions on dead letters
 
 MAX_DEAD_LETTERS_PER_EVENT = 500

@@ -212,6 +212,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
             (_AUDIT,),
         ),
         EventSpec(
+            "session.signed_out",
+            ev.SessionSignedOut,
+            "A patient or a recipient signed out of the gateway; the session is ended.",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
             "patient.account.updated",
             ev.PatientAccountUpdated,
             "A Blume patient account was created or changed (status, consent, preferences).",

@@ -273,6 +273,14 @@ class RecipientAccess:
         session = AccessSession(link.link_id, use, method)
         return self._record_grant(work, lookup, session, client, signed_in_as, started)
 
+    async def in_session(self, link_id: str, session_id: str | None) -> bool:
+        """Whether the browser's access cookie names a live session for this link."""
+        if session_id is None:
+            return False
+        async with self.events.db.transaction() as session:
+            row = await live_session(session, "access", session_id, self.clock())
+        return row is not None and row.subject == link_id
+
     # Steps -----------------------------------------------------------------------------
 
     async def open_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:

@@ -27,6 +27,12 @@ from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, check_entry_grant
 from blume_access_gateway.models import ProjectedAccount, ProjectedEntry
+from blume_access_gateway.sessions import (
+    PATIENT_SESSION_MAX,
+    StartedSession,
+    live_session,
+    start_session,
+)
 
 ENTRY_ID: Final = re.compile(r"^ent_[0-9a-f]{32}$")
 PORTAL_HOME: Final = "/blume/"
@@ -77,6 +83,27 @@ class PatientPortal:
         self._clock = clock
         self._freshness = freshness
         self.denials: DenialTally[EntryDenial] = DenialTally()
+
+    async def sign_in(self, blume_patient_id: str) -> StartedSession:
+        """A new portal session for the patient the portal's provider named."""
+        async with self._events.db.transaction() as session:
+            account = await session.get(ProjectedAccount, blume_patient_id)
+            return await start_session(
+                session,
+                "patient",
+                blume_patient_id,
+                self._clock(),
+                PATIENT_SESSION_MAX,
+                tenant_id=account.tenant_id if account is not None else None,
+            )
+
+    async def signed_in(self, session_id: str | None) -> str | None:
+        """The patient whose live portal session the cookie names, if any."""
+        if session_id is None:
+            return None
+        async with self._events.db.transaction() as session:
+            row = await live_session(session, "patient", session_id, self._clock())
+        return row.subject if row is not None else None
 
     async def patient_locale(self, blume_patient_id: str) -> str:
         async with self._events.db.transaction() as session:

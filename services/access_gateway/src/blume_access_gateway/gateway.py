@@ -10,6 +10,7 @@ from typing import Final
 
 import httpx
 from blume_contracts.events import ClientContext
+from blume_contracts.urls import SIGN_OUT_ROUTE
 from blume_runtime.db import Database, utcnow
 from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
@@ -28,12 +29,14 @@ from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.oidc import OidcClient, Provider
-from blume_access_gateway.pages import Pages
+from blume_access_gateway.pages import Action, Page, Pages, with_cookies
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sessions import StartedSession
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.sign_out import SignOut
 
 NAME: Final = "access_gateway"
+SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
 
 
@@ -53,6 +56,7 @@ class Gateway:
     csrf: CsrfGuard
     pages: Pages
     help: HelpLibrary
+    sign_out: SignOut
     clock: Callable[[], datetime]
 
     @classmethod
@@ -99,6 +103,7 @@ class Gateway:
             csrf=CsrfGuard(keys.csrf, cookies),
             pages=Pages(help_library, zone(config.display_timezone)),
             help=help_library,
+            sign_out=SignOut(events, clock),
             clock=clock,
         )
 
@@ -119,6 +124,13 @@ class Gateway:
     def request_id() -> str:
         """Correlation id of a request that belongs to no share (an unknown token)."""
         return f"gw-{uuid.uuid4()}"
+
+    def render_signed_in(self, request: Request, page: Page) -> Response:
+        """A page shown to someone signed in: with the sign-out button (and its CSRF token)."""
+        carrier = Response()
+        csrf = self.csrf.token(request, carrier, SIGN_OUT_PURPOSE)
+        page.sign_out = Action("sign_out.button", SIGN_OUT_ROUTE, csrf)
+        return with_cookies(self.pages.render(page), carrier)
 
     def write_session(
         self, response: Response, kind: SessionCookie, started: StartedSession

@@ -59,6 +59,12 @@ _EN: Final[dict[str, str]] = {
     "rate_limited.body": (
         "To keep shared studies safe, this page is paused. Try again in {seconds} seconds."
     ),
+    "sign_out.button": "Sign out",
+    "signed_out.title": "You are signed out",
+    "signed_out.body": (
+        "Nothing of your session is left on this server. On a shared computer, close this "
+        "window too."
+    ),
     "csrf.title": "This page has expired",
     "csrf.body": "Go back to the link and press the button once more.",
     "csrf.action": "Back to the link",
@@ -163,6 +169,12 @@ _FR: Final[dict[str, str]] = {
     "rate_limited.body": (
         "Pour protéger les examens partagés, cette page est en pause. "
         "Réessayez dans {seconds} secondes."
+    ),
+    "sign_out.button": "Se déconnecter",
+    "signed_out.title": "Vous êtes déconnecté",
+    "signed_out.body": (
+        "Il ne reste rien de votre session sur ce serveur. Sur un ordinateur partagé, "
+        "fermez aussi cette fenêtre."
     ),
     "csrf.title": "Cette page a expiré",
     "csrf.body": "Retournez au lien et appuyez de nouveau sur le bouton.",

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from blume_contracts.locales import narrow_locale
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from blume_access_gateway.help import HelpLibrary
 from blume_access_gateway.i18n import format_when, translator
@@ -38,6 +38,16 @@ class Page:
     form_targets: tuple[str, ...] = ()
     """Origins besides this one that a form on the page may lead to (an identity provider)."""
     headers: dict[str, str] = field(default_factory=dict)
+    sign_out: Action | None = None
+    """On a signed-in page: the sign-out button in the page's bar (``Gateway.render_signed_in``)."""
+
+
+def with_cookies(page: Response, carrier: Response) -> Response:
+    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
+    page.raw_headers.extend(
+        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
+    )
+    return page
 
 
 class Pages:
@@ -66,6 +76,7 @@ class Pages:
             "title": page.context.get("page_title") or translate(page.title_key),
             "help_topic": page.help_topic,
             "when": lambda moment: format_when(moment, locale, self._tz),
+            "sign_out": page.sign_out,
             **page.context,
         }
         body = self._env.get_template(page.template).render(context)

@@ -26,7 +26,7 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.links import LinkLookup, token_fingerprint
 from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
-from blume_access_gateway.pages import Page
+from blume_access_gateway.pages import Page, with_cookies
 from blume_access_gateway.sso import sso_provider
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
@@ -44,14 +44,6 @@ def _link_purpose(token: str) -> str:
 
 def _code_purpose(token: str) -> str:
     return f"code:{token_fingerprint(token)}"
-
-
-def _with_cookies(page: Response, carrier: Response) -> Response:
-    """Copy the Set-Cookie headers gathered on ``carrier`` onto the rendered page."""
-    page.raw_headers.extend(
-        (name, value) for name, value in carrier.raw_headers if name == b"set-cookie"
-    )
-    return page
 
 
 class RecipientRoutes:
@@ -82,7 +74,10 @@ class RecipientRoutes:
         cookies = Response()
         csrf = gateway.csrf.token(request, cookies, _link_purpose(token))
         page = views.link_page(lookup.link, csrf, request.url.path, self._form_targets(lookup))
-        return _with_cookies(gateway.pages.render(page), cookies)
+        session_id = gateway.session_id(request, "access")
+        if await gateway.access.in_session(lookup.link.link_id, session_id):
+            return with_cookies(gateway.render_signed_in(request, page), cookies)
+        return with_cookies(gateway.pages.render(page), cookies)
 
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
         """ "View study" (and "Send a new code"): what happens is the link's policy."""
@@ -263,7 +258,7 @@ class RecipientRoutes:
             status_code=status_code,
         )
         page.form_targets = self._form_targets(lookup)
-        return _with_cookies(self.gateway.pages.render(page), cookies)
+        return with_cookies(self.gateway.pages.render(page), cookies)
 
     def _form_targets(self, lookup: LinkLookup) -> tuple[str, ...]:
         """Where this link's forms may lead after our redirect: the tenant's viewer and, for

@@ -243,3 +243,7 @@ def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:
         status_code=200 if valid else 401,
         context={"valid": valid, "use_number": use_number},
     )
+
+
+def signed_out_page(locale: str) -> Page:
+    return message_page("signed_out", 200, HELP_INDEX, locale=locale)

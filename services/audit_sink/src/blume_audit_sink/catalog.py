@@ -130,6 +130,7 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.denied": EventClass(USER_AUTHENTICATION, _E, _MINOR),
+    "session.signed_out": EventClass(USER_AUTHENTICATION, _E),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
