@@ -83,3 +83,52 @@ async def test_signed_out_patient_signs_in_and_lands_on_the_study(
     finally:
         await stranger.close()
     assert len(system.events("share.blume.viewed")) == 1
+
+
+async def test_item_8_after_sign_out_back_and_reload_do_not_show_the_study(
+    gateway_system: RunningSystem,
+    smtp_server: Any,
+    context: BrowserContext,
+    portal_idp: tuple[FakeIdentityProvider, str],
+    tmp_path: Path,
+) -> None:
+    """Issue 12 item 8 in Chromium: the patient presses Sign out on the study page; the back
+    button and a reload then lead to the portal's sign-in, never to the study."""
+    system = gateway_system
+    accounts = tmp_path / "accounts.jsonl"
+    accounts.write_text(json.dumps(ACCOUNT) + "\n")
+    imported = blume_share("patients", "import", str(accounts), env=system.env)
+    assert imported.returncode == 0, imported.stderr
+    provider, _issuer = portal_idp
+    provider.users["jane.doe@mail.example"] = {"blume_patient_id": "bp-0001"}
+    data = {k: v for k, v in EXAMPLE["data"].items() if k not in {"recipient", "expires_in_hours"}}
+    data.update(method="blume", patient_account={"blume_patient_id": "bp-0001"})
+    system.publish(request_event(data))
+    [message] = await smtp_server.wait_for(1)
+    [study_link] = set(
+        re.findall(
+            re.escape(system.http_base) + r"/blume/studies/ent_[0-9a-f]{32}", email_text(message)
+        )
+    )
+
+    page = await context.new_page()
+    await page.goto(study_link)
+    await page.wait_for_url("**/authorize?*")
+    await page.fill("#login_email", "jane.doe@mail.example")
+    await page.click("#sign-in")
+    await page.wait_for_url(study_link)
+    await expect(page.locator("h1")).to_have_text("Your imaging study")
+    await page.click("#sign-out")
+    await page.wait_for_url("**/signed-out")
+    await expect(page.locator("h1")).to_have_text("You are signed out")
+    [signed_out] = await system.wait_for("session.signed_out")
+    assert signed_out["data"]["blume_patient_id"] == "bp-0001"
+
+    await page.go_back()
+    await page.wait_for_url("**/authorize?*")
+    await expect(page.locator("body")).not_to_contain_text("CT CHEST W CONTRAST")
+    await page.goto(study_link)
+    await page.reload()
+    await page.wait_for_url("**/authorize?*")
+    await expect(page.locator("body")).not_to_contain_text("CT CHEST W CONTRAST")
+    assert len(system.events("share.blume.viewed")) == 1
