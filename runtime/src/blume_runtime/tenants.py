@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from blume_contracts.display import DEFAULT_TIME_ZONE, time_zone
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SsoPolicy(BaseModel):
@@ -64,6 +73,13 @@ class TenantPolicy(BaseModel):
         description="Where granted access is redirected, with a short-lived signed ticket.",
     )
     sso: SsoPolicy | None = None
+    time_zone: str = Field(
+        default=DEFAULT_TIME_ZONE,
+        description=(
+            "IANA time zone in which the tenant's pages and emails show times (a link's "
+            "expiry); America/Toronto when absent."
+        ),
+    )
     access_session_minutes: int = Field(
         default=30,
         gt=0,
@@ -80,6 +96,12 @@ class TenantPolicy(BaseModel):
             "only when it is at one of these; otherwise the email has no Reply-To."
         ),
     )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        time_zone(value)  # raises ValueError, which pydantic reports with the field's name
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

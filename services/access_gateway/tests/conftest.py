@@ -63,6 +63,11 @@ tenants:
     display_name: Open Clinic
     recipient_auth: none
     viewer_url: https://viewer.test/view?site=1
+  west-clinic:
+    display_name: West Clinic
+    recipient_auth: none
+    time_zone: America/Vancouver
+    viewer_url: https://viewer.test/view
   brief-clinic:
     display_name: Brief Clinic
     recipient_auth: none

@@ -26,7 +26,7 @@ from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
-from blume_access_gateway.i18n import browser_locale, zone
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.oidc import OidcClient, Provider
 from blume_access_gateway.pages import Action, Page, Pages, with_cookies
@@ -101,7 +101,7 @@ class Gateway:
             limits=limits,
             cookies=cookies,
             csrf=CsrfGuard(keys.csrf, cookies),
-            pages=Pages(help_library, zone(config.display_timezone)),
+            pages=Pages(help_library, policies),
             help=help_library,
             sign_out=SignOut(events, clock),
             clock=clock,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from blume_contracts.locales import DEFAULT_LOCALE, Locale, month_name, narrow_locale
+from blume_contracts.locales import DEFAULT_LOCALE, Locale, narrow_locale
 from starlette.requests import HTTPConnection
 
 _EN: Final[dict[str, str]] = {
@@ -252,23 +250,3 @@ def translator(locale: str) -> Translate:
         return catalogue[key].format(**values)
 
     return translate
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def format_when(moment: datetime, locale: str, tz: ZoneInfo) -> str:
-    """E.g. "November 30, 2026, 14:05 EST" or "30 novembre 2026, 14 h 05 (EST)", in ``tz``."""
-    local = moment.astimezone(tz)
-    spoken = narrow_locale(locale)
-    month = month_name(spoken, local.month)
-    abbreviation = local.strftime("%Z")
-    if spoken == "fr-CA":
-        return (
-            f"{local.day} {month} {local.year}, {local.hour} h {local.minute:02d} ({abbreviation})"
-        )
-    return f"{month} {local.day}, {local.year}, {local.hour:02d}:{local.minute:02d} {abbreviation}"

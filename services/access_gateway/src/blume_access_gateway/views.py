@@ -81,6 +81,7 @@ def link_page(
         "link.title",
         HELP_LINK,
         locale=link.locale,
+        tenant_id=link.tenant_id,
         context={
             "who": _sender(link),
             "expires_at": link.expires_at,
@@ -136,6 +137,7 @@ def refusal_page(
             HELP_UNAVAILABLE,
             locale=link.locale,
             status_code=410,
+            tenant_id=link.tenant_id,
             context={
                 "reason": reason,
                 "who": who,

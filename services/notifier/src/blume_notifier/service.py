@@ -20,6 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Final, Literal
 
+from blume_contracts.display import DEFAULT_TIME_ZONE
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     NotificationAddressee,
@@ -183,6 +184,7 @@ class Notifier:
             ) from None
         policy = self._policies.get(event.tenantid)
         sender_domains = policy.sender_domains if policy is not None else ()
+        time_zone = policy.time_zone if policy is not None else DEFAULT_TIME_ZONE
         await self._deliver(
             ctx,
             issued.share_id,
@@ -194,6 +196,7 @@ class Notifier:
                 mail_from=self._mail_from,
                 message_id=message_id,
                 sender_domains=sender_domains,
+                time_zone=time_zone,
             ),
         )
 
