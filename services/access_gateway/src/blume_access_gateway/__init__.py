@@ -2,12 +2,13 @@
 
 The public API, for the composition root (the CLI): the worker that keeps the projections
 (``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
-HTTP server (``HttpServer``) with its settings.
+HTTP server (``HttpServer``; ``ThreadedHttpServer`` beside workers, with ``on_loop`` to
+probe the queue from its thread) with its settings.
 """
 
 from blume_access_gateway.freshness import Freshness, queue_probe
 from blume_access_gateway.projections import NAME, build
-from blume_access_gateway.server import HttpServer
+from blume_access_gateway.server import HttpServer, ThreadedHttpServer, on_loop
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "GatewayConfigError",
     "GatewaySettings",
     "HttpServer",
+    "ThreadedHttpServer",
     "build",
+    "on_loop",
     "queue_probe",
 ]
