@@ -483,6 +483,17 @@ class SessionSignedOut(Contract):
     client: ClientContext
 
 
+class PatientNotificationsUnsubscribed(Contract):
+    """The patient switched off Blume email notifications with the one-click unsubscribe
+    of a Blume email (RFC 8058). blume_publisher, the account's owner, applies it (the
+    patient's own choice, timestamped: a later import does not silently undo it)."""
+
+    blume_patient_id: Identifier
+    tenant_id: Identifier
+    unsubscribed_at: AwareDatetime
+    client: ClientContext
+
+
 # ------------------------------------------------------------- operator actions on dead letters
 
 MAX_DEAD_LETTERS_PER_EVENT = 500

@@ -219,6 +219,13 @@ EVENTS: Final[dict[str, EventSpec]] = {
             (_AUDIT,),
         ),
         EventSpec(
+            "patient.notifications.unsubscribed",
+            ev.PatientNotificationsUnsubscribed,
+            "A patient switched off Blume email notifications (one-click unsubscribe).",
+            (_GATEWAY,),
+            ("blume_publisher", _AUDIT),
+        ),
+        EventSpec(
             "patient.account.updated",
             ev.PatientAccountUpdated,
             "A Blume patient account was created or changed (status, consent, preferences).",

@@ -34,6 +34,7 @@ from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sessions import StartedSession
 from blume_access_gateway.settings import GatewaySettings
 from blume_access_gateway.sign_out import SignOut
+from blume_access_gateway.unsubscribe import Unsubscribe
 
 NAME: Final = "access_gateway"
 SIGN_OUT_PURPOSE: Final = "sign-out"
@@ -57,6 +58,7 @@ class Gateway:
     pages: Pages
     help: HelpLibrary
     sign_out: SignOut
+    unsubscribe: Unsubscribe
     clock: Callable[[], datetime]
 
     @classmethod
@@ -79,6 +81,7 @@ class Gateway:
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
+        sealer = Sealer.from_settings(settings)
         return cls(
             settings=settings,
             config=config,
@@ -88,7 +91,7 @@ class Gateway:
             access=RecipientAccess(
                 events=events,
                 keys=keys,
-                sealer=Sealer.from_settings(settings),
+                sealer=sealer,
                 policies=policies,
                 limits=limits,
                 ticket_issuer=settings.public_base_url,
@@ -104,6 +107,7 @@ class Gateway:
             pages=Pages(help_library, policies),
             help=help_library,
             sign_out=SignOut(events, clock),
+            unsubscribe=Unsubscribe(events, sealer, clock),
             clock=clock,
         )
 

@@ -57,6 +57,14 @@ _EN: Final[dict[str, str]] = {
     "rate_limited.body": (
         "To keep shared studies safe, this page is paused. Try again in {seconds} seconds."
     ),
+    "unsubscribe.title": "Stop Blume emails",
+    "unsubscribe.body": (
+        "Press the button to stop the emails that tell you a new study is in your Blume "
+        "record. Your record itself does not change."
+    ),
+    "unsubscribe.button": "Stop these emails",
+    "unsubscribed.title": "You will get no more Blume emails",
+    "unsubscribed.body": "New studies still appear in your Blume record.",
     "sign_out.button": "Sign out",
     "signed_out.title": "You are signed out",
     "signed_out.body": (
@@ -168,6 +176,14 @@ _FR: Final[dict[str, str]] = {
         "Pour protéger les examens partagés, cette page est en pause. "
         "Réessayez dans {seconds} secondes."
     ),
+    "unsubscribe.title": "Ne plus recevoir les courriels de Blume",
+    "unsubscribe.body": (
+        "Appuyez sur le bouton pour ne plus recevoir les courriels qui vous avisent qu'un "
+        "nouvel examen figure à votre dossier Blume. Votre dossier ne change pas."
+    ),
+    "unsubscribe.button": "Ne plus recevoir ces courriels",
+    "unsubscribed.title": "Vous ne recevrez plus de courriels de Blume",
+    "unsubscribed.body": "Les nouveaux examens figurent toujours à votre dossier Blume.",
     "sign_out.button": "Se déconnecter",
     "signed_out.title": "Vous êtes déconnecté",
     "signed_out.body": (

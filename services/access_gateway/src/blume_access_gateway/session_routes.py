@@ -1,12 +1,13 @@
 """Sign-out for everyone the gateway signs in: POST ``/sign-out`` (CSRF-protected) ends the
 browser's server-side sessions, audits it, clears the cookies and tells the browser to drop
-what it kept of this site (``Clear-Site-Data``); ``/signed-out`` says so."""
+what it kept of this site (``Clear-Site-Data``); ``/signed-out`` says so. And the way out of
+Blume emails: ``/unsubscribe/<token>`` (``unsubscribe``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Final
 
-from blume_contracts.urls import SIGN_OUT_ROUTE, SIGNED_OUT_ROUTE
+from blume_contracts.urls import SIGN_OUT_ROUTE, SIGNED_OUT_ROUTE, UNSUBSCRIBE_ROUTE
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
@@ -28,6 +29,8 @@ class SessionRoutes:
         router = APIRouter()
         router.add_api_route(SIGN_OUT_ROUTE, self.sign_out, methods=["POST"])
         router.add_api_route(SIGNED_OUT_ROUTE, self.signed_out, methods=["GET"])
+        router.add_api_route(UNSUBSCRIBE_ROUTE, self.confirm_unsubscribe, methods=["GET"])
+        router.add_api_route(UNSUBSCRIBE_ROUTE, self.unsubscribe, methods=["POST"])
         return router
 
     async def sign_out(self, request: Request, csrf: CsrfField = None) -> Response:
@@ -48,6 +51,31 @@ class SessionRoutes:
         for kind in _SIGNED_IN_COOKIES:
             gateway.cookies.clear(response, kind)
         return response
+
+    async def confirm_unsubscribe(self, request: Request, token: str) -> Response:
+        """What a person (or a link scanner) opening the unsubscribe URL sees: a button.
+        A GET never unsubscribes."""
+        gateway = self.gateway
+        if (refusal := await gateway.over_address_limit(request)) is not None:
+            return refusal
+        claims = gateway.unsubscribe.claims(token)
+        if claims is None:
+            return gateway.pages.render(views.not_found_page(browser_locale(request)))
+        locale = await gateway.portal.patient_locale(claims.blume_patient_id)
+        return gateway.pages.render(views.unsubscribe_page(locale, request.url.path))
+
+    async def unsubscribe(self, request: Request, token: str) -> Response:
+        """RFC 8058 one-click: a mail client POSTs ``List-Unsubscribe=One-Click`` with no
+        cookie and no CSRF token; the sealed token is the authority. Audited; 200."""
+        gateway = self.gateway
+        if (refusal := await gateway.over_address_limit(request)) is not None:
+            return refusal
+        claims = gateway.unsubscribe.claims(token)
+        if claims is None:
+            return gateway.pages.render(views.not_found_page(browser_locale(request)))
+        await gateway.unsubscribe.unsubscribe(claims, gateway.client(request), gateway.request_id())
+        locale = await gateway.portal.patient_locale(claims.blume_patient_id)
+        return gateway.pages.render(views.unsubscribed_page(locale))
 
     async def signed_out(self, request: Request) -> Response:
         return self.gateway.pages.render(views.signed_out_page(browser_locale(request)))

@@ -249,3 +249,18 @@ def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:
 
 def signed_out_page(locale: str) -> Page:
     return message_page("signed_out", 200, HELP_INDEX, locale=locale)
+
+
+def unsubscribe_page(locale: str, action_url: str) -> Page:
+    """The confirmation a GET of the unsubscribe link shows: a button, nothing done yet."""
+    return Page(
+        "unsubscribe.html",
+        "unsubscribe.title",
+        HELP_BLUME,
+        locale=locale,
+        context={"action_url": action_url},
+    )
+
+
+def unsubscribed_page(locale: str) -> Page:
+    return message_page("unsubscribed", 200, HELP_BLUME, locale=locale)

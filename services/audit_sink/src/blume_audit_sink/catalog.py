@@ -141,6 +141,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
     # A Blume patient account created or changed (status, consent directives, preferences).
     "patient.account.updated": EventClass(PATIENT_RECORD, Action.UPDATE),
+    # The patient's own choice, from the one-click unsubscribe of a Blume email.
+    "patient.notifications.unsubscribed": EventClass(PATIENT_RECORD, Action.UPDATE),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 

@@ -189,9 +189,15 @@ def build_blume_email(
     mail_from: str,
     message_id: str,
     sent_at: datetime | None = None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
-    """The "Step into Blume" email to the patient, in the patient's locale."""
-    return compose(
+    """The "Step into Blume" email to the patient, in the patient's locale.
+
+    With ``unsubscribe`` (an https URL holding an opaque token): ``List-Unsubscribe`` and
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 2369, RFC 8058), so a mail
+    client's Unsubscribe button switches the patient's Blume emails off in one POST.
+    """
+    message = compose(
         render_blume_email(event_data.locale, portal_link),
         to=Address(addr_spec=event_data.patient_email),
         mail_from=mail_from,
@@ -200,6 +206,10 @@ def build_blume_email(
         link=portal_link,
         sent_at=sent_at,
     )
+    if unsubscribe is not None:
+        message["List-Unsubscribe"] = f"<{unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return message
 
 
 def build_link_locked_email(

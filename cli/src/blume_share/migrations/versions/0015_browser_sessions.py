@@ -1,5 +1,6 @@
 """Server-side browser sessions: a recipient's access after a grant (absolute lifetime) and
-a patient's portal sign-in, each ended by sign-out (``access_gateway_sessions``).
+a patient's portal sign-in, each ended by sign-out (``access_gateway_sessions``); and when
+and by whom a patient account's email-notification preference was last set.
 
 Revision ID: 0015
 Revises: 0010
@@ -36,9 +37,17 @@ def upgrade() -> None:
         ["expires_at"],
         unique=False,
     )
+    with op.batch_alter_table("blume_patient_accounts") as batch:
+        batch.add_column(
+            sa.Column("email_notifications_set_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch.add_column(sa.Column("email_notifications_by", sa.String(length=16), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("blume_patient_accounts") as batch:
+        batch.drop_column("email_notifications_by")
+        batch.drop_column("email_notifications_set_at")
     op.drop_index(
         op.f("ix_access_gateway_sessions_expires_at"), table_name="access_gateway_sessions"
     )
