@@ -159,7 +159,12 @@ def patients_choice_is_newer(account: PatientAccount, record: AccountRecord) -> 
 
 
 async def apply_unsubscribe(
-    work: UnitOfWork, blume_patient_id: str, tenant_id: str, at: datetime
+    work: UnitOfWork,
+    blume_patient_id: str,
+    tenant_id: str,
+    at: datetime,
+    *,
+    correlation_id: str | None = None,
 ) -> PatientAccount | None:
     """The patient's one-click unsubscribe: email notifications off as of ``at`` (an older
     request than the account's newest timestamped choice changes nothing)."""
@@ -174,7 +179,12 @@ async def apply_unsubscribe(
     account.email_notifications_by = "patient"
     account.updated_at = utcnow()
     session.add(account)
-    work.emit("patient.account.updated", account_event(account), tenantid=account.tenant_id)
+    work.emit(
+        "patient.account.updated",
+        account_event(account),
+        tenantid=account.tenant_id,
+        correlationid=correlation_id,  # None: the handled event's own
+    )
     return account
 
 
