@@ -7,7 +7,6 @@ A GET never gets past ``open_page``, which records the view and changes nothing 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -180,27 +179,18 @@ class RecipientAccess:
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.link.denied`` with its count per client, reason and finished minute
         of denials of unknown links (``everything``: the current minute too, on stopping)."""
-        due = self.denials.due(self.clock(), everything=everything)
-        if not due:
-            return 0
-        try:
-            async with self.events.unit_of_work() as work:
-                for bucket in due:
-                    work.emit(
-                        "share.link.denied",
-                        ShareLinkDenied(
-                            reason=bucket.reason,
-                            client=bucket.client,
-                            count=bucket.count,
-                            counted_from=bucket.minute,
-                        ),
-                        tenantid=UNKNOWN_TENANT,
-                        correlationid=f"denials-{uuid.uuid4()}",
-                    )
-        except BaseException:
-            self.denials.restore(due)
-            raise
-        return len(due)
+        return await self.denials.record_due(
+            self.events,
+            self.clock(),
+            "share.link.denied",
+            lambda bucket: ShareLinkDenied(
+                reason=bucket.reason,
+                client=bucket.client,
+                count=bucket.count,
+                counted_from=bucket.minute,
+            ),
+            everything=everything,
+        )
 
     def access_lifetime(self, tenant_id: str) -> timedelta:
         """30 minutes from the grant, or the tenant's shorter ``access_session_minutes``."""

@@ -12,7 +12,6 @@ link tokens); while the projections are not current, "try again".
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -163,24 +162,15 @@ class PatientPortal:
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.blume.denied`` with its count per client, patient and finished minute
         (``everything``: the current minute too, on stopping)."""
-        due = self.denials.due(self._clock(), everything=everything)
-        if not due:
-            return 0
-        try:
-            async with self._events.unit_of_work() as work:
-                for bucket in due:
-                    work.emit(
-                        "share.blume.denied",
-                        ShareBlumeDenied(
-                            blume_patient_id=bucket.subject,
-                            client=bucket.client,
-                            count=bucket.count,
-                            counted_from=bucket.minute,
-                        ),
-                        tenantid=UNKNOWN_TENANT,
-                        correlationid=f"denials-{uuid.uuid4()}",
-                    )
-        except BaseException:
-            self.denials.restore(due)
-            raise
-        return len(due)
+        return await self.denials.record_due(
+            self._events,
+            self._clock(),
+            "share.blume.denied",
+            lambda bucket: ShareBlumeDenied(
+                blume_patient_id=bucket.subject,
+                client=bucket.client,
+                count=bucket.count,
+                counted_from=bucket.minute,
+            ),
+            everything=everything,
+        )

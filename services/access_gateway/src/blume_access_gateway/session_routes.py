@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
+from blume_contracts.tokens import UnsubscribeClaims
 from blume_contracts.urls import SIGN_OUT_ROUTE, SIGNED_OUT_ROUTE, UNSUBSCRIBE_ROUTE
 from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -55,27 +56,33 @@ class SessionRoutes:
     async def confirm_unsubscribe(self, request: Request, token: str) -> Response:
         """What a person (or a link scanner) opening the unsubscribe URL sees: a button.
         A GET never unsubscribes."""
-        gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
-        claims = gateway.unsubscribe.claims(token)
-        if claims is None:
-            return gateway.pages.render(views.not_found_page(browser_locale(request)))
-        locale = await gateway.portal.patient_locale(claims.blume_patient_id)
-        return gateway.pages.render(views.unsubscribe_page(locale, request.url.path))
+        claims = await self._claims(request, token)
+        if isinstance(claims, Response):
+            return claims
+        locale = await self.gateway.portal.patient_locale(claims.blume_patient_id)
+        return self.gateway.pages.render(views.unsubscribe_page(locale, request.url.path))
 
     async def unsubscribe(self, request: Request, token: str) -> Response:
         """RFC 8058 one-click: a mail client POSTs ``List-Unsubscribe=One-Click`` with no
         cookie and no CSRF token; the sealed token is the authority. Audited; 200."""
         gateway = self.gateway
+        claims = await self._claims(request, token)
+        if isinstance(claims, Response):
+            return claims
+        await gateway.unsubscribe.unsubscribe(claims, gateway.client(request), gateway.request_id())
+        locale = await gateway.portal.patient_locale(claims.blume_patient_id)
+        return gateway.pages.render(views.unsubscribed_page(locale))
+
+    async def _claims(self, request: Request, token: str) -> UnsubscribeClaims | Response:
+        """Whose emails the token names; else the page to answer (429, or 404 for a token
+        we did not seal)."""
+        gateway = self.gateway
         if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
         claims = gateway.unsubscribe.claims(token)
         if claims is None:
             return gateway.pages.render(views.not_found_page(browser_locale(request)))
-        await gateway.unsubscribe.unsubscribe(claims, gateway.client(request), gateway.request_id())
-        locale = await gateway.portal.patient_locale(claims.blume_patient_id)
-        return gateway.pages.render(views.unsubscribed_page(locale))
+        return claims
 
     async def signed_out(self, request: Request) -> Response:
         return self.gateway.pages.render(views.signed_out_page(browser_locale(request)))

@@ -139,12 +139,7 @@ async def import_accounts(
         account.withhold_external_links = ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent
         account.updated_at = utcnow()
         session.add(account)
-        work.emit(
-            "patient.account.updated",
-            account_event(account),
-            tenantid=account.tenant_id,
-            correlationid=correlation_id,
-        )
+        announce(work, account, correlation_id)
     return ImportResult(created, updated, work.staged, kept)
 
 
@@ -179,13 +174,18 @@ async def apply_unsubscribe(
     account.email_notifications_by = "patient"
     account.updated_at = utcnow()
     session.add(account)
+    announce(work, account, correlation_id)  # None: the handled event's correlation
+    return account
+
+
+def announce(work: UnitOfWork, account: PatientAccount, correlation_id: str | None) -> None:
+    """``patient.account.updated``: how the dispatcher and the gateway learn of a change."""
     work.emit(
         "patient.account.updated",
         account_event(account),
         tenantid=account.tenant_id,
-        correlationid=correlation_id,  # None: the handled event's own
+        correlationid=correlation_id,
     )
-    return account
 
 
 def mask_email(address: str) -> str:
