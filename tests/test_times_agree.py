@@ -1,11 +1,16 @@
 """Issue 12 item 3: one time zone per tenant (its policy's ``time_zone``) and one
-formatting function (``blume_contracts.display.format_moment``) for pages and emails."""
+formatting function (``blume_contracts.display.format_moment``) for pages and emails.
+
+Here, outside the services, because it holds the access gateway's page and the notifier's
+email side by side (a service's own tests import no other service)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from blume_contracts.events import Recipient, Sender, ShareLinkIssued
@@ -14,9 +19,15 @@ from blume_notifier.render import build_link_email
 from blume_runtime.tenants import TenantPolicy
 from pydantic import ValidationError
 
-from services.access_gateway.tests.conftest import Harness
+from services.access_gateway.tests.conftest import Harness, make_harness
 
 LINK = "https://share.test/s/example"
+
+
+@pytest.fixture
+def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness]:
+    """The access gateway's route-test harness (its own tests' fixture)."""
+    yield from make_harness(tmp_path, monkeypatch)
 
 
 def email_text(tenant_policy: TenantPolicy, expires_at: datetime, locale: Locale) -> str:
