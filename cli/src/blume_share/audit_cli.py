@@ -14,6 +14,7 @@ from typing import Annotated, Final, TextIO
 
 import typer
 from blume_audit_sink import (
+    NAME,
     AuditRecord,
     AuditSettings,
     DisclosureRequest,
@@ -38,7 +39,7 @@ from blume_audit_sink import (
 from blume_runtime.db import as_utc
 from pydantic import ValidationError
 
-from blume_share import operations
+from blume_share import audit_operations
 from blume_share.audit_governance_cli import audit_purge, hold_app, retention_app
 from blume_share.cli_support import (
     EXIT_BAD_INPUT,
@@ -121,7 +122,7 @@ def audit_verify(
             fail(f"no checkpoint directory {directory}", EXIT_BAD_INPUT)
     try:
         report = run_async(
-            operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
+            audit_operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
         )
     except SigningKeyError as error:
         fail(str(error), EXIT_UNAVAILABLE)
@@ -206,7 +207,7 @@ def audit_query(
         until=until,
     )
     records = run_async(
-        operations.audit_find(
+        audit_operations.audit_find(
             settings, wanted, limit=limit, offset=offset, operator=current_operator(settings)
         )
     )
@@ -259,7 +260,7 @@ def audit_export(
     )
     with _output(output) as out:
         count = run_async(
-            operations.audit_export(
+            audit_operations.audit_export(
                 settings, wanted, output_format.value, out, current_operator(settings)
             )
         )
@@ -287,7 +288,7 @@ def audit_disclosures(
     """The accounting of disclosures (HIPAA 164.528) for one patient."""
     settings = ready_settings()
     report = run_async(
-        operations.audit_disclosures(
+        audit_operations.audit_disclosures(
             settings,
             DisclosureRequest(tenant, patient, since, until, include_to_patient),
             current_operator(settings),
@@ -309,7 +310,7 @@ def audit_checkpoint(tenant: Tenant = None) -> None:
     settings = ready_settings()
     try:
         sealed, made = run_async(
-            operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
+            audit_operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
         )
     except SigningKeyError as error:
         fail(str(error), EXIT_UNAVAILABLE)
@@ -357,7 +358,7 @@ def audit_serve_api(
             fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", EXIT_BAD_INPUT)
     except TokenConfigError as error:
         fail(str(error), EXIT_BAD_INPUT)
-    uvicorn.run(create_app(settings, audit, settings.database), host=host, port=port)
+    uvicorn.run(create_app(settings, audit, settings.service_database(NAME)), host=host, port=port)
 
 
 audit_app.command("purge")(audit_purge)

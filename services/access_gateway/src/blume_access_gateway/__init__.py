@@ -6,13 +6,37 @@ HTTP server (``HttpServer``; ``ThreadedHttpServer`` beside workers, with ``on_lo
 probe the queue from its thread) with its settings.
 """
 
+from typing import Final
+
 from blume_access_gateway.freshness import Freshness, queue_probe
+from blume_access_gateway.models import (
+    BrowserSession,
+    LinkGrant,
+    OtpChallenge,
+    ProjectedAccount,
+    ProjectedEntry,
+    ProjectedLink,
+    ProjectedRevocation,
+)
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer, ThreadedHttpServer, on_loop
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
 
+TABLES: Final = (
+    OtpChallenge,
+    LinkGrant,
+    ProjectedLink,
+    ProjectedRevocation,
+    ProjectedAccount,
+    ProjectedEntry,
+    BrowserSession,
+)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
+
 __all__ = [
     "NAME",
+    "TABLES",
     "Freshness",
     "GatewayConfigError",
     "GatewaySettings",

@@ -12,6 +12,7 @@ link tokens); while the projections are not current, "try again".
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 from blume_contracts.events import ClientContext, ShareBlumeDenied, ShareBlumeViewed
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
-from blume_access_gateway.denial_tally import DenialTally
+from blume_access_gateway.denial_tally import CountedDenials, DenialTally
 from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, check_entry_grant
@@ -163,14 +164,20 @@ class PatientPortal:
         """One ``share.blume.denied`` with its count per client, patient and finished minute
         (``everything``: the current minute too, on stopping)."""
         return await self.denials.record_due(
-            self._events,
-            self._clock(),
-            "share.blume.denied",
-            lambda bucket: ShareBlumeDenied(
-                blume_patient_id=bucket.subject,
-                client=bucket.client,
-                count=bucket.count,
-                counted_from=bucket.minute,
-            ),
-            everything=everything,
+            self._events, self._clock(), _counted_denials, everything=everything
         )
+
+
+def _counted_denials(work: UnitOfWork, bucket: CountedDenials[EntryDenial]) -> None:
+    """A client's further refused entries for one patient in one minute, as one event."""
+    work.emit(
+        "share.blume.denied",
+        ShareBlumeDenied(
+            blume_patient_id=bucket.subject,
+            client=bucket.client,
+            count=bucket.count,
+            counted_from=bucket.minute,
+        ),
+        tenantid=UNKNOWN_TENANT,
+        correlationid=f"denials-{uuid.uuid4()}",
+    )

@@ -11,17 +11,13 @@ addresses) every denial is recorded on its own again: memory stays bounded, noth
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, Generic, TypeVar
 
 from blume_contracts.events import ClientContext
-from blume_runtime.unit_of_work import UnitsOfWork
-from pydantic import BaseModel
-
-from blume_access_gateway.events import UNKNOWN_TENANT
+from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 MAX_BUCKETS: Final = 10_000
 
@@ -85,26 +81,20 @@ class DenialTally(Generic[Reason]):
         self,
         events: UnitsOfWork,
         now: datetime,
-        event_type: str,
-        event_for: Callable[[CountedDenials[Reason]], BaseModel],
+        record: Callable[[UnitOfWork, CountedDenials[Reason]], None],
         *,
         everything: bool = False,
     ) -> int:
-        """Record one ``event_type`` (``event_for`` a bucket) per bucket of a finished minute
-        (``everything``: the current minute too, on stopping), in the ``_unknown`` chain; the
-        counts are put back if the write fails. How many records were written."""
+        """``record`` each bucket of a finished minute (``everything``: the current minute
+        too, on stopping) in one transaction; the counts are put back if it fails. How many
+        buckets were recorded."""
         due = self.due(now, everything=everything)
         if not due:
             return 0
         try:
             async with events.unit_of_work() as work:
                 for bucket in due:
-                    work.emit(
-                        event_type,
-                        event_for(bucket),
-                        tenantid=UNKNOWN_TENANT,
-                        correlationid=f"denials-{uuid.uuid4()}",
-                    )
+                    record(work, bucket)
         except BaseException:
             self.restore(due)
             raise

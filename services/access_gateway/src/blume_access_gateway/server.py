@@ -118,7 +118,11 @@ def main() -> None:
         freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
         runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
         freshness.attach(queue_probe(runtime.transport, NAME))
-        runtime.add(HttpServer.from_settings(settings, db, runtime.relay, freshness))
+        runtime.add(
+            HttpServer.from_settings(
+                settings, runtime.database_for(NAME), runtime.relay_for(NAME), freshness
+            )
+        )
         try:
             await runtime.run_until_signalled()
         finally:
@@ -190,7 +194,8 @@ class ThreadedHttpServer:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        db = Database(self._settings.database)
+        # The gateway's own schema and URL, as the runtime would give it (``database_for``).
+        db = Database(self._settings.service_database(NAME), schema=NAME)
         try:
             relay = LoopBridgedRelay(self._relay, workers_loop)
             server = HttpServer.from_settings(self._settings, db, relay, self._freshness)

@@ -2,8 +2,11 @@
 a patient's portal sign-in, each ended by sign-out (``access_gateway_sessions``); and when
 and by whom a patient account's email-notification preference was last set.
 
+On PostgreSQL the sessions table is the gateway's (schema ``access_gateway``) and the
+account columns the publisher's (schema ``blume_publisher``), as 0011 placed them.
+
 Revision ID: 0015
-Revises: 0010
+Revises: 0011
 """
 
 from collections.abc import Sequence
@@ -12,12 +15,18 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+def _schema(service: str) -> str | None:
+    """Where ``service``'s tables are: its own schema on PostgreSQL; SQLite has none."""
+    return service if op.get_bind().dialect.name == "postgresql" else None
+
+
 def upgrade() -> None:
+    gateway, publisher = _schema("access_gateway"), _schema("blume_publisher")
     op.create_table(
         "access_gateway_sessions",
         sa.Column("session_hash", sa.String(length=64), nullable=False),
@@ -30,14 +39,16 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("session_hash"),
+        schema=gateway,
     )
     op.create_index(
         op.f("ix_access_gateway_sessions_expires_at"),
         "access_gateway_sessions",
         ["expires_at"],
         unique=False,
+        schema=gateway,
     )
-    with op.batch_alter_table("blume_patient_accounts") as batch:
+    with op.batch_alter_table("blume_patient_accounts", schema=publisher) as batch:
         batch.add_column(
             sa.Column("email_notifications_set_at", sa.DateTime(timezone=True), nullable=True)
         )
@@ -45,10 +56,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("blume_patient_accounts") as batch:
+    gateway, publisher = _schema("access_gateway"), _schema("blume_publisher")
+    with op.batch_alter_table("blume_patient_accounts", schema=publisher) as batch:
         batch.drop_column("email_notifications_by")
         batch.drop_column("email_notifications_set_at")
     op.drop_index(
-        op.f("ix_access_gateway_sessions_expires_at"), table_name="access_gateway_sessions"
+        op.f("ix_access_gateway_sessions_expires_at"),
+        table_name="access_gateway_sessions",
+        schema=gateway,
     )
-    op.drop_table("access_gateway_sessions")
+    op.drop_table("access_gateway_sessions", schema=gateway)
