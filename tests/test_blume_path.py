@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -166,3 +168,62 @@ async def test_notifications_off_publishes_without_email(
     audited = blume_share("audit", "query", "--format", "jsonl", env=system.env)
     types = {json.loads(line)["event_type"] for line in audited.stdout.splitlines()}
     assert {"share.blume.published", "share.notification.suppressed"} <= types
+
+
+def http(url: str, *, post: bytes | None = None) -> tuple[int, str]:
+    """A request with no cookie at all, as a mail client's one-click POST is."""
+    request = urllib.request.Request(url, data=post, method="POST" if post is not None else "GET")
+    if post is not None:
+        request.add_header("content-type", "application/x-www-form-urlencoded")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return int(answer.status), answer.read().decode()
+
+
+async def test_item_14_one_click_unsubscribe_stops_blume_emails_and_an_import_keeps_it(
+    system: RunningSystem, smtp_server: Any, tmp_path: Path
+) -> None:
+    """Issue 12 item 14: the "Step into Blume" email carries List-Unsubscribe (an https URL
+    with an opaque token, no PHI) and List-Unsubscribe-Post (RFC 8058). A GET shows a
+    confirmation and changes nothing; a cookieless one-click POST answers 200, is audited,
+    and blume_publisher switches the patient's emails off, so the next Blume share is
+    suppressed; a later import saying "on" keeps the patient's newer choice and says so."""
+    enrol(system, tmp_path)
+    system.publish(blume_request())
+    [message] = await smtp_server.wait_for(1)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    target = re.fullmatch(r"<(https://[^>]+)>", str(message["List-Unsubscribe"]))
+    assert target is not None
+    url = target.group(1)
+    assert url.startswith("https://share.blume-test.example/unsubscribe/")
+    for detail in [*PHI, "bp-0001", "jane.doe", "demo-hospital"]:
+        assert detail not in url
+    local = system.http_base + urlsplit(url).path
+
+    status, page = http(local)
+    assert status == 200
+    assert "Ne plus recevoir ces courriels" in page  # the account's locale, fr-CA
+    assert system.events("patient.notifications.unsubscribed") == []
+
+    status, page = http(local, post=b"List-Unsubscribe=One-Click")
+    assert status == 200
+    assert "Vous ne recevrez plus de courriels de Blume" in page
+    [unsubscribed] = await system.wait_for("patient.notifications.unsubscribed")
+    assert unsubscribed["data"]["blume_patient_id"] == "bp-0001"
+    await system.wait_for("patient.account.updated", count=2)
+    assert system.events("patient.account.updated")[-1]["data"]["email_notifications"] is False
+
+    system.publish(blume_request())
+    await system.wait_for("share.notification.suppressed")
+    assert len(smtp_server.messages) == 1
+
+    accounts = tmp_path / "accounts.jsonl"
+    accounts.write_text(json.dumps({**ACCOUNT, "email_notifications": True}) + "\n")
+    imported = blume_share("patients", "import", str(accounts), env=system.env)
+    assert imported.returncode == 0, imported.stderr
+    assert "bp-0001: kept the patient's own choice of" in imported.stdout
+    assert "(email notifications off) over the file's" in imported.stdout
+    shown = blume_share("patients", "show", "bp-0001", "--json", env=system.env)
+    assert json.loads(shown.stdout)["email_notifications"] is False
+    audited = blume_share("audit", "query", "--format", "jsonl", env=system.env)
+    types = {json.loads(line)["event_type"] for line in audited.stdout.splitlines()}
+    assert "patient.notifications.unsubscribed" in types

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.async_api import BrowserContext, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from services.access_gateway.tests.fake_idp import FakeIdentityProvider
 from tests.browser.conftest import email_text
@@ -32,23 +32,16 @@ ACCOUNT = {
 }
 
 
-async def test_signed_out_patient_signs_in_and_lands_on_the_study(
-    gateway_system: RunningSystem,
-    smtp_server: Any,
-    context: BrowserContext,
-    portal_idp: tuple[FakeIdentityProvider, str],
-    tmp_path: Path,
-) -> None:
-    """Email link → portal sign-in → back on the same study, which only its owner sees."""
-    system = gateway_system
+async def emailed_study_link(
+    system: RunningSystem, smtp_server: Any, provider: FakeIdentityProvider, tmp_path: Path
+) -> str:
+    """Enrol Jane (with her portal identity), share a study into Blume, and return the
+    study link of her "Step into Blume" email."""
     accounts = tmp_path / "accounts.jsonl"
     accounts.write_text(json.dumps(ACCOUNT) + "\n")
     imported = blume_share("patients", "import", str(accounts), env=system.env)
     assert imported.returncode == 0, imported.stderr
-    provider, _issuer = portal_idp
     provider.users["jane.doe@mail.example"] = {"blume_patient_id": "bp-0001"}
-    provider.users["someone.else@mail.example"] = {"blume_patient_id": "bp-9999"}
-
     data = {k: v for k, v in EXAMPLE["data"].items() if k not in {"recipient", "expires_in_hours"}}
     data.update(method="blume", patient_account={"blume_patient_id": "bp-0001"})
     system.publish(request_event(data))
@@ -58,7 +51,11 @@ async def test_signed_out_patient_signs_in_and_lands_on_the_study(
             re.escape(system.http_base) + r"/blume/studies/ent_[0-9a-f]{32}", email_text(message)
         )
     )
+    return str(study_link)
 
+
+async def signed_in_on_the_study(context: BrowserContext, study_link: str) -> Page:
+    """Open the emailed link signed out, sign in as Jane, land on her study."""
     page = await context.new_page()
     await page.goto(study_link)
     await page.wait_for_url("**/authorize?*")  # signed out: off to the portal's sign-in
@@ -66,6 +63,22 @@ async def test_signed_out_patient_signs_in_and_lands_on_the_study(
     await page.click("#sign-in")
     await page.wait_for_url(study_link)
     await expect(page.locator("h1")).to_have_text("Your imaging study")
+    return page
+
+
+async def test_signed_out_patient_signs_in_and_lands_on_the_study(
+    gateway_system: RunningSystem,
+    smtp_server: Any,
+    context: BrowserContext,
+    portal_idp: tuple[FakeIdentityProvider, str],
+    tmp_path: Path,
+) -> None:
+    """Email link → portal sign-in → back on the same study, which only its owner sees."""
+    system = gateway_system
+    provider, _issuer = portal_idp
+    provider.users["someone.else@mail.example"] = {"blume_patient_id": "bp-9999"}
+    study_link = await emailed_study_link(system, smtp_server, provider, tmp_path)
+    page = await signed_in_on_the_study(context, study_link)
     await expect(page.locator("main")).to_contain_text("CT CHEST W CONTRAST")
     help_window = await press_f1(context, page)
     assert urlsplit(help_window.url).path == "/help/blume-study"
@@ -82,4 +95,32 @@ async def test_signed_out_patient_signs_in_and_lands_on_the_study(
         await expect(other.locator("h1")).to_have_text("Study not found")
     finally:
         await stranger.close()
+    assert len(system.events("share.blume.viewed")) == 1
+
+
+async def test_item_8_after_sign_out_back_and_reload_do_not_show_the_study(
+    gateway_system: RunningSystem,
+    smtp_server: Any,
+    context: BrowserContext,
+    portal_idp: tuple[FakeIdentityProvider, str],
+    tmp_path: Path,
+) -> None:
+    """Issue 12 item 8 in Chromium: the patient presses Sign out on the study page; the back
+    button and a reload then lead to the portal's sign-in, never to the study."""
+    system = gateway_system
+    study_link = await emailed_study_link(system, smtp_server, portal_idp[0], tmp_path)
+    page = await signed_in_on_the_study(context, study_link)
+    await page.click("#sign-out")
+    await page.wait_for_url("**/signed-out")
+    await expect(page.locator("h1")).to_have_text("You are signed out")
+    [signed_out] = await system.wait_for("session.signed_out")
+    assert signed_out["data"]["blume_patient_id"] == "bp-0001"
+
+    await page.go_back()
+    await page.wait_for_url("**/authorize?*")
+    await expect(page.locator("body")).not_to_contain_text("CT CHEST W CONTRAST")
+    await page.goto(study_link)
+    await page.reload()
+    await page.wait_for_url("**/authorize?*")
+    await expect(page.locator("body")).not_to_contain_text("CT CHEST W CONTRAST")
     assert len(system.events("share.blume.viewed")) == 1

@@ -175,7 +175,8 @@ async def run(
     """Run the named workers, publish ``requests`` once started, until signalled or idle.
 
     With ``access_gateway`` among the names (and not ``until_idle``), the web gateway is
-    served over HTTP beside the workers, on the same database engine and outbox relay.
+    served over HTTP beside the workers, on a thread of its own (its own event loop and
+    database engine), handing what it commits to the runtime's outbox relay.
     """
     db = database(settings)
     mail_before = _mail_stamps(settings.mail_drop_dir)
@@ -189,7 +190,14 @@ async def run(
         if name in WORKERS
     ]
     runtime = Runtime(settings, workers, db, serve_ops=not until_idle)
-    freshness.attach(access_gateway.queue_probe(runtime.transport, GATEWAY))
+    probe = access_gateway.queue_probe(runtime.transport, GATEWAY)
+    if serving_gateway:
+        # The gateway serves from a thread of its own (its own loop and database engine) so
+        # a flood of requests cannot starve the workers' loop; the queue it probes for its
+        # freshness lives on this loop, so the probe runs here.
+        freshness.attach(access_gateway.on_loop(asyncio.get_running_loop(), probe))
+    else:
+        freshness.attach(probe)
 
     async def publish_requests() -> None:
         if settings.embedded_broker:
@@ -202,11 +210,8 @@ async def run(
         if not until_idle:
             if serving_gateway:
                 runtime.add(
-                    access_gateway.HttpServer.from_settings(
-                        settings,
-                        runtime.database_for(GATEWAY),
-                        runtime.relay_for(GATEWAY),
-                        freshness,
+                    access_gateway.ThreadedHttpServer(
+                        settings, runtime.relay_for(GATEWAY), freshness
                     )
                 )
             await runtime.run_until_signalled(on_started=publish_requests)

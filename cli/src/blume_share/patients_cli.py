@@ -54,6 +54,8 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
             )
         else:
             await operations.relay_committed(settings, result.staged, schema=blume_publisher.NAME)
+    for kept in result.kept_choices:
+        typer.echo(kept)
     return result.created, result.updated
 
 

@@ -557,6 +557,48 @@ class SenderNotificationRequested(Contract):
     locale: Locale
 
 
+class ShareBlumeDenied(Contract):
+    """A signed-in patient asked for a portal entry they may not see (another patient's, an
+    unknown one, revoked, withheld): answered 404, recorded here. A probe flood is
+    aggregated like unknown link tokens: one record per client and minute with a count."""
+
+    entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")] | None = Field(
+        default=None, description="None when the path named no well-formed entry id."
+    )
+    blume_patient_id: Identifier
+    reason: Literal["not_shown"] = "not_shown"
+    client: ClientContext
+    count: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="Denials this record stands for (the aggregate of one minute)."
+    )
+    counted_from: AwareDatetime | None = Field(
+        default=None, description="With a count over one: the start of the minute counted."
+    )
+
+
+class SessionSignedOut(Contract):
+    """Someone signed out of the gateway: a patient of the portal, or a recipient of the
+    access a link granted. The session is ended server-side (its cookie, even copied, no
+    longer works)."""
+
+    kind: Literal["patient", "recipient"]
+    blume_patient_id: Identifier | None = Field(default=None, description="A patient's.")
+    share_id: ShareId | None = Field(default=None, description="A recipient's link's share.")
+    link_id: LinkId | None = None
+    client: ClientContext
+
+
+class PatientNotificationsUnsubscribed(Contract):
+    """The patient switched off Blume email notifications with the one-click unsubscribe
+    of a Blume email (RFC 8058). blume_publisher, the account's owner, applies it (the
+    patient's own choice, timestamped: a later import does not silently undo it)."""
+
+    blume_patient_id: Identifier
+    tenant_id: Identifier
+    unsubscribed_at: AwareDatetime
+    client: ClientContext
+
+
 # ------------------------------------------------------------- operator actions on dead letters
 
 MAX_DEAD_LETTERS_PER_EVENT = 500

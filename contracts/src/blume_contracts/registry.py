@@ -220,6 +220,27 @@ EVENTS: Final[dict[str, EventSpec]] = {
             (_AUDIT, _GATEWAY),
         ),
         EventSpec(
+            "share.blume.denied",
+            ev.ShareBlumeDenied,
+            "A signed-in patient was refused a portal entry (someone else's or unknown).",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "session.signed_out",
+            ev.SessionSignedOut,
+            "A patient or a recipient signed out of the gateway; the session is ended.",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "patient.notifications.unsubscribed",
+            ev.PatientNotificationsUnsubscribed,
+            "A patient switched off Blume email notifications (one-click unsubscribe).",
+            (_GATEWAY,),
+            ("blume_publisher", _AUDIT),
+        ),
+        EventSpec(
             "patient.account.updated",
             ev.PatientAccountUpdated,
             "A Blume patient account was created or changed (status, consent, preferences).",

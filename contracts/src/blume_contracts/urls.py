@@ -14,6 +14,11 @@ LINK_ROUTE: Final = "/s/{token}"
 """The recipient's link page under the public base URL; its path carries only the token."""
 LINK_CODE_ROUTE: Final = f"{LINK_ROUTE}/code"
 PORTAL_MOUNT: Final = "/blume"
+UNSUBSCRIBE_ROUTE: Final = "/unsubscribe/{token}"
+"""A Blume email's List-Unsubscribe target: GET confirms, POST (RFC 8058 one-click) acts."""
+SIGN_OUT_ROUTE: Final = "/sign-out"
+"""POST (with CSRF): ends this browser's sessions, a patient's and a recipient's alike."""
+SIGNED_OUT_ROUTE: Final = "/signed-out"
 """Where the gateway serves the patient portal; the default portal base URL ends with it."""
 PORTAL_STUDY_ROUTE: Final = "/studies/{entry_id}"
 """A patient's study under the portal base URL; its path carries only the opaque entry id."""
@@ -54,3 +59,8 @@ def viewer_url(tenant_viewer_url: str, ticket: str) -> str:
     parts = urlsplit(tenant_viewer_url)
     query = [*parse_qsl(parts.query, keep_blank_values=True), (VIEWER_TICKET_PARAMETER, ticket)]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def unsubscribe_url(public_base_url: str, token: str) -> str:
+    """The one-click unsubscribe URL of a Blume email; ``token`` is opaque (sealed)."""
+    return public_base_url + UNSUBSCRIBE_ROUTE.format(token=token)

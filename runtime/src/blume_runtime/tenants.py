@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from blume_contracts.display import DEFAULT_TIME_ZONE, time_zone
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SsoPolicy(BaseModel):
@@ -76,6 +85,22 @@ class TenantPolicy(BaseModel):
         default=None,
         description="The staff OpenID provider for sender_auth sso (not the recipients' sso).",
     )
+    time_zone: str = Field(
+        default=DEFAULT_TIME_ZONE,
+        description=(
+            "IANA time zone in which the tenant's pages and emails show times (a link's "
+            "expiry); America/Toronto when absent."
+        ),
+    )
+    access_session_minutes: int = Field(
+        default=30,
+        gt=0,
+        le=30,
+        description=(
+            "How long a recipient's access lasts after a grant, from the grant, never slid "
+            "by pressing View study again; at most 30 minutes (a policy may only shorten it)."
+        ),
+    )
     sender_domains: list[str] = Field(
         default_factory=list,
         description=(
@@ -90,6 +115,12 @@ class TenantPolicy(BaseModel):
             "share (no PHI: the share reference and the recipient's masked address)."
         ),
     )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        time_zone(value)  # raises ValueError, which pydantic reports with the field's name
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -64,6 +64,16 @@ tenants:
     display_name: Open Clinic
     recipient_auth: none
     viewer_url: https://viewer.test/view?site=1
+  west-clinic:
+    display_name: West Clinic
+    recipient_auth: none
+    time_zone: America/Vancouver
+    viewer_url: https://viewer.test/view
+  brief-clinic:
+    display_name: Brief Clinic
+    recipient_auth: none
+    access_session_minutes: 10
+    viewer_url: https://viewer.test/view
   otp-hospital:
     display_name: OTP Hospital
     recipient_auth: email_otp

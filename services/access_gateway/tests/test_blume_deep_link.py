@@ -156,3 +156,48 @@ def test_without_a_portal_provider_sign_in_is_unavailable(harness: Harness) -> N
         response = client.get("/blume/login?next=/blume/")
     assert response.status_code == 503
     assert "Sign-in is not available" in response.text
+
+
+@pytest.mark.parametrize("case", ["another patient's", "no such entry", "malformed id"])
+def test_item_12_cross_patient_probes_are_audited_as_denials(harness: Harness, case: str) -> None:
+    """Issue 12 item 12: a signed-in patient probing another patient's entry, an unknown one
+    or a malformed id gets the same 404 and a share.blume.denied record naming the patient
+    and the client, never the other patient's entry's tenant."""
+    harness.add_patient("bp-0001")
+    harness.add_patient("bp-0002")
+    entry = harness.add_entry("bp-0001")
+    entry_id = {
+        "another patient's": entry.entry_id,
+        "no such entry": "ent_" + "0" * 32,
+        "malformed id": "not-an-entry",
+    }[case]
+    with harness.client() as client:
+        sign_in_patient(harness, client, "/blume/", "bp-0002")
+        response = client.get(f"/blume/studies/{entry_id}")
+    assert response.status_code == 404
+    [denied] = harness.transport.events("share.blume.denied")
+    assert denied["tenantid"] == "_unknown"
+    assert denied["data"]["blume_patient_id"] == "bp-0002"
+    assert denied["data"]["entry_id"] == (None if case == "malformed id" else entry_id)
+    assert denied["data"]["client"]["client_ip"] == CLIENT_IP
+    assert denied["data"]["count"] == 1
+
+
+def test_item_12_a_probe_flood_is_one_record_per_client_patient_and_minute(
+    harness: Harness,
+) -> None:
+    """Issue 12 item 12: twenty probes in a minute write the first denial at once and the
+    other nineteen as one counted record once the minute is over, not a record each."""
+    harness.add_patient("bp-0002")
+    with harness.client() as client:
+        sign_in_patient(harness, client, "/blume/", "bp-0002")
+        for number in range(20):
+            assert client.get(f"/blume/studies/ent_{number:032x}").status_code == 404
+    assert len(harness.transport.events("share.blume.denied")) == 1
+    assert harness.run(harness.gateway.record_counted_denials()) == 0  # minute not over
+    harness.clock.advance(seconds=60)
+    assert harness.run(harness.gateway.record_counted_denials()) == 1
+    aggregate = harness.transport.events("share.blume.denied")[-1]
+    assert aggregate["data"]["count"] == 19
+    assert aggregate["data"]["blume_patient_id"] == "bp-0002"
+    assert aggregate["data"]["counted_from"] is not None

@@ -12,7 +12,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from blume_access_gateway.models import LinkGrant
 from blume_access_gateway.tickets import InvalidTicketError, verify_ticket
+from blume_runtime.tenants import TenantPolicy
 from joserfc import jwt
+from pydantic import ValidationError
 
 from services.access_gateway.tests.conftest import PUBLIC, Harness, csrf_for
 
@@ -90,7 +92,7 @@ def test_ticket_expires_after_a_minute_and_needs_the_ticket_key(harness: Harness
 
 
 def test_grant_sets_a_short_strict_session_cookie(harness: Harness) -> None:
-    """The session cookie is HttpOnly, Secure, SameSite=Strict and lives 15 minutes."""
+    """The session cookie is HttpOnly, Secure, SameSite=Strict and lives 30 minutes."""
     token, _link = harness.add_link()
     with harness.client() as client:
         granted = press(client, token)
@@ -98,7 +100,7 @@ def test_grant_sets_a_short_strict_session_cookie(harness: Harness) -> None:
         "httponly": "True",
         "secure": "True",
         "samesite": "strict",
-        "max-age": "900",
+        "max-age": "1800",
     }
 
 
@@ -206,3 +208,45 @@ def test_events_wait_in_the_outbox_when_the_broker_is_down(harness: Harness) -> 
     harness.run(harness.gateway.events.relay.sweep(older_than=timedelta(0)))  # type: ignore[attr-defined]
     assert [e["type"] for e in harness.transport.events()] == ["share.link.opened"]
     assert harness.rows(OutboxMessage) == []
+
+
+def test_item_5_the_access_session_ends_30_minutes_after_the_grant_however_often_pressed(
+    harness: Harness,
+) -> None:
+    """Issue 12 item 5: pressing "View study" within the session shows the same use again
+    without re-signing the cookie; 31 minutes after the grant the session is over, and a
+    one-use link whose use is spent grants no new use and no viewer ticket (410 max_uses)."""
+    token, _link = harness.add_link(max_uses=1)
+    with harness.client() as client:
+        assert press(client, token).status_code == 303
+        harness.clock.advance(seconds=20 * 60)
+        again = press(client, token)
+        assert again.status_code == 303
+        assert "__Host-blume_access" not in " ".join(again.headers.get_list("set-cookie"))
+        harness.clock.advance(seconds=11 * 60)
+        spent = press(client, token)
+    assert spent.status_code == 410
+    assert "location" not in spent.headers
+    assert len(harness.rows(LinkGrant)) == 1
+    assert [e["data"]["use_number"] for e in harness.transport.events("share.link.accessed")] == [
+        1,
+        1,
+    ]
+    assert harness.transport.events("share.link.denied")[-1]["data"]["reason"] == "max_uses"
+
+
+def test_item_5_a_tenant_policy_may_shorten_the_access_session_never_lengthen_it(
+    harness: Harness,
+) -> None:
+    """Issue 12 item 5: a tenant's access_session_minutes of 10 ends the session 10 minutes
+    after the grant (the cookie says so too); a policy asking for more than 30 is refused."""
+    token, _link = harness.add_link("brief-clinic", max_uses=1)
+    with harness.client() as client:
+        granted = press(client, token)
+        assert cookie_attributes(granted, "__Host-blume_access")["max-age"] == "600"
+        harness.clock.advance(seconds=9 * 60)
+        assert press(client, token).status_code == 303
+        harness.clock.advance(seconds=2 * 60)
+        assert press(client, token).status_code == 410
+    with pytest.raises(ValidationError, match="access_session_minutes"):
+        TenantPolicy(display_name="Long", access_session_minutes=60)

@@ -157,3 +157,22 @@ async def test_the_step_into_blume_email_is_recorded_as_sent_to_the_patient(
     [sent] = pipeline.events()
     assert sent["data"]["addressee"] == "patient"
     assert sent["data"]["purpose"] == "share"
+
+
+def test_item_14_the_blume_email_offers_one_click_unsubscribe() -> None:
+    """Issue 12 item 14: List-Unsubscribe names the https URL (its token opaque) and
+    List-Unsubscribe-Post says One-Click (RFC 8058); without a URL there are neither."""
+    url = "https://share.example/unsubscribe/gAAAAABopaque"
+    with_header = build_blume_email(
+        published(),
+        PORTAL_LINK,
+        mail_from="Blume <no-reply@blume.example>",
+        message_id="<m@x>",
+        unsubscribe=url,
+    )
+    assert with_header["List-Unsubscribe"] == f"<{url}>"
+    assert with_header["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    without = build_blume_email(
+        published(), PORTAL_LINK, mail_from="Blume <no-reply@blume.example>", message_id="<m@x>"
+    )
+    assert without["List-Unsubscribe"] is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
@@ -14,7 +14,6 @@ from blume_contracts.events import Locale, Recipient, ShareLinkIssued
 from blume_notifier.render import (
     build_link_email,
     environment,
-    format_expiry,
     link_email_context,
     link_message_id,
     render_link_email,
@@ -60,7 +59,7 @@ def test_english_email_says_who_shared_until_when_with_the_link(
     assert message["Content-Language"] == "en-CA"
     for body in (text, html):
         assert "Hello Dr. Bob Jones," in body
-        assert "28 November 2026 at 14:00 UTC" in body
+        assert "28 November 2026 at 09:00 EST" in body  # the default zone, America/Toronto
         assert "personal and time-limited" in body
         assert "alice@demo-hospital.example" in body
         assert link in body
@@ -69,7 +68,7 @@ def test_english_email_says_who_shared_until_when_with_the_link(
 
 
 def test_french_email_is_in_french_with_french_date(make_issued: MakeIssued, link: str) -> None:
-    """fr-CA: French subject and body, expiry written the Quebec way, in UTC."""
+    """fr-CA: French subject and body, expiry written the Quebec way, in the tenant's zone."""
     message = email_for(make_issued(locale="fr-CA"), link)
     text, html = parts(message)
     assert message["Subject"] == (
@@ -78,7 +77,7 @@ def test_french_email_is_in_french_with_french_date(make_issued: MakeIssued, lin
     assert message["Content-Language"] == "fr-CA"
     for body in (text, html):
         assert "Bonjour Dr. Bob Jones," in body
-        assert "28 novembre 2026 à 14 h 00 UTC" in body
+        assert "28 novembre 2026 à 9 h 00 EST" in body
         assert "personnel et valide pour une durée limitée" in body
         assert link in body
     assert "Consulter l\u2019examen" in html
@@ -266,28 +265,6 @@ def test_every_locale_renders_non_empty_parts(
     assert "\n" not in rendered.subject
     assert link in rendered.text
     assert rendered.html.lstrip().startswith("<!DOCTYPE html>")
-
-
-@pytest.mark.parametrize(
-    ("moment", "locale", "expected"),
-    [
-        (datetime(2026, 11, 28, 14, 0, tzinfo=UTC), "en-CA", "28 November 2026 at 14:00 UTC"),
-        (datetime(2026, 11, 28, 14, 0, tzinfo=UTC), "fr-CA", "28 novembre 2026 à 14 h 00 UTC"),
-        (datetime(2026, 12, 1, 9, 5, tzinfo=UTC), "fr-CA", "1er décembre 2026 à 9 h 05 UTC"),
-        (datetime(2026, 12, 1, 9, 5, tzinfo=UTC), "en-CA", "1 December 2026 at 09:05 UTC"),
-        (
-            datetime(2026, 2, 28, 21, 30, tzinfo=timezone(timedelta(hours=-5))),
-            "en-CA",
-            "1 March 2026 at 02:30 UTC",
-        ),
-        (datetime(2027, 8, 15, 0, 0, tzinfo=UTC), "fr-CA", "15 août 2027 à 0 h 00 UTC"),
-    ],
-)
-def test_expiry_is_formatted_for_the_locale_in_utc(
-    moment: datetime, locale: Locale, expected: str
-) -> None:
-    """Expiry dates are spelled per locale and converted to UTC, with the zone stated."""
-    assert format_expiry(moment, locale) == expected
 
 
 def test_reply_to_is_the_sender_only_at_one_of_the_tenants_sender_domains(

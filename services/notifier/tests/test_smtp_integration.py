@@ -56,7 +56,7 @@ async def test_smtp_mailer_delivers_the_rendered_email(
     assert isinstance(html, EmailMessage)
     assert link in text.get_content()
     assert f'href="{link}"' in html.get_content()
-    assert "28 novembre 2026 à 14 h 00 UTC" in text.get_content()
+    assert "28 novembre 2026 à 9 h 00 EST" in text.get_content()
 
 
 async def test_permanent_smtp_reply_raises_mail_rejected(

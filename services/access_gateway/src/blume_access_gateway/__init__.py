@@ -4,6 +4,8 @@ The public API, for the composition root (the CLI): the worker that keeps the pr
 (``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
 HTTP server (``HttpServer``) with its settings; the launch clients OmegaAI's backend
 authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``).
+HTTP server (``HttpServer``; ``ThreadedHttpServer`` beside workers, with ``on_loop`` to
+probe the queue from its thread) with its settings.
 """
 
 from typing import Final
@@ -15,6 +17,7 @@ from blume_access_gateway.launches import (
     revoke_launch_client,
 )
 from blume_access_gateway.models import (
+    BrowserSession,
     LaunchClientRecord,
     LinkGrant,
     OtpChallenge,
@@ -27,7 +30,7 @@ from blume_access_gateway.models import (
     SenderShare,
 )
 from blume_access_gateway.projections import NAME, build
-from blume_access_gateway.server import HttpServer
+from blume_access_gateway.server import HttpServer, ThreadedHttpServer, on_loop
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
 
 TABLES: Final = (
@@ -41,6 +44,7 @@ TABLES: Final = (
     SenderLaunch,
     SenderShare,
     ProjectedShareStatus,
+    BrowserSession,
 )
 """The tables of this service, all in its own schema (named ``NAME``); the migrations
 create them, and ``blume-share``'s schema check compares them with the database."""
@@ -52,9 +56,11 @@ __all__ = [
     "GatewayConfigError",
     "GatewaySettings",
     "HttpServer",
+    "ThreadedHttpServer",
     "build",
     "create_launch_client",
     "launch_clients",
+    "on_loop",
     "queue_probe",
     "revoke_launch_client",
 ]

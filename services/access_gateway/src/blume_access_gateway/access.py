@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 from blume_contracts.events import (
     AuthMethod,
@@ -49,8 +50,20 @@ from blume_access_gateway.outcomes import (
     denial_reason,
 )
 from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.sessions import (
+    ACCESS_SESSION_MAX,
+    StartedSession,
+    live_session,
+    start_session,
+)
 from blume_access_gateway.sso import identity_matches, sso_provider
 from blume_access_gateway.tickets import issue_ticket
+
+_AUTH_METHODS: Final[dict[str, AuthMethod]] = {
+    "none": "none",
+    "email_otp": "email_otp",
+    "sso": "sso",
+}
 
 
 @dataclass(kw_only=True)
@@ -65,7 +78,7 @@ class RecipientAccess:
     ticket_issuer: str
     clock: Callable[[], datetime]
     freshness: FreshnessCheck
-    denials: DenialTally = field(default_factory=DenialTally)
+    denials: DenialTally[DenialReason] = field(default_factory=DenialTally)
 
     async def _check(self, work: UnitOfWork, handle: Token | LinkId) -> LinkLookup:
         return await check_grant(work.session, handle, self.clock(), self.freshness)
@@ -102,17 +115,16 @@ class RecipientAccess:
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.link.denied`` with its count per client, reason and finished minute
         of denials of unknown links (``everything``: the current minute too, on stopping)."""
-        due = self.denials.due(self.clock(), everything=everything)
-        if not due:
-            return 0
-        try:
-            async with self.events.unit_of_work() as work:
-                for bucket in due:
-                    link_events.counted_denials(work, bucket)
-        except BaseException:
-            self.denials.restore(due)
-            raise
-        return len(due)
+        return await self.denials.record_due(
+            self.events, self.clock(), link_events.counted_denials, everything=everything
+        )
+
+    def access_lifetime(self, tenant_id: str) -> timedelta:
+        """30 minutes from the grant, or the tenant's shorter ``access_session_minutes``."""
+        policy = self.policies.get(tenant_id)
+        if policy is None:
+            return ACCESS_SESSION_MAX
+        return min(ACCESS_SESSION_MAX, timedelta(minutes=policy.access_session_minutes))
 
     def _record_grant(
         self,
@@ -121,6 +133,7 @@ class RecipientAccess:
         session: AccessSession,
         client: ClientContext,
         signed_in_as: str | None,
+        new_session: StartedSession | None = None,
     ) -> Granted:
         link = lookup.link
         assert link is not None
@@ -134,7 +147,7 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket))
+        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket), new_session)
 
     async def _grant_new_use(
         self,
@@ -150,9 +163,26 @@ class RecipientAccess:
         if use is None:
             self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
-        return self._record_grant(
-            work, lookup, AccessSession(link.link_id, use, method), client, signed_in_as
+        started = await start_session(
+            work.session,
+            "access",
+            link.link_id,
+            self.clock(),
+            self.access_lifetime(link.tenant_id),
+            tenant_id=link.tenant_id,
+            use_number=use,
+            auth_method=method,
         )
+        session = AccessSession(link.link_id, use, method)
+        return self._record_grant(work, lookup, session, client, signed_in_as, started)
+
+    async def in_session(self, link_id: str, session_id: str | None) -> bool:
+        """Whether the browser's access cookie names a live session for this link."""
+        if session_id is None:
+            return False
+        async with self.events.db.transaction() as session:
+            row = await live_session(session, "access", session_id, self.clock())
+        return row is not None and row.subject == link_id
 
     # Steps -----------------------------------------------------------------------------
 
@@ -198,10 +228,14 @@ class RecipientAccess:
         self,
         token: str,
         client: ClientContext,
-        session: AccessSession | None,
+        session_id: str | None,
         request_id: str,
     ) -> ViewOutcome:
-        """The "View study" button: grant, send a code or start sign-in, by the link's policy."""
+        """The "View study" button: grant, send a code or start sign-in, by the link's policy.
+
+        Within a live access session for this link (``session_id``, from the cookie) the
+        same use is shown again: no new use, no new sign-in, and the session's absolute end
+        stays where the grant put it."""
         async with self.events.unit_of_work() as work:
             lookup = await self._check(work, Token(token))
             link = lookup.link
@@ -210,8 +244,10 @@ class RecipientAccess:
             policy = self.policies.get(link.tenant_id)
             if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
                 return Unavailable(lookup)
-            if session is not None and session.link_id == link.link_id:
-                # Within a short session the same person comes back: no new use, no new sign-in.
+            live = await live_session(work.session, "access", session_id, self.clock())
+            if live is not None and live.subject == link.link_id and live.use_number is not None:
+                method = _AUTH_METHODS.get(live.auth_method or "", "none")
+                session = AccessSession(link.link_id, live.use_number, method)
                 return self._record_grant(work, lookup, session, client, None)
             return await self._by_policy(work, lookup, policy, token, client, request_id)
 

@@ -22,6 +22,7 @@ from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
 from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware
 from blume_access_gateway.sender_routes import sender_routes
+from blume_access_gateway.session_routes import session_routes
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -43,6 +44,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(recipient_routes(gateway))
     app.include_router(portal_routes(gateway))
     app.include_router(sender_routes(gateway))
+    app.include_router(session_routes(gateway))
     app.include_router(help_routes(gateway))
     app.include_router(demo_viewer_routes(gateway))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

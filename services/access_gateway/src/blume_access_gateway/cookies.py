@@ -5,15 +5,16 @@ so no cookie carries PHI or a link token: only opaque ids.
 
 - ``csrf``: a random nonce (SameSite=Strict). A form carries a token signed over that nonce
   and the page it belongs to, so a form posted from elsewhere, or for another link, fails.
-- ``access``: the recipient's short session for one link after a grant (Strict); pressing
-  "View study" again within it does not take another use or another sign-in.
+- ``access``: the id of the recipient's server-side session for one link after a grant
+  (Strict); pressing "View study" again within it does not take another use or another
+  sign-in, and is never re-signed: the session ends 30 minutes after the grant at most.
 - ``otp``: which sign-in code this browser asked for (Strict): a code works only where it
   was requested.
 - ``oidc``: state, nonce and PKCE verifier of a sign-in round trip. SameSite=Lax, because
   the identity provider's redirect back is a cross-site navigation that a Strict cookie
   would not survive.
-- ``patient``: a Blume patient's portal session. Lax, so that the study link in the email
-  (a cross-site navigation) finds a signed-in patient signed in.
+- ``patient``: the id of a Blume patient's server-side portal session. Lax, so that the
+  study link in the email (a cross-site navigation) finds a signed-in patient signed in.
 - ``sender``: the sender's session on the sharing page, naming the redeemed launch. Lax:
   OmegaAI opens the launch URL from another site, and a Strict cookie set on that
   navigation's redirect would not be sent to the sharing page it leads to.
@@ -32,13 +33,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 CSRF_LIFETIME: Final = timedelta(hours=1)
-ACCESS_LIFETIME: Final = timedelta(minutes=15)
+ACCESS_LIFETIME: Final = timedelta(minutes=30)
+"""The cookie's own limit; the session row's absolute end (``sessions``) is what counts."""
 OTP_COOKIE_LIFETIME: Final = timedelta(minutes=10)
 OIDC_LIFETIME: Final = timedelta(minutes=10)
 PATIENT_LIFETIME: Final = timedelta(minutes=30)
 SENDER_LIFETIME: Final = timedelta(minutes=30)
 
 CookieKind = Literal["csrf", "access", "otp", "oidc", "patient", "sender"]
+SessionCookie = Literal["access", "patient"]
+"""Cookies that carry only a server-side session's id (``sessions``)."""
 _SAME_SITE: Final[dict[CookieKind, Literal["strict", "lax"]]] = {
     "csrf": "strict",
     "access": "strict",
@@ -82,11 +86,20 @@ class CookieJar:
             return None
         return value if isinstance(value, dict) else None
 
-    def write(self, response: Response, kind: CookieKind, value: dict[str, Any]) -> None:
+    def write(
+        self,
+        response: Response,
+        kind: CookieKind,
+        value: dict[str, Any],
+        *,
+        lifetime: timedelta | None = None,
+    ) -> None:
+        """Set the cookie; ``lifetime`` may shorten the kind's own (never lengthen it)."""
+        lasts = _LIFETIME[kind] if lifetime is None else min(lifetime, _LIFETIME[kind])
         response.set_cookie(
             self.name(kind),
             self._serializer(kind).dumps(value),
-            max_age=int(_LIFETIME[kind].total_seconds()),
+            max_age=max(0, int(lasts.total_seconds())),
             path="/",
             secure=self.secure,
             httponly=True,

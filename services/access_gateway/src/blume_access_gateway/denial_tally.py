@@ -11,59 +11,91 @@ addresses) every denial is recorded on its own again: memory stays bounded, noth
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Generic, TypeVar
 
-from blume_contracts.events import ClientContext, DenialReason
+from blume_contracts.events import ClientContext
+from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 MAX_BUCKETS: Final = 10_000
 
+Reason = TypeVar("Reason", bound=str)
+"""What the tally counts by: a link's ``DenialReason``, a portal entry's refusal."""
+
 
 @dataclass(slots=True)
-class CountedDenials:
-    """Denials of one client and reason in one minute, beyond the first (already recorded)."""
+class CountedDenials(Generic[Reason]):
+    """Denials of one client (and subject: the signed-in patient, if any) and reason in one
+    minute, beyond the first (already recorded)."""
 
     client: ClientContext
-    reason: DenialReason
+    reason: Reason
     minute: datetime
     count: int = 0
+    subject: str = ""
 
 
 def minute_of(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
 
 
-class DenialTally:
+class DenialTally(Generic[Reason]):
     def __init__(self, max_buckets: int = MAX_BUCKETS) -> None:
-        self._buckets: dict[tuple[str, str, datetime], CountedDenials] = {}
+        self._buckets: dict[tuple[str, str, str, datetime], CountedDenials[Reason]] = {}
         self._max_buckets = max_buckets
 
-    def record_now(self, client: ClientContext, reason: DenialReason, now: datetime) -> bool:
+    def record_now(
+        self, client: ClientContext, reason: Reason, now: datetime, subject: str = ""
+    ) -> bool:
         """True: record this denial now (the first of its minute, or no room to count it);
         False: it was counted, for the minute's aggregate record."""
-        key = (client.client_ip, reason, minute_of(now))
+        key = (client.client_ip, reason, subject, minute_of(now))
         bucket = self._buckets.get(key)
         if bucket is not None:
             bucket.count += 1
             return False
         if len(self._buckets) < self._max_buckets:
-            self._buckets[key] = CountedDenials(client, reason, key[2])
+            self._buckets[key] = CountedDenials(client, reason, key[3], subject=subject)
         return True
 
-    def due(self, now: datetime, *, everything: bool = False) -> list[CountedDenials]:
+    def due(self, now: datetime, *, everything: bool = False) -> list[CountedDenials[Reason]]:
         """The buckets of minutes that are over (all of them with ``everything``), taken out;
         only those that counted something."""
         current = minute_of(now)
-        done = [key for key in self._buckets if everything or key[2] < current]
+        done = [key for key in self._buckets if everything or key[3] < current]
         taken = [self._buckets.pop(key) for key in done]
         return [bucket for bucket in taken if bucket.count > 0]
 
-    def restore(self, buckets: list[CountedDenials]) -> None:
+    def restore(self, buckets: list[CountedDenials[Reason]]) -> None:
         """Put back counts whose record could not be written: the next round retries."""
         for bucket in buckets:
-            key = (bucket.client.client_ip, bucket.reason, bucket.minute)
+            key = (bucket.client.client_ip, bucket.reason, bucket.subject, bucket.minute)
             kept = self._buckets.setdefault(
-                key, CountedDenials(bucket.client, bucket.reason, key[2])
+                key, CountedDenials(bucket.client, bucket.reason, key[3], subject=bucket.subject)
             )
             kept.count += bucket.count
+
+    async def record_due(
+        self,
+        events: UnitsOfWork,
+        now: datetime,
+        record: Callable[[UnitOfWork, CountedDenials[Reason]], None],
+        *,
+        everything: bool = False,
+    ) -> int:
+        """``record`` each bucket of a finished minute (``everything``: the current minute
+        too, on stopping) in one transaction; the counts are put back if it fails. How many
+        buckets were recorded."""
+        due = self.due(now, everything=everything)
+        if not due:
+            return 0
+        try:
+            async with events.unit_of_work() as work:
+                for bucket in due:
+                    record(work, bucket)
+        except BaseException:
+            self.restore(due)
+            raise
+        return len(due)

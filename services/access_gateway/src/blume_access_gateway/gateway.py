@@ -10,6 +10,7 @@ from typing import Any, Final
 
 import httpx
 from blume_contracts.events import ClientContext
+from blume_contracts.urls import SIGN_OUT_ROUTE
 from blume_runtime.db import Database, utcnow
 from blume_runtime.sealing import Sealer
 from blume_runtime.settings import Settings
@@ -22,10 +23,10 @@ from blume_access_gateway import views
 from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
-from blume_access_gateway.cookies import CookieJar, CsrfGuard
+from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
-from blume_access_gateway.i18n import browser_locale, zone
+from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.keys import GatewayKeys
 from blume_access_gateway.launches import SenderLaunches
 from blume_access_gateway.oidc import (
@@ -36,12 +37,15 @@ from blume_access_gateway.oidc import (
     ProviderAnswer,
     SignInRequest,
 )
-from blume_access_gateway.outcomes import AccessSession
-from blume_access_gateway.pages import Pages
+from blume_access_gateway.pages import Action, Page, Pages, with_cookies
 from blume_access_gateway.ratelimit import RateLimits
+from blume_access_gateway.sessions import StartedSession
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.sign_out import SignOut
+from blume_access_gateway.unsubscribe import Unsubscribe
 
 NAME: Final = "access_gateway"
+SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
 
 
@@ -62,6 +66,8 @@ class Gateway:
     csrf: CsrfGuard
     pages: Pages
     help: HelpLibrary
+    sign_out: SignOut
+    unsubscribe: Unsubscribe
     clock: Callable[[], datetime]
 
     @classmethod
@@ -108,10 +114,17 @@ class Gateway:
             limits=limits,
             cookies=cookies,
             csrf=CsrfGuard(keys.csrf, cookies),
-            pages=Pages(help_library, zone(config.display_timezone)),
+            pages=Pages(help_library, policies),
             help=help_library,
+            sign_out=SignOut(events, clock),
+            unsubscribe=Unsubscribe(events, sealer, clock),
             clock=clock,
         )
+
+    async def record_counted_denials(self, *, everything: bool = False) -> int:
+        """The counted denials of links and of portal entries (``denial_tally``)."""
+        links = await self.access.record_counted_denials(everything=everything)
+        return links + await self.portal.record_counted_denials(everything=everything)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -126,14 +139,25 @@ class Gateway:
         """Correlation id of a request that belongs to no share (an unknown token)."""
         return f"gw-{uuid.uuid4()}"
 
-    def access_session(self, request: Request) -> AccessSession | None:
-        value = self.cookies.read(request, "access")
-        if not value:
-            return None
-        try:
-            return AccessSession(str(value["l"]), int(value["u"]), value["m"])
-        except (KeyError, TypeError, ValueError):
-            return None
+    def render_signed_in(self, request: Request, page: Page) -> Response:
+        """A page shown to someone signed in: with the sign-out button (and its CSRF token)."""
+        carrier = Response()
+        csrf = self.csrf.token(request, carrier, SIGN_OUT_PURPOSE)
+        page.sign_out = Action("sign_out.button", SIGN_OUT_ROUTE, csrf)
+        return with_cookies(self.pages.render(page), carrier)
+
+    def write_session(
+        self, response: Response, kind: SessionCookie, started: StartedSession
+    ) -> None:
+        """The cookie naming a new server-side session, living no longer than it does."""
+        remaining = started.row.expires_at - self.clock()
+        self.cookies.write(response, kind, {"s": started.session_id}, lifetime=remaining)
+
+    def session_id(self, request: Request, kind: SessionCookie) -> str | None:
+        """The server-side session id a signed cookie carries (``sessions``), if any."""
+        value = self.cookies.read(request, kind)
+        session_id = value.get("s") if value else None
+        return session_id if isinstance(session_id, str) else None
 
     async def over_address_limit(self, request: Request) -> Response | None:
         """The 429 page when this client address is over its rate; None while it is not."""
@@ -142,10 +166,6 @@ class Gateway:
             return None
         page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
         return self.pages.render(page)
-
-    @staticmethod
-    def session_cookie(session: AccessSession) -> dict[str, Any]:
-        return {"l": session.link_id, "u": session.use_number, "m": session.auth_method}
 
     @property
     def recipient_redirect_uri(self) -> str:

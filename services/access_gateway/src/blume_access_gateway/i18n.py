@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Final
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from blume_contracts.locales import DEFAULT_LOCALE, Locale, month_name, narrow_locale
+from blume_contracts.locales import DEFAULT_LOCALE, Locale, narrow_locale
 from starlette.requests import HTTPConnection
 
 _EN: Final[dict[str, str]] = {
@@ -62,6 +60,20 @@ _EN: Final[dict[str, str]] = {
     "rate_limited.title": "Too many attempts",
     "rate_limited.body": (
         "To keep shared studies safe, this page is paused. Try again in {seconds} seconds."
+    ),
+    "unsubscribe.title": "Stop Blume emails",
+    "unsubscribe.body": (
+        "Press the button to stop the emails that tell you a new study is in your Blume "
+        "record. Your record itself does not change."
+    ),
+    "unsubscribe.button": "Stop these emails",
+    "unsubscribed.title": "You will get no more Blume emails",
+    "unsubscribed.body": "New studies still appear in your Blume record.",
+    "sign_out.button": "Sign out",
+    "signed_out.title": "You are signed out",
+    "signed_out.body": (
+        "Nothing of your session is left on this server. On a shared computer, close this "
+        "window too."
     ),
     "csrf.title": "This page has expired",
     "csrf.body": "Go back to the link and press the button once more.",
@@ -295,6 +307,20 @@ _FR: Final[dict[str, str]] = {
         "Pour protéger les examens partagés, cette page est en pause. "
         "Réessayez dans {seconds} secondes."
     ),
+    "unsubscribe.title": "Ne plus recevoir les courriels de Blume",
+    "unsubscribe.body": (
+        "Appuyez sur le bouton pour ne plus recevoir les courriels qui vous avisent qu'un "
+        "nouvel examen figure à votre dossier Blume. Votre dossier ne change pas."
+    ),
+    "unsubscribe.button": "Ne plus recevoir ces courriels",
+    "unsubscribed.title": "Vous ne recevrez plus de courriels de Blume",
+    "unsubscribed.body": "Les nouveaux examens figurent toujours à votre dossier Blume.",
+    "sign_out.button": "Se déconnecter",
+    "signed_out.title": "Vous êtes déconnecté",
+    "signed_out.body": (
+        "Il ne reste rien de votre session sur ce serveur. Sur un ordinateur partagé, "
+        "fermez aussi cette fenêtre."
+    ),
     "csrf.title": "Cette page a expiré",
     "csrf.body": "Retournez au lien et appuyez de nouveau sur le bouton.",
     "csrf.action": "Retour au lien",
@@ -500,23 +526,3 @@ def translator(locale: str) -> Translate:
         return catalogue[key].format(**values)
 
     return translate
-
-
-def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
-def format_when(moment: datetime, locale: str, tz: ZoneInfo) -> str:
-    """E.g. "November 30, 2026, 14:05 EST" or "30 novembre 2026, 14 h 05 (EST)", in ``tz``."""
-    local = moment.astimezone(tz)
-    spoken = narrow_locale(locale)
-    month = month_name(spoken, local.month)
-    abbreviation = local.strftime("%Z")
-    if spoken == "fr-CA":
-        return (
-            f"{local.day} {month} {local.year}, {local.hour} h {local.minute:02d} ({abbreviation})"
-        )
-    return f"{month} {local.day}, {local.year}, {local.hour:02d}:{local.minute:02d} {abbreviation}"

@@ -134,7 +134,7 @@ def locked(work: UnitOfWork, link: ProjectedLink, sender_email: str, locked_at: 
     _emit(work, "share.link.locked", data, link)
 
 
-def counted_denials(work: UnitOfWork, bucket: CountedDenials) -> None:
+def counted_denials(work: UnitOfWork, bucket: CountedDenials[DenialReason]) -> None:
     """A client's further denials of unknown links for one reason in one minute, as one
     event with their count (the first of them was recorded on its own, by ``denied``)."""
     data = ShareLinkDenied(

@@ -199,3 +199,22 @@ class ProjectedShareStatus(SQLModel, table=True):
     last_opened_at: datetime | None = timestamp_column(nullable=True)
     accessed_count: int = 0
     last_accessed_at: datetime | None = timestamp_column(nullable=True)
+
+
+class BrowserSession(SQLModel, table=True):
+    """A signed-in browser, server-side: a recipient's access to one link after a grant, a
+    patient's portal sign-in (and any later kind, such as a sender's). The cookie carries
+    only a random id, kept here hashed; sign-out ends the row, so a copied cookie stops
+    working, and the row's ``expires_at`` is absolute: nothing slides it."""
+
+    __tablename__ = "access_gateway_sessions"
+
+    session_hash: str = Field(primary_key=True, max_length=64)
+    kind: str = Field(max_length=16)
+    subject: str = Field(max_length=64, description="The link id, or the Blume patient id.")
+    tenant_id: str | None = Field(default=None, max_length=64)
+    use_number: int | None = None
+    auth_method: str | None = Field(default=None, max_length=16)
+    started_at: datetime = timestamp_column()
+    expires_at: datetime = timestamp_column(index=True)
+    ended_at: datetime | None = timestamp_column(nullable=True)

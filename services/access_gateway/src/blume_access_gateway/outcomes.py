@@ -14,6 +14,7 @@ from blume_contracts.events import AuthMethod, DenialReason
 from blume_access_gateway import otp
 from blume_access_gateway.links import LinkLookup, LinkState
 from blume_access_gateway.oidc import Provider
+from blume_access_gateway.sessions import StartedSession
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -36,7 +37,7 @@ def denial_reason(state: LinkState) -> DenialReason:
 
 @dataclass(frozen=True, slots=True)
 class AccessSession:
-    """A recent grant in this browser (from the signed ``access`` cookie)."""
+    """A recent grant in this browser: the server-side session its ``access`` cookie names."""
 
     link_id: str
     use_number: int
@@ -61,6 +62,9 @@ class Granted(Outcome):
 
     session: AccessSession
     viewer_redirect: str
+    new_session: StartedSession | None = None
+    """Set for a new use: the ``access`` cookie to write. None within a live session, whose
+    cookie is left as it is (pressing again never extends it)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,26 +41,25 @@ class PortalRoutes:
         router.add_api_route("/auth/callback", self.callback, methods=["GET"])
         return router
 
-    def _patient(self, request: Request) -> str | None:
-        value = self.gateway.cookies.read(request, "patient")
-        patient = value.get("p") if value else None
-        return patient if isinstance(patient, str) else None
+    async def _patient(self, request: Request) -> str | None:
+        """The signed-in patient: whose live server-side session the cookie names."""
+        return await self.gateway.portal.signed_in(self.gateway.session_id(request, "patient"))
 
     async def home(self, request: Request) -> Response:
         if (refusal := await self.gateway.over_address_limit(request)) is not None:
             return refusal
-        patient = self._patient(request)
+        patient = await self._patient(request)
         if patient is None:
             return _to_sign_in(PORTAL_HOME)
         locale = await self.gateway.portal.patient_locale(patient)
-        return self.gateway.pages.render(views.portal_home_page(locale))
+        return self.gateway.render_signed_in(request, views.portal_home_page(locale))
 
     async def study(self, request: Request, entry_id: str) -> Response:
         """The study, to the patient whose record holds it; 404 to everyone else."""
         gateway = self.gateway
         if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
-        patient = self._patient(request)
+        patient = await self._patient(request)
         if patient is None:
             return _to_sign_in(portal_study_path(entry_id))
         shown = await gateway.portal.view(
@@ -68,13 +67,13 @@ class PortalRoutes:
         )
         if shown is EntryRefusal.NOT_CURRENT:
             locale = await gateway.portal.patient_locale(patient)
-            return gateway.pages.render(views.try_again_page(locale))
+            return gateway.render_signed_in(request, views.try_again_page(locale))
         if isinstance(shown, EntryRefusal):
             locale = await gateway.portal.patient_locale(patient)
-            return gateway.pages.render(views.study_not_found_page(locale))
+            return gateway.render_signed_in(request, views.study_not_found_page(locale))
         policy = gateway.policies.get(shown.tenant_id)
         organisation = policy.display_name if policy else shown.tenant_id
-        return gateway.pages.render(views.study_page(shown, organisation))
+        return gateway.render_signed_in(request, views.study_page(shown, organisation))
 
     async def login(self, request: Request, next: str | None = None) -> Response:
         """Off to the portal's identity provider; the return path rides in a signed cookie."""
@@ -116,7 +115,7 @@ class PortalRoutes:
             return failed
         patient = identity.claims.get(PATIENT_ID_CLAIM) or identity.subject
         response = RedirectResponse(safe_return_path(str(pending.get("r"))), status_code=303)
-        gateway.cookies.write(response, "patient", {"p": str(patient)})
+        gateway.write_session(response, "patient", await gateway.portal.sign_in(str(patient)))
         gateway.cookies.clear(response, "oidc")
         return response
 

@@ -73,11 +73,13 @@ class RecipientRoutes:
             return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
         cookies = Response()
         csrf = gateway.csrf.token(request, cookies, _link_purpose(token))
-        session = gateway.access_session(request)
-        granted = session is not None and session.link_id == lookup.link.link_id
+        session_id = gateway.session_id(request, "access")
+        granted = await gateway.access.in_session(lookup.link.link_id, session_id)
         page = views.link_page(
             lookup.link, csrf, request.url.path, self._form_targets(lookup), granted=granted
         )
+        if granted:
+            return with_cookies(gateway.render_signed_in(request, page), cookies)
         return with_cookies(gateway.pages.render(page), cookies)
 
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
@@ -88,7 +90,10 @@ class RecipientRoutes:
         if not gateway.csrf.valid(request, csrf, _link_purpose(token)):
             return await self._csrf_failed(request, token, request.url.path)
         outcome = await gateway.access.press_view(
-            token, gateway.client(request), gateway.access_session(request), gateway.request_id()
+            token,
+            gateway.client(request),
+            gateway.session_id(request, "access"),
+            gateway.request_id(),
         )
         match outcome:
             case CodeSent(lookup=lookup, challenge_id=challenge_id):
@@ -191,7 +196,8 @@ class RecipientRoutes:
         match outcome:
             case Granted():
                 response = RedirectResponse(outcome.viewer_redirect, status_code=303)
-                gateway.cookies.write(response, "access", gateway.session_cookie(outcome.session))
+                if outcome.new_session is not None:
+                    gateway.write_session(response, "access", outcome.new_session)
                 gateway.cookies.clear(response, "otp")
                 return response
             case Unavailable(lookup=lookup):

@@ -1,22 +1,28 @@
-"""Serving the gateway over HTTP on the runtime's event loop.
+"""Serving the gateway over HTTP.
 
-``blume-share run`` starts it beside the workers (sharing their database engine, transport
-and outbox relay); ``blume-share run access_gateway`` starts it alone. Either way the
-gateway's own worker runs in the same process, feeding the projections the pages read, and
-its consumer's health is what ``Freshness`` probes. The Runtime owns
+``blume-share run`` starts it beside the workers on a thread of its own
+(``ThreadedHttpServer``: its own event loop and database engine; publishing and the queue
+probe go to the workers' loop), so requests cannot starve message handling;
+``blume-share run access_gateway`` starts it alone (``HttpServer`` on the runtime's loop).
+Either way the gateway's own worker runs in the same process, feeding the projections the
+pages read, and its consumer's health is what ``Freshness`` probes. The Runtime owns
 SIGTERM: it stops this server first (in-flight requests finish), then the workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
 
 import structlog
 import uvicorn
 from blume_runtime.db import Database
 from blume_runtime.ops import ServerWithoutSignals, bind
 from blume_runtime.settings import Settings
+from blume_runtime.transport import OutgoingMessage
 from blume_runtime.unit_of_work import Relay
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -28,6 +34,7 @@ from blume_access_gateway.security import H11_MAX_REQUEST_HEAD_BYTES
 from blume_access_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(NAME)
+T = TypeVar("T")
 _GRACEFUL_SHUTDOWN_SECONDS: Final = 10
 _COUNTED_DENIALS_EVERY_SECONDS: Final = 15
 """How often the counted denials of finished minutes are recorded (denial_tally)."""
@@ -79,7 +86,7 @@ class HttpServer:
         while True:
             await asyncio.sleep(_COUNTED_DENIALS_EVERY_SECONDS)
             try:
-                await self.gateway.access.record_counted_denials()
+                await self.gateway.record_counted_denials()
                 # The same round drops sender launches' sealed study data that is due to go.
                 await self.gateway.launches.sweep()
             except (SQLAlchemyError, OSError) as error:  # kept: the next round tries again
@@ -94,7 +101,7 @@ class HttpServer:
             self._denials_task.cancel()
             self._denials_task = None
             # What the current minute counted is recorded before the gateway goes.
-            await self.gateway.access.record_counted_denials(everything=True)
+            await self.gateway.record_counted_denials(everything=True)
         await self.gateway.close()
         log.info("http server stopped")
 
@@ -128,3 +135,88 @@ def main() -> None:
     except (OpsPortInUseError, BrokerIdentityError) as error:
         log.error("cannot start", error=str(error))
         raise SystemExit(EXIT_UNAVAILABLE) from None
+
+
+class LoopBridgedRelay:
+    """The runtime's relay, called from the gateway's own loop: committed messages are
+    handed to the workers' loop, where the transport lives, and awaited there."""
+
+    def __init__(self, relay: Relay, loop: asyncio.AbstractEventLoop) -> None:
+        self._relay = relay
+        self._loop = loop
+
+    async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
+        await on_loop(self._loop, lambda: self._relay.publish_committed(messages))()
+
+
+def on_loop(
+    loop: asyncio.AbstractEventLoop, call: Callable[[], Awaitable[T]]
+) -> Callable[[], Awaitable[T]]:
+    """``call`` run on ``loop`` (another thread's), awaitable from the caller's own loop."""
+
+    async def there() -> T:
+        return await call()
+
+    async def bridged() -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(), loop))
+
+    return bridged
+
+
+class ThreadedHttpServer:
+    """The gateway's HTTP server on a thread of its own, for ``blume-share run`` hosting it
+    beside the workers: its own event loop and its own database engine, so a flood of
+    requests (rendering, cookie parsing, its queries) waits on its own loop, never on the
+    workers'. What needs the workers' loop (the transport: publishing committed events,
+    probing the gateway's queue for ``Freshness``) is called there (``on_loop``).
+    """
+
+    def __init__(self, settings: Settings, relay: Relay, freshness: FreshnessCheck) -> None:
+        self._settings = settings
+        self._relay = relay
+        self._freshness = freshness
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        workers_loop = asyncio.get_running_loop()
+        started: concurrent.futures.Future[int] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve(workers_loop, started)),
+            name="access-gateway-http",
+            daemon=True,
+        )
+        self._thread.start()
+        self.port = await asyncio.wrap_future(started)  # raises what stopped it starting
+
+    async def _serve(
+        self, workers_loop: asyncio.AbstractEventLoop, started: concurrent.futures.Future[int]
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        # The gateway's own schema and URL, as the runtime would give it (``database_for``).
+        db = Database(self._settings.service_database(NAME), schema=NAME)
+        try:
+            relay = LoopBridgedRelay(self._relay, workers_loop)
+            server = HttpServer.from_settings(self._settings, db, relay, self._freshness)
+            try:
+                await server.start()
+            except BaseException as error:  # noqa: BLE001 - raised again by start()
+                started.set_exception(error)
+                await server.gateway.close()
+                return
+            started.set_result(server.port)
+            await self._stopping.wait()
+            await server.stop()
+        finally:
+            await db.dispose()
+
+    async def stop(self) -> None:
+        if self._thread is None:
+            return
+        if self._loop is not None and self._stopping is not None:
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None

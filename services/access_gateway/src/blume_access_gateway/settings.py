@@ -47,9 +47,6 @@ class GatewaySettings(BaseSettings):
     rate_limit_code_requests: str = "5/15 minutes"
     """Sign-in code emails per link: each one lands in the recipient's inbox."""
 
-    display_timezone: str = "America/Toronto"
-    """Time zone in which pages show a link's expiry."""
-
     projection_max_lag_seconds: float = Field(default=5.0, gt=0)
     """``BLUME_PROJECTION_MAX_LAG_SECONDS``: how far behind its events the gateway may be
     and still grant access (``blume_access_gateway.freshness``)."""

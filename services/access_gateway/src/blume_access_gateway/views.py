@@ -113,6 +113,7 @@ def link_page(
         "link.title",
         HELP_LINK,
         locale=link.locale,
+        tenant_id=link.tenant_id,
         context={
             "who": _sender(link),
             "expires_at": link.expires_at,
@@ -170,6 +171,7 @@ def refusal_page(
             HELP_UNAVAILABLE,
             locale=link.locale,
             status_code=410,
+            tenant_id=link.tenant_id,
             context={
                 "reason": reason,
                 "who": who,
@@ -249,3 +251,22 @@ def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:
         status_code=200 if valid else 401,
         context={"valid": valid, "use_number": use_number},
     )
+
+
+def signed_out_page(locale: str) -> Page:
+    return message_page("signed_out", 200, HELP_INDEX, locale=locale)
+
+
+def unsubscribe_page(locale: str, action_url: str) -> Page:
+    """The confirmation a GET of the unsubscribe link shows: a button, nothing done yet."""
+    return Page(
+        "unsubscribe.html",
+        "unsubscribe.title",
+        HELP_BLUME,
+        locale=locale,
+        context={"action_url": action_url},
+    )
+
+
+def unsubscribed_page(locale: str) -> Page:
+    return message_page("unsubscribed", 200, HELP_BLUME, locale=locale)

@@ -132,6 +132,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     # Tells the sender what became of a share (no PHI): part of the share's own export.
     "share.sender.notification.requested": EventClass(EXPORT, _E),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
+    "share.blume.denied": EventClass(USER_AUTHENTICATION, _E, _MINOR),
+    "session.signed_out": EventClass(USER_AUTHENTICATION, _E),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),
@@ -142,6 +144,8 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     UNTRUSTED_PRODUCER_TYPE: EventClass(SECURITY_ALERT, _E, _SERIOUS),
     # A Blume patient account created or changed (status, consent directives, preferences).
     "patient.account.updated": EventClass(PATIENT_RECORD, Action.UPDATE),
+    # The patient's own choice, from the one-click unsubscribe of a Blume email.
+    "patient.notifications.unsubscribed": EventClass(PATIENT_RECORD, Action.UPDATE),
 }
 GENERIC: Final = EventClass(UNCLASSIFIED, _E)
 

@@ -7,7 +7,8 @@ from which the dispatcher and the access gateway keep projections of their own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final, Literal
 
 from blume_contracts.events import EmailAddress, Identifier, PatientAccountUpdated
@@ -15,7 +16,7 @@ from blume_contracts.locales import Locale, narrow_locale
 from blume_runtime.db import utcnow
 from blume_runtime.transport import OutgoingMessage
 from blume_runtime.unit_of_work import UnitOfWork
-from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, StrictBool, ValidationError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -35,6 +36,9 @@ class AccountRecord(BaseModel):
     email: EmailAddress
     locale: Locale
     email_notifications: StrictBool
+    email_notifications_set_at: AwareDatetime | None = None
+    """When the source system last had this preference changed; without it, a patient's
+    own choice made in Blume is kept over the file's value."""
     status: Literal["active", "inactive"]
     consent: list[ConsentDirective]
 
@@ -74,6 +78,8 @@ class ImportResult:
     staged: list[OutgoingMessage]
     """One ``patient.account.updated`` per account, in the outbox of the import's transaction:
     publish them once it commits (the outbox sweep does, if no one else)."""
+    kept_choices: list[str] = field(default_factory=list)
+    """Accounts whose patient's own, newer email-notification choice the import kept."""
 
 
 def account_event(account: PatientAccount) -> PatientAccountUpdated:
@@ -95,11 +101,20 @@ def account_event(account: PatientAccount) -> PatientAccountUpdated:
 def _imported_columns(record: AccountRecord) -> dict[str, Any]:
     """What an import writes to an account, new or replaced: everything but its key."""
     return {
-        **record.model_dump(include={"tenant_id", "mrn", "email", "locale", "email_notifications"}),
+        **record.model_dump(include={"tenant_id", "mrn", "email", "locale"}),
         "status": AccountStatus(record.status),
         "withhold_portal": ConsentDirective.WITHHOLD_PORTAL in record.consent,
         "withhold_external_links": ConsentDirective.WITHHOLD_EXTERNAL_LINKS in record.consent,
         "updated_at": utcnow(),
+    }
+
+
+def _notification_choice(record: AccountRecord) -> dict[str, Any]:
+    """The file's email-notification choice, with when it was made, if the file says."""
+    return {
+        "email_notifications": record.email_notifications,
+        "email_notifications_set_at": record.email_notifications_set_at,
+        "email_notifications_by": "import" if record.email_notifications_set_at else None,
     }
 
 
@@ -108,24 +123,75 @@ async def import_accounts(
 ) -> ImportResult:
     """Create or replace each account and stage its ``patient.account.updated``."""
     created = updated = 0
+    kept: list[str] = []
     work = UnitOfWork(service=PRODUCER, session=session)
     for record in records:
         account = await session.get(PatientAccount, record.blume_patient_id)
         columns = _imported_columns(record)
         if account is None:
-            account = PatientAccount(blume_patient_id=record.blume_patient_id, **columns)
+            account = PatientAccount(
+                blume_patient_id=record.blume_patient_id, **columns, **_notification_choice(record)
+            )
             created += 1
         else:
             account.sqlmodel_update(columns)
+            if patients_choice_is_newer(account, record):
+                kept.append(
+                    f"{account.blume_patient_id}: kept the patient's own choice of "
+                    f"{account.email_notifications_set_at:%Y-%m-%dT%H:%MZ} (email notifications "
+                    f"{'on' if account.email_notifications else 'off'}) over the file's"
+                )
+            else:
+                account.sqlmodel_update(_notification_choice(record))
             updated += 1
         session.add(account)
-        work.emit(
-            "patient.account.updated",
-            account_event(account),
-            tenantid=account.tenant_id,
-            correlationid=correlation_id,
-        )
-    return ImportResult(created, updated, work.staged)
+        announce(work, account, correlation_id)
+    return ImportResult(created, updated, work.staged, kept)
+
+
+def patients_choice_is_newer(account: PatientAccount, record: AccountRecord) -> bool:
+    """The patient chose otherwise in Blume, and the file's value is not known to be newer."""
+    if account.email_notifications_by != "patient" or account.email_notifications_set_at is None:
+        return False
+    if record.email_notifications == account.email_notifications:
+        return False
+    stated = record.email_notifications_set_at
+    return stated is None or stated <= account.email_notifications_set_at
+
+
+async def apply_unsubscribe(
+    work: UnitOfWork,
+    blume_patient_id: str,
+    tenant_id: str,
+    at: datetime,
+    *,
+    correlation_id: str | None = None,
+) -> PatientAccount | None:
+    """The patient's one-click unsubscribe: email notifications off as of ``at`` (an older
+    request than the account's newest timestamped choice changes nothing)."""
+    session = work.session
+    account = await session.get(PatientAccount, blume_patient_id, with_for_update=True)
+    if account is None or account.tenant_id != tenant_id:
+        return None
+    if account.email_notifications_set_at is not None and account.email_notifications_set_at >= at:
+        return None
+    account.email_notifications = False
+    account.email_notifications_set_at = at
+    account.email_notifications_by = "patient"
+    account.updated_at = utcnow()
+    session.add(account)
+    announce(work, account, correlation_id)  # None: the handled event's correlation
+    return account
+
+
+def announce(work: UnitOfWork, account: PatientAccount, correlation_id: str | None) -> None:
+    """``patient.account.updated``: how the dispatcher and the gateway learn of a change."""
+    work.emit(
+        "patient.account.updated",
+        account_event(account),
+        tenantid=account.tenant_id,
+        correlationid=correlation_id,
+    )
 
 
 def mask_email(address: str) -> str:
@@ -158,6 +224,11 @@ async def describe_account(session: AsyncSession, blume_patient_id: str) -> dict
         "email": mask_email(account.email),
         "locale": account.locale,
         "email_notifications": account.email_notifications,
+        "email_notifications_set": (
+            f"{account.email_notifications_set_at.isoformat()} by {account.email_notifications_by}"
+            if account.email_notifications_set_at is not None
+            else None
+        ),
         "consent": [directive.value for directive in account.consent],
         "entries": [
             {

@@ -44,6 +44,11 @@ class PatientAccount(SQLModel, table=True):
     email: str = Field(max_length=254)
     locale: str = Field(max_length=8)
     email_notifications: bool
+    email_notifications_set_at: datetime | None = timestamp_column(nullable=True)
+    """When ``email_notifications`` last changed by a timestamped source (the patient)."""
+    email_notifications_by: str | None = Field(default=None, max_length=16)
+    """``patient`` when the patient chose it themselves (one-click unsubscribe); an import
+    does not silently undo that choice unless its own value is newer."""
     status: AccountStatus = Field(sa_type=_text_enum(AccountStatus, 16))
     withhold_portal: bool = False
     withhold_external_links: bool = False

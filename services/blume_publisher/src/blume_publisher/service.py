@@ -5,6 +5,7 @@ from __future__ import annotations
 from blume_contracts.consent import portal_verdict
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
+    PatientNotificationsUnsubscribed,
     ShareBlumePublished,
     ShareBlumeRequested,
     ShareBlumeWithheld,
@@ -16,6 +17,7 @@ from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tracing import current_traceparent
 
+from blume_publisher.accounts import apply_unsubscribe
 from blume_publisher.imaging import imaging_study, study_summary
 from blume_publisher.models import PatientAccount, RecordEntry
 from blume_publisher.records import entries_published_by, entry_for_study, new_entry_id
@@ -76,6 +78,16 @@ class Publisher:
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)
 
+    async def unsubscribe(
+        self, event: CloudEvent[PatientNotificationsUnsubscribed], ctx: HandlerContext
+    ) -> None:
+        """The patient's one-click unsubscribe: the account's emails off, announced."""
+        data = event.data
+        account = await apply_unsubscribe(
+            ctx, data.blume_patient_id, data.tenant_id, data.unsubscribed_at
+        )
+        ctx.log.info("email notifications switched off", applied=account is not None)
+
     async def hide(self, event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
         # Entries this share published leave the patient's view; the row stays for the record.
         entries = await entries_published_by(ctx.session, event.data.share_id)
@@ -92,6 +104,7 @@ def build(_settings: Settings) -> Service:
     publisher = Publisher()
     service.handles("share.blume.requested")(publisher.publish)
     service.handles("share.revoked")(publisher.hide)
+    service.handles("patient.notifications.unsubscribed")(publisher.unsubscribe)
     return service
 
 

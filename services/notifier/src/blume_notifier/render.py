@@ -18,14 +18,14 @@ from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final
 
-from blume_contracts.display import display_name
+from blume_contracts.display import DEFAULT_TIME_ZONE, display_name, format_moment
 from blume_contracts.events import (
     ShareBlumePublished,
     ShareLinkIssued,
     ShareLinkLocked,
     ShareOtpRequested,
 )
-from blume_contracts.locales import Locale, month_name
+from blume_contracts.locales import Locale
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 environment: Final = Environment(
@@ -38,20 +38,6 @@ environment: Final = Environment(
 )
 
 
-def format_expiry(moment: datetime, locale: Locale) -> str:
-    """The expiry in UTC, spelled for the locale, zone stated.
-
-    en-CA: ``28 November 2026 at 14:00 UTC``; fr-CA: ``28 novembre 2026 à 14 h 00 UTC``
-    (the first of the month is ``1er`` in French).
-    """
-    utc = moment.astimezone(UTC)
-    month = month_name(locale, utc.month)
-    if locale == "fr-CA":
-        day = "1er" if utc.day == 1 else str(utc.day)
-        return f"{day} {month} {utc.year} à {utc.hour} h {utc.minute:02d} UTC"
-    return f"{utc.day} {month} {utc.year} at {utc.hour:02d}:{utc.minute:02d} UTC"
-
-
 @dataclass(frozen=True, slots=True)
 class RenderedEmail:
     subject: str
@@ -59,9 +45,12 @@ class RenderedEmail:
     html: str
 
 
-def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
+def link_email_context(
+    data: ShareLinkIssued, link: str, time_zone: str = DEFAULT_TIME_ZONE
+) -> dict[str, Any]:
     """Everything the link templates may use; an allow-list, so no PHI can slip in.
-    Names pass through ``display_name`` (no bidirectional or zero-width characters)."""
+    Names pass through ``display_name`` (no bidirectional or zero-width characters); the
+    expiry is in the tenant's ``time_zone`` (``format_moment``, as on the link page)."""
     return {
         "lang": data.locale,
         "recipient_name": display_name(data.recipient.name),
@@ -71,7 +60,7 @@ def link_email_context(data: ShareLinkIssued, link: str) -> dict[str, Any]:
         # Only whether there is one: the message is PHI, shown on the link page after access.
         "has_message": bool(data.message and data.message.strip()),
         "link": link,
-        "expires": format_expiry(data.expires_at, data.locale),
+        "expires": format_moment(data.expires_at, data.locale, time_zone),
     }
 
 
@@ -88,8 +77,10 @@ def render(template: str, locale: Locale, context: dict[str, Any]) -> RenderedEm
     return RenderedEmail(subject=subject, text=text, html=html)
 
 
-def render_link_email(data: ShareLinkIssued, link: str) -> RenderedEmail:
-    return render("link_issued", data.locale, link_email_context(data, link))
+def render_link_email(
+    data: ShareLinkIssued, link: str, time_zone: str = DEFAULT_TIME_ZONE
+) -> RenderedEmail:
+    return render("link_issued", data.locale, link_email_context(data, link, time_zone))
 
 
 def render_blume_email(locale: Locale, portal_link: str) -> RenderedEmail:
@@ -172,11 +163,12 @@ def build_link_email(
     message_id: str,
     sent_at: datetime | None = None,
     sender_domains: Collection[str] = (),
+    time_zone: str = DEFAULT_TIME_ZONE,
 ) -> EmailMessage:
     """The "a study was shared with you" email to an external recipient; Reply-To the
     sender only when the sender's address is in the tenant's ``sender_domains``."""
     return compose(
-        render_link_email(event_data, link),
+        render_link_email(event_data, link, time_zone),
         to=_addressed(event_data.recipient.name, event_data.recipient.email),
         # Replies reach the person who shared, not an unmonitored no-reply box: but only at
         # an address of the tenant's own, so an event cannot point replies anywhere else.
@@ -200,9 +192,15 @@ def build_blume_email(
     mail_from: str,
     message_id: str,
     sent_at: datetime | None = None,
+    unsubscribe: str | None = None,
 ) -> EmailMessage:
-    """The "Step into Blume" email to the patient, in the patient's locale."""
-    return compose(
+    """The "Step into Blume" email to the patient, in the patient's locale.
+
+    With ``unsubscribe`` (an https URL holding an opaque token): ``List-Unsubscribe`` and
+    ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 2369, RFC 8058), so a mail
+    client's Unsubscribe button switches the patient's Blume emails off in one POST.
+    """
+    message = compose(
         render_blume_email(event_data.locale, portal_link),
         to=Address(addr_spec=event_data.patient_email),
         mail_from=mail_from,
@@ -211,6 +209,10 @@ def build_blume_email(
         link=portal_link,
         sent_at=sent_at,
     )
+    if unsubscribe is not None:
+        message["List-Unsubscribe"] = f"<{unsubscribe}>"
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    return message
 
 
 def build_link_locked_email(

@@ -20,6 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Final, Literal
 
+from blume_contracts.display import DEFAULT_TIME_ZONE
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import (
     NotificationAddressee,
@@ -35,7 +36,8 @@ from blume_contracts.events import (
     ShareOtpRequested,
 )
 from blume_contracts.sensitivity import fingerprint
-from blume_contracts.urls import portal_study_url
+from blume_contracts.tokens import UnsubscribeClaims
+from blume_contracts.urls import portal_study_url, unsubscribe_url
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
 from blume_runtime.logging import scrub_text
@@ -90,6 +92,7 @@ class Notifier:
         self._mailer = mailer
         self._mail_from = settings.mail_from
         self._portal_base_url = settings.portal_base_url
+        self._public_base_url = settings.public_base_url
         self._policies = load_policies(settings.tenant_policy_file)
         message_domain(self._mail_from)  # fail at start-up, not on the first email
 
@@ -185,6 +188,7 @@ class Notifier:
             ) from None
         policy = self._policies.get(event.tenantid)
         sender_domains = policy.sender_domains if policy is not None else ()
+        time_zone = policy.time_zone if policy is not None else DEFAULT_TIME_ZONE
         await self._deliver(
             ctx,
             issued.share_id,
@@ -196,6 +200,7 @@ class Notifier:
                 mail_from=self._mail_from,
                 message_id=message_id,
                 sender_domains=sender_domains,
+                time_zone=time_zone,
             ),
         )
 
@@ -211,13 +216,19 @@ class Notifier:
             ctx.log.info("email suppressed by the patient's preference")
             return
         portal_link = portal_study_url(self._portal_base_url, published.entry_id)
+        claims = UnsubscribeClaims(p=published.blume_patient_id, t=event.tenantid)
+        unsubscribe = unsubscribe_url(self._public_base_url, self._sealer.seal(claims.to_text()))
         await self._deliver(
             ctx,
             published.share_id,
             "blume",
             published.patient_email,
             lambda message_id: build_blume_email(
-                published, portal_link, mail_from=self._mail_from, message_id=message_id
+                published,
+                portal_link,
+                mail_from=self._mail_from,
+                message_id=message_id,
+                unsubscribe=unsubscribe,
             ),
             addressee="patient",
         )

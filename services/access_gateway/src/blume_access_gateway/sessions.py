@@ -1,0 +1,91 @@
+"""Server-side browser sessions: started at a grant or a sign-in, ended by sign-out or by
+their absolute lifetime, never slid.
+
+A session's cookie holds only a random id (``secrets.token_urlsafe``); the table keeps its
+SHA-256, so the database holds no live credential. Whatever kind a session is (a
+recipient's access to one link, a patient's portal, later a sender's page), the same three
+steps apply: ``start_session``, ``live_session`` and ``end_session``. Ending is
+server-side: a cookie copied before sign-out is worth nothing afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final, Literal
+
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from blume_access_gateway.models import BrowserSession
+
+SessionKind = Literal["access", "patient", "sender"]
+ACCESS_SESSION_MAX: Final = timedelta(minutes=30)
+"""A recipient's access after a grant: at most this long from the grant (a tenant policy's
+``access_session_minutes`` may shorten it, never lengthen it)."""
+PATIENT_SESSION_MAX: Final = timedelta(minutes=30)
+
+
+def _hashed(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSession:
+    session_id: str
+    """For the cookie only: the table keeps its hash."""
+    row: BrowserSession
+
+
+async def start_session(
+    session: AsyncSession,
+    kind: SessionKind,
+    subject: str,
+    now: datetime,
+    lifetime: timedelta,
+    *,
+    tenant_id: str | None = None,
+    use_number: int | None = None,
+    auth_method: str | None = None,
+) -> StartedSession:
+    session_id = secrets.token_urlsafe(32)
+    row = BrowserSession(
+        session_hash=_hashed(session_id),
+        kind=kind,
+        subject=subject,
+        tenant_id=tenant_id,
+        use_number=use_number,
+        auth_method=auth_method,
+        started_at=now,
+        expires_at=now + lifetime,
+    )
+    session.add(row)
+    await session.flush()
+    return StartedSession(session_id, row)
+
+
+async def live_session(
+    session: AsyncSession, kind: SessionKind, session_id: str | None, now: datetime
+) -> BrowserSession | None:
+    """The session of this kind the id names, while neither ended nor past its lifetime."""
+    if not session_id:
+        return None
+    row = await session.get(BrowserSession, _hashed(session_id))
+    if row is None or row.kind != kind or row.ended_at is not None or row.expires_at <= now:
+        return None
+    return row
+
+
+async def end_session(
+    session: AsyncSession, session_id: str | None, now: datetime
+) -> BrowserSession | None:
+    """End the session the id names; the row if it was live (for the audit record)."""
+    if not session_id:
+        return None
+    row = await session.get(BrowserSession, _hashed(session_id))
+    if row is None or row.ended_at is not None or row.expires_at <= now:
+        return None
+    row.ended_at = now
+    session.add(row)
+    return row
