@@ -50,6 +50,7 @@ from blume_access_gateway.oidc import Identity, Provider
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sso import identity_matches, sso_provider
 from blume_access_gateway.tickets import issue_ticket
+from blume_access_gateway.viewer import recipient_handle, viewer_path
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -221,7 +222,18 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket))
+        return Granted(lookup, session, self._viewer_redirect(policy, session, ticket))
+
+    def _viewer_redirect(self, policy: TenantPolicy, session: AccessSession, ticket: str) -> str:
+        """An external viewer (with the ticket it checks at the Orthanc-authorization
+        endpoint), else the built-in viewer when the tenant names its PACS, else the
+        tenant's ``viewer_url`` with the ticket."""
+        if policy.external_viewer_url is not None:
+            return viewer_url(str(policy.external_viewer_url), ticket)
+        if policy.dicomweb_url is not None:
+            handle = recipient_handle(self.keys.viewer_handle, session.link_id, session.use_number)
+            return viewer_path(handle)
+        return viewer_url(str(policy.viewer_url), ticket)
 
     async def _grant_new_use(
         self,

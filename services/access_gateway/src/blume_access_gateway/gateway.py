@@ -23,6 +23,7 @@ from blume_access_gateway.access import AccessSession, RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
+from blume_access_gateway.dicomweb import DicomwebClient
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
@@ -31,9 +32,12 @@ from blume_access_gateway.oidc import OidcClient, Provider
 from blume_access_gateway.pages import Pages
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.settings import GatewaySettings
+from blume_access_gateway.viewer import Viewer
 
 NAME: Final = "access_gateway"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
+_PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+_PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 
 @dataclass(slots=True)
@@ -53,6 +57,8 @@ class Gateway:
     pages: Pages
     help: HelpLibrary
     clock: Callable[[], datetime]
+    viewer: Viewer
+    pacs_http: httpx.AsyncClient
 
     @classmethod
     def build(
@@ -74,6 +80,10 @@ class Gateway:
         help_library = HelpLibrary.load(config.help_dir or default_help_dir())
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
+        # The PACS gets a client of its own: longer timeouts, more connections, streaming.
+        pacs_http = httpx.AsyncClient(
+            timeout=_PACS_TIMEOUT, limits=_PACS_LIMITS, follow_redirects=False
+        )
         return cls(
             settings=settings,
             config=config,
@@ -99,10 +109,20 @@ class Gateway:
             pages=Pages(help_library, zone(config.display_timezone)),
             help=help_library,
             clock=clock,
+            viewer=Viewer(
+                events=events,
+                handle_key=keys.viewer_handle,
+                policies=policies,
+                dicomweb=DicomwebClient(pacs_http),
+                clock=clock,
+                freshness=freshness,
+            ),
+            pacs_http=pacs_http,
         )
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.pacs_http.aclose()
 
     # Small helpers the routes share ------------------------------------------------------
 

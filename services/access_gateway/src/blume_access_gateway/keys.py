@@ -35,6 +35,8 @@ class GatewayKeys:
     cookies: bytes
     viewer_ticket: bytes
     code_hash: bytes
+    viewer_handle: bytes
+    """Makes the image proxy's opaque handles (``viewer``): bound to a session, no UID."""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> GatewayKeys:
@@ -45,6 +47,7 @@ class GatewayKeys:
             cookies=derive_key(secret, "cookies"),
             viewer_ticket=derive_key(secret, "viewer-ticket"),
             code_hash=derive_key(secret, "sign-in-code"),
+            viewer_handle=derive_key(secret, "viewer-handle"),
         )
 
     @classmethod

@@ -58,6 +58,7 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             max_uses=issued.max_uses,
             expires_at=issued.expires_at,
             traceparent=event.traceparent,
+            study_instance_uid=issued.study_instance_uid,
         )
     )
     return True
@@ -112,6 +113,7 @@ async def apply_published(session: AsyncSession, event: CloudEvent[ShareBlumePub
     entry.modalities = list(study.modalities) if study else []
     entry.description = study.description if study else None
     entry.traceparent = event.traceparent
+    entry.study_instance_uid = published.study_instance_uid or entry.study_instance_uid
     session.add(entry)
 
 

@@ -40,6 +40,7 @@ class RateLimits:
         per_ip: str,
         per_token: str,
         code_requests: str,
+        viewer: str = "1200/minute",
     ) -> None:
         storage = storage_from_string(_async_url(storage_url))
         self._limiter = MovingWindowRateLimiter(storage)
@@ -47,6 +48,7 @@ class RateLimits:
         self._per_token = parse(per_token)
         self._code_requests = parse(code_requests)
         self._denial_events = parse(DENIAL_EVENTS)
+        self._viewer = parse(viewer)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> RateLimits:
@@ -55,6 +57,7 @@ class RateLimits:
             per_ip=settings.rate_limit_per_ip,
             per_token=settings.rate_limit_per_token,
             code_requests=settings.rate_limit_code_requests,
+            viewer=settings.rate_limit_viewer,
         )
 
     async def _hit(self, item: RateLimitItem, *key: str) -> Verdict:
@@ -73,6 +76,10 @@ class RateLimits:
     async def address_request(self, client_ip: str) -> Verdict:
         """Requests that name no link (sign-in callbacks, the Blume pages)."""
         return await self._hit(self._per_ip, "ip", client_ip)
+
+    async def viewer_request(self, session_key: str) -> Verdict:
+        """An image-proxy request, counted per viewing session (not per address)."""
+        return await self._hit(self._viewer, "viewer", session_key)
 
     async def code_request(self, token_key: str) -> Verdict:
         """Sending a sign-in code (an email to the recipient)."""

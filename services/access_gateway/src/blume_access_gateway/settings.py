@@ -44,6 +44,9 @@ class GatewaySettings(BaseSettings):
     rate_limit_per_token: str = "30/minute"  # noqa: S105 - a rate, not a credential
     rate_limit_code_requests: str = "5/15 minutes"
     """Sign-in code emails per link: each one lands in the recipient's inbox."""
+    rate_limit_viewer: str = "1200/minute"
+    """Image-proxy requests per viewing session (handle): scrolling a 300-image series at
+    full speed is 300 requests in a few seconds. The per-address limit does not apply."""
 
     display_timezone: str = "America/Toronto"
     """Time zone in which pages show a link's expiry."""

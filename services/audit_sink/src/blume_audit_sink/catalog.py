@@ -129,6 +129,10 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.link.locked": EventClass(SECURITY_ALERT, _E, _MINOR),
     "share.link.accessed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
+    # The images through the gateway's proxy: IHE BALP Read per series, Export for a download.
+    "share.images.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
+    "share.images.exported": EventClass(EXPORT, _R, access=True),
+    "share.images.unavailable": EventClass(INSTANCES_ACCESSED, _R, _MINOR),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),

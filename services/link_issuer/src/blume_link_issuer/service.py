@@ -67,6 +67,7 @@ class LinkIssuer:
                 token_hash=link.token_hash,
                 recipient_auth=request.recipient_auth,
                 max_uses=request.max_uses,
+                study_instance_uid=request.study_instance_uid,
             ),
         )
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)
