@@ -15,7 +15,7 @@ the plugin's cache can never outlive a revocation by more than that.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
 from fastapi import APIRouter
 from joserfc import jwt
@@ -42,13 +42,13 @@ class TokenValidationRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    dicom_uid: Annotated[str, Field(alias="dicom-uid", max_length=64)] | None = None
-    orthanc_id: Annotated[str, Field(alias="orthanc-id", max_length=64)] | None = None
+    dicom_uid: str | None = Field(default=None, alias="dicom-uid", max_length=64)
+    orthanc_id: str | None = Field(default=None, alias="orthanc-id", max_length=64)
     level: Level
     method: Literal["get", "post", "put", "delete"]
-    token_key: Annotated[str, Field(alias="token-key", max_length=128)] | None = None
-    token_value: Annotated[str, Field(alias="token-value", max_length=4096)] | None = None
-    server_id: Annotated[str, Field(alias="server-id", max_length=128)] | None = None
+    token_key: str | None = Field(default=None, alias="token-key", max_length=128)
+    token_value: str | None = Field(default=None, alias="token-value", max_length=4096)
+    server_id: str | None = Field(default=None, alias="server-id", max_length=128)
 
 
 def _answer(granted: bool) -> JSONResponse:
