@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -27,8 +28,6 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from tests.conftest import free_port
-
 ORTHANC: Final = os.environ.get("BLUME_TEST_ORTHANC", "/usr/sbin/Orthanc")
 DICOMWEB_PLUGIN: Final = os.environ.get(
     "BLUME_TEST_ORTHANC_DICOMWEB", "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
@@ -37,6 +36,12 @@ CR_IMAGE_STORAGE: Final = "1.2.840.10008.5.1.4.1.1.1"
 CT_SLICES: Final = 60
 CR_IMAGES: Final = 3
 SIDE: Final = 512
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)

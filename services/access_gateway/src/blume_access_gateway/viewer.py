@@ -302,20 +302,28 @@ class Viewer:
         key = (scope.handle, series)
         if key in self._seen:
             return
-        await self._record(
-            "share.images.viewed",
-            scope,
-            ShareImagesViewed.model_validate(
-                {
-                    **self._access_fields(scope, client),
-                    "series_number": series,
-                    "instances": instances,
-                }
-            ),
-        )
+        # Marked before the write, so parallel first requests of a series record it once.
         self._seen[key] = None
         while len(self._seen) > _SEEN_SERIES:
             self._seen.popitem(last=False)
+        try:
+            await self._record(
+                "share.images.viewed",
+                scope,
+                ShareImagesViewed.model_validate(
+                    {
+                        **self._access_fields(scope, client),
+                        "series_number": series,
+                        "instances": instances,
+                    }
+                ),
+            )
+        except BaseException:
+            self._seen.pop(key, None)
+            raise
+
+    def series_seen(self, scope: Scope, series: int) -> bool:
+        return (scope.handle, series) in self._seen
 
     async def unavailable(
         self,

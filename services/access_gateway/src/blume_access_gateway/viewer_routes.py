@@ -7,6 +7,7 @@ handle reaches and the audit in ``viewer``. Every route checks the grant first.
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
@@ -28,6 +29,7 @@ WindowQuery = Annotated[
 FormatQuery = Annotated[str, Query(alias="format", pattern=r"^(png|jpeg)$")]
 _RENDERED: Final[dict[str, RenderedType]] = {"png": "image/png", "jpeg": "image/jpeg"}
 _PLAIN: Final = {"Cache-Control": "no-store"}
+_POSITION: Final = re.compile(r"^[1-9][0-9]{0,5}$")
 _STATUS: Final = {Refusal.NOT_FOUND: 404, Refusal.GONE: 410, Refusal.NOT_CURRENT: 503}
 
 
@@ -127,32 +129,40 @@ class ViewerRoutes:
         self,
         request: Request,
         handle: str,
-        series: int,
-        image: int,
+        series: str,
+        image: str,
         window: WindowQuery = None,
         image_format: FormatQuery = "png",
     ) -> Response:
-        """One rendered image, streamed from the PACS; 410 from the moment the share ends."""
+        """One rendered image, streamed from the PACS; 410 from the moment the share ends.
+        Series and image are positions: anything else (a UID, say) is simply not found."""
         if (refusal := await self._over_limit(handle)) is not None:
             return refusal
         scope = await self._scope(request, handle)
         if isinstance(scope, Refusal):
             return _plain(_STATUS[scope], scope.value)
+        if not (_POSITION.match(series) and _POSITION.match(image)):
+            return _plain(404, "not_found")
         try:
-            frame = await self.viewer.frame(scope, series, image)
+            frame = await self.viewer.frame(scope, int(series), int(image))
         except PacsError:
             return _plain(502, "the PACS did not answer")
         if frame is None:
             return _plain(404, "not_found")
-        if image == 1:
-            index = await self.viewer.index(scope)
-            count = len(index.instances.get(series, [])) if index else 0
-            await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
+        await self._audit_series(request, scope, int(series))
         chosen_window = None
         if window is not None:
             center, width = window.split(",")
             chosen_window = Window(float(center), float(width))
         return await self._stream_rendered(frame, _RENDERED[image_format], chosen_window)
+
+    async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:
+        """BALP Read the first time this session opens this series (any of its images)."""
+        if self.viewer.series_seen(scope, series):
+            return
+        index = await self.viewer.index(scope)
+        count = len(index.instances.get(series, [])) if index else 0
+        await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
 
     async def _stream_rendered(
         self, frame: Frame, accept: RenderedType, window: Window | None
