@@ -343,9 +343,7 @@ async def test_patient_sees_their_entrys_images_and_no_one_elses(
     assert imported.returncode == 0, imported.stderr
     provider, _issuer = portal_idp
     provider.users[ACCOUNT["email"]] = {"blume_patient_id": ACCOUNT["blume_patient_id"]}
-    provider.users[OTHER_ACCOUNT["email"]] = {
-        "blume_patient_id": OTHER_ACCOUNT["blume_patient_id"]
-    }
+    provider.users[OTHER_ACCOUNT["email"]] = {"blume_patient_id": OTHER_ACCOUNT["blume_patient_id"]}
     data = study_data(study, method="blume", patient_account={"blume_patient_id": "bp-0001"})
     data.pop("recipient")
     data.pop("expires_in_hours")
