@@ -8,16 +8,29 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from blume_runtime.db import database_url
-from blume_share.schema import current, load_models, upgrade
+from blume_share.schema import (
+    current,
+    include_name,
+    load_models,
+    migrator_connect_args,
+    schema_metadata,
+    upgrade,
+)
 from sqlalchemy import create_engine
 
 
 def pending_changes(url: str) -> list[object]:
-    engine = create_engine(database_url(url, use_async=False))
+    sync_url = database_url(url, use_async=False)
+    engine = create_engine(sync_url, connect_args=migrator_connect_args(sync_url))
     try:
         with engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
-            return list(compare_metadata(context, load_models().metadata))
+            postgres = connection.dialect.name == "postgresql"
+            options = {"compare_type": True, "include_schemas": postgres}
+            if postgres:
+                options["include_name"] = include_name
+            context = MigrationContext.configure(connection, opts=options)
+            target = schema_metadata() if postgres else load_models().metadata
+            return list(compare_metadata(context, target))
     finally:
         engine.dispose()
 

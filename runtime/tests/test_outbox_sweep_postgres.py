@@ -33,7 +33,7 @@ class SlowBroker(RecordingTransport):
 
 @pytest.fixture
 async def postgres(migrated_database_url: str) -> AsyncIterator[Database]:
-    database = Database(migrated_database_url)
+    database = Database(migrated_database_url, schema="link_issuer")
     yield database
     await database.dispose()
 
@@ -108,8 +108,9 @@ async def test_with_a_user_per_service_a_sweep_leaves_other_producers_rows(
     monkeypatch.setenv("BLUME_AMQP_URL", "amqp://link_issuer:secret@127.0.0.1:5672/blume")
     runtime = Runtime(Settings(), [link_issuer_service()], postgres)
     broker = RecordingTransport()
-    runtime.relay._transport = broker
-    assert await runtime.relay.sweep(older_than=timedelta(0)) == 1
+    relay = runtime.relay_for("link_issuer")
+    relay._transport = broker
+    assert await relay.sweep(older_than=timedelta(0)) == 1
     assert [m.message_id for m in broker.published] == ["evt-link"]
     async with postgres.transaction() as session:
         left = (await session.exec(select(OutboxMessage.event_id))).all()

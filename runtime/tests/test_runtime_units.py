@@ -115,3 +115,46 @@ def test_base_urls_are_normalised_once_in_the_settings() -> None:
     )
     assert settings.public_base_url == "https://share.example"
     assert settings.portal_base_url == "https://share.example/blume"
+
+
+def test_a_service_connects_with_its_own_url_else_the_shared_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``BLUME_<SERVICE>_DATABASE_URL`` wins for that service; the others fall back to
+    ``BLUME_DATABASE_URL`` (one process hosting several services in development)."""
+    from blume_runtime.settings import Settings, service_database_env
+
+    assert service_database_env("share_dispatcher") == "BLUME_SHARE_DISPATCHER_DATABASE_URL"
+    monkeypatch.setenv("BLUME_DATABASE_URL", "postgresql://owner@db/blume")
+    monkeypatch.setenv("BLUME_NOTIFIER_DATABASE_URL", "postgresql://notifier@db/blume")
+    settings = Settings()
+    assert settings.service_database("notifier") == "postgresql://notifier@db/blume"
+    assert settings.service_database("share_dispatcher") == "postgresql://owner@db/blume"
+    assert not settings.embedded_database
+
+
+def test_only_a_worker_login_is_not_the_embedded_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container given only its service's own URL does not fall back to a SQLite file."""
+    from blume_runtime.settings import Settings
+
+    monkeypatch.delenv("BLUME_DATABASE_URL", raising=False)
+    assert Settings().embedded_database
+    monkeypatch.setenv("BLUME_ACCESS_GATEWAY_DATABASE_URL", "postgresql://gw@db/blume")
+    assert not Settings().embedded_database
+
+
+async def test_a_schema_view_shares_the_pool_and_names_its_schema() -> None:
+    """On PostgreSQL a service's view of the process's database uses the same pool, its
+    unqualified tables in the service's schema; on SQLite (no schemas) it is the database."""
+    from blume_runtime.db import Database
+
+    shared = Database("postgresql://nobody@127.0.0.1:1/none")
+    view = shared.in_schema("notifier")
+    assert view.engine.pool is shared.engine.pool
+    assert view.engine.get_execution_options()["schema_translate_map"] == {None: "notifier"}
+    assert shared.engine.get_execution_options().get("schema_translate_map") is None
+    await view.dispose()  # leaves the shared pool to its owner
+    await shared.dispose()
+    embedded = Database("sqlite://")
+    assert embedded.in_schema("notifier") is embedded
+    await embedded.dispose()

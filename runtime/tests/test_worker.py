@@ -186,7 +186,7 @@ async def test_outbox_sweep_publishes_rows_left_behind(db: Database, tmp_path: P
         )
     await runtime.start()
     try:
-        assert await runtime.relay.sweep(older_than=timedelta(0)) == 1
+        assert await runtime.sweep(older_than=timedelta(0)) == 1
         await runtime.wait_until_idle()
     finally:
         await runtime.stop()

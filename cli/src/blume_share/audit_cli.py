@@ -14,6 +14,7 @@ from typing import Annotated, Final, TextIO
 
 import typer
 from blume_audit_sink import (
+    NAME,
     AuditRecord,
     AuditSettings,
     DisclosureRequest,
@@ -357,7 +358,7 @@ def audit_serve_api(
             fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", EXIT_BAD_INPUT)
     except TokenConfigError as error:
         fail(str(error), EXIT_BAD_INPUT)
-    uvicorn.run(create_app(settings, audit, settings.database), host=host, port=port)
+    uvicorn.run(create_app(settings, audit, settings.service_database(NAME)), host=host, port=port)
 
 
 audit_app.command("purge")(audit_purge)

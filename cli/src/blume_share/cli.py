@@ -91,7 +91,7 @@ def run(
     if example:
         requests += parse_requests(_bundled_example())
     try:
-        operations.require_current_schema(settings)
+        operations.require_current_schema(settings, names)
     except operations.SchemaNotCurrentError as error:
         fail(str(error), EXIT_UNAVAILABLE)
     except SQLAlchemyError as error:
@@ -232,12 +232,12 @@ def revoke(
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (idempotent)."""
+    """Apply database migrations (idempotent), as the database's owner (BLUME_DATABASE_URL)."""
     from blume_share.schema import upgrade
 
     settings = ready_settings()
     try:
-        upgrade(settings.database)
+        upgrade(settings.database, role_prefix=settings.database_role_prefix)
     except SQLAlchemyError as error:
         fail(f"migration failed: {error}", EXIT_UNAVAILABLE)
     typer.echo("database schema is up to date")

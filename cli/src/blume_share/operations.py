@@ -49,15 +49,20 @@ from blume_share.services import GATEWAY, WORKERS
 from blume_share.state_dir import secure_state_dir
 
 
-def database(settings: Settings) -> Database:
+def database(settings: Settings, *, schema: str | None = None) -> Database:
+    """The migrator's database (``BLUME_DATABASE_URL``): on PostgreSQL its ``search_path``
+    (migration 0011) finds every service's tables, which the CLI's reports read together.
+    ``schema``: one service's schema, for a command that writes its outbox."""
     secure_state_dir(settings)
-    return Database(settings.database)
+    return Database(settings.database, schema=schema)
 
 
 @asynccontextmanager
-async def session_scope(settings: Settings) -> AsyncIterator[AsyncSession]:
+async def session_scope(
+    settings: Settings, *, schema: str | None = None
+) -> AsyncIterator[AsyncSession]:
     """One transaction on a short-lived engine: what a CLI command needs, then closed."""
-    db = database(settings)
+    db = database(settings, schema=schema)
     try:
         async with db.transaction() as session:
             yield session
@@ -71,20 +76,23 @@ class SchemaNotCurrentError(RuntimeError):
 
 def prepare_embedded(settings: Settings) -> None:
     """The embedded default migrates its own SQLite file; production runs ``migrate``."""
-    if settings.database_url is None:
+    if settings.embedded_database:
         secure_state_dir(settings)
         upgrade(settings.database)
 
 
-def require_current_schema(settings: Settings) -> None:
-    """Workers refuse to start on a database this release has not migrated."""
+def require_current_schema(settings: Settings, names: Sequence[str] = ()) -> None:
+    """Workers refuse to start on a database this release has not migrated (asked with each
+    named service's own login: ``BLUME_<SERVICE>_DATABASE_URL``, else ``BLUME_DATABASE_URL``)."""
     prepare_embedded(settings)
-    found, expected = current(settings.database), head()
-    if found != expected:
-        raise SchemaNotCurrentError(
-            f"database schema is at {found or 'nothing'}, this release needs {expected}: "
-            "run blume-share migrate"
-        )
+    expected = head()
+    for url in {settings.service_database(name) for name in names} or {settings.database}:
+        found = current(url)
+        if found != expected:
+            raise SchemaNotCurrentError(
+                f"database schema is at {found or 'nothing'}, this release needs {expected}: "
+                "run blume-share migrate"
+            )
 
 
 async def publish(settings: Settings, requests: Sequence[PreparedRequest]) -> None:
@@ -99,13 +107,16 @@ async def publish(settings: Settings, requests: Sequence[PreparedRequest]) -> No
         await transport.stop()
 
 
-async def relay_committed(settings: Settings, messages: Sequence[OutgoingMessage]) -> None:
-    """Publish events a command committed to the outbox (confirmed), then drop their rows.
+async def relay_committed(
+    settings: Settings, messages: Sequence[OutgoingMessage], *, schema: str
+) -> None:
+    """Publish events a command committed to the outbox of ``schema`` (confirmed), then
+    drop their rows.
 
     Should this fail, the rows stay and a running service's outbox sweep publishes them.
     """
     assert settings.amqp_url is not None
-    db = database(settings)
+    db = database(settings, schema=schema)
     transport = RabbitTransport(
         settings.amqp_url.get_secret_value(), users=settings.broker_user_map
     )
@@ -194,7 +205,7 @@ async def run(
     async def publish_requests() -> None:
         if settings.embedded_broker:
             # What a command committed earlier (``patients import``) goes out first.
-            await runtime.relay.sweep(older_than=timedelta(0))
+            await runtime.sweep(older_than=timedelta(0))
         for request in requests:
             await runtime.publish_request(request.message())
 
@@ -202,7 +213,12 @@ async def run(
         if not until_idle:
             if serving_gateway:
                 runtime.add(
-                    access_gateway.HttpServer.from_settings(settings, db, runtime.relay, freshness)
+                    access_gateway.HttpServer.from_settings(
+                        settings,
+                        runtime.database_for(GATEWAY),
+                        runtime.relay_for(GATEWAY),
+                        freshness,
+                    )
                 )
             await runtime.run_until_signalled(on_started=publish_requests)
             return None

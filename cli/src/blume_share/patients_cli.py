@@ -42,7 +42,7 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
     projection current; on the embedded default the next ``run``/``send`` relays them first.
     """
     correlation_id = f"patients-import-{uuid.uuid4()}"
-    async with operations.session_scope(settings) as session:
+    async with operations.session_scope(settings, schema=blume_publisher.NAME) as session:
         result = await import_accounts(session, records, correlation_id=correlation_id)
     if settings.amqp_url is not None:
         if settings.broker_user_map.misassigned([blume_publisher.NAME]):
@@ -53,7 +53,7 @@ async def _import(settings: Settings, records: list[AccountRecord]) -> tuple[int
                 err=True,
             )
         else:
-            await operations.relay_committed(settings, result.staged)
+            await operations.relay_committed(settings, result.staged, schema=blume_publisher.NAME)
     return result.created, result.updated
 
 

@@ -1,45 +1,86 @@
-"""The database schema: every service's tables, applied with Alembic."""
+"""The database schema: every service's tables, applied with Alembic.
+
+On PostgreSQL each service's tables, its inbox and outbox included, live in a schema named
+after the service, used by a role of its own (``<prefix><service>``, migration 0011). The
+tables come from what each service exports (``TABLES``); none is named here as a string.
+"""
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Mapping
 from typing import Final
 
+import blume_access_gateway as access_gateway
+import blume_audit_sink as audit_sink
+import blume_link_issuer as link_issuer
+import blume_notifier as notifier
+import blume_publisher as publisher
+import blume_share_dispatcher as share_dispatcher
 from alembic import command
 from alembic.config import Config
-from blume_runtime.db import database_url
+from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+from blume_runtime.db import RUNTIME_TABLES, database_url
+from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
-MODEL_MODULES: Final = (
-    "blume_runtime.db",
-    "blume_share_dispatcher.models",
-    "blume_share_dispatcher.accounts",
-    "blume_link_issuer.models",
-    "blume_notifier.models",
-    "blume_audit_sink.models",
-    "blume_publisher.models",
-    "blume_access_gateway.models",
-)
+SERVICE_TABLES: Final[Mapping[str, tuple[type[SQLModel], ...]]] = {
+    share_dispatcher.NAME: share_dispatcher.TABLES,
+    link_issuer.NAME: link_issuer.TABLES,
+    notifier.NAME: notifier.TABLES,
+    audit_sink.NAME: audit_sink.TABLES,
+    publisher.NAME: publisher.TABLES,
+    access_gateway.NAME: access_gateway.TABLES,
+}
+"""Each service (its schema's name) and its tables; each has ``RUNTIME_TABLES`` besides."""
+
+DEFAULT_ROLE_PREFIX: Final = "blume_"
 
 
 def load_models() -> type[SQLModel]:
-    """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
+    """``SQLModel``, its metadata holding every table once, unqualified: SQLite's layout."""
     return SQLModel
 
 
-def alembic_config(url: str) -> Config:
+def schema_metadata() -> MetaData:
+    """PostgreSQL's layout: every service's tables and its own inbox and outbox, in its schema."""
+    # SQLModel names an index after its column's label, which a schema would join: keep
+    # the names the tables had before they moved (``ix_<table>_<column>``).
+    target = MetaData(naming_convention={"ix": "ix_%(table_name)s_%(column_0_name)s"})
+    for schema, models in SERVICE_TABLES.items():
+        for model in (*RUNTIME_TABLES, *models):
+            model.__table__.to_metadata(target, schema=schema)  # type: ignore[attr-defined]
+    return target
+
+
+def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterParentNames) -> bool:
+    """Compare only the services' schemas (and the default one, where alembic_version is)."""
+    return type_ != "schema" or name is None or name in SERVICE_TABLES
+
+
+def migrator_connect_args(url: str) -> dict[str, str]:
+    """Migrations see ``public`` only, whatever the database's ``search_path`` (0011): an
+    unqualified new table lands there (and the schema check sees it), and the service
+    schemas are named explicitly."""
+    return {"options": "-c search_path=public"} if url.startswith("postgresql") else {}
+
+
+def alembic_config(url: str, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> Config:
     config = Config()
     config.set_main_option("script_location", "blume_share:migrations")
     # ConfigParser interpolation would eat a '%' in a password.
     config.set_main_option("sqlalchemy.url", database_url(url, use_async=False).replace("%", "%%"))
+    config.attributes["role_prefix"] = role_prefix
+    config.attributes["service_schemas"] = tuple(SERVICE_TABLES)
     return config
 
 
-def upgrade(url: str) -> None:
-    """Bring the database at ``url`` to the latest schema (idempotent)."""
-    command.upgrade(alembic_config(url), "head")
+def upgrade(url: str, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> None:
+    """Bring the database at ``url`` to the latest schema (idempotent).
+
+    ``url`` is the migrator's (the owner's); on PostgreSQL the services' roles are named
+    ``<role_prefix><service>`` (``BLUME_DATABASE_ROLE_PREFIX``).
+    """
+    command.upgrade(alembic_config(url, role_prefix=role_prefix), "head")
 
 
 def current(url: str) -> str | None:

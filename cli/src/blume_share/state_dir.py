@@ -37,10 +37,10 @@ def private_file(path: Path) -> None:
 
 def secure_state_dir(settings: Settings) -> None:
     """On the embedded default, close the state directory and its SQLite files to others."""
-    if settings.database_url is not None and not settings.embedded_broker:
+    if not settings.embedded_database and not settings.embedded_broker:
         return
     state = private_directory(settings.state_dir)
-    if settings.database_url is None:
+    if settings.embedded_database:
         database = state / DATABASE_FILE
         private_file(database)
         for companion in (state / f"{DATABASE_FILE}-wal", state / f"{DATABASE_FILE}-shm"):

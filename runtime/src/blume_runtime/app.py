@@ -47,14 +47,19 @@ def make_transport(settings: Settings, names: Sequence[str] = ()) -> Transport:
 
 
 class Runtime:
-    """Services sharing one database engine, one transport and one outbox relay.
+    """Services sharing one transport, each with its own schema and outbox relay.
+
+    ``db`` is the process's database; each service (and each of ``publishers``) uses its
+    own schema of it (``Database.in_schema``), or its own login if
+    ``BLUME_<SERVICE>_DATABASE_URL`` is set (``Settings.service_database``). Services
+    sharing one ``Database`` (all of them on SQLite) share one relay.
 
     With ``serve_ops`` (long-running processes), the ops port is served beside them.
     ``publishers`` names what else publishes through this runtime (the web gateway).
 
     Everything long-lived is a ``Component`` (``blume_runtime.lifecycle``), started in this
     order and stopped in reverse: the services' own (the audit sealer), the workers, the
-    outbox sweeper, the ops port, then those ``add``-ed (the web server).
+    outbox sweepers, the ops port, then those ``add``-ed (the web server).
     """
 
     def __init__(
@@ -71,33 +76,73 @@ class Runtime:
         self.db = db
         self.names = [service.name for service in self.services] + list(publishers)
         self.transport = make_transport(settings, self.names)
-        self.relay = OutboxRelay(db, self.transport, sweeps=self._sweeps(settings))
+        self._own_databases: list[Database] = []
+        self.databases = {name: self._database(name) for name in self.names}
+        self.relays = self._relays(settings)
         for service in self.services:
-            worker = Worker(service, db, self.relay, settings)
+            worker = Worker(
+                service, self.databases[service.name], self.relay_for(service.name), settings
+            )
             self.transport.subscribe(service.queue, worker)
         self.ops = (
-            OpsServer(settings, self.transport, db, self.names)
+            OpsServer(settings, self.transport, db, self.names, databases=self.databases)
             if serve_ops and settings.ops_port
             else None
         )
         self._components: list[Component] = [
             *(component for service in self.services for component in service.components),
             Workers(self.transport),
-            OutboxSweeper(self.relay, settings.outbox_poll_seconds),
+            *(
+                OutboxSweeper(relay, settings.outbox_poll_seconds)
+                for relay in self._distinct_relays()
+            ),
             *([self.ops] if self.ops is not None else []),
         ]
         self._started: list[Component] = []
+
+    def _database(self, name: str) -> Database:
+        if not self.settings.has_own_database(name):
+            return self.db.in_schema(name)
+        own = Database(self.settings.service_database(name), schema=name)
+        self._own_databases.append(own)
+        return own
+
+    def database_for(self, name: str) -> Database:
+        """The database (schema) of ``name``, one of this runtime's services or publishers."""
+        return self.databases[name]
+
+    def relay_for(self, name: str) -> OutboxRelay:
+        """The relay of ``name``'s outbox: what it commits is published and swept by it."""
+        return self.relays[name]
+
+    def _relays(self, settings: Settings) -> dict[str, OutboxRelay]:
+        relays: dict[int, OutboxRelay] = {}
+        for database in self.databases.values():
+            if id(database) not in relays:
+                sharing = [name for name, used in self.databases.items() if used is database]
+                relays[id(database)] = OutboxRelay(
+                    database, self.transport, sweeps=self._sweeps(settings, sharing)
+                )
+        return {name: relays[id(database)] for name, database in self.databases.items()}
+
+    def _distinct_relays(self) -> list[OutboxRelay]:
+        return list({id(relay): relay for relay in self.relays.values()}.values())
+
+    async def sweep(self, *, older_than: timedelta) -> int:
+        """Sweep every outbox of this runtime; return how many rows were published."""
+        return sum([await relay.sweep(older_than=older_than) for relay in self._distinct_relays()])
 
     def add(self, component: Component) -> None:
         """Own ``component`` too: started after the rest, stopped before them."""
         self._components.append(component)
 
-    def _sweeps(self, settings: Settings) -> list[str] | None:
-        """What this process's sweep publishes: everything with one broker user; with a
-        user per service, only the types its own services produce."""
+    @staticmethod
+    def _sweeps(settings: Settings, names: Sequence[str]) -> list[str] | None:
+        """What a sweep of the outbox of ``names`` publishes: everything with one broker
+        user; with a user per service, only the types those services produce."""
         if settings.broker_user_map.single_user:
             return None
-        return sorted({event_type for name in self.names for event_type in produced_by(name)})
+        return sorted({event_type for name in names for event_type in produced_by(name)})
 
     def check_broker_identity(self) -> None:
         users = self.settings.broker_user_map
@@ -144,7 +189,7 @@ class Runtime:
             raise RuntimeError("idle detection needs the embedded broker")
         while True:
             await transport.wait_idle()
-            if await self.relay.sweep(older_than=timedelta(0)) == 0 and transport.idle:
+            if await self.sweep(older_than=timedelta(0)) == 0 and transport.idle:
                 return
 
     async def stop(self) -> None:
@@ -152,10 +197,13 @@ class Runtime:
         try:
             await stop_all(started)
         finally:
-            try:
-                await self.relay.forget_published()
-            except Exception as error:  # noqa: BLE001 - rows left behind are only swept again
-                log.warning("outbox clean-up deferred", error_type=type(error).__name__)
+            for relay in self._distinct_relays():
+                try:
+                    await relay.forget_published()
+                except Exception as error:  # noqa: BLE001 - rows left behind are swept again
+                    log.warning("outbox clean-up deferred", error_type=type(error).__name__)
+            for own in self._own_databases:
+                await own.dispose()
         log.info("runtime stopped")
 
     async def run_until_signalled(

@@ -1,14 +1,22 @@
 """Database access: one async engine per process, SQLModel tables, inbox and outbox.
 
 PostgreSQL (psycopg 3) in production, SQLite (aiosqlite) on the embedded default.
+
+On PostgreSQL every service's tables live in a schema of their own, named after the service
+(``share_dispatcher``, ``access_gateway``, ...), its inbox and outbox included. The models
+name no schema: a service's ``Database`` maps "no schema" to the service's own
+(``schema_translate_map``), so the one ``InboxEntry``/``OutboxMessage`` definition serves
+every service, and a service can only name its own tables. SQLite has no schemas: there
+every table stays in the one file and nothing is translated.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import DateTime, Dialect, TypeDecorator, event
 from sqlalchemy.engine import make_url
@@ -87,8 +95,18 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = timestamp_column(index=True)
 
 
+RUNTIME_TABLES: Final = (InboxEntry, OutboxMessage)
+"""The tables every service has in its own schema."""
+
+
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    """An engine and the schema its sessions use.
+
+    ``schema`` (PostgreSQL only) is the service whose tables unqualified names mean; None
+    leaves them to the connection's ``search_path`` (the CLI, running as the migrator).
+    """
+
+    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
         self.url = database_url(url, use_async=True)
         self.is_sqlite = self.url.startswith("sqlite")
         self._system = "sqlite" if self.is_sqlite else "postgresql"
@@ -96,13 +114,36 @@ class Database:
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
             options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        self._pool_engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+            event.listen(self._pool_engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self._pool_engine.sync_engine, "begin", _sqlite_begin_immediate)
+        self._owns_pool = True
+        self._use(schema)
+
+    def _use(self, schema: str | None) -> None:
+        self.schema = None if self.is_sqlite else schema
+        self.engine: AsyncEngine = (
+            self._pool_engine
+            if self.schema is None
+            else self._pool_engine.execution_options(schema_translate_map={None: self.schema})
+        )
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
+
+    def in_schema(self, schema: str) -> Database:
+        """The same engine and pool, its unqualified tables in ``schema`` (PostgreSQL).
+
+        One process hosting several services on one URL (development) gives each its own
+        schema this way without a pool each. On SQLite it is this database itself.
+        """
+        if self.is_sqlite or schema == self.schema:
+            return self
+        view = copy.copy(self)
+        view._owns_pool = False
+        view._use(schema)
+        return view
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -112,7 +153,9 @@ class Database:
                 yield session
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        """Close the pool; a view from ``in_schema`` leaves it to the database it came from."""
+        if self._owns_pool:
+            await self._pool_engine.dispose()
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

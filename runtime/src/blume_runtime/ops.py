@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -82,12 +82,20 @@ class _Exposition:
 
 class OpsServer:
     def __init__(
-        self, settings: Settings, transport: Transport, db: Database, names: Sequence[str]
+        self,
+        settings: Settings,
+        transport: Transport,
+        db: Database,
+        names: Sequence[str],
+        *,
+        databases: Mapping[str, Database] | None = None,
     ) -> None:
+        """``databases``: each name's own (its schema's outbox); unnamed ones use ``db``."""
         self._settings = settings
         self._transport = transport
-        self._db = db
         self._names = list(names)
+        given = databases or {}
+        self._databases = {name: given.get(name, db) for name in self._names}
         self._socket: socket.socket | None = None
         self._task: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -147,23 +155,31 @@ class OpsServer:
     async def outbox_check(self) -> tuple[str | None, str | None]:
         """(database problem, outbox problem); also sets the outbox gauges."""
         try:
-            backlog, oldest = await asyncio.wait_for(self._outbox(), DATABASE_TIMEOUT_SECONDS)
+            outboxes = await asyncio.wait_for(self._outboxes(), DATABASE_TIMEOUT_SECONDS)
         except Exception as error:  # noqa: BLE001 - any failure means not ready
             return f"database unreachable ({type(error).__name__})", None
-        age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else 0.0
-        for name in self._names:
+        now = datetime.now(UTC)
+        oldest_age = 0.0
+        for name, (backlog, oldest) in outboxes.items():
+            age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
             metrics.OUTBOX_BACKLOG.labels(name).set(backlog)
-            metrics.OUTBOX_OLDEST_AGE.labels(name).set(max(age, 0.0))
+            metrics.OUTBOX_OLDEST_AGE.labels(name).set(age)
+            oldest_age = max(oldest_age, age)
         limit = self._settings.outbox_max_age_seconds
-        if age > limit:
-            return None, f"oldest unpublished event is {age:.0f} s old (limit {limit:.0f} s)"
+        if oldest_age > limit:
+            return None, f"oldest unpublished event is {oldest_age:.0f} s old (limit {limit:.0f} s)"
         return None, None
 
-    async def _outbox(self) -> tuple[int, datetime | None]:
+    async def _outboxes(self) -> dict[str, tuple[int, datetime | None]]:
+        """Each name's outbox (backlog, oldest row); a database shared by names is asked once."""
         query = select(func.count(), func.min(col(OutboxMessage.created_at)))
-        async with self._db.engine.connect() as connection:
-            backlog, oldest = (await connection.execute(query)).one()
-        return int(backlog), oldest
+        by_database: dict[int, tuple[int, datetime | None]] = {}
+        for database in self._databases.values():
+            if id(database) not in by_database:
+                async with database.engine.connect() as connection:
+                    backlog, oldest = (await connection.execute(query)).one()
+                by_database[id(database)] = (int(backlog), oldest)
+        return {name: by_database[id(database)] for name, database in self._databases.items()}
 
     async def _readyz(self, _request: Request) -> JSONResponse:
         database, outbox = await self.outbox_check()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from blume_contracts.urls import base_url
 from pydantic import Field, SecretStr, field_validator
@@ -24,6 +24,17 @@ class Settings(BaseSettings):
 
     amqp_url: SecretStr | None = None
     database_url: SecretStr | None = None
+    """The migrator's (and the CLI's) database; each service falls back to it."""
+    share_dispatcher_database_url: SecretStr | None = None
+    link_issuer_database_url: SecretStr | None = None
+    notifier_database_url: SecretStr | None = None
+    audit_sink_database_url: SecretStr | None = None
+    blume_publisher_database_url: SecretStr | None = None
+    access_gateway_database_url: SecretStr | None = None
+    """``BLUME_<SERVICE>_DATABASE_URL``: the service's own login, which may read and write
+    only its own schema (``service_database``)."""
+    database_role_prefix: str = Field(default="blume_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    """Migrations name each service's role ``<prefix><service>`` (``blume_share_dispatcher``)."""
     smtp_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8080"
     portal_base_url: str = "http://127.0.0.1:8080/blume"
@@ -104,11 +115,49 @@ class Settings(BaseSettings):
         return self.amqp_url is None
 
     @property
+    def embedded_database(self) -> bool:
+        """No database URL at all: the embedded default's SQLite file."""
+        return self.database_url is None and not any(
+            self.has_own_database(name) for name in SERVICES_WITH_OWN_DATABASE
+        )
+
+    @property
     def database(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.state_dir / 'blume-share.db').resolve()}"
 
+    def service_database(self, service: str) -> str:
+        """The URL ``service`` connects with: ``BLUME_<SERVICE>_DATABASE_URL`` if set, else
+        ``BLUME_DATABASE_URL`` (one process hosting several services in development), else
+        the embedded default's SQLite file."""
+        own = getattr(self, service_database_field(service), None)
+        return own.get_secret_value() if isinstance(own, SecretStr) else self.database
+
+    def has_own_database(self, service: str) -> bool:
+        return getattr(self, service_database_field(service), None) is not None
+
     @property
     def mail_drop_dir(self) -> Path:
         return self.state_dir / "mail"
+
+
+SERVICES_WITH_OWN_DATABASE: Final = (
+    "share_dispatcher",
+    "link_issuer",
+    "notifier",
+    "audit_sink",
+    "blume_publisher",
+    "access_gateway",
+)
+"""The services that may connect with a login of their own (a setting each, above)."""
+
+
+def service_database_field(service: str) -> str:
+    """The setting of a service's own URL; its variable is ``BLUME_`` + this, upper-cased."""
+    return f"{service}_database_url"
+
+
+def service_database_env(service: str) -> str:
+    """``BLUME_SHARE_DISPATCHER_DATABASE_URL`` for ``share_dispatcher``."""
+    return f"BLUME_{service_database_field(service).upper()}"

@@ -1,4 +1,8 @@
-"""Alembic environment: one migration history for every service's tables."""
+"""Alembic environment: one migration history for every service's tables.
+
+SQLite (the embedded default) keeps every table unqualified in one file; PostgreSQL keeps
+each service's tables in its own schema (``blume_share.schema.schema_metadata``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ from typing import Any, Literal
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from blume_runtime.db import UtcDateTime
-from blume_share.schema import load_models
-from sqlalchemy import create_engine
+from blume_share.schema import include_name, load_models, migrator_connect_args, schema_metadata
+from sqlalchemy import MetaData, create_engine
 from sqlmodel.sql.sqltypes import AutoString
-
-target_metadata = load_models().metadata
 
 
 def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal[False]:
@@ -26,14 +28,18 @@ def render_item(kind: str, item: Any, _context: AutogenContext) -> str | Literal
 def run_migrations() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_engine(url)
+    engine = create_engine(url, connect_args=migrator_connect_args(url))
     with engine.connect() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        target: MetaData = schema_metadata() if postgres else load_models().metadata
         context.configure(
             connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
+            target_metadata=target,
+            render_as_batch=not postgres,
             compare_type=True,
             render_item=render_item,
+            include_schemas=postgres,
+            include_name=include_name,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -111,7 +111,11 @@ def main() -> None:
         freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
         runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
         freshness.attach(queue_probe(runtime.transport, NAME))
-        runtime.add(HttpServer.from_settings(settings, db, runtime.relay, freshness))
+        runtime.add(
+            HttpServer.from_settings(
+                settings, runtime.database_for(NAME), runtime.relay_for(NAME), freshness
+            )
+        )
         try:
             await runtime.run_until_signalled()
         finally:

@@ -5,6 +5,8 @@ The composition root (the CLI) uses the worker, and the operator's verbs: query,
 export, disclosures, checkpoints and signing keys, retention and legal holds, the read API.
 """
 
+from typing import Final
+
 from blume_audit_sink.api import TokenConfigError, create_app, hash_token, new_token, token_hashes
 from blume_audit_sink.checkpoints import SignedCheckpoint, checkpoint_chains
 from blume_audit_sink.disclosures import (
@@ -18,7 +20,15 @@ from blume_audit_sink.disclosures import as_html as disclosures_as_html
 from blume_audit_sink.disclosures import as_json as disclosures_as_json
 from blume_audit_sink.export import CSV_COLUMNS, csv_text, fhir_bundle, fhir_json, jsonl_line
 from blume_audit_sink.export import records_matching as records_to_export
-from blume_audit_sink.models import AuditLegalHold, AuditRecord
+from blume_audit_sink.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditLegalHold,
+    AuditPending,
+    AuditPurge,
+    AuditRecord,
+    AuditRetention,
+)
 from blume_audit_sink.operator_reads import (
     AUDIT_LOG_READ_TYPE,
     RECORDS_READ_TYPE,
@@ -51,11 +61,24 @@ from blume_audit_sink.signing_keys import (
 from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_audit_sink.verify import verify as verify_chains
 
+TABLES: Final = (
+    AuditRecord,
+    AuditChainHead,
+    AuditPending,
+    AuditCheckpoint,
+    AuditPurge,
+    AuditRetention,
+    AuditLegalHold,
+)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
+
 __all__ = [
     "AUDIT_LOG_READ_TYPE",
     "CSV_COLUMNS",
     "NAME",
     "RECORDS_READ_TYPE",
+    "TABLES",
     "AuditLegalHold",
     "AuditRecord",
     "AuditSettings",

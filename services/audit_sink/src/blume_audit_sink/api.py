@@ -37,6 +37,7 @@ from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import DisclosureRequest, accounting
 from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import fhir_bundle, fhir_json
+from blume_audit_sink.models import SCHEMA
 from blume_audit_sink.search import RecordFilter, find, record_as_json
 from blume_audit_sink.settings import AuditSettings
 from blume_audit_sink.verify import verify_store
@@ -159,11 +160,12 @@ async def audited_read(
 
 
 def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> FastAPI:
-    """The API over the database at ``database_url``; tokens from ``audit``."""
+    """The API over the audit schema of the database at ``database_url``; tokens from
+    ``audit``. The API is the audit sink's: ``BLUME_AUDIT_SINK_DATABASE_URL``, read only."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(database_url)
+        app.state.db = Database(database_url, schema=SCHEMA)
         try:
             yield
         finally:

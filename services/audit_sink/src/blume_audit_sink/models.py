@@ -14,11 +14,14 @@ in batches (see ``sealer.py``).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from blume_runtime.db import UtcDateTime, timestamp_column, utcnow
 from sqlalchemy import BigInteger, Index, Integer, SmallInteger, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+SCHEMA: Final = "audit_sink"
+"""The sink's PostgreSQL schema, named after the service (``service.NAME`` is this)."""
 
 HASH_LENGTH = 64
 GENESIS_HASH = "0" * HASH_LENGTH

@@ -24,6 +24,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.models import (
+    SCHEMA,
     SEVEN_YEARS_DAYS,
     AuditCheckpoint,
     AuditLegalHold,
@@ -178,7 +179,7 @@ async def purge(session: AsyncSession, plan: PurgePlan) -> int:
         connection = await session.connection()
         try:
             removed = await connection.execute(
-                text("SELECT audit_purge_through(:chain_id, :through_seq)"),
+                text(f"SELECT {SCHEMA}.audit_purge_through(:chain_id, :through_seq)"),
                 {"chain_id": plan.chain_id, "through_seq": plan.through_seq},
             )
         except DBAPIError as error:

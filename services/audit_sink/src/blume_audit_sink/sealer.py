@@ -35,7 +35,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
 from blume_audit_sink.entry import Entry, prepare
-from blume_audit_sink.models import AuditPending
+from blume_audit_sink.models import SCHEMA, AuditPending
 
 log = structlog.get_logger("audit_sink")
 
@@ -180,7 +180,7 @@ class ChainSealer:
 
     def _ensure_running(self) -> None:
         if self._task is None:
-            self._db = Database(self._database_url)
+            self._db = Database(self._database_url, schema=SCHEMA)
             self._task = asyncio.create_task(self._run(), name="audit-sealer")
 
     async def _run(self) -> None:

@@ -19,11 +19,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.checkpoints import Cadence
+from blume_audit_sink.models import SCHEMA
 from blume_audit_sink.sealer import ChainSealer, stage
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_audit_sink.signing_keys import signing_key
 
-NAME = "audit_sink"
+NAME: Final = SCHEMA
 SECURITY_CHAIN: Final = "_security"
 """Where security records go: one chain for every refused event, whatever tenant it named
 (an untrusted publisher must not be able to start chains under names of its choosing)."""
@@ -84,7 +85,7 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
     audit = audit or AuditSettings()
     service = Service(NAME, bind_all=True)
     sealer = ChainSealer(
-        database_url=settings.database,
+        database_url=settings.service_database(NAME),
         key=signing_key(settings, audit),
         directory=checkpoint_dir(settings, audit),
         cadence=Cadence(audit.audit_checkpoint_every_events, audit.audit_checkpoint_every_seconds),

@@ -4,6 +4,8 @@ The public API, for the composition root (the CLI): the worker (``NAME``, ``buil
 account import and description that ``blume-share patients`` offers.
 """
 
+from typing import Final
+
 from blume_publisher.accounts import (
     AccountRecord,
     ImportFileError,
@@ -12,10 +14,16 @@ from blume_publisher.accounts import (
     import_accounts,
     parse_accounts,
 )
+from blume_publisher.models import PatientAccount, RecordEntry
 from blume_publisher.service import NAME, build
+
+TABLES: Final = (PatientAccount, RecordEntry)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
 
 __all__ = [
     "NAME",
+    "TABLES",
     "AccountRecord",
     "ImportFileError",
     "ImportResult",

@@ -3,6 +3,13 @@
 The public API, for the composition root (the CLI): the worker.
 """
 
+from typing import Final
+
+from blume_notifier.models import Notification
 from blume_notifier.service import NAME, build
 
-__all__ = ["NAME", "build"]
+TABLES: Final = (Notification,)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
+
+__all__ = ["NAME", "TABLES", "build"]
