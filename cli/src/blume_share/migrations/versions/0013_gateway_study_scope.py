@@ -3,8 +3,10 @@ image proxy lets that link or entry reach (``share.link.issued`` / ``share.blume
 carry it from now on). Existing rows are filled from the link issuer's and the record
 store's own tables, as migration 0009 filled the projections.
 
+On PostgreSQL the tables are in their services' schemas (migration 0011).
+
 Revision ID: 0013
-Revises: 0010
+Revises: 0011
 """
 
 from collections.abc import Sequence
@@ -13,28 +15,44 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 _TABLES = ("access_gateway_links", "access_gateway_entries")
 
 
+def _schemas() -> tuple[str | None, str, str]:
+    """The gateway's schema (None on SQLite) and the qualified sources of the backfill."""
+    if op.get_bind().dialect.name != "postgresql":
+        return None, "link_issuer_links", "blume_record_entries"
+    return (
+        "access_gateway",
+        "link_issuer.link_issuer_links",
+        "blume_publisher.blume_record_entries",
+    )
+
+
 def upgrade() -> None:
+    schema, links, entries = _schemas()
+    prefix = f"{schema}." if schema else ""
     for table in _TABLES:
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, schema=schema) as batch:
             batch.add_column(sa.Column("study_instance_uid", sa.String(length=64), nullable=True))
     op.execute(
-        "UPDATE access_gateway_links SET study_instance_uid = (SELECT l.study_instance_uid"
-        " FROM link_issuer_links l WHERE l.link_id = access_gateway_links.link_id)"
+        f"UPDATE {prefix}access_gateway_links SET study_instance_uid = (SELECT"
+        f" l.study_instance_uid FROM {links} l"
+        f" WHERE l.link_id = {prefix}access_gateway_links.link_id)"
     )
     op.execute(
-        "UPDATE access_gateway_entries SET study_instance_uid = (SELECT e.study_instance_uid"
-        " FROM blume_record_entries e WHERE e.entry_id = access_gateway_entries.entry_id)"
+        f"UPDATE {prefix}access_gateway_entries SET study_instance_uid = (SELECT"
+        f" e.study_instance_uid FROM {entries} e"
+        f" WHERE e.entry_id = {prefix}access_gateway_entries.entry_id)"
     )
 
 
 def downgrade() -> None:
+    schema = _schemas()[0]
     for table in _TABLES:
-        with op.batch_alter_table(table) as batch:
+        with op.batch_alter_table(table, schema=schema) as batch:
             batch.drop_column("study_instance_uid")
