@@ -54,6 +54,7 @@ SummaryField = Literal["study_date", "modalities", "description", "patient_name"
 def _default_summary() -> list[SummaryField]:
     return ["study_date", "modalities", "description"]
 
+
 _ENV_NAME = r"^[A-Z][A-Z0-9_]*$"
 
 

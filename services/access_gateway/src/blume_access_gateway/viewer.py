@@ -129,11 +129,28 @@ class Viewer:
     freshness: FreshnessCheck
     _index: OrderedDict[tuple[str, str], StudyIndex] = field(default_factory=OrderedDict)
     _seen: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+    _known: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
 
     # Handles ---------------------------------------------------------------------------
 
     def patient_handle(self, entry_id: str, blume_patient_id: str) -> str:
         return patient_handle(self.handle_key, entry_id, blume_patient_id)
+
+    def known_scope(self, handle: str) -> Scope | None:
+        """What this handle reached when this process last checked it (None if never).
+        Only to start asking the PACS early: the grant is checked on every request."""
+        return self._known.get(handle)
+
+    @staticmethod
+    def same_study(earlier: Scope, now: Scope) -> bool:
+        return (earlier.tenant_id, earlier.study_uid) == (now.tenant_id, now.study_uid)
+
+    def _remember(self, scope: Scope) -> Scope:
+        self._known[scope.handle] = scope
+        self._known.move_to_end(scope.handle)
+        while len(self._known) > _SEEN_SERIES:
+            self._known.popitem(last=False)
+        return scope
 
     async def scope(
         self,
@@ -149,7 +166,15 @@ class Viewer:
             expected = recipient_handle(self.handle_key, *link) if link else ""
             if link is None or not hmac.compare_digest(handle, expected):
                 return Refusal.NOT_FOUND
-            return await self._link_scope(handle, *link)
+            checked = await self._link_scope(handle, *link)
+        else:
+            checked = await self._checked_entry(handle, patient)
+        if isinstance(checked, Refusal):
+            self._known.pop(handle, None)
+            return checked
+        return self._remember(checked)
+
+    async def _checked_entry(self, handle: str, patient: str | None) -> Scope | Refusal:
         entry_id = f"ent_{handle[1:33]}"
         if patient is None or not hmac.compare_digest(
             handle, self.patient_handle(entry_id, patient)

@@ -6,12 +6,14 @@ handle reaches and the audit in ``viewer``. Every route checks the grant first.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import zipfile
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Final
 
+import httpx
 from blume_contracts.events import ClientContext
 from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -20,7 +22,7 @@ from blume_access_gateway import views
 from blume_access_gateway.dicomweb import PacsError, RenderedType, Window
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.viewer import Frame, Refusal, Scope, StudyIndex
+from blume_access_gateway.viewer import Refusal, Scope, StudyIndex
 
 WindowQuery = Annotated[
     str | None,
@@ -55,6 +57,43 @@ class _Chunks(io.RawIOBase):
         data = b"".join(self._parts)
         self._parts.clear()
         return data
+
+
+def _window(value: str | None) -> Window | None:
+    if value is None:
+        return None
+    center, width = value.split(",")
+    return Window(float(center), float(width))
+
+
+async def _discard(early: asyncio.Task[httpx.Response | Response] | None) -> None:
+    """Drop an image asked for before the grant check refused: never sent, connection
+    closed."""
+    if early is None:
+        return
+    early.cancel()
+    try:
+        opened = await early
+    except asyncio.CancelledError:
+        return
+    if isinstance(opened, httpx.Response):
+        await opened.aclose()
+
+
+def _streamed(upstream: httpx.Response, accept: RenderedType) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    headers = {"Cache-Control": "no-store"}
+    for name in ("content-length", "content-encoding"):
+        if name in upstream.headers:
+            headers[name] = upstream.headers[name]
+    media_type = upstream.headers.get("content-type", accept)
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
 
 
 class ViewerRoutes:
@@ -135,39 +174,43 @@ class ViewerRoutes:
         image_format: FormatQuery = "png",
     ) -> Response:
         """One rendered image, streamed from the PACS; 410 from the moment the share ends.
-        Series and image are positions: anything else (a UID, say) is simply not found."""
+        Series and image are positions: anything else (a UID, say) is simply not found.
+
+        The PACS is asked while the grant is checked, for a handle this process has
+        already checked (so its study is known): the two waits overlap, and nothing of
+        the PACS's answer is sent, or kept, unless the check grants this very study."""
         if (refusal := await self._over_limit(handle)) is not None:
             return refusal
-        scope = await self._scope(request, handle)
-        if isinstance(scope, Refusal):
-            return _plain(_STATUS[scope], scope.value)
         if not (_POSITION.match(series) and _POSITION.match(image)):
-            return _plain(404, "not_found")
+            scope = await self._scope(request, handle)
+            return _plain(_STATUS[scope] if isinstance(scope, Refusal) else 404, "not_found")
+        wanted = (int(series), int(image), _RENDERED[image_format], _window(window))
+        known = self.viewer.known_scope(handle)
+        early = asyncio.create_task(self._open(known, *wanted)) if known else None
         try:
-            frame = await self.viewer.frame(scope, int(series), int(image))
-        except PacsError:
-            return _plain(502, "the PACS did not answer")
-        if frame is None:
-            return _plain(404, "not_found")
-        await self._audit_series(request, scope, int(series))
-        chosen_window = None
-        if window is not None:
-            center, width = window.split(",")
-            chosen_window = Window(float(center), float(width))
-        return await self._stream_rendered(frame, _RENDERED[image_format], chosen_window)
+            scope = await self._scope(request, handle)
+        except BaseException:
+            await _discard(early)
+            raise
+        if isinstance(scope, Refusal) or known is None or not self.viewer.same_study(known, scope):
+            await _discard(early)
+            if isinstance(scope, Refusal):
+                return _plain(_STATUS[scope], scope.value)
+            early = None
+        opened = await early if early is not None else await self._open(scope, *wanted)
+        if isinstance(opened, Response):
+            return opened
+        await self._audit_series(request, scope, wanted[0])
+        return _streamed(opened, wanted[2])
 
-    async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:
-        """BALP Read the first time this session opens this series (any of its images)."""
-        if self.viewer.series_seen(scope, series):
-            return
-        index = await self.viewer.index(scope)
-        count = len(index.instances.get(series, [])) if index else 0
-        await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
-
-    async def _stream_rendered(
-        self, frame: Frame, accept: RenderedType, window: Window | None
-    ) -> Response:
+    async def _open(
+        self, scope: Scope, series: int, image: int, accept: RenderedType, window: Window | None
+    ) -> httpx.Response | Response:
+        """The PACS's open answer for the image, or the response saying why there is none."""
         try:
+            frame = await self.viewer.frame(scope, series, image)
+            if frame is None:
+                return _plain(404, "not_found")
             upstream = await self.viewer.dicomweb.open_rendered(
                 frame.pacs,
                 frame.study_uid,
@@ -181,20 +224,15 @@ class ViewerRoutes:
         if upstream.status_code != 200:
             await upstream.aclose()
             return _plain(404 if upstream.status_code == 404 else 502, "not rendered")
+        return upstream
 
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in upstream.aiter_raw():
-                    yield chunk
-            finally:
-                await upstream.aclose()
-
-        headers = {"Cache-Control": "no-store"}
-        for name in ("content-length", "content-encoding"):
-            if name in upstream.headers:
-                headers[name] = upstream.headers[name]
-        media_type = upstream.headers.get("content-type", accept)
-        return StreamingResponse(body(), media_type=media_type, headers=headers)
+    async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:
+        """BALP Read the first time this session opens this series (any of its images)."""
+        if self.viewer.series_seen(scope, series):
+            return
+        index = await self.viewer.index(scope)
+        count = len(index.instances.get(series, [])) if index else 0
+        await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
 
     # The download ------------------------------------------------------------------------
 
