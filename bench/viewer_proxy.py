@@ -33,19 +33,12 @@ from pathlib import Path
 from typing import Final
 
 import httpx
-from blume_access_gateway import NAME as GATEWAY
-from blume_access_gateway import Freshness, GatewaySettings, build, queue_probe
-from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.server import HttpServer
-from blume_runtime.app import Runtime
-from blume_runtime.db import Database
 from blume_runtime.logging import configure_logging
 from blume_runtime.settings import Settings
 from blume_share.requests import parse_requests
 from blume_share.schema import upgrade
-from blume_share.services import SERVICES
 
-from bench.gateway_latency import Links, Publisher, until
+from bench.gateway_latency import start_gateway, until
 from bench.throughput import Isolation, product_settings
 from tests.pacs import Pacs, start_pacs
 
@@ -111,7 +104,7 @@ async def open_viewer(http: httpx.AsyncClient, token: str) -> str:
     location = pressed.headers.get("location", "")
     if pressed.status_code != 303 or not location.startswith("/view/"):
         raise RuntimeError(f"View study answered {pressed.status_code}")
-    return location
+    return str(location)
 
 
 async def timed(fetch: Fetch, http: httpx.AsyncClient, frames: int, parallel: int) -> float:
@@ -175,46 +168,24 @@ def fetch_in_own_process(client: Client) -> list[Timing]:
 
 
 async def measure(settings: Settings, pacs: Pacs, rounds: int) -> list[Timing]:
-    db = Database(settings.database)
-    freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
-    workers = [SERVICES[name](settings) for name in WORKERS] + [build(settings, freshness)]
-    runtime = Runtime(settings, workers, db)
-    freshness.attach(queue_probe(runtime.transport, GATEWAY))
-    config = GatewaySettings(
-        _env_file=None,  # type: ignore[call-arg]
-        gateway_secret_key="bench-secret-" + "x" * 40,
-        cookie_secure=False,
-        rate_limit_per_ip="100000/minute",
-        rate_limit_per_token="100000/minute",
-        rate_limit_viewer="100000/minute",
-    )
-    gateway = Gateway.build(settings, db, runtime.relay, freshness, config=config)
-    server = HttpServer(gateway, "127.0.0.1", 0)
-    links = Links(settings)
-    publisher = Publisher(settings, db)
-    await runtime.start()
-    assert settings.amqp_url is not None
-    listener = await links.listen(settings.amqp_url.get_secret_value())
-    await publisher.transport.connect()
-    await server.start()
+    bench = await start_gateway(settings, WORKERS)
     limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
     try:
-        await publisher.requests(parse_requests(share_request(pacs)))
+        await bench.publisher.requests(parse_requests(share_request(pacs)))
 
         async def issued() -> bool:
-            return bool(links.tokens)
+            return bool(bench.links.tokens)
 
         await until(issued, "the link")
-        [token] = links.tokens.values()
-        base = f"http://127.0.0.1:{server.port}"
-        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
+        [token] = bench.links.tokens.values()
+        async with httpx.AsyncClient(base_url=bench.base, limits=limits, timeout=30) as http:
             viewer_path = await open_viewer(http, token)
             cookies = tuple((name, value) for name, value in http.cookies.items())
         ct = pacs.study.series[0]
         client = Client(
             direct_base=f"{pacs.dicomweb_url}/studies/{pacs.study.study_uid}/series/{ct.series_uid}",
             instance_uids=ct.instance_uids,
-            gateway=base,
+            gateway=bench.base,
             viewer_path=viewer_path,
             cookies=cookies,
             rounds=rounds,
@@ -225,11 +196,7 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> list[Timing]:
                 pool, fetch_in_own_process, client
             )
     finally:
-        await server.stop()
-        await publisher.transport.stop()
-        await runtime.stop()
-        await listener.close()
-        await db.dispose()
+        await bench.stop()
 
 
 def main() -> int:
