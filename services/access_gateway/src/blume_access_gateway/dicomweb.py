@@ -39,6 +39,10 @@ _SOP_INSTANCE_UID: Final = "00080018"
 _SERIES_INSTANCES: Final = "00201209"
 
 
+_ATTEMPTS: Final = 2
+_STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 class PacsError(RuntimeError):
     """The PACS could not be reached or answered with an error (not a plain 'not found')."""
 
@@ -136,12 +140,13 @@ class DicomwebClient:
 
     async def _json(self, pacs: Pacs, path: str) -> list[dict[str, Any]] | None:
         """A QIDO-RS or metadata answer; None when the PACS has no such resource."""
+        answer = await self._open(f"{pacs.base_url}{path}", pacs.headers(DICOM_JSON))
         try:
-            answer = await self._http.get(
-                f"{pacs.base_url}{path}", headers=pacs.headers(DICOM_JSON)
-            )
+            await answer.aread()
         except httpx.HTTPError as error:
             raise PacsError(type(error).__name__) from None
+        finally:
+            await answer.aclose()
         if answer.status_code in (204, 404):
             return None
         if answer.status_code != 200:
@@ -219,11 +224,18 @@ class DicomwebClient:
         return await self._open(url, pacs.headers(accept))
 
     async def _open(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        try:
-            request = self._http.build_request("GET", url, headers=headers)
-            return await self._http.send(request, stream=True)
-        except httpx.HTTPError as error:
-            raise PacsError(type(error).__name__) from None
+        """GET, the body not yet read. A pooled connection the PACS closed while idle
+        (Orthanc keeps them 1 s) fails before any answer: a GET is safe to send once more."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                request = self._http.build_request("GET", url, headers=headers)
+                return await self._http.send(request, stream=True)
+            except _STALE_CONNECTION:
+                if attempt + 1 == _ATTEMPTS:
+                    raise PacsError("connection closed by the PACS") from None
+            except httpx.HTTPError as error:
+                raise PacsError(type(error).__name__) from None
+        raise AssertionError("unreachable")
 
     async def instance_file(
         self, pacs: Pacs, study_uid: str, series_uid: str, instance_uid: str
