@@ -16,7 +16,7 @@ where it matters, at the gateway's HTTP answer, on RabbitMQ and PostgreSQL:
 Each latency runs from just before the publish (the import's commit) to the first refusing
 answer. Every worker but the notifier (no email is needed) runs in this process, wired as
 ``blume-share run`` wires them, with the gateway served over HTTP on a free local port.
-Isolation as in ``bench.throughput``: a fresh database and vhost, removed at the end.
+Isolation as in ``bench.harness``: a fresh database and vhost, removed at the end.
 
 Run: ``uv run python -m bench.gateway_latency [--count N]``; exits 1 if any latency is 1 s
 or more, or a page never changed.
@@ -56,7 +56,8 @@ from blume_share.schema import upgrade
 from blume_share.services import SERVICES
 from starlette.responses import Response
 
-from bench.throughput import Isolation, product_settings
+from bench.harness import Isolation
+from bench.throughput import product_settings
 
 BUDGET_SECONDS: Final = 1.0
 POLL_SECONDS: Final = 0.005

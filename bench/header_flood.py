@@ -41,7 +41,6 @@ import multiprocessing
 import os
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,21 +56,16 @@ from blume_runtime.rabbit import RabbitTransport
 from cryptography.fernet import Fernet
 
 from bench.flooder import COOKIE_BUDGET, flood
-from bench.throughput import (
+from bench.harness import (
     DEFAULT_AMQP,
     DEFAULT_POSTGRES,
     BenchError,
     Isolation,
     SmtpSink,
-    fresh_requests,
+    free_port,
     start_smtp,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from bench.measuring import fresh_requests
 
 
 @dataclass
@@ -307,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         database_url = isolation.create_database()
         amqp_url = isolation.create_vhost("flood")
-        port = _free_port()
+        port = free_port()
         with tempfile.TemporaryDirectory() as state_dir:
             env = _environment(amqp_url, database_url, smtp_url, state_dir, port)
             command = [sys.executable, "-m", "blume_share"]

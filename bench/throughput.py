@@ -45,31 +45,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
-import importlib.metadata
 import os
-import platform
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from email import policy
-from email.parser import BytesHeaderParser
-from importlib.resources import files
+from collections.abc import Callable, Sequence
 from typing import Any, Final
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import aio_pika
-import psycopg
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiosmtpd.controller import Controller
 from blume_notifier.render import link_message_id
 from blume_runtime.app import Runtime
@@ -77,279 +62,29 @@ from blume_runtime.db import Database
 from blume_runtime.logging import configure_logging
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
-from blume_share.requests import PreparedRequest, parse_requests
+from blume_share.requests import PreparedRequest
 from blume_share.schema import upgrade
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
-from psycopg import sql
 from pydantic import SecretStr
 
-DEFAULT_POSTGRES: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_AMQP: Final = "amqp://guest:guest@127.0.0.1:5672/"
+from bench.harness import (
+    DEFAULT_AMQP,
+    DEFAULT_POSTGRES,
+    BenchError,
+    Isolation,
+    SmtpSink,
+    start_smtp,
+)
+from bench.measuring import ProductRun, Send, drive, fresh_requests
+from bench.raw_baseline import HOPS, RawRun, run_raw
+from bench.throughput_report import postgres_version, render_report
+
 DEFAULT_SHARES: Final = 300
 QUICK_SHARES: Final = 50
-HOPS: Final = 3
-"""Consumer hops on the product's critical path: dispatcher, link_issuer, notifier."""
-RAW_EXCHANGE: Final = "bench.raw"
-POLL_SECONDS: Final = 0.02
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not complete (timeout, lost messages, set-up failure)."""
-
-
-# ---------------------------------------------------------------------------- isolation
-
-
-def _rabbitmqctl(*args: str) -> str:
-    executable = shutil.which("rabbitmqctl")
-    if executable is None:
-        raise BenchError("rabbitmqctl is not on PATH: it is needed to create a RabbitMQ vhost")
-    done = subprocess.run(
-        [executable, *args], capture_output=True, text=True, timeout=60, check=False
-    )
-    if done.returncode != 0:
-        raise BenchError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
-@dataclass
-class Isolation:
-    """Databases and vhosts this run created, so that exactly those are removed."""
-
-    postgres_admin_url: str
-    amqp_admin_url: str
-    databases: list[str] = field(default_factory=list)
-    vhosts: list[str] = field(default_factory=list)
-
-    def create_database(self) -> str:
-        name = f"blume_bench_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.postgres_admin_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        self.databases.append(name)
-        parts = urlsplit(self.postgres_admin_url)
-        return urlunsplit(parts._replace(path=f"/{name}"))
-
-    def create_vhost(self, purpose: str) -> str:
-        vhost = f"blume-bench-{purpose}-{uuid.uuid4().hex[:12]}"
-        user = urlsplit(self.amqp_admin_url).username or "guest"
-        _rabbitmqctl("add_vhost", vhost)
-        self.vhosts.append(vhost)
-        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-        parts = urlsplit(self.amqp_admin_url)
-        return urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
-
-    def queue_depths(self, url: str) -> str:
-        """``name ready unacked`` per queue of the vhost in ``url``, for a timeout's message."""
-        vhost = unquote(urlsplit(url).path.lstrip("/"))
-        columns = ("name", "messages_ready", "messages_unacknowledged")
-        try:
-            return _rabbitmqctl(
-                "list_queues", "-q", "--no-table-headers", "-p", vhost, *columns
-            ).strip()
-        except BenchError as error:
-            return str(error)
-
-    def remove_all(self) -> None:
-        problems: list[str] = []
-        for vhost in self.vhosts:
-            try:
-                _rabbitmqctl("delete_vhost", vhost)
-            except (BenchError, subprocess.TimeoutExpired) as error:
-                problems.append(f"vhost {vhost}: {error}")
-        self.vhosts.clear()
-        if self.databases:
-            try:
-                with psycopg.connect(self.postgres_admin_url, autocommit=True) as admin:
-                    for name in self.databases:
-                        admin.execute(
-                            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                                sql.Identifier(name)
-                            )
-                        )
-            except psycopg.Error as error:
-                problems.append(f"databases {self.databases}: {error}")
-            self.databases.clear()
-        for problem in problems:
-            print(f"cleanup failed, remove by hand: {problem}", file=sys.stderr)
-
-
-# ------------------------------------------------------------------------------- SMTP
-
-
-class SmtpSink:
-    """aiosmtpd handler: counts accepted messages, keeps the first arrival per Message-ID.
-
-    It runs on the controller's thread, so its state is guarded by a lock.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._parser = BytesHeaderParser(policy=policy.default)
-        self._first_arrival: dict[str, float] = {}
-        self._copies: collections.Counter[str] = collections.Counter()
-        self._peers: set[tuple[str, int]] = set()
-        self._accepted = 0
-
-    async def handle_DATA(self, _server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        arrived = time.perf_counter()
-        peer = session.peer if isinstance(session.peer, tuple) else ("?", 0)
-        content = envelope.content
-        raw = content if isinstance(content, bytes) else str(content).encode()
-        message_id = str(self._parser.parsebytes(raw).get("Message-ID", "")).strip()
-        with self._lock:
-            self._accepted += 1
-            self._peers.add((str(peer[0]), int(peer[1])))
-            self._copies[message_id] += 1
-            self._first_arrival.setdefault(message_id, arrived)
-        return "250 2.0.0 OK"
-
-    def arrivals(self) -> dict[str, float]:
-        with self._lock:
-            return dict(self._first_arrival)
-
-    def tally(self) -> tuple[int, collections.Counter[str]]:
-        """Messages accepted in all, and copies per Message-ID."""
-        with self._lock:
-            return self._accepted, collections.Counter(self._copies)
-
-    @property
-    def connections(self) -> int:
-        """Distinct client connections (host, port) that delivered a message."""
-        with self._lock:
-            return len(self._peers)
-
-
-def start_smtp(sink: SmtpSink) -> tuple[Controller, str]:
-    with socket.socket() as probe:  # aiosmtpd cannot start on port 0: pick a free port
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    controller = Controller(
-        sink, hostname="127.0.0.1", port=port, server_hostname="bench-smtp.localhost"
-    )
-    controller.start()
-    return controller, f"smtp://127.0.0.1:{port}"
-
-
-# --------------------------------------------------------------------------- measuring
-
-
-@dataclass(frozen=True)
-class Figures:
-    """One side's measured batch."""
-
-    count: int
-    elapsed: float
-    latencies: list[float]
-    cpu_seconds: float
-    publish_seconds: float
-    """How long publishing the batch took (sequential, each publish confirmed)."""
-
-    @property
-    def throughput(self) -> float:
-        return self.count / self.elapsed if self.elapsed > 0 else float("inf")
-
-    def percentile(self, p: int) -> float:
-        if len(self.latencies) == 1:
-            return self.latencies[0]
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[p - 1]
-
-    @property
-    def cpu_share(self) -> float:
-        """Process CPU time over wall time during the batch (1.0 = one core busy)."""
-        return self.cpu_seconds / self.elapsed if self.elapsed > 0 else 0.0
-
-
-Send = Callable[[], Awaitable[None]]
-
-
-async def _progress(label: str, total: int, seen: Callable[[], int], every: float) -> None:
-    started = time.perf_counter()
-    while True:
-        await asyncio.sleep(every)
-        elapsed = time.perf_counter() - started
-        print(f"  [{label}] {seen()}/{total} done after {elapsed:.1f}s", file=sys.stderr)
-
-
-async def drive(
-    label: str,
-    items: Sequence[tuple[str, Send]],
-    arrivals: Callable[[], Mapping[str, float]],
-    *,
-    batch_limit: float,
-    progress_every: float,
-    diagnose: Callable[[], str],
-) -> Figures:
-    """Publish ``items`` in order (timing each), then wait until every key has arrived."""
-    keys = [key for key, _send in items]
-    published: dict[str, float] = {}
-
-    def done() -> int:
-        seen = arrivals()
-        return sum(1 for key in keys if key in seen)
-
-    progress = asyncio.create_task(_progress(label, len(keys), done, progress_every))
-    cpu_started = time.process_time()
-    try:
-        for key, send in items:
-            published[key] = time.perf_counter()
-            await send()
-        first = min(published.values())
-        publish_seconds = time.perf_counter() - first
-        while done() < len(keys):
-            if time.perf_counter() - first > batch_limit:
-                raise BenchError(
-                    f"{label}: only {done()} of {len(keys)} done after {batch_limit:.0f}s; "
-                    f"queues (name, ready, unacked):\n{diagnose()}"
-                )
-            await asyncio.sleep(POLL_SECONDS)
-    finally:
-        progress.cancel()
-    cpu_seconds = time.process_time() - cpu_started
-    seen = arrivals()
-    last = max(seen[key] for key in keys)
-    return Figures(
-        count=len(keys),
-        elapsed=last - first,
-        latencies=[seen[key] - published[key] for key in keys],
-        cpu_seconds=cpu_seconds,
-        publish_seconds=publish_seconds,
-    )
-
-
-def fresh_requests(count: int) -> list[PreparedRequest]:
-    """Requests built like ``blume-share send`` builds the bundled example: a fresh id each."""
-    example = files("blume_share").joinpath("examples/study-send-request.json").read_text()
-    requests: list[PreparedRequest] = []
-    for _ in range(count):
-        requests.extend(parse_requests(example))
-    return requests
 
 
 # ----------------------------------------------------------------------------- product
-
-
-@dataclass(frozen=True)
-class ProductRun:
-    figures: Figures
-    expected: int
-    accepted: int
-    distinct: int
-    duplicated: dict[str, int]
-    unexpected: list[str]
-    prefetch: int
-    smtp_connections: int
-    services: list[str]
-    separate_processes: bool = False
-
-    @property
-    def exact(self) -> bool:
-        return (
-            self.accepted == self.expected
-            and self.distinct == self.expected
-            and not self.duplicated
-            and not self.unexpected
-        )
 
 
 def product_settings(amqp_url: str, database_url: str, smtp_url: str) -> Settings:
@@ -465,15 +200,6 @@ async def run_product(
             processes = _spawn_worker_processes(settings, state_dir)
             await _wait_for_workers(settings)
         await publisher.connect()
-        if warmup:
-            await drive(
-                "product warm-up",
-                batch(fresh_requests(warmup)),
-                sink.arrivals,
-                batch_limit=batch_limit,
-                progress_every=progress_every,
-                diagnose=diagnose,
-            )
         figures = await drive(
             "product",
             batch(fresh_requests(shares)),
@@ -481,6 +207,7 @@ async def run_product(
             batch_limit=batch_limit,
             progress_every=progress_every,
             diagnose=diagnose,
+            warmup=batch(fresh_requests(warmup)) if warmup else [],
         )
         # A duplicate would arrive after the original: give redeliveries time to show.
         await asyncio.sleep(settle)
@@ -504,229 +231,6 @@ async def run_product(
         services=list(SERVICES),
         separate_processes=separate_processes,
     )
-
-
-# -------------------------------------------------------------------------- raw aio-pika
-
-
-@dataclass(frozen=True)
-class RawRun:
-    figures: Figures
-    duplicates: int
-    server: Mapping[str, Any]
-
-
-def _hop_queue(hop: int) -> str:
-    return f"bench.raw.hop{hop}"
-
-
-def _hop_key(hop: int) -> str:
-    return f"bench.hop{hop}"
-
-
-async def run_raw(
-    amqp_url: str,
-    *,
-    bodies: Sequence[tuple[str, bytes]],
-    warmup_bodies: Sequence[tuple[str, bytes]],
-    prefetch: int,
-    batch_limit: float,
-    progress_every: float,
-    diagnose: Callable[[], str],
-) -> RawRun:
-    content_type = "application/cloudevents+json"
-    arrivals: dict[str, float] = {}
-    copies: collections.Counter[str] = collections.Counter()
-
-    def forward(hop: int, exchange: AbstractExchange) -> Callable[[AbstractIncomingMessage], Any]:
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            if hop < HOPS:
-                await exchange.publish(
-                    aio_pika.Message(
-                        message.body,
-                        message_id=message.message_id,
-                        content_type=message.content_type,
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=_hop_key(hop + 1),
-                )
-            else:
-                key = message.message_id or ""
-                arrivals.setdefault(key, time.perf_counter())
-                copies[key] += 1
-            await message.ack()
-
-        return on_message
-
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.declare_exchange(
-            RAW_EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        for hop in range(1, HOPS + 1):
-            queue = await channel.declare_queue(
-                _hop_queue(hop), durable=True, arguments={"x-queue-type": "quorum"}
-            )
-            await queue.bind(exchange, routing_key=_hop_key(hop))
-        for hop in range(1, HOPS + 1):
-            consumer_channel = await connection.channel(publisher_confirms=True)
-            await consumer_channel.set_qos(prefetch_count=prefetch)
-            hop_exchange = await consumer_channel.get_exchange(RAW_EXCHANGE)
-            hop_queue = await consumer_channel.get_queue(_hop_queue(hop))
-            await hop_queue.consume(forward(hop, hop_exchange))
-
-        def batch(items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Send]]:
-            sends: list[tuple[str, Send]] = []
-            for message_id, body in items:
-                message = aio_pika.Message(
-                    body,
-                    message_id=message_id,
-                    content_type=content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                )
-
-                async def send(message: aio_pika.Message = message) -> None:
-                    await exchange.publish(message, routing_key=_hop_key(1))
-
-                sends.append((message_id, send))
-            return sends
-
-        def seen() -> Mapping[str, float]:
-            return arrivals
-
-        if warmup_bodies:
-            await drive(
-                "raw warm-up",
-                batch(warmup_bodies),
-                seen,
-                batch_limit=batch_limit,
-                progress_every=progress_every,
-                diagnose=diagnose,
-            )
-        figures = await drive(
-            "raw",
-            batch(bodies),
-            seen,
-            batch_limit=batch_limit,
-            progress_every=progress_every,
-            diagnose=diagnose,
-        )
-        transport = connection.transport
-        server: Mapping[str, Any] = (
-            dict(transport.connection.server_properties) if transport is not None else {}
-        )
-    finally:
-        await connection.close()
-    return RawRun(
-        figures=figures,
-        duplicates=sum(count - 1 for count in copies.values()),
-        server=server,
-    )
-
-
-# ------------------------------------------------------------------------------ report
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def postgres_version(url: str) -> str:
-    try:
-        with psycopg.connect(url) as connection:
-            row = connection.execute("SHOW server_version").fetchone()
-    except psycopg.Error as error:
-        return f"unknown ({type(error).__name__})"
-    return str(row[0]) if row else "unknown"
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:,.1f} ms"
-
-
-def render_report(
-    product: ProductRun,
-    raw: RawRun,
-    *,
-    body_size: int,
-    warmup: int,
-    postgres: str,
-) -> str:
-    p, r = product.figures, raw.figures
-    rabbit = raw.server
-    topology = "1 per process" if product.separate_processes else "one process"
-    width = 32
-
-    def row(name: str, left: str, right: str) -> str:
-        return f"  {name:<{width}}{left:>20}  {right:>22}"
-
-    lines = [
-        "Blume Share throughput: product end to end vs raw aio-pika (same broker, same run)",
-        "",
-        f"  N measured                      {p.count} shares / {r.count} messages "
-        f"(after {warmup} untimed warm-up each)",
-        f"  message body                    {body_size} bytes (study.send.requested envelope)",
-        f"  critical path                   {HOPS} consumer hops, persistent, confirms, "
-        "quorum queues",
-        f"  prefetch per consumer           {product.prefetch}",
-        f"  {'product workers (' + topology + ')':<32}{', '.join(product.services)}",
-        "",
-        row("", "product", "raw aio-pika"),
-        row(
-            "throughput",
-            f"{p.throughput:,.1f} shares/s",
-            f"{r.throughput:,.1f} messages/s",
-        ),
-        row("latency p50", _ms(p.percentile(50)), _ms(r.percentile(50))),
-        row("latency p99", _ms(p.percentile(99)), _ms(r.percentile(99))),
-        row("latency max", _ms(max(p.latencies)), _ms(max(r.latencies))),
-        row("first publish -> last done", f"{p.elapsed:,.2f} s", f"{r.elapsed:,.2f} s"),
-        row(
-            "publishing alone (confirmed)",
-            f"{p.publish_seconds:,.2f} s",
-            f"{r.publish_seconds:,.2f} s",
-        ),
-        row(
-            "process CPU / wall",
-            "(workers elsewhere)" if product.separate_processes else f"{p.cpu_share:.0%} of a core",
-            f"{r.cpu_share:.0%} of a core",
-        ),
-        "",
-        f"  ratio product / raw (throughput)   {p.throughput / r.throughput:.3f}"
-        f"  (raw is {r.throughput / p.throughput:,.1f}x faster)",
-        f"  ratio product / raw (latency p50)  {p.percentile(50) / r.percentile(50):,.1f}x",
-        f"  ratio product / raw (latency p99)  {p.percentile(99) / r.percentile(99):,.1f}x",
-        "",
-        f"  emails accepted                 {product.accepted} "
-        f"(expected {product.expected} incl. warm-up), "
-        f"{product.distinct} distinct Message-IDs, "
-        f"{len(product.duplicated)} duplicated, {len(product.unexpected)} unexpected"
-        + ("" if product.exact else "  <-- NOT EXACTLY ONCE"),
-        f"  SMTP client connections         {product.smtp_connections} "
-        f"for {product.accepted} emails",
-        f"  raw duplicates delivered        {raw.duplicates}",
-        "",
-        "  environment",
-        f"    RabbitMQ                      {_text(rabbit.get('version', '?'))}"
-        f" ({_text(rabbit.get('platform', '?'))})",
-        f"    PostgreSQL                    {postgres}",
-        f"    Python                        {platform.python_version()} "
-        f"({platform.python_implementation()}), {os.cpu_count()} CPUs, {platform.system()} "
-        f"{platform.machine()}",
-        f"    aio-pika / aiormq             {_version('aio-pika')} / {_version('aiormq')}",
-        "",
-        "  throughput = N / (last completion - first publish); latency = completion - publish",
-        "  of the same message; product completion = SMTP server accepted the share's email.",
-    ]
-    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------- main

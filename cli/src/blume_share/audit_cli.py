@@ -39,7 +39,7 @@ from blume_audit_sink import (
 from blume_runtime.db import as_utc
 from pydantic import ValidationError
 
-from blume_share import operations
+from blume_share import audit_operations
 from blume_share.audit_governance_cli import audit_purge, hold_app, retention_app
 from blume_share.cli_support import (
     EXIT_BAD_INPUT,
@@ -122,7 +122,7 @@ def audit_verify(
             fail(f"no checkpoint directory {directory}", EXIT_BAD_INPUT)
     try:
         report = run_async(
-            operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
+            audit_operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
         )
     except SigningKeyError as error:
         fail(str(error), EXIT_UNAVAILABLE)
@@ -207,7 +207,7 @@ def audit_query(
         until=until,
     )
     records = run_async(
-        operations.audit_find(
+        audit_operations.audit_find(
             settings, wanted, limit=limit, offset=offset, operator=current_operator(settings)
         )
     )
@@ -260,7 +260,7 @@ def audit_export(
     )
     with _output(output) as out:
         count = run_async(
-            operations.audit_export(
+            audit_operations.audit_export(
                 settings, wanted, output_format.value, out, current_operator(settings)
             )
         )
@@ -288,7 +288,7 @@ def audit_disclosures(
     """The accounting of disclosures (HIPAA 164.528) for one patient."""
     settings = ready_settings()
     report = run_async(
-        operations.audit_disclosures(
+        audit_operations.audit_disclosures(
             settings,
             DisclosureRequest(tenant, patient, since, until, include_to_patient),
             current_operator(settings),
@@ -310,7 +310,7 @@ def audit_checkpoint(tenant: Tenant = None) -> None:
     settings = ready_settings()
     try:
         sealed, made = run_async(
-            operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
+            audit_operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
         )
     except SigningKeyError as error:
         fail(str(error), EXIT_UNAVAILABLE)

@@ -12,7 +12,7 @@ import typer
 from blume_audit_sink import PurgeRefusedError
 from blume_runtime.db import as_utc
 
-from blume_share import operations
+from blume_share import audit_operations
 from blume_share.cli_support import EXIT_NO, counted, fail, ready_settings, run_async
 
 retention_app = typer.Typer(help="Retention periods per tenant.", no_args_is_help=True)
@@ -25,14 +25,14 @@ def retention_set(
     days: Annotated[int, typer.Option(min=1, help="Keep records this many days.")],
 ) -> None:
     """Set a tenant's retention period (the default is seven years)."""
-    run_async(operations.audit_set_retention(ready_settings(), tenant, days))
+    run_async(audit_operations.audit_set_retention(ready_settings(), tenant, days))
     typer.echo(f"retention for {tenant}: {counted(days, 'day')}")
 
 
 @retention_app.command("show")
 def retention_show(tenant: Annotated[str, typer.Option(help="The tenant.")]) -> None:
     """Print a tenant's retention period in days."""
-    typer.echo(run_async(operations.audit_retention_of(ready_settings(), tenant)))
+    typer.echo(run_async(audit_operations.audit_retention_of(ready_settings(), tenant)))
 
 
 @hold_app.command("place")
@@ -42,7 +42,9 @@ def hold_place(
     patient: Annotated[str | None, typer.Option(help="Only this patient's records.")] = None,
 ) -> None:
     """Place a legal hold; prints its id."""
-    typer.echo(run_async(operations.audit_place_hold(ready_settings(), tenant, patient, reason)))
+    typer.echo(
+        run_async(audit_operations.audit_place_hold(ready_settings(), tenant, patient, reason))
+    )
 
 
 @hold_app.command("release")
@@ -52,7 +54,7 @@ def hold_release(
 ) -> None:
     """Release a legal hold (the release is recorded beside it; nothing is deleted)."""
     try:
-        run_async(operations.audit_release_hold(ready_settings(), hold_id, reason))
+        run_async(audit_operations.audit_release_hold(ready_settings(), hold_id, reason))
     except LookupError as error:
         fail(str(error), EXIT_NO)
     typer.echo(f"released {hold_id}")
@@ -63,7 +65,7 @@ def hold_list(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's holds.")] = None,
 ) -> None:
     """List the legal holds in force."""
-    for hold in run_async(operations.audit_active_holds(ready_settings(), tenant)):
+    for hold in run_async(audit_operations.audit_active_holds(ready_settings(), tenant)):
         typer.echo(
             f"{hold.hold_id}  {hold.chain_id}  patient={hold.patient_mrn or '(all)'}  "
             f"{as_utc(hold.at).isoformat()}  {hold.by}  {hold.reason}"
@@ -80,7 +82,9 @@ def audit_purge(
     every rule again. Exit 1 when nothing may be purged.
     """
     try:
-        plan, removed = run_async(operations.audit_purge(ready_settings(), tenant, dry_run=dry_run))
+        plan, removed = run_async(
+            audit_operations.audit_purge(ready_settings(), tenant, dry_run=dry_run)
+        )
     except PurgeRefusedError as error:
         fail(f"purge refused: {error}", EXIT_NO)
     if plan.through_seq is None:

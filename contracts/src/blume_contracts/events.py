@@ -60,6 +60,11 @@ Identifier = Annotated[
 ]
 FreeText = Annotated[str, StringConstraints(max_length=MAX_MESSAGE_LENGTH)]
 ShareId = Annotated[str, StringConstraints(pattern=r"^shr_[0-9a-f]{32}$")]
+Modalities = Annotated[
+    list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]], Field(max_length=16)
+]
+"""A study's DICOM modality codes (``CT``, ``MR``, ...)."""
+StudyDescription = Annotated[str, StringConstraints(max_length=256)]
 
 
 class Contract(BaseModel):
@@ -76,10 +81,8 @@ class Study(Contract):
     study_instance_uid: DicomUid = phi()
     accession_number: Identifier | None = phi(default=None)
     study_date: date | None = phi(default=None)
-    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
-        default_factory=list, max_length=16
-    )
-    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+    modalities: Modalities = Field(default_factory=list)
+    description: StudyDescription | None = phi(default=None)
     patient: Patient
 
 
@@ -289,10 +292,8 @@ class BlumeStudy(Contract):
     study_instance_uid: DicomUid = phi()
     patient_mrn: Identifier = phi()
     study_date: date | None = phi(default=None)
-    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
-        default_factory=list, max_length=16
-    )
-    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+    modalities: Modalities = Field(default_factory=list)
+    description: StudyDescription | None = phi(default=None)
 
 
 class ShareBlumeRequested(Contract):
@@ -306,10 +307,8 @@ class StudySummary(Contract):
     """What the patient's portal page shows of a record entry."""
 
     study_date: date | None = phi(default=None)
-    modalities: list[Annotated[str, StringConstraints(pattern=r"^[A-Z]{2,4}$")]] = Field(
-        default_factory=list, max_length=16
-    )
-    description: Annotated[str, StringConstraints(max_length=256)] | None = phi(default=None)
+    modalities: Modalities = Field(default_factory=list)
+    description: StudyDescription | None = phi(default=None)
 
 
 class ShareBlumePublished(Contract):

@@ -3,37 +3,27 @@
 The routes (``recipient_routes``) deal with HTTP: cookies, CSRF, pages. This module decides
 and records: what a link is worth, who may pass, which use it is, which code counts.
 A GET never gets past ``open_page``, which records the view and changes nothing else.
+What each step answers is in ``outcomes``; the events it writes are built in ``link_events``.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
 
 from blume_contracts.events import (
     AuthMethod,
     ClientContext,
     DenialReason,
-    Recipient,
-    ShareLinkAccessed,
-    ShareLinkDenied,
-    ShareLinkLocked,
-    ShareLinkOpened,
-    ShareOtpRequested,
 )
-from blume_contracts.locales import narrow_locale
 from blume_contracts.urls import viewer_url
-from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.sealing import Sealer
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
-from blume_access_gateway import otp
+from blume_access_gateway import link_events, otp
 from blume_access_gateway.denial_tally import DenialTally
-from blume_access_gateway.events import UNKNOWN_TENANT
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import (
     LinkId,
@@ -44,77 +34,24 @@ from blume_access_gateway.grants import (
     uses_so_far,
 )
 from blume_access_gateway.keys import GatewayKeys
-from blume_access_gateway.links import LinkLookup, LinkState, token_fingerprint
+from blume_access_gateway.links import LinkLookup, token_fingerprint
 from blume_access_gateway.models import ProjectedLink
-from blume_access_gateway.oidc import Identity, Provider
+from blume_access_gateway.oidc import Identity
+from blume_access_gateway.outcomes import (
+    DENIAL_FOR_CODE,
+    AccessSession,
+    CodeSent,
+    Granted,
+    Refused,
+    SignInNeeded,
+    Unavailable,
+    ViewOutcome,
+    denial_reason,
+)
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sso import identity_matches, sso_provider
 from blume_access_gateway.tickets import issue_ticket
 from blume_access_gateway.viewer import recipient_handle, viewer_path
-
-_DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
-    LinkState.UNKNOWN: "unknown",
-    LinkState.EXPIRED: "expired",
-    LinkState.REVOKED: "revoked",
-    LinkState.NOT_CURRENT: "not_current",
-}
-_DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
-    otp.CodeVerdict.WRONG: "wrong_code",
-    otp.CodeVerdict.LOCKED: "locked",
-    otp.CodeVerdict.EXHAUSTED: "code_attempts_exhausted",
-    otp.CodeVerdict.EXPIRED: "code_expired",
-}
-
-
-def denial_reason(state: LinkState) -> DenialReason:
-    """Why a link that is not usable is refused (a usable one is not)."""
-    return _DENIAL_FOR_STATE[state]
-
-
-@dataclass(frozen=True, slots=True)
-class AccessSession:
-    """A recent grant in this browser (from the signed ``access`` cookie)."""
-
-    link_id: str
-    use_number: int
-    auth_method: AuthMethod
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    lookup: LinkLookup
-    reason: DenialReason
-    tries_left: int = 0
-    retry_after_seconds: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Granted:
-    lookup: LinkLookup
-    session: AccessSession
-    viewer_redirect: str
-
-
-@dataclass(frozen=True, slots=True)
-class CodeSent:
-    lookup: LinkLookup
-    challenge_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class SignInNeeded:
-    lookup: LinkLookup
-    provider: Provider
-
-
-@dataclass(frozen=True, slots=True)
-class Unavailable:
-    """The link is fine but its tenant's policy cannot serve it (ops must fix the policy)."""
-
-    lookup: LinkLookup
-
-
-ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
 
 
 @dataclass(kw_only=True)
@@ -134,6 +71,19 @@ class RecipientAccess:
     async def _check(self, work: UnitOfWork, handle: Token | LinkId) -> LinkLookup:
         return await check_grant(work.session, handle, self.clock(), self.freshness)
 
+    def _refuse_unusable(
+        self,
+        work: UnitOfWork,
+        lookup: LinkLookup,
+        client: ClientContext,
+        token: str | None,
+        request_id: str,
+    ) -> Refused:
+        """A link that is unknown, expired, revoked or not current: record why, refuse."""
+        reason = denial_reason(lookup.state)
+        self._record_denial(work, lookup, reason, client, token, request_id)
+        return Refused(lookup, reason)
+
     # Recording -------------------------------------------------------------------------
 
     def _record_denial(
@@ -148,20 +98,7 @@ class RecipientAccess:
         link = lookup.link
         if link is None and not self.denials.record_now(client, reason, self.clock()):
             return  # counted: recorded with its minute's count (record_counted_denials)
-        work.emit(
-            "share.link.denied",
-            ShareLinkDenied(
-                share_id=link.share_id if link else None,
-                link_id=link.link_id if link else None,
-                reason=reason,
-                token_fingerprint=token_fingerprint(token) if token is not None else None,
-                client=client,
-            ),
-            tenantid=link.tenant_id if link else UNKNOWN_TENANT,
-            correlationid=link.correlation_id if link else correlation_id,
-            traceparent=link.traceparent if link else None,
-        )
-        LINK_EVENTS.labels(event="denied", reason=reason).inc()
+        link_events.denied(work, link, reason, client, token, correlation_id)
 
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.link.denied`` with its count per client, reason and finished minute
@@ -172,17 +109,7 @@ class RecipientAccess:
         try:
             async with self.events.unit_of_work() as work:
                 for bucket in due:
-                    work.emit(
-                        "share.link.denied",
-                        ShareLinkDenied(
-                            reason=bucket.reason,
-                            client=bucket.client,
-                            count=bucket.count,
-                            counted_from=bucket.minute,
-                        ),
-                        tenantid=UNKNOWN_TENANT,
-                        correlationid=f"denials-{uuid.uuid4()}",
-                    )
+                    link_events.counted_denials(work, bucket)
         except BaseException:
             self.denials.restore(due)
             raise
@@ -198,21 +125,7 @@ class RecipientAccess:
     ) -> Granted:
         link = lookup.link
         assert link is not None
-        work.emit(
-            "share.link.accessed",
-            ShareLinkAccessed(
-                share_id=link.share_id,
-                link_id=link.link_id,
-                auth_method=session.auth_method,
-                signed_in_as=signed_in_as,
-                use_number=session.use_number,
-                client=client,
-            ),
-            tenantid=link.tenant_id,
-            correlationid=link.correlation_id,
-            traceparent=link.traceparent,
-        )
-        LINK_EVENTS.labels(event="accessed", reason="").inc()
+        link_events.accessed(work, link, session, client, signed_in_as)
         policy = self.policies[link.tenant_id]
         ticket = issue_ticket(
             self.keys.viewer_ticket,
@@ -264,17 +177,9 @@ class RecipientAccess:
             lookup = await self._check(work, Token(token))
             link = lookup.link
             if lookup.usable and link is not None:
-                work.emit(
-                    "share.link.opened",
-                    ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client),
-                    tenantid=link.tenant_id,
-                    correlationid=link.correlation_id,
-                    traceparent=link.traceparent,
-                )
-                LINK_EVENTS.labels(event="opened", reason="").inc()
+                link_events.opened(work, link, client)
             else:
-                reason = denial_reason(lookup.state)
-                self._record_denial(work, lookup, reason, client, token, request_id)
+                self._refuse_unusable(work, lookup, client, token, request_id)
         return lookup
 
     async def refuse(
@@ -298,8 +203,7 @@ class RecipientAccess:
         async with self.events.unit_of_work() as work:
             lookup = await self._check(work, Token(token))
             if not lookup.usable:
-                reason = denial_reason(lookup.state)
-                self._record_denial(work, lookup, reason, client, token, request_id)
+                self._refuse_unusable(work, lookup, client, token, request_id)
         return lookup
 
     async def press_view(
@@ -314,9 +218,7 @@ class RecipientAccess:
             lookup = await self._check(work, Token(token))
             link = lookup.link
             if link is None or not lookup.usable:
-                reason = denial_reason(lookup.state)
-                self._record_denial(work, lookup, reason, client, token, request_id)
-                return Refused(lookup, reason)
+                return self._refuse_unusable(work, lookup, client, token, request_id)
             policy = self.policies.get(link.tenant_id)
             if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
                 return Unavailable(lookup)
@@ -381,22 +283,9 @@ class RecipientAccess:
     ) -> CodeSent:
         link = lookup.link
         assert link is not None
-        work.emit(
-            "share.otp.requested",
-            ShareOtpRequested(
-                share_id=link.share_id,
-                link_id=link.link_id,
-                challenge_id=challenge_id,
-                recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
-                organisation=link.organisation,
-                locale=narrow_locale(link.locale),
-                sealed_code=self.sealer.seal(code),
-                expires_at=self.clock() + otp.CODE_LIFETIME,
-            ),
-            tenantid=link.tenant_id,
-            correlationid=link.correlation_id,
-            traceparent=link.traceparent,
-        )
+        sealed_code = self.sealer.seal(code)
+        expires_at = self.clock() + otp.CODE_LIFETIME
+        link_events.code_requested(work, link, challenge_id, sealed_code, expires_at)
         return CodeSent(lookup, challenge_id)
 
     def _tell_sender_link_locked(self, work: UnitOfWork, link: ProjectedLink) -> None:
@@ -404,22 +293,7 @@ class RecipientAccess:
         A link projected before the sender's address was kept cannot say whom to tell."""
         if link.sender_email is None:
             return
-        work.emit(
-            "share.link.locked",
-            ShareLinkLocked(
-                share_id=link.share_id,
-                link_id=link.link_id,
-                sender_name=link.sender_name,
-                sender_email=link.sender_email,
-                recipient=Recipient(name=link.recipient_name, email=link.recipient_email),
-                organisation=link.organisation,
-                locale=narrow_locale(link.locale),
-                locked_at=self.clock(),
-            ),
-            tenantid=link.tenant_id,
-            correlationid=link.correlation_id,
-            traceparent=link.traceparent,
-        )
+        link_events.locked(work, link, link.sender_email, self.clock())
 
     async def enter_code(
         self,
@@ -433,9 +307,7 @@ class RecipientAccess:
             lookup = await self._check(work, Token(token))
             link = lookup.link
             if link is None or not lookup.usable:
-                reason = denial_reason(lookup.state)
-                self._record_denial(work, lookup, reason, client, token, request_id)
-                return Refused(lookup, reason)
+                return self._refuse_unusable(work, lookup, client, token, request_id)
             if link.tenant_id not in self.policies:
                 return Unavailable(lookup)
             check = await otp.check_code(
@@ -447,7 +319,7 @@ class RecipientAccess:
                 now=self.clock(),
             )
             if check.verdict is not otp.CodeVerdict.ACCEPTED:
-                refusal = _DENIAL_FOR_CODE[check.verdict]
+                refusal = DENIAL_FOR_CODE[check.verdict]
                 self._record_denial(work, lookup, refusal, client, token, request_id)
                 if check.newly_exhausted:
                     self._tell_sender_link_locked(work, link)
@@ -466,9 +338,7 @@ class RecipientAccess:
             lookup = await self._check(work, LinkId(link_id))
             link = lookup.link
             if link is None or not lookup.usable:
-                reason = denial_reason(lookup.state)
-                self._record_denial(work, lookup, reason, client, None, request_id)
-                return Refused(lookup, reason)
+                return self._refuse_unusable(work, lookup, client, None, request_id)
             policy = self.policies.get(link.tenant_id)
             if policy is None or policy.sso is None:
                 return Unavailable(lookup)

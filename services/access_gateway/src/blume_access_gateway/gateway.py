@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import AccessSession, RecipientAccess
+from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard
@@ -28,7 +28,15 @@ from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale, zone
 from blume_access_gateway.keys import GatewayKeys
-from blume_access_gateway.oidc import OidcClient, Provider
+from blume_access_gateway.oidc import (
+    Identity,
+    OidcClient,
+    OidcError,
+    Provider,
+    ProviderAnswer,
+    SignInRequest,
+)
+from blume_access_gateway.outcomes import AccessSession
 from blume_access_gateway.pages import Pages
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.settings import GatewaySettings
@@ -162,6 +170,30 @@ class Gateway:
     @property
     def portal_redirect_uri(self) -> str:
         return f"{self.settings.portal_base_url}/auth/callback"
+
+    def returning_sign_in(self, request: Request, kind: str) -> dict[str, Any] | None:
+        """The sign-in round trip this browser started (its ``oidc`` cookie), if it is of
+        ``kind``: ``link`` (a recipient's SSO) or ``patient`` (the portal's)."""
+        pending = self.cookies.read(request, "oidc")
+        return pending if pending and pending.get("k") == kind else None
+
+    async def signed_in(
+        self,
+        provider: Provider,
+        redirect_uri: str,
+        pending: Mapping[str, Any],
+        answer: ProviderAnswer,
+    ) -> Identity | None:
+        """Who signed in, if the provider's answer is for this browser's own round trip and
+        its code redeems; None when the sign-in failed."""
+        sign_in = SignInRequest.from_cookie(pending)
+        code = answer.code_for(sign_in) if sign_in is not None else None
+        if sign_in is None or code is None:
+            return None
+        try:
+            return await self.oidc.identity(provider, redirect_uri, sign_in, code)
+        except OidcError:
+            return None
 
     def portal_provider(self) -> Provider | None:
         config = self.config

@@ -120,21 +120,15 @@ class PortalRoutes:
         gateway = self.gateway
         if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
-        pending = gateway.cookies.read(request, "oidc")
+        pending = gateway.returning_sign_in(request, "patient")
         provider = gateway.portal_provider()
-        failed = gateway.pages.render(views.portal_sign_in_failed_page(browser_locale(request)))
-        gateway.cookies.clear(failed, "oidc")
-        if not pending or pending.get("k") != "patient" or provider is None:
-            return failed
-        sign_in = SignInRequest.from_cookie(pending)
-        code = answer.code_for(sign_in) if sign_in is not None else None
-        if sign_in is None or code is None:
-            return failed
-        try:
-            identity = await gateway.oidc.identity(
-                provider, gateway.portal_redirect_uri, sign_in, code
-            )
-        except OidcError:
+        identity = None
+        if pending is not None and provider is not None:
+            redirect_uri = gateway.portal_redirect_uri
+            identity = await gateway.signed_in(provider, redirect_uri, pending, answer)
+        if pending is None or identity is None:
+            failed = gateway.pages.render(views.portal_sign_in_failed_page(browser_locale(request)))
+            gateway.cookies.clear(failed, "oidc")
             return failed
         patient = identity.claims.get(PATIENT_ID_CLAIM) or identity.subject
         response = RedirectResponse(safe_return_path(str(pending.get("r"))), status_code=303)

@@ -17,6 +17,8 @@ from blume_contracts.events import (
     ShareLinkIssued,
     ShareRevoked,
 )
+from blume_contracts.link_terms import link_columns
+from blume_contracts.projections import keep_newest
 from blume_contracts.registry import consumed_by
 from blume_runtime.service import Handler, HandlerContext, Service
 from blume_runtime.settings import Settings
@@ -48,16 +50,8 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             tenant_id=event.tenantid,
             token_hash=issued.token_hash,
             correlation_id=event.correlationid,
-            recipient_email=issued.recipient.email,
-            recipient_name=issued.recipient.name,
-            sender_name=issued.sender.name,
-            sender_email=issued.sender.email,
-            organisation=issued.organisation,
-            locale=issued.locale,
-            recipient_auth=issued.recipient_auth,
-            max_uses=issued.max_uses,
-            expires_at=issued.expires_at,
             traceparent=event.traceparent,
+            **link_columns(issued),
             study_instance_uid=issued.study_instance_uid,
         )
     )
@@ -74,22 +68,11 @@ async def apply_revoked(session: AsyncSession, event: CloudEvent[ShareRevoked]) 
 async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountUpdated]) -> None:
     """Keep the newest state of the account: an older copy arriving late changes nothing."""
     update = event.data
-    account = await session.get(ProjectedAccount, update.blume_patient_id)
-    if account is not None and account.updated_at >= update.updated_at:
-        return
-    account = account or ProjectedAccount(
-        blume_patient_id=update.blume_patient_id,
-        tenant_id=update.tenant_id,
-        locale=update.locale,
-        active=False,
-        withhold_portal=True,
+    state = update.model_dump(
+        include={"blume_patient_id", "tenant_id", "locale", "withhold_portal", "updated_at"}
     )
-    account.tenant_id = update.tenant_id
-    account.locale = update.locale
-    account.active = update.status == "active"
-    account.withhold_portal = update.withhold_portal
-    account.updated_at = update.updated_at
-    session.add(account)
+    state["active"] = update.status == "active"
+    await keep_newest(session, ProjectedAccount, update.blume_patient_id, state)
 
 
 async def apply_published(session: AsyncSession, event: CloudEvent[ShareBlumePublished]) -> None:

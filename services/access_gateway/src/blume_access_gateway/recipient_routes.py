@@ -14,7 +14,11 @@ from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
-from blume_access_gateway.access import (
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.links import LinkLookup, token_fingerprint
+from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.outcomes import (
     CodeSent,
     Granted,
     Refused,
@@ -22,10 +26,6 @@ from blume_access_gateway.access import (
     Unavailable,
     denial_reason,
 )
-from blume_access_gateway.gateway import Gateway
-from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.links import LinkLookup, token_fingerprint
-from blume_access_gateway.oidc import Identity, OidcError, ProviderAnswer, SignInRequest
 from blume_access_gateway.pages import Page
 from blume_access_gateway.sso import sso_provider
 
@@ -146,8 +146,8 @@ class RecipientRoutes:
         gateway = self.gateway
         if (refusal := await gateway.over_address_limit(request)) is not None:
             return refusal
-        pending = gateway.cookies.read(request, "oidc")
-        if not pending or pending.get("k") != "link":
+        pending = gateway.returning_sign_in(request, "link")
+        if pending is None:
             return gateway.pages.render(views.sign_in_failed_page(browser_locale(request)))
         identity = await self._identity(pending, answer)
         outcome = await gateway.access.finish_sign_in(
@@ -161,17 +161,15 @@ class RecipientRoutes:
 
     async def _identity(self, pending: dict[str, Any], answer: ProviderAnswer) -> Identity | None:
         """Who signed in, if the round trip is this browser's own and the provider agrees."""
-        sign_in = SignInRequest.from_cookie(pending)
-        code = answer.code_for(sign_in) if sign_in is not None else None
         policy = self.gateway.policies.get(str(pending.get("t")))
-        if sign_in is None or code is None or policy is None or policy.sso is None:
+        if policy is None or policy.sso is None:
             return None
         try:
-            return await self.gateway.oidc.identity(
-                sso_provider(policy.sso), self.gateway.recipient_redirect_uri, sign_in, code
-            )
-        except (OidcError, PolicyError):
+            provider = sso_provider(policy.sso)
+        except PolicyError:
             return None
+        redirect_uri = self.gateway.recipient_redirect_uri
+        return await self.gateway.signed_in(provider, redirect_uri, pending, answer)
 
     async def _start_sign_in(self, request: Request, outcome: SignInNeeded) -> Response:
         gateway = self.gateway

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from blume_contracts.display import display_name
@@ -72,6 +73,26 @@ def message_page(
         context={"body": [f"{key}.{body}"], "action": action},
         headers=headers or {},
     )
+
+
+def _plain_message(key: str, status_code: int, help_topic: str) -> Callable[[str], Page]:
+    """The page of a message that needs nothing but the reader's locale."""
+
+    def page(locale: str) -> Page:
+        return message_page(key, status_code, help_topic, locale=locale)
+
+    return page
+
+
+error_page = _plain_message("error", 500, HELP_ERROR)
+not_found_page = _plain_message("not_found", 404, HELP_NOT_FOUND)
+bad_request_page = _plain_message("bad_request", 400, HELP_ERROR)
+study_not_found_page = _plain_message("blume.not_found", 404, HELP_BLUME)
+portal_home_page = _plain_message("blume.home", 200, HELP_BLUME)
+portal_sign_in_unavailable_page = _plain_message(
+    "blume.sign_in_unavailable", 503, HELP_BLUME_SIGN_IN
+)
+portal_sign_in_failed_page = _plain_message("blume.sign_in_failed", 403, HELP_BLUME_SIGN_IN)
 
 
 def link_page(
@@ -197,18 +218,6 @@ def sign_in_failed_page(locale: str) -> Page:
     return message_page("sso_failed", 403, HELP_SSO, locale=locale, body="again")
 
 
-def error_page(locale: str) -> Page:
-    return message_page("error", 500, HELP_ERROR, locale=locale)
-
-
-def not_found_page(locale: str) -> Page:
-    return message_page("not_found", 404, HELP_NOT_FOUND, locale=locale)
-
-
-def bad_request_page(locale: str) -> Page:
-    return message_page("bad_request", 400, HELP_ERROR, locale=locale)
-
-
 def study_page(
     study: StudyView, organisation: str, viewer: dict[str, object] | None = None
 ) -> Page:
@@ -220,22 +229,6 @@ def study_page(
         locale=study.locale,
         context={"study": study, "organisation": organisation, "viewer": viewer},
     )
-
-
-def study_not_found_page(locale: str) -> Page:
-    return message_page("blume.not_found", 404, HELP_BLUME, locale=locale)
-
-
-def portal_home_page(locale: str) -> Page:
-    return message_page("blume.home", 200, HELP_BLUME, locale=locale)
-
-
-def portal_sign_in_unavailable_page(locale: str) -> Page:
-    return message_page("blume.sign_in_unavailable", 503, HELP_BLUME_SIGN_IN, locale=locale)
-
-
-def portal_sign_in_failed_page(locale: str) -> Page:
-    return message_page("blume.sign_in_failed", 403, HELP_BLUME_SIGN_IN, locale=locale)
 
 
 def viewer_page(locale: str, *, valid: bool, use_number: int | None) -> Page:

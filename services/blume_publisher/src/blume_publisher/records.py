@@ -1,38 +1,14 @@
-"""Reading and writing the record store. The dispatcher reads accounts through
-``PatientDirectory``; only blume_publisher writes."""
+"""Reading the record store's entries; only blume_publisher writes them. Other services
+learn of accounts and entries from events, into projections of their own."""
 
 from __future__ import annotations
 
 import secrets
-from typing import Protocol
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_publisher.models import PatientAccount, RecordEntry
-
-
-class PatientDirectory(Protocol):
-    async def account(self, tenant_id: str, blume_patient_id: str) -> PatientAccount | None:
-        """The tenant's account with this id, or None."""
-
-    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[PatientAccount]:
-        """Every account of the tenant for this MRN."""
-
-
-class SqlPatientDirectory:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-
-    async def account(self, tenant_id: str, blume_patient_id: str) -> PatientAccount | None:
-        account = await self._session.get(PatientAccount, blume_patient_id)
-        return account if account is not None and account.tenant_id == tenant_id else None
-
-    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[PatientAccount]:
-        query = select(PatientAccount).where(
-            col(PatientAccount.tenant_id) == tenant_id, col(PatientAccount.mrn) == mrn
-        )
-        return list((await self._session.exec(query)).all())
+from blume_publisher.models import RecordEntry
 
 
 def new_entry_id() -> str:

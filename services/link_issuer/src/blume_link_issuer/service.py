@@ -6,6 +6,7 @@ import uuid
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued, ShareLinkRequested, ShareRevoked
+from blume_contracts.link_terms import link_columns
 from blume_contracts.sensitivity import fingerprint
 from blume_contracts.tokens import token_hash
 from blume_contracts.urls import link_url
@@ -39,16 +40,8 @@ class LinkIssuer:
             token_hash=token_hash(token),
             correlation_id=event.correlationid,
             traceparent=current_traceparent(),
-            recipient_email=request.recipient.email,
-            recipient_name=request.recipient.name,
-            sender_name=request.sender.name,
-            sender_email=request.sender.email,
-            organisation=request.organisation,
-            locale=request.locale,
             study_instance_uid=request.study_instance_uid,
-            recipient_auth=request.recipient_auth,
-            max_uses=request.max_uses,
-            expires_at=request.expires_at,
+            **link_columns(request),
         )
         ctx.session.add(link)
         ctx.emit(

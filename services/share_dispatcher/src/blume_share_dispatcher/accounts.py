@@ -11,6 +11,7 @@ from typing import Protocol
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import PatientAccountUpdated
+from blume_contracts.projections import keep_newest
 from blume_runtime.db import timestamp_column
 from sqlalchemy import Index
 from sqlmodel import Field, SQLModel, col, select
@@ -34,24 +35,18 @@ class ProjectedAccount(SQLModel, table=True):
 async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountUpdated]) -> None:
     """Keep the newest state of the account: an older copy arriving late changes nothing."""
     update = event.data
-    account = await session.get(ProjectedAccount, update.blume_patient_id)
-    if account is not None and account.updated_at >= update.updated_at:
-        return
-    account = account or ProjectedAccount(
-        blume_patient_id=update.blume_patient_id,
-        tenant_id=update.tenant_id,
-        mrn=update.mrn,
-        active=False,
-        withhold_portal=True,
-        withhold_external_links=True,
+    state = update.model_dump(
+        include={
+            "blume_patient_id",
+            "tenant_id",
+            "mrn",
+            "withhold_portal",
+            "withhold_external_links",
+            "updated_at",
+        }
     )
-    account.tenant_id = update.tenant_id
-    account.mrn = update.mrn
-    account.active = update.status == "active"
-    account.withhold_portal = update.withhold_portal
-    account.withhold_external_links = update.withhold_external_links
-    account.updated_at = update.updated_at
-    session.add(account)
+    state["active"] = update.status == "active"
+    await keep_newest(session, ProjectedAccount, update.blume_patient_id, state)
 
 
 class PatientDirectory(Protocol):
