@@ -77,6 +77,10 @@ tenants:
       client_id: blume-share
       client_secret_env: {SSO_SECRET_ENV}
       allowed_domains: [partner.example]
+  pacs-clinic:
+    display_name: PACS Clinic
+    recipient_auth: none
+    dicomweb_url: https://pacs.test/dicom-web
   external-viewer-clinic:
     display_name: External Viewer Clinic
     recipient_auth: none
