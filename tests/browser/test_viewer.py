@@ -24,7 +24,14 @@ from tests.browser.conftest import PORTAL_SECRET, email_text, link_in, save_scre
 from tests.conftest import RunningSystem, blume_share, request_event
 from tests.pacs import Pacs, StudyFacts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.browser]
+# A real Orthanc, RabbitMQ, PostgreSQL, the whole system and Chromium per test: slower
+# than the default 120 s on a loaded machine.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.integration,
+    pytest.mark.browser,
+    pytest.mark.timeout(300),
+]
 
 TENANT = "demo-hospital"
 ACCOUNT = {
