@@ -33,11 +33,12 @@ artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document, the broker 
 	$(UV) run blume-share broker definitions > deploy/rabbitmq/definitions.json
 	$(UV) run python -m deploy.tools.broker_topology
 
-bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY; revocation at the gateway (needs RabbitMQ, PostgreSQL)
+bench: setup  ## shares/s vs raw aio-pika; audit ingest vs raw COPY; revocation at the gateway; the image proxy vs Orthanc direct (needs RabbitMQ, PostgreSQL, Orthanc)
 	$(UV) run python -m bench.throughput
 	$(UV) run python -m bench.throughput --processes
 	$(UV) run python -m bench.audit_ingest
 	$(UV) run python -m bench.gateway_latency
+	$(UV) run python -m bench.viewer_proxy
 
 chaos: setup  ## fault-injection suite on its own RabbitMQ cluster, PostgreSQL and SMTP (CHAOS_ARGS=--help)
 	$(UV) run python -m tests.faults.chaos $(CHAOS_ARGS)

@@ -192,11 +192,36 @@ def blume_requests(count: int) -> list[PreparedRequest]:
     return requests
 
 
-async def measure(settings: Settings, count: int) -> list[Figures]:
+@dataclass
+class BenchGateway:
+    """The workers and the gateway served over HTTP in this process, wired as
+    ``blume-share run`` wires them, with a link listener and a publisher beside them."""
+
+    db: Database
+    runtime: Runtime
+    gateway: Gateway
+    server: HttpServer
+    links: Links
+    publisher: Publisher
+    listener: aio_pika.abc.AbstractRobustConnection
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.publisher.transport.stop()
+        await self.runtime.stop()
+        await self.listener.close()
+        await self.db.dispose()
+
+
+async def start_gateway(settings: Settings, workers: tuple[str, ...]) -> BenchGateway:
     db = Database(settings.database)
     freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
-    workers = [SERVICES[name](settings) for name in WORKERS] + [build(settings, freshness)]
-    runtime = Runtime(settings, workers, db)
+    services = [SERVICES[name](settings) for name in workers] + [build(settings, freshness)]
+    runtime = Runtime(settings, services, db)
     freshness.attach(queue_probe(runtime.transport, GATEWAY))
     config = GatewaySettings(
         _env_file=None,  # type: ignore[call-arg]
@@ -204,7 +229,9 @@ async def measure(settings: Settings, count: int) -> list[Figures]:
         cookie_secure=False,
         rate_limit_per_ip="100000/minute",
         rate_limit_per_token="100000/minute",
+        rate_limit_viewer="100000/minute",
     )
+    # The gateway's own schema and outbox, as ``blume-share run`` gives it.
     gateway = Gateway.build(
         settings,
         runtime.database_for(GATEWAY),
@@ -217,20 +244,21 @@ async def measure(settings: Settings, count: int) -> list[Figures]:
     # The import writes blume_publisher's tables and outbox, as ``patients import`` does.
     publisher = Publisher(settings, db.in_schema(PUBLISHER))
     await runtime.start()  # declares the exchange the listener binds to
-    listener = await links.listen(settings.amqp_url.get_secret_value())  # type: ignore[union-attr]
+    assert settings.amqp_url is not None
+    listener = await links.listen(settings.amqp_url.get_secret_value())
     await publisher.transport.connect()
     await server.start()
-    base = f"http://127.0.0.1:{server.port}"
+    return BenchGateway(db, runtime, gateway, server, links, publisher, listener)
+
+
+async def measure(settings: Settings, count: int) -> list[Figures]:
+    bench = await start_gateway(settings, WORKERS)
     try:
-        async with httpx.AsyncClient(base_url=base) as http:
-            revocation = await measure_revocations(publisher, http, links, count)
-            lock_box = await measure_lock_box(publisher, db, http, gateway, count)
+        async with httpx.AsyncClient(base_url=bench.base) as http:
+            revocation = await measure_revocations(bench.publisher, http, bench.links, count)
+            lock_box = await measure_lock_box(bench.publisher, bench.db, http, bench.gateway, count)
     finally:
-        await server.stop()
-        await publisher.transport.stop()
-        await runtime.stop()
-        await listener.close()
-        await db.dispose()
+        await bench.stop()
     return [revocation, lock_box]
 
 

@@ -23,6 +23,8 @@ import pika
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.pacs import Pacs, start_pacs
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = json.loads((REPO / "contracts/examples/study.send.requested.json").read_text())
 PUBLIC_BASE_URL = "https://share.blume-test.example"
@@ -229,3 +231,14 @@ def system(
     finally:
         code = running.stop()
         assert code == 0, f"workers exited with {code} on SIGTERM:\n{running.logs()[-4000:]}"
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pacs]:
+    """A real PACS for the whole test run: Orthanc with DICOMweb on free ports and a storage
+    directory of its own, holding the synthesised two-series study and pydicom's CT_small."""
+    pacs = start_pacs(tmp_path_factory.mktemp("orthanc"))
+    try:
+        yield pacs
+    finally:
+        pacs.server.stop()

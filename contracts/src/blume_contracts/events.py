@@ -245,6 +245,10 @@ class ShareLinkIssued(Contract):
     max_uses: Annotated[int, Field(gt=0)] | None = Field(
         default=None, description="Grants allowed through the link; unlimited when absent."
     )
+    study_instance_uid: DicomUid | None = phi(
+        default=None,
+        description="The shared study: the gateway's image proxy lets the link reach it only.",
+    )
 
     @classmethod
     def for_request(
@@ -278,6 +282,7 @@ _CARRIED_FROM_LINK_REQUEST: Final = (
     "locale",
     "recipient_auth",
     "max_uses",
+    "study_instance_uid",
 )
 """The fields ``share.link.issued`` repeats from its ``share.link.requested`` unchanged."""
 
@@ -383,6 +388,10 @@ class ShareBlumePublished(Contract):
     locale: Locale
     study: StudySummary | None = Field(
         default=None, description="What the patient's portal shows of the entry."
+    )
+    study_instance_uid: DicomUid | None = phi(
+        default=None,
+        description="The entry's study: the gateway's image proxy lets the entry reach it only.",
     )
 
 
@@ -597,6 +606,44 @@ class PatientNotificationsUnsubscribed(Contract):
     tenant_id: Identifier
     unsubscribed_at: AwareDatetime
     client: ClientContext
+
+
+ImagesAudience = Literal["recipient", "patient"]
+
+
+class ShareImagesAccess(Contract):
+    """Someone looked at a shared study's images through the gateway's proxy: a recipient
+    through a link (``link_id``, ``use_number``) or a patient through a record entry
+    (``entry_id``, ``blume_patient_id``). Never a UID: the share names the study."""
+
+    share_id: ShareId
+    audience: ImagesAudience
+    link_id: LinkId | None = None
+    use_number: Annotated[int, Field(gt=0)] | None = None
+    entry_id: Annotated[str, StringConstraints(pattern=r"^ent_[0-9a-f]{32}$")] | None = None
+    blume_patient_id: Identifier | None = None
+    client: ClientContext
+
+
+class ShareImagesViewed(ShareImagesAccess):
+    """IHE BALP Read: a series of the study was opened (once per series per session)."""
+
+    series_number: Annotated[int, Field(ge=1)] = Field(
+        description="The series' position in the viewer's list (1-based), not its UID."
+    )
+    instances: Annotated[int, Field(ge=0)]
+
+
+class ShareImagesExported(ShareImagesAccess):
+    """IHE BALP Export: the study's DICOM files were downloaded as a ZIP."""
+
+    instances: Annotated[int, Field(ge=0)] = Field(description="Files the ZIP held.")
+
+
+class ShareImagesUnavailable(ShareImagesAccess):
+    """The viewer was opened but the study is not (or no longer) on the tenant's PACS."""
+
+    reason: Literal["not_on_pacs", "pacs_unreachable"]
 
 
 # ------------------------------------------------------------- operator actions on dead letters

@@ -234,11 +234,32 @@ EVENTS: Final[dict[str, EventSpec]] = {
             (_AUDIT,),
         ),
         EventSpec(
+            "share.images.viewed",
+            ev.ShareImagesViewed,
+            "A series of a shared study was opened in the gateway's viewer (BALP Read).",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
             "patient.notifications.unsubscribed",
             ev.PatientNotificationsUnsubscribed,
             "A patient switched off Blume email notifications (one-click unsubscribe).",
             (_GATEWAY,),
             ("blume_publisher", _AUDIT),
+        ),
+        EventSpec(
+            "share.images.exported",
+            ev.ShareImagesExported,
+            "A shared study's DICOM files were downloaded through the gateway (BALP Export).",
+            (_GATEWAY,),
+            (_AUDIT,),
+        ),
+        EventSpec(
+            "share.images.unavailable",
+            ev.ShareImagesUnavailable,
+            "The viewer was opened but the shared study is not on the tenant's PACS.",
+            (_GATEWAY,),
+            (_AUDIT,),
         ),
         EventSpec(
             "patient.account.updated",

@@ -56,6 +56,53 @@ class SsoPolicy(BaseModel):
 
 
 RecipientAuth = Literal["none", "email_otp", "sso"]
+RecipientAccess = Literal["view", "view_and_download"]
+SummaryField = Literal["study_date", "modalities", "description", "patient_name"]
+
+
+def _default_summary() -> list[SummaryField]:
+    return ["study_date", "modalities", "description"]
+
+
+_ENV_NAME = r"^[A-Z][A-Z0-9_]*$"
+
+
+class DicomwebCredentials(BaseModel):
+    """How the gateway authenticates to the tenant's PACS: HTTP basic or a bearer token.
+
+    The secret (password or token) is named, never written here: an environment variable
+    (``secret_env``) or a mounted file (``secret_file``, e.g. a Kubernetes secret volume).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scheme: Literal["basic", "bearer"]
+    username: str | None = Field(default=None, min_length=1, max_length=200)
+    secret_env: str | None = Field(default=None, pattern=_ENV_NAME)
+    secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> Self:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError("name the secret by exactly one of secret_env and secret_file")
+        if self.scheme == "basic" and self.username is None:
+            raise ValueError("basic credentials need a username")
+        return self
+
+    def secret(self) -> str:
+        if self.secret_env is not None:
+            value = os.environ.get(self.secret_env, "")
+            if not value:
+                raise PolicyError(f"{self.secret_env} is not set")
+            return value
+        assert self.secret_file is not None
+        try:
+            value = self.secret_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise PolicyError(f"cannot read {self.secret_file}: {error.strerror}") from None
+        if not value:
+            raise PolicyError(f"{self.secret_file} is empty")
+        return value
 
 
 class TenantPolicy(BaseModel):
@@ -99,6 +146,25 @@ class TenantPolicy(BaseModel):
         description=(
             "How long a recipient's access lasts after a grant, from the grant, never slid "
             "by pressing View study again; at most 30 minutes (a policy may only shorten it)."
+        ),
+    )
+    dicomweb_url: HttpUrl | None = Field(
+        default=None,
+        description="The tenant's PACS (DICOMweb base URL): the built-in viewer's images.",
+    )
+    dicomweb_credentials: DicomwebCredentials | None = None
+    recipient_access: RecipientAccess = Field(
+        default="view", description="Whether recipients may also download the DICOM files."
+    )
+    recipient_summary: list[SummaryField] = Field(
+        default_factory=_default_summary,
+        description="What of the study the recipient's viewer shows above the images.",
+    )
+    external_viewer_url: HttpUrl | None = Field(
+        default=None,
+        description=(
+            "Send recipients to this viewer (with a ticket it checks at the gateway's "
+            "Orthanc-authorization endpoint) instead of the built-in one."
         ),
     )
     sender_domains: list[str] = Field(

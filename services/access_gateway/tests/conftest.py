@@ -99,6 +99,15 @@ tenants:
       issuer: {SSO_ISSUER}
       client_id: blume-share
       client_secret_env: {SSO_SECRET_ENV}
+  pacs-clinic:
+    display_name: PACS Clinic
+    recipient_auth: none
+    dicomweb_url: https://pacs.test/dicom-web
+  external-viewer-clinic:
+    display_name: External Viewer Clinic
+    recipient_auth: none
+    dicomweb_url: https://pacs.test/dicom-web
+    external_viewer_url: https://ohif.test/viewer?site=2
   trusting-sso-hospital:
     display_name: Trusting SSO Hospital
     recipient_auth: sso
@@ -203,6 +212,7 @@ class Harness:
         recipient_email: str = "bob.jones@clinic.example",
         share_id: str | None = None,
         message: str | None = None,
+        study_uid: str | None = None,
     ) -> tuple[str, ProjectedLink]:
         """A link as ``share.link.issued`` announces it; returns its token and the link."""
         token = secrets.token_urlsafe(32)
@@ -222,6 +232,7 @@ class Harness:
             recipient_auth=auth,  # type: ignore[arg-type]
             max_uses=max_uses,
             message=message,
+            study_instance_uid=study_uid,
         )
         correlation_id = f"corr-{uuid.uuid4().hex[:8]}"
         self.feed("share.link.issued", issued, tenant=tenant, correlation_id=correlation_id)

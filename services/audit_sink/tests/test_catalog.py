@@ -52,7 +52,12 @@ def test_disclosures_are_the_handovers_and_accesses_the_reads() -> None:
     """The accounting and the FHIR export rest on these two lists."""
     assert catalog.disclosure_types() == ["share.blume.published", "share.notification.sent"]
     reads = sorted(name for name in catalog.CATALOG if catalog.classify(name).access)
-    assert reads == ["share.blume.viewed", "share.link.accessed"]
+    assert reads == [
+        "share.blume.viewed",
+        "share.images.exported",
+        "share.images.viewed",
+        "share.link.accessed",
+    ]
 
 
 @pytest.mark.parametrize(

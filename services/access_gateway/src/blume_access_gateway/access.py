@@ -58,6 +58,7 @@ from blume_access_gateway.sessions import (
 )
 from blume_access_gateway.sso import identity_matches, sso_provider
 from blume_access_gateway.tickets import issue_ticket
+from blume_access_gateway.viewer import recipient_handle, viewer_path
 
 _AUTH_METHODS: Final[dict[str, AuthMethod]] = {
     "none": "none",
@@ -147,7 +148,18 @@ class RecipientAccess:
             use_number=session.use_number,
             now=self.clock(),
         )
-        return Granted(lookup, session, viewer_url(str(policy.viewer_url), ticket), new_session)
+        return Granted(lookup, session, self._viewer_redirect(policy, session, ticket), new_session)
+
+    def _viewer_redirect(self, policy: TenantPolicy, session: AccessSession, ticket: str) -> str:
+        """An external viewer (with the ticket it checks at the Orthanc-authorization
+        endpoint), else the built-in viewer when the tenant names its PACS, else the
+        tenant's ``viewer_url`` with the ticket."""
+        if policy.external_viewer_url is not None:
+            return viewer_url(str(policy.external_viewer_url), ticket)
+        if policy.dicomweb_url is not None:
+            handle = recipient_handle(self.keys.viewer_handle, session.link_id, session.use_number)
+            return viewer_path(handle)
+        return viewer_url(str(policy.viewer_url), ticket)
 
     async def _grant_new_use(
         self,
@@ -175,6 +187,16 @@ class RecipientAccess:
         )
         session = AccessSession(link.link_id, use, method)
         return self._record_grant(work, lookup, session, client, signed_in_as, started)
+
+    async def session_link(self, session_id: str | None) -> tuple[str, int] | None:
+        """The link and use a live access session was granted for, if the id names one."""
+        if session_id is None:
+            return None
+        async with self.events.db.transaction() as session:
+            row = await live_session(session, "access", session_id, self.clock())
+        if row is None or row.use_number is None:
+            return None
+        return row.subject, row.use_number
 
     async def in_session(self, link_id: str, session_id: str | None) -> bool:
         """Whether the browser's access cookie names a live session for this link."""

@@ -18,11 +18,13 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.help_routes import demo_viewer_routes, help_routes
 from blume_access_gateway.http_telemetry import HttpTelemetryMiddleware
 from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.orthanc_auth import orthanc_auth_routes
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
 from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware
 from blume_access_gateway.sender_routes import sender_routes
 from blume_access_gateway.session_routes import session_routes
+from blume_access_gateway.viewer_routes import viewer_routes
 
 STATIC: Final = Path(__file__).parent / "static"
 
@@ -47,6 +49,8 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(session_routes(gateway))
     app.include_router(help_routes(gateway))
     app.include_router(demo_viewer_routes(gateway))
+    app.include_router(viewer_routes(gateway))
+    app.include_router(orthanc_auth_routes(gateway))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(HTTPException)

@@ -24,6 +24,7 @@ from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
+from blume_access_gateway.dicomweb import DicomwebClient
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale
@@ -43,10 +44,13 @@ from blume_access_gateway.sessions import StartedSession
 from blume_access_gateway.settings import GatewaySettings
 from blume_access_gateway.sign_out import SignOut
 from blume_access_gateway.unsubscribe import Unsubscribe
+from blume_access_gateway.viewer import Viewer
 
 NAME: Final = "access_gateway"
 SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
+_PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+_PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 
 
 @dataclass(slots=True)
@@ -69,6 +73,8 @@ class Gateway:
     sign_out: SignOut
     unsubscribe: Unsubscribe
     clock: Callable[[], datetime]
+    viewer: Viewer
+    pacs_http: httpx.AsyncClient
 
     @classmethod
     def build(
@@ -91,6 +97,10 @@ class Gateway:
         http = http or httpx.AsyncClient(timeout=_OIDC_TIMEOUT_SECONDS, follow_redirects=False)
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
         sealer = Sealer.from_settings(settings)
+        # The PACS gets a client of its own: longer timeouts, more connections, streaming.
+        pacs_http = httpx.AsyncClient(
+            timeout=_PACS_TIMEOUT, limits=_PACS_LIMITS, follow_redirects=False
+        )
         return cls(
             settings=settings,
             config=config,
@@ -119,6 +129,15 @@ class Gateway:
             sign_out=SignOut(events, clock),
             unsubscribe=Unsubscribe(events, sealer, clock),
             clock=clock,
+            viewer=Viewer(
+                events=events,
+                handle_key=keys.viewer_handle,
+                policies=policies,
+                dicomweb=DicomwebClient(pacs_http),
+                clock=clock,
+                freshness=freshness,
+            ),
+            pacs_http=pacs_http,
         )
 
     async def record_counted_denials(self, *, everything: bool = False) -> int:
@@ -128,6 +147,7 @@ class Gateway:
 
     async def close(self) -> None:
         await self.http.aclose()
+        await self.pacs_http.aclose()
 
     # Small helpers the routes share ------------------------------------------------------
 

@@ -37,6 +37,8 @@ class GatewayKeys:
     code_hash: bytes
     study_key: bytes
     """Names a sender's study by a keyed hash (``launches``), not by its UID."""
+    viewer_handle: bytes
+    """Makes the image proxy's opaque handles (``viewer``): bound to a session, no UID."""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> GatewayKeys:
@@ -48,6 +50,7 @@ class GatewayKeys:
             viewer_ticket=derive_key(secret, "viewer-ticket"),
             code_hash=derive_key(secret, "sign-in-code"),
             study_key=derive_key(secret, "sender-study"),
+            viewer_handle=derive_key(secret, "viewer-handle"),
         )
 
     @classmethod

@@ -71,6 +71,9 @@ class ProjectedLink(SQLModel, table=True):
     expires_at: datetime = timestamp_column()
     traceparent: str | None = Field(default=None, max_length=55)
     """The share's trace (``share.link.issued``'s), which the gateway's events join."""
+    study_instance_uid: str | None = Field(default=None, max_length=64)
+    """The one study the image proxy lets this link reach; None on links projected before
+    migration 0013 (their viewer says the study is not available)."""
 
 
 class ProjectedRevocation(SQLModel, table=True):
@@ -110,6 +113,8 @@ class ProjectedEntry(SQLModel, table=True):
     modalities: list[str] = Field(default_factory=list, sa_type=JSON)
     description: str | None = Field(default=None, max_length=256)
     traceparent: str | None = Field(default=None, max_length=55)
+    study_instance_uid: str | None = Field(default=None, max_length=64)
+    """The one study the image proxy lets this entry reach (None before migration 0013)."""
 
 
 class LaunchClientRecord(SQLModel, table=True):

@@ -19,6 +19,8 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.grants import EntryRefusal
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.viewer import Refusal
+from blume_access_gateway.viewer_routes import ViewerRoutes
 
 PATIENT_ID_CLAIM: Final = "blume_patient_id"
 """The portal's provider names the patient by their Blume id: this claim, else ``sub``."""
@@ -73,7 +75,21 @@ class PortalRoutes:
             return gateway.render_signed_in(request, views.study_not_found_page(locale))
         policy = gateway.policies.get(shown.tenant_id)
         organisation = policy.display_name if policy else shown.tenant_id
-        return gateway.render_signed_in(request, views.study_page(shown, organisation))
+        viewer = await self._viewer(request, shown.entry_id, patient)
+        return gateway.render_signed_in(request, views.study_page(shown, organisation, viewer))
+
+    async def _viewer(
+        self, request: Request, entry_id: str, patient: str
+    ) -> dict[str, object] | None:
+        """The images of the entry, through the same scoped proxy as a recipient's, when
+        the tenant names its PACS and the study is on it (its absence audited)."""
+        routes = ViewerRoutes(self.gateway)
+        handle = self.gateway.viewer.patient_handle(entry_id, patient)
+        scope = await self.gateway.viewer.scope(handle, link=None, patient=patient)
+        if isinstance(scope, Refusal) or routes.viewer.pacs(scope) is None:
+            return None
+        index = await routes.index_or_audit(scope, self.gateway.client(request))
+        return routes.context(scope, index) if index is not None else None
 
     async def login(self, request: Request, next: str | None = None) -> Response:
         """Off to the portal's identity provider; the return path rides in a signed cookie."""

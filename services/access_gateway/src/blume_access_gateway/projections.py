@@ -55,6 +55,7 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
             message=issued.message.strip() if issued.message and issued.message.strip() else None,
             traceparent=event.traceparent,
             **link_columns(issued),
+            study_instance_uid=issued.study_instance_uid,
         )
     )
     return True
@@ -98,6 +99,7 @@ async def apply_published(session: AsyncSession, event: CloudEvent[ShareBlumePub
     entry.modalities = list(study.modalities) if study else []
     entry.description = study.description if study else None
     entry.traceparent = event.traceparent
+    entry.study_instance_uid = published.study_instance_uid or entry.study_instance_uid
     session.add(entry)
 
 

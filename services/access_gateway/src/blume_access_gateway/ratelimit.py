@@ -41,6 +41,7 @@ class RateLimits:
         per_token: str,
         code_requests: str,
         per_launch_client: str = "60/minute",
+        viewer: str = "1200/minute",
     ) -> None:
         storage = storage_from_string(_async_url(storage_url))
         self._limiter = MovingWindowRateLimiter(storage)
@@ -49,6 +50,7 @@ class RateLimits:
         self._code_requests = parse(code_requests)
         self._per_launch_client = parse(per_launch_client)
         self._denial_events = parse(DENIAL_EVENTS)
+        self._viewer = parse(viewer)
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> RateLimits:
@@ -58,6 +60,7 @@ class RateLimits:
             per_token=settings.rate_limit_per_token,
             code_requests=settings.rate_limit_code_requests,
             per_launch_client=settings.rate_limit_per_launch_client,
+            viewer=settings.rate_limit_viewer,
         )
 
     async def _hit(self, item: RateLimitItem, *key: str) -> Verdict:
@@ -80,6 +83,10 @@ class RateLimits:
     async def launch_client_request(self, client_id: str) -> Verdict:
         """A call of the launch or share API by one launch client."""
         return await self._hit(self._per_launch_client, "launch-client", client_id)
+
+    async def viewer_request(self, session_key: str) -> Verdict:
+        """An image-proxy request, counted per viewing session (not per address)."""
+        return await self._hit(self._viewer, "viewer", session_key)
 
     async def code_request(self, token_key: str) -> Verdict:
         """Sending a sign-in code (an email to the recipient)."""

@@ -269,7 +269,7 @@ class RecipientRoutes:
         policy = self.gateway.policies.get(link.tenant_id) if link else None
         if link is None or policy is None:
             return ()
-        targets = [_origin(str(policy.viewer_url))]
+        targets = [_origin(str(policy.external_viewer_url or policy.viewer_url))]
         if link.recipient_auth == "sso" and policy.sso is not None:
             targets.append(_origin(str(policy.sso.issuer)))
         return tuple(targets)

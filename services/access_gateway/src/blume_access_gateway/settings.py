@@ -46,6 +46,9 @@ class GatewaySettings(BaseSettings):
     """Launch and share API calls per launch client (OmegaAI's backend)."""
     rate_limit_code_requests: str = "5/15 minutes"
     """Sign-in code emails per link: each one lands in the recipient's inbox."""
+    rate_limit_viewer: str = "1200/minute"
+    """Image-proxy requests per viewing session (handle): scrolling a 300-image series at
+    full speed is 300 requests in a few seconds. The per-address limit does not apply."""
 
     projection_max_lag_seconds: float = Field(default=5.0, gt=0)
     """``BLUME_PROJECTION_MAX_LAG_SECONDS``: how far behind its events the gateway may be

@@ -12,6 +12,7 @@ from blume_access_gateway.blume import StudyView
 from blume_access_gateway.links import LinkLookup
 from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.pages import Action, Page
+from blume_access_gateway.viewer import Refusal, Scope, StudyIndex
 
 TRY_AGAIN_SECONDS: Final = 5
 
@@ -232,13 +233,16 @@ def sign_in_failed_page(locale: str) -> Page:
     return message_page("sso_failed", 403, HELP_SSO, locale=locale, body="again")
 
 
-def study_page(study: StudyView, organisation: str) -> Page:
+def study_page(
+    study: StudyView, organisation: str, viewer: dict[str, object] | None = None
+) -> Page:
+    """The patient's study; with ``viewer`` (``viewer_context``) its images below."""
     return Page(
         "blume_study.html",
         "blume.title",
         HELP_BLUME,
         locale=study.locale,
-        context={"study": study, "organisation": organisation},
+        context={"study": study, "organisation": organisation, "viewer": viewer},
     )
 
 
@@ -270,3 +274,73 @@ def unsubscribe_page(locale: str, action_url: str) -> Page:
 
 def unsubscribed_page(locale: str) -> Page:
     return message_page("unsubscribed", 200, HELP_BLUME, locale=locale)
+
+
+# The built-in viewer ----------------------------------------------------------------------
+
+CT_PRESETS: Final = (
+    ("viewer.preset.soft_tissue", "40,400"),
+    ("viewer.preset.lung", "-600,1500"),
+    ("viewer.preset.bone", "400,1800"),
+)
+
+
+def _dicom_date(value: str | None) -> str | None:
+    if value is None or len(value) != 8 or not value.isdigit():
+        return value
+    return f"{value[:4]}-{value[4:6]}-{value[6:]}"
+
+
+def viewer_context(
+    scope: Scope, index: StudyIndex, summary_fields: list[str], *, download: bool
+) -> dict[str, object]:
+    """What the viewer partial (``_viewer.html``) shows: series by position, never a UID."""
+    listing = index.listing
+    facts = {
+        "study_date": _dicom_date(listing.study_date),
+        "modalities": ", ".join(listing.modalities) or None,
+        "description": listing.description,
+        "patient_name": (listing.patient_name or "").replace("^", " ").strip() or None,
+    }
+    return {
+        "base": f"/view/{scope.handle}",
+        "summary": [
+            (f"viewer.summary.{name}", facts[name]) for name in summary_fields if facts[name]
+        ],
+        "series": [
+            {
+                "number": number,
+                "description": series.description,
+                "modality": series.modality or "",
+                "count": series.instances,
+                "ct": series.modality == "CT",
+            }
+            for number, series in enumerate(index.series, start=1)
+        ],
+        "presets": CT_PRESETS,
+        "download": download,
+    }
+
+
+def study_viewer_page(scope: Scope, viewer: dict[str, object], organisation: str) -> Page:
+    return Page(
+        "study_viewer.html",
+        "viewer.study_title",
+        HELP_VIEWER,
+        locale=scope.locale,
+        context={"viewer": viewer, "organisation": organisation},
+    )
+
+
+def viewer_refusal_page(refusal: Refusal, locale: str) -> Page:
+    """404 for a handle this session does not have, 410 once the share ended, 503 while
+    the gateway cannot show its view is current."""
+    if refusal is Refusal.GONE:
+        return message_page("viewer.gone", 410, HELP_VIEWER, locale=locale)
+    if refusal is Refusal.NOT_CURRENT:
+        return try_again_page(locale)
+    return not_found_page(locale)
+
+
+def study_not_on_pacs_page(locale: str) -> Page:
+    return message_page("viewer.not_on_pacs", 200, HELP_VIEWER, locale=locale)

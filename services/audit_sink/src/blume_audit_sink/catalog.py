@@ -134,6 +134,10 @@ CATALOG: Final[Mapping[str, EventClass]] = {
     "share.blume.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
     "share.blume.denied": EventClass(USER_AUTHENTICATION, _E, _MINOR),
     "session.signed_out": EventClass(USER_AUTHENTICATION, _E),
+    # The images through the gateway's proxy: IHE BALP Read per series, Export for a download.
+    "share.images.viewed": EventClass(INSTANCES_ACCESSED, _R, access=True),
+    "share.images.exported": EventClass(EXPORT, _R, access=True),
+    "share.images.unavailable": EventClass(INSTANCES_ACCESSED, _R, _MINOR),
     AUDIT_LOG_USED_TYPE: EventClass(AUDIT_LOG_USED, _R),
     # An operator acting on dead letters: replay re-runs messages, purge deletes them.
     "ops.dead_letters.replayed": EventClass(APPLICATION_ACTIVITY, _E),

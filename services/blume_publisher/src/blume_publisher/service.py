@@ -74,6 +74,7 @@ class Publisher:
                 patient_email=account.email,
                 locale=narrow_locale(account.locale),
                 study=study_summary(entry.imaging_study),
+                study_instance_uid=entry.study_instance_uid,
             ),
         )
         ctx.log.info("study published", entry_id=entry.entry_id, new=newly_published)

@@ -1,0 +1,231 @@
+"""What the gateway's scoped image proxy costs: every rendered frame of the 60-slice CT series
+fetched through ``/view/<handle>/series/1/frames/<k>`` against the same frames fetched
+directly from Orthanc's DICOMweb ``/rendered``, in the same run, sequentially and 6 at a
+time (a browser's connections per host).
+
+Real services throughout: Orthanc with its DICOMweb plugin on free ports (``tests.pacs``,
+as the viewer tests use it, with the synthesised study uploaded), RabbitMQ and PostgreSQL
+(a fresh database and vhost, removed at the end), and the workers wired as
+``blume-share run`` wires them with the gateway served over HTTP. A share of the study is
+sent; the link page is opened and "View study" pressed over HTTP, as a browser would, so
+every proxied frame runs the real grant check, handle check and rate limit.
+
+Run: ``uv run python -m bench.viewer_proxy [--rounds N]``; prints frames/s and the ratio
+proxy/direct for each mode (the best of N rounds each); exits 1 when a ratio is under the
+goal of 0.8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import httpx
+from blume_runtime.logging import configure_logging
+from blume_runtime.settings import Settings
+from blume_share.requests import parse_requests
+from blume_share.schema import upgrade
+
+from bench.gateway_latency import start_gateway, until
+from bench.throughput import Isolation, product_settings
+from tests.pacs import Pacs, start_pacs
+
+GOAL: Final = 0.8
+PARALLEL: Final = 6
+TENANT: Final = "demo-hospital"
+WORKERS: Final = ("share_dispatcher", "link_issuer", "audit_sink")
+_CSRF: Final = re.compile(r'name="csrf" value="([^"]+)"')
+EXAMPLE: Final = (
+    Path(__file__).resolve().parents[1] / "contracts/examples/study.send.requested.json"
+)
+
+Fetch = Callable[[httpx.AsyncClient, int], Awaitable[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    mode: str
+    frames: int
+    direct_seconds: float
+    proxy_seconds: float
+
+    @property
+    def ratio(self) -> float:
+        """Proxy throughput as a share of direct throughput (1.0: no cost at all)."""
+        return self.direct_seconds / self.proxy_seconds
+
+    def line(self) -> str:
+        direct, proxy = self.direct_seconds, self.proxy_seconds
+        return (
+            f"{self.mode:>10}: {self.frames} frames"
+            f"  direct {self.frames / direct:6.1f} frames/s ({direct * 1000:5.0f} ms)"
+            f"  proxy {self.frames / proxy:6.1f} frames/s ({proxy * 1000:5.0f} ms)"
+            f"  ratio {self.ratio:.2f} (goal >= {GOAL})"
+        )
+
+
+def policy_file(directory: Path, pacs: Pacs) -> Path:
+    path = directory / "tenants.yaml"
+    path.write_text(
+        f"tenants:\n  {TENANT}:\n    display_name: Demo Hospital\n    recipient_auth: none\n"
+        f"    dicomweb_url: {pacs.dicomweb_url}\n"
+    )
+    return path
+
+
+def share_request(pacs: Pacs) -> str:
+    event = json.loads(EXAMPLE.read_text())
+    data = event["data"]
+    data["study"]["study_instance_uid"] = pacs.study.study_uid
+    data["study"]["patient"].update(mrn=pacs.study.mrn, name=pacs.study.patient_name)
+    return json.dumps(data)
+
+
+async def open_viewer(http: httpx.AsyncClient, token: str) -> str:
+    """The link page, then "View study": the viewer's path (its handle), the session in
+    the client's cookies."""
+    page = await http.get(f"/s/{token}")
+    match = _CSRF.search(page.text)
+    if page.status_code != 200 or match is None:
+        raise RuntimeError(f"the link page answered {page.status_code}")
+    pressed = await http.post(f"/s/{token}", data={"csrf": match.group(1)})
+    location = pressed.headers.get("location", "")
+    if pressed.status_code != 303 or not location.startswith("/view/"):
+        raise RuntimeError(f"View study answered {pressed.status_code}")
+    return str(location)
+
+
+async def timed(fetch: Fetch, http: httpx.AsyncClient, frames: int, parallel: int) -> float:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one(k: int) -> None:
+        async with gate:
+            status = await fetch(http, k)
+            if status != 200:
+                raise RuntimeError(f"frame {k} answered {status}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in range(1, frames + 1)))
+    return time.perf_counter() - started
+
+
+@dataclass(frozen=True, slots=True)
+class Client:
+    """What the fetching process needs: both paths to the same 60 frames, and the session."""
+
+    direct_base: str
+    instance_uids: tuple[str, ...]
+    gateway: str
+    viewer_path: str
+    cookies: tuple[tuple[str, str], ...]
+    rounds: int
+
+
+async def compare(client: Client) -> list[Timing]:
+    async def direct(http: httpx.AsyncClient, k: int) -> int:
+        url = f"{client.direct_base}/instances/{client.instance_uids[k - 1]}/rendered"
+        return (await http.get(url, headers={"Accept": "image/png"})).status_code
+
+    async def proxied(http: httpx.AsyncClient, k: int) -> int:
+        return (await http.get(f"{client.viewer_path}/series/1/frames/{k}")).status_code
+
+    frames = len(client.instance_uids)
+    limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
+    async with (
+        httpx.AsyncClient(limits=limits, timeout=30) as orthanc_http,
+        httpx.AsyncClient(
+            base_url=client.gateway, cookies=dict(client.cookies), limits=limits, timeout=30
+        ) as gateway_http,
+    ):
+        await timed(direct, orthanc_http, frames, PARALLEL)  # warm both paths once
+        await timed(proxied, gateway_http, frames, PARALLEL)
+        timings = []
+        for mode, parallel in (("sequential", 1), (f"{PARALLEL}-way", PARALLEL)):
+            direct_best = proxy_best = float("inf")
+            for _ in range(client.rounds):  # interleaved, so both see the same machine load
+                direct_best = min(direct_best, await timed(direct, orthanc_http, frames, parallel))
+                proxy_best = min(proxy_best, await timed(proxied, gateway_http, frames, parallel))
+            timings.append(Timing(mode, frames, direct_best, proxy_best))
+    return timings
+
+
+def fetch_in_own_process(client: Client) -> list[Timing]:
+    """The fetching runs in a process of its own, as a browser would: the gateway's
+    process serves, it does not also play the client."""
+    return asyncio.run(compare(client))
+
+
+async def measure(settings: Settings, pacs: Pacs, rounds: int) -> list[Timing]:
+    bench = await start_gateway(settings, WORKERS)
+    limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
+    try:
+        await bench.publisher.requests(parse_requests(share_request(pacs)))
+
+        async def issued() -> bool:
+            return bool(bench.links.tokens)
+
+        await until(issued, "the link")
+        [token] = bench.links.tokens.values()
+        async with httpx.AsyncClient(base_url=bench.base, limits=limits, timeout=30) as http:
+            viewer_path = await open_viewer(http, token)
+            cookies = tuple((name, value) for name, value in http.cookies.items())
+        ct = pacs.study.series[0]
+        client = Client(
+            direct_base=f"{pacs.dicomweb_url}/studies/{pacs.study.study_uid}/series/{ct.series_uid}",
+            instance_uids=ct.instance_uids,
+            gateway=bench.base,
+            viewer_path=viewer_path,
+            cookies=cookies,
+            rounds=rounds,
+        )
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            return await asyncio.get_running_loop().run_in_executor(
+                pool, fetch_in_own_process, client
+            )
+    finally:
+        await bench.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per mode and path")
+    arguments = parser.parse_args()
+    configure_logging("WARNING", "json")
+    resources = Isolation(
+        os.environ.get("BLUME_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        os.environ.get("BLUME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
+    with tempfile.TemporaryDirectory(prefix="blume-bench-orthanc-") as home:
+        pacs = start_pacs(Path(home) / "orthanc")
+        try:
+            database_url = resources.create_database()
+            amqp_url = resources.create_vhost("viewer")
+            upgrade(database_url)
+            settings = product_settings(amqp_url, database_url, "smtp://127.0.0.1:1")
+            settings = settings.model_copy(
+                update={"tenant_policy_file": policy_file(Path(home), pacs)}
+            )
+            timings = asyncio.run(measure(settings, pacs, arguments.rounds))
+        finally:
+            resources.remove_all()
+            pacs.server.stop()
+    for timing in timings:
+        print(timing.line())
+    return 0 if all(timing.ratio >= GOAL for timing in timings) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""The scoped image proxy: a session reaches the one study it was granted, and nothing else.
+
+The browser names a study only by an opaque **handle** bound to its session: for a recipient
+``r<mac>``, an HMAC of the link and use in the signed ``access`` cookie; for a patient
+``p<entry><mac>``, the (random, non-PHI) entry id with an HMAC of entry and patient. A
+handle presented with another session's cookie, or made up, matches nothing: 404. Series and
+images are positions (``/series/<n>/frames/<k>``); the server maps them to UIDs from the
+PACS's own answers, so no UID ever reaches a URL.
+
+Every request runs the one grant check (``grants.check_grant`` / ``check_entry_grant``) on
+the projections: a revoked or expired share answers 410 from the next request on.
+Audit: one ``share.images.viewed`` (IHE BALP Read) per series per session,
+``share.images.exported`` for a download, ``share.images.unavailable`` when the study is not
+on the PACS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final, Literal
+
+from blume_contracts.events import (
+    ClientContext,
+    ShareImagesExported,
+    ShareImagesUnavailable,
+    ShareImagesViewed,
+)
+from blume_runtime.tenants import PolicyError, TenantPolicy
+from blume_runtime.unit_of_work import UnitsOfWork
+from pydantic import BaseModel
+
+from blume_access_gateway.dicomweb import (
+    DicomwebClient,
+    Pacs,
+    PacsError,
+    SeriesListing,
+    StudyListing,
+)
+from blume_access_gateway.freshness import FreshnessCheck
+from blume_access_gateway.grants import EntryRefusal, LinkId, check_entry_grant, check_grant
+from blume_access_gateway.links import LinkState
+
+HANDLE: Final = re.compile(r"^(r[0-9a-f]{32}|p[0-9a-f]{64})$")
+_MAC_HEX: Final = 32
+INDEX_TTL_SECONDS: Final = 60.0
+"""How long the series list and image order of a study are kept between requests: the
+grant is checked on every request regardless; this only saves asking the PACS again."""
+_INDEX_ENTRIES: Final = 64
+_SEEN_SERIES: Final = 10_000
+
+
+class Refusal(StrEnum):
+    NOT_FOUND = "not_found"
+    """No such handle for this session (another's, made up, or an entry not shown): 404."""
+    GONE = "gone"
+    """The share was revoked or has expired: 410."""
+    NOT_CURRENT = "not_current"
+    """The projections cannot show they are current: 503, try again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What one request's handle reaches, after the grant check."""
+
+    handle: str
+    tenant_id: str
+    share_id: str
+    study_uid: str | None
+    locale: str
+    correlation_id: str
+    traceparent: str | None
+    audience: Literal["recipient", "patient"]
+    link_id: str | None = None
+    use_number: int | None = None
+    entry_id: str | None = None
+    blume_patient_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyIndex:
+    listing: StudyListing
+    series: tuple[SeriesListing, ...]
+    fetched_at: float
+    instances: dict[int, list[str]] = field(default_factory=dict)
+    """Per series position (1-based), its SOP Instance UIDs by InstanceNumber, once asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    pacs: Pacs
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+
+
+def _mac(key: bytes, message: str) -> str:
+    return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
+
+
+def recipient_handle(key: bytes, link_id: str, use_number: int) -> str:
+    """The handle of a recipient's granted use of a link (its ``access`` cookie)."""
+    return "r" + _mac(key, f"link:{link_id}:{use_number}")
+
+
+def patient_handle(key: bytes, entry_id: str, blume_patient_id: str) -> str:
+    """The handle of a patient's record entry (the entry id is random, not PHI)."""
+    return "p" + entry_id.removeprefix("ent_") + _mac(key, f"entry:{entry_id}:{blume_patient_id}")
+
+
+def viewer_path(handle: str) -> str:
+    return f"/view/{handle}"
+
+
+@dataclass(kw_only=True)
+class Viewer:
+    events: UnitsOfWork
+    handle_key: bytes
+    policies: dict[str, TenantPolicy]
+    dicomweb: DicomwebClient
+    clock: Callable[[], datetime]
+    freshness: FreshnessCheck
+    _index: OrderedDict[tuple[str, str], StudyIndex] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+    _known: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
+
+    # Handles ---------------------------------------------------------------------------
+
+    def patient_handle(self, entry_id: str, blume_patient_id: str) -> str:
+        return patient_handle(self.handle_key, entry_id, blume_patient_id)
+
+    def known_scope(self, handle: str) -> Scope | None:
+        """What this handle reached when this process last checked it (None if never).
+        Only to start asking the PACS early: the grant is checked on every request."""
+        return self._known.get(handle)
+
+    @staticmethod
+    def same_study(earlier: Scope, now: Scope) -> bool:
+        return (earlier.tenant_id, earlier.study_uid) == (now.tenant_id, now.study_uid)
+
+    def _remember(self, scope: Scope) -> Scope:
+        self._known[scope.handle] = scope
+        self._known.move_to_end(scope.handle)
+        while len(self._known) > _SEEN_SERIES:
+            self._known.popitem(last=False)
+        return scope
+
+    async def scope(
+        self,
+        handle: str,
+        *,
+        link: tuple[str, int] | None,
+        patient: str | None,
+    ) -> Scope | Refusal:
+        """The study this handle reaches for this session (its cookies), checked now."""
+        if not HANDLE.match(handle):
+            return Refusal.NOT_FOUND
+        if handle.startswith("r"):
+            expected = recipient_handle(self.handle_key, *link) if link else ""
+            if link is None or not hmac.compare_digest(handle, expected):
+                return Refusal.NOT_FOUND
+            checked = await self._link_scope(handle, *link)
+        else:
+            checked = await self._checked_entry(handle, patient)
+        if isinstance(checked, Refusal):
+            self._known.pop(handle, None)
+            return checked
+        return self._remember(checked)
+
+    async def _checked_entry(self, handle: str, patient: str | None) -> Scope | Refusal:
+        entry_id = f"ent_{handle[1:33]}"
+        if patient is None or not hmac.compare_digest(
+            handle, self.patient_handle(entry_id, patient)
+        ):
+            return Refusal.NOT_FOUND
+        return await self._entry_scope(handle, entry_id, patient)
+
+    async def _link_scope(self, handle: str, link_id: str, use_number: int) -> Scope | Refusal:
+        async with self.events.db.transaction() as session:
+            lookup = await check_grant(session, LinkId(link_id), self.clock(), self.freshness)
+        if lookup.state is LinkState.NOT_CURRENT:
+            return Refusal.NOT_CURRENT
+        if lookup.link is None or lookup.state is LinkState.UNKNOWN:
+            return Refusal.NOT_FOUND
+        if not lookup.usable:
+            return Refusal.GONE
+        link = lookup.link
+        return Scope(
+            handle=handle,
+            tenant_id=link.tenant_id,
+            share_id=link.share_id,
+            study_uid=link.study_instance_uid,
+            locale=link.locale,
+            correlation_id=link.correlation_id,
+            traceparent=link.traceparent,
+            audience="recipient",
+            link_id=link_id,
+            use_number=use_number,
+        )
+
+    async def _entry_scope(self, handle: str, entry_id: str, patient: str) -> Scope | Refusal:
+        async with self.events.db.transaction() as session:
+            verdict = await check_entry_grant(session, entry_id, patient, self.freshness)
+        if verdict is EntryRefusal.NOT_CURRENT:
+            return Refusal.NOT_CURRENT
+        if isinstance(verdict, EntryRefusal):
+            return Refusal.NOT_FOUND
+        entry = verdict.entry
+        return Scope(
+            handle=handle,
+            tenant_id=entry.tenant_id,
+            share_id=entry.share_id,
+            study_uid=entry.study_instance_uid,
+            locale=verdict.account.locale,
+            correlation_id=entry.correlation_id,
+            traceparent=entry.traceparent,
+            audience="patient",
+            entry_id=entry_id,
+            blume_patient_id=patient,
+        )
+
+    # The study on the PACS ---------------------------------------------------------------
+
+    def pacs(self, scope: Scope) -> Pacs | None:
+        policy = self.policies.get(scope.tenant_id)
+        if policy is None:
+            return None
+        try:
+            return Pacs.for_policy(policy)
+        except PolicyError:
+            return None
+
+    def target(self, scope: Scope) -> tuple[Pacs, str] | None:
+        """The tenant's PACS and the scope's study UID, when both are known."""
+        pacs = self.pacs(scope)
+        if pacs is None or scope.study_uid is None:
+            return None
+        return pacs, scope.study_uid
+
+    async def index(self, scope: Scope) -> StudyIndex | None:
+        """The study's series (cached briefly); None when it is not on the PACS (PacsError
+        when the PACS cannot be asked)."""
+        target = self.target(scope)
+        if target is None or scope.study_uid is None:
+            return None
+        pacs = target[0]
+        key = (scope.tenant_id, scope.study_uid)
+        cached = self._index.get(key)
+        if cached is not None and time.monotonic() - cached.fetched_at < INDEX_TTL_SECONDS:
+            self._index.move_to_end(key)
+            return cached
+        listing = await self.dicomweb.study(pacs, scope.study_uid)
+        if listing is None:
+            self._index.pop(key, None)
+            return None
+        series = await self.dicomweb.series(pacs, scope.study_uid)
+        fresh = StudyIndex(listing, tuple(series), time.monotonic())
+        self._index[key] = fresh
+        while len(self._index) > _INDEX_ENTRIES:
+            self._index.popitem(last=False)
+        return fresh
+
+    async def series_instances(self, scope: Scope, index: StudyIndex, number: int) -> list[str]:
+        if not 1 <= number <= len(index.series):
+            return []
+        known = index.instances.get(number)
+        if known is not None:
+            return known
+        target = self.target(scope)
+        if target is None:
+            return []
+        pacs, study_uid = target
+        ordered = await self.dicomweb.instance_order(
+            pacs, study_uid, index.series[number - 1].series_uid
+        )
+        index.instances[number] = ordered
+        return ordered
+
+    async def frame(self, scope: Scope, series: int, image: int) -> Frame | None:
+        """The PACS address of image ``image`` (1-based) of series ``series``, if any."""
+        index = await self.index(scope)
+        if index is None:
+            return None
+        instances = await self.series_instances(scope, index, series)
+        if not 1 <= image <= len(instances):
+            return None
+        target = self.target(scope)
+        if target is None:
+            return None
+        series_uid = index.series[series - 1].series_uid
+        return Frame(target[0], target[1], series_uid, instances[image - 1])
+
+    # Audit -------------------------------------------------------------------------------
+
+    def _access_fields(self, scope: Scope, client: ClientContext) -> dict[str, object]:
+        return {
+            "share_id": scope.share_id,
+            "audience": scope.audience,
+            "link_id": scope.link_id,
+            "use_number": scope.use_number,
+            "entry_id": scope.entry_id,
+            "blume_patient_id": scope.blume_patient_id,
+            "client": client,
+        }
+
+    async def _record(self, event_type: str, scope: Scope, data: BaseModel) -> None:
+        async with self.events.unit_of_work() as work:
+            work.emit(
+                event_type,
+                data,
+                tenantid=scope.tenant_id,
+                correlationid=scope.correlation_id,
+                traceparent=scope.traceparent,
+            )
+
+    async def series_opened(
+        self, scope: Scope, series: int, instances: int, client: ClientContext
+    ) -> None:
+        """BALP Read, once per series per session (per gateway process)."""
+        key = (scope.handle, series)
+        if key in self._seen:
+            return
+        # Marked before the write, so parallel first requests of a series record it once.
+        self._seen[key] = None
+        while len(self._seen) > _SEEN_SERIES:
+            self._seen.popitem(last=False)
+        try:
+            await self._record(
+                "share.images.viewed",
+                scope,
+                ShareImagesViewed.model_validate(
+                    {
+                        **self._access_fields(scope, client),
+                        "series_number": series,
+                        "instances": instances,
+                    }
+                ),
+            )
+        except BaseException:
+            self._seen.pop(key, None)
+            raise
+
+    def series_seen(self, scope: Scope, series: int) -> bool:
+        return (scope.handle, series) in self._seen
+
+    async def unavailable(
+        self,
+        scope: Scope,
+        reason: Literal["not_on_pacs", "pacs_unreachable"],
+        client: ClientContext,
+    ) -> None:
+        await self._record(
+            "share.images.unavailable",
+            scope,
+            ShareImagesUnavailable.model_validate(
+                {**self._access_fields(scope, client), "reason": reason}
+            ),
+        )
+
+    async def exported(self, scope: Scope, instances: int, client: ClientContext) -> None:
+        await self._record(
+            "share.images.exported",
+            scope,
+            ShareImagesExported.model_validate(
+                {**self._access_fields(scope, client), "instances": instances}
+            ),
+        )
+
+
+__all__ = ["Frame", "PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]

@@ -1,0 +1,282 @@
+"""The built-in viewer and its scoped image proxy (``/view/<handle>...``).
+
+Thin: which session (cookies), the per-session rate limit, pages and streaming here; what a
+handle reaches and the audit in ``viewer``. Every route checks the grant first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import zipfile
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Final
+
+import httpx
+from blume_contracts.events import ClientContext
+from fastapi import APIRouter, Query, Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+
+from blume_access_gateway import views
+from blume_access_gateway.dicomweb import PacsError, RenderedType, Window
+from blume_access_gateway.gateway import Gateway
+from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.viewer import Refusal, Scope, StudyIndex
+
+WindowQuery = Annotated[
+    str | None,
+    Query(max_length=40, pattern=r"^-?\d{1,5}(\.\d{1,3})?,\d{1,5}(\.\d{1,3})?$"),
+]
+FormatQuery = Annotated[str, Query(alias="format", pattern=r"^(png|jpeg)$")]
+_RENDERED: Final[dict[str, RenderedType]] = {"png": "image/png", "jpeg": "image/jpeg"}
+_PLAIN: Final = {"Cache-Control": "no-store"}
+_POSITION: Final = re.compile(r"^[1-9][0-9]{0,5}$")
+_STATUS: Final = {Refusal.NOT_FOUND: 404, Refusal.GONE: 410, Refusal.NOT_CURRENT: 503}
+
+
+def _plain(status_code: int, text: str, headers: dict[str, str] | None = None) -> Response:
+    return PlainTextResponse(text, status_code=status_code, headers={**_PLAIN, **(headers or {})})
+
+
+class _Chunks(io.RawIOBase):
+    """A write-only sink that hands over what ``zipfile`` wrote so far (not seekable, so
+    zipfile writes data descriptors and never goes back)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def _window(value: str | None) -> Window | None:
+    if value is None:
+        return None
+    center, width = value.split(",")
+    return Window(float(center), float(width))
+
+
+async def _discard(early: asyncio.Task[httpx.Response | Response] | None) -> None:
+    """Drop an image asked for before the grant check refused: never sent, connection
+    closed."""
+    if early is None:
+        return
+    early.cancel()
+    try:
+        opened = await early
+    except asyncio.CancelledError:
+        return
+    if isinstance(opened, httpx.Response):
+        await opened.aclose()
+
+
+def _streamed(upstream: httpx.Response, accept: RenderedType) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.aiter_raw():
+                yield chunk
+        finally:
+            await upstream.aclose()
+
+    headers = {"Cache-Control": "no-store"}
+    for name in ("content-length", "content-encoding"):
+        if name in upstream.headers:
+            headers[name] = upstream.headers[name]
+    media_type = upstream.headers.get("content-type", accept)
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+class ViewerRoutes:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.viewer = gateway.viewer
+
+    def router(self) -> APIRouter:
+        router = APIRouter(prefix="/view")
+        router.add_api_route("/{handle}", self.page, methods=["GET"])
+        router.add_api_route(
+            "/{handle}/series/{series}/frames/{image}", self.frame, methods=["GET"]
+        )
+        router.add_api_route("/{handle}/download", self.download, methods=["GET"])
+        return router
+
+    async def _scope(self, request: Request, handle: str) -> Scope | Refusal:
+        gateway = self.gateway
+        link = await gateway.access.session_link(gateway.session_id(request, "access"))
+        patient = await gateway.portal.signed_in(gateway.session_id(request, "patient"))
+        return await self.viewer.scope(handle, link=link, patient=patient)
+
+    async def _over_limit(self, handle: str) -> Response | None:
+        verdict = await self.gateway.limits.viewer_request(handle)
+        if verdict.allowed:
+            return None
+        return _plain(429, "too many requests", {"Retry-After": str(verdict.retry_after_seconds)})
+
+    # The page ----------------------------------------------------------------------------
+
+    async def page(self, request: Request, handle: str) -> Response:
+        gateway = self.gateway
+        if (refusal := await self._over_limit(handle)) is not None:
+            return refusal
+        scope = await self._scope(request, handle)
+        if isinstance(scope, Refusal):
+            return gateway.pages.render(views.viewer_refusal_page(scope, browser_locale(request)))
+        index = await self.index_or_audit(scope, gateway.client(request))
+        if index is None:
+            return gateway.pages.render(views.study_not_on_pacs_page(scope.locale))
+        policy = gateway.policies[scope.tenant_id]
+        viewer = self.context(scope, index)
+        return gateway.pages.render(views.study_viewer_page(scope, viewer, policy.display_name))
+
+    def context(self, scope: Scope, index: StudyIndex) -> dict[str, object]:
+        """The viewer partial's context: the summary the policy allows a recipient (the
+        patient's own page shows its summary itself), the download if allowed."""
+        policy = self.gateway.policies[scope.tenant_id]
+        summary: list[str] = list(policy.recipient_summary) if scope.audience == "recipient" else []
+        download = policy.recipient_access == "view_and_download"
+        return views.viewer_context(scope, index, summary, download=download)
+
+    async def index_or_audit(self, scope: Scope, client: ClientContext) -> StudyIndex | None:
+        """The study's series, or None (audited) when the PACS does not have it."""
+        try:
+            index = await self.viewer.index(scope)
+        except PacsError:
+            await self.viewer.unavailable(scope, "pacs_unreachable", client)
+            return None
+        if index is None:
+            await self.viewer.unavailable(scope, "not_on_pacs", client)
+        return index
+
+    # The images --------------------------------------------------------------------------
+
+    async def frame(
+        self,
+        request: Request,
+        handle: str,
+        series: str,
+        image: str,
+        window: WindowQuery = None,
+        image_format: FormatQuery = "png",
+    ) -> Response:
+        """One rendered image, streamed from the PACS; 410 from the moment the share ends.
+        Series and image are positions: anything else (a UID, say) is simply not found.
+
+        The PACS is asked while the grant is checked, for a handle this process has
+        already checked (so its study is known): the two waits overlap, and nothing of
+        the PACS's answer is sent, or kept, unless the check grants this very study."""
+        if (refusal := await self._over_limit(handle)) is not None:
+            return refusal
+        if not (_POSITION.match(series) and _POSITION.match(image)):
+            scope = await self._scope(request, handle)
+            return _plain(_STATUS[scope] if isinstance(scope, Refusal) else 404, "not_found")
+        wanted = (int(series), int(image), _RENDERED[image_format], _window(window))
+        known = self.viewer.known_scope(handle)
+        early = asyncio.create_task(self._open(known, *wanted)) if known else None
+        try:
+            scope = await self._scope(request, handle)
+        except BaseException:
+            await _discard(early)
+            raise
+        if isinstance(scope, Refusal) or known is None or not self.viewer.same_study(known, scope):
+            await _discard(early)
+            if isinstance(scope, Refusal):
+                return _plain(_STATUS[scope], scope.value)
+            early = None
+        opened = await early if early is not None else await self._open(scope, *wanted)
+        if isinstance(opened, Response):
+            return opened
+        await self._audit_series(request, scope, wanted[0])
+        return _streamed(opened, wanted[2])
+
+    async def _open(
+        self, scope: Scope, series: int, image: int, accept: RenderedType, window: Window | None
+    ) -> httpx.Response | Response:
+        """The PACS's open answer for the image, or the response saying why there is none."""
+        try:
+            frame = await self.viewer.frame(scope, series, image)
+            if frame is None:
+                return _plain(404, "not_found")
+            upstream = await self.viewer.dicomweb.open_rendered(
+                frame.pacs,
+                frame.study_uid,
+                frame.series_uid,
+                frame.instance_uid,
+                accept=accept,
+                window=window,
+            )
+        except PacsError:
+            return _plain(502, "the PACS did not answer")
+        if upstream.status_code != 200:
+            await upstream.aclose()
+            return _plain(404 if upstream.status_code == 404 else 502, "not rendered")
+        return upstream
+
+    async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:
+        """BALP Read the first time this session opens this series (any of its images)."""
+        if self.viewer.series_seen(scope, series):
+            return
+        index = await self.viewer.index(scope)
+        count = len(index.instances.get(series, [])) if index else 0
+        await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
+
+    # The download ------------------------------------------------------------------------
+
+    async def download(self, request: Request, handle: str) -> Response:
+        """The study's DICOM files as a ZIP, streamed, if the tenant allows it (BALP Export)."""
+        if (refusal := await self._over_limit(handle)) is not None:
+            return refusal
+        scope = await self._scope(request, handle)
+        if isinstance(scope, Refusal):
+            return _plain(_STATUS[scope], scope.value)
+        policy = self.gateway.policies[scope.tenant_id]
+        if policy.recipient_access != "view_and_download":
+            return _plain(404, "not_found")
+        index = await self.index_or_audit(scope, self.gateway.client(request))
+        if index is None:
+            return _plain(404, "not on the PACS")
+        order = [
+            await self.viewer.series_instances(scope, index, number)
+            for number in range(1, len(index.series) + 1)
+        ]
+        await self.viewer.exported(
+            scope, sum(len(uids) for uids in order), self.gateway.client(request)
+        )
+        return StreamingResponse(
+            self._zip(scope, index, order),
+            media_type="application/zip",
+            headers={"Content-Disposition": 'attachment; filename="study.zip"', **_PLAIN},
+        )
+
+    async def _zip(
+        self, scope: Scope, index: StudyIndex, order: list[list[str]]
+    ) -> AsyncIterator[bytes]:
+        target = self.viewer.target(scope)
+        if target is None:
+            return
+        pacs, study_uid = target
+        sink = _Chunks()
+        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
+            for number, (series, instances) in enumerate(
+                zip(index.series, order, strict=True), start=1
+            ):
+                for position, instance_uid in enumerate(instances, start=1):
+                    data = await self.viewer.dicomweb.instance_file(
+                        pacs, study_uid, series.series_uid, instance_uid
+                    )
+                    archive.writestr(f"series-{number:03d}/image-{position:04d}.dcm", data)
+                    yield sink.take()
+        yield sink.take()
+
+
+def viewer_routes(gateway: Gateway) -> APIRouter:
+    return ViewerRoutes(gateway).router()
