@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: setup run test test-unit lint format artefacts bench chaos chaos-smoke deploy-check clean
+.PHONY: setup run test browser-deps test-unit lint format artefacts bench chaos chaos-smoke deploy-check clean
 
 setup:  ## install uv if missing, then the locked dependencies
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -12,8 +12,11 @@ setup:  ## install uv if missing, then the locked dependencies
 run: setup  ## the whole path on the bundled example, on the embedded default
 	@$(UV) run blume-share run --example --until-idle
 
-test: setup  ## every test (integration tests need RabbitMQ and PostgreSQL: see README)
+test: setup browser-deps  ## every test (integration tests need RabbitMQ and PostgreSQL: see README)
 	$(UV) run pytest
+
+browser-deps:  ## axe-core for the browser tests' accessibility checks (npm, pinned)
+	cd tests/browser/axe && npm ci --no-audit --no-fund --loglevel=error
 
 test-unit: setup  ## tests that need no external service
 	$(UV) run pytest -m "not integration and not e2e"

@@ -9,9 +9,7 @@ no accessibility violation on the page and the status view.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -43,7 +41,8 @@ PHI = (
     "DOE",
     "JANE",
 )
-AXE_ARCHIVE = Path(os.environ.get("BLUME_TEST_AXE_ARCHIVE", "/tmp/axe/axe-core-4.14.1.tgz"))
+AXE_SCRIPT = Path(__file__).parent / "axe" / "node_modules" / "axe-core" / "axe.min.js"
+"""Pinned in ``tests/browser/axe/package.json``; ``make test`` installs it with ``npm ci``."""
 
 
 def launch_token(system: RunningSystem) -> str:
@@ -79,13 +78,10 @@ def assert_no_phi(urls: list[str]) -> None:
 
 @pytest.fixture
 def axe_source() -> str:
-    """axe-core's ``axe.min.js`` from the npm package (``npm pack axe-core``)."""
-    if not AXE_ARCHIVE.exists():
-        pytest.fail(f"no axe-core at {AXE_ARCHIVE}: run `npm pack axe-core` there")
-    with tarfile.open(AXE_ARCHIVE) as archive:
-        member = archive.extractfile("package/axe.min.js")
-        assert member is not None
-        return member.read().decode()
+    """axe-core's ``axe.min.js`` from the pinned npm package."""
+    if not AXE_SCRIPT.exists():
+        pytest.fail(f"no axe-core at {AXE_SCRIPT}: run `npm ci` in tests/browser/axe")
+    return AXE_SCRIPT.read_text()
 
 
 async def assert_accessible(page: Page, axe_source: str) -> None:
