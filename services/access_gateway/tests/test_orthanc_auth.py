@@ -14,7 +14,7 @@ from services.access_gateway.tests.conftest import Harness, csrf_for
 TENANT = "external-viewer-clinic"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.11111111111111111111"
 OTHER_UID = "1.2.826.0.1.3680043.8.498.22222222222222222222"
-ROUTE = "/orthanc/tokens/validate"
+ROUTE = "/api/v1/orthanc/tokens/validate"
 
 
 def ticket_for(harness: Harness, client: Any) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.grants import LinkId, check_grant
 from blume_access_gateway.tickets import InvalidTicketError, ViewerTicket, verify_ticket
 
-VALIDATE_ROUTE: Final = "/orthanc/tokens/validate"
+VALIDATE_ROUTE: Final = "/api/v1/orthanc/tokens/validate"
 VALIDITY_SECONDS: Final = 1
 EXTERNAL_VIEWING: Final = timedelta(minutes=30)
 """How long after its issue a ticket keeps an external viewer in (the access session's
