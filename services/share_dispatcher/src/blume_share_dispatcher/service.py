@@ -3,6 +3,10 @@
 Every ``study.send.requested`` that can be told apart from others (an id, a source and a
 type, even if the rest of its envelope is broken) gets exactly one answer: ``share.rejected``
 with a reason code, or ``share.accepted`` and later ``share.completed`` or ``share.failed``.
+
+Over 400 lines on purpose: the dispatcher owns each share's state, and every step that
+moves it (answer, progress, revocation, consent change, the recipient's opens and grants)
+is one handler of one class here, so the state machine's transitions read together.
 """
 
 from __future__ import annotations
