@@ -32,6 +32,7 @@ from blume_contracts.events import (
     ShareFailed,
     ShareRejected,
     ShareRevoked,
+    ShareTrackingUpdated,
 )
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue, binding
@@ -42,7 +43,14 @@ from pydantic import ValidationError
 
 from blume_share_client.errors import BlumeShareError
 
-OutcomeData = ShareAccepted | ShareRejected | ShareCompleted | ShareFailed | ShareRevoked
+OutcomeData = (
+    ShareAccepted
+    | ShareRejected
+    | ShareCompleted
+    | ShareFailed
+    | ShareRevoked
+    | ShareTrackingUpdated
+)
 Outcome = CloudEvent[OutcomeData]
 """An outcome event: ``outcome.data`` is the contract model, ``outcome.correlationid`` the
 request's correlation id, ``outcome.id`` the event's id (unique: the dedupe key)."""
@@ -53,6 +61,7 @@ OUTCOME_MODELS: Final[dict[str, type[Contract]]] = {
     "share.completed": ShareCompleted,
     "share.failed": ShareFailed,
     "share.revoked": ShareRevoked,
+    "share.tracking.updated": ShareTrackingUpdated,
 }
 _LOG: Final = logging.getLogger("blume_share_client.outcomes")
 _SHOWN_ID_LENGTH: Final = 128
