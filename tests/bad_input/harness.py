@@ -142,6 +142,19 @@ def problems_with_logs(observed: Observed, secrets: list[str]) -> list[str]:
     return found
 
 
+SENDER_NOTICE: Final = "share.sender.notification.requested"
+
+
+def answer_types(observed: Observed) -> list[str]:
+    """The types published in answer, leaving out the one notice that tells a known tenant's
+    sender of the rejection (issue 9): it belongs to the rejection, not beside it."""
+    types = [str(event.get("type")) for event in observed.published]
+    notices = observed.of_type(SENDER_NOTICE)
+    if len(notices) == 1 and notices[0]["data"].get("occasion") == "rejected":
+        types.remove(SENDER_NOTICE)
+    return types
+
+
 def outcome_of(observed: Observed) -> str:
     """What a delivery came to, in the corpus's terms (``rejected(reason)`` and so on)."""
     fake = observed.delivery
@@ -152,7 +165,7 @@ def outcome_of(observed: Observed) -> str:
     if fake.settlement != "ack":
         return f"settled {fake.settlement!r} ({fake.error_class})"
     rejections = observed.of_type("share.rejected")
-    if [event.get("type") for event in observed.published] == ["share.rejected"]:
+    if answer_types(observed) == ["share.rejected"]:
         return f"rejected({rejections[0]['data'].get('reason')})"
     if not observed.published:
         return "acknowledged"

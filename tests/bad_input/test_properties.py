@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.bad_input.corpus import INVALID_ENVELOPE
-from tests.bad_input.harness import Observed, WorkerUnderTest, outcome_of, problems_with_logs
+from tests.bad_input.harness import (
+    Observed,
+    WorkerUnderTest,
+    answer_types,
+    outcome_of,
+    problems_with_logs,
+)
 from tests.bad_input.messages import (
     CARRIER_REASON,
     PHI_VALUES,
@@ -88,7 +94,7 @@ def _data_error_fields(data: Any) -> set[str] | None:
 
 
 def _answer(observed: Observed) -> str:
-    types = [event.get("type") for event in observed.published]
+    types = answer_types(observed)
     if observed.delivery.settlement == "ack" and "share.accepted" in types:
         return "accepted" if "share.rejected" not in types else "accepted and rejected"
     return outcome_of(observed)
