@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from blume_access_gateway import create_launch_client, launch_clients, revoke_launch_client
 from blume_runtime.db import utcnow
-from blume_share_client import BlumeShareError, LaunchClient
 
 from blume_share import operations
 from blume_share.cli_support import EXIT_BAD_INPUT, EXIT_NO, fail, ready_settings, run_async
@@ -84,7 +83,15 @@ def launch(
         str, typer.Option(envvar="BLUME_LAUNCH_CLIENT_TOKEN", help="The launch-client token.")
     ] = "",
 ) -> None:
-    """Ask the gateway for a sender launch and print (or open) its one-time URL."""
+    """Ask the gateway for a sender launch and print (or open) its one-time URL.
+
+    This is the upstream side (what OmegaAI's backend does), so it uses the upstream client
+    library, which the server image does not carry: install ``blume-share-client`` beside
+    the CLI to use it (``make setup`` does, for development)."""
+    try:
+        from blume_share_client import BlumeShareError, LaunchClient
+    except ImportError:
+        fail("blume-share launch needs the upstream client library (blume-share-client)", EXIT_NO)
     try:
         body = json.loads(request.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
