@@ -57,11 +57,15 @@ def include_name(name: str | None, type_: NameFilterType, _parents: NameFilterPa
     return type_ != "schema" or name is None or name in SERVICE_TABLES
 
 
-def migrator_connect_args(url: str) -> dict[str, str]:
+def migrator_connect_args(url: str) -> dict[str, str | float]:
     """Migrations see ``public`` only, whatever the database's ``search_path`` (0011): an
     unqualified new table lands there (and the schema check sees it), and the service
-    schemas are named explicitly."""
-    return {"options": "-c search_path=public"} if url.startswith("postgresql") else {}
+    schemas are named explicitly. On SQLite they wait for the write lock as long as the
+    runtime does (30 s, not sqlite3's default 5 s): the embedded default's workers and its
+    gateway thread may hold it for a moment."""
+    if url.startswith("postgresql"):
+        return {"options": "-c search_path=public"}
+    return {"timeout": 30.0} if url.startswith("sqlite") else {}
 
 
 def alembic_config(url: str, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> Config:
@@ -88,7 +92,8 @@ def current(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
     from sqlalchemy import create_engine
 
-    engine = create_engine(database_url(url, use_async=False))
+    sync_url = database_url(url, use_async=False)
+    engine = create_engine(sync_url, connect_args=migrator_connect_args(sync_url))
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
