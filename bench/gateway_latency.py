@@ -315,7 +315,7 @@ async def measure_lock_box(
     lines = account_lines(count, ["withhold_portal"]).splitlines()
     for n, line in enumerate(lines):
         patient = f"bp-bench-{n:04d}"
-        cookies = patient_cookie(gateway, patient)
+        cookies = await patient_cookie(gateway, patient)
 
         async def status(patient: str = patient, cookies: dict[str, str] = cookies) -> int:
             page = await http.get(f"/blume/studies/{entries[patient]}", cookies=cookies)
@@ -330,10 +330,11 @@ async def measure_lock_box(
     return Figures("lock box", latencies)
 
 
-def patient_cookie(gateway: Gateway, patient: str) -> dict[str, str]:
-    """The signed cookie the portal sets after the patient's sign-in."""
+async def patient_cookie(gateway: Gateway, patient: str) -> dict[str, str]:
+    """The cookie the portal sets after the patient's sign-in: it names a server-side
+    session that the portal starts as it does for a real sign-in."""
     carrier = Response()
-    gateway.cookies.write(carrier, "patient", {"p": patient})
+    gateway.write_session(carrier, "patient", await gateway.portal.sign_in(patient))
     name, _, rest = carrier.headers["set-cookie"].partition("=")
     return {name: rest.split(";", 1)[0]}
 
