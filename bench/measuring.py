@@ -9,13 +9,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from blume_share.requests import PreparedRequest, parse_requests
 
 from bench.harness import (
     BenchError,
 )
+
+if TYPE_CHECKING:
+    from bench.costs import Costs
+    from bench.open_loop import OpenLoop
 
 POLL_SECONDS: Final = 0.02
 
@@ -138,6 +142,10 @@ class ProductRun:
     smtp_connections: int
     services: list[str]
     separate_processes: bool = False
+    costs: Costs | None = None
+    idle: Costs | None = None
+    """What the product costs doing nothing, over ``IDLE_SECONDS`` (its ``shares`` is 1)."""
+    soak: OpenLoop | None = None
 
     @property
     def exact(self) -> bool:

@@ -36,7 +36,16 @@ product loses or duplicates an email, or something breaks.
 Isolation: a fresh PostgreSQL database and fresh RabbitMQ vhosts (one per side), removed at
 the end even on Ctrl-C, and an SMTP server on a free local port.
 
-Run: ``uv run python -m bench.throughput [--shares N | --quick] [--processes]``. By default
+What a share costs
+------------------
+Around the measured batch (and once the audit chain is quiet after it) ``bench.costs``
+reads the CPU of the workers, RabbitMQ's ``beam.smp`` and PostgreSQL from ``/proc``, and the
+runtime's counters of deliveries, transactions and SQL statements: per share, counted. Then
+an open-loop run at half the measured rate (``bench.open_loop``, ``--soak-minutes``) gives
+p50 and p99 from request to email without a burst, and every worker's memory growth.
+
+Run: ``uv run python -m bench.throughput [--shares N | --quick] [--processes]
+[--soak-minutes M]``. By default
 every worker runs in this one process (``blume-share run``); ``--processes`` starts one
 ``blume-share run <worker>`` process per worker, the deployed topology.
 """
@@ -51,10 +60,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-import aio_pika
 from aiosmtpd.controller import Controller
 from blume_notifier.render import link_message_id
 from blume_runtime.app import Runtime
@@ -68,6 +77,7 @@ from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from bench.costs import IDLE_SECONDS, Costs, Meter
 from bench.harness import (
     DEFAULT_AMQP,
     DEFAULT_POSTGRES,
@@ -77,11 +87,15 @@ from bench.harness import (
     start_smtp,
 )
 from bench.measuring import ProductRun, Send, drive, fresh_requests
+from bench.open_loop import OpenLoop, open_loop
 from bench.raw_baseline import HOPS, RawRun, run_raw
 from bench.throughput_report import postgres_version, render_report
+from bench.worker_processes import spawn_worker_processes, stop_worker_processes, wait_for_workers
 
 DEFAULT_SHARES: Final = 300
 QUICK_SHARES: Final = 50
+DEFAULT_SOAK_MINUTES: Final = 10.0
+QUICK_SOAK_MINUTES: Final = 0.5
 
 
 # ----------------------------------------------------------------------------- product
@@ -98,62 +112,20 @@ def product_settings(amqp_url: str, database_url: str, smtp_url: str) -> Setting
     )
 
 
-def _worker_environment(settings: Settings, state_dir: str) -> dict[str, str]:
-    assert settings.amqp_url is not None
-    assert settings.database_url is not None
-    assert settings.token_sealing_key is not None
-    env = {key: value for key, value in os.environ.items() if not key.startswith("BLUME_")}
-    env.update(
-        BLUME_AMQP_URL=settings.amqp_url.get_secret_value(),
-        BLUME_DATABASE_URL=settings.database_url.get_secret_value(),
-        BLUME_SMTP_URL=settings.smtp_url or "",
-        BLUME_TOKEN_SEALING_KEY=settings.token_sealing_key.get_secret_value(),
-        BLUME_LOG_LEVEL="WARNING",
-        BLUME_LOG_FORMAT="json",
-        BLUME_STATE_DIR=state_dir,
-        BLUME_OPS_PORT="0",  # one process per worker: they cannot all have the default port
-    )
-    return env
-
-
-def _spawn_worker_processes(settings: Settings, state_dir: str) -> list[subprocess.Popen[bytes]]:
-    """One ``blume-share run <worker>`` process per worker, as a deployment runs them."""
-    env = _worker_environment(settings, state_dir)
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "blume_share", "run", name],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for name in SERVICES
-    ]
-
-
-async def _wait_for_workers(settings: Settings) -> None:
-    assert settings.amqp_url is not None
-    connection = await aio_pika.connect(settings.amqp_url.get_secret_value())
-    async with connection:
-        for name in SERVICES:  # ready once each worker has declared its queue
-            for _ in range(300):
-                channel = await connection.channel()
-                try:
-                    await channel.declare_queue(f"blume.share.{name}", passive=True)
-                    break
-                except aio_pika.exceptions.ChannelClosed:
-                    await asyncio.sleep(0.1)
-            else:
-                raise BenchError(f"worker {name} did not start")
-
-
-def _stop_worker_processes(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+async def _quiet(meter: Meter, *, steady_seconds: float = 1.5, limit: float = 60.0) -> None:
+    """Wait until no delivery is settled and no audit record sealed for ``steady_seconds``:
+    what a batch causes after its last email (audit copies, sealing) belongs to it."""
+    started = time.perf_counter()
+    last: tuple[float, float] | None = None
+    steady_since = started
+    while time.perf_counter() - started < limit:
+        counts = await asyncio.to_thread(meter.counts)
+        now = (counts["deliveries"], counts["sealed"])
+        if now != last:
+            last, steady_since = now, time.perf_counter()
+        elif time.perf_counter() - steady_since >= steady_seconds:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def run_product(
@@ -167,8 +139,10 @@ async def run_product(
     progress_every: float,
     diagnose: Callable[[], str],
     separate_processes: bool = False,
+    soak_seconds: float = 0.0,
 ) -> ProductRun:
     assert settings.amqp_url is not None
+    assert settings.database_url is not None
     db = Database(settings.database)
     runtime = (
         None
@@ -179,6 +153,7 @@ async def run_product(
     state_dir = tempfile.mkdtemp(prefix="blume-bench-")
     publisher = RabbitTransport(settings.amqp_url.get_secret_value())
     by_message_id: dict[str, str] = {}
+    soak: OpenLoop | None = None
 
     def batch(requests: list[PreparedRequest]) -> list[tuple[str, Send]]:
         items: list[tuple[str, Send]] = []
@@ -196,18 +171,44 @@ async def run_product(
     try:
         if runtime is not None:
             await runtime.start()
+            meter = Meter([os.getpid()], settings.database_url.get_secret_value())
+            names = ["all workers (this process)"]
         else:
-            processes = _spawn_worker_processes(settings, state_dir)
-            await _wait_for_workers(settings)
+            processes, ports = spawn_worker_processes(settings, state_dir)
+            await wait_for_workers(settings, state_dir)
+            pids = [process.pid for process in processes]
+            meter = Meter(pids, settings.database_url.get_secret_value(), ports)
+            names = list(SERVICES)
         await publisher.connect()
-        figures = await drive(
-            "product",
-            batch(fresh_requests(shares)),
+        common: dict[str, Any] = {
+            "batch_limit": batch_limit,
+            "progress_every": progress_every,
+            "diagnose": diagnose,
+        }
+        if warmup:
+            await drive("product warm-up", batch(fresh_requests(warmup)), sink.arrivals, **common)
+        await _quiet(meter)
+        idle_start = await asyncio.to_thread(meter.snapshot)
+        await asyncio.sleep(IDLE_SECONDS)
+        before = await asyncio.to_thread(meter.snapshot)
+        idle = Costs.between(idle_start, before, 1)
+        figures = await drive("product", batch(fresh_requests(shares)), sink.arrivals, **common)
+        await _quiet(meter)
+        after = await asyncio.to_thread(meter.snapshot)
+        costs = Costs.between(before, after, shares)
+        rate = figures.throughput / 2
+        count = max(1, round(rate * soak_seconds))
+        print(f"product: open-loop at {rate:.1f}/s for {count} shares ...", file=sys.stderr)
+
+        def rss() -> dict[str, int]:
+            return dict(zip(names, meter.rss().values(), strict=True))
+
+        soak = await open_loop(
+            batch(fresh_requests(count)),
             sink.arrivals,
-            batch_limit=batch_limit,
-            progress_every=progress_every,
-            diagnose=diagnose,
-            warmup=batch(fresh_requests(warmup)) if warmup else [],
+            rate=rate,
+            rss=rss,
+            batch_limit=soak_seconds + batch_limit,
         )
         # A duplicate would arrive after the original: give redeliveries time to show.
         await asyncio.sleep(settle)
@@ -215,13 +216,13 @@ async def run_product(
         await publisher.stop()
         if runtime is not None:
             await runtime.stop()
-        _stop_worker_processes(processes)
+        stop_worker_processes(processes)
         shutil.rmtree(state_dir, ignore_errors=True)
         await db.dispose()
     accepted, copies = sink.tally()
     return ProductRun(
         figures=figures,
-        expected=warmup + shares,
+        expected=len(by_message_id),
         accepted=accepted,
         distinct=len(copies),
         duplicated={key: count for key, count in copies.items() if count > 1},
@@ -230,6 +231,9 @@ async def run_product(
         smtp_connections=sink.connections,
         services=list(SERVICES),
         separate_processes=separate_processes,
+        costs=costs,
+        idle=idle,
+        soak=soak,
     )
 
 
@@ -263,7 +267,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="run each worker in its own blume-share process, as deployed (default: one process)",
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        default=None,
+        help="open-loop run at half the measured rate: p50/p99 and memory growth "
+        f"(default {DEFAULT_SOAK_MINUTES:g}, --quick {QUICK_SOAK_MINUTES:g})",
+    )
     args = parser.parse_args(argv)
+    if args.soak_minutes is None:
+        args.soak_minutes = QUICK_SOAK_MINUTES if args.quick else DEFAULT_SOAK_MINUTES
     if args.quick:
         args.shares = QUICK_SHARES
     if args.shares < 1:
@@ -310,6 +323,7 @@ async def run_both(
         progress_every=progress_every,
         diagnose=lambda: isolation.queue_depths(product_amqp),
         separate_processes=args.processes,
+        soak_seconds=args.soak_minutes * 60,
     )
     return product, raw, body_size
 

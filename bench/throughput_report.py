@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 
+from bench.costs import IDLE_SECONDS
 from bench.measuring import ProductRun
 from bench.raw_baseline import HOPS, RawRun
 
@@ -37,6 +38,52 @@ def postgres_version(url: str) -> str:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:,.1f} ms"
+
+
+def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
+    costs, soak = product.costs, product.soak
+    if costs is None:
+        return []
+    per = costs.per_share
+    counts = costs.counts
+    rabbit = "unknown" if costs.rabbitmq_cpu is None else f"{per(costs.rabbitmq_cpu) * 1000:.1f}"
+    lines = [
+        f"  cost per share (measured batch of {costs.shares}, until the audit chain is quiet)",
+        f"    CPU ms, workers               {per(costs.worker_cpu) * 1000:.1f}"
+        + ("" if product.separate_processes else "  (the bench process: publisher, SMTP too)"),
+        f"    CPU ms, RabbitMQ (beam.smp)   {rabbit}  (whole node)",
+        f"    CPU ms, PostgreSQL            {per(costs.postgres_backends_cpu) * 1000:.1f}"
+        f" (bench database's backends); {per(costs.postgres_server_cpu) * 1000:.1f}"
+        " (whole server)",
+        f"    deliveries                    {per(counts['deliveries']):.2f}",
+        f"    transactions                  {per(counts['transactions']):.2f}"
+        f"  (server xact_commit, autocommit pings included: {per(costs.xact_commit):.2f})",
+        f"    SQL statements                {per(counts['statements']):.2f}"
+        f"  (+ {per(counts['checkouts']):.2f} pool checkouts, each pinged while pre-ping is on)",
+        f"    audit records sealed          {per(counts['sealed']):.2f}",
+    ]
+    idle = product.idle
+    if idle is not None:
+        lines.append(
+            f"    idle, CPU ms over {IDLE_SECONDS:g} s       workers {idle.worker_cpu * 1000:.0f}, "
+            f"PostgreSQL {idle.postgres_backends_cpu * 1000:.0f}  (in the figures above too)"
+        )
+    if soak is not None:
+        lines += [
+            "",
+            f"  open-loop at half the measured rate: {soak.rate:.1f} shares/s for "
+            f"{soak.seconds:.0f} s ({len(soak.latencies)} shares)",
+            f"    latency p50 / p99 / max       {_ms(soak.percentile(50))} / "
+            f"{_ms(soak.percentile(99))} / {_ms(max(soak.latencies))}"
+            "  (scheduled send -> SMTP accepted)",
+            "    memory (RSS) over the soak",
+        ]
+        for name, start in soak.rss_start.items():
+            lines.append(
+                f"      {name:<28}{start / 2**20:7.1f} MB -> {soak.rss_end[name] / 2**20:7.1f} MB"
+                f"  ({soak.growth(name):+.1%})"
+            )
+    return ["", *lines]
 
 
 def render_report(
@@ -92,8 +139,10 @@ def render_report(
         f"  ratio product / raw (latency p50)  {p.percentile(50) / r.percentile(50):,.1f}x",
         f"  ratio product / raw (latency p99)  {p.percentile(99) / r.percentile(99):,.1f}x",
         "",
+        *_costs_lines(product, r.throughput),
+        "",
         f"  emails accepted                 {product.accepted} "
-        f"(expected {product.expected} incl. warm-up), "
+        f"(expected {product.expected} incl. warm-up and soak), "
         f"{product.distinct} distinct Message-IDs, "
         f"{len(product.duplicated)} duplicated, {len(product.unexpected)} unexpected"
         + ("" if product.exact else "  <-- NOT EXACTLY ONCE"),

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_runtime import metrics
 from blume_runtime.tracing import span
 
 
@@ -115,6 +116,10 @@ class Database:
         if not self.is_sqlite:
             options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
         self._pool_engine: AsyncEngine = create_async_engine(self.url, **options)
+        # Counted so that a change adding a round trip per message shows (bench, tests).
+        event.listen(self._pool_engine.sync_engine, "commit", _count_commit)
+        event.listen(self._pool_engine.sync_engine, "before_cursor_execute", _count_statement)
+        event.listen(self._pool_engine.sync_engine.pool, "checkout", _count_checkout)
         if self.is_sqlite:
             event.listen(self._pool_engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self._pool_engine.sync_engine, "begin", _sqlite_begin_immediate)
@@ -156,6 +161,18 @@ class Database:
         """Close the pool; a view from ``in_schema`` leaves it to the database it came from."""
         if self._owns_pool:
             await self._pool_engine.dispose()
+
+
+def _count_commit(_connection: Any) -> None:
+    metrics.DB_TRANSACTIONS.inc()
+
+
+def _count_statement(*_args: Any) -> None:
+    metrics.DB_STATEMENTS.inc()
+
+
+def _count_checkout(*_args: Any) -> None:
+    metrics.DB_CHECKOUTS.inc()
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -45,6 +45,16 @@ RETRIES: Final = _counter(
 DEAD_LETTERS: Final = _counter(
     "dead_letters", "Deliveries dead-lettered, by service and cause.", ["service", "cause"]
 )
+DB_TRANSACTIONS: Final = _counter(
+    "db_transactions", "Database transactions this process committed (every engine)."
+)
+DB_STATEMENTS: Final = _counter(
+    "db_statements", "SQL statements this process sent to the database (every engine)."
+)
+DB_CHECKOUTS: Final = _counter(
+    "db_checkouts",
+    "Connections taken from the pool (each a liveness ping while pre-ping is on).",
+)
 OUTBOX_BACKLOG: Final = _gauge(
     "outbox_backlog", "Outbox rows committed but not yet published.", ["service"]
 )
