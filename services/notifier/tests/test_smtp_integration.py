@@ -9,6 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued
 from blume_notifier.mailer import MailRejected, MailUnavailable, SmtpMailer
@@ -126,3 +127,52 @@ async def test_notifier_emails_through_smtp_from_settings(
     (published,) = pipeline.events()
     assert published["type"] == "share.notification.sent"
     assert published["data"]["message_id"] == received["Message-ID"]
+
+
+class PeerCountingSink:
+    """An SMTP server handler that records the client address (one per connection) of each
+    accepted message."""
+
+    def __init__(self) -> None:
+        self.peers: list[Any] = []
+
+    async def handle_DATA(self, _server: Any, session: Any, _envelope: Any) -> str:
+        self.peers.append(session.peer)
+        return "250 2.0.0 OK"
+
+
+async def test_smtp_mailer_sends_consecutive_emails_over_one_connection(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """Three emails one after the other reach the server over a single kept connection."""
+    sink = PeerCountingSink()
+    port = closed_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        mailer = SmtpMailer(f"smtp://127.0.0.1:{port}", timeout=5)
+        for _ in range(3):
+            await mailer.send(link_email(make_issued(), link))
+        await mailer.close()
+    finally:
+        controller.stop()
+    assert len(sink.peers) == 3
+    assert len(set(sink.peers)) == 1
+
+
+async def test_smtp_mailer_reaches_a_restarted_server_on_a_new_connection(
+    smtp_server: Any, make_issued: MakeIssued, link: str
+) -> None:
+    """A kept connection the server dropped (it restarted) is not reused: the next email
+    arrives at the restarted server, or at worst the one after (the first is retried)."""
+    mailer = SmtpMailer(smtp_server.url, timeout=5)
+    await mailer.send(link_email(make_issued(), link))
+    smtp_server.stop()
+    smtp_server.start()
+    try:
+        await mailer.send(link_email(make_issued(), link))
+    except MailUnavailable:
+        await mailer.send(link_email(make_issued(), link))
+    await smtp_server.wait_for(2)
+    await mailer.close()
+    assert len(smtp_server.messages) == 2

@@ -11,6 +11,7 @@ import asyncio
 import os
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -99,11 +100,25 @@ class SmtpEndpoint:
 
 
 class SmtpMailer:
-    """Sends each message on its own connection; ``timeout`` bounds every SMTP step."""
+    """Sends over a few kept-open connections; ``timeout`` bounds every SMTP step.
 
-    def __init__(self, url: str, timeout: float) -> None:
+    Opening a connection (TCP, greeting, EHLO, maybe STARTTLS and AUTH) costs more than
+    sending one email, so a connection that sent a message is kept for the next, up to
+    ``pool_size`` at once (the notifier handles several deliveries concurrently). One that
+    failed in any way is closed, never reused; one idle longer than ``max_idle_seconds``
+    (well under the five minutes a server may wait, RFC 5321) is closed rather than found
+    dead. A server gone since, or a connection dropped, is an error like any other: the
+    delivery is retried, on a new connection.
+    """
+
+    def __init__(
+        self, url: str, timeout: float, *, pool_size: int = 4, max_idle_seconds: float = 30.0
+    ) -> None:
         self.endpoint = SmtpEndpoint.parse(url)
         self.timeout = timeout
+        self._max_idle = max_idle_seconds
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     def __repr__(self) -> str:
         return f"SmtpMailer({self.endpoint!r}, timeout={self.timeout})"
@@ -137,9 +152,26 @@ class SmtpMailer:
             raise MailUnavailable(f"SMTP unavailable: {type(error).__name__}: {error}") from error
 
     async def _send(self, message: EmailMessage) -> None:
+        async with self._slots:
+            client = self._take_idle() or await self._connect()
+            try:
+                await client.send_message(message)
+            except BaseException:
+                _abandon(client)
+                raise
+            self._idle.append((client, time.monotonic()))
+
+    def _take_idle(self) -> aiosmtplib.SMTP | None:
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and time.monotonic() - since < self._max_idle:
+                return client
+            _abandon(client)
+        return None
+
+    async def _connect(self) -> aiosmtplib.SMTP:
         endpoint = self.endpoint
-        await aiosmtplib.send(
-            message,
+        client = aiosmtplib.SMTP(
             hostname=endpoint.host,
             port=endpoint.port,
             username=endpoint.username,
@@ -148,6 +180,27 @@ class SmtpMailer:
             start_tls=endpoint.start_tls,
             timeout=self.timeout,
         )
+        try:
+            await client.connect()
+        except BaseException:
+            _abandon(client)
+            raise
+        return client
+
+    async def close(self) -> None:
+        """Say QUIT on every kept connection (a shutdown; sending again reconnects)."""
+        idle, self._idle = self._idle, []
+        for client, _since in idle:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                _abandon(client)
+
+
+def _abandon(client: aiosmtplib.SMTP) -> None:
+    """Drop a connection without a word to the server: it failed, or went stale."""
+    if client.is_connected:
+        client.close()
 
 
 def _is_permanent(code: int) -> bool:
