@@ -52,6 +52,7 @@ from blume_access_gateway.outcomes import (
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sessions import (
     ACCESS_SESSION_MAX,
+    NewSession,
     StartedSession,
     live_session,
     start_session,
@@ -175,16 +176,9 @@ class RecipientAccess:
         if use is None:
             self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
-        started = await start_session(
-            work.session,
-            "access",
-            link.link_id,
-            self.clock(),
-            self.access_lifetime(link.tenant_id),
-            tenant_id=link.tenant_id,
-            use_number=use,
-            auth_method=method,
-        )
+        lifetime = self.access_lifetime(link.tenant_id)
+        access = NewSession("access", link.link_id, lifetime, link.tenant_id, use, method)
+        started = await start_session(work.session, access, self.clock())
         session = AccessSession(link.link_id, use, method)
         return self._record_grant(work, lookup, session, client, signed_in_as, started)
 
