@@ -22,7 +22,7 @@ from starlette.responses import Response
 from blume_access_gateway import views
 from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
-from blume_access_gateway.clients import client_context
+from blume_access_gateway.clients import Visit, client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
 from blume_access_gateway.dicomweb import DicomwebClient
 from blume_access_gateway.freshness import FreshnessCheck
@@ -158,6 +158,9 @@ class Gateway:
     def request_id() -> str:
         """Correlation id of a request that belongs to no share (an unknown token)."""
         return f"gw-{uuid.uuid4()}"
+
+    def visit(self, request: Request) -> Visit:
+        return Visit(self.client(request), self.request_id())
 
     def render_signed_in(self, request: Request, page: Page) -> Response:
         """A page shown to someone signed in: with the sign-out button (and its CSRF token)."""

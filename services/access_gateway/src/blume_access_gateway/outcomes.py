@@ -82,4 +82,6 @@ class Unavailable(Outcome):
     """The link is fine but its tenant's policy cannot serve it (ops must fix the policy)."""
 
 
-ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
+Answer = Refused | Granted | Unavailable
+"""What a step ends in when it sends no code and starts no sign-in: the route answers it."""
+ViewOutcome = Answer | CodeSent | SignInNeeded

@@ -56,13 +56,13 @@ async def start_session(session: AsyncSession, new: NewSession, now: datetime) -
     session_id = secrets.token_urlsafe(32)
     row = BrowserSession(
         session_hash=_hashed(session_id),
+        started_at=now,
+        expires_at=now + new.lifetime,
         kind=new.kind,
         subject=new.subject,
         tenant_id=new.tenant_id,
         use_number=new.use_number,
         auth_method=new.auth_method,
-        started_at=now,
-        expires_at=now + new.lifetime,
     )
     session.add(row)
     await session.flush()
