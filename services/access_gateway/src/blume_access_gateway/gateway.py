@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import httpx
 from blume_contracts.events import ClientContext
@@ -51,14 +51,16 @@ SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
 _PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 _PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+SignInKind = Literal["link", "patient", "sender"]
+"""Whose sign-in round trip it is: a recipient's SSO for a link, the portal's, a sender's."""
 
 
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
     config: GatewaySettings
-    keys: GatewayKeys
     policies: dict[str, TenantPolicy]
+    keys: GatewayKeys
     events: UnitsOfWork
     access: RecipientAccess
     portal: PatientPortal
@@ -190,19 +192,16 @@ class Gateway:
         page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
         return self.pages.render(page)
 
-    @property
-    def recipient_redirect_uri(self) -> str:
+    def redirect_uri(self, kind: SignInKind) -> str:
+        """Where the identity provider sends a sign-in of ``kind`` back to: the patient's to
+        the portal, the recipient's and the sender's to the gateway itself."""
+        if kind == "patient":
+            return f"{self.settings.portal_base_url}/auth/callback"
+        if kind == "sender":
+            return f"{self.settings.public_base_url}/send/sso/callback"
         return f"{self.settings.public_base_url}/sso/callback"
 
-    @property
-    def sender_redirect_uri(self) -> str:
-        return f"{self.settings.public_base_url}/send/sso/callback"
-
-    @property
-    def portal_redirect_uri(self) -> str:
-        return f"{self.settings.portal_base_url}/auth/callback"
-
-    def returning_sign_in(self, request: Request, kind: str) -> dict[str, Any] | None:
+    def returning_sign_in(self, request: Request, kind: SignInKind) -> dict[str, Any] | None:
         """The sign-in round trip this browser started (its ``oidc`` cookie), if it is of
         ``kind``: ``link`` (a recipient's SSO) or ``patient`` (the portal's)."""
         pending = self.cookies.read(request, "oidc")

@@ -92,7 +92,7 @@ class PortalRoutes(GatewayRoutes):
         sign_in = SignInRequest.new()
         try:
             url = await gateway.oidc.authorization_url(
-                provider, gateway.portal_redirect_uri, sign_in
+                provider, gateway.redirect_uri("patient"), sign_in
             )
         except OidcError:
             page = views.portal_sign_in_failed_page(browser_locale(request))
@@ -109,7 +109,7 @@ class PortalRoutes(GatewayRoutes):
         provider = gateway.portal_provider()
         identity = None
         if pending is not None and provider is not None:
-            redirect_uri = gateway.portal_redirect_uri
+            redirect_uri = gateway.redirect_uri("patient")
             identity = await gateway.signed_in(provider, redirect_uri, pending, answer)
         if pending is None or identity is None:
             failed = gateway.pages.render(views.portal_sign_in_failed_page(browser_locale(request)))

@@ -160,7 +160,7 @@ class RecipientRoutes(GatewayRoutes):
             provider = sso_provider(policy.sso)
         except PolicyError:
             return None
-        redirect_uri = self.gateway.recipient_redirect_uri
+        redirect_uri = self.gateway.redirect_uri("link")
         return await self.gateway.signed_in(provider, redirect_uri, pending, answer)
 
     async def _start_sign_in(self, request: Request, outcome: SignInNeeded) -> Response:
@@ -170,7 +170,7 @@ class RecipientRoutes(GatewayRoutes):
         sign_in = SignInRequest.new()
         try:
             url = await gateway.oidc.authorization_url(
-                outcome.provider, gateway.recipient_redirect_uri, sign_in
+                outcome.provider, gateway.redirect_uri("link"), sign_in
             )
         except OidcError:
             visit = gateway.visit(request)

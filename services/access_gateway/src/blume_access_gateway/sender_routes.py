@@ -159,7 +159,7 @@ class SenderRoutes(GatewayRoutes):
             sign_in = SignInRequest.new()
             try:
                 url = await gateway.oidc.authorization_url(
-                    sso_provider(policy.staff_sso), gateway.sender_redirect_uri, sign_in
+                    sso_provider(policy.staff_sso), gateway.redirect_uri("sender"), sign_in
                 )
             except OidcError:
                 return gateway.pages.render(views.sender_sign_in_failed_page(request))
@@ -188,7 +188,7 @@ class SenderRoutes(GatewayRoutes):
             return failed
         try:
             identity = await gateway.oidc.identity(
-                sso_provider(policy.staff_sso), gateway.sender_redirect_uri, sign_in, code
+                sso_provider(policy.staff_sso), gateway.redirect_uri("sender"), sign_in, code
             )
         except OidcError:
             return failed
