@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypedDict
 
 import httpx
 from blume_contracts.events import ClientContext
@@ -53,6 +53,15 @@ _PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 _PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 SignInKind = Literal["link", "patient", "sender"]
 """Whose sign-in round trip it is: a recipient's SSO for a link, the portal's, a sender's."""
+
+
+class _Shared(TypedDict):
+    """What the recipient's steps and the viewer are both built on."""
+
+    events: UnitsOfWork
+    policies: dict[str, TenantPolicy]
+    clock: Callable[[], datetime]
+    freshness: FreshnessCheck
 
 
 @dataclass(slots=True)
@@ -103,22 +112,21 @@ class Gateway:
         pacs_http = httpx.AsyncClient(
             timeout=_PACS_TIMEOUT, limits=_PACS_LIMITS, follow_redirects=False
         )
+        shared = _Shared(events=events, policies=policies, clock=clock, freshness=freshness)
+        access = RecipientAccess(
+            **shared,
+            keys=keys,
+            sealer=sealer,
+            limits=limits,
+            ticket_issuer=settings.public_base_url,
+        )
         return cls(
             settings=settings,
             config=config,
-            keys=keys,
             policies=policies,
+            keys=keys,
             events=events,
-            access=RecipientAccess(
-                events=events,
-                keys=keys,
-                sealer=sealer,
-                policies=policies,
-                limits=limits,
-                ticket_issuer=settings.public_base_url,
-                clock=clock,
-                freshness=freshness,
-            ),
+            access=access,
             portal=PatientPortal(events, clock, freshness),
             launches=SenderLaunches(events, sealer, keys.study_key, policies, clock),
             oidc=OidcClient(http),
@@ -132,12 +140,7 @@ class Gateway:
             unsubscribe=Unsubscribe(events, sealer, clock),
             clock=clock,
             viewer=Viewer(
-                events=events,
-                handle_key=keys.viewer_handle,
-                policies=policies,
-                dicomweb=DicomwebClient(pacs_http),
-                clock=clock,
-                freshness=freshness,
+                **shared, handle_key=keys.viewer_handle, dicomweb=DicomwebClient(pacs_http)
             ),
             pacs_http=pacs_http,
         )
