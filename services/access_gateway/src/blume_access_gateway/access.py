@@ -41,7 +41,6 @@ from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity
 from blume_access_gateway.outcomes import (
     DENIAL_FOR_CODE,
-    AccessSession,
     Answer,
     CodeSent,
     Granted,
@@ -54,6 +53,7 @@ from blume_access_gateway.outcomes import (
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sessions import (
     ACCESS_SESSION_MAX,
+    AccessSession,
     NewSession,
     StartedSession,
     live_session,

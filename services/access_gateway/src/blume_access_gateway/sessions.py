@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from blume_contracts.events import AuthMethod
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.models import BrowserSession
@@ -67,6 +68,15 @@ async def start_session(session: AsyncSession, new: NewSession, now: datetime) -
     session.add(row)
     await session.flush()
     return StartedSession(session_id, row)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSession:
+    """A recent grant in this browser: the server-side session its ``access`` cookie names."""
+
+    link_id: str
+    use_number: int
+    auth_method: AuthMethod
 
 
 async def live_session(
