@@ -68,9 +68,9 @@ class _Shared(TypedDict):
 class Gateway:
     settings: Settings
     config: GatewaySettings
-    policies: dict[str, TenantPolicy]
     keys: GatewayKeys
     events: UnitsOfWork
+    policies: dict[str, TenantPolicy]
     access: RecipientAccess
     portal: PatientPortal
     launches: SenderLaunches
@@ -123,9 +123,9 @@ class Gateway:
         return cls(
             settings=settings,
             config=config,
-            policies=policies,
             keys=keys,
             events=events,
+            policies=policies,
             access=access,
             portal=PatientPortal(events, clock, freshness),
             launches=SenderLaunches(events, sealer, keys.study_key, policies, clock),

@@ -295,13 +295,14 @@ class SenderLaunches:
             work.session.add(
                 SenderShare(
                     share_id=share_id,
+                    method=send.method,
+                    recipient_label=label,
+                    created_at=self._clock(),
+                    # The launch it came from: whose share it is.
                     launch_id=launch.launch_id,
                     tenant_id=launch.tenant_id,
                     sender_user_id=launch.sender_user_id,
                     study_key=launch.study_key,
-                    method=send.method,
-                    recipient_label=label,
-                    created_at=self._clock(),
                 )
             )
             work.session.add(ProjectedShareStatus(share_id=share_id, tenant_id=launch.tenant_id))
