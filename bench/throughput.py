@@ -71,6 +71,7 @@ from blume_runtime.db import Database
 from blume_runtime.logging import configure_logging
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
+from blume_runtime.topology import QUEUE_PREFIX
 from blume_share.requests import PreparedRequest
 from blume_share.schema import upgrade
 from blume_share.services import SERVICES
@@ -112,9 +113,16 @@ def product_settings(amqp_url: str, database_url: str, smtp_url: str) -> Setting
     )
 
 
-async def _quiet(meter: Meter, *, steady_seconds: float = 1.5, limit: float = 60.0) -> None:
-    """Wait until no delivery is settled and no audit record sealed for ``steady_seconds``:
-    what a batch causes after its last email (audit copies, sealing) belongs to it."""
+async def _quiet(
+    meter: Meter,
+    publisher: RabbitTransport,
+    *,
+    steady_seconds: float = 3.0,
+    limit: float = 120.0,
+) -> None:
+    """Wait until every worker's queue is empty and no delivery has been settled nor audit
+    record sealed for ``steady_seconds``: what a batch causes after its last email (audit
+    copies, sealing) belongs to it."""
     started = time.perf_counter()
     last: tuple[float, float] | None = None
     steady_since = started
@@ -124,7 +132,9 @@ async def _quiet(meter: Meter, *, steady_seconds: float = 1.5, limit: float = 60
         if now != last:
             last, steady_since = now, time.perf_counter()
         elif time.perf_counter() - steady_since >= steady_seconds:
-            return
+            depths = [await publisher.queue_depth(f"{QUEUE_PREFIX}{name}") for name in SERVICES]
+            if not any(depths):
+                return
         await asyncio.sleep(0.25)
 
 
@@ -187,13 +197,13 @@ async def run_product(
         }
         if warmup:
             await drive("product warm-up", batch(fresh_requests(warmup)), sink.arrivals, **common)
-        await _quiet(meter)
+        await _quiet(meter, publisher)
         idle_start = await asyncio.to_thread(meter.snapshot)
         await asyncio.sleep(IDLE_SECONDS)
         before = await asyncio.to_thread(meter.snapshot)
         idle = Costs.between(idle_start, before, 1)
         figures = await drive("product", batch(fresh_requests(shares)), sink.arrivals, **common)
-        await _quiet(meter)
+        await _quiet(meter, publisher)
         after = await asyncio.to_thread(meter.snapshot)
         costs = Costs.between(before, after, shares)
         rate = figures.throughput / 2
