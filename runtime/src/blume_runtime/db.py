@@ -96,6 +96,8 @@ class OutboxMessage(SQLModel, table=True):
     created_at: datetime = timestamp_column(index=True)
 
 
+POOL_RECYCLE_SECONDS: Final = 300
+
 RUNTIME_TABLES: Final = (InboxEntry, OutboxMessage)
 """The tables every service has in its own schema."""
 
@@ -114,7 +116,16 @@ class Database:
         # Query parameters can hold PHI: keep them out of exception messages and logs.
         options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if not self.is_sqlite:
-            options.update(pool_size=10, max_overflow=5, pool_pre_ping=True)
+            # No ping per checkout (a round trip per transaction): a connection that died
+            # (PostgreSQL restarted) fails its first statement, SQLAlchemy invalidates the
+            # pool, and the failure is retried like any outage (``database_unavailable``).
+            # Recycling bounds how long an idle connection can sit behind a NAT or proxy.
+            options.update(
+                pool_size=10,
+                max_overflow=5,
+                pool_pre_ping=False,
+                pool_recycle=POOL_RECYCLE_SECONDS,
+            )
         self._pool_engine: AsyncEngine = create_async_engine(self.url, **options)
         # Counted so that a change adding a round trip per message shows (bench, tests).
         event.listen(self._pool_engine.sync_engine, "commit", _count_commit)
