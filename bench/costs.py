@@ -214,6 +214,8 @@ class Costs:
 
     shares: int
     worker_cpu: float
+    worker_cpu_each: tuple[float, ...]
+    """Per worker process, in the order of ``Meter.worker_pids``."""
     rabbitmq_cpu: float | None
     postgres_backends_cpu: float
     postgres_server_cpu: float
@@ -222,14 +224,15 @@ class Costs:
 
     @classmethod
     def between(cls, before: Snapshot, after: Snapshot, shares: int) -> Costs:
-        workers = sum(after.workers[pid] - before.workers.get(pid, 0.0) for pid in after.workers)
+        each = tuple(after.workers[pid] - before.workers.get(pid, 0.0) for pid in after.workers)
         backends = sum(
             cpu - before.postgres_backends.get(pid, 0.0)
             for pid, cpu in after.postgres_backends.items()
         )
         return cls(
             shares=shares,
-            worker_cpu=workers,
+            worker_cpu=sum(each),
+            worker_cpu_each=each,
             rabbitmq_cpu=(after.rabbitmq - before.rabbitmq) if after.rabbitmq else None,
             postgres_backends_cpu=backends,
             postgres_server_cpu=after.postgres_server - before.postgres_server,

@@ -64,10 +64,19 @@ def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
     ]
     idle = product.idle
     if idle is not None:
-        lines.append(
-            f"    idle, CPU ms over {IDLE_SECONDS:g} s       workers {idle.worker_cpu * 1000:.0f}, "
-            f"PostgreSQL {idle.postgres_backends_cpu * 1000:.0f}  (in the figures above too)"
+        each = (
+            ", ".join(
+                f"{name} {cpu * 1000:.0f}"
+                for name, cpu in zip(product.services, idle.worker_cpu_each, strict=True)
+            )
+            if product.separate_processes
+            else ""
         )
+        lines += [
+            f"    idle, CPU ms over {IDLE_SECONDS:g} s       workers {idle.worker_cpu * 1000:.0f}, "
+            f"PostgreSQL {idle.postgres_backends_cpu * 1000:.0f}  (in the figures above too)",
+            *([f"      by worker: {each}"] if each else []),
+        ]
     if soak is not None:
         lines += [
             "",
