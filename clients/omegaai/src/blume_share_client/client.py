@@ -37,6 +37,15 @@ PERSISTENT: Final = 2
 # a bytes body "binary".
 IDENTITY: Final = "identity"
 _PUBLISH_FAILURES: Final = (KombuError, AMQPError, MessageNacked, OSError)
+_EVERY_PUBLISH: Final[dict[str, Any]] = {
+    "exchange": EXCHANGE,
+    "mandatory": True,  # unroutable (no queue bound) is an error, not a silent drop
+    "delivery_mode": PERSISTENT,
+    "content_type": CONTENT_TYPE,
+    "content_encoding": IDENTITY,
+    "retry": True,
+}
+"""What kombu is told for every message, beside its routing key and the retry budget."""
 
 
 class ShareClient(Closing):
@@ -128,15 +137,10 @@ class ShareClient(Closing):
                 producer = self._producer or self._connect()
                 producer.publish(
                     event_body(event),
-                    exchange=EXCHANGE,
                     routing_key=event.type,
-                    mandatory=True,
-                    delivery_mode=PERSISTENT,
-                    content_type=CONTENT_TYPE,
-                    content_encoding=IDENTITY,
-                    retry=True,
                     retry_policy={"max_retries": self._max_retries, "interval_max": 5},
                     confirm_timeout=self._confirm_timeout,
+                    **_EVERY_PUBLISH,
                     **properties,
                 )
             except _PUBLISH_FAILURES as error:
