@@ -41,16 +41,7 @@ from pydantic import ValidationError
 
 from blume_share import audit_operations
 from blume_share.audit_governance_cli import audit_purge, hold_app, retention_app
-from blume_share.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NO,
-    EXIT_UNAVAILABLE,
-    counted,
-    current_operator,
-    fail,
-    ready_settings,
-    run_async,
-)
+from blume_share.cli_support import Exit, counted, current_operator, fail, ready_settings, run_async
 
 audit_app = typer.Typer(
     help="Verify, query, export and report on the hash-chained audit store.",
@@ -82,7 +73,7 @@ def _audit_settings() -> AuditSettings:
     try:
         return AuditSettings()
     except ValidationError as error:
-        fail(f"invalid BLUME_AUDIT_* environment: {error}", EXIT_BAD_INPUT)
+        fail(f"invalid BLUME_AUDIT_* environment: {error}", Exit.BAD_INPUT)
 
 
 @contextmanager
@@ -119,13 +110,13 @@ def audit_verify(
     directories = checkpoints or ([configured] if configured and configured.exists() else [])
     for directory in directories:
         if not directory.is_dir():
-            fail(f"no checkpoint directory {directory}", EXIT_BAD_INPUT)
+            fail(f"no checkpoint directory {directory}", Exit.BAD_INPUT)
     try:
         report = run_async(
             audit_operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
         )
     except SigningKeyError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     for problem in report.problems:
         typer.echo(
             f"BROKEN chain={problem.chain_id} seq={problem.seq} {problem.kind}: {problem.detail}"
@@ -145,7 +136,7 @@ def audit_verify(
         f"{counted(report.checkpoints, 'signed checkpoint')}"
     )
     if not report.ok:
-        raise typer.Exit(EXIT_NO)
+        raise typer.Exit(Exit.NO)
 
 
 _TABLE_COLUMNS: Final = (
@@ -313,7 +304,7 @@ def audit_checkpoint(tenant: Tenant = None) -> None:
             audit_operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
         )
     except SigningKeyError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     for checkpoint in made:
         typer.echo(f"checkpoint chain={checkpoint.chain_id} seq={checkpoint.seq}")
     typer.echo(
@@ -337,7 +328,7 @@ def audit_api_token(
 ) -> None:
     """Print a new API token (stdout, give it to the client) and its configuration entry."""
     if ":" in label or "," in label or not label.strip():
-        fail("the label must be non-empty, without ':' or ','", EXIT_BAD_INPUT)
+        fail("the label must be non-empty, without ':' or ','", Exit.BAD_INPUT)
     token = new_token()
     typer.echo(token)
     typer.echo(f"add to BLUME_AUDIT_API_TOKENS: {label}:{hash_token(token)}", err=True)
@@ -355,9 +346,9 @@ def audit_serve_api(
     audit = _audit_settings()
     try:
         if not token_hashes(audit):
-            fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", EXIT_BAD_INPUT)
+            fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", Exit.BAD_INPUT)
     except TokenConfigError as error:
-        fail(str(error), EXIT_BAD_INPUT)
+        fail(str(error), Exit.BAD_INPUT)
     uvicorn.run(create_app(settings, audit, settings.service_database(NAME)), host=host, port=port)
 
 
