@@ -202,9 +202,9 @@ async def measure(args: argparse.Namespace, amqp_url: str, port: int, run_pid: i
 
 
 async def _flooded_phase(
-    label: str, crafted: bool, port: int, flooders: int, shares: Callable[[str], Awaitable[Phase]]
+    label: str, crafted: bool, port: int, count: int, shares: Callable[[str], Awaitable[Phase]]
 ) -> Phase:
-    """A phase of ``shares`` while ``flooders`` processes send big Cookie headers to the
+    """A phase of ``shares`` while ``count`` processes send big Cookie headers to the
     gateway at ``port`` (``crafted``: the CVE-2024-7592 shape)."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
@@ -213,13 +213,13 @@ async def _flooded_phase(
     statuses = context.Queue()
     flooders = [
         context.Process(target=flood, args=(port, crafted, stop, sent, statuses, slowest))
-        for _ in range(flooders)
+        for _ in range(count)
     ]
     for process in flooders:
         process.start()
     try:
         while True:  # every flooder is under way before the first share
-            if sent.value >= flooders:
+            if sent.value >= count:
                 break
             await asyncio.sleep(0.05)
         with sent.get_lock():
