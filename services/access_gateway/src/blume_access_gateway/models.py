@@ -9,6 +9,7 @@ arrives as events (``blume_access_gateway.projections``) into the ``*_projected`
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Final
 
 from blume_runtime.db import timestamp_column
 from sqlalchemy import JSON
@@ -223,3 +224,20 @@ class BrowserSession(SQLModel, table=True):
     started_at: datetime = timestamp_column()
     expires_at: datetime = timestamp_column(index=True)
     ended_at: datetime | None = timestamp_column(nullable=True)
+
+
+TABLES: Final = (
+    OtpChallenge,
+    LinkGrant,
+    ProjectedLink,
+    ProjectedRevocation,
+    ProjectedAccount,
+    ProjectedEntry,
+    LaunchClientRecord,
+    SenderLaunch,
+    SenderShare,
+    ProjectedShareStatus,
+    BrowserSession,
+)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""
