@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -167,6 +168,20 @@ def _print_table(records: list[AuditRecord]) -> None:
         )
 
 
+def _export_filter(
+    tenant: str | None,
+    patient: str | None,
+    share_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> RecordFilter:
+    """What ``audit export`` selects by (``audit query`` by more): a tenant, a patient or a
+    share, a period."""
+    return RecordFilter(
+        tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
+    )
+
+
 @audit_app.command("query")
 def audit_query(
     patient: Annotated[str | None, typer.Option(help="Patient MRN.")] = None,
@@ -185,17 +200,13 @@ def audit_query(
 ) -> None:
     """Search the audit store, oldest first, one page at a time."""
     settings = ready_settings()
-    wanted = RecordFilter(
-        tenant_id=tenant,
-        patient_mrn=patient,
+    wanted = replace(
+        _export_filter(tenant, patient, share_id, since, until),
         study_uid=study_uid,
-        share_id=share_id,
         sender_user_id=sender,
         recipient_email=recipient,
         event_type=event_type,
         correlation_id=correlation_id,
-        since=since,
-        until=until,
     )
     records = run_async(
         audit_operations.audit_find(
@@ -246,9 +257,7 @@ def audit_export(
 ) -> None:
     """Export records: a FHIR R4 Bundle of AuditEvents (IHE BALP shapes), CSV or JSON Lines."""
     settings = ready_settings()
-    wanted = RecordFilter(
-        tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
-    )
+    wanted = _export_filter(tenant, patient, share_id, since, until)
     with _output(output) as out:
         count = run_async(
             audit_operations.audit_export(
