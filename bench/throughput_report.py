@@ -59,7 +59,7 @@ def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
         f"    transactions                  {per(counts['transactions']):.2f}"
         f"  (server xact_commit, autocommit pings included: {per(costs.xact_commit):.2f})",
         f"    SQL statements                {per(counts['statements']):.2f}"
-        f"  (+ {per(counts['checkouts']):.2f} pool checkouts, each pinged while pre-ping is on)",
+        f"  (+ {per(counts['checkouts']):.2f} pool checkouts; the pool no longer pings them)",
         f"    audit records sealed          {per(counts['sealed']):.2f}",
     ]
     idle = product.idle
