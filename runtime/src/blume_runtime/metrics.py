@@ -45,15 +45,15 @@ RETRIES: Final = _counter(
 DEAD_LETTERS: Final = _counter(
     "dead_letters", "Deliveries dead-lettered, by service and cause.", ["service", "cause"]
 )
-DB_TRANSACTIONS: Final = _counter(
-    "db_transactions", "Database transactions this process committed (every engine)."
-)
-DB_STATEMENTS: Final = _counter(
-    "db_statements", "SQL statements this process sent to the database (every engine)."
-)
-DB_CHECKOUTS: Final = _counter(
-    "db_checkouts",
-    "Connections taken from the pool (each a liveness ping while pre-ping is on).",
+# What a share costs the database, counted (every engine of this process): the bench
+# divides them by the shares it sent, and tests/test_share_costs.py bounds them.
+DB_TRANSACTIONS, DB_STATEMENTS, DB_CHECKOUTS = (
+    _counter(f"db_{counted}", f"{what} (every engine of this process).")
+    for counted, what in (
+        ("transactions", "Database transactions this process committed"),
+        ("statements", "SQL statements this process sent to the database"),
+        ("checkouts", "Connections taken from the pool"),
+    )
 )
 OUTBOX_BACKLOG: Final = _gauge(
     "outbox_backlog", "Outbox rows committed but not yet published.", ["service"]
