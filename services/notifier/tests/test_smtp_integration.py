@@ -14,6 +14,7 @@ from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued
 from blume_notifier.mailer import MailRejected, MailUnavailable, SmtpMailer
 from blume_notifier.render import build_link_email, link_message_id
+from blume_notifier.service import build
 from blume_runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -176,3 +177,38 @@ async def test_smtp_mailer_reaches_a_restarted_server_on_a_new_connection(
     await smtp_server.wait_for(2)
     await mailer.close()
     assert len(smtp_server.messages) == 2
+
+
+class QuitCountingSink(PeerCountingSink):
+    """Also counts the QUITs the server receives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quits = 0
+
+    async def handle_QUIT(self, server: Any, _session: Any, _envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+
+async def test_stopping_the_notifier_says_quit_on_its_kept_connection(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """The notifier built over SMTP owns a component that, when the runtime stops it, closes
+    the mailer's kept connection with a QUIT rather than dropping it."""
+    sink = QuitCountingSink()
+    port = closed_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        settings = Settings(smtp_url=f"smtp://127.0.0.1:{port}")
+        mailer = SmtpMailer(f"smtp://127.0.0.1:{port}", timeout=5)
+        service = build(settings, mailer)
+        await mailer.send(link_email(make_issued(), link))
+        assert sink.quits == 0
+        for component in service.components:
+            await component.stop()
+    finally:
+        controller.stop()
+    assert len(sink.peers) == 1
+    assert sink.quits == 1

@@ -49,7 +49,13 @@ from blume_runtime.settings import Settings
 from blume_runtime.tenants import load_policies
 from jinja2 import TemplateError
 
-from blume_notifier.mailer import Mailer, MailRejected, MailUnavailable, mailer_from_settings
+from blume_notifier.mailer import (
+    Mailer,
+    MailRejected,
+    MailUnavailable,
+    SmtpMailer,
+    mailer_from_settings,
+)
 from blume_notifier.models import Notification, notification_key
 from blume_notifier.render import (
     build_blume_email,
@@ -332,9 +338,26 @@ def _purpose_of(event_type: str) -> NotificationPurpose:
     return _PURPOSES.get(event_type, "share")
 
 
+class KeptConnections:
+    """The SMTP mailer's kept-open connections, said QUIT to when the process stops (the
+    server would otherwise see them drop mid-session)."""
+
+    def __init__(self, mailer: SmtpMailer) -> None:
+        self._mailer = mailer
+
+    async def start(self) -> None:
+        """Nothing to open: the mailer connects on its first email."""
+
+    async def stop(self) -> None:
+        await self._mailer.close()
+
+
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
-    notifier = Notifier(settings, mailer if mailer is not None else mailer_from_settings(settings))
+    mailer = mailer if mailer is not None else mailer_from_settings(settings)
+    notifier = Notifier(settings, mailer)
     service = Service(NAME)
+    if isinstance(mailer, SmtpMailer):
+        service.components.append(KeptConnections(mailer))
     service.handles("share.link.issued")(notifier.email_link)
     service.handles("share.blume.published")(notifier.invite_to_blume)
     service.handles("share.otp.requested")(notifier.email_sign_in_code)
