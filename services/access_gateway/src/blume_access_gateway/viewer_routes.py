@@ -22,7 +22,7 @@ from blume_access_gateway import views
 from blume_access_gateway.dicomweb import PacsError, RenderedType, Window
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.viewer import Refusal, Scope, StudyIndex
+from blume_access_gateway.viewer import HANDLE, Refusal, Scope, StudyIndex
 
 WindowQuery = Annotated[
     str | None,
@@ -111,10 +111,33 @@ class ViewerRoutes:
         return router
 
     async def _scope(self, request: Request, handle: str) -> Scope | Refusal:
+        """What the handle reaches for this browser's session; a handle that is not its
+        own (another's, made up) is a probe, and audited as one."""
         gateway = self.gateway
-        link = await gateway.access.session_link(gateway.session_id(request, "access"))
-        patient = await gateway.portal.signed_in(gateway.session_id(request, "patient"))
-        return await self.viewer.scope(handle, link=link, patient=patient)
+        patient_session = gateway.session_id(request, "patient")
+        scope = await self.viewer.scope(
+            handle,
+            access_session=gateway.session_id(request, "access"),
+            patient_session=patient_session,
+        )
+        if scope is Refusal.NOT_FOUND:
+            await self._audit_probe(request, handle, patient_session)
+        return scope
+
+    async def _audit_probe(
+        self, request: Request, handle: str, patient_session: str | None
+    ) -> None:
+        """A signed-in patient's probe is a portal denial (``share.blume.denied``, the
+        entry named if the handle names one); anyone else's a denial of a link that
+        matches nothing (``share.link.denied``, unknown). Both are counted per client and
+        minute past the first, as the pages' own probes are."""
+        gateway, client = self.gateway, self.gateway.client(request)
+        patient = await gateway.portal.signed_in(patient_session)
+        if patient is not None:
+            entry_id = f"ent_{handle[1:33]}" if HANDLE.match(handle) and handle[0] == "p" else None
+            await gateway.portal.record_denial(entry_id, patient, client, gateway.request_id())
+        else:
+            await gateway.access.record_unknown(client, gateway.request_id())
 
     async def _over_limit(self, handle: str) -> Response | None:
         verdict = await self.gateway.limits.viewer_request(handle)
