@@ -28,6 +28,7 @@ from blume_access_gateway.models import (
     ProjectedShareStatus,
     SenderLaunch,
     SenderShare,
+    SeriesRead,
 )
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer, ThreadedHttpServer, on_loop
@@ -45,6 +46,7 @@ TABLES: Final = (
     SenderShare,
     ProjectedShareStatus,
     BrowserSession,
+    SeriesRead,
 )
 """The tables of this service, all in its own schema (named ``NAME``); the migrations
 create them, and ``blume-share``'s schema check compares them with the database."""
