@@ -17,9 +17,11 @@ granted scope is kept in process memory for at most ``GRANT_CACHE_SECONDS`` (250
 quarter of the 1 s a revocation may take to bite) so that those requests do not each read
 the database. It is dropped sooner when this process applies any event to its projections
 (a revocation applied here bites at the next request) and when the session or the link
-reaches its end by the clock. A revocation applied by another replica reaches this one's
-requests within ``GRANT_CACHE_SECONDS``; a sign-out elsewhere likewise. Refusals are never
-cached.
+reaches its end by the clock. From ``GRANT_RECHECK_SECONDS`` of age, a request that reuses
+a grant also starts its check again beside it, so scrolling rarely waits for the database;
+the grant a request reuses is still never older than the bound. A revocation applied by
+another replica reaches this one's requests within ``GRANT_CACHE_SECONDS``; a sign-out
+elsewhere likewise. Refusals are never cached.
 
 Audit: one ``share.images.viewed`` (IHE BALP Read) per series per viewing session, across
 replicas (a ``SeriesRead`` row, inserted if absent in the same transaction as the event),
@@ -29,6 +31,7 @@ on the PACS.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -69,6 +72,8 @@ HANDLE: Final = re.compile(r"^(r[0-9a-f]{32}|p[0-9a-f]{64})$")
 _MAC_HEX: Final = 32
 GRANT_CACHE_SECONDS: Final = 0.25
 """How long a granted scope is reused without reading the database (module docstring)."""
+GRANT_RECHECK_SECONDS: Final = 0.1
+"""From this age a reused grant is checked again beside the request that reused it."""
 INDEX_TTL_SECONDS: Final = 60.0
 """How long the series list and image order of a study are kept between requests: the
 grant is checked on every request regardless; this only saves asking the PACS again."""
@@ -175,6 +180,7 @@ class Viewer:
     _seen: OrderedDict[tuple[str, str, int], None] = field(default_factory=OrderedDict)
     _known: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
     _granted: OrderedDict[tuple[str, str], _Granted] = field(default_factory=OrderedDict)
+    _rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     # Handles ---------------------------------------------------------------------------
 
@@ -203,8 +209,31 @@ class Viewer:
         if await self.freshness.stale() is not None:
             return Refusal.NOT_CURRENT
         key = (handle, session_id)
-        if (cached := self._still_granted(key)) is not None:
-            return cached
+        if (granted := self._still_granted(key)) is not None:
+            if time.monotonic() - granted.checked_at >= GRANT_RECHECK_SECONDS:
+                self._recheck_soon(handle, session_id)
+            return granted.scope
+        return await self._check(handle, session_id)
+
+    def _recheck_soon(self, handle: str, session_id: str) -> None:
+        """Check again beside this request, so that a scrolling viewer's next requests find
+        a fresh grant rather than each waiting for the database."""
+        key = (handle, session_id)
+        if key in self._rechecks:
+            return
+        task = asyncio.create_task(self._recheck(handle, session_id))
+        self._rechecks[key] = task
+        task.add_done_callback(lambda _done: self._rechecks.pop(key, None))
+
+    async def _recheck(self, handle: str, session_id: str) -> None:
+        try:
+            await self._check(handle, session_id)
+        except Exception:  # noqa: BLE001 - the next request checks for itself
+            self._granted.pop((handle, session_id), None)
+
+    async def _check(self, handle: str, session_id: str) -> Scope | Refusal:
+        """The grant check itself, in one transaction; a grant is kept briefly."""
+        key = (handle, session_id)
         checked_at, applied_count = time.monotonic(), self.freshness.applied_count
         async with self.events.db.transaction() as session:
             if handle.startswith("r"):
@@ -220,7 +249,7 @@ class Viewer:
         _bounded_put(self._known, handle, scope)
         return scope
 
-    def _still_granted(self, key: tuple[str, str]) -> Scope | None:
+    def _still_granted(self, key: tuple[str, str]) -> _Granted | None:
         """The scope granted moments ago, while nothing can have changed it: under
         ``GRANT_CACHE_SECONDS`` old, no event applied since, the session and link not
         past their end."""
@@ -234,7 +263,7 @@ class Viewer:
         ):
             del self._granted[key]
             return None
-        return granted.scope
+        return granted
 
     async def _link_scope(
         self, session: AsyncSession, handle: str, session_id: str
