@@ -38,9 +38,9 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum
 from typing import Final, Literal, TypeVar
 
 from blume_contracts.events import (
@@ -50,22 +50,24 @@ from blume_contracts.events import (
     ShareImagesViewed,
 )
 from blume_runtime.tenants import PolicyError, TenantPolicy
-from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
+from blume_runtime.unit_of_work import UnitsOfWork
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.dicomweb import (
     DicomwebClient,
+    Instance,
     Pacs,
     PacsError,
     SeriesListing,
     StudyListing,
 )
+from blume_access_gateway.events import emit_for
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, LinkId, check_entry_grant, check_grant
 from blume_access_gateway.links import LinkState
-from blume_access_gateway.models import SeriesRead
+from blume_access_gateway.models import BrowserSession, ProjectedEntry, ProjectedLink, SeriesRead
 from blume_access_gateway.sessions import live_session
 
 HANDLE: Final = re.compile(r"^(r[0-9a-f]{32}|p[0-9a-f]{64})$")
@@ -83,13 +85,19 @@ V = TypeVar("V")
 _CACHE_ENTRIES: Final = 10_000
 
 
-class Refusal(StrEnum):
-    NOT_FOUND = "not_found"
-    """No such handle for this session (another's, made up, or an entry not shown): 404."""
-    GONE = "gone"
-    """The share was revoked or has expired: 410."""
-    NOT_CURRENT = "not_current"
-    """The projections cannot show they are current: 503, try again."""
+class Refusal(Enum):
+    """Why a handle reaches nothing now, as the HTTP status that answers it: ``NOT_FOUND``,
+    no such handle for this session (another's, made up, or an entry not shown); ``GONE``,
+    the share was revoked or has expired; ``NOT_CURRENT``, the projections cannot show they
+    are current (try again)."""
+
+    NOT_FOUND = 404
+    GONE = 410
+    NOT_CURRENT = 503
+
+    @property
+    def text(self) -> str:
+        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +129,6 @@ class StudyIndex:
     """Per series position (1-based), its SOP Instance UIDs by InstanceNumber, once asked."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    pacs: Pacs
-    study_uid: str
-    series_uid: str
-    instance_uid: str
-
-
 def _mac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
 
@@ -141,6 +141,28 @@ def recipient_handle(key: bytes, link_id: str, use_number: int) -> str:
 def patient_handle(key: bytes, entry_id: str, blume_patient_id: str) -> str:
     """The handle of a patient's record entry (the entry id is random, not PHI)."""
     return "p" + entry_id.removeprefix("ent_") + _mac(key, f"entry:{entry_id}:{blume_patient_id}")
+
+
+def _shared(
+    row: ProjectedLink | ProjectedEntry,
+    handle: str,
+    browser: BrowserSession,
+    locale: str,
+    audience: Literal["recipient", "patient"],
+) -> Scope:
+    """The scope of a granted link or entry: its share and study as projected, for this
+    session; who is looking (link and use, or entry and patient) is the caller's to add."""
+    return Scope(
+        handle=handle,
+        session_hash=browser.session_hash,
+        tenant_id=row.tenant_id,
+        share_id=row.share_id,
+        study_uid=row.study_instance_uid,
+        locale=locale,
+        correlation_id=row.correlation_id,
+        traceparent=row.traceparent,
+        audience=audience,
+    )
 
 
 def viewer_path(handle: str) -> str:
@@ -283,19 +305,8 @@ class Viewer:
         if not lookup.usable:
             return Refusal.GONE
         link = lookup.link
-        scope = Scope(
-            handle=handle,
-            session_hash=browser.session_hash,
-            tenant_id=link.tenant_id,
-            share_id=link.share_id,
-            study_uid=link.study_instance_uid,
-            locale=link.locale,
-            correlation_id=link.correlation_id,
-            traceparent=link.traceparent,
-            audience="recipient",
-            link_id=link_id,
-            use_number=use_number,
-        )
+        scope = _shared(link, handle, browser, link.locale, "recipient")
+        scope = replace(scope, link_id=link_id, use_number=use_number)
         return scope, min(browser.expires_at, link.expires_at)
 
     async def _entry_scope(
@@ -313,20 +324,8 @@ class Viewer:
             return Refusal.NOT_CURRENT
         if isinstance(verdict, EntryRefusal):
             return Refusal.NOT_FOUND
-        entry = verdict.entry
-        scope = Scope(
-            handle=handle,
-            session_hash=browser.session_hash,
-            tenant_id=entry.tenant_id,
-            share_id=entry.share_id,
-            study_uid=entry.study_instance_uid,
-            locale=verdict.account.locale,
-            correlation_id=entry.correlation_id,
-            traceparent=entry.traceparent,
-            audience="patient",
-            entry_id=entry_id,
-            blume_patient_id=patient,
-        )
+        scope = _shared(verdict.entry, handle, browser, verdict.account.locale, "patient")
+        scope = replace(scope, entry_id=entry_id, blume_patient_id=patient)
         return scope, browser.expires_at
 
     # The study on the PACS ---------------------------------------------------------------
@@ -384,7 +383,7 @@ class Viewer:
         index.instances[number] = ordered
         return ordered
 
-    async def frame(self, scope: Scope, series: int, image: int) -> Frame | None:
+    async def frame(self, scope: Scope, series: int, image: int) -> Instance | None:
         """The PACS address of image ``image`` (1-based) of series ``series``, if any."""
         index = await self.index(scope)
         if index is None:
@@ -396,7 +395,7 @@ class Viewer:
         if target is None:
             return None
         series_uid = index.series[series - 1].series_uid
-        return Frame(target[0], target[1], series_uid, instances[image - 1])
+        return Instance(target[0], target[1], series_uid, instances[image - 1])
 
     # Audit -------------------------------------------------------------------------------
 
@@ -411,19 +410,9 @@ class Viewer:
             "client": client,
         }
 
-    @staticmethod
-    def _emit(work: UnitOfWork, event_type: str, scope: Scope, data: BaseModel) -> None:
-        work.emit(
-            event_type,
-            data,
-            tenantid=scope.tenant_id,
-            correlationid=scope.correlation_id,
-            traceparent=scope.traceparent,
-        )
-
     async def _record(self, event_type: str, scope: Scope, data: BaseModel) -> None:
         async with self.events.unit_of_work() as work:
-            self._emit(work, event_type, scope, data)
+            emit_for(work, event_type, data, scope)
 
     async def series_opened(
         self, scope: Scope, series: int, instances: int, client: ClientContext
@@ -441,7 +430,7 @@ class Viewer:
         try:
             async with self.events.unit_of_work() as work:
                 if await _first_read(work.session, key, self.clock()):
-                    self._emit(work, "share.images.viewed", scope, data)
+                    emit_for(work, "share.images.viewed", data, scope)
         except BaseException:
             self._seen.pop(key, None)
             raise
@@ -491,4 +480,4 @@ async def _first_read(session: AsyncSession, key: tuple[str, str, int], now: dat
     return True
 
 
-__all__ = ["Frame", "PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]
+__all__ = ["PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]

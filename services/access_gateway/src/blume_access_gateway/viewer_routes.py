@@ -19,7 +19,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from blume_access_gateway import views
-from blume_access_gateway.dicomweb import PacsError, RenderedType, Window
+from blume_access_gateway.dicomweb import Instance, PacsError, RenderedType, Window
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.viewer import HANDLE, Refusal, Scope, StudyIndex
@@ -32,7 +32,6 @@ FormatQuery = Annotated[str, Query(alias="format", pattern=r"^(png|jpeg)$")]
 _RENDERED: Final[dict[str, RenderedType]] = {"png": "image/png", "jpeg": "image/jpeg"}
 _PLAIN: Final = {"Cache-Control": "no-store"}
 _POSITION: Final = re.compile(r"^[1-9][0-9]{0,5}$")
-_STATUS: Final = {Refusal.NOT_FOUND: 404, Refusal.GONE: 410, Refusal.NOT_CURRENT: 503}
 
 
 def _plain(status_code: int, text: str, headers: dict[str, str] | None = None) -> Response:
@@ -201,7 +200,7 @@ class ViewerRoutes:
             return refusal
         if not (_POSITION.match(series) and _POSITION.match(image)):
             scope = await self._scope(request, handle)
-            return _plain(_STATUS[scope] if isinstance(scope, Refusal) else 404, "not_found")
+            return _plain(scope.value if isinstance(scope, Refusal) else 404, "not_found")
         wanted = (int(series), int(image), _RENDERED[image_format], _window(window))
         known = self.viewer.known_scope(handle)
         early = asyncio.create_task(self._open(known, *wanted)) if known else None
@@ -213,7 +212,7 @@ class ViewerRoutes:
         if isinstance(scope, Refusal) or known is None or not self.viewer.same_study(known, scope):
             await _discard(early)
             if isinstance(scope, Refusal):
-                return _plain(_STATUS[scope], scope.value)
+                return _plain(scope.value, scope.text)
             early = None
         opened = await early if early is not None else await self._open(scope, *wanted)
         if isinstance(opened, Response):
@@ -229,14 +228,7 @@ class ViewerRoutes:
             frame = await self.viewer.frame(scope, series, image)
             if frame is None:
                 return _plain(404, "not_found")
-            upstream = await self.viewer.dicomweb.open_rendered(
-                frame.pacs,
-                frame.study_uid,
-                frame.series_uid,
-                frame.instance_uid,
-                accept=accept,
-                window=window,
-            )
+            upstream = await self.viewer.dicomweb.open_rendered(frame, accept, window)
         except PacsError:
             return _plain(502, "the PACS did not answer")
         if upstream.status_code != 200:
@@ -260,7 +252,7 @@ class ViewerRoutes:
             return refusal
         scope = await self._scope(request, handle)
         if isinstance(scope, Refusal):
-            return _plain(_STATUS[scope], scope.value)
+            return _plain(scope.value, scope.text)
         policy = self.gateway.policies[scope.tenant_id]
         if policy.recipient_access != "view_and_download":
             return _plain(404, "not_found")
@@ -293,9 +285,8 @@ class ViewerRoutes:
                 zip(index.series, order, strict=True), start=1
             ):
                 for position, instance_uid in enumerate(instances, start=1):
-                    data = await self.viewer.dicomweb.instance_file(
-                        pacs, study_uid, series.series_uid, instance_uid
-                    )
+                    where = Instance(pacs, study_uid, series.series_uid, instance_uid)
+                    data = await self.viewer.dicomweb.instance_file(where)
                     archive.writestr(f"series-{number:03d}/image-{position:04d}.dcm", data)
                     yield sink.take()
         yield sink.take()
