@@ -1,6 +1,12 @@
 """Route-test harness: the gateway app on a migrated SQLite database, FastAPI's TestClient,
 a transport that records what the outbox relay publishes, a clock the test moves, and a
-fake OpenID provider served in-process (httpx over ASGI)."""
+fake OpenID provider served in-process (httpx over ASGI).
+
+Over 400 lines on purpose: it is one harness (``Harness`` and ``make_harness``) that every
+gateway test file shares; its seeding helpers (links, revocations, patients, record entries,
+share status) feed the projections through their own event handlers, and split across
+modules they would drift apart from the app they are wired to.
+"""
 
 from __future__ import annotations
 

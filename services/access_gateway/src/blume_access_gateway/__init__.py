@@ -2,13 +2,11 @@
 
 The public API, for the composition root (the CLI): the worker that keeps the projections
 (``NAME``, ``build``), how it tells it is current (``Freshness``, ``queue_probe``), and the
-HTTP server (``HttpServer``) with its settings; the launch clients OmegaAI's backend
-authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``).
 HTTP server (``HttpServer``; ``ThreadedHttpServer`` beside workers, with ``on_loop`` to
-probe the queue from its thread) with its settings.
+probe the queue from its thread) with its settings; the launch clients OmegaAI's backend
+authenticates with (``create_launch_client``, ``launch_clients``, ``revoke_launch_client``);
+its tables (``TABLES``, from ``models``).
 """
-
-from typing import Final
 
 from blume_access_gateway.freshness import Freshness, queue_probe
 from blume_access_gateway.launches import (
@@ -16,40 +14,10 @@ from blume_access_gateway.launches import (
     launch_clients,
     revoke_launch_client,
 )
-from blume_access_gateway.models import (
-    BrowserSession,
-    LaunchClientRecord,
-    LinkGrant,
-    OtpChallenge,
-    ProjectedAccount,
-    ProjectedEntry,
-    ProjectedLink,
-    ProjectedRevocation,
-    ProjectedShareStatus,
-    SenderLaunch,
-    SenderShare,
-    SeriesRead,
-)
+from blume_access_gateway.models import TABLES
 from blume_access_gateway.projections import NAME, build
 from blume_access_gateway.server import HttpServer, ThreadedHttpServer, on_loop
 from blume_access_gateway.settings import GatewayConfigError, GatewaySettings
-
-TABLES: Final = (
-    OtpChallenge,
-    LinkGrant,
-    ProjectedLink,
-    ProjectedRevocation,
-    ProjectedAccount,
-    ProjectedEntry,
-    LaunchClientRecord,
-    SenderLaunch,
-    SenderShare,
-    ProjectedShareStatus,
-    BrowserSession,
-    SeriesRead,
-)
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
 
 __all__ = [
     "NAME",

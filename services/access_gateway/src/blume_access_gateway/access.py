@@ -24,6 +24,7 @@ from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitOfWork, UnitsOfWork
 
 from blume_access_gateway import link_events, otp
+from blume_access_gateway.clients import Visit
 from blume_access_gateway.denial_tally import DenialTally
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import (
@@ -40,7 +41,7 @@ from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity
 from blume_access_gateway.outcomes import (
     DENIAL_FOR_CODE,
-    AccessSession,
+    Answer,
     CodeSent,
     Granted,
     Refused,
@@ -52,6 +53,8 @@ from blume_access_gateway.outcomes import (
 from blume_access_gateway.ratelimit import RateLimits
 from blume_access_gateway.sessions import (
     ACCESS_SESSION_MAX,
+    AccessSession,
+    NewSession,
     StartedSession,
     live_session,
     start_session,
@@ -85,17 +88,37 @@ class RecipientAccess:
         return await check_grant(work.session, handle, self.clock(), self.freshness)
 
     def _refuse_unusable(
+        self, work: UnitOfWork, lookup: LinkLookup, visit: Visit, token: str | None
+    ) -> Refused:
+        """A link that is unknown, expired, revoked or not current: record why, refuse."""
+        return self._deny(work, lookup, denial_reason(lookup.state), visit, token)
+
+    def _deny(
         self,
         work: UnitOfWork,
         lookup: LinkLookup,
-        client: ClientContext,
+        reason: DenialReason,
+        visit: Visit,
         token: str | None,
-        request_id: str,
     ) -> Refused:
-        """A link that is unknown, expired, revoked or not current: record why, refuse."""
-        reason = denial_reason(lookup.state)
-        self._record_denial(work, lookup, reason, client, token, request_id)
+        """Record why this visit is refused, and refuse it."""
+        self._record_denial(work, lookup, reason, visit.client, token, visit.request_id)
         return Refused(lookup, reason)
+
+    async def _usable(
+        self, work: UnitOfWork, handle: Token | LinkId, visit: Visit, token: str | None
+    ) -> tuple[LinkLookup, ProjectedLink, TenantPolicy] | Refused | Unavailable:
+        """The link behind ``handle`` and its tenant's policy, for a step that goes on with
+        them; else what the step answers: refused (recorded) when the link is not usable,
+        unavailable when its tenant has no policy here."""
+        lookup = await self._check(work, handle)
+        link = lookup.link
+        if link is None or not lookup.usable:
+            return self._refuse_unusable(work, lookup, visit, token)
+        policy = self.policies.get(link.tenant_id)
+        if policy is None:
+            return Unavailable(lookup)
+        return lookup, link, policy
 
     # Recording -------------------------------------------------------------------------
 
@@ -182,16 +205,9 @@ class RecipientAccess:
         if use is None:
             self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
-        started = await start_session(
-            work.session,
-            "access",
-            link.link_id,
-            self.clock(),
-            self.access_lifetime(link.tenant_id),
-            tenant_id=link.tenant_id,
-            use_number=use,
-            auth_method=method,
-        )
+        lifetime = self.access_lifetime(link.tenant_id)
+        access = NewSession("access", link.link_id, lifetime, link.tenant_id, use, method)
+        started = await start_session(work.session, access, self.clock())
         session = AccessSession(link.link_id, use, method)
         return self._record_grant(work, lookup, session, client, signed_in_as, started)
 
@@ -205,7 +221,7 @@ class RecipientAccess:
 
     # Steps -----------------------------------------------------------------------------
 
-    async def open_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
+    async def open_page(self, token: str, visit: Visit) -> LinkLookup:
         """A GET of the link page: record the view (or the denial); change nothing else.
 
         Unknown and known tokens take the same path: one hash, one indexed read, one event.
@@ -214,61 +230,45 @@ class RecipientAccess:
             lookup = await self._check(work, Token(token))
             link = lookup.link
             if lookup.usable and link is not None:
-                link_events.opened(work, link, client)
+                link_events.opened(work, link, visit.client)
             else:
-                self._refuse_unusable(work, lookup, client, token, request_id)
+                self._refuse_unusable(work, lookup, visit, token)
         return lookup
 
-    async def refuse(
-        self,
-        token: str,
-        client: ClientContext,
-        reason: DenialReason,
-        request_id: str,
-        *,
-        record: bool = True,
-    ) -> LinkLookup:
-        """Refuse before doing anything (rate limited, failed CSRF); record it if asked."""
+    async def refuse(self, token: str, reason: DenialReason, visit: Visit) -> LinkLookup:
+        """Refuse before doing anything (rate limited, failed CSRF), and record it."""
         async with self.events.unit_of_work() as work:
             lookup = await self._check(work, Token(token))
-            if record:
-                self._record_denial(work, lookup, reason, client, token, request_id)
+            self._record_denial(work, lookup, reason, visit.client, token, visit.request_id)
         return lookup
 
-    async def check_page(self, token: str, client: ClientContext, request_id: str) -> LinkLookup:
+    async def check_page(self, token: str, visit: Visit) -> LinkLookup:
         """The code page (a GET): still usable? A link that no longer is, is a denial."""
         async with self.events.unit_of_work() as work:
             lookup = await self._check(work, Token(token))
             if not lookup.usable:
-                self._refuse_unusable(work, lookup, client, token, request_id)
+                self._refuse_unusable(work, lookup, visit, token)
         return lookup
 
-    async def press_view(
-        self,
-        token: str,
-        client: ClientContext,
-        session_id: str | None,
-        request_id: str,
-    ) -> ViewOutcome:
+    async def press_view(self, token: str, session_id: str | None, visit: Visit) -> ViewOutcome:
         """The "View study" button: grant, send a code or start sign-in, by the link's policy.
 
         Within a live access session for this link (``session_id``, from the cookie) the
         same use is shown again: no new use, no new sign-in, and the session's absolute end
         stays where the grant put it."""
         async with self.events.unit_of_work() as work:
-            lookup = await self._check(work, Token(token))
-            link = lookup.link
-            if link is None or not lookup.usable:
-                return self._refuse_unusable(work, lookup, client, token, request_id)
-            policy = self.policies.get(link.tenant_id)
-            if policy is None or (link.recipient_auth == "sso" and policy.sso is None):
+            found = await self._usable(work, Token(token), visit, token)
+            if not isinstance(found, tuple):
+                return found
+            lookup, link, policy = found
+            if link.recipient_auth == "sso" and policy.sso is None:
                 return Unavailable(lookup)
             live = await live_session(work.session, "access", session_id, self.clock())
             if live is not None and live.subject == link.link_id and live.use_number is not None:
                 method = _AUTH_METHODS.get(live.auth_method or "", "none")
                 session = AccessSession(link.link_id, live.use_number, method)
-                return self._record_grant(work, lookup, session, client, None)
-            return await self._by_policy(work, lookup, policy, token, client, request_id)
+                return self._record_grant(work, lookup, session, visit.client, None)
+            return await self._by_policy(work, lookup, policy, token, visit)
 
     async def _by_policy(
         self,
@@ -276,15 +276,14 @@ class RecipientAccess:
         lookup: LinkLookup,
         policy: TenantPolicy,
         token: str,
-        client: ClientContext,
-        request_id: str,
+        visit: Visit,
     ) -> ViewOutcome:
         link = lookup.link
         assert link is not None
         if link.recipient_auth == "none":
-            return await self._grant_new_use(work, lookup, "none", client, None)
+            return await self._grant_new_use(work, lookup, "none", visit.client, None)
         if not uses_left(link.max_uses, await uses_so_far(work.session, link.link_id)):
-            self._record_denial(work, lookup, "max_uses", client, None, link.correlation_id)
+            self._record_denial(work, lookup, "max_uses", visit.client, None, link.correlation_id)
             return Refused(lookup, "max_uses")
         if link.recipient_auth == "sso":
             assert policy.sso is not None
@@ -292,26 +291,20 @@ class RecipientAccess:
                 return SignInNeeded(lookup, sso_provider(policy.sso))
             except PolicyError:  # the client secret's variable is not set: ops must fix it
                 return Unavailable(lookup)
-        return await self._code_for(work, lookup, token, client, request_id)
+        return await self._code_for(work, lookup, token, visit)
 
     async def _code_for(
-        self,
-        work: UnitOfWork,
-        lookup: LinkLookup,
-        token: str,
-        client: ClientContext,
-        request_id: str,
+        self, work: UnitOfWork, lookup: LinkLookup, token: str, visit: Visit
     ) -> ViewOutcome:
         """A new sign-in code for an email_otp link, unless its codes or its rate are spent."""
         link = lookup.link
         assert link is not None
         if await otp.link_exhausted(work.session, link.link_id):
             # Ten wrong codes over the link's life: no new code, only a new share helps.
-            self._record_denial(work, lookup, "code_attempts_exhausted", client, token, request_id)
-            return Refused(lookup, "code_attempts_exhausted")
+            return self._deny(work, lookup, "code_attempts_exhausted", visit, token)
         verdict = await self.limits.code_request(token_fingerprint(token))
         if not verdict.allowed:
-            self._record_denial(work, lookup, "rate_limited", client, token, request_id)
+            self._record_denial(work, lookup, "rate_limited", visit.client, token, visit.request_id)
             return Refused(lookup, "rate_limited", retry_after_seconds=verdict.retry_after_seconds)
         return self._send_code(work, lookup, *await self._new_challenge(work, link))
 
@@ -338,21 +331,12 @@ class RecipientAccess:
             return
         link_events.locked(work, link, link.sender_email, self.clock())
 
-    async def enter_code(
-        self,
-        token: str,
-        challenge_id: str,
-        entered: str,
-        client: ClientContext,
-        request_id: str,
-    ) -> Refused | Granted | Unavailable:
+    async def enter_code(self, token: str, challenge_id: str, entered: str, visit: Visit) -> Answer:
         async with self.events.unit_of_work() as work:
-            lookup = await self._check(work, Token(token))
-            link = lookup.link
-            if link is None or not lookup.usable:
-                return self._refuse_unusable(work, lookup, client, token, request_id)
-            if link.tenant_id not in self.policies:
-                return Unavailable(lookup)
+            found = await self._usable(work, Token(token), visit, token)
+            if not isinstance(found, tuple):
+                return found
+            lookup, link, _policy = found
             check = await otp.check_code(
                 work.session,
                 challenge_id=challenge_id,
@@ -363,32 +347,22 @@ class RecipientAccess:
             )
             if check.verdict is not otp.CodeVerdict.ACCEPTED:
                 refusal = DENIAL_FOR_CODE[check.verdict]
-                self._record_denial(work, lookup, refusal, client, token, request_id)
+                self._record_denial(work, lookup, refusal, visit.client, token, visit.request_id)
                 if check.newly_exhausted:
                     self._tell_sender_link_locked(work, link)
                 return Refused(lookup, refusal, tries_left=check.tries_left)
-            return await self._grant_new_use(work, lookup, "email_otp", client, None)
+            return await self._grant_new_use(work, lookup, "email_otp", visit.client, None)
 
-    async def finish_sign_in(
-        self,
-        link_id: str,
-        identity: Identity | None,
-        client: ClientContext,
-        request_id: str,
-    ) -> Refused | Granted | Unavailable:
+    async def finish_sign_in(self, link_id: str, identity: Identity | None, visit: Visit) -> Answer:
         """After the identity provider: ``identity`` is None when the sign-in failed."""
         async with self.events.unit_of_work() as work:
-            lookup = await self._check(work, LinkId(link_id))
-            link = lookup.link
-            if link is None or not lookup.usable:
-                return self._refuse_unusable(work, lookup, client, None, request_id)
-            policy = self.policies.get(link.tenant_id)
-            if policy is None or policy.sso is None:
+            found = await self._usable(work, LinkId(link_id), visit, None)
+            if not isinstance(found, tuple):
+                return found
+            lookup, link, policy = found
+            if policy.sso is None:
                 return Unavailable(lookup)
-            if identity is None:
-                self._record_denial(work, lookup, "sso_failed", client, None, request_id)
-                return Refused(lookup, "sso_failed")
-            if not identity_matches(identity, link, policy.sso):
-                self._record_denial(work, lookup, "sso_mismatch", client, None, request_id)
-                return Refused(lookup, "sso_mismatch")
-            return await self._grant_new_use(work, lookup, "sso", client, identity.email)
+            if identity is None or not identity_matches(identity, link, policy.sso):
+                failed: DenialReason = "sso_failed" if identity is None else "sso_mismatch"
+                return self._deny(work, lookup, failed, visit, None)
+            return await self._grant_new_use(work, lookup, "sso", visit.client, identity.email)

@@ -21,6 +21,7 @@ from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.orthanc_auth import orthanc_auth_routes
 from blume_access_gateway.portal_routes import portal_routes
 from blume_access_gateway.recipient_routes import recipient_routes
+from blume_access_gateway.routing import RouteRefusedError, refused_route
 from blume_access_gateway.security import HeaderLimitMiddleware, SecurityMiddleware
 from blume_access_gateway.sender_routes import sender_routes
 from blume_access_gateway.session_routes import session_routes
@@ -52,6 +53,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(viewer_routes(gateway))
     app.include_router(orthanc_auth_routes(gateway))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(RouteRefusedError, refused_route)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:

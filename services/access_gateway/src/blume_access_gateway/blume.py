@@ -29,6 +29,7 @@ from blume_access_gateway.grants import EntryRefusal, check_entry_grant
 from blume_access_gateway.models import ProjectedAccount, ProjectedEntry
 from blume_access_gateway.sessions import (
     PATIENT_SESSION_MAX,
+    NewSession,
     StartedSession,
     live_session,
     start_session,
@@ -88,14 +89,9 @@ class PatientPortal:
         """A new portal session for the patient the portal's provider named."""
         async with self._events.db.transaction() as session:
             account = await session.get(ProjectedAccount, blume_patient_id)
-            return await start_session(
-                session,
-                "patient",
-                blume_patient_id,
-                self._clock(),
-                PATIENT_SESSION_MAX,
-                tenant_id=account.tenant_id if account is not None else None,
-            )
+            tenant_id = account.tenant_id if account is not None else None
+            portal = NewSession("patient", blume_patient_id, PATIENT_SESSION_MAX, tenant_id)
+            return await start_session(session, portal, self._clock())
 
     async def signed_in(self, session_id: str | None) -> str | None:
         """The patient whose live portal session the cookie names, if any."""
@@ -157,16 +153,13 @@ class PatientPortal:
         request_id: str,
     ) -> None:
         """``share.blume.denied`` now for the first refusal of this client and patient in a
-        minute; the rest of that minute only counted (``record_counted_denials``). The record
-        names no tenant: an entry that is not the patient's says nothing of whose it is."""
+        minute; the rest of that minute only counted (``record_counted_denials``)."""
         if not self.denials.record_now(client, "not_shown", self._clock(), blume_patient_id):
             return
-        work.emit(
-            "share.blume.denied",
-            ShareBlumeDenied(entry_id=entry_id, blume_patient_id=blume_patient_id, client=client),
-            tenantid=UNKNOWN_TENANT,
-            correlationid=f"blume-view-{request_id}",
+        denied = ShareBlumeDenied(
+            entry_id=entry_id, blume_patient_id=blume_patient_id, client=client
         )
+        _emit_denied(work, denied, f"blume-view-{request_id}")
 
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.blume.denied`` with its count per client, patient and finished minute
@@ -178,14 +171,16 @@ class PatientPortal:
 
 def _counted_denials(work: UnitOfWork, bucket: CountedDenials[EntryDenial]) -> None:
     """A client's further refused entries for one patient in one minute, as one event."""
-    work.emit(
-        "share.blume.denied",
-        ShareBlumeDenied(
-            blume_patient_id=bucket.subject,
-            client=bucket.client,
-            count=bucket.count,
-            counted_from=bucket.minute,
-        ),
-        tenantid=UNKNOWN_TENANT,
-        correlationid=f"denials-{uuid.uuid4()}",
+    denied = ShareBlumeDenied(
+        blume_patient_id=bucket.subject,
+        client=bucket.client,
+        count=bucket.count,
+        counted_from=bucket.minute,
     )
+    _emit_denied(work, denied, f"denials-{uuid.uuid4()}")
+
+
+def _emit_denied(work: UnitOfWork, denied: ShareBlumeDenied, correlation_id: str) -> None:
+    """``share.blume.denied``, which names no tenant: an entry that is not the patient's
+    says nothing of whose it is."""
+    work.emit("share.blume.denied", denied, tenantid=UNKNOWN_TENANT, correlationid=correlation_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from blume_contracts.events import ClientContext
@@ -15,6 +16,15 @@ UNKNOWN_ADDRESS: Final = "0.0.0.0"  # noqa: S104 - a placeholder value, not a bi
 MAX_USER_AGENT: Final = 200
 """The user agent is the requester's own text and is kept for years in the audit trail:
 enough to tell browsers apart, not a place to store what an attacker chooses."""
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """One request, as its audit records name it: who asked, and the correlation id of a
+    request that belongs to no share yet (``Gateway.visit``)."""
+
+    client: ClientContext
+    request_id: str
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -32,32 +32,28 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
-CSRF_LIFETIME: Final = timedelta(hours=1)
-ACCESS_LIFETIME: Final = timedelta(minutes=30)
-"""The cookie's own limit; the session row's absolute end (``sessions``) is what counts."""
-OTP_COOKIE_LIFETIME: Final = timedelta(minutes=10)
-OIDC_LIFETIME: Final = timedelta(minutes=10)
-PATIENT_LIFETIME: Final = timedelta(minutes=30)
-SENDER_LIFETIME: Final = timedelta(minutes=30)
-
 CookieKind = Literal["csrf", "access", "otp", "oidc", "patient", "sender"]
 SessionCookie = Literal["access", "patient"]
 """Cookies that carry only a server-side session's id (``sessions``)."""
-_SAME_SITE: Final[dict[CookieKind, Literal["strict", "lax"]]] = {
-    "csrf": "strict",
-    "access": "strict",
-    "otp": "strict",
-    "oidc": "lax",
-    "patient": "lax",
-    "sender": "lax",
-}
-_LIFETIME: Final[dict[CookieKind, timedelta]] = {
-    "csrf": CSRF_LIFETIME,
-    "access": ACCESS_LIFETIME,
-    "otp": OTP_COOKIE_LIFETIME,
-    "oidc": OIDC_LIFETIME,
-    "patient": PATIENT_LIFETIME,
-    "sender": SENDER_LIFETIME,
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """How a kind of cookie is sent (see the module's docstring for why) and how long the
+    signature on it holds."""
+
+    same_site: Literal["strict", "lax"]
+    lifetime: timedelta
+
+
+_RULES: Final[dict[CookieKind, _Rule]] = {
+    "csrf": _Rule("strict", timedelta(hours=1)),
+    # The cookie's own limit; the session row's absolute end (``sessions``) is what counts.
+    "access": _Rule("strict", timedelta(minutes=30)),
+    "otp": _Rule("strict", timedelta(minutes=10)),
+    "oidc": _Rule("lax", timedelta(minutes=10)),
+    "patient": _Rule("lax", timedelta(minutes=30)),
+    "sender": _Rule("lax", timedelta(minutes=30)),
 }
 
 
@@ -81,7 +77,7 @@ class CookieJar:
         if not raw:
             return None
         try:
-            value = self._serializer(kind).loads(raw, max_age=int(_LIFETIME[kind].total_seconds()))
+            value = self._serializer(kind).loads(raw, max_age=_max_age(_RULES[kind].lifetime))
         except BadSignature:  # also an expired signature
             return None
         return value if isinstance(value, dict) else None
@@ -95,24 +91,26 @@ class CookieJar:
         lifetime: timedelta | None = None,
     ) -> None:
         """Set the cookie; ``lifetime`` may shorten the kind's own (never lengthen it)."""
-        lasts = _LIFETIME[kind] if lifetime is None else min(lifetime, _LIFETIME[kind])
+        own = _RULES[kind].lifetime
+        lasts = own if lifetime is None else min(lifetime, own)
         response.set_cookie(
             self.name(kind),
             self._serializer(kind).dumps(value),
-            max_age=max(0, int(lasts.total_seconds())),
+            max_age=_max_age(lasts),
             path="/",
             secure=self.secure,
             httponly=True,
-            samesite=_SAME_SITE[kind],
+            samesite=_RULES[kind].same_site,
         )
 
     def clear(self, response: Response, kind: CookieKind) -> None:
+        # A deletion matches the cookie only with the attributes it was set with.
         response.delete_cookie(
             self.name(kind),
             path="/",
             secure=self.secure,
             httponly=True,
-            samesite=_SAME_SITE[kind],
+            samesite=_RULES[kind].same_site,
         )
 
 
@@ -144,7 +142,7 @@ class CsrfGuard:
         if not submitted or not cookie or not isinstance(cookie.get("n"), str):
             return False
         try:
-            claims = self._serializer().loads(submitted, max_age=int(CSRF_LIFETIME.total_seconds()))
+            claims = self._serializer().loads(submitted, max_age=_max_age(_RULES["csrf"].lifetime))
         except BadSignature:
             return False
         if not isinstance(claims, dict):
@@ -152,3 +150,8 @@ class CsrfGuard:
         return hmac.compare_digest(str(claims.get("n")), cookie["n"]) and hmac.compare_digest(
             str(claims.get("p")), purpose
         )
+
+
+def _max_age(lifetime: timedelta) -> int:
+    """A lifetime in the whole seconds cookies and signatures count in (never negative)."""
+    return max(0, int(lifetime.total_seconds()))

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, TypedDict
 
 import httpx
 from blume_contracts.events import ClientContext
@@ -22,7 +22,7 @@ from starlette.responses import Response
 from blume_access_gateway import views
 from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
-from blume_access_gateway.clients import client_context
+from blume_access_gateway.clients import Visit, client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
 from blume_access_gateway.dicomweb import DicomwebClient
 from blume_access_gateway.freshness import FreshnessCheck
@@ -51,6 +51,17 @@ SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
 _PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
 _PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+SignInKind = Literal["link", "patient", "sender"]
+"""Whose sign-in round trip it is: a recipient's SSO for a link, the portal's, a sender's."""
+
+
+class _Shared(TypedDict):
+    """What the recipient's steps and the viewer are both built on."""
+
+    events: UnitsOfWork
+    policies: dict[str, TenantPolicy]
+    clock: Callable[[], datetime]
+    freshness: FreshnessCheck
 
 
 @dataclass(slots=True)
@@ -58,8 +69,8 @@ class Gateway:
     settings: Settings
     config: GatewaySettings
     keys: GatewayKeys
-    policies: dict[str, TenantPolicy]
     events: UnitsOfWork
+    policies: dict[str, TenantPolicy]
     access: RecipientAccess
     portal: PatientPortal
     launches: SenderLaunches
@@ -101,22 +112,21 @@ class Gateway:
         pacs_http = httpx.AsyncClient(
             timeout=_PACS_TIMEOUT, limits=_PACS_LIMITS, follow_redirects=False
         )
+        shared = _Shared(events=events, policies=policies, clock=clock, freshness=freshness)
+        access = RecipientAccess(
+            **shared,
+            keys=keys,
+            sealer=sealer,
+            limits=limits,
+            ticket_issuer=settings.public_base_url,
+        )
         return cls(
             settings=settings,
             config=config,
             keys=keys,
-            policies=policies,
             events=events,
-            access=RecipientAccess(
-                events=events,
-                keys=keys,
-                sealer=sealer,
-                policies=policies,
-                limits=limits,
-                ticket_issuer=settings.public_base_url,
-                clock=clock,
-                freshness=freshness,
-            ),
+            policies=policies,
+            access=access,
             portal=PatientPortal(events, clock, freshness),
             launches=SenderLaunches(events, sealer, keys.study_key, policies, clock),
             oidc=OidcClient(http),
@@ -130,12 +140,7 @@ class Gateway:
             unsubscribe=Unsubscribe(events, sealer, clock),
             clock=clock,
             viewer=Viewer(
-                events=events,
-                handle_key=keys.viewer_handle,
-                policies=policies,
-                dicomweb=DicomwebClient(pacs_http),
-                clock=clock,
-                freshness=freshness,
+                **shared, handle_key=keys.viewer_handle, dicomweb=DicomwebClient(pacs_http)
             ),
             pacs_http=pacs_http,
         )
@@ -158,6 +163,9 @@ class Gateway:
     def request_id() -> str:
         """Correlation id of a request that belongs to no share (an unknown token)."""
         return f"gw-{uuid.uuid4()}"
+
+    def visit(self, request: Request) -> Visit:
+        return Visit(self.client(request), self.request_id())
 
     def render_signed_in(self, request: Request, page: Page) -> Response:
         """A page shown to someone signed in: with the sign-out button (and its CSRF token)."""
@@ -187,19 +195,16 @@ class Gateway:
         page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
         return self.pages.render(page)
 
-    @property
-    def recipient_redirect_uri(self) -> str:
+    def redirect_uri(self, kind: SignInKind) -> str:
+        """Where the identity provider sends a sign-in of ``kind`` back to: the patient's to
+        the portal, the recipient's and the sender's to the gateway itself."""
+        if kind == "patient":
+            return f"{self.settings.portal_base_url}/auth/callback"
+        if kind == "sender":
+            return f"{self.settings.public_base_url}/send/sso/callback"
         return f"{self.settings.public_base_url}/sso/callback"
 
-    @property
-    def sender_redirect_uri(self) -> str:
-        return f"{self.settings.public_base_url}/send/sso/callback"
-
-    @property
-    def portal_redirect_uri(self) -> str:
-        return f"{self.settings.portal_base_url}/auth/callback"
-
-    def returning_sign_in(self, request: Request, kind: str) -> dict[str, Any] | None:
+    def returning_sign_in(self, request: Request, kind: SignInKind) -> dict[str, Any] | None:
         """The sign-in round trip this browser started (its ``oidc`` cookie), if it is of
         ``kind``: ``link`` (a recipient's SSO) or ``patient`` (the portal's)."""
         pending = self.cookies.read(request, "oidc")

@@ -56,6 +56,12 @@ LAUNCH_ID_BYTES: Final = 24
 CLIENT_TOKEN_PREFIX: Final = "lc_"  # noqa: S105 - a prefix, not a credential
 
 
+class LaunchRefusal(StrEnum):
+    UNKNOWN = "unknown"
+    USED = "used"
+    EXPIRED = "expired"
+
+
 def new_client_token() -> str:
     return CLIENT_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
@@ -93,20 +99,6 @@ async def revoke_launch_client(session: AsyncSession, client_id: str, now: datet
     return True
 
 
-class LaunchRefusal(StrEnum):
-    UNKNOWN = "unknown"
-    USED = "used"
-    EXPIRED = "expired"
-
-
-class BlumeReadiness(StrEnum):
-    """Whether the launch's patient can receive a study in Blume (the page says which)."""
-
-    ENROLLED = "enrolled"
-    NOT_ENROLLED = "not_enrolled"
-    WITHHELD = "withheld"
-
-
 @dataclass(frozen=True, slots=True)
 class SenderSession:
     """A redeemed launch and, while it is kept, its body."""
@@ -139,6 +131,14 @@ class SendForm:
 
         Raises ``ValueError`` for anything but a whole number."""
         return int(self.expires_in_hours) if self.expires_in_hours else None
+
+
+class BlumeReadiness(StrEnum):
+    """Whether the launch's patient can receive a study in Blume (the page says which)."""
+
+    ENROLLED = "enrolled"
+    NOT_ENROLLED = "not_enrolled"
+    WITHHELD = "withheld"
 
 
 class SenderLaunches:
@@ -295,13 +295,14 @@ class SenderLaunches:
             work.session.add(
                 SenderShare(
                     share_id=share_id,
+                    method=send.method,
+                    recipient_label=label,
+                    created_at=self._clock(),
+                    # The launch it came from: whose share it is.
                     launch_id=launch.launch_id,
                     tenant_id=launch.tenant_id,
                     sender_user_id=launch.sender_user_id,
                     study_key=launch.study_key,
-                    method=send.method,
-                    recipient_label=label,
-                    created_at=self._clock(),
                 )
             )
             work.session.add(ProjectedShareStatus(share_id=share_id, tenant_id=launch.tenant_id))

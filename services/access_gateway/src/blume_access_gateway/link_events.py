@@ -30,7 +30,7 @@ from blume_access_gateway.denial_tally import CountedDenials
 from blume_access_gateway.events import UNKNOWN_TENANT, emit_for
 from blume_access_gateway.links import token_fingerprint
 from blume_access_gateway.models import ProjectedLink
-from blume_access_gateway.outcomes import AccessSession
+from blume_access_gateway.sessions import AccessSession
 
 
 def _for_email(link: ProjectedLink) -> dict[str, Any]:

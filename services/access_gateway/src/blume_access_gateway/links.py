@@ -21,17 +21,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from blume_access_gateway.models import ProjectedLink, ProjectedRevocation
 
 
-class LinkState(StrEnum):
-    USABLE = "usable"
-    UNKNOWN = "unknown"
-    EXPIRED = "expired"
-    REVOKED = "revoked"
-    NOT_CURRENT = "not_current"
-    """The projections are behind their events or cut off from them: try again shortly."""
-
-
 @dataclass(frozen=True, slots=True)
 class LinkLookup:
+    """What a presented link is worth now: its state and, when known, the link (and when
+    its share was revoked)."""
+
     state: LinkState
     link: ProjectedLink | None
     revoked_at: datetime | None = None
@@ -39,6 +33,15 @@ class LinkLookup:
     @property
     def usable(self) -> bool:
         return self.state is LinkState.USABLE
+
+
+class LinkState(StrEnum):
+    USABLE = "usable"
+    UNKNOWN = "unknown"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    NOT_CURRENT = "not_current"
+    """The projections are behind their events or cut off from them: try again shortly."""
 
 
 def token_fingerprint(token: str) -> str:

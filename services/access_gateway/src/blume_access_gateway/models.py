@@ -9,6 +9,7 @@ arrives as events (``blume_access_gateway.projections``) into the ``*_projected`
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Final
 
 from blume_runtime.db import timestamp_column
 from sqlalchemy import JSON
@@ -235,3 +236,21 @@ class SeriesRead(SQLModel, table=True):
     handle: str = Field(primary_key=True, max_length=65)
     series_number: int = Field(primary_key=True)
     read_at: datetime = timestamp_column(index=True)
+
+
+TABLES: Final = (
+    OtpChallenge,
+    LinkGrant,
+    ProjectedLink,
+    ProjectedRevocation,
+    ProjectedAccount,
+    ProjectedEntry,
+    LaunchClientRecord,
+    SenderLaunch,
+    SenderShare,
+    ProjectedShareStatus,
+    BrowserSession,
+    SeriesRead,
+)
+"""The tables of this service, all in its own schema (named ``NAME``); the migrations
+create them, and ``blume-share``'s schema check compares them with the database."""

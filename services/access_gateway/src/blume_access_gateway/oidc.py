@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import httpx
@@ -40,9 +40,12 @@ class OidcError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Provider:
+    """An identity provider this gateway is a client of (a tenant's, or the portal's)."""
+
     issuer: str
     client_id: str
-    client_secret: str
+    client_secret: str = field(repr=False)
+    """Kept out of the dataclass's repr, so that no log or traceback shows it."""
 
 
 @dataclass(frozen=True, slots=True)

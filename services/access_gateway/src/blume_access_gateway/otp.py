@@ -92,24 +92,6 @@ async def link_exhausted(session: AsyncSession, link_id: str) -> bool:
     return await wrong_codes_of_link(session, link_id) >= MAX_WRONG_CODES_PER_LINK
 
 
-class CodeVerdict(StrEnum):
-    ACCEPTED = "accepted"
-    WRONG = "wrong_code"
-    LOCKED = "locked"
-    EXHAUSTED = "code_attempts_exhausted"
-    """The link's lifetime of wrong codes is spent: the link is locked."""
-    EXPIRED = "code_expired"
-    """Expired, replaced by a newer code, already used, or not this link's."""
-
-
-@dataclass(frozen=True, slots=True)
-class CodeCheck:
-    verdict: CodeVerdict
-    tries_left: int = 0
-    newly_exhausted: bool = False
-    """This very wrong code was the link's last: it is locked now (tell the sender once)."""
-
-
 def _tries_allowed(earlier_wrong: int) -> int:
     """A code's tries: five, or what the link's lifetime has left if that is fewer.
 
@@ -149,6 +131,26 @@ async def _state(
     ):
         return CodeCheck(CodeVerdict.EXPIRED)
     return CodeCheck(CodeVerdict.WRONG, _tries_allowed(earlier_wrong) - challenge.attempts)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCheck:
+    """The verdict on one entered code, and the tries its code has left after it."""
+
+    verdict: CodeVerdict
+    tries_left: int = 0
+    newly_exhausted: bool = False
+    """This very wrong code was the link's last: it is locked now (tell the sender once)."""
+
+
+class CodeVerdict(StrEnum):
+    ACCEPTED = "accepted"
+    WRONG = "wrong_code"
+    LOCKED = "locked"
+    EXHAUSTED = "code_attempts_exhausted"
+    """The link's lifetime of wrong codes is spent: the link is locked."""
+    EXPIRED = "code_expired"
+    """Expired, replaced by a newer code, already used, or not this link's."""
 
 
 async def check_code(

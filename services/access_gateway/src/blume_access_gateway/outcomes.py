@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from blume_contracts.events import AuthMethod, DenialReason
+from blume_contracts.events import DenialReason
 
 from blume_access_gateway import otp
 from blume_access_gateway.links import LinkLookup, LinkState
 from blume_access_gateway.oidc import Provider
-from blume_access_gateway.sessions import StartedSession
+from blume_access_gateway.sessions import AccessSession, StartedSession
 
 _DENIAL_FOR_STATE: Final[dict[LinkState, DenialReason]] = {
     LinkState.UNKNOWN: "unknown",
@@ -33,15 +33,6 @@ DENIAL_FOR_CODE: Final[dict[otp.CodeVerdict, DenialReason]] = {
 def denial_reason(state: LinkState) -> DenialReason:
     """Why a link that is not usable is refused (a usable one is not)."""
     return _DENIAL_FOR_STATE[state]
-
-
-@dataclass(frozen=True, slots=True)
-class AccessSession:
-    """A recent grant in this browser: the server-side session its ``access`` cookie names."""
-
-    link_id: str
-    use_number: int
-    auth_method: AuthMethod
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,4 +73,6 @@ class Unavailable(Outcome):
     """The link is fine but its tenant's policy cannot serve it (ops must fix the policy)."""
 
 
-ViewOutcome = Refused | Granted | CodeSent | SignInNeeded | Unavailable
+Answer = Refused | Granted | Unavailable
+"""What a step ends in when it sends no code and starts no sign-in: the route answers it."""
+ViewOutcome = Answer | CodeSent | SignInNeeded

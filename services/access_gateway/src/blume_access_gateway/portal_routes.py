@@ -6,11 +6,11 @@ not signed in goes to the portal's identity provider and comes back to the same 
 
 from __future__ import annotations
 
-from typing import Annotated, Final
+from typing import Final
 from urllib.parse import urlencode
 
 from blume_contracts.urls import PORTAL_MOUNT, PORTAL_STUDY_ROUTE, portal_study_path
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
@@ -18,7 +18,8 @@ from blume_access_gateway.blume import PORTAL_HOME, safe_return_path
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.grants import EntryRefusal
 from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.oidc import OidcError, SignInRequest
+from blume_access_gateway.routing import GatewayRoutes, ProviderReturn, address_limit, route
 from blume_access_gateway.viewer import Refusal
 from blume_access_gateway.viewer_routes import ViewerRoutes
 
@@ -31,36 +32,25 @@ def _to_sign_in(return_path: str) -> Response:
     return RedirectResponse(f"{PORTAL_MOUNT}/login?{query}", status_code=303)
 
 
-class PortalRoutes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def router(self) -> APIRouter:
-        router = APIRouter(prefix=PORTAL_MOUNT)
-        router.add_api_route("/", self.home, methods=["GET"])
-        router.add_api_route(PORTAL_STUDY_ROUTE, self.study, methods=["GET"])
-        router.add_api_route("/login", self.login, methods=["GET"])
-        router.add_api_route("/auth/callback", self.callback, methods=["GET"])
-        return router
+class PortalRoutes(GatewayRoutes):
+    prefix = PORTAL_MOUNT
 
     async def _patient(self, request: Request) -> str | None:
         """The signed-in patient: whose live server-side session the cookie names."""
         return await self.gateway.portal.signed_in(self.gateway.session_id(request, "patient"))
 
+    @route("/", "GET", check=address_limit)
     async def home(self, request: Request) -> Response:
-        if (refusal := await self.gateway.over_address_limit(request)) is not None:
-            return refusal
         patient = await self._patient(request)
         if patient is None:
             return _to_sign_in(PORTAL_HOME)
         locale = await self.gateway.portal.patient_locale(patient)
         return self.gateway.render_signed_in(request, views.portal_home_page(locale))
 
+    @route(PORTAL_STUDY_ROUTE, "GET", check=address_limit)
     async def study(self, request: Request, entry_id: str) -> Response:
         """The study, to the patient whose record holds it; 404 to everyone else."""
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         patient = await self._patient(request)
         if patient is None:
             return _to_sign_in(portal_study_path(entry_id))
@@ -95,11 +85,10 @@ class PortalRoutes:
         index = await routes.index_or_audit(scope, self.gateway.client(request))
         return routes.context(scope, index) if index is not None else None
 
+    @route("/login", "GET", check=address_limit)
     async def login(self, request: Request, next: str | None = None) -> Response:
         """Off to the portal's identity provider; the return path rides in a signed cookie."""
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         provider = gateway.portal_provider()
         if provider is None:
             page = views.portal_sign_in_unavailable_page(browser_locale(request))
@@ -107,7 +96,7 @@ class PortalRoutes:
         sign_in = SignInRequest.new()
         try:
             url = await gateway.oidc.authorization_url(
-                provider, gateway.portal_redirect_uri, sign_in
+                provider, gateway.redirect_uri("patient"), sign_in
             )
         except OidcError:
             page = views.portal_sign_in_failed_page(browser_locale(request))
@@ -117,17 +106,14 @@ class PortalRoutes:
         gateway.cookies.write(response, "oidc", cookie)
         return response
 
-    async def callback(
-        self, request: Request, answer: Annotated[ProviderAnswer, Depends()]
-    ) -> Response:
+    @route("/auth/callback", "GET", check=address_limit)
+    async def callback(self, request: Request, answer: ProviderReturn) -> Response:
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         pending = gateway.returning_sign_in(request, "patient")
         provider = gateway.portal_provider()
         identity = None
         if pending is not None and provider is not None:
-            redirect_uri = gateway.portal_redirect_uri
+            redirect_uri = gateway.redirect_uri("patient")
             identity = await gateway.signed_in(provider, redirect_uri, pending, answer)
         if pending is None or identity is None:
             failed = gateway.pages.render(views.portal_sign_in_failed_page(browser_locale(request)))

@@ -44,20 +44,20 @@ async def apply_link_issued(session: AsyncSession, event: CloudEvent[ShareLinkIs
         return False
     if await session.get(ProjectedLink, issued.link_id) is not None:
         return True
-    session.add(
-        ProjectedLink(
-            link_id=issued.link_id,
-            share_id=issued.share_id,
-            tenant_id=event.tenantid,
-            token_hash=issued.token_hash,
-            correlation_id=event.correlationid,
-            # The sender's message (PHI): the link page shows it only once access is granted.
-            message=issued.message.strip() if issued.message and issued.message.strip() else None,
-            traceparent=event.traceparent,
-            **link_columns(issued),
-            study_instance_uid=issued.study_instance_uid,
-        )
+    # The sender's message (PHI): the link page shows it only once access is granted.
+    message = issued.message.strip() if issued.message else ""
+    link = ProjectedLink(
+        link_id=issued.link_id,
+        share_id=issued.share_id,
+        tenant_id=event.tenantid,
+        token_hash=issued.token_hash,
+        correlation_id=event.correlationid,
+        message=message or None,
+        traceparent=event.traceparent,
+        **link_columns(issued),
+        study_instance_uid=issued.study_instance_uid,
     )
+    session.add(link)
     return True
 
 

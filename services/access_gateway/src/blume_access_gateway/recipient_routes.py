@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from blume_contracts.urls import LINK_CODE_ROUTE, LINK_ROUTE
 from blume_runtime.tenants import PolicyError
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from starlette.responses import RedirectResponse, Response
 
 from blume_access_gateway import views
@@ -27,6 +27,13 @@ from blume_access_gateway.outcomes import (
     denial_reason,
 )
 from blume_access_gateway.pages import Page, with_cookies
+from blume_access_gateway.routing import (
+    GatewayRoutes,
+    ProviderReturn,
+    RouteRefusedError,
+    address_limit,
+    route,
+)
 from blume_access_gateway.sso import sso_provider
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
@@ -46,29 +53,27 @@ def _code_purpose(token: str) -> str:
     return f"code:{token_fingerprint(token)}"
 
 
-class RecipientRoutes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def router(self) -> APIRouter:
-        router = APIRouter()
-        router.add_api_route(LINK_ROUTE, self.link_page, methods=["GET"])
-        router.add_api_route(LINK_ROUTE, self.press_view, methods=["POST"])
-        router.add_api_route(LINK_CODE_ROUTE, self.code_page, methods=["GET"])
-        router.add_api_route(LINK_CODE_ROUTE, self.enter_code, methods=["POST"])
-        router.add_api_route("/sso/callback", self.sso_callback, methods=["GET"])
-        return router
+class RecipientRoutes(GatewayRoutes):
+    async def _link_limit(self, request: Request, token: str) -> None:
+        """The opening check of the link's pages: the 429 page when this client or this link
+        is over its rate (the refusal audited, within its own limit)."""
+        gateway = self.gateway
+        client_ip = gateway.client(request).client_ip
+        verdict = await gateway.limits.link_request(client_ip, token_fingerprint(token))
+        if verdict.allowed:
+            return
+        if await gateway.limits.may_record_denial(client_ip, token_fingerprint(token)):
+            await gateway.access.refuse(token, "rate_limited", gateway.visit(request))
+        page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
+        raise RouteRefusedError(gateway.pages.render(page))
 
     # Routes ------------------------------------------------------------------------------
 
+    @route(LINK_ROUTE, "GET", check=_link_limit)
     async def link_page(self, request: Request, token: str) -> Response:
         """The page the email links to. Scanners fetch it too: it changes nothing."""
         gateway = self.gateway
-        if (refusal := await self._over_link_limit(request, token)) is not None:
-            return refusal
-        lookup = await gateway.access.open_page(
-            token, gateway.client(request), gateway.request_id()
-        )
+        lookup = await gateway.access.open_page(token, gateway.visit(request))
         if lookup.link is None or not lookup.usable:
             return self._refused(request, Refused(lookup, denial_reason(lookup.state)))
         cookies = Response()
@@ -82,19 +87,14 @@ class RecipientRoutes:
             return with_cookies(gateway.render_signed_in(request, page), cookies)
         return with_cookies(gateway.pages.render(page), cookies)
 
+    @route(LINK_ROUTE, "POST", check=_link_limit)
     async def press_view(self, request: Request, token: str, csrf: CsrfField = None) -> Response:
         """ "View study" (and "Send a new code"): what happens is the link's policy."""
         gateway = self.gateway
-        if (refusal := await self._over_link_limit(request, token)) is not None:
-            return refusal
         if not gateway.csrf.valid(request, csrf, _link_purpose(token)):
             return await self._csrf_failed(request, token, request.url.path)
-        outcome = await gateway.access.press_view(
-            token,
-            gateway.client(request),
-            gateway.session_id(request, "access"),
-            gateway.request_id(),
-        )
+        session_id = gateway.session_id(request, "access")
+        outcome = await gateway.access.press_view(token, session_id, gateway.visit(request))
         match outcome:
             case CodeSent(lookup=lookup, challenge_id=challenge_id):
                 assert lookup.link is not None
@@ -106,54 +106,45 @@ class RecipientRoutes:
                 return await self._start_sign_in(request, outcome)
         return self._answer(request, outcome)
 
+    @route(LINK_CODE_ROUTE, "GET", check=_link_limit)
     async def code_page(self, request: Request, token: str) -> Response:
         """Where the code is typed; only the browser that asked for the code gets here."""
         gateway = self.gateway
-        if (refusal := await self._over_link_limit(request, token)) is not None:
-            return refusal
-        lookup = await gateway.access.check_page(
-            token, gateway.client(request), gateway.request_id()
-        )
+        lookup = await gateway.access.check_page(token, gateway.visit(request))
         pending = gateway.cookies.read(request, "otp") or {}
         if lookup.usable and lookup.link and pending.get("l") != lookup.link.link_id:
             return RedirectResponse(request.url.path.removesuffix("/code"), status_code=303)
         return self._code_page(request, token, lookup)
 
+    @route(LINK_CODE_ROUTE, "POST", check=_link_limit)
     async def enter_code(
         self, request: Request, token: str, code: CodeField = "", csrf: CsrfField = None
     ) -> Response:
         gateway = self.gateway
-        if (refusal := await self._over_link_limit(request, token)) is not None:
-            return refusal
         link_path = request.url.path.removesuffix("/code")
         if not gateway.csrf.valid(request, csrf, _code_purpose(token)):
             return await self._csrf_failed(request, token, link_path)
         pending = gateway.cookies.read(request, "otp")
         if not pending or not isinstance(pending.get("c"), str):
             return RedirectResponse(link_path, status_code=303)
-        outcome = await gateway.access.enter_code(
-            token, pending["c"], code, gateway.client(request), gateway.request_id()
-        )
+        visit = gateway.visit(request)
+        outcome = await gateway.access.enter_code(token, pending["c"], code, visit)
         if isinstance(outcome, Refused) and outcome.reason in ("wrong_code", "code_expired"):
             return self._code_page(request, token, outcome.lookup, outcome, status_code=400)
         if isinstance(outcome, Refused) and outcome.reason == "locked":
             return self._code_page(request, token, outcome.lookup, outcome, status_code=403)
         return self._answer(request, outcome)
 
-    async def sso_callback(
-        self, request: Request, answer: Annotated[ProviderAnswer, Depends()]
-    ) -> Response:
+    @route("/sso/callback", "GET", check=address_limit)
+    async def sso_callback(self, request: Request, answer: ProviderReturn) -> Response:
         """The organisation's identity provider sends the recipient back here."""
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         pending = gateway.returning_sign_in(request, "link")
         if pending is None:
             return gateway.pages.render(views.sign_in_failed_page(browser_locale(request)))
         identity = await self._identity(pending, answer)
-        outcome = await gateway.access.finish_sign_in(
-            str(pending.get("l")), identity, gateway.client(request), gateway.request_id()
-        )
+        visit = gateway.visit(request)
+        outcome = await gateway.access.finish_sign_in(str(pending.get("l")), identity, visit)
         response = self._answer(request, outcome)
         gateway.cookies.clear(response, "oidc")
         return response
@@ -169,7 +160,7 @@ class RecipientRoutes:
             provider = sso_provider(policy.sso)
         except PolicyError:
             return None
-        redirect_uri = self.gateway.recipient_redirect_uri
+        redirect_uri = self.gateway.redirect_uri("link")
         return await self.gateway.signed_in(provider, redirect_uri, pending, answer)
 
     async def _start_sign_in(self, request: Request, outcome: SignInNeeded) -> Response:
@@ -179,12 +170,11 @@ class RecipientRoutes:
         sign_in = SignInRequest.new()
         try:
             url = await gateway.oidc.authorization_url(
-                outcome.provider, gateway.recipient_redirect_uri, sign_in
+                outcome.provider, gateway.redirect_uri("link"), sign_in
             )
         except OidcError:
-            failed = await gateway.access.finish_sign_in(
-                link.link_id, None, gateway.client(request), gateway.request_id()
-            )
+            visit = gateway.visit(request)
+            failed = await gateway.access.finish_sign_in(link.link_id, None, visit)
             return self._answer(request, failed)
         response = RedirectResponse(url, status_code=303)
         cookie = {"k": "link", "l": link.link_id, "t": link.tenant_id, **sign_in.cookie()}
@@ -215,23 +205,9 @@ class RecipientRoutes:
         )
         return self.gateway.pages.render(page)
 
-    async def _over_link_limit(self, request: Request, token: str) -> Response | None:
-        """The 429 page when this client or this link is over its rate (the refusal audited,
-        within its own limit); None while both are within theirs."""
-        gateway = self.gateway
-        client = gateway.client(request)
-        verdict = await gateway.limits.link_request(client.client_ip, token_fingerprint(token))
-        if verdict.allowed:
-            return None
-        if await gateway.limits.may_record_denial(client.client_ip, token_fingerprint(token)):
-            await gateway.access.refuse(token, client, "rate_limited", gateway.request_id())
-        page = views.rate_limited_page(browser_locale(request), verdict.retry_after_seconds)
-        return gateway.pages.render(page)
-
     async def _csrf_failed(self, request: Request, token: str, back_to: str) -> Response:
         gateway = self.gateway
-        client = gateway.client(request)
-        lookup = await gateway.access.refuse(token, client, "csrf", gateway.request_id())
+        lookup = await gateway.access.refuse(token, "csrf", gateway.visit(request))
         locale = lookup.link.locale if lookup.link else browser_locale(request)
         return gateway.pages.render(views.csrf_page(locale, back_to))
 

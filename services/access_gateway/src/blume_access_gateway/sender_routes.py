@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final
 
 from blume_contracts.launches import LAUNCHES_PATH, LaunchCreated, LaunchRequest
 from blume_contracts.urls import LAUNCH_ROUTE, SHARES_API_ROUTE, launch_url
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Form, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
@@ -24,8 +24,15 @@ from blume_access_gateway.launches import (
     SendForm,
 )
 from blume_access_gateway.models import LaunchClientRecord, ProjectedShareStatus
-from blume_access_gateway.oidc import OidcError, ProviderAnswer, SignInRequest
+from blume_access_gateway.oidc import OidcError, SignInRequest
 from blume_access_gateway.pages import with_cookies
+from blume_access_gateway.routing import (
+    GatewayRoutes,
+    ProviderReturn,
+    RouteRefusedError,
+    address_limit,
+    route,
+)
 from blume_access_gateway.sender_form import form_errors
 from blume_access_gateway.sso import sso_provider
 
@@ -39,6 +46,12 @@ TextField = Annotated[str, Form(max_length=4000)]
 
 def _api_error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+def _api_refusal(
+    status: int, detail: Any, headers: dict[str, str] | None = None
+) -> RouteRefusedError:
+    return RouteRefusedError(_api_error(status, detail, headers))
 
 
 def share_json(status: ProjectedShareStatus) -> dict[str, Any]:
@@ -62,52 +75,34 @@ def share_json(status: ProjectedShareStatus) -> dict[str, Any]:
     }
 
 
-class SenderRoutes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def router(self) -> APIRouter:
-        router = APIRouter()
-        router.add_api_route(LAUNCHES_PATH, self.create_launch, methods=["POST"])
-        router.add_api_route(SHARES_API_ROUTE, self.share_api, methods=["GET"])
-        router.add_api_route(f"{SHARES_API_ROUTE}/revoke", self.revoke_api, methods=["POST"])
-        router.add_api_route(LAUNCH_ROUTE, self.redeem, methods=["GET"])
-        router.add_api_route("/send", self.sharing_page, methods=["GET"])
-        router.add_api_route("/send", self.send, methods=["POST"])
-        router.add_api_route("/send/sso/callback", self.sso_callback, methods=["GET"])
-        router.add_api_route(SHARE_PATH, self.status_page, methods=["GET"])
-        router.add_api_route(f"{SHARE_PATH}/timeline", self.timeline, methods=["GET"])
-        router.add_api_route(f"{SHARE_PATH}/revoke", self.revoke_confirm, methods=["GET"])
-        router.add_api_route(f"{SHARE_PATH}/revoke", self.revoke, methods=["POST"])
-        return router
-
+class SenderRoutes(GatewayRoutes):
     # The API (server to server) ------------------------------------------------------------
 
-    async def _launch_client(self, request: Request) -> LaunchClientRecord | JSONResponse:
+    async def _launch_client(self, request: Request) -> LaunchClientRecord:
+        """The launch client the bearer token names, within its rate; else the API error,
+        raised (``RouteRefusedError``)."""
         gateway = self.gateway
         scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not bearer.strip():
-            verdict = await gateway.limits.address_request(gateway.client(request).client_ip)
-            if not verdict.allowed:
-                return _api_error(429, "too many requests")
-            return _api_error(401, "a launch-client bearer token is required")
-        client = await gateway.launches.client_for(bearer.strip())
+        token = bearer.strip() if scheme.lower() == "bearer" else ""
+        client = await gateway.launches.client_for(token) if token else None
         if client is None:
+            # Without a client to count against, the address is what is rate limited.
             verdict = await gateway.limits.address_request(gateway.client(request).client_ip)
             if not verdict.allowed:
-                return _api_error(429, "too many requests")
-            return _api_error(401, "unknown launch-client token")
+                raise _api_refusal(429, "too many requests")
+            if not token:
+                raise _api_refusal(401, "a launch-client bearer token is required")
+            raise _api_refusal(401, "unknown launch-client token")
         verdict = await gateway.limits.launch_client_request(client.client_id)
         if not verdict.allowed:
             retry = {"Retry-After": str(verdict.retry_after_seconds)}
-            return _api_error(429, "too many requests", retry)
+            raise _api_refusal(429, "too many requests", retry)
         return client
 
+    @route(LAUNCHES_PATH, "POST")
     async def create_launch(self, request: Request) -> Response:
         """``POST /api/v1/launches``: 201 with the launch URL; 401/403/422/429 otherwise."""
         client = await self._launch_client(request)
-        if isinstance(client, JSONResponse):
-            return client
         body = await request.body()
         if len(body) > MAX_LAUNCH_BODY_BYTES:
             return _api_error(413, "the launch body is too large")
@@ -129,37 +124,33 @@ class SenderRoutes:
 
     async def _clients_share(
         self, request: Request, share_id: str
-    ) -> tuple[LaunchClientRecord, ProjectedShareStatus] | JSONResponse:
+    ) -> tuple[LaunchClientRecord, ProjectedShareStatus]:
+        """The launch client and the share of its tenant it asks about; else the API error,
+        raised."""
         client = await self._launch_client(request)
-        if isinstance(client, JSONResponse):
-            return client
         status = await self.gateway.launches.status(share_id)
         if status is None or status.tenant_id != client.tenant_id:
-            return _api_error(404, "no such share for this tenant")
+            raise _api_refusal(404, "no such share for this tenant")
         return client, status
 
+    @route(SHARES_API_ROUTE, "GET")
     async def share_api(self, request: Request, share_id: str) -> Response:
-        found = await self._clients_share(request, share_id)
-        if isinstance(found, JSONResponse):
-            return found
-        return JSONResponse(share_json(found[1]))
+        _client, status = await self._clients_share(request, share_id)
+        return JSONResponse(share_json(status))
 
+    @route(f"{SHARES_API_ROUTE}/revoke", "POST")
     async def revoke_api(self, request: Request, share_id: str) -> Response:
-        found = await self._clients_share(request, share_id)
-        if isinstance(found, JSONResponse):
-            return found
-        client, status = found
+        client, status = await self._clients_share(request, share_id)
         requested_by = f"launch-client:{client.client_id}"
         await self.gateway.launches.revoke(status.tenant_id, share_id, requested_by)
         return JSONResponse({"share_id": share_id, "revocation": "requested"}, status_code=202)
 
     # The launch URL and the sender's session -----------------------------------------------
 
+    @route(LAUNCH_ROUTE, "GET", check=address_limit)
     async def redeem(self, request: Request, launch_id: str) -> Response:
         """Once: the sender's session cookie and a 303 to the sharing page (or to sign-in)."""
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         launch = await gateway.launches.redeem(launch_id)
         if isinstance(launch, LaunchRefusal):
             return gateway.pages.render(views.launch_refused_page(request, launch))
@@ -168,7 +159,7 @@ class SenderRoutes:
             sign_in = SignInRequest.new()
             try:
                 url = await gateway.oidc.authorization_url(
-                    sso_provider(policy.staff_sso), gateway.sender_redirect_uri, sign_in
+                    sso_provider(policy.staff_sso), gateway.redirect_uri("sender"), sign_in
                 )
             except OidcError:
                 return gateway.pages.render(views.sender_sign_in_failed_page(request))
@@ -179,14 +170,11 @@ class SenderRoutes:
         gateway.cookies.write(response, "sender", {"l": launch.launch_id})
         return response
 
-    async def sso_callback(
-        self, request: Request, answer: Annotated[ProviderAnswer, Depends()]
-    ) -> Response:
+    @route("/send/sso/callback", "GET", check=address_limit)
+    async def sso_callback(self, request: Request, answer: ProviderReturn) -> Response:
         """Back from the staff provider: the session counts only if the signed-in user is
         the launch's sender (user id or address)."""
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         sender = await self._session(request, signed_in=False)
         pending = gateway.cookies.read(request, "oidc")
         failed = gateway.pages.render(views.sender_sign_in_failed_page(request))
@@ -200,7 +188,7 @@ class SenderRoutes:
             return failed
         try:
             identity = await gateway.oidc.identity(
-                sso_provider(policy.staff_sso), gateway.sender_redirect_uri, sign_in, code
+                sso_provider(policy.staff_sso), gateway.redirect_uri("sender"), sign_in, code
             )
         except OidcError:
             return failed
@@ -240,6 +228,7 @@ class SenderRoutes:
 
     # The sharing page ------------------------------------------------------------------------
 
+    @route("/send", "GET")
     async def sharing_page(self, request: Request) -> Response:
         sender = await self._session(request)
         if sender is None:
@@ -275,6 +264,7 @@ class SenderRoutes:
             return self._no_session(request)
         return RedirectResponse(SHARE_PATH.format(share_id=mine[0].share_id), status_code=303)
 
+    @route("/send", "POST")
     async def send(
         self,
         request: Request,
@@ -308,50 +298,43 @@ class SenderRoutes:
 
     async def _senders_status(
         self, request: Request, share_id: str
-    ) -> tuple[SenderSession, ProjectedShareStatus] | Response:
+    ) -> tuple[SenderSession, ProjectedShareStatus]:
+        """The sender's session and one of its shares; else the page to answer, raised."""
         sender = await self._session(request)
         if sender is None:
-            return self._no_session(request)
+            raise RouteRefusedError(self._no_session(request))
         share = await self.gateway.launches.senders_share(sender.launch, share_id)
         status = await self.gateway.launches.status(share_id) if share else None
         if status is None:
-            return self.gateway.pages.render(views.share_not_found_page(request))
+            raise RouteRefusedError(self.gateway.pages.render(views.share_not_found_page(request)))
         return sender, status
 
+    @route(SHARE_PATH, "GET")
     async def status_page(self, request: Request, share_id: str) -> Response:
-        found = await self._senders_status(request, share_id)
-        if isinstance(found, Response):
-            return found
-        sender, status = found
+        sender, status = await self._senders_status(request, share_id)
         earlier = await self.gateway.launches.earlier_shares(sender.launch)
         locale = views.session_locale(request, sender)
         return self.gateway.pages.render(views.status_page(locale, status, earlier))
 
+    @route(f"{SHARE_PATH}/timeline", "GET")
     async def timeline(self, request: Request, share_id: str) -> Response:
         """The status view's timeline alone, which the page fetches every second."""
-        found = await self._senders_status(request, share_id)
-        if isinstance(found, Response):
-            return found
-        sender, status = found
+        sender, status = await self._senders_status(request, share_id)
         locale = views.session_locale(request, sender)
         return self.gateway.pages.render(views.timeline_fragment(locale, status))
 
+    @route(f"{SHARE_PATH}/revoke", "GET")
     async def revoke_confirm(self, request: Request, share_id: str) -> Response:
-        found = await self._senders_status(request, share_id)
-        if isinstance(found, Response):
-            return found
-        sender, status = found
+        sender, status = await self._senders_status(request, share_id)
         carrier = Response()
         csrf = self.gateway.csrf.token(request, carrier, f"revoke:{share_id}")
         locale = views.session_locale(request, sender)
         page = views.revoke_confirm_page(locale, status, csrf)
         return with_cookies(self.gateway.pages.render(page), carrier)
 
+    @route(f"{SHARE_PATH}/revoke", "POST")
     async def revoke(self, request: Request, share_id: str, csrf: CsrfField = None) -> Response:
-        found = await self._senders_status(request, share_id)
-        if isinstance(found, Response):
-            return found
-        sender, status = found
+        sender, status = await self._senders_status(request, share_id)
         if not self.gateway.csrf.valid(request, csrf, f"revoke:{share_id}"):
             locale = views.session_locale(request, sender)
             return self.gateway.pages.render(views.sender_csrf_page(locale))

@@ -102,47 +102,29 @@ def reason_key(code: str | None) -> str:
     return key if key in CATALOGUES["en-CA"] else "reason.other"
 
 
+def _counted(name: str, word: str, count: int, when: dict[str, Any]) -> Step:
+    """A step done once it has happened at all (opened, viewed): how often, and when
+    (``status.step.<word>``, or ``status.step.not_<word>`` while it has not)."""
+    done = count > 0
+    key = f"status.step.{word}" if done else f"status.step.not_{word}"
+    return Step(name, key, done, {"count": count, **when})
+
+
 def timeline(status: ProjectedShareStatus) -> list[Step]:
     """The share's steps so far, for the sender (and the next ones, not done yet)."""
     steps = [Step("accepted", "status.step.accepted", status.accepted_at is not None, {})]
+    last_accessed = {"last": status.last_accessed_at}
     if status.method == "blume":
         steps.append(Step("sent", "status.step.published", status.completed_at is not None, {}))
-        viewed = status.accessed_count > 0
-        steps.append(
-            Step(
-                "accessed",
-                "status.step.viewed" if viewed else "status.step.not_viewed",
-                viewed,
-                {"count": status.accessed_count, "last": status.last_accessed_at},
-            )
-        )
+        steps.append(_counted("accessed", "viewed", status.accessed_count, last_accessed))
     else:
         steps += [
             Step("link_issued", "status.step.link_issued", status.link_issued_at is not None, {}),
             Step("sent", "status.step.email_sent", status.email_sent_at is not None, {}),
         ]
-        opened = status.opened_count > 0
-        steps.append(
-            Step(
-                "opened",
-                "status.step.opened" if opened else "status.step.not_opened",
-                opened,
-                {
-                    "count": status.opened_count,
-                    "first": status.first_opened_at,
-                    "last": status.last_opened_at,
-                },
-            )
-        )
-        accessed = status.accessed_count > 0
-        steps.append(
-            Step(
-                "accessed",
-                "status.step.accessed" if accessed else "status.step.not_accessed",
-                accessed,
-                {"count": status.accessed_count, "last": status.last_accessed_at},
-            )
-        )
+        opened = {"first": status.first_opened_at, "last": status.last_opened_at}
+        steps.append(_counted("opened", "opened", status.opened_count, opened))
+        steps.append(_counted("accessed", "accessed", status.accessed_count, last_accessed))
     if status.state in ("rejected", "failed"):
         reason = {"key": reason_key(status.reason), "code": status.reason or ""}
         steps.append(Step(status.state, f"status.step.{status.state}", True, reason, alert=True))
@@ -203,40 +185,29 @@ def status_page(
     status: ProjectedShareStatus,
     earlier: Sequence[tuple[SenderShare, ProjectedShareStatus | None]],
 ) -> Page:
-    return Page(
+    return _status_view(
         "sender_status.html",
         "status.title",
-        HELP_STATUS,
-        locale=locale,
-        context={
-            "status": status,
-            "steps": timeline(status),
-            "earlier": _earlier(earlier),
-            "revocable": status.state not in ("rejected", "failed", "revoked"),
-        },
+        locale,
+        status=status,
+        steps=timeline(status),
+        earlier=_earlier(earlier),
+        revocable=status.state not in ("rejected", "failed", "revoked"),
     )
 
 
 def timeline_fragment(locale: str, status: ProjectedShareStatus) -> Page:
-    return Page(
-        "sender_timeline.html",
-        "status.title",
-        HELP_STATUS,
-        locale=locale,
-        context={"steps": timeline(status)},
-    )
+    return _status_view("sender_timeline.html", "status.title", locale, steps=timeline(status))
 
 
 def revoke_confirm_page(locale: str, status: ProjectedShareStatus, csrf: str) -> Page:
-    return Page(
-        "sender_revoke.html",
-        "status.revoke.title",
-        HELP_STATUS,
-        locale=locale,
-        context={
-            "confirm": Action(
-                "status.revoke.confirm", f"/send/shares/{status.share_id}/revoke", csrf
-            ),
-            "cancel_url": f"/send/shares/{status.share_id}",
-        },
+    share_url = f"/send/shares/{status.share_id}"
+    confirm = Action("status.revoke.confirm", f"{share_url}/revoke", csrf)
+    return _status_view(
+        "sender_revoke.html", "status.revoke.title", locale, confirm=confirm, cancel_url=share_url
     )
+
+
+def _status_view(template: str, title_key: str, locale: str, **context: Any) -> Page:
+    """A page of the status view (its help topic), in the sender's language."""
+    return Page(template, title_key, HELP_STATUS, locale=locale, context=context)

@@ -108,33 +108,34 @@ class HttpServer:
 
 def main() -> None:
     """``blume-share-access-gateway``: the gateway alone, as ``blume-share run access_gateway``."""
-    from blume_runtime.app import EXIT_UNAVAILABLE, BrokerIdentityError, Runtime
+    from blume_runtime.app import EXIT_UNAVAILABLE, BrokerIdentityError
     from blume_runtime.logging import configure_logging
     from blume_runtime.ops import OpsPortInUseError
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-
-    async def run() -> None:
-        db = Database(settings.database)
-        freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
-        runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
-        freshness.attach(queue_probe(runtime.transport, NAME))
-        runtime.add(
-            HttpServer.from_settings(
-                settings, runtime.database_for(NAME), runtime.relay_for(NAME), freshness
-            )
-        )
-        try:
-            await runtime.run_until_signalled()
-        finally:
-            await db.dispose()
-
     try:
-        asyncio.run(run())
+        asyncio.run(_serve(settings))
     except (OpsPortInUseError, BrokerIdentityError) as error:
         log.error("cannot start", error=str(error))
         raise SystemExit(EXIT_UNAVAILABLE) from None
+
+
+async def _serve(settings: Settings) -> None:
+    """The projections' worker and the HTTP server on one runtime, until SIGTERM. Like the
+    runtime's ``serve``, but the server is added to the runtime as its component."""
+    from blume_runtime.app import Runtime
+
+    db = Database(settings.database)
+    freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
+    runtime = Runtime(settings, [build(settings, freshness)], db, serve_ops=True)
+    freshness.attach(queue_probe(runtime.transport, NAME))
+    database, relay = runtime.database_for(NAME), runtime.relay_for(NAME)
+    runtime.add(HttpServer.from_settings(settings, database, relay, freshness))
+    try:
+        await runtime.run_until_signalled()
+    finally:
+        await db.dispose()
 
 
 class LoopBridgedRelay:

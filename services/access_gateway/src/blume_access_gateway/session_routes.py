@@ -16,28 +16,17 @@ from blume_access_gateway import views
 from blume_access_gateway.cookies import CookieKind
 from blume_access_gateway.gateway import SIGN_OUT_PURPOSE, Gateway
 from blume_access_gateway.i18n import browser_locale
+from blume_access_gateway.routing import GatewayRoutes, address_limit, route
 
 CsrfField = Annotated[str | None, Form(max_length=512)]
 _CLEAR_SITE_DATA: Final = '"cache", "cookies", "storage"'
 _SIGNED_IN_COOKIES: Final[tuple[CookieKind, ...]] = ("access", "patient", "otp", "oidc")
 
 
-class SessionRoutes:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def router(self) -> APIRouter:
-        router = APIRouter()
-        router.add_api_route(SIGN_OUT_ROUTE, self.sign_out, methods=["POST"])
-        router.add_api_route(SIGNED_OUT_ROUTE, self.signed_out, methods=["GET"])
-        router.add_api_route(UNSUBSCRIBE_ROUTE, self.confirm_unsubscribe, methods=["GET"])
-        router.add_api_route(UNSUBSCRIBE_ROUTE, self.unsubscribe, methods=["POST"])
-        return router
-
+class SessionRoutes(GatewayRoutes):
+    @route(SIGN_OUT_ROUTE, "POST", check=address_limit)
     async def sign_out(self, request: Request, csrf: CsrfField = None) -> Response:
         gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
         if not gateway.csrf.valid(request, csrf, SIGN_OUT_PURPOSE):
             # A forged sign-out ends nothing; the person's own page still signs them out.
             return gateway.pages.render(views.csrf_page(browser_locale(request), SIGNED_OUT_ROUTE))
@@ -53,6 +42,7 @@ class SessionRoutes:
             gateway.cookies.clear(response, kind)
         return response
 
+    @route(UNSUBSCRIBE_ROUTE, "GET", check=address_limit)
     async def confirm_unsubscribe(self, request: Request, token: str) -> Response:
         """What a person (or a link scanner) opening the unsubscribe URL sees: a button.
         A GET never unsubscribes."""
@@ -62,6 +52,7 @@ class SessionRoutes:
         locale = await self.gateway.portal.patient_locale(claims.blume_patient_id)
         return self.gateway.pages.render(views.unsubscribe_page(locale, request.url.path))
 
+    @route(UNSUBSCRIBE_ROUTE, "POST", check=address_limit)
     async def unsubscribe(self, request: Request, token: str) -> Response:
         """RFC 8058 one-click: a mail client POSTs ``List-Unsubscribe=One-Click`` with no
         cookie and no CSRF token; the sealed token is the authority. Audited; 200."""
@@ -74,16 +65,13 @@ class SessionRoutes:
         return gateway.pages.render(views.unsubscribed_page(locale))
 
     async def _claims(self, request: Request, token: str) -> UnsubscribeClaims | Response:
-        """Whose emails the token names; else the page to answer (429, or 404 for a token
-        we did not seal)."""
-        gateway = self.gateway
-        if (refusal := await gateway.over_address_limit(request)) is not None:
-            return refusal
-        claims = gateway.unsubscribe.claims(token)
+        """Whose emails the token names; else the 404 page (a token we did not seal)."""
+        claims = self.gateway.unsubscribe.claims(token)
         if claims is None:
-            return gateway.pages.render(views.not_found_page(browser_locale(request)))
+            return self.gateway.pages.render(views.not_found_page(browser_locale(request)))
         return claims
 
+    @route(SIGNED_OUT_ROUTE, "GET")
     async def signed_out(self, request: Request) -> Response:
         return self.gateway.pages.render(views.signed_out_page(browser_locale(request)))
 

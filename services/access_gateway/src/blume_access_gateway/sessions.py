@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal
 
+from blume_contracts.events import AuthMethod
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.models import BrowserSession
@@ -38,31 +39,44 @@ class StartedSession:
     row: BrowserSession
 
 
-async def start_session(
-    session: AsyncSession,
-    kind: SessionKind,
-    subject: str,
-    now: datetime,
-    lifetime: timedelta,
-    *,
-    tenant_id: str | None = None,
-    use_number: int | None = None,
-    auth_method: str | None = None,
-) -> StartedSession:
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """What a session is started for: its kind, its subject (the link id, or the Blume
+    patient id) and how long it lives; for a recipient's access, also the tenant, the use
+    it was granted and how the recipient passed."""
+
+    kind: SessionKind
+    subject: str
+    lifetime: timedelta
+    tenant_id: str | None = None
+    use_number: int | None = None
+    auth_method: str | None = None
+
+
+async def start_session(session: AsyncSession, new: NewSession, now: datetime) -> StartedSession:
     session_id = secrets.token_urlsafe(32)
     row = BrowserSession(
         session_hash=_hashed(session_id),
-        kind=kind,
-        subject=subject,
-        tenant_id=tenant_id,
-        use_number=use_number,
-        auth_method=auth_method,
         started_at=now,
-        expires_at=now + lifetime,
+        expires_at=now + new.lifetime,
+        kind=new.kind,
+        subject=new.subject,
+        tenant_id=new.tenant_id,
+        use_number=new.use_number,
+        auth_method=new.auth_method,
     )
     session.add(row)
     await session.flush()
     return StartedSession(session_id, row)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSession:
+    """A recent grant in this browser: the server-side session its ``access`` cookie names."""
+
+    link_id: str
+    use_number: int
+    auth_method: AuthMethod
 
 
 async def live_session(
