@@ -57,7 +57,7 @@ from blume_share.schema import upgrade
 from blume_share.services import SERVICES
 from starlette.responses import Response
 
-from bench.harness import Isolation
+from bench.harness import DEFAULT_AMQP, DEFAULT_POSTGRES, Isolation
 from bench.throughput import product_settings
 
 BUDGET_SECONDS: Final = 1.0
@@ -339,20 +339,33 @@ async def patient_cookie(gateway: Gateway, patient: str) -> dict[str, str]:
     return {name: rest.split(";", 1)[0]}
 
 
+def start_bench() -> Isolation:
+    """How a bench of the gateway starts: the product logging only warnings (JSON), and a
+    record of what the run creates on the test services (``BLUME_TEST_POSTGRES_URL`` and
+    ``BLUME_TEST_AMQP_URL``, else the local ones), to remove it all afterwards."""
+    configure_logging("WARNING", "json")
+    return Isolation(
+        os.environ.get("BLUME_TEST_POSTGRES_URL", DEFAULT_POSTGRES),
+        os.environ.get("BLUME_TEST_AMQP_URL", DEFAULT_AMQP),
+    )
+
+
+def isolated_settings(resources: Isolation, purpose: str) -> Settings:
+    """The product's settings on a new, migrated database and a new vhost named after
+    ``purpose``; no SMTP server (nothing measured here sends an email)."""
+    database_url = resources.create_database()
+    amqp_url = resources.create_vhost(purpose)
+    upgrade(database_url)
+    return product_settings(amqp_url, database_url, "smtp://127.0.0.1:1")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=50, help="revocations and lock boxes")
     arguments = parser.parse_args()
-    configure_logging("WARNING", "json")
-    resources = Isolation(
-        os.environ.get("BLUME_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        os.environ.get("BLUME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-    )
+    resources = start_bench()
     try:
-        database_url = resources.create_database()
-        amqp_url = resources.create_vhost("gateway")
-        upgrade(database_url)
-        settings = product_settings(amqp_url, database_url, "smtp://127.0.0.1:1")
+        settings = isolated_settings(resources, "gateway")
         figures = asyncio.run(measure(settings, arguments.count))
     finally:
         resources.remove_all()

@@ -47,9 +47,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import aio_pika
 from blume_runtime.rabbit import RabbitTransport
@@ -189,28 +188,24 @@ async def measure(args: argparse.Namespace, amqp_url: str, port: int, run_pid: i
                 "run_pid": run_pid,
                 "limit": args.limit,
             }
+
+            async def shares(label: str) -> Phase:
+                return await _phase(label, transport, completed, **options)
+
             await _phase("warm-up", transport, completed, **{**options, "shares": 5})
-            quiet = await _phase("quiet", transport, completed, **options)
-            phases = [quiet]
+            phases = [await shares("quiet")]
             for label, crafted in (("plain", False), ("crafted", True)):
-                phases.append(
-                    await _flooded_phase(label, crafted, transport, completed, port, args, options)
-                )
+                phases.append(await _flooded_phase(label, crafted, port, args.flooders, shares))
         finally:
             await transport.stop()
     return phases
 
 
 async def _flooded_phase(
-    label: str,
-    crafted: bool,
-    transport: RabbitTransport,
-    completed: dict[str, float],
-    port: int,
-    args: argparse.Namespace,
-    options: dict[str, Any],
+    label: str, crafted: bool, port: int, count: int, shares: Callable[[str], Awaitable[Phase]]
 ) -> Phase:
-    """A phase of shares while ``args.flooders`` processes send big Cookie headers."""
+    """A phase of ``shares`` while ``count`` processes send big Cookie headers to the
+    gateway at ``port`` (``crafted``: the CVE-2024-7592 shape)."""
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     sent = context.Value("i", 0)
@@ -218,20 +213,20 @@ async def _flooded_phase(
     statuses = context.Queue()
     flooders = [
         context.Process(target=flood, args=(port, crafted, stop, sent, statuses, slowest))
-        for _ in range(args.flooders)
+        for _ in range(count)
     ]
     for process in flooders:
         process.start()
     try:
         while True:  # every flooder is under way before the first share
-            if sent.value >= args.flooders:
+            if sent.value >= count:
                 break
             await asyncio.sleep(0.05)
         with sent.get_lock():
             sent.value = 0
         with slowest.get_lock():
             slowest.value = 0
-        phase = await _phase(label, transport, completed, **options)
+        phase = await shares(label)
         phase.flood_requests = sent.value
     finally:
         stop.set()

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import re
 import sys
 import tempfile
@@ -33,13 +32,10 @@ from pathlib import Path
 from typing import Final
 
 import httpx
-from blume_runtime.logging import configure_logging
 from blume_runtime.settings import Settings
 from blume_share.requests import parse_requests
-from blume_share.schema import upgrade
 
-from bench.gateway_latency import start_gateway, until
-from bench.throughput import Isolation, product_settings
+from bench.gateway_latency import isolated_settings, start_bench, start_gateway, until
 from tests.pacs import Pacs, start_pacs
 
 GOAL: Final = 0.8
@@ -203,19 +199,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per mode and path")
     arguments = parser.parse_args()
-    configure_logging("WARNING", "json")
-    resources = Isolation(
-        os.environ.get("BLUME_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-        os.environ.get("BLUME_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
-    )
+    resources = start_bench()
     with tempfile.TemporaryDirectory(prefix="blume-bench-orthanc-") as home:
         pacs = start_pacs(Path(home) / "orthanc")
         try:
-            database_url = resources.create_database()
-            amqp_url = resources.create_vhost("viewer")
-            upgrade(database_url)
-            settings = product_settings(amqp_url, database_url, "smtp://127.0.0.1:1")
-            settings = settings.model_copy(
+            settings = isolated_settings(resources, "viewer").model_copy(
                 update={"tenant_policy_file": policy_file(Path(home), pacs)}
             )
             timings = asyncio.run(measure(settings, pacs, arguments.rounds))

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -41,16 +42,7 @@ from pydantic import ValidationError
 
 from blume_share import audit_operations
 from blume_share.audit_governance_cli import audit_purge, hold_app, retention_app
-from blume_share.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NO,
-    EXIT_UNAVAILABLE,
-    counted,
-    current_operator,
-    fail,
-    ready_settings,
-    run_async,
-)
+from blume_share.cli_support import Exit, counted, current_operator, fail, ready_settings, run_async
 
 audit_app = typer.Typer(
     help="Verify, query, export and report on the hash-chained audit store.",
@@ -82,7 +74,7 @@ def _audit_settings() -> AuditSettings:
     try:
         return AuditSettings()
     except ValidationError as error:
-        fail(f"invalid BLUME_AUDIT_* environment: {error}", EXIT_BAD_INPUT)
+        fail(f"invalid BLUME_AUDIT_* environment: {error}", Exit.BAD_INPUT)
 
 
 @contextmanager
@@ -119,13 +111,13 @@ def audit_verify(
     directories = checkpoints or ([configured] if configured and configured.exists() else [])
     for directory in directories:
         if not directory.is_dir():
-            fail(f"no checkpoint directory {directory}", EXIT_BAD_INPUT)
+            fail(f"no checkpoint directory {directory}", Exit.BAD_INPUT)
     try:
         report = run_async(
             audit_operations.audit_verify_against_checkpoints(settings, audit, tenant, directories)
         )
     except SigningKeyError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     for problem in report.problems:
         typer.echo(
             f"BROKEN chain={problem.chain_id} seq={problem.seq} {problem.kind}: {problem.detail}"
@@ -145,7 +137,7 @@ def audit_verify(
         f"{counted(report.checkpoints, 'signed checkpoint')}"
     )
     if not report.ok:
-        raise typer.Exit(EXIT_NO)
+        raise typer.Exit(Exit.NO)
 
 
 _TABLE_COLUMNS: Final = (
@@ -176,6 +168,20 @@ def _print_table(records: list[AuditRecord]) -> None:
         )
 
 
+def _export_filter(
+    tenant: str | None,
+    patient: str | None,
+    share_id: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> RecordFilter:
+    """What ``audit export`` selects by (``audit query`` by more): a tenant, a patient or a
+    share, a period."""
+    return RecordFilter(
+        tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
+    )
+
+
 @audit_app.command("query")
 def audit_query(
     patient: Annotated[str | None, typer.Option(help="Patient MRN.")] = None,
@@ -194,17 +200,13 @@ def audit_query(
 ) -> None:
     """Search the audit store, oldest first, one page at a time."""
     settings = ready_settings()
-    wanted = RecordFilter(
-        tenant_id=tenant,
-        patient_mrn=patient,
+    wanted = replace(
+        _export_filter(tenant, patient, share_id, since, until),
         study_uid=study_uid,
-        share_id=share_id,
         sender_user_id=sender,
         recipient_email=recipient,
         event_type=event_type,
         correlation_id=correlation_id,
-        since=since,
-        until=until,
     )
     records = run_async(
         audit_operations.audit_find(
@@ -255,9 +257,7 @@ def audit_export(
 ) -> None:
     """Export records: a FHIR R4 Bundle of AuditEvents (IHE BALP shapes), CSV or JSON Lines."""
     settings = ready_settings()
-    wanted = RecordFilter(
-        tenant_id=tenant, patient_mrn=patient, share_id=share_id, since=since, until=until
-    )
+    wanted = _export_filter(tenant, patient, share_id, since, until)
     with _output(output) as out:
         count = run_async(
             audit_operations.audit_export(
@@ -313,7 +313,7 @@ def audit_checkpoint(tenant: Tenant = None) -> None:
             audit_operations.audit_checkpoint_now(settings, _audit_settings(), tenant)
         )
     except SigningKeyError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     for checkpoint in made:
         typer.echo(f"checkpoint chain={checkpoint.chain_id} seq={checkpoint.seq}")
     typer.echo(
@@ -337,7 +337,7 @@ def audit_api_token(
 ) -> None:
     """Print a new API token (stdout, give it to the client) and its configuration entry."""
     if ":" in label or "," in label or not label.strip():
-        fail("the label must be non-empty, without ':' or ','", EXIT_BAD_INPUT)
+        fail("the label must be non-empty, without ':' or ','", Exit.BAD_INPUT)
     token = new_token()
     typer.echo(token)
     typer.echo(f"add to BLUME_AUDIT_API_TOKENS: {label}:{hash_token(token)}", err=True)
@@ -355,9 +355,9 @@ def audit_serve_api(
     audit = _audit_settings()
     try:
         if not token_hashes(audit):
-            fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", EXIT_BAD_INPUT)
+            fail("no API tokens configured: set BLUME_AUDIT_API_TOKENS", Exit.BAD_INPUT)
     except TokenConfigError as error:
-        fail(str(error), EXIT_BAD_INPUT)
+        fail(str(error), Exit.BAD_INPUT)
     uvicorn.run(create_app(settings, audit, settings.service_database(NAME)), host=host, port=port)
 
 

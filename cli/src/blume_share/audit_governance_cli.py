@@ -13,7 +13,7 @@ from blume_audit_sink import PurgeRefusedError
 from blume_runtime.db import as_utc
 
 from blume_share import audit_operations
-from blume_share.cli_support import EXIT_NO, counted, fail, ready_settings, run_async
+from blume_share.cli_support import Exit, counted, fail, ready_settings, run_async
 
 retention_app = typer.Typer(help="Retention periods per tenant.", no_args_is_help=True)
 hold_app = typer.Typer(help="Legal holds: records no purge may touch.", no_args_is_help=True)
@@ -56,7 +56,7 @@ def hold_release(
     try:
         run_async(audit_operations.audit_release_hold(ready_settings(), hold_id, reason))
     except LookupError as error:
-        fail(str(error), EXIT_NO)
+        fail(str(error), Exit.NO)
     typer.echo(f"released {hold_id}")
 
 
@@ -86,9 +86,9 @@ def audit_purge(
             audit_operations.audit_purge(ready_settings(), tenant, dry_run=dry_run)
         )
     except PurgeRefusedError as error:
-        fail(f"purge refused: {error}", EXIT_NO)
+        fail(f"purge refused: {error}", Exit.NO)
     if plan.through_seq is None:
-        fail(f"nothing to purge for {tenant}: {plan.reason}", EXIT_NO)
+        fail(f"nothing to purge for {tenant}: {plan.reason}", Exit.NO)
     verb = "would purge" if dry_run else "purged"
     typer.echo(
         f"{verb} {tenant} seq {plan.after_seq + 1}..{plan.through_seq}"

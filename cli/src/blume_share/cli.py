@@ -27,9 +27,7 @@ from blume_share import operations
 from blume_share.audit_cli import audit_app
 from blume_share.broker_cli import broker_app
 from blume_share.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NO,
-    EXIT_UNAVAILABLE,
+    Exit,
     counted,
     current_operator,
     fail,
@@ -55,11 +53,11 @@ def _read_requests(source: str) -> list[Any]:
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as error:
-        fail(f"cannot read {source}: {error.strerror}", EXIT_BAD_INPUT)
+        fail(f"cannot read {source}: {error.strerror}", Exit.BAD_INPUT)
     try:
         return parse_requests(text)
     except RequestFileError as error:
-        fail(f"{source}: {error}", EXIT_BAD_INPUT)
+        fail(f"{source}: {error}", Exit.BAD_INPUT)
 
 
 @app.command()
@@ -87,24 +85,24 @@ def run(
     if unknown:
         fail(f"unknown service {', '.join(unknown)}; known: {', '.join(RUNNABLE)}", 2)
     if until_idle and not settings.embedded_broker:
-        fail("--until-idle needs the embedded default (unset BLUME_AMQP_URL)", EXIT_BAD_INPUT)
+        fail("--until-idle needs the embedded default (unset BLUME_AMQP_URL)", Exit.BAD_INPUT)
     requests = _read_requests(send) if send else []
     if example:
         requests += parse_requests(_bundled_example())
     try:
         operations.require_current_schema(settings, names)
     except operations.SchemaNotCurrentError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     except SQLAlchemyError as error:
-        fail(f"database unreachable: {error}", EXIT_UNAVAILABLE)
+        fail(f"database unreachable: {error}", Exit.UNAVAILABLE)
     if log is not None and not until_idle:
         typer.echo(f"running {', '.join(names)} on the embedded default; logs: {log}")
     try:
         report = run_async(operations.run(settings, names, requests, until_idle=until_idle))
     except GatewayConfigError as error:
-        fail(f"access gateway: {error}", EXIT_UNAVAILABLE)
+        fail(f"access gateway: {error}", Exit.UNAVAILABLE)
     except (OpsPortInUseError, BrokerIdentityError) as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     if report is not None:
         _report_idle_run(report, settings, log)
 
@@ -134,10 +132,10 @@ def _report_idle_run(report: operations.IdleReport, settings: Settings, log: Pat
     if unfinished:
         fail(
             f"{len(unfinished)} of {counted(len(report.shares), 'share')} did not complete",
-            EXIT_NO,
+            Exit.NO,
         )
     if not report.audit.ok:
-        raise typer.Exit(EXIT_NO)
+        raise typer.Exit(Exit.NO)
 
 
 def _outcome_text(share: operations.ShareOutcome) -> str:
@@ -176,7 +174,7 @@ def status(
     settings = ready_settings()
     fields = run_async(operations.share_status(settings, share_id, current_operator(settings)))
     if fields is None:
-        fail(f"no share {share_id}", EXIT_NO)
+        fail(f"no share {share_id}", Exit.NO)
     if as_json:
         typer.echo(json.dumps(fields))
         return
@@ -209,9 +207,9 @@ def revoke(
     settings = ready_settings()
     share = run_async(operations.share_status(settings, share_id, None))
     if share is None:
-        fail(f"no share {share_id}", EXIT_NO)
+        fail(f"no share {share_id}", Exit.NO)
     if share["state"] == operations.PROCESSING:
-        fail(f"share {share_id} is still being processed; revoke it once it has a state", EXIT_NO)
+        fail(f"share {share_id} is still being processed; revoke it once it has a state", Exit.NO)
     if share["state"] == "revoked":
         typer.echo(f"share {share_id} was already revoked")
         return
@@ -227,7 +225,7 @@ def revoke(
     elapsed_ms = round((time.monotonic() - started) * 1000)
     if done is None or done.state.value != "revoked":
         state = done.state.value if done else "gone"
-        fail(f"share {share_id} is {state} after {elapsed_ms} ms; not revoked", EXIT_NO)
+        fail(f"share {share_id} is {state} after {elapsed_ms} ms; not revoked", Exit.NO)
     typer.echo(f"share {share_id} revoked in {elapsed_ms} ms")
 
 
@@ -240,7 +238,7 @@ def migrate() -> None:
     try:
         upgrade(settings.database, role_prefix=settings.database_role_prefix)
     except SQLAlchemyError as error:
-        fail(f"migration failed: {error}", EXIT_UNAVAILABLE)
+        fail(f"migration failed: {error}", Exit.UNAVAILABLE)
     typer.echo("database schema is up to date")
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import pwd
 import socket
+from enum import IntEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,9 +19,15 @@ from blume_share import operations
 from blume_share.logfiles import start_logging
 from blume_share.state_dir import secure_state_dir
 
-EXIT_NO = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNAVAILABLE = 3
+
+class Exit(IntEnum):
+    """What ``blume-share`` exits with, beside 0."""
+
+    NO = 1
+    """The answer is no: a rejected share, a failed verification, nothing found."""
+    BAD_INPUT = 2
+    UNAVAILABLE = 3
+    """A service the command needs does not answer (the runtime exits with it too)."""
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
@@ -50,7 +57,7 @@ def load_settings_and_log() -> tuple[Settings, Path | None]:
     try:
         settings = Settings()
     except ValidationError as error:
-        fail(f"invalid BLUME_* environment: {error}", EXIT_BAD_INPUT)
+        fail(f"invalid BLUME_* environment: {error}", Exit.BAD_INPUT)
     secure_state_dir(settings)
     return settings, start_logging(settings)
 
@@ -69,8 +76,8 @@ def run_async(coroutine: Any) -> Any:
     try:
         return asyncio.run(coroutine)
     except (ConnectionError, OSError, TimeoutError) as error:
-        fail(f"service unreachable: {error}", EXIT_UNAVAILABLE)
+        fail(f"service unreachable: {error}", Exit.UNAVAILABLE)
     except Exception as error:
         if type(error).__module__.startswith(("sqlalchemy", "aiormq", "aio_pika", "psycopg")):
-            fail(f"service unreachable or misconfigured: {error}", EXIT_UNAVAILABLE)
+            fail(f"service unreachable or misconfigured: {error}", Exit.UNAVAILABLE)
         raise

@@ -17,15 +17,7 @@ from blume_runtime.dead_letters import (
 )
 from blume_runtime.settings import Settings
 
-from blume_share.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_UNAVAILABLE,
-    counted,
-    current_operator,
-    fail,
-    load_settings,
-    run_async,
-)
+from blume_share.cli_support import Exit, counted, current_operator, fail, load_settings, run_async
 from blume_share.services import WORKERS
 
 dlq_app = typer.Typer(
@@ -43,7 +35,7 @@ AllOption = Annotated[bool, typer.Option("--all", help="Every message in the que
 def _rabbit_settings() -> tuple[Settings, str]:
     settings = load_settings()
     if settings.amqp_url is None:
-        fail("dead-letter queues live on RabbitMQ: set BLUME_AMQP_URL", EXIT_BAD_INPUT)
+        fail("dead-letter queues live on RabbitMQ: set BLUME_AMQP_URL", Exit.BAD_INPUT)
     return settings, settings.amqp_url.get_secret_value()
 
 
@@ -88,7 +80,7 @@ def _selection(
 ) -> Selection:
     chosen = [name for name, given in (("--id", ids), ("--type", types), ("--all", every)) if given]
     if len(chosen) != 1:
-        fail("choose exactly one of --id, --type or --all", EXIT_BAD_INPUT)
+        fail("choose exactly one of --id, --type or --all", Exit.BAD_INPUT)
     by: Literal["id", "type", "all"] = "id" if ids else "type" if types else "all"
     return Selection(by, tuple(ids or types or ()), limit)
 
@@ -99,7 +91,7 @@ def _act(
     selection: Selection,
 ) -> Outcome:
     if service not in WORKERS:
-        fail(f"unknown service {service}; known: {', '.join(WORKERS)}", EXIT_BAD_INPUT)
+        fail(f"unknown service {service}; known: {', '.join(WORKERS)}", Exit.BAD_INPUT)
     settings, url = _rabbit_settings()
     try:
         outcome: Outcome = run_async(
@@ -113,7 +105,7 @@ def _act(
             )
         )
     except NotOpsUserError as error:
-        fail(str(error), EXIT_UNAVAILABLE)
+        fail(str(error), Exit.UNAVAILABLE)
     return outcome
 
 

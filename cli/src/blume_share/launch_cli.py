@@ -13,7 +13,7 @@ from blume_access_gateway import create_launch_client, launch_clients, revoke_la
 from blume_runtime.db import utcnow
 
 from blume_share import operations
-from blume_share.cli_support import EXIT_BAD_INPUT, EXIT_NO, fail, ready_settings, run_async
+from blume_share.cli_support import Exit, fail, ready_settings, run_async
 
 launch_client_app = typer.Typer(
     help="Launch clients: upstream backends allowed to open the sender's sharing page.",
@@ -66,7 +66,7 @@ def revoke(client_id: Annotated[str, typer.Argument(help="The client's id (lcl_.
             return await revoke_launch_client(session, client_id, utcnow())
 
     if not run_async(run()):
-        fail(f"no launch client {client_id}", EXIT_NO)
+        fail(f"no launch client {client_id}", Exit.NO)
     typer.echo(f"launch client {client_id} revoked")
 
 
@@ -91,13 +91,13 @@ def launch(
     try:
         from blume_share_client import BlumeShareError, LaunchClient
     except ImportError:
-        fail("blume-share launch needs the upstream client library (blume-share-client)", EXIT_NO)
+        fail("blume-share launch needs the upstream client library (blume-share-client)", Exit.NO)
     try:
         body = json.loads(request.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        fail(f"cannot read the launch body: {type(error).__name__}", EXIT_BAD_INPUT)
+        fail(f"cannot read the launch body: {type(error).__name__}", Exit.BAD_INPUT)
     if not isinstance(body, dict) or not token:
-        fail("need a JSON object and BLUME_LAUNCH_CLIENT_TOKEN (or --token)", EXIT_BAD_INPUT)
+        fail("need a JSON object and BLUME_LAUNCH_CLIENT_TOKEN (or --token)", Exit.BAD_INPUT)
     try:
         with LaunchClient(api_url, token) as client:
             created = client.create_launch(
@@ -108,7 +108,7 @@ def launch(
                 locale=body.get("locale", "en-CA"),
             )
     except BlumeShareError as error:
-        fail(str(error), EXIT_NO)
+        fail(str(error), Exit.NO)
     typer.echo(created.launch_url)
     if open_browser:
         webbrowser.open_new(created.launch_url)

@@ -22,8 +22,7 @@ from blume_runtime.settings import Settings
 
 from blume_share import operations
 from blume_share.cli_support import (
-    EXIT_BAD_INPUT,
-    EXIT_NO,
+    Exit,
     counted,
     current_operator,
     fail,
@@ -85,11 +84,11 @@ def import_file(
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except OSError as error:
-        fail(f"cannot read {source}: {error.strerror}", EXIT_BAD_INPUT)
+        fail(f"cannot read {source}: {error.strerror}", Exit.BAD_INPUT)
     try:
         records = parse_accounts(text)
     except ImportFileError as error:
-        fail(f"{source}: {error}", EXIT_BAD_INPUT)
+        fail(f"{source}: {error}", Exit.BAD_INPUT)
     operations.prepare_embedded(settings)
     created, updated = run_async(_import(settings, records))
     typer.echo(f"{counted(created, 'account')} created, {updated} updated")
@@ -104,7 +103,7 @@ def show(
     settings = ready_settings()
     account = run_async(_show(settings, blume_patient_id))
     if account is None:
-        fail(f"no account {blume_patient_id}", EXIT_NO)
+        fail(f"no account {blume_patient_id}", Exit.NO)
     if as_json:
         typer.echo(json.dumps(account))
         return

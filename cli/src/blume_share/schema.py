@@ -31,7 +31,9 @@ SERVICE_TABLES: Final[Mapping[str, tuple[type[SQLModel], ...]]] = {
     publisher.NAME: publisher.TABLES,
     access_gateway.NAME: access_gateway.TABLES,
 }
-"""Each service (its schema's name) and its tables; each has ``RUNTIME_TABLES`` besides."""
+"""Each service (its schema's name) and its tables (its ``TABLES``); each has
+``RUNTIME_TABLES`` besides. The migrations create them in that schema, and the schema check
+compares them with the database."""
 
 DEFAULT_ROLE_PREFIX: Final = "blume_"
 

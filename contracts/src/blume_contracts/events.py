@@ -101,6 +101,13 @@ class PatientAccountRef(Contract):
     blume_patient_id: Identifier
 
 
+_MISSING_AUDIENCE: Final[dict[ShareMethod, str]] = {
+    "external_link": "an external_link share needs a recipient",
+    "blume": "a blume share needs a patient_account",
+}
+"""Why a request cannot be shared by its method: nobody it could reach is named."""
+
+
 class StudySendRequested(Contract):
     """A user of OmegaAI asked to share a study (the only event upstream publishes)."""
 
@@ -120,10 +127,9 @@ class StudySendRequested(Contract):
 
     @model_validator(mode="after")
     def _audience_matches_method(self) -> Self:
-        if self.method == "external_link" and self.recipient is None:
-            raise ValueError("an external_link share needs a recipient")
-        if self.method == "blume" and self.patient_account is None:
-            raise ValueError("a blume share needs a patient_account")
+        audience = self.recipient if self.method == "external_link" else self.patient_account
+        if audience is None:
+            raise ValueError(_MISSING_AUDIENCE[self.method])
         return self
 
 
@@ -351,14 +357,21 @@ class ShareFailed(Contract):
 WithholdReason = Literal["consent_directive", "patient_not_enrolled", "patient_mismatch"]
 
 
-class BlumeStudy(Contract):
+class StudySummary(Contract):
+    """What the patient's portal page shows of a record entry."""
+
+    study_date: date | None = phi(default=None)
+    modalities: Modalities = Field(default_factory=list)
+    description: StudyDescription | None = phi(default=None)
+
+
+# The summary the portal shows, and which study of which patient it is. (The docstring is
+# the schema's description: the artefacts would change with it.)
+class BlumeStudy(StudySummary):
     """What the patient record needs of a study: enough for a FHIR ImagingStudy, no more."""
 
     study_instance_uid: DicomUid = phi()
     patient_mrn: Identifier = phi()
-    study_date: date | None = phi(default=None)
-    modalities: Modalities = Field(default_factory=list)
-    description: StudyDescription | None = phi(default=None)
 
 
 class ShareBlumeRequested(Contract):
@@ -366,14 +379,6 @@ class ShareBlumeRequested(Contract):
     tenant_id: Identifier
     blume_patient_id: Identifier
     study: BlumeStudy
-
-
-class StudySummary(Contract):
-    """What the patient's portal page shows of a record entry."""
-
-    study_date: date | None = phi(default=None)
-    modalities: Modalities = Field(default_factory=list)
-    description: StudyDescription | None = phi(default=None)
 
 
 class ShareBlumePublished(Contract):

@@ -1,4 +1,10 @@
-"""The hash chain on the embedded SQLite store: append, dedupe, secrets, tenants, verify, query."""
+"""The hash chain on the embedded SQLite store: append, dedupe, secrets, tenants, verify, query.
+
+Over 400 lines on purpose: every test here walks one chain built from the same sample
+share's events (the constants and the append/read helpers at the top), so hashing,
+appending, verifying and querying are checked against one story; split apart, each file
+would need its own copy of that story.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ harmless: the dispatcher makes one share of one (source, id).
 from __future__ import annotations
 
 import threading
-from typing import Any, Final
+from typing import Any, Final, TypedDict, Unpack
 
 from amqp.exceptions import AMQPError, MessageNacked
 from blume_contracts.envelope import CONTENT_TYPE, EXCHANGE, CloudEvent
@@ -37,6 +37,23 @@ PERSISTENT: Final = 2
 # a bytes body "binary".
 IDENTITY: Final = "identity"
 _PUBLISH_FAILURES: Final = (KombuError, AMQPError, MessageNacked, OSError)
+_EVERY_PUBLISH: Final[dict[str, Any]] = {
+    "exchange": EXCHANGE,
+    "mandatory": True,  # unroutable (no queue bound) is an error, not a silent drop
+    "delivery_mode": PERSISTENT,
+    "content_type": CONTENT_TYPE,
+    "content_encoding": IDENTITY,
+    "retry": True,
+}
+"""What kombu is told for every message, beside its routing key and the retry budget."""
+
+
+class EventIds(TypedDict, total=False):
+    """The envelope ids a caller may choose for a request: ``event_id`` to send the same
+    request again after a ``PublishError``, ``correlation_id`` to tie it to its own."""
+
+    event_id: str | None
+    correlation_id: str | None
 
 
 class ShareClient(Closing):
@@ -70,13 +87,7 @@ class ShareClient(Closing):
         self._connection: Connection | None = None
         self._producer: Producer | None = None
 
-    def send(
-        self,
-        request: SendRequest,
-        *,
-        event_id: str | None = None,
-        correlation_id: str | None = None,
-    ) -> str:
+    def send(self, request: SendRequest, **ids: Unpack[EventIds]) -> str:
         """Validate, publish and return the id of the share the dispatcher will make.
 
         ``request`` is bare ``study.send.requested`` data (wrapped in a fresh envelope; pass
@@ -84,9 +95,7 @@ class ShareClient(Closing):
         ``correlation_id`` to tie it to your own request id) or a whole CloudEvent.
         Raises ``InvalidRequestError`` (nothing sent) or ``PublishError``.
         """
-        event = send_event(
-            request, source=self._source, event_id=event_id, correlation_id=correlation_id
-        )
+        event = send_event(request, source=self._source, **ids)
         share_id = share_id_for(event)
         self._publish(event, share_id)
         return share_id
@@ -98,8 +107,7 @@ class ShareClient(Closing):
         tenant_id: str,
         requested_by: str,
         reason: str | None = None,
-        event_id: str | None = None,
-        correlation_id: str | None = None,
+        **ids: Unpack[EventIds],
     ) -> str:
         """Ask for ``share_id`` to end (its link stops working, its Blume entry is hidden);
         return the request's event id. ``share.revoked`` follows on the outcome queue."""
@@ -109,8 +117,7 @@ class ShareClient(Closing):
             requested_by=requested_by,
             reason=reason,
             source=self._source,
-            event_id=event_id,
-            correlation_id=correlation_id,
+            **ids,
         )
         self._publish(event, share_id)
         return event.id
@@ -128,15 +135,10 @@ class ShareClient(Closing):
                 producer = self._producer or self._connect()
                 producer.publish(
                     event_body(event),
-                    exchange=EXCHANGE,
                     routing_key=event.type,
-                    mandatory=True,
-                    delivery_mode=PERSISTENT,
-                    content_type=CONTENT_TYPE,
-                    content_encoding=IDENTITY,
-                    retry=True,
                     retry_policy={"max_retries": self._max_retries, "interval_max": 5},
                     confirm_timeout=self._confirm_timeout,
+                    **_EVERY_PUBLISH,
                     **properties,
                 )
             except _PUBLISH_FAILURES as error:

@@ -70,8 +70,8 @@ TABLES: Final = (
     AuditRetention,
     AuditLegalHold,
 )
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
+"""The audit store (records and chain heads), its staging, checkpoints, purges, retention and
+legal holds: this service's tables, in its schema (``NAME``)."""
 
 __all__ = [
     "AUDIT_LOG_READ_TYPE",

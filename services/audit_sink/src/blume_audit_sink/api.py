@@ -19,7 +19,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -159,6 +159,55 @@ async def audited_read(
     log.info("audit API used", api_client=caller.label, path=request.url.path)
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which page of the matching records: ``limit`` of them, after the first ``offset``."""
+
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
+    offset: Annotated[int, Query(ge=0)] = 0
+
+
+_FILTER_NAMES: Final = {"tenant": "tenant_id", "sender": "sender_user_id", "type": "event_type"}
+"""The query parameters that ``RecordFilter`` names otherwise; the rest are its own names."""
+
+
+@dataclass(frozen=True, slots=True)
+class FhirRecordQuery:
+    """The FHIR export's filters, as query parameters: one tenant's records, of a patient
+    or a share, in a period."""
+
+    tenant: str
+    patient_mrn: str | None = None
+    share_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def record_filter(self) -> RecordFilter:
+        given = asdict(self).items()
+        return RecordFilter(**{_FILTER_NAMES.get(name, name): value for name, value in given})
+
+    def asked(self, page: Page) -> dict[str, Any]:
+        """The query as the audit record of the read keeps it (the tenant is the chain)."""
+        filters = {name: value for name, value in asdict(self).items() if name != "tenant"}
+        return {**_jsonable(filters), **asdict(page)}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQuery(FhirRecordQuery):
+    """``/v1/records``' filters: the FHIR export's, and the study, the sender's user id,
+    the recipient's address and the event type."""
+
+    study_uid: str | None = None
+    sender: str | None = None
+    recipient_email: str | None = None
+    type: str | None = None
+
+
+FhirQuery = Annotated[FhirRecordQuery, Depends()]
+RecordsQuery = Annotated[RecordQuery, Depends()]
+PageQuery = Annotated[Page, Depends()]
+
+
 def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> FastAPI:
     """The API over the audit schema of the database at ``database_url``; tokens from
     ``audit``. The API is the audit sink's: ``BLUME_AUDIT_SINK_DATABASE_URL``, read only."""
@@ -187,40 +236,20 @@ def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> F
 
     @app.get("/v1/records")
     async def records(
-        request: Request,
-        caller: Caller,
-        tenant: str,
-        patient_mrn: str | None = None,
-        study_uid: str | None = None,
-        share_id: str | None = None,
-        sender: str | None = None,
-        recipient_email: str | None = None,
-        event_type: Annotated[str | None, Query(alias="type")] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        request: Request, caller: Caller, query: RecordsQuery, page: PageQuery
     ) -> dict[str, Any]:
         """Audit records of one tenant, filtered, oldest first, one page at a time."""
-        wanted = RecordFilter(
-            tenant_id=tenant,
-            patient_mrn=patient_mrn,
-            study_uid=study_uid,
-            share_id=share_id,
-            sender_user_id=sender,
-            recipient_email=recipient_email,
-            event_type=event_type,
-            since=since,
-            until=until,
-        )
-        filters = {**_as_query(wanted), "limit": limit, "offset": offset}
-        async with audited_read(request, caller, tenant, filters) as (session, outcome):
+        limit, offset = page.limit, page.offset
+        async with audited_read(request, caller, query.tenant, query.asked(page)) as (
+            session,
+            outcome,
+        ):
             # One more than asked tells whether another page exists.
-            found = await find(session, wanted, limit=limit + 1, offset=offset)
-            page = found[:limit]
-            outcome["returned"] = len(page)
+            found = await find(session, query.record_filter(), limit=limit + 1, offset=offset)
+            shown = found[:limit]
+            outcome["returned"] = len(shown)
         return {
-            "records": [record_as_json(record) for record in page],
+            "records": [record_as_json(record) for record in shown],
             "limit": limit,
             "offset": offset,
             "next_offset": offset + limit if len(found) > limit else None,
@@ -240,26 +269,16 @@ def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> F
         return report.as_json()
 
     @app.get("/v1/fhir/AuditEvent")
-    async def fhir(
-        request: Request,
-        caller: Caller,
-        tenant: str,
-        patient_mrn: str | None = None,
-        share_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
-    ) -> Response:
+    async def fhir(request: Request, caller: Caller, query: FhirQuery, page: PageQuery) -> Response:
         """A page of records as a FHIR R4 Bundle of AuditEvent resources."""
-        wanted = RecordFilter(
-            tenant_id=tenant, patient_mrn=patient_mrn, share_id=share_id, since=since, until=until
-        )
-        filters = {**_as_query(wanted), "limit": limit, "offset": offset}
-        async with audited_read(request, caller, tenant, filters) as (session, outcome):
-            page = await find(session, wanted, limit=limit, offset=offset)
-            outcome["returned"] = len(page)
-        return Response(fhir_json(fhir_bundle(page)), media_type=FHIR_JSON)
+        async with audited_read(request, caller, query.tenant, query.asked(page)) as (
+            session,
+            outcome,
+        ):
+            wanted = query.record_filter()
+            shown = await find(session, wanted, limit=page.limit, offset=page.offset)
+            outcome["returned"] = len(shown)
+        return Response(fhir_json(fhir_bundle(shown)), media_type=FHIR_JSON)
 
     @app.get("/v1/verify")
     async def verify(request: Request, caller: Caller, tenant: str) -> dict[str, Any]:
@@ -282,18 +301,3 @@ def create_app(settings: Settings, audit: AuditSettings, database_url: str) -> F
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
-
-
-def _as_query(wanted: RecordFilter) -> dict[str, Any]:
-    return _jsonable(
-        {
-            "patient_mrn": wanted.patient_mrn,
-            "study_uid": wanted.study_uid,
-            "share_id": wanted.share_id,
-            "sender": wanted.sender_user_id,
-            "recipient_email": wanted.recipient_email,
-            "type": wanted.event_type,
-            "since": wanted.since,
-            "until": wanted.until,
-        }
-    )

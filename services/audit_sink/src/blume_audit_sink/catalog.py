@@ -23,6 +23,20 @@ BLUME_EVENT_CODES: Final = "urn:blume-share:audit-event-type"
 """Our own code system, for the generic code of types the table does not know."""
 
 
+@dataclass(frozen=True, slots=True)
+class Code:
+    """One coded concept: its code system (``DCM``, FHIR's, or ours), the code, its display."""
+
+    system: str
+    code: str
+    display: str
+
+    @property
+    def token(self) -> str:
+        """The FHIR token spelling, ``system|code``, as the record stores it."""
+        return f"{self.system}|{self.code}"
+
+
 class Action(StrEnum):
     CREATE = "C"
     READ = "R"
@@ -44,18 +58,6 @@ class Purpose(StrEnum):
     """HL7 v3 PurposeOfUse codes, for the disclosure report and AuditEvent.purposeOfEvent."""
 
     TREATMENT = "TREAT"
-
-
-@dataclass(frozen=True, slots=True)
-class Code:
-    system: str
-    code: str
-    display: str
-
-    @property
-    def token(self) -> str:
-        """The FHIR token spelling, ``system|code``, as the record stores it."""
-        return f"{self.system}|{self.code}"
 
 
 EXPORT = Code(DCM, "110106", "Export")

@@ -10,6 +10,16 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding. ``detail`` holds sequence numbers and hashes only, never PHI."""
+
+    chain_id: str
+    seq: int
+    kind: ProblemKind
+    detail: str
+
+
 class ProblemKind(StrEnum):
     HASH_MISMATCH = "hash_mismatch"
     """The row's columns no longer produce its hash: it was edited."""
@@ -29,13 +39,3 @@ class ProblemKind(StrEnum):
     """A checkpoint's signature, key or link to the previous checkpoint does not hold."""
     PURGE_UNANCHORED = "purge_unanchored"
     """Rows were removed as purged, but no valid checkpoint vouches for where they ended."""
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One finding. ``detail`` holds sequence numbers and hashes only, never PHI."""
-
-    chain_id: str
-    seq: int
-    kind: ProblemKind
-    detail: str

@@ -69,19 +69,17 @@ async def place_hold(
     session: AsyncSession, chain_id: str, patient_mrn: str | None, reason: str, by: str
 ) -> str:
     """Hold a tenant's records (or one patient's): no purge touches them until released."""
-    hold_id = f"hold_{uuid.uuid4().hex}"
-    session.add(
-        AuditLegalHold(
-            hold_id=hold_id,
-            action=PLACE,
-            chain_id=chain_id,
-            patient_mrn=patient_mrn,
-            reason=reason,
-            by=by,
-        )
+    hold = AuditLegalHold(
+        hold_id=f"hold_{uuid.uuid4().hex}",
+        action=PLACE,
+        chain_id=chain_id,
+        patient_mrn=patient_mrn,
+        reason=reason,
+        by=by,
     )
+    session.add(hold)
     await session.flush()
-    return hold_id
+    return hold.hold_id
 
 
 async def release_hold(session: AsyncSession, hold_id: str, reason: str, by: str) -> None:

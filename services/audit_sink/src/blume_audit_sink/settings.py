@@ -10,11 +10,12 @@ from pathlib import Path
 
 from blume_runtime.settings import Settings
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 
 class AuditSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BLUME_", extra="ignore")
+    # Read as the runtime's settings are: ``BLUME_*``, other variables ignored.
+    model_config = Settings.model_config
 
     audit_signing_key: SecretStr | None = None
     """Ed25519 private key for checkpoints: PEM (PKCS#8) or base64 of the 32-byte seed."""

@@ -18,8 +18,7 @@ from blume_publisher.models import PatientAccount, RecordEntry
 from blume_publisher.service import NAME, build
 
 TABLES: Final = (PatientAccount, RecordEntry)
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
+"""The accounts and their record entries: this service's tables, in its schema (``NAME``)."""
 
 __all__ = [
     "NAME",

@@ -83,18 +83,11 @@ class ImportResult:
 
 
 def account_event(account: PatientAccount) -> PatientAccountUpdated:
-    """What the other services learn of an account (their projections' only source)."""
-    return PatientAccountUpdated(
-        blume_patient_id=account.blume_patient_id,
-        tenant_id=account.tenant_id,
-        mrn=account.mrn,
-        email=account.email,
-        locale=narrow_locale(account.locale),
-        email_notifications=account.email_notifications,
-        status=account.status.value,
-        withhold_portal=account.withhold_portal,
-        withhold_external_links=account.withhold_external_links,
-        updated_at=account.updated_at,
+    """What the other services learn of an account (their projections' only source): the
+    account's columns of the same names, its locale narrowed to one the emails are written in."""
+    columns = account.model_dump(include=set(PatientAccountUpdated.model_fields), mode="json")
+    return PatientAccountUpdated.model_validate(
+        {**columns, "locale": narrow_locale(account.locale)}
     )
 
 

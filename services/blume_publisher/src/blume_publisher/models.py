@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from blume_runtime.db import timestamp_column
-from sqlalchemy import JSON, Enum, Index, UniqueConstraint
+from sqlalchemy import JSON, Enum, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -35,8 +35,6 @@ def _text_enum(enum: type[StrEnum], length: int) -> Any:
 
 class PatientAccount(SQLModel, table=True):
     __tablename__ = "blume_patient_accounts"
-    # The dispatcher looks accounts up by MRN to honour the lock box on external shares.
-    __table_args__ = (Index("ix_blume_patient_accounts_tenant_mrn", "tenant_id", "mrn"),)
 
     blume_patient_id: str = Field(primary_key=True, max_length=64)
     tenant_id: str = Field(max_length=64)

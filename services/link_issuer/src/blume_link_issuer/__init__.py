@@ -9,7 +9,6 @@ from blume_link_issuer.models import SecureLink
 from blume_link_issuer.service import NAME, build
 
 TABLES: Final = (SecureLink,)
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
+"""The secure links: this service's table, in its schema (``NAME``)."""
 
 __all__ = ["NAME", "TABLES", "build"]

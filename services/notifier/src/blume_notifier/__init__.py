@@ -9,7 +9,6 @@ from blume_notifier.models import Notification
 from blume_notifier.service import NAME, build
 
 TABLES: Final = (Notification,)
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
+"""The record of each email sent: this service's table, in its schema (``NAME``)."""
 
 __all__ = ["NAME", "TABLES", "build"]

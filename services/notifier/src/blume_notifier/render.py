@@ -16,7 +16,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, parseaddr
-from typing import Any, Final
+from typing import Any, Final, NotRequired, TypedDict, Unpack
 
 from blume_contracts.display import DEFAULT_TIME_ZONE, display_name, format_moment
 from blume_contracts.events import (
@@ -109,16 +109,23 @@ def link_message_id(share_id: str, mail_from: str) -> str:
     return message_id_for(share_id, "link", mail_from)
 
 
+class Stamp(TypedDict):
+    """What every email of ours is stamped with: its From, its Message-ID and, unless it is
+    now, its Date."""
+
+    mail_from: str
+    message_id: str
+    sent_at: NotRequired[datetime | None]
+
+
 def compose(
     rendered: RenderedEmail,
     *,
     to: Address,
-    mail_from: str,
-    message_id: str,
     locale: Locale,
     link: str | None,
     reply_to: Address | None = None,
-    sent_at: datetime | None = None,
+    **stamp: Unpack[Stamp],
 ) -> EmailMessage:
     """A multipart/alternative email (text, then HTML) with headers built safely.
 
@@ -128,13 +135,13 @@ def compose(
     if link is not None and not link.startswith(("https://", "http://")):
         raise ValueError("the link must be an absolute http(s) URL")
     message = EmailMessage(policy=SMTP)
-    message["From"] = mail_from
+    message["From"] = stamp["mail_from"]
     message["To"] = to
     if reply_to is not None:
         message["Reply-To"] = reply_to
     message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(sent_at or datetime.now(UTC))
-    message["Message-ID"] = message_id
+    message["Date"] = format_datetime(stamp.get("sent_at") or datetime.now(UTC))
+    message["Message-ID"] = stamp["message_id"]
     message["Auto-Submitted"] = "auto-generated"
     # Stops Exchange and Outlook from answering with out-of-office replies.
     message["X-Auto-Response-Suppress"] = "All"
@@ -159,11 +166,9 @@ def build_link_email(
     event_data: ShareLinkIssued,
     link: str,
     *,
-    mail_from: str,
-    message_id: str,
-    sent_at: datetime | None = None,
     sender_domains: Collection[str] = (),
     time_zone: str = DEFAULT_TIME_ZONE,
+    **stamp: Unpack[Stamp],
 ) -> EmailMessage:
     """The "a study was shared with you" email to an external recipient; Reply-To the
     sender only when the sender's address is in the tenant's ``sender_domains``."""
@@ -177,11 +182,9 @@ def build_link_email(
             if in_domains(event_data.sender.email, sender_domains)
             else None
         ),
-        mail_from=mail_from,
-        message_id=message_id,
         locale=event_data.locale,
         link=link,
-        sent_at=sent_at,
+        **stamp,
     )
 
 
@@ -189,10 +192,8 @@ def build_blume_email(
     event_data: ShareBlumePublished,
     portal_link: str,
     *,
-    mail_from: str,
-    message_id: str,
-    sent_at: datetime | None = None,
     unsubscribe: str | None = None,
+    **stamp: Unpack[Stamp],
 ) -> EmailMessage:
     """The "Step into Blume" email to the patient, in the patient's locale.
 
@@ -203,11 +204,9 @@ def build_blume_email(
     message = compose(
         render_blume_email(event_data.locale, portal_link),
         to=Address(addr_spec=event_data.patient_email),
-        mail_from=mail_from,
-        message_id=message_id,
         locale=event_data.locale,
         link=portal_link,
-        sent_at=sent_at,
+        **stamp,
     )
     if unsubscribe is not None:
         message["List-Unsubscribe"] = f"<{unsubscribe}>"
@@ -215,13 +214,7 @@ def build_blume_email(
     return message
 
 
-def build_link_locked_email(
-    event_data: ShareLinkLocked,
-    *,
-    mail_from: str,
-    message_id: str,
-    sent_at: datetime | None = None,
-) -> EmailMessage:
+def build_link_locked_email(event_data: ShareLinkLocked, **stamp: Unpack[Stamp]) -> EmailMessage:
     """To the sender: the link is locked after too many wrong codes; share again if needed.
     In the link's locale (the sender's own is not known); no link, nothing of the study."""
     context = {
@@ -233,21 +226,14 @@ def build_link_locked_email(
     return compose(
         render("link_locked", event_data.locale, context),
         to=_addressed(event_data.sender_name, event_data.sender_email),
-        mail_from=mail_from,
-        message_id=message_id,
         locale=event_data.locale,
         link=None,
-        sent_at=sent_at,
+        **stamp,
     )
 
 
 def build_code_email(
-    event_data: ShareOtpRequested,
-    code: str,
-    *,
-    mail_from: str,
-    message_id: str,
-    sent_at: datetime | None = None,
+    event_data: ShareOtpRequested, code: str, **stamp: Unpack[Stamp]
 ) -> EmailMessage:
     """The sign-in code, to the invited address only. The code stays out of the subject,
     which lock screens and notification banners show to anyone nearby."""
@@ -263,9 +249,7 @@ def build_code_email(
     return compose(
         rendered,
         to=_addressed(event_data.recipient.name, event_data.recipient.email),
-        mail_from=mail_from,
-        message_id=message_id,
         locale=event_data.locale,
         link=None,
-        sent_at=sent_at,
+        **stamp,
     )

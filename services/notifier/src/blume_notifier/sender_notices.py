@@ -7,16 +7,15 @@ and gives the reason in words; never the patient, the study or the sender's mess
 
 from __future__ import annotations
 
-from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import Final
+from typing import Final, Unpack
 
 from blume_contracts.display import display_name
 from blume_contracts.events import SenderNotificationRequested
 from blume_contracts.locales import Locale
 
-from blume_notifier.render import compose, render
+from blume_notifier.render import Stamp, compose, render
 
 _REASONS: Final[dict[str, dict[Locale, str]]] = {
     "invalid_envelope": {
@@ -127,9 +126,7 @@ def build_sender_notice_email(
     notice: SenderNotificationRequested,
     *,
     organisation: str,
-    mail_from: str,
-    message_id: str,
-    sent_at: datetime | None = None,
+    **stamp: Unpack[Stamp],
 ) -> EmailMessage:
     """The sender's email for ``notice.occasion``, in the request's locale, with no link."""
     sender_name = display_name(notice.sender_name or "")
@@ -145,9 +142,7 @@ def build_sender_notice_email(
     return compose(
         render("sender_notice", notice.locale, context),
         to=Address(display_name=sender_name, addr_spec=notice.sender_email),
-        mail_from=mail_from,
-        message_id=message_id,
         locale=notice.locale,
         link=None,
-        sent_at=sent_at,
+        **stamp,
     )

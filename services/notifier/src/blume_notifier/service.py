@@ -155,25 +155,24 @@ class Notifier:
             EMAILS.labels(kind=email_kind, outcome="deferred").inc()
             raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
         EMAILS.labels(kind=email_kind, outcome="sent").inc()
-        accepted_at = utcnow()
-        ctx.session.add(
-            Notification(
-                notification_key=key,
-                share_id=share_id,
-                message_id=message_id,
-                recipient_fingerprint=recipient_fingerprint(recipient_email),
-                sent_at=accepted_at,
-            )
+        sent = Notification(
+            notification_key=key,
+            share_id=share_id,
+            message_id=message_id,
+            recipient_fingerprint=recipient_fingerprint(recipient_email),
+            sent_at=utcnow(),
         )
+        ctx.session.add(sent)
+        # What the notification records, the event reports: the same id, the same moment.
         ctx.emit(
             "share.notification.sent",
             ShareNotificationSent(
                 share_id=share_id,
                 purpose=purpose,
                 addressee=addressee,
-                message_id=message_id,
+                message_id=sent.message_id,
                 recipient_email=recipient_email,
-                accepted_at=accepted_at,
+                accepted_at=sent.sent_at,
             ),
         )
         ctx.log.info("email sent", kind=kind, message_id=message_id)

@@ -11,7 +11,7 @@ from blume_share_dispatcher.models import Share, ShareState
 from blume_share_dispatcher.service import NAME, build
 
 TABLES: Final = (Share, ProjectedAccount)
-"""The tables of this service, all in its own schema (named ``NAME``); the migrations
-create them, and ``blume-share``'s schema check compares them with the database."""
+"""The shares and the dispatcher's projection of patient accounts: this service's tables, in
+its schema (``NAME``)."""
 
 __all__ = ["NAME", "TABLES", "Share", "ShareState", "build"]

@@ -94,30 +94,15 @@ class Share(SQLModel, table=True):
         return self.state not in TERMINAL
 
     @classmethod
-    def answering(
-        cls,
-        request: RawEvent,
-        *,
-        tenant_id: str,
-        method: str,
-        state: ShareState,
-        reason: str | None = None,
-        expires_at: datetime | None = None,
-        **details: Any,
-    ) -> Share:
+    def answering(cls, request: RawEvent, **columns: Any) -> Share:
         """The share a ``study.send.requested`` makes, keyed and correlated by its envelope;
-        ``details`` are the other columns (the sender, the recipient's hint, the MRN)."""
+        ``columns`` are the rest (``tenant_id``, ``method`` and ``state`` at least)."""
         return cls(
             share_id=share_id_for(request),
-            tenant_id=tenant_id,
-            method=method,
-            state=state,
-            reason=reason,
             correlation_id=request.correlationid,
             request_source=request.source,
             request_id=request.id,
-            expires_at=expires_at,
-            **details,
+            **columns,
         )
 
     def can_become(self, state: ShareState) -> bool:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from blume_contracts.consent import external_links_withheld, portal_verdict
-from blume_contracts.events import RejectionReason, StudySendRequested
+from blume_contracts.events import RejectionReason, ShareRejected, StudySendRequested
 from blume_runtime.tenants import TenantPolicy
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
@@ -45,6 +45,12 @@ class Rejection:
     reason: RejectionReason
     message: str
     field: str | None = None
+
+    def answer(self, share_id: str) -> ShareRejected:
+        """The ``share.rejected`` that tells the requester why."""
+        return ShareRejected(
+            share_id=share_id, reason=self.reason, message=self.message, field=self.field
+        )
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:

@@ -34,7 +34,6 @@ from blume_contracts.events import (
     ShareNotificationFailed,
     ShareNotificationSent,
     ShareNotificationSuppressed,
-    ShareRejected,
     ShareRevoked,
     ShareRevokeRequested,
     ShareTrackingUpdated,
@@ -43,7 +42,7 @@ from blume_contracts.events import (
 )
 from blume_runtime.app import serve
 from blume_runtime.db import utcnow
-from blume_runtime.service import HandlerContext, PermanentError, Service
+from blume_runtime.service import Handler, HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
@@ -126,15 +125,7 @@ class Dispatcher:
             locale=sender.locale,
         )
         ctx.session.add(share)
-        ctx.emit(
-            "share.rejected",
-            ShareRejected(
-                share_id=share.share_id,
-                reason=rejection.reason,
-                message=rejection.message,
-                field=rejection.field,
-            ),
-        )
+        ctx.emit("share.rejected", rejection.answer(share.share_id))
         ctx.log.info("share rejected", share_id=share.share_id, reason=rejection.reason.value)
         if request.tenantid in self._policies:
             # An unknown tenant's request names no organisation to speak for: no email.
@@ -384,16 +375,10 @@ class Dispatcher:
         return share
 
     def _announce_tracking(self, ctx: HandlerContext, share: Share) -> None:
+        # The event's fields are the share's counters, under the same names.
         ctx.emit(
             "share.tracking.updated",
-            ShareTrackingUpdated(
-                share_id=share.share_id,
-                opened_count=share.opened_count,
-                first_opened_at=share.first_opened_at,
-                last_opened_at=share.last_opened_at,
-                accessed_count=share.accessed_count,
-                last_accessed_at=share.last_accessed_at,
-            ),
+            ShareTrackingUpdated.model_validate(share, from_attributes=True),
             tenantid=share.tenant_id,
             correlationid=share.correlation_id,
         )
@@ -407,18 +392,22 @@ def build(
     service = Service(NAME)
     service.on_invalid_data(dispatcher.reject_invalid)
     service.on_invalid_envelope("study.send.requested")(dispatcher.reject_envelope)
-    service.handles("study.send.requested")(dispatcher.accept)
-    service.handles("share.link.issued")(dispatcher.link_issued)
-    service.handles("share.blume.published")(dispatcher.published)
-    service.handles("share.notification.sent")(dispatcher.notified)
-    service.handles("share.notification.suppressed")(dispatcher.suppressed)
-    service.handles("share.notification.failed")(dispatcher.notification_failed)
-    service.handles("share.notification.delayed")(dispatcher.delayed)
-    service.handles("share.blume.withheld")(dispatcher.withheld)
-    service.handles("share.revoke.requested")(dispatcher.revoke)
-    service.handles("patient.account.updated")(dispatcher.consent_changed)
-    service.handles("share.link.opened")(dispatcher.link_opened)
-    service.handles("share.link.accessed")(dispatcher.link_accessed)
+    handlers: dict[str, Handler] = {
+        "study.send.requested": dispatcher.accept,
+        "share.link.issued": dispatcher.link_issued,
+        "share.blume.published": dispatcher.published,
+        "share.notification.sent": dispatcher.notified,
+        "share.notification.suppressed": dispatcher.suppressed,
+        "share.notification.failed": dispatcher.notification_failed,
+        "share.notification.delayed": dispatcher.delayed,
+        "share.blume.withheld": dispatcher.withheld,
+        "share.revoke.requested": dispatcher.revoke,
+        "patient.account.updated": dispatcher.consent_changed,
+        "share.link.opened": dispatcher.link_opened,
+        "share.link.accessed": dispatcher.link_accessed,
+    }
+    for event_type, handler in handlers.items():
+        service.handles(event_type)(handler)
     return service
 
 

@@ -249,6 +249,12 @@ def downgrade() -> None:
     op.execute(
         "ALTER FUNCTION public.audit_purge_through(text, bigint) SET search_path = public, pg_temp"
     )
+    prefix = role_prefix()
+    for schema in SCHEMAS:
+        # A table keeps its grants when it changes schema: the service's role must not keep
+        # its rights on the tables that go back to public.
+        op.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {prefix}{schema}")
+        op.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {prefix}{schema}")
     first = SCHEMAS[0]
     for table in RUNTIME_TABLES:
         op.execute(f"ALTER TABLE {first}.{table} SET SCHEMA public")
@@ -261,7 +267,6 @@ def downgrade() -> None:
             op.execute(f"INSERT INTO public.{table} SELECT * FROM {schema}.{table}")
             op.execute(f"DROP TABLE {schema}.{table}")
     # The roles stay (cluster-wide; other databases may use them); their grants here go.
-    prefix = role_prefix()
     for schema in SCHEMAS:
         op.execute(f"DROP SCHEMA {schema} CASCADE")
         op.execute(f"REVOKE ALL ON public.alembic_version FROM {prefix}{schema}")
