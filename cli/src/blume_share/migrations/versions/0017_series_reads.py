@@ -5,8 +5,8 @@ if absent in the same transaction as the ``share.images.viewed`` it stands for.
 On PostgreSQL the table is the gateway's (schema ``access_gateway``), as 0011 placed its
 tables; its role's default privileges reach it.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 """
 
 from collections.abc import Sequence
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0016"
-down_revision: str | None = "0015"
+revision: str = "0017"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
