@@ -16,7 +16,7 @@ import base64
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import httpx
 from blume_runtime.tenants import TenantPolicy
@@ -78,8 +78,7 @@ class Pacs:
         return headers
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
+class Instance(NamedTuple):
     """Where one image is: the PACS and the three UIDs that name it there."""
 
     pacs: Pacs
