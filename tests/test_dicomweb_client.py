@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from blume_access_gateway.dicomweb import DicomwebClient, Pacs, Window
+from blume_access_gateway.dicomweb import DicomwebClient, Instance, Pacs, Window
 from blume_runtime.tenants import DicomwebCredentials, PolicyError, TenantPolicy
 from pydicom import dcmread
 
@@ -55,14 +55,14 @@ async def test_rendered_png_jpeg_and_window(orthanc: RunningPacs, client: Dicomw
     """PNG and JPEG by Accept; a lung window renders the same slice differently."""
     pacs = Pacs(orthanc.dicomweb_url)
     ct = orthanc.study.series[0]
-    args = (pacs, orthanc.study.study_uid, ct.series_uid, ct.instance_uids[30])
+    slice_31 = Instance(pacs, orthanc.study.study_uid, ct.series_uid, ct.instance_uids[30])
     bodies = {}
     for accept, window in (
         ("image/png", None),
         ("image/jpeg", None),
         ("image/png", Window(-600, 1500)),
     ):
-        response = await client.open_rendered(*args, accept=accept, window=window)  # type: ignore[arg-type]
+        response = await client.open_rendered(slice_31, accept=accept, window=window)  # type: ignore[arg-type]
         try:
             assert response.status_code == 200
             assert response.headers["content-type"] == accept
@@ -81,7 +81,7 @@ async def test_instance_file_is_the_dicom_file(
     pacs = Pacs(orthanc.dicomweb_url)
     cr = orthanc.study.series[1]
     data = await client.instance_file(
-        pacs, orthanc.study.study_uid, cr.series_uid, cr.instance_uids[0]
+        Instance(pacs, orthanc.study.study_uid, cr.series_uid, cr.instance_uids[0])
     )
     assert dcmread(BytesIO(data)).SOPInstanceUID == cr.instance_uids[0]
 

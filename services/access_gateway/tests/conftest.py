@@ -139,12 +139,14 @@ class SettableFreshness:
     """The projections' freshness as the test sets it: events are fed synchronously here."""
 
     staleness: Staleness | None = None
+    applied_count: int = 0
 
     async def stale(self) -> Staleness | None:
         return self.staleness
 
     def applied(self, produced_at: datetime) -> None:
-        """Nothing to track: the test decides."""
+        """Only counted (what the viewer's grant cache watches): the test decides the rest."""
+        self.applied_count += 1
 
 
 @dataclass
@@ -200,6 +202,7 @@ class Harness:
         async def applied() -> None:
             async with self.db.transaction() as session:
                 await applier(session, event)
+            self.freshness.applied(event.time)
 
         self.run(applied())
 

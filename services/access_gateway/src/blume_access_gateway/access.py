@@ -36,7 +36,7 @@ from blume_access_gateway.grants import (
     uses_so_far,
 )
 from blume_access_gateway.keys import GatewayKeys
-from blume_access_gateway.links import LinkLookup, token_fingerprint
+from blume_access_gateway.links import LinkLookup, LinkState, token_fingerprint
 from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.oidc import Identity
 from blume_access_gateway.outcomes import (
@@ -136,6 +136,13 @@ class RecipientAccess:
             return  # counted: recorded with its minute's count (record_counted_denials)
         link_events.denied(work, link, reason, client, token, correlation_id)
 
+    async def record_unknown(self, client: ClientContext, request_id: str) -> None:
+        """A probe that names no link this browser holds (the image viewer's): a denial of
+        an unknown link, counted per client and minute past the first."""
+        async with self.events.unit_of_work() as work:
+            unknown = LinkLookup(LinkState.UNKNOWN, None)
+            self._record_denial(work, unknown, "unknown", client, None, request_id)
+
     async def record_counted_denials(self, *, everything: bool = False) -> int:
         """One ``share.link.denied`` with its count per client, reason and finished minute
         of denials of unknown links (``everything``: the current minute too, on stopping)."""
@@ -203,16 +210,6 @@ class RecipientAccess:
         started = await start_session(work.session, access, self.clock())
         session = AccessSession(link.link_id, use, method)
         return self._record_grant(work, lookup, session, client, signed_in_as, started)
-
-    async def session_link(self, session_id: str | None) -> tuple[str, int] | None:
-        """The link and use a live access session was granted for, if the id names one."""
-        if session_id is None:
-            return None
-        async with self.events.db.transaction() as session:
-            row = await live_session(session, "access", session_id, self.clock())
-        if row is None or row.use_number is None:
-            return None
-        return row.subject, row.use_number
 
     async def in_session(self, link_id: str, session_id: str | None) -> bool:
         """Whether the browser's access cookie names a live session for this link."""

@@ -136,6 +136,14 @@ class PatientPortal:
             )
             return _study_view(entry, verdict.account.locale)
 
+    async def record_denial(
+        self, entry_id: str | None, blume_patient_id: str, client: ClientContext, request_id: str
+    ) -> None:
+        """A probe refused outside the study page (the image viewer's), recorded as the
+        page records its own."""
+        async with self._events.unit_of_work() as work:
+            self._record_denial(work, entry_id, blume_patient_id, client, request_id)
+
     def _record_denial(
         self,
         work: UnitOfWork,

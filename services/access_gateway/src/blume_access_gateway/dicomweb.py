@@ -16,7 +16,7 @@ import base64
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import httpx
 from blume_runtime.tenants import TenantPolicy
@@ -76,6 +76,22 @@ class Pacs:
         if self.authorization is not None:
             headers["Authorization"] = self.authorization
         return headers
+
+
+class Instance(NamedTuple):
+    """Where one image is: the PACS and the three UIDs that name it there."""
+
+    pacs: Pacs
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+
+    @property
+    def url(self) -> str:
+        return (
+            f"{self.pacs.base_url}/studies/{self.study_uid}/series/{self.series_uid}"
+            f"/instances/{self.instance_uid}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,22 +222,12 @@ class DicomwebClient:
         return [uid for _, uid in numbered]
 
     async def open_rendered(
-        self,
-        pacs: Pacs,
-        study_uid: str,
-        series_uid: str,
-        instance_uid: str,
-        *,
-        accept: RenderedType = "image/png",
-        window: Window | None = None,
+        self, instance: Instance, accept: RenderedType = "image/png", window: Window | None = None
     ) -> httpx.Response:
         """WADO-RS rendered: the open response, its body not yet read. The caller streams
         it and closes it (``aclose``)."""
-        url = f"{pacs.base_url}/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}"
-        url += "/rendered"
-        if window is not None:
-            url += f"?{window.query()}"
-        return await self._open(url, pacs.headers(accept))
+        query = f"?{window.query()}" if window is not None else ""
+        return await self._open(f"{instance.url}/rendered{query}", instance.pacs.headers(accept))
 
     async def _open(self, url: str, headers: dict[str, str]) -> httpx.Response:
         """GET, the body not yet read. A pooled connection the PACS closed while idle
@@ -237,13 +243,10 @@ class DicomwebClient:
                 raise PacsError(type(error).__name__) from None
         raise AssertionError("unreachable")
 
-    async def instance_file(
-        self, pacs: Pacs, study_uid: str, series_uid: str, instance_uid: str
-    ) -> bytes:
+    async def instance_file(self, instance: Instance) -> bytes:
         """WADO-RS retrieve: one instance's DICOM file (one file in memory at a time)."""
-        url = f"{pacs.base_url}/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}"
         accept = 'multipart/related; type="application/dicom"'
-        response = await self._open(url, pacs.headers(accept))
+        response = await self._open(instance.url, instance.pacs.headers(accept))
         try:
             if response.status_code != 200:
                 raise PacsError(f"PACS answered {response.status_code}")

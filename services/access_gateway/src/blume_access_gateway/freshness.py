@@ -80,6 +80,12 @@ class FreshnessCheck(Protocol):
 
     def applied(self, produced_at: datetime) -> None: ...
 
+    @property
+    def applied_count(self) -> int:
+        """Events applied by this process so far: a grant checked before the count moved
+        may have been changed since (the viewer's brief grant cache drops it)."""
+        ...
+
 
 class Freshness:
     """The gateway's view of its own consumer: current, or stale and why."""
@@ -98,6 +104,7 @@ class Freshness:
         self._last_empty: float | None = None
         self._probed: tuple[float, QueueProbe] | None = None
         self._lock = asyncio.Lock()
+        self._applied_count = 0
 
     def attach(self, probe: Probe) -> None:
         """Set how the queue is probed (the transport exists only once the runtime does)."""
@@ -107,9 +114,14 @@ class Freshness:
     def applied(self, produced_at: datetime) -> None:
         """A projection applied an event produced at ``produced_at`` (by its producer's
         clock: one ahead of ours is held to ours, see the module's "Clock skew")."""
+        self._applied_count += 1
         stamp = min(produced_at.timestamp(), self._clock())
         if self._newest_applied is None or stamp > self._newest_applied:
             self._newest_applied = stamp
+
+    @property
+    def applied_count(self) -> int:
+        return self._applied_count
 
     async def _current_probe(self, now: float) -> QueueProbe:
         async with self._lock:

@@ -25,10 +25,9 @@ from blume_contracts.events import (
 from blume_contracts.locales import narrow_locale
 from blume_runtime.metrics import LINK_EVENTS
 from blume_runtime.unit_of_work import UnitOfWork
-from pydantic import BaseModel
 
 from blume_access_gateway.denial_tally import CountedDenials
-from blume_access_gateway.events import UNKNOWN_TENANT
+from blume_access_gateway.events import UNKNOWN_TENANT, emit_for
 from blume_access_gateway.links import token_fingerprint
 from blume_access_gateway.models import ProjectedLink
 from blume_access_gateway.sessions import AccessSession
@@ -46,19 +45,9 @@ def _for_email(link: ProjectedLink) -> dict[str, Any]:
     }
 
 
-def _emit(work: UnitOfWork, event_type: str, data: BaseModel, link: ProjectedLink) -> None:
-    work.emit(
-        event_type,
-        data,
-        tenantid=link.tenant_id,
-        correlationid=link.correlation_id,
-        traceparent=link.traceparent,
-    )
-
-
 def opened(work: UnitOfWork, link: ProjectedLink, client: ClientContext) -> None:
     data = ShareLinkOpened(share_id=link.share_id, link_id=link.link_id, client=client)
-    _emit(work, "share.link.opened", data, link)
+    emit_for(work, "share.link.opened", data, link)
     LINK_EVENTS.labels(event="opened", reason="").inc()
 
 
@@ -79,7 +68,7 @@ def accessed(
         # The grant is what lets this browser see the sender's message (PHI).
         message_disclosed=link.message is not None,
     )
-    _emit(work, "share.link.accessed", data, link)
+    emit_for(work, "share.link.accessed", data, link)
     LINK_EVENTS.labels(event="accessed", reason="").inc()
 
 
@@ -102,7 +91,7 @@ def denied(
     if link is None:
         work.emit("share.link.denied", data, tenantid=UNKNOWN_TENANT, correlationid=correlation_id)
     else:
-        _emit(work, "share.link.denied", data, link)
+        emit_for(work, "share.link.denied", data, link)
     LINK_EVENTS.labels(event="denied", reason=reason).inc()
 
 
@@ -120,7 +109,7 @@ def code_requested(
         sealed_code=sealed_code,
         expires_at=expires_at,
     )
-    _emit(work, "share.otp.requested", data, link)
+    emit_for(work, "share.otp.requested", data, link)
 
 
 def locked(work: UnitOfWork, link: ProjectedLink, sender_email: str, locked_at: datetime) -> None:
@@ -131,7 +120,7 @@ def locked(work: UnitOfWork, link: ProjectedLink, sender_email: str, locked_at: 
         sender_email=sender_email,
         locked_at=locked_at,
     )
-    _emit(work, "share.link.locked", data, link)
+    emit_for(work, "share.link.locked", data, link)
 
 
 def counted_denials(work: UnitOfWork, bucket: CountedDenials[DenialReason]) -> None:

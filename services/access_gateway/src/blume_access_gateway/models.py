@@ -226,6 +226,18 @@ class BrowserSession(SQLModel, table=True):
     ended_at: datetime | None = timestamp_column(nullable=True)
 
 
+class SeriesRead(SQLModel, table=True):
+    """A series some viewing session opened: the BALP Read it was recorded as, once per
+    session and series whichever gateway replica served it (the key settles the race)."""
+
+    __tablename__ = "access_gateway_series_reads"
+
+    session_hash: str = Field(primary_key=True, max_length=64)
+    handle: str = Field(primary_key=True, max_length=65)
+    series_number: int = Field(primary_key=True)
+    read_at: datetime = timestamp_column(index=True)
+
+
 TABLES: Final = (
     OtpChallenge,
     LinkGrant,
@@ -238,6 +250,7 @@ TABLES: Final = (
     SenderShare,
     ProjectedShareStatus,
     BrowserSession,
+    SeriesRead,
 )
 """The tables of this service, all in its own schema (named ``NAME``); the migrations
 create them, and ``blume-share``'s schema check compares them with the database."""

@@ -10,14 +10,23 @@ shared StudyInstanceUID; the plugin asks about the parent study before a series 
 instance), with a ticket the gateway signed, within the access session's lifetime after it
 was issued, while the one grant check says the link is usable. ``validity`` is always 1 s:
 the plugin's cache can never outlive a revocation by more than that.
+
+The caller authenticates: the plugin sends HTTP basic credentials on each call when its
+``WebServiceUsername`` and ``WebServicePassword`` are set (plugin 0.4.0 and later), and the
+endpoint answers 401 to any call without the ones configured here
+(``BLUME_ORTHANC_AUTH_USERNAME`` with ``BLUME_ORTHANC_AUTH_PASSWORD`` or
+``BLUME_ORTHANC_AUTH_PASSWORD_FILE``), and to every call while none are configured.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 from datetime import UTC, datetime, timedelta
 from typing import Final, Literal
 
-from fastapi import APIRouter
+from blume_runtime.keyfiles import configured_secret
+from fastapi import APIRouter, Depends, HTTPException, Request
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
@@ -72,10 +81,33 @@ def read_ticket(ticket: str, key: bytes, *, issuer: str, now: datetime) -> Viewe
     return verify_ticket(ticket, key, issuer=issuer, now=issued)
 
 
+def plugin_authorization(username: str | None, password: str | None) -> str | None:
+    """The ``Authorization`` header the plugin sends with these credentials (None: no
+    credentials configured, so no call is let in)."""
+    if not username or not password:
+        return None
+    pair = f"{username}:{password}".encode()
+    return f"Basic {base64.b64encode(pair).decode()}"
+
+
+_CHALLENGE: Final = {"WWW-Authenticate": 'Basic realm="blume-orthanc-auth"'}
+
+
 def orthanc_auth_routes(gateway: Gateway) -> APIRouter:
     router = APIRouter()
+    config = gateway.config
+    expected = plugin_authorization(
+        config.orthanc_auth_username,
+        configured_secret(config.orthanc_auth_password, config.orthanc_auth_password_file),
+    )
 
-    @router.post(VALIDATE_ROUTE)
+    def plugin_only(request: Request) -> None:
+        """Before the body is even read: the plugin's credentials, or 401."""
+        presented = request.headers.get("authorization", "").encode()
+        if expected is None or not hmac.compare_digest(presented, expected.encode()):
+            raise HTTPException(401, "unauthorized", headers=_CHALLENGE)
+
+    @router.post(VALIDATE_ROUTE, dependencies=[Depends(plugin_only)])
     async def validate(question: TokenValidationRequest) -> JSONResponse:
         if question.method != "get" or question.level != "study" or not question.token_value:
             return _answer(False)

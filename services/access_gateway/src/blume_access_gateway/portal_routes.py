@@ -75,7 +75,11 @@ class PortalRoutes(GatewayRoutes):
         the tenant names its PACS and the study is on it (its absence audited)."""
         routes = ViewerRoutes(self.gateway)
         handle = self.gateway.viewer.patient_handle(entry_id, patient)
-        scope = await self.gateway.viewer.scope(handle, link=None, patient=patient)
+        scope = await self.gateway.viewer.scope(
+            handle,
+            access_session=None,
+            patient_session=self.gateway.session_id(request, "patient"),
+        )
         if isinstance(scope, Refusal) or routes.viewer.pacs(scope) is None:
             return None
         index = await routes.index_or_audit(scope, self.gateway.client(request))

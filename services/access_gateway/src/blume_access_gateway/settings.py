@@ -54,6 +54,15 @@ class GatewaySettings(BaseSettings):
     """``BLUME_PROJECTION_MAX_LAG_SECONDS``: how far behind its events the gateway may be
     and still grant access (``blume_access_gateway.freshness``)."""
 
+    orthanc_auth_username: str | None = None
+    """The user name Orthanc's authorization plugin sends with each call to
+    ``/api/v1/orthanc/tokens/validate`` (its ``WebServiceUsername``)."""
+    orthanc_auth_password: SecretStr | None = None
+    """Its password (the plugin's ``WebServicePassword``); or, from a mounted secret,
+    ``orthanc_auth_password_file``. Without both name and password the endpoint refuses
+    every call (401)."""
+    orthanc_auth_password_file: Path | None = None
+
     help_dir: Path | None = None
     """Where the help articles are; by default the package's copy of ``docs/help``."""
 

@@ -8,24 +8,40 @@ images are positions (``/series/<n>/frames/<k>``); the server maps them to UIDs 
 PACS's own answers, so no UID ever reaches a URL.
 
 Every request runs the one grant check (``grants.check_grant`` / ``check_entry_grant``) on
-the projections: a revoked or expired share answers 410 from the next request on.
-Audit: one ``share.images.viewed`` (IHE BALP Read) per series per session,
+the projections, with the browser's session, in one transaction: a revoked or expired share
+answers 410 from the next request on, and nothing is granted while the projections cannot
+show they are current (``FreshnessCheck.stale``, asked on every request).
+
+**The grant cache.** A viewer scrolling a series asks for dozens of images a second; a
+granted scope is kept in process memory for at most ``GRANT_CACHE_SECONDS`` (250 ms, a
+quarter of the 1 s a revocation may take to bite) so that those requests do not each read
+the database. It is dropped sooner when this process applies any event to its projections
+(a revocation applied here bites at the next request) and when the session or the link
+reaches its end by the clock. From ``GRANT_RECHECK_SECONDS`` of age, a request that reuses
+a grant also starts its check again beside it, so scrolling rarely waits for the database;
+the grant a request reuses is still never older than the bound. A revocation applied by
+another replica reaches this one's requests within ``GRANT_CACHE_SECONDS``; a sign-out
+elsewhere likewise. Refusals are never cached.
+
+Audit: one ``share.images.viewed`` (IHE BALP Read) per series per viewing session, across
+replicas (a ``SeriesRead`` row, inserted if absent in the same transaction as the event),
 ``share.images.exported`` for a download, ``share.images.unavailable`` when the study is not
 on the PACS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from enum import StrEnum
-from typing import Final, Literal
+from enum import Enum
+from typing import Final, Literal, TypeVar
 
 from blume_contracts.events import (
     ClientContext,
@@ -36,34 +52,52 @@ from blume_contracts.events import (
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitsOfWork
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.dicomweb import (
     DicomwebClient,
+    Instance,
     Pacs,
     PacsError,
     SeriesListing,
     StudyListing,
 )
+from blume_access_gateway.events import emit_for
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, LinkId, check_entry_grant, check_grant
 from blume_access_gateway.links import LinkState
+from blume_access_gateway.models import BrowserSession, ProjectedEntry, ProjectedLink, SeriesRead
+from blume_access_gateway.sessions import live_session
 
 HANDLE: Final = re.compile(r"^(r[0-9a-f]{32}|p[0-9a-f]{64})$")
 _MAC_HEX: Final = 32
+GRANT_CACHE_SECONDS: Final = 0.25
+"""How long a granted scope is reused without reading the database (module docstring)."""
+GRANT_RECHECK_SECONDS: Final = 0.1
+"""From this age a reused grant is checked again beside the request that reused it."""
 INDEX_TTL_SECONDS: Final = 60.0
 """How long the series list and image order of a study are kept between requests: the
 grant is checked on every request regardless; this only saves asking the PACS again."""
 _INDEX_ENTRIES: Final = 64
-_SEEN_SERIES: Final = 10_000
+K = TypeVar("K")
+V = TypeVar("V")
+_CACHE_ENTRIES: Final = 10_000
 
 
-class Refusal(StrEnum):
-    NOT_FOUND = "not_found"
-    """No such handle for this session (another's, made up, or an entry not shown): 404."""
-    GONE = "gone"
-    """The share was revoked or has expired: 410."""
-    NOT_CURRENT = "not_current"
-    """The projections cannot show they are current: 503, try again."""
+class Refusal(Enum):
+    """Why a handle reaches nothing now, as the HTTP status that answers it: ``NOT_FOUND``,
+    no such handle for this session (another's, made up, or an entry not shown); ``GONE``,
+    the share was revoked or has expired; ``NOT_CURRENT``, the projections cannot show they
+    are current (try again)."""
+
+    NOT_FOUND = 404
+    GONE = 410
+    NOT_CURRENT = 503
+
+    @property
+    def text(self) -> str:
+        return self.name.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +105,8 @@ class Scope:
     """What one request's handle reaches, after the grant check."""
 
     handle: str
+    session_hash: str
+    """The viewing session's key (as ``sessions`` stores it, never the cookie's id)."""
     tenant_id: str
     share_id: str
     study_uid: str | None
@@ -93,14 +129,6 @@ class StudyIndex:
     """Per series position (1-based), its SOP Instance UIDs by InstanceNumber, once asked."""
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    pacs: Pacs
-    study_uid: str
-    series_uid: str
-    instance_uid: str
-
-
 def _mac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()[:_MAC_HEX]
 
@@ -115,8 +143,51 @@ def patient_handle(key: bytes, entry_id: str, blume_patient_id: str) -> str:
     return "p" + entry_id.removeprefix("ent_") + _mac(key, f"entry:{entry_id}:{blume_patient_id}")
 
 
+def _shared(
+    row: ProjectedLink | ProjectedEntry,
+    handle: str,
+    browser: BrowserSession,
+    locale: str,
+    audience: Literal["recipient", "patient"],
+) -> Scope:
+    """The scope of a granted link or entry: its share and study as projected, for this
+    session; who is looking (link and use, or entry and patient) is the caller's to add."""
+    return Scope(
+        handle=handle,
+        session_hash=browser.session_hash,
+        tenant_id=row.tenant_id,
+        share_id=row.share_id,
+        study_uid=row.study_instance_uid,
+        locale=locale,
+        correlation_id=row.correlation_id,
+        traceparent=row.traceparent,
+        audience=audience,
+    )
+
+
 def viewer_path(handle: str) -> str:
     return f"/view/{handle}"
+
+
+def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, entries: int = _CACHE_ENTRIES) -> None:
+    """Newest last; the oldest go past ``entries``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > entries:
+        cache.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Granted:
+    """A scope the grant check allowed, kept for ``GRANT_CACHE_SECONDS`` at most."""
+
+    scope: Scope
+    checked_at: float
+    """``time.monotonic()`` when the check began (before it read the database)."""
+    applied_count: int
+    """How many events this process had applied then (``FreshnessCheck.applied_count``)."""
+    ends_at: datetime
+    """When the session or the link ends by the clock, whichever is first."""
 
 
 @dataclass(kw_only=True)
@@ -128,8 +199,10 @@ class Viewer:
     clock: Callable[[], datetime]
     freshness: FreshnessCheck
     _index: OrderedDict[tuple[str, str], StudyIndex] = field(default_factory=OrderedDict)
-    _seen: OrderedDict[tuple[str, int], None] = field(default_factory=OrderedDict)
+    _seen: OrderedDict[tuple[str, str, int], None] = field(default_factory=OrderedDict)
     _known: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
+    _granted: OrderedDict[tuple[str, str], _Granted] = field(default_factory=OrderedDict)
+    _rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
 
     # Handles ---------------------------------------------------------------------------
 
@@ -145,46 +218,86 @@ class Viewer:
     def same_study(earlier: Scope, now: Scope) -> bool:
         return (earlier.tenant_id, earlier.study_uid) == (now.tenant_id, now.study_uid)
 
-    def _remember(self, scope: Scope) -> Scope:
-        self._known[scope.handle] = scope
-        self._known.move_to_end(scope.handle)
-        while len(self._known) > _SEEN_SERIES:
-            self._known.popitem(last=False)
-        return scope
-
     async def scope(
-        self,
-        handle: str,
-        *,
-        link: tuple[str, int] | None,
-        patient: str | None,
+        self, handle: str, *, access_session: str | None, patient_session: str | None
     ) -> Scope | Refusal:
-        """The study this handle reaches for this session (its cookies), checked now."""
+        """The study this handle reaches for this browser's session (the access session's
+        for a recipient's handle, the portal session's for a patient's), checked now."""
         if not HANDLE.match(handle):
             return Refusal.NOT_FOUND
-        if handle.startswith("r"):
-            expected = recipient_handle(self.handle_key, *link) if link else ""
-            if link is None or not hmac.compare_digest(handle, expected):
-                return Refusal.NOT_FOUND
-            checked = await self._link_scope(handle, *link)
-        else:
-            checked = await self._checked_entry(handle, patient)
+        session_id = access_session if handle.startswith("r") else patient_session
+        if session_id is None:
+            return Refusal.NOT_FOUND
+        if await self.freshness.stale() is not None:
+            return Refusal.NOT_CURRENT
+        key = (handle, session_id)
+        if (granted := self._still_granted(key)) is not None:
+            if time.monotonic() - granted.checked_at >= GRANT_RECHECK_SECONDS:
+                self._recheck_soon(handle, session_id)
+            return granted.scope
+        return await self._check(handle, session_id)
+
+    def _recheck_soon(self, handle: str, session_id: str) -> None:
+        """Check again beside this request, so that a scrolling viewer's next requests find
+        a fresh grant rather than each waiting for the database."""
+        key = (handle, session_id)
+        if key in self._rechecks:
+            return
+        task = asyncio.create_task(self._recheck(handle, session_id))
+        self._rechecks[key] = task
+        task.add_done_callback(lambda _done: self._rechecks.pop(key, None))
+
+    async def _recheck(self, handle: str, session_id: str) -> None:
+        try:
+            await self._check(handle, session_id)
+        except Exception:  # noqa: BLE001 - the next request checks for itself
+            self._granted.pop((handle, session_id), None)
+
+    async def _check(self, handle: str, session_id: str) -> Scope | Refusal:
+        """The grant check itself, in one transaction; a grant is kept briefly."""
+        key = (handle, session_id)
+        checked_at, applied_count = time.monotonic(), self.freshness.applied_count
+        async with self.events.db.transaction() as session:
+            if handle.startswith("r"):
+                checked = await self._link_scope(session, handle, session_id)
+            else:
+                checked = await self._entry_scope(session, handle, session_id)
         if isinstance(checked, Refusal):
+            self._granted.pop(key, None)
             self._known.pop(handle, None)
             return checked
-        return self._remember(checked)
+        scope, ends_at = checked
+        _bounded_put(self._granted, key, _Granted(scope, checked_at, applied_count, ends_at))
+        _bounded_put(self._known, handle, scope)
+        return scope
 
-    async def _checked_entry(self, handle: str, patient: str | None) -> Scope | Refusal:
-        entry_id = f"ent_{handle[1:33]}"
-        if patient is None or not hmac.compare_digest(
-            handle, self.patient_handle(entry_id, patient)
+    def _still_granted(self, key: tuple[str, str]) -> _Granted | None:
+        """The scope granted moments ago, while nothing can have changed it: under
+        ``GRANT_CACHE_SECONDS`` old, no event applied since, the session and link not
+        past their end."""
+        granted = self._granted.get(key)
+        if granted is None:
+            return None
+        if (
+            time.monotonic() - granted.checked_at >= GRANT_CACHE_SECONDS
+            or self.freshness.applied_count != granted.applied_count
+            or self.clock() >= granted.ends_at
         ):
-            return Refusal.NOT_FOUND
-        return await self._entry_scope(handle, entry_id, patient)
+            del self._granted[key]
+            return None
+        return granted
 
-    async def _link_scope(self, handle: str, link_id: str, use_number: int) -> Scope | Refusal:
-        async with self.events.db.transaction() as session:
-            lookup = await check_grant(session, LinkId(link_id), self.clock(), self.freshness)
+    async def _link_scope(
+        self, session: AsyncSession, handle: str, session_id: str
+    ) -> tuple[Scope, datetime] | Refusal:
+        now = self.clock()
+        browser = await live_session(session, "access", session_id, now)
+        if browser is None or browser.use_number is None:
+            return Refusal.NOT_FOUND
+        link_id, use_number = browser.subject, browser.use_number
+        if not hmac.compare_digest(handle, recipient_handle(self.handle_key, link_id, use_number)):
+            return Refusal.NOT_FOUND
+        lookup = await check_grant(session, LinkId(link_id), now, self.freshness)
         if lookup.state is LinkState.NOT_CURRENT:
             return Refusal.NOT_CURRENT
         if lookup.link is None or lookup.state is LinkState.UNKNOWN:
@@ -192,39 +305,28 @@ class Viewer:
         if not lookup.usable:
             return Refusal.GONE
         link = lookup.link
-        return Scope(
-            handle=handle,
-            tenant_id=link.tenant_id,
-            share_id=link.share_id,
-            study_uid=link.study_instance_uid,
-            locale=link.locale,
-            correlation_id=link.correlation_id,
-            traceparent=link.traceparent,
-            audience="recipient",
-            link_id=link_id,
-            use_number=use_number,
-        )
+        scope = _shared(link, handle, browser, link.locale, "recipient")
+        scope = replace(scope, link_id=link_id, use_number=use_number)
+        return scope, min(browser.expires_at, link.expires_at)
 
-    async def _entry_scope(self, handle: str, entry_id: str, patient: str) -> Scope | Refusal:
-        async with self.events.db.transaction() as session:
-            verdict = await check_entry_grant(session, entry_id, patient, self.freshness)
+    async def _entry_scope(
+        self, session: AsyncSession, handle: str, session_id: str
+    ) -> tuple[Scope, datetime] | Refusal:
+        browser = await live_session(session, "patient", session_id, self.clock())
+        entry_id = f"ent_{handle[1:33]}"
+        if browser is None or not hmac.compare_digest(
+            handle, self.patient_handle(entry_id, browser.subject)
+        ):
+            return Refusal.NOT_FOUND
+        patient = browser.subject
+        verdict = await check_entry_grant(session, entry_id, patient, self.freshness)
         if verdict is EntryRefusal.NOT_CURRENT:
             return Refusal.NOT_CURRENT
         if isinstance(verdict, EntryRefusal):
             return Refusal.NOT_FOUND
-        entry = verdict.entry
-        return Scope(
-            handle=handle,
-            tenant_id=entry.tenant_id,
-            share_id=entry.share_id,
-            study_uid=entry.study_instance_uid,
-            locale=verdict.account.locale,
-            correlation_id=entry.correlation_id,
-            traceparent=entry.traceparent,
-            audience="patient",
-            entry_id=entry_id,
-            blume_patient_id=patient,
-        )
+        scope = _shared(verdict.entry, handle, browser, verdict.account.locale, "patient")
+        scope = replace(scope, entry_id=entry_id, blume_patient_id=patient)
+        return scope, browser.expires_at
 
     # The study on the PACS ---------------------------------------------------------------
 
@@ -262,9 +364,7 @@ class Viewer:
             return None
         series = await self.dicomweb.series(pacs, scope.study_uid)
         fresh = StudyIndex(listing, tuple(series), time.monotonic())
-        self._index[key] = fresh
-        while len(self._index) > _INDEX_ENTRIES:
-            self._index.popitem(last=False)
+        _bounded_put(self._index, key, fresh, _INDEX_ENTRIES)
         return fresh
 
     async def series_instances(self, scope: Scope, index: StudyIndex, number: int) -> list[str]:
@@ -283,7 +383,7 @@ class Viewer:
         index.instances[number] = ordered
         return ordered
 
-    async def frame(self, scope: Scope, series: int, image: int) -> Frame | None:
+    async def frame(self, scope: Scope, series: int, image: int) -> Instance | None:
         """The PACS address of image ``image`` (1-based) of series ``series``, if any."""
         index = await self.index(scope)
         if index is None:
@@ -295,7 +395,7 @@ class Viewer:
         if target is None:
             return None
         series_uid = index.series[series - 1].series_uid
-        return Frame(target[0], target[1], series_uid, instances[image - 1])
+        return Instance(target[0], target[1], series_uid, instances[image - 1])
 
     # Audit -------------------------------------------------------------------------------
 
@@ -312,43 +412,32 @@ class Viewer:
 
     async def _record(self, event_type: str, scope: Scope, data: BaseModel) -> None:
         async with self.events.unit_of_work() as work:
-            work.emit(
-                event_type,
-                data,
-                tenantid=scope.tenant_id,
-                correlationid=scope.correlation_id,
-                traceparent=scope.traceparent,
-            )
+            emit_for(work, event_type, data, scope)
 
     async def series_opened(
         self, scope: Scope, series: int, instances: int, client: ClientContext
     ) -> None:
-        """BALP Read, once per series per session (per gateway process)."""
-        key = (scope.handle, series)
+        """BALP Read, once per series per viewing session, whichever replica serves it: the
+        first to insert the session's ``SeriesRead`` row emits, in the same transaction."""
+        key = (scope.session_hash, scope.handle, series)
         if key in self._seen:
             return
-        # Marked before the write, so parallel first requests of a series record it once.
-        self._seen[key] = None
-        while len(self._seen) > _SEEN_SERIES:
-            self._seen.popitem(last=False)
+        # Marked before the write, so parallel first requests here try the insert once.
+        _bounded_put(self._seen, key, None)
+        data = ShareImagesViewed.model_validate(
+            {**self._access_fields(scope, client), "series_number": series, "instances": instances}
+        )
         try:
-            await self._record(
-                "share.images.viewed",
-                scope,
-                ShareImagesViewed.model_validate(
-                    {
-                        **self._access_fields(scope, client),
-                        "series_number": series,
-                        "instances": instances,
-                    }
-                ),
-            )
+            async with self.events.unit_of_work() as work:
+                if await _first_read(work.session, key, self.clock()):
+                    emit_for(work, "share.images.viewed", data, scope)
         except BaseException:
             self._seen.pop(key, None)
             raise
 
     def series_seen(self, scope: Scope, series: int) -> bool:
-        return (scope.handle, series) in self._seen
+        """Recorded already, as far as this process knows (then nothing is written)."""
+        return (scope.session_hash, scope.handle, series) in self._seen
 
     async def unavailable(
         self,
@@ -374,4 +463,21 @@ class Viewer:
         )
 
 
-__all__ = ["Frame", "PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]
+async def _first_read(session: AsyncSession, key: tuple[str, str, int], now: datetime) -> bool:
+    """Insert the session's read of the series unless a replica did: True if this did."""
+    session_hash, handle, series = key
+    if await session.get(SeriesRead, key) is not None:
+        return False
+    try:
+        async with session.begin_nested():
+            session.add(
+                SeriesRead(
+                    session_hash=session_hash, handle=handle, series_number=series, read_at=now
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
+
+
+__all__ = ["PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]

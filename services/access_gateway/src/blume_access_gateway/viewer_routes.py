@@ -19,10 +19,10 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from blume_access_gateway import views
-from blume_access_gateway.dicomweb import PacsError, RenderedType, Window
+from blume_access_gateway.dicomweb import Instance, PacsError, RenderedType, Window
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
-from blume_access_gateway.viewer import Refusal, Scope, StudyIndex
+from blume_access_gateway.viewer import HANDLE, Refusal, Scope, StudyIndex
 
 WindowQuery = Annotated[
     str | None,
@@ -32,7 +32,6 @@ FormatQuery = Annotated[str, Query(alias="format", pattern=r"^(png|jpeg)$")]
 _RENDERED: Final[dict[str, RenderedType]] = {"png": "image/png", "jpeg": "image/jpeg"}
 _PLAIN: Final = {"Cache-Control": "no-store"}
 _POSITION: Final = re.compile(r"^[1-9][0-9]{0,5}$")
-_STATUS: Final = {Refusal.NOT_FOUND: 404, Refusal.GONE: 410, Refusal.NOT_CURRENT: 503}
 
 
 def _plain(status_code: int, text: str, headers: dict[str, str] | None = None) -> Response:
@@ -111,10 +110,33 @@ class ViewerRoutes:
         return router
 
     async def _scope(self, request: Request, handle: str) -> Scope | Refusal:
+        """What the handle reaches for this browser's session; a handle that is not its
+        own (another's, made up) is a probe, and audited as one."""
         gateway = self.gateway
-        link = await gateway.access.session_link(gateway.session_id(request, "access"))
-        patient = await gateway.portal.signed_in(gateway.session_id(request, "patient"))
-        return await self.viewer.scope(handle, link=link, patient=patient)
+        patient_session = gateway.session_id(request, "patient")
+        scope = await self.viewer.scope(
+            handle,
+            access_session=gateway.session_id(request, "access"),
+            patient_session=patient_session,
+        )
+        if scope is Refusal.NOT_FOUND:
+            await self._audit_probe(request, handle, patient_session)
+        return scope
+
+    async def _audit_probe(
+        self, request: Request, handle: str, patient_session: str | None
+    ) -> None:
+        """A signed-in patient's probe is a portal denial (``share.blume.denied``, the
+        entry named if the handle names one); anyone else's a denial of a link that
+        matches nothing (``share.link.denied``, unknown). Both are counted per client and
+        minute past the first, as the pages' own probes are."""
+        gateway, client = self.gateway, self.gateway.client(request)
+        patient = await gateway.portal.signed_in(patient_session)
+        if patient is not None:
+            entry_id = f"ent_{handle[1:33]}" if HANDLE.match(handle) and handle[0] == "p" else None
+            await gateway.portal.record_denial(entry_id, patient, client, gateway.request_id())
+        else:
+            await gateway.access.record_unknown(client, gateway.request_id())
 
     async def _over_limit(self, handle: str) -> Response | None:
         verdict = await self.gateway.limits.viewer_request(handle)
@@ -178,7 +200,7 @@ class ViewerRoutes:
             return refusal
         if not (_POSITION.match(series) and _POSITION.match(image)):
             scope = await self._scope(request, handle)
-            return _plain(_STATUS[scope] if isinstance(scope, Refusal) else 404, "not_found")
+            return _plain(scope.value if isinstance(scope, Refusal) else 404, "not_found")
         wanted = (int(series), int(image), _RENDERED[image_format], _window(window))
         known = self.viewer.known_scope(handle)
         early = asyncio.create_task(self._open(known, *wanted)) if known else None
@@ -190,7 +212,7 @@ class ViewerRoutes:
         if isinstance(scope, Refusal) or known is None or not self.viewer.same_study(known, scope):
             await _discard(early)
             if isinstance(scope, Refusal):
-                return _plain(_STATUS[scope], scope.value)
+                return _plain(scope.value, scope.text)
             early = None
         opened = await early if early is not None else await self._open(scope, *wanted)
         if isinstance(opened, Response):
@@ -206,14 +228,7 @@ class ViewerRoutes:
             frame = await self.viewer.frame(scope, series, image)
             if frame is None:
                 return _plain(404, "not_found")
-            upstream = await self.viewer.dicomweb.open_rendered(
-                frame.pacs,
-                frame.study_uid,
-                frame.series_uid,
-                frame.instance_uid,
-                accept=accept,
-                window=window,
-            )
+            upstream = await self.viewer.dicomweb.open_rendered(frame, accept, window)
         except PacsError:
             return _plain(502, "the PACS did not answer")
         if upstream.status_code != 200:
@@ -237,7 +252,7 @@ class ViewerRoutes:
             return refusal
         scope = await self._scope(request, handle)
         if isinstance(scope, Refusal):
-            return _plain(_STATUS[scope], scope.value)
+            return _plain(scope.value, scope.text)
         policy = self.gateway.policies[scope.tenant_id]
         if policy.recipient_access != "view_and_download":
             return _plain(404, "not_found")
@@ -270,9 +285,8 @@ class ViewerRoutes:
                 zip(index.series, order, strict=True), start=1
             ):
                 for position, instance_uid in enumerate(instances, start=1):
-                    data = await self.viewer.dicomweb.instance_file(
-                        pacs, study_uid, series.series_uid, instance_uid
-                    )
+                    where = Instance(pacs, study_uid, series.series_uid, instance_uid)
+                    data = await self.viewer.dicomweb.instance_file(where)
                     archive.writestr(f"series-{number:03d}/image-{position:04d}.dcm", data)
                     yield sink.take()
         yield sink.take()
