@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 from blume_runtime.app import BrokerIdentityError, Runtime
 from blume_runtime.broker_users import service_names
 from blume_runtime.db import Database, OutboxMessage, utcnow
-from blume_runtime.ops import OpsPortInUseError, OpsServer
+from blume_runtime.ops import OpsPortInUseError, OpsServer, bind
 from blume_runtime.service import Service
 from blume_runtime.settings import Settings
 from blume_runtime.testing import RecordingTransport
@@ -160,3 +161,26 @@ async def test_a_process_whose_user_is_not_its_services_refuses_to_start(
     runtime = Runtime(settings, [Service("link_issuer")], sqlite)
     with pytest.raises(BrokerIdentityError, match="link_issuer"):
         await runtime.start()
+
+
+async def test_connections_accepted_on_a_bound_port_send_without_nagles_delay() -> None:
+    """A connection accepted on ``bind``'s socket has TCP_NODELAY set (asyncio sets it only
+    on a socket created as TCP), so a response's last small segment is not held back for
+    the client's delayed ACK."""
+    sock = bind("127.0.0.1", 0)
+    accepted: asyncio.Queue[int] = asyncio.Queue()
+
+    async def on_connection(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn: socket.socket = writer.get_extra_info("socket")
+        await accepted.put(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(on_connection, sock=sock)
+    try:
+        _reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        nodelay = await asyncio.wait_for(accepted.get(), 5)
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert nodelay == 1

@@ -58,7 +58,10 @@ class ServerWithoutSignals(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """Bind here, so a busy port is an OSError for the caller (uvicorn would exit the process)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, so asyncio sets TCP_NODELAY on each accepted connection: it skips
+    # a socket whose proto is 0, and Nagle then holds a response's last segment for the
+    # client's delayed ACK (~40 ms a proxied image frame).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
