@@ -30,12 +30,15 @@ class SessionRoutes(GatewayRoutes):
         if not gateway.csrf.valid(request, csrf, SIGN_OUT_PURPOSE):
             # A forged sign-out ends nothing; the person's own page still signs them out.
             return gateway.pages.render(views.csrf_page(browser_locale(request), SIGNED_OUT_ROUTE))
+        sessions = {kind: gateway.session_id(request, kind) for kind in ("access", "patient")}
         await gateway.sign_out.sign_out(
-            access_session=gateway.session_id(request, "access"),
-            patient_session=gateway.session_id(request, "patient"),
+            access_session=sessions["access"],
+            patient_session=sessions["patient"],
             client=gateway.client(request),
             request_id=gateway.request_id(),
         )
+        for ended in filter(None, sessions.values()):
+            gateway.viewer.forget_session(ended)
         response = RedirectResponse(SIGNED_OUT_ROUTE, status_code=303)
         response.headers["Clear-Site-Data"] = _CLEAR_SITE_DATA
         for kind in _SIGNED_IN_COOKIES:

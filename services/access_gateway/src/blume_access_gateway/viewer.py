@@ -16,17 +16,16 @@ show they are current (``FreshnessCheck.stale``, asked on every request).
 granted scope is kept in process memory for at most ``GRANT_CACHE_SECONDS`` (250 ms, a
 quarter of the 1 s a revocation may take to bite) so that those requests do not each read
 the database. It is dropped sooner when this process applies any event to its projections
-(a revocation applied here bites at the next request) and when the session or the link
-reaches its end by the clock. From ``GRANT_RECHECK_SECONDS`` of age, a request that reuses
-a grant also starts its check again beside it, so scrolling rarely waits for the database;
+(a revocation applied here bites at the next request), when the session or the link
+reaches its end by the clock, and when the session signs out here. From
+``GRANT_RECHECK_SECONDS`` of age, a request that reuses a grant also starts its check
+again beside it, so scrolling rarely waits for the database;
 the grant a request reuses is still never older than the bound. A revocation applied by
 another replica reaches this one's requests within ``GRANT_CACHE_SECONDS``; a sign-out
 elsewhere likewise. Refusals are never cached.
 
-Audit: one ``share.images.viewed`` (IHE BALP Read) per series per viewing session, across
-replicas (a ``SeriesRead`` row, inserted if absent in the same transaction as the event),
-``share.images.exported`` for a download, ``share.images.unavailable`` when the study is not
-on the PACS.
+What viewing records (the BALP Read once per series per session, across replicas; the
+Export; the study not on the PACS) is ``viewer_audit``, the ``audit`` of the ``Viewer``.
 """
 
 from __future__ import annotations
@@ -41,18 +40,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Final, Literal, TypeVar
+from typing import Final, Literal
 
-from blume_contracts.events import (
-    ClientContext,
-    ShareImagesExported,
-    ShareImagesUnavailable,
-    ShareImagesViewed,
-)
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitsOfWork
-from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.dicomweb import (
@@ -63,12 +54,12 @@ from blume_access_gateway.dicomweb import (
     SeriesListing,
     StudyListing,
 )
-from blume_access_gateway.events import emit_for
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.grants import EntryRefusal, LinkId, check_entry_grant, check_grant
 from blume_access_gateway.links import LinkState
-from blume_access_gateway.models import BrowserSession, ProjectedEntry, ProjectedLink, SeriesRead
+from blume_access_gateway.models import BrowserSession, ProjectedEntry, ProjectedLink
 from blume_access_gateway.sessions import live_session
+from blume_access_gateway.viewer_audit import ViewerAudit, bounded_put
 
 HANDLE: Final = re.compile(r"^(r[0-9a-f]{32}|p[0-9a-f]{64})$")
 _MAC_HEX: Final = 32
@@ -80,9 +71,6 @@ INDEX_TTL_SECONDS: Final = 60.0
 """How long the series list and image order of a study are kept between requests: the
 grant is checked on every request regardless; this only saves asking the PACS again."""
 _INDEX_ENTRIES: Final = 64
-K = TypeVar("K")
-V = TypeVar("V")
-_CACHE_ENTRIES: Final = 10_000
 
 
 class Refusal(Enum):
@@ -169,14 +157,6 @@ def viewer_path(handle: str) -> str:
     return f"/view/{handle}"
 
 
-def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, entries: int = _CACHE_ENTRIES) -> None:
-    """Newest last; the oldest go past ``entries``."""
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > entries:
-        cache.popitem(last=False)
-
-
 @dataclass(frozen=True, slots=True)
 class _Granted:
     """A scope the grant check allowed, kept for ``GRANT_CACHE_SECONDS`` at most."""
@@ -199,10 +179,14 @@ class Viewer:
     clock: Callable[[], datetime]
     freshness: FreshnessCheck
     _index: OrderedDict[tuple[str, str], StudyIndex] = field(default_factory=OrderedDict)
-    _seen: OrderedDict[tuple[str, str, int], None] = field(default_factory=OrderedDict)
     _known: OrderedDict[str, Scope] = field(default_factory=OrderedDict)
     _granted: OrderedDict[tuple[str, str], _Granted] = field(default_factory=OrderedDict)
     _rechecks: dict[tuple[str, str], asyncio.Task[None]] = field(default_factory=dict)
+    audit: ViewerAudit = field(init=False)
+    """What viewing records: the BALP Read, Export and unavailability events."""
+
+    def __post_init__(self) -> None:
+        self.audit = ViewerAudit(events=self.events, clock=self.clock)
 
     # Handles ---------------------------------------------------------------------------
 
@@ -237,6 +221,14 @@ class Viewer:
             return granted.scope
         return await self._check(handle, session_id)
 
+    def forget_session(self, session_id: str) -> None:
+        """Drop what this process keeps granted to a session that just ended here (a
+        sign-out), and any check of it in flight: its next request is checked anew."""
+        for key in [key for key in self._granted if key[1] == session_id]:
+            del self._granted[key]
+        for key in [key for key in self._rechecks if key[1] == session_id]:
+            self._rechecks.pop(key).cancel()
+
     def _recheck_soon(self, handle: str, session_id: str) -> None:
         """Check again beside this request, so that a scrolling viewer's next requests find
         a fresh grant rather than each waiting for the database."""
@@ -267,8 +259,8 @@ class Viewer:
             self._known.pop(handle, None)
             return checked
         scope, ends_at = checked
-        _bounded_put(self._granted, key, _Granted(scope, checked_at, applied_count, ends_at))
-        _bounded_put(self._known, handle, scope)
+        bounded_put(self._granted, key, _Granted(scope, checked_at, applied_count, ends_at))
+        bounded_put(self._known, handle, scope)
         return scope
 
     def _still_granted(self, key: tuple[str, str]) -> _Granted | None:
@@ -364,7 +356,7 @@ class Viewer:
             return None
         series = await self.dicomweb.series(pacs, scope.study_uid)
         fresh = StudyIndex(listing, tuple(series), time.monotonic())
-        _bounded_put(self._index, key, fresh, _INDEX_ENTRIES)
+        bounded_put(self._index, key, fresh, _INDEX_ENTRIES)
         return fresh
 
     async def series_instances(self, scope: Scope, index: StudyIndex, number: int) -> list[str]:
@@ -396,88 +388,6 @@ class Viewer:
             return None
         series_uid = index.series[series - 1].series_uid
         return Instance(target[0], target[1], series_uid, instances[image - 1])
-
-    # Audit -------------------------------------------------------------------------------
-
-    def _access_fields(self, scope: Scope, client: ClientContext) -> dict[str, object]:
-        return {
-            "share_id": scope.share_id,
-            "audience": scope.audience,
-            "link_id": scope.link_id,
-            "use_number": scope.use_number,
-            "entry_id": scope.entry_id,
-            "blume_patient_id": scope.blume_patient_id,
-            "client": client,
-        }
-
-    async def _record(self, event_type: str, scope: Scope, data: BaseModel) -> None:
-        async with self.events.unit_of_work() as work:
-            emit_for(work, event_type, data, scope)
-
-    async def series_opened(
-        self, scope: Scope, series: int, instances: int, client: ClientContext
-    ) -> None:
-        """BALP Read, once per series per viewing session, whichever replica serves it: the
-        first to insert the session's ``SeriesRead`` row emits, in the same transaction."""
-        key = (scope.session_hash, scope.handle, series)
-        if key in self._seen:
-            return
-        # Marked before the write, so parallel first requests here try the insert once.
-        _bounded_put(self._seen, key, None)
-        data = ShareImagesViewed.model_validate(
-            {**self._access_fields(scope, client), "series_number": series, "instances": instances}
-        )
-        try:
-            async with self.events.unit_of_work() as work:
-                if await _first_read(work.session, key, self.clock()):
-                    emit_for(work, "share.images.viewed", data, scope)
-        except BaseException:
-            self._seen.pop(key, None)
-            raise
-
-    def series_seen(self, scope: Scope, series: int) -> bool:
-        """Recorded already, as far as this process knows (then nothing is written)."""
-        return (scope.session_hash, scope.handle, series) in self._seen
-
-    async def unavailable(
-        self,
-        scope: Scope,
-        reason: Literal["not_on_pacs", "pacs_unreachable"],
-        client: ClientContext,
-    ) -> None:
-        await self._record(
-            "share.images.unavailable",
-            scope,
-            ShareImagesUnavailable.model_validate(
-                {**self._access_fields(scope, client), "reason": reason}
-            ),
-        )
-
-    async def exported(self, scope: Scope, instances: int, client: ClientContext) -> None:
-        await self._record(
-            "share.images.exported",
-            scope,
-            ShareImagesExported.model_validate(
-                {**self._access_fields(scope, client), "instances": instances}
-            ),
-        )
-
-
-async def _first_read(session: AsyncSession, key: tuple[str, str, int], now: datetime) -> bool:
-    """Insert the session's read of the series unless a replica did: True if this did."""
-    session_hash, handle, series = key
-    if await session.get(SeriesRead, key) is not None:
-        return False
-    try:
-        async with session.begin_nested():
-            session.add(
-                SeriesRead(
-                    session_hash=session_hash, handle=handle, series_number=series, read_at=now
-                )
-            )
-    except IntegrityError:
-        return False
-    return True
 
 
 __all__ = ["PacsError", "Refusal", "Scope", "StudyIndex", "Viewer"]

@@ -173,10 +173,10 @@ class ViewerRoutes:
         try:
             index = await self.viewer.index(scope)
         except PacsError:
-            await self.viewer.unavailable(scope, "pacs_unreachable", client)
+            await self.viewer.audit.unavailable(scope, "pacs_unreachable", client)
             return None
         if index is None:
-            await self.viewer.unavailable(scope, "not_on_pacs", client)
+            await self.viewer.audit.unavailable(scope, "not_on_pacs", client)
         return index
 
     # The images --------------------------------------------------------------------------
@@ -238,11 +238,11 @@ class ViewerRoutes:
 
     async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:
         """BALP Read the first time this session opens this series (any of its images)."""
-        if self.viewer.series_seen(scope, series):
+        if self.viewer.audit.series_seen(scope, series):
             return
         index = await self.viewer.index(scope)
         count = len(index.instances.get(series, [])) if index else 0
-        await self.viewer.series_opened(scope, series, count, self.gateway.client(request))
+        await self.viewer.audit.series_opened(scope, series, count, self.gateway.client(request))
 
     # The download ------------------------------------------------------------------------
 
@@ -263,7 +263,7 @@ class ViewerRoutes:
             await self.viewer.series_instances(scope, index, number)
             for number in range(1, len(index.series) + 1)
         ]
-        await self.viewer.exported(
+        await self.viewer.audit.exported(
             scope, sum(len(uids) for uids in order), self.gateway.client(request)
         )
         return StreamingResponse(
