@@ -174,8 +174,8 @@ def test_a_revocation_applied_by_another_replica_bites_within_the_grant_cache(
 
 def test_a_sign_out_ends_the_viewers_reused_grant_at_once(harness: Harness) -> None:
     """A frame was granted moments ago (the grant is kept in memory); the recipient signs
-    out on this replica and the access cookie copied before it asks for the next frame at
-    once: refused, without waiting out GRANT_CACHE_SECONDS."""
+    out with the viewer page's own button, and the access cookie copied before it asks for
+    the next frame at once: refused, without waiting out GRANT_CACHE_SECONDS."""
     with_study_pacs(harness.gateway)
     token, _link = harness.add_link(TENANT, study_uid=STUDY_UID)
     with harness.client() as client:
@@ -184,8 +184,8 @@ def test_a_sign_out_ends_the_viewers_reused_grant_at_once(harness: Harness) -> N
         viewer = pressed.headers["location"]
         assert client.get(f"{viewer}/series/1/frames/1").status_code == 200
         copied = {name: value for name, value in client.cookies.items() if "csrf" not in name}
-        signed_in = client.get(f"/s/{token}").text
-        signed_out = client.post("/sign-out", data={"csrf": csrf_for(signed_in, "/sign-out")})
+        viewer_page = client.get(viewer).text  # signed in: it offers the sign-out button
+        signed_out = client.post("/sign-out", data={"csrf": csrf_for(viewer_page, "/sign-out")})
         assert signed_out.status_code == 303
     with harness.client(cookies=copied) as thief:
         assert thief.get(f"{viewer}/series/1/frames/2").status_code == 404

@@ -155,10 +155,12 @@ class ViewerRoutes:
             return gateway.pages.render(views.viewer_refusal_page(scope, browser_locale(request)))
         index = await self.index_or_audit(scope, gateway.client(request))
         if index is None:
-            return gateway.pages.render(views.study_not_on_pacs_page(scope.locale))
+            return gateway.render_signed_in(request, views.study_not_on_pacs_page(scope.locale))
         policy = gateway.policies[scope.tenant_id]
         viewer = self.context(scope, index)
-        return gateway.pages.render(views.study_viewer_page(scope, viewer, policy.display_name))
+        return gateway.render_signed_in(
+            request, views.study_viewer_page(scope, viewer, policy.display_name)
+        )
 
     def context(self, scope: Scope, index: StudyIndex) -> dict[str, object]:
         """The viewer partial's context: the summary the policy allows a recipient (the
