@@ -185,3 +185,12 @@ def test_postgres_downgrade_to_0010_and_back_keeps_every_row(database_url: str) 
 
 def _sync(url: str) -> str:
     return database_url(url, use_async=False)
+
+
+def test_a_fresh_sqlite_file_is_migrated_into_write_ahead_logging(tmp_path: Path) -> None:
+    """The embedded default's file leaves its first migration in WAL mode, as the runtime's
+    connections use it: the first run's workers, connecting together, never have to switch
+    it (a switch needs the file to itself, and failed as "database is locked")."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(url)
+    assert _rows(url, "PRAGMA journal_mode") == [("wal",)]

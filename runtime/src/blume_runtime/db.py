@@ -190,10 +190,11 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     # The driver's own implicit BEGIN (deferred) is replaced by _sqlite_begin_immediate.
     connection.isolation_level = None
     cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     # Every worker, the gateway's projections and the audit sealer write to the one file of
     # the embedded default; on a loaded machine a writer can wait for the lock for seconds.
+    # Set first, so that the journal-mode pragma below waits as long as any statement.
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 

@@ -12,7 +12,7 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from blume_runtime.db import UtcDateTime
 from blume_share.schema import include_name, load_models, migrator_connect_args, schema_metadata
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlmodel.sql.sqltypes import AutoString
 
 
@@ -29,6 +29,22 @@ def run_migrations() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
     assert url is not None
     engine = create_engine(url, connect_args=migrator_connect_args(url))
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _write_ahead_log)
+    try:
+        _migrate(engine)
+    finally:
+        engine.dispose()
+
+
+def _write_ahead_log(dbapi_connection: Any, _record: Any) -> None:
+    """The embedded default's file is in WAL mode from its first migration on, as the
+    runtime uses it: switching later needs the file to itself, which the first run's
+    several workers, opening their connections together, may not give it."""
+    dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+def _migrate(engine: Engine) -> None:
     with engine.connect() as connection:
         postgres = connection.dialect.name == "postgresql"
         target: MetaData = schema_metadata() if postgres else load_models().metadata
@@ -43,7 +59,6 @@ def run_migrations() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
-    engine.dispose()
 
 
 run_migrations()
