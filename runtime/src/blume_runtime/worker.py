@@ -11,7 +11,21 @@ log line, ``delivery settled``, saying which and why; never the body. In order:
 4. **the strict envelope**; else the service's ``on_invalid_envelope`` answer for that type,
    or ``malformed``;
 5. **dedupe and handle**: the inbox row, the handler and its outbox events in one
-   transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack;
+   transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack.
+   **Group commit** (``blume_runtime.group_commit``): a delivery that finds no transaction of
+   this worker running runs alone at once, as described. Deliveries that reach this step
+   while one runs wait for it, then go together (up to the prefetch): one transaction claims
+   all their inbox rows in one INSERT, runs each claimed handler in turn on the shared
+   session (each with its own context, staged events, ids, log fields and trace span),
+   inserts all their outbox rows in one statement and commits once, within one handler
+   timeout; then each delivery goes on alone (its own relay, decision, settlement and line).
+   A later handler of a batch sees an earlier one's writes, as it would one after the other.
+   If anything in a batch fails, the batch is rolled back and each of its deliveries runs
+   again alone, so that every failure is classified for the delivery it belongs to. A
+   service whose handlers have effects outside the database opts out
+   (``Service(group_commit=False)``: the notifier, whose emails a rerun would repeat). Each
+   delivery is still acked on its own: acks are one frame each with no reply to wait for,
+   and ``multiple=True`` would need every lower tag of the channel settled first;
 6. **failures**: a contract breach is dead-lettered (``contract``); anything else is put in an
    error class and retried within that class's budget (``blume_runtime.retry``), the first
    retry per class announced through the service's ``on_retry_scheduled`` hook; past the
