@@ -86,3 +86,12 @@ async def committed(db: Database) -> tuple[list[str], int]:
         claimed = (await session.exec(select(InboxEntry.event_id))).all()
         outbox = (await session.exec(select(col(OutboxMessage.event_id)))).all()
     return sorted(event_id for event_id in claimed if event_id != "gate"), len(outbox)
+
+
+async def committing_behind_gate(
+    worker: Worker, gated: Gated, event_ids: list[str]
+) -> tuple[list[FakeDelivery], float]:
+    """``behind_gate``, and how many transactions were committed meanwhile."""
+    before = transactions()
+    deliveries = await behind_gate(worker, gated, event_ids)
+    return deliveries, transactions() - before

@@ -22,8 +22,8 @@ from runtime.tests.batch_support import (
     Gated,
     behind_gate,
     committed,
+    committing_behind_gate,
     gated_worker,
-    transactions,
 )
 from runtime.tests.pipeline_support import JsonLines, accepted_event
 
@@ -126,9 +126,10 @@ async def test_deliveries_that_queued_commit_in_one_transaction(
     the four together), each acked with its own event published once."""
     gated = Gated()
     worker, transport = gated_worker(db, gated, tmp_path)
-    before = transactions()
-    deliveries = await behind_gate(worker, gated, ["a", "b", "c", "d"])
-    assert transactions() - before == 2
+    deliveries, committed_transactions = await committing_behind_gate(
+        worker, gated, ["a", "b", "c", "d"]
+    )
+    assert committed_transactions == 2
     assert [delivery.settlement for delivery in deliveries] == ["ack"] * 4
     assert await committed(db) == (["a", "b", "c", "d"], 5)
     completed = transport.events("share.completed")
@@ -188,9 +189,10 @@ async def test_a_duplicate_inside_a_batch_is_acked_as_duplicate_without_a_second
     """Two copies of one event in the same batch: both acked, one handler run, one effect."""
     gated = Gated()
     worker, _ = gated_worker(db, gated, tmp_path)
-    before = transactions()
-    copy, again, other = await behind_gate(worker, gated, ["a", "a", "b"])
-    assert transactions() - before == 2
+    (copy, again, other), committed_transactions = await committing_behind_gate(
+        worker, gated, ["a", "a", "b"]
+    )
+    assert committed_transactions == 2
     assert (copy.settlement, again.settlement, other.settlement) == ("ack", "ack", "ack")
     assert gated.runs == ["gate", "a", "b"]
     assert await committed(db) == (["a", "b"], 3)
@@ -222,9 +224,10 @@ async def test_a_service_that_opts_out_gives_every_delivery_its_own_transaction(
     """``group_commit=False`` (handlers with effects outside the database): no batches."""
     gated = Gated(group_commit=False)
     worker, _ = gated_worker(db, gated, tmp_path)
-    before = transactions()
-    deliveries = await behind_gate(worker, gated, ["a", "b", "c"])
-    assert transactions() - before == 4
+    deliveries, committed_transactions = await committing_behind_gate(
+        worker, gated, ["a", "b", "c"]
+    )
+    assert committed_transactions == 4
     assert [delivery.settlement for delivery in deliveries] == ["ack"] * 3
 
 
@@ -235,7 +238,8 @@ async def test_a_batch_of_any_size_up_to_the_prefetch_commits_once(
     """Up to the prefetch (16), what queued is one batch: one more transaction whatever N."""
     gated = Gated()
     worker, _ = gated_worker(db, gated, tmp_path)
-    before = transactions()
-    deliveries = await behind_gate(worker, gated, [f"e{index}" for index in range(size)])
-    assert transactions() - before == 2
+    deliveries, committed_transactions = await committing_behind_gate(
+        worker, gated, [f"e{index}" for index in range(size)]
+    )
+    assert committed_transactions == 2
     assert all(delivery.settlement == "ack" for delivery in deliveries)

@@ -26,6 +26,7 @@ from runtime.tests.batch_support import (
     Gated,
     behind_gate,
     committed,
+    committing_behind_gate,
     gated_worker,
     statements,
     transactions,
@@ -116,9 +117,10 @@ async def test_queued_deliveries_commit_in_one_transaction_on_postgres(
     """Five deliveries queued behind a running one: two commits in all, each acked once."""
     gated = Gated()
     worker, _ = gated_worker(postgres, gated, tmp_path)
-    before = transactions()
-    deliveries = await behind_gate(worker, gated, ["a", "b", "c", "d", "e"])
-    assert transactions() - before == 2
+    deliveries, committed_transactions = await committing_behind_gate(
+        worker, gated, ["a", "b", "c", "d", "e"]
+    )
+    assert committed_transactions == 2
     assert [delivery.settlement for delivery in deliveries] == ["ack"] * 5
     assert await committed(postgres) == (["a", "b", "c", "d", "e"], 6)
 

@@ -307,12 +307,12 @@ class Worker:
         try:
             async with asyncio.timeout(self._timeout), self._db.transaction() as session:
                 keys = [handling.key for handling in batch]
-                unclaimed = await self._db.claim(session, self.service.name, keys)
+                claimed = await self._db.claim(session, self.service.name, keys)
                 for handling in batch:
-                    if handling.key not in unclaimed:  # processed before, or earlier in it
+                    if handling.key not in claimed:  # processed before, or earlier in it
                         answers.append(None)
                         continue
-                    unclaimed.discard(handling.key)
+                    claimed.discard(handling.key)
                     ctx = self._context(
                         handling.event, session, handling.delivery, handling.verdict
                     )
