@@ -320,3 +320,21 @@ def test_an_internationalised_address_is_built_for_smtputf8() -> None:
     assert parsed["To"].addresses[0].addr_spec == "jose@cé.ca"
     assert parsed["Subject"] == "Un examen partagé"
     assert parsed["Content-Language"] == "fr-CA"
+
+
+def test_bodies_holding_boundary_like_lines_read_back_whole() -> None:
+    """The boundary is not searched for in the bodies (quoted-printable cannot hold "=_"): a
+    body with lines like a boundary, or like the end of the message, reads back unchanged."""
+    text = "--=_\n--=_0123456789abcdef--\n=_=_\n.\n"
+    html = "<p>--=_</p>\n"
+    message = alternative_email(
+        {"From": Mailbox("", "no-reply@blume.example"), "To": Mailbox("", "z@c.example")},
+        {"Subject": "s"},
+        text,
+        html,
+    )
+    parsed = received(message)
+    assert [str(part.get_content()).replace("\r\n", "\n") for part in parsed.iter_parts()] == [
+        text,
+        html,
+    ]

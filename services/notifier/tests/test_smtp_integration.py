@@ -278,7 +278,7 @@ async def test_a_french_email_arrives_as_built_with_its_encoded_words(
     assert b"\n" not in data.replace(b"\r\n", b"")
     head = data.split(b"\r\n\r\n")[0].decode()
     for field in ("Subject", "To", "Reply-To"):
-        assert re.search(rf"^{field}: =\?utf-8\?q\?", head, re.MULTILINE | re.IGNORECASE), field
+        assert re.search(rf"^{field}: =\?utf-8\?[bq]\?", head, re.MULTILINE | re.IGNORECASE), field
     received = message_from_bytes(data, policy=policy.default)
     assert received["From"] == MAIL_FROM
     assert received["To"].addresses[0].display_name == "Dr. Zoé Côté"

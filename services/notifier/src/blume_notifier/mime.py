@@ -8,7 +8,7 @@ registry when it is set and folds it again when the message is flattened, which 
 - every header value is refused if it holds a CR or LF (no header injection), before any
   formatting;
 - a display name or a subject outside ASCII becomes RFC 2047 encoded words of at most 75
-  characters (``email.header.Header``, Q encoding), so the headers are ASCII; an ASCII
+  characters (``email.header.Header``), so the headers are ASCII; an ASCII
   display name is quoted as it needs (``email.utils.formataddr``);
 - both bodies are UTF-8, quoted-printable (what the content manager chose for our
   templates, whose lines are long), so the whole email is 7-bit clean and every line is
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import quopri
 import re
+import secrets
 from collections.abc import Iterable, Mapping
-from email.charset import QP, Charset
 from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
@@ -39,9 +39,6 @@ from io import BytesIO
 from typing import Final, NamedTuple
 
 _MAX_LINE: Final = 998  # RFC 5322 2.1.1, without the CRLF
-_HEADER_CHARSET: Final = Charset("utf-8")
-# Q encoding keeps a French name or subject legible in a raw message.
-_HEADER_CHARSET.header_encoding = QP
 _LINE_BREAK: Final = re.compile(r"[\r\n]")
 _ONE_TOKEN: Final = re.compile(r"[!-~]+")
 
@@ -112,7 +109,13 @@ def alternative_email(
         checked(value)
     if not all(mailbox.address.isascii() for mailbox in mailboxes.values()):
         return header_registry_email(mailboxes, headers, text, html)
-    message = MIMEMultipart("alternative", policy=WIRE_POLICY)
+    # A boundary the bodies cannot hold, so the generator need not search them for it (it
+    # compiles a new regular expression per message to do so): "=_" never occurs in
+    # quoted-printable, which writes "=" as "=3D" and uses it only before two hex digits or
+    # a line break; the parts' own headers are ours and hold no "=_".
+    message = MIMEMultipart(
+        "alternative", boundary=f"=_{secrets.token_hex(16)}", policy=WIRE_POLICY
+    )
     for field, mailbox in mailboxes.items():
         _set(message, field, _mailbox_value(field, mailbox))
     for field, value in headers.items():
@@ -132,7 +135,9 @@ def _mailbox_value(field: str, mailbox: Mailbox) -> str | Header:
 
 def _encoded(field: str, value: str) -> Header:
     """RFC 2047 encoded words, each at most 75 characters, folded at 78 when flattened."""
-    return Header(value, _HEADER_CHARSET, header_name=field)
+    # utf-8's header encoding is the shorter of B and Q: usually B, which Header also splits
+    # in linear time (its Q splitting measures the line again for every character).
+    return Header(value, "utf-8", header_name=field)
 
 
 def _set(message: Message, field: str, value: str | Header) -> None:
