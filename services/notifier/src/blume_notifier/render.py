@@ -35,6 +35,9 @@ environment: Final = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # The templates ship inside the package and change only with it: no stat of each file
+    # on every email to see whether it changed.
+    auto_reload=False,
 )
 
 
