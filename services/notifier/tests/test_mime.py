@@ -338,3 +338,21 @@ def test_bodies_holding_boundary_like_lines_read_back_whole() -> None:
         text,
         html,
     ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Wed, 25 Nov 2026 14:00:05 +0000",
+        "two  spaces and a trailing one ",
+        "x" * 67,  # with "Subject: ", exactly 76
+        "A short subject that still has to be folded once it passes seventy-six",
+    ],
+)
+def test_a_header_that_fits_is_written_as_compat32_writes_it(value: str) -> None:
+    """The policy's shortcut for a line that fits gives compat32's own bytes; a longer one is
+    folded by compat32 as before."""
+    compat32_wire = policy.compat32.clone(linesep="\r\n", max_line_length=76)
+    assert mime.WIRE_POLICY.fold_binary("Subject", value) == compat32_wire.fold_binary(
+        "Subject", value
+    )

@@ -39,36 +39,42 @@ from io import BytesIO
 from typing import Final, NamedTuple
 
 _MAX_LINE: Final = 998  # RFC 5322 2.1.1, without the CRLF
+_FOLD_AT: Final = 76
 _LINE_BREAK: Final = re.compile(r"[\r\n]")
 _ONE_TOKEN: Final = re.compile(r"[!-~]+")
+_PRINTABLE: Final = re.compile(r"[ -~]*")
 
 
 class _WirePolicy(Compat32):
-    """compat32, but a value with no whitespace (a Message-ID, a List-Unsubscribe URL) stays on
-    its header's line, as the SMTP policy wrote it: compat32 would move it to a continuation
-    line of its own once the line passes 78 characters, and a reader that keeps folding
-    whitespace would then see it with a leading space."""
+    """compat32, but an ASCII value with nothing to fold is written as it is, on its header's
+    line: one that fits the line, or one with no whitespace to fold at (a Message-ID, a
+    List-Unsubscribe URL). For the first, compat32 would give the same line after running it
+    through ``Header``'s splitter (most of the flattening time); the second, compat32 would
+    move to a continuation line of its own once the line passes the limit, and a reader that
+    keeps folding whitespace would then see it with a leading space (the SMTP policy left it
+    on the header's line, as here)."""
 
     def fold(self, name: str, value: str) -> str:
-        if _unfoldable(name, value):
+        if _as_it_is(name, value):
             return f"{name}: {value}{self.linesep}"
         return super().fold(name, value)
 
     def fold_binary(self, name: str, value: str) -> bytes:
-        if _unfoldable(name, value):
+        if _as_it_is(name, value):
             return self.fold(name, value).encode("ascii")
         return super().fold_binary(name, value)
 
 
-def _unfoldable(name: str, value: object) -> bool:
-    return (
-        isinstance(value, str)
-        and _ONE_TOKEN.fullmatch(value) is not None
-        and len(name) + 2 + len(value) <= _MAX_LINE
-    )
+def _as_it_is(name: str, value: object) -> bool:
+    if not isinstance(value, str):
+        return False  # a Header: encoded words, split by Header
+    line = len(name) + 2 + len(value)
+    if line <= _FOLD_AT:
+        return _PRINTABLE.fullmatch(value) is not None
+    return line <= _MAX_LINE and _ONE_TOKEN.fullmatch(value) is not None
 
 
-WIRE_POLICY: Final = _WirePolicy(linesep="\r\n", mangle_from_=False, max_line_length=76)
+WIRE_POLICY: Final = _WirePolicy(linesep="\r\n", mangle_from_=False, max_line_length=_FOLD_AT)
 """CRLF line ends, as SMTP sends them; a body line starting "From " stays as it is (mbox
 quoting is for mbox files, and the SMTP policy did not do it either); header lines folded
 at 76, so that an encoded word on a continuation line (after its space) is at most 75
