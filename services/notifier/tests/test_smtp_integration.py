@@ -316,3 +316,20 @@ async def test_an_internationalised_domain_is_sent_with_smtputf8() -> None:
     received = message_from_string(data.decode(), policy=policy.default)
     assert received["To"].addresses[0].addr_spec == "jose@cé.ca"
     assert received["Subject"] == "Un examen partagé"
+
+
+async def test_a_display_name_holding_addresses_adds_no_recipient() -> None:
+    """The envelope comes from the addresses the email was built from, not from its headers:
+    an accented name holding "<address>, " reaches one RCPT TO, and the To header reads
+    back as that one address with the name intact."""
+    name = "Zoé <mallory@attacker.example>, Eve"
+    message = alternative_email(
+        {"From": Mailbox("Blume", "no-reply@blume.example"), "To": Mailbox(name, "z@c.example")},
+        {"Subject": "s", "Message-ID": "<a@blume.example>"},
+        "t\n",
+        "<p>t</p>\n",
+    )
+    mail_from, recipients, data = await sent_through_smtp(message)
+    assert (mail_from, recipients) == ("no-reply@blume.example", ["z@c.example"])
+    [to] = message_from_bytes(data, policy=policy.default)["To"].addresses
+    assert (to.display_name, to.addr_spec) == (name, "z@c.example")

@@ -13,7 +13,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
+from email.message import Message
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,7 +23,7 @@ from blume_runtime.logging import scrub_text
 from blume_runtime.settings import Settings
 from blume_runtime.tracing import span
 
-from blume_notifier.mime import envelope_of, wire_bytes
+from blume_notifier.mime import OutgoingEmail, wire_bytes
 
 DEFAULT_PORTS: Final = {"smtp": 25, "smtps": 465}
 _UNSAFE_FILE_CHARACTERS: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -200,13 +200,13 @@ class SmtpMailer:
 
 
 async def _transmit(client: aiosmtplib.SMTP, message: Message) -> None:
-    if isinstance(message, EmailMessage):
-        # An internationalised address (mime.py): aiosmtplib flattens it with SMTPUTF8.
+    if not isinstance(message, OutgoingEmail):
+        # An EmailMessage (an internationalised address, see mime.py): aiosmtplib takes the
+        # envelope from its headers and flattens it, with SMTPUTF8 when the address needs it.
         await client.send_message(message)
         return
     # Flattened once, here; 7-bit clean, so no BODY=8BITMIME and no SMTPUTF8 to ask for.
-    sender, recipients = envelope_of(message)
-    await client.sendmail(sender, recipients, wire_bytes(message))
+    await client.sendmail(message.envelope_sender, message.envelope_recipients, wire_bytes(message))
 
 
 def _abandon(client: aiosmtplib.SMTP) -> None:

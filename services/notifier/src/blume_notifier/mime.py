@@ -25,7 +25,7 @@ from __future__ import annotations
 import quopri
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from email.generator import BytesGenerator
 from email.header import Header
 from email.headerregistry import Address
@@ -33,7 +33,7 @@ from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.nonmultipart import MIMENonMultipart
 from email.policy import SMTPUTF8, Compat32, EmailPolicy
-from email.utils import formataddr, getaddresses, parseaddr
+from email.utils import formataddr, parseaddr
 from functools import lru_cache
 from io import BytesIO
 from typing import Final, NamedTuple
@@ -105,9 +105,9 @@ def parse_mailbox(text: str) -> Mailbox:
 
 def alternative_email(
     mailboxes: Mapping[str, Mailbox], headers: Mapping[str, str], text: str, html: str
-) -> Message:
+) -> OutgoingEmail | EmailMessage:
     """A multipart/alternative email (``text``, then ``html``) with ``mailboxes`` (From, To,
-    Reply-To) and ``headers``; ``ValueError`` when a header value holds a CR or LF."""
+    maybe Reply-To) and ``headers``; ``ValueError`` when a header value holds a CR or LF."""
     for mailbox in mailboxes.values():
         checked(mailbox.name)
         checked(mailbox.address)
@@ -115,13 +115,7 @@ def alternative_email(
         checked(value)
     if not all(mailbox.address.isascii() for mailbox in mailboxes.values()):
         return header_registry_email(mailboxes, headers, text, html)
-    # A boundary the bodies cannot hold, so the generator need not search them for it (it
-    # compiles a new regular expression per message to do so): "=_" never occurs in
-    # quoted-printable, which writes "=" as "=3D" and uses it only before two hex digits or
-    # a line break; the parts' own headers are ours and hold no "=_".
-    message = MIMEMultipart(
-        "alternative", boundary=f"=_{secrets.token_hex(16)}", policy=WIRE_POLICY
-    )
+    message = OutgoingEmail(mailboxes["From"].address, [mailboxes["To"].address])
     for field, mailbox in mailboxes.items():
         _set(message, field, _mailbox_value(field, mailbox))
     for field, value in headers.items():
@@ -129,6 +123,21 @@ def alternative_email(
     message.attach(_quoted_printable_part(text, "plain"))
     message.attach(_quoted_printable_part(html, "html"))
     return message
+
+
+class OutgoingEmail(MIMEMultipart):
+    """A multipart/alternative email with its SMTP envelope (MAIL FROM, RCPT TO): the From
+    and To addresses it was built from, as aiosmtplib's ``send_message`` took them from the
+    headers. Never parsed back from the headers, where a display name is free text."""
+
+    def __init__(self, sender: str, recipients: list[str]) -> None:
+        # A boundary the bodies cannot hold, so the generator need not search them for it
+        # (it compiles a new regular expression per message to do so): "=_" never occurs in
+        # quoted-printable, which writes "=" as "=3D" and uses it only before two hex digits
+        # or a line break; the parts' own headers are ours and hold no "=_".
+        super().__init__("alternative", boundary=f"=_{secrets.token_hex(16)}", policy=WIRE_POLICY)
+        self.envelope_sender = sender
+        self.envelope_recipients = recipients
 
 
 def _mailbox_value(field: str, mailbox: Mailbox) -> str | Header:
@@ -191,14 +200,3 @@ def wire_bytes(message: Message) -> bytes:
     with BytesIO() as flattened:
         BytesGenerator(flattened, policy=policy).flatten(message)
         return flattened.getvalue()
-
-
-def envelope_of(message: Message) -> tuple[str, list[str]]:
-    """MAIL FROM and RCPT TO: the From address and the To addresses, as aiosmtplib's
-    ``send_message`` takes them."""
-    _name, sender = parseaddr(str(message["From"]))
-    return sender, [address for _name, address in getaddresses(_strings(message.get_all("To")))]
-
-
-def _strings(values: Iterable[object] | None) -> list[str]:
-    return [str(value) for value in values or ()]
