@@ -4,8 +4,10 @@ product's hop count, durability and confirms, and nothing else."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,7 +48,13 @@ async def run_raw(
     batch_limit: float,
     progress_every: float,
     diagnose: Callable[[], str],
+    window: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> RawRun:
+    """Move ``bodies`` through the chain after an untimed ``warmup_bodies`` batch.
+
+    ``window``, if given, is entered around the timed batch only (``bench.ceiling`` reads
+    the broker's CPU there).
+    """
     content_type = "application/cloudevents+json"
     arrivals: dict[str, float] = {}
     copies: collections.Counter[str] = collections.Counter()
@@ -108,15 +116,15 @@ async def run_raw(
         def seen() -> Mapping[str, float]:
             return arrivals
 
-        figures = await drive(
-            "raw",
-            batch(bodies),
-            seen,
-            batch_limit=batch_limit,
-            progress_every=progress_every,
-            diagnose=diagnose,
-            warmup=batch(warmup_bodies),
-        )
+        common: dict[str, Any] = {
+            "batch_limit": batch_limit,
+            "progress_every": progress_every,
+            "diagnose": diagnose,
+        }
+        if warmup_bodies:
+            await drive("raw warm-up", batch(warmup_bodies), seen, **common)
+        async with window() if window is not None else contextlib.nullcontext():
+            figures = await drive("raw", batch(bodies), seen, **common)
         transport = connection.transport
         server: Mapping[str, Any] = (
             dict(transport.connection.server_properties) if transport is not None else {}
