@@ -18,13 +18,16 @@ What runs (one broker, one database, one run; a fresh vhost and database, remove
 - *audit copies*: the same, but the audit row is not written in the hop's transaction: a
   fourth consumer bound to everything receives a copy of every event and INSERTs it (one
   statement per copy, then the ack), as the product's audit sink does today.
+- *product shape*: *minimal* with the product's counts: five hops (the dispatcher's two
+  further steps as deliveries) and six events audited, the sixth staged in the first hop's
+  transaction and never published (only the audit needs it).
 - *batched*: *minimal* with up to ``--batch`` deliveries per transaction (the same statement
   over arrays), their publishes confirmed together and one ``ack(multiple=True)``.
 
-Each hop handles the event it received: three events per share, each audited once. A share
-is done when the third hop has committed. The variants are run in rounds, alternated, so
-that whatever else runs on the 2 cores falls on all of them alike; the report gives the
-median and the spread.
+Each hop handles the event it received: three events per share (*product shape*: six),
+each audited once. A share is done when the last hop has committed. The variants are run
+in rounds, alternated, so that whatever else runs on the 2 cores falls on all of them
+alike; the report gives the median and the spread.
 
 What is counted (``bench.costs.Meter`` around the timed batch, until the audit is sealed)
 --------------------------------------------------------------------------------------
@@ -73,6 +76,13 @@ def variants(batch: int) -> list[Variant]:
     return [
         Variant("minimal", "audit row in hop's tx", audit_in_transaction=True),
         Variant("audit copies", "4th consumer, all events", audit_in_transaction=False),
+        Variant(
+            "product shape",
+            "5 hops, 6 events audited",
+            audit_in_transaction=True,
+            hops=5,
+            extra_events=1,
+        ),
         Variant(
             f"batched x{batch}",
             f"<= {batch} deliveries per tx",

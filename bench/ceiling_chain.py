@@ -30,7 +30,6 @@ from bench.costs import Costs, Meter
 from bench.harness import BenchError
 from bench.measuring import Figures, Send, drive
 
-HOPS: Final = 3
 EXCHANGE: Final = "bench.ceiling"
 PRODUCER: Final = "guest"
 """The broker user the bench connects as: RabbitMQ checks a message's ``user_id`` against it."""
@@ -80,6 +79,12 @@ audit_rows AS (
     INSERT INTO audit_staging (event_source, event_id, producer, entry)
     SELECT 'bench', message_id, producer, body FROM fresh
     ON CONFLICT DO NOTHING)"""
+_EXTRA: Final = """,
+extra_rows AS (
+    INSERT INTO audit_staging (event_source, event_id, producer, entry)
+    SELECT 'bench', message_id || '.extra' || n, producer, body
+    FROM fresh CROSS JOIN generate_series(1, %(extra)s) AS n
+    ON CONFLICT DO NOTHING)"""
 _AUDIT_ONLY: Final = """
 INSERT INTO audit_staging (event_source, event_id, producer, entry)
 SELECT 'bench', message_id, producer, body
@@ -95,6 +100,15 @@ class Variant:
     audit_in_transaction: bool
     batch: int = 1
     """Deliveries per transaction (and per ``ack(multiple=True)``)."""
+    hops: int = 3
+    extra_events: int = 0
+    """Events per share that only the audit needs: staged in the first hop's transaction,
+    never published."""
+
+    @property
+    def events(self) -> int:
+        """Audited events per share: each hop's incoming one, and the extra ones."""
+        return self.hops + self.extra_events
 
 
 @dataclass(frozen=True)
@@ -103,8 +117,13 @@ class VariantRun:
     costs: Costs
 
 
-def _statement(*, publishes: bool, audit: bool) -> str:
-    text = _CLAIM + (_OUTBOX if publishes else "") + (_AUDIT if audit else "")
+def _statement(*, publishes: bool, audit: bool, extra: bool) -> str:
+    text = (
+        _CLAIM
+        + (_OUTBOX if publishes else "")
+        + (_AUDIT if audit else "")
+        + (_EXTRA if extra else "")
+    )
     result = "SELECT id, message_id FROM outbox_rows" if publishes else "SELECT 1 WHERE false"
     return f"{text}\n{result}"
 
@@ -126,6 +145,7 @@ class Consumer:
         statement: str,
         next_key: str | None,
         batch: int,
+        extra: int = 0,
         on_done: Callable[[AbstractIncomingMessage], None] | None = None,
     ) -> None:
         self.name = name
@@ -134,6 +154,7 @@ class Consumer:
         self._statement = statement
         self._next_key = next_key
         self._batch = batch
+        self._extra = extra
         self._on_done = on_done
         self._incoming: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._confirmed: list[int] = []
@@ -170,6 +191,7 @@ class Consumer:
             {
                 "consumer": self.name,
                 "next_key": self._next_key,
+                "extra": self._extra,
                 "ids": [message.message_id for message in messages],
                 "bodies": [message.body for message in messages],
                 "producers": [message.user_id or "" for message in messages],
@@ -318,7 +340,7 @@ async def run_variant(
         exchange = await channel.declare_exchange(EXCHANGE, aio_pika.ExchangeType.TOPIC)
         consumers: list[Consumer] = []
         audit_keys = [] if variant.audit_in_transaction else ["#"]
-        for hop in [*range(1, HOPS + 1), *(0 for _ in audit_keys)]:
+        for hop in [*range(1, variant.hops + 1), *(0 for _ in audit_keys)]:
             queue = await channel.declare_queue(
                 f"{run}.{'audit' if hop == 0 else f'hop{hop}'}",
                 durable=True,
@@ -328,17 +350,22 @@ async def run_variant(
             await queue.bind(exchange, routing_key="#" if hop == 0 else _hop_key(run, hop))
             consumer_channel = await connection.channel(publisher_confirms=True)
             await consumer_channel.set_qos(prefetch_count=prefetch)
-            publishes = 0 < hop < HOPS
+            publishes = 0 < hop < variant.hops
             consumer = Consumer(
                 "audit" if hop == 0 else f"hop{hop}",
                 await _connect(database_url),
                 await consumer_channel.get_exchange(EXCHANGE),
                 statement=_AUDIT_ONLY
                 if hop == 0
-                else _statement(publishes=publishes, audit=variant.audit_in_transaction),
+                else _statement(
+                    publishes=publishes,
+                    audit=variant.audit_in_transaction,
+                    extra=hop == 1 and variant.extra_events > 0,
+                ),
+                extra=variant.extra_events,
                 next_key=_hop_key(run, hop + 1) if publishes else None,
                 batch=1 if hop == 0 else variant.batch,
-                on_done=arrived if hop == HOPS else None,
+                on_done=arrived if hop == variant.hops else None,
             )
             consumers.append(consumer)
             tasks.append(asyncio.create_task(consumer.run()))
@@ -373,12 +400,12 @@ async def run_variant(
             diagnose=diagnose,
             **common,
         )
-        await _quiet(consumers, sealer, HOPS * len(warmup_bodies), batch_limit)
+        await _quiet(consumers, sealer, variant.events * len(warmup_bodies), batch_limit)
         before = await asyncio.to_thread(meter.snapshot)
         figures = await drive(
             variant.name, batch(bodies), lambda: arrivals, diagnose=diagnose, **common
         )
-        events = HOPS * (len(warmup_bodies) + len(bodies))
+        events = variant.events * (len(warmup_bodies) + len(bodies))
         await _quiet(consumers, sealer, events, batch_limit)
         after = await asyncio.to_thread(meter.snapshot)
         await _check(admin, variant, shares=len(warmup_bodies) + len(bodies), copies=copies)
@@ -403,12 +430,12 @@ async def _check(
         "SELECT (SELECT count(*) FROM effect WHERE consumer = %s),"
         " (SELECT count(DISTINCT event_id) FROM audit_record), (SELECT count(*) FROM audit_record),"
         " (SELECT count(*) FROM outbox), (SELECT count(*) FROM audit_staging)",
-        (f"hop{HOPS}",),
+        (f"hop{variant.hops}",),
     )
     row = await cursor.fetchone()
     assert row is not None
     last_hop, distinct_audited, audited, outbox_left, staged_left = (int(str(v)) for v in row)
-    events = HOPS * shares
+    events = variant.events * shares
     if last_hop != shares or copies != shares:
         raise BenchError(
             f"{variant.name}: {last_hop} shares done ({copies} deliveries) of {shares}"
