@@ -52,7 +52,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 import aio_pika
 import psycopg
@@ -110,18 +110,20 @@ async def run_rounds(args: argparse.Namespace, isolation: Isolation) -> list[Mea
     ]
     warmup, timed = bodies[: args.warmup], bodies[args.warmup :]
     meter = Meter([os.getpid()], database_url)
-    progress_every = 2.0 if args.quick else 5.0
+    common: dict[str, Any] = {
+        "bodies": timed,
+        "warmup_bodies": warmup,
+        "prefetch": PREFETCH,
+        "batch_limit": args.timeout,
+        "progress_every": 2.0 if args.quick else 5.0,
+    }
     measured: dict[str, Measured] = {}
     for round_number in range(1, args.rounds + 1):
         print(f"round {round_number}/{args.rounds}: raw chain ...", file=sys.stderr)
         raw_costs: list[Costs] = []
         raw = await run_raw(
             raw_url,
-            bodies=timed,
-            warmup_bodies=warmup,
-            prefetch=PREFETCH,
-            batch_limit=args.timeout,
-            progress_every=progress_every,
+            **common,
             diagnose=lambda: isolation.queue_depths(raw_url),
             window=functools.partial(metered, meter, raw_costs, len(timed)),
         )
@@ -134,14 +136,10 @@ async def run_rounds(args: argparse.Namespace, isolation: Isolation) -> list[Mea
             print(f"round {round_number}/{args.rounds}: {variant.name} ...", file=sys.stderr)
             run = await run_variant(
                 variant,
+                **common,
                 amqp_url=amqp_url,
                 database_url=database_url,
-                bodies=timed,
-                warmup_bodies=warmup,
-                prefetch=PREFETCH,
                 meter=meter,
-                batch_limit=args.timeout,
-                progress_every=progress_every,
                 diagnose=lambda: isolation.queue_depths(amqp_url),
             )
             measured.setdefault(variant.name, Measured(variant.name, variant.description)).add(

@@ -29,6 +29,7 @@ from psycopg.rows import TupleRow
 from bench.costs import Costs, Meter
 from bench.harness import BenchError
 from bench.measuring import Figures, Send, drive
+from bench.raw_baseline import CONTENT_TYPE, persistent_sends
 
 EXCHANGE: Final = "bench.ceiling"
 PRODUCER: Final = "guest"
@@ -224,7 +225,7 @@ class Consumer:
                             by_id[message_id.rsplit(".", 1)[0]].body,
                             message_id=message_id,
                             correlation_id=by_id[message_id.rsplit(".", 1)[0]].correlation_id,
-                            content_type="application/cloudevents+json",
+                            content_type=CONTENT_TYPE,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             user_id=PRODUCER,
                         ),
@@ -375,22 +376,9 @@ async def run_variant(
         tasks.append(asyncio.create_task(sealer.run()))
 
         def batch(items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Send]]:
-            sends: list[tuple[str, Send]] = []
-            for message_id, body in items:
-                message = aio_pika.Message(
-                    body,
-                    message_id=message_id,
-                    correlation_id=message_id,
-                    content_type="application/cloudevents+json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    user_id=PRODUCER,
-                )
-
-                async def send(message: aio_pika.Message = message) -> None:
-                    await exchange.publish(message, routing_key=_hop_key(run, 1))
-
-                sends.append((message_id, send))
-            return sends
+            return persistent_sends(
+                exchange, _hop_key(run, 1), items, user_id=PRODUCER, correlate=True
+            )
 
         common: dict[str, Any] = {"batch_limit": batch_limit, "progress_every": progress_every}
         await drive(

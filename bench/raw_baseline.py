@@ -24,6 +24,37 @@ RAW_EXCHANGE: Final = "bench.raw"
 # -------------------------------------------------------------------------- raw aio-pika
 
 
+CONTENT_TYPE: Final = "application/cloudevents+json"
+
+
+def persistent_sends(
+    exchange: AbstractExchange,
+    routing_key: str,
+    items: Sequence[tuple[str, bytes]],
+    *,
+    user_id: str | None = None,
+    correlate: bool = False,
+) -> list[tuple[str, Send]]:
+    """One confirmed, persistent publish per (message id, body), for ``drive``; with
+    ``correlate`` the message id is also the correlation id (kept across hops)."""
+    sends: list[tuple[str, Send]] = []
+    for message_id, body in items:
+        message = aio_pika.Message(
+            body,
+            message_id=message_id,
+            correlation_id=message_id if correlate else None,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            user_id=user_id,
+        )
+
+        async def send(message: aio_pika.Message = message) -> None:
+            await exchange.publish(message, routing_key=routing_key)
+
+        sends.append((message_id, send))
+    return sends
+
+
 @dataclass(frozen=True)
 class RawRun:
     figures: Figures
@@ -55,7 +86,6 @@ async def run_raw(
     ``window``, if given, is entered around the timed batch only (``bench.ceiling`` reads
     the broker's CPU there).
     """
-    content_type = "application/cloudevents+json"
     arrivals: dict[str, float] = {}
     copies: collections.Counter[str] = collections.Counter()
 
@@ -98,20 +128,7 @@ async def run_raw(
             await hop_queue.consume(forward(hop, hop_exchange))
 
         def batch(items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Send]]:
-            sends: list[tuple[str, Send]] = []
-            for message_id, body in items:
-                message = aio_pika.Message(
-                    body,
-                    message_id=message_id,
-                    content_type=content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                )
-
-                async def send(message: aio_pika.Message = message) -> None:
-                    await exchange.publish(message, routing_key=_hop_key(1))
-
-                sends.append((message_id, send))
-            return sends
+            return persistent_sends(exchange, _hop_key(1), items)
 
         def seen() -> Mapping[str, float]:
             return arrivals
