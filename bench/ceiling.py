@@ -56,6 +56,7 @@ from typing import Any, Final
 
 import aio_pika
 import psycopg
+from blume_runtime.settings import Settings
 
 from bench.ceiling_chain import Variant, run_variant
 from bench.ceiling_report import Measured, render_report
@@ -67,9 +68,9 @@ from bench.raw_baseline import run_raw
 DEFAULT_MESSAGES: Final = 1000
 QUICK_MESSAGES: Final = 100
 DEFAULT_ROUNDS: Final = 2
-DEFAULT_BATCH: Final = 32
-PREFETCH: Final = 100
-"""The product's default prefetch per consumer (``Settings.prefetch``)."""
+PREFETCH: Final = int(Settings.model_fields["prefetch"].default)
+"""The product's prefetch per consumer: a hop holds at most this many unacked deliveries."""
+DEFAULT_BATCH: Final = PREFETCH
 
 
 def variants(batch: int) -> list[Variant]:

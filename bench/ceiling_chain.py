@@ -160,7 +160,6 @@ class Consumer:
         self._incoming: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._confirmed: list[int] = []
         self._in_flight: set[asyncio.Task[None]] = set()
-        self.handled = 0
 
     async def receive(self, message: AbstractIncomingMessage) -> None:
         self._incoming.put_nowait(message)
@@ -218,25 +217,26 @@ class Consumer:
         by_id: dict[str | None, AbstractIncomingMessage],
     ) -> None:
         if self._next_key is not None:
+            # An outgoing id is the incoming one + "." + this hop: the row's source.
+            sources = {message_id: by_id[message_id.rsplit(".", 1)[0]] for message_id in outbox}
             await asyncio.gather(
                 *(
                     self._exchange.publish(
                         aio_pika.Message(
-                            by_id[message_id.rsplit(".", 1)[0]].body,
+                            source.body,
                             message_id=message_id,
-                            correlation_id=by_id[message_id.rsplit(".", 1)[0]].correlation_id,
+                            correlation_id=source.correlation_id,
                             content_type=CONTENT_TYPE,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             user_id=PRODUCER,
                         ),
                         routing_key=self._next_key,
                     )
-                    for message_id in outbox
+                    for message_id, source in sources.items()
                 )
             )
             self._confirmed.extend(outbox.values())
         await messages[-1].ack(multiple=len(messages) > 1)
-        self.handled += len(messages)
         if self._on_done is not None:
             for message in messages:
                 self._on_done(message)
