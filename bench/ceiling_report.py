@@ -96,10 +96,13 @@ def _verdict(minimal: Measured, raw: Measured) -> list[str]:
         else f"below the ceiling: it leaves {budget - cost:.1f} ms per share beyond the "
         f"{cost:.1f} ms that the broker, the database and a minimal client cannot avoid"
     )
+    services = statistics.median(minimal.rabbitmq) + statistics.median(minimal.postgres)
     return [
         f"  ceiling ({minimal.name}): {ceiling:,.0f} shares/s = {ratio:.3f} x the raw chain"
         f" ({CPU_MS_PER_SECOND:,.0f} ms of CPU per second / {cost:.1f} ms per share)",
         f"  the goal, {GOAL_RATIO:.2f} x raw = {goal:,.0f} shares/s, lies {where}.",
+        f"    At that rate the workers may spend at most {budget - services:.1f} ms per share:"
+        f" the budget less RabbitMQ and PostgreSQL's {services:.1f} ms.",
     ]
 
 
