@@ -100,7 +100,8 @@ def _verdict(minimal: Measured, raw: Measured) -> list[str]:
     return [
         f"  ceiling ({minimal.name}): {ceiling:,.0f} shares/s = {ratio:.3f} x the raw chain"
         f" ({CPU_MS_PER_SECOND:,.0f} ms of CPU per second / {cost:.1f} ms per share)",
-        f"  the goal, {GOAL_RATIO:.2f} x raw = {goal:,.0f} shares/s, lies {where}.",
+        f"  the goal, {GOAL_RATIO:.2f} x raw = {goal:,.0f} shares/s, lies",
+        f"    {where}.",
         f"    At that rate the workers may spend at most {budget - services:.1f} ms per share:"
         f" the budget less RabbitMQ and PostgreSQL's {services:.1f} ms.",
     ]
