@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 SHARES = 5
 MAX_DELIVERIES_PER_SHARE = 11.0
 MAX_TRANSACTIONS_PER_SHARE = 11.0
-"""Measured 8.4-9.6 here (five shares at once) and 4.3 in ``bench.throughput`` (600): the
+"""Measured 8.0-9.6 here (five shares at once) and 4.3 in ``bench.throughput`` (600): the
 handlers' transactions, fewer since deliveries that queue up share one (the runtime's group
 commit; 14.0 here without it), the relays' bulk deletes of published outbox rows and the
 sealer's rounds (fewer under load)."""
