@@ -116,6 +116,33 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_rest_still_run() -> N
     assert "gone" not in runs.alone + [work for batch in runs.batches for work in batch]
 
 
+async def test_a_caller_cancelled_while_its_batch_runs_leaves_the_others_their_results() -> None:
+    """A batch member cancelled mid-batch: the leader and the other member still get their
+    results, and the next submission runs at once (nothing left busy)."""
+    runs = Runs()
+    batch_running = asyncio.Event()
+    finish_batch = asyncio.Event()
+
+    async def slow_many(works: Sequence[str]) -> list[str | Signal]:
+        batch_running.set()
+        await finish_batch.wait()
+        return await runs.many(works)
+
+    group = GroupCommit(runs.one, slow_many, max_size=16)
+    first = asyncio.create_task(group.submit("first"))
+    await asyncio.sleep(0)
+    lead, gone, kept = (asyncio.create_task(group.submit(work)) for work in ("a", "b", "c"))
+    await asyncio.sleep(0)
+    runs.release.set()
+    await batch_running.wait()
+    gone.cancel()
+    await asyncio.sleep(0)
+    finish_batch.set()
+    assert await asyncio.gather(first, lead, kept) == ["first:alone", "a:batched", "c:batched"]
+    assert gone.cancelled()
+    assert await asyncio.wait_for(group.submit("later"), timeout=1) == "later:alone"
+
+
 # --- a Worker batching on SQLite ---------------------------------------------------------
 
 

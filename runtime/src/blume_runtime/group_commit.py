@@ -100,7 +100,8 @@ class GroupCommit(Generic[Work, Result]):
             except Exception:  # noqa: BLE001 - every item is then run alone, as it would be
                 answers = [RUN_ALONE] * len(batch)
             for queued, answer in zip(batch[1:], answers[1:], strict=True):
-                queued.answer.set_result(answer)
+                if not queued.answer.done():  # done: its caller was cancelled meanwhile
+                    queued.answer.set_result(answer)
             return answers[0]
         finally:
             for queued in batch[1:]:
