@@ -6,9 +6,10 @@ time (a browser's connections per host).
 Real services throughout: Orthanc with its DICOMweb plugin on free ports (``tests.pacs``,
 as the viewer tests use it, with the synthesised study uploaded), RabbitMQ and PostgreSQL
 (a fresh database and vhost, removed at the end), and the workers wired as
-``blume-share run`` wires them with the gateway served over HTTP. A share of the study is
-sent; the link page is opened and "View study" pressed over HTTP, as a browser would, so
-every proxied frame runs the real grant check, handle check and rate limit.
+``blume-share run`` wires them, the gateway served as it serves it: over HTTP from a thread
+of its own (``ThreadedHttpServer``, its settings from ``BLUME_*`` variables). A share of the
+study is sent; the link page is opened and "View study" pressed over HTTP, as a browser
+would, so every proxied frame runs the real grant check, handle check and rate limit.
 
 Run: ``uv run python -m bench.viewer_proxy [--rounds N]``; prints frames/s and the ratio
 proxy/direct for each mode (the best of N rounds each); exits 1 when a ratio is under the
@@ -21,6 +22,7 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import re
 import sys
 import tempfile
@@ -31,11 +33,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+import aio_pika
 import httpx
+from blume_access_gateway import NAME as GATEWAY
+from blume_access_gateway import (
+    Freshness,
+    GatewaySettings,
+    ThreadedHttpServer,
+    build,
+    on_loop,
+    queue_probe,
+)
+from blume_runtime.app import Runtime
+from blume_runtime.db import Database
 from blume_runtime.settings import Settings
 from blume_share.requests import parse_requests
+from blume_share.services import SERVICES
 
-from bench.gateway_latency import isolated_settings, start_bench, start_gateway, until
+from bench.gateway_latency import Links, isolated_settings, start_bench, until
 from tests.pacs import Pacs, start_pacs
 
 GOAL: Final = 0.8
@@ -46,6 +61,16 @@ _CSRF: Final = re.compile(r'name="csrf" value="([^"]+)"')
 EXAMPLE: Final = (
     Path(__file__).resolve().parents[1] / "contracts/examples/study.send.requested.json"
 )
+
+GATEWAY_ENVIRONMENT: Final = {
+    "BLUME_GATEWAY_SECRET_KEY": "bench-secret-" + "x" * 40,
+    "BLUME_COOKIE_SECURE": "false",
+    "BLUME_HTTP_HOST": "127.0.0.1",
+    "BLUME_HTTP_PORT": "0",
+    # Each round fetches the series twice per mode: many rounds pass the default 1200/minute.
+    "BLUME_RATE_LIMIT_VIEWER": "100000/minute",
+}
+"""What ``GatewaySettings`` reads from the environment here, as a deployment sets it."""
 
 Fetch = Callable[[httpx.AsyncClient, int], Awaitable[int]]
 
@@ -163,11 +188,50 @@ def fetch_in_own_process(client: Client) -> list[Timing]:
     return asyncio.run(compare(client))
 
 
+@dataclass
+class Served:
+    """The workers on this loop and the gateway on a thread of its own, wired as
+    ``blume-share run`` wires them (``blume_share.operations``), with a link listener."""
+
+    db: Database
+    runtime: Runtime
+    server: ThreadedHttpServer
+    links: Links
+    listener: aio_pika.abc.AbstractRobustConnection
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server.port}"
+
+    async def stop(self) -> None:
+        await self.server.stop()
+        await self.runtime.stop()
+        await self.listener.close()
+        await self.db.dispose()
+
+
+async def serve(settings: Settings) -> Served:
+    os.environ.update(GATEWAY_ENVIRONMENT)
+    db = Database(settings.database)
+    freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
+    services = [SERVICES[name](settings) for name in WORKERS] + [build(settings, freshness)]
+    runtime = Runtime(settings, services, db)
+    freshness.attach(on_loop(asyncio.get_running_loop(), queue_probe(runtime.transport, GATEWAY)))
+    server = ThreadedHttpServer(settings, runtime.relay_for(GATEWAY), freshness)
+    links = Links(settings)
+    await runtime.start()  # declares the exchange the listener binds to
+    assert settings.amqp_url is not None
+    listener = await links.listen(settings.amqp_url.get_secret_value())
+    await server.start()
+    return Served(db, runtime, server, links, listener)
+
+
 async def measure(settings: Settings, pacs: Pacs, rounds: int) -> list[Timing]:
-    bench = await start_gateway(settings, WORKERS)
+    bench = await serve(settings)
     limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
     try:
-        await bench.publisher.requests(parse_requests(share_request(pacs)))
+        for request in parse_requests(share_request(pacs)):
+            await bench.runtime.publish_request(request.message())
 
         async def issued() -> bool:
             return bool(bench.links.tokens)
