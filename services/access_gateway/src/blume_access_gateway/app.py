@@ -44,13 +44,16 @@ def create_app(gateway: Gateway) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.gateway = gateway
+    frame_route, viewer_router = viewer_routes(gateway)
+    # First: the image proxy's route is matched before any other (viewer_routes).
+    app.router.routes.insert(0, frame_route)
     app.include_router(recipient_routes(gateway))
     app.include_router(portal_routes(gateway))
     app.include_router(sender_routes(gateway))
     app.include_router(session_routes(gateway))
     app.include_router(help_routes(gateway))
     app.include_router(demo_viewer_routes(gateway))
-    app.include_router(viewer_routes(gateway))
+    app.include_router(viewer_router)
     app.include_router(orthanc_auth_routes(gateway))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(RouteRefusedError, refused_route)
