@@ -12,9 +12,9 @@ study is sent; the link page is opened and "View study" pressed over HTTP, as a 
 would, so every proxied frame runs the real grant check, handle check and rate limit.
 
 Run: ``uv run python -m bench.viewer_proxy [--rounds N]``; prints frames/s and the ratio
-proxy/direct for each mode (the best of N rounds each), and the CPU this process (the
-gateway; the workers beside it are idle meanwhile) spent per proxied frame, which other load
-on the machine sways less than the ratio; exits 1 when a ratio is under the goal of 0.8.
+proxy/direct for each mode (the best of N rounds each), and the CPU the gateway's thread
+spent per proxied frame, which other load on the machine sways less than the ratio; exits 1
+when a ratio is under the goal of 0.8.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import json
 import multiprocessing
 import os
 import re
-import resource
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -73,6 +73,8 @@ GATEWAY_ENVIRONMENT: Final = {
     "BLUME_RATE_LIMIT_VIEWER": "100000/minute",
 }
 """What ``GatewaySettings`` reads from the environment here, as a deployment sets it."""
+GATEWAY_THREAD: Final = "access-gateway-http"
+"""The name ``ThreadedHttpServer`` gives the thread it serves from."""
 
 Fetch = Callable[[httpx.AsyncClient, int], Awaitable[int]]
 
@@ -228,14 +230,16 @@ async def serve(settings: Settings) -> Served:
     return Served(db, runtime, server, links, listener)
 
 
-def cpu_seconds() -> float:
-    """User and system CPU of this process so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def gateway_cpu_seconds() -> float:
+    """User and system CPU of the gateway's HTTP thread so far (Linux: its /proc stat)."""
+    [thread] = [t for t in threading.enumerate() if t.name == GATEWAY_THREAD]
+    fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1]
+    user_ticks, system_ticks = fields.split()[11:13]
+    return (int(user_ticks) + int(system_ticks)) / os.sysconf("SC_CLK_TCK")
 
 
 async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Timing], float]:
-    """The timings, and this process's CPU seconds per proxied frame while they ran."""
+    """The timings, and the gateway thread's CPU seconds per proxied frame meanwhile."""
     bench = await serve(settings)
     limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
     try:
@@ -248,6 +252,11 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Tim
         await until(issued, "the link")
         [token] = bench.links.tokens.values()
         async with httpx.AsyncClient(base_url=bench.base, limits=limits, timeout=30) as http:
+
+            async def projected() -> bool:  # the gateway may apply the link after we hear it
+                return (await http.get(f"/s/{token}")).status_code == 200
+
+            await until(projected, "the link page")
             viewer_path = await open_viewer(http, token)
             cookies = tuple((name, value) for name, value in http.cookies.items())
         ct = pacs.study.series[0]
@@ -261,12 +270,12 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Tim
         )
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context) as pool:
-            before = cpu_seconds()
+            before = gateway_cpu_seconds()
             timings = await asyncio.get_running_loop().run_in_executor(
                 pool, fetch_in_own_process, client
             )
             proxied = len(ct.instance_uids) * (1 + len(timings) * rounds)
-            return timings, (cpu_seconds() - before) / proxied
+            return timings, (gateway_cpu_seconds() - before) / proxied
     finally:
         await bench.stop()
 
@@ -288,7 +297,7 @@ def main() -> int:
             pacs.server.stop()
     for timing in timings:
         print(timing.line())
-    print(f"gateway process CPU per proxied frame: {cpu_per_frame * 1000:.2f} ms")
+    print(f"gateway thread CPU per proxied frame: {cpu_per_frame * 1000:.2f} ms")
     return 0 if all(timing.ratio >= GOAL for timing in timings) else 1
 
 
