@@ -4,6 +4,7 @@ the FastAPI route did, and answers 410 from the moment the share is revoked."""
 
 from __future__ import annotations
 
+import structlog
 from blume_access_gateway.security import security_headers
 from blume_access_gateway.viewer_routes import FRAME_PATH
 from blume_runtime.metrics import HTTP_REQUESTS
@@ -63,3 +64,35 @@ def test_a_malformed_window_or_format_is_a_bad_request(harness: Harness) -> None
         assert client.get(frame, params={"format": "gif"}).status_code == 400
         good = client.get(frame, params={"window": "-600,1500", "format": "jpeg"})
     assert good.status_code == 200
+
+
+def test_an_error_in_the_image_route_is_the_plain_500_page(harness: Harness) -> None:
+    """The image route skips FastAPI's own layers, not the gateway's: a failure inside it
+    is the error page with the security headers, nothing of the error, logged by route."""
+    with_study_pacs(harness.gateway)
+
+    async def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    with harness.client(raise_server_exceptions=False) as client:
+        viewer, _share = open_recipient_viewer(harness, client)
+        harness.gateway.viewer.frame = broken  # type: ignore[method-assign]
+        with structlog.testing.capture_logs() as logs:
+            answer = client.get(f"{viewer}/series/1/frames/1")
+    assert answer.status_code == 500
+    assert "Something went wrong" in answer.text
+    assert "secret detail" not in answer.text + repr(logs)
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert any(entry.get("route") == FRAME_PATH for entry in logs)
+
+
+def test_another_method_on_the_image_path_is_405(harness: Harness) -> None:
+    """Only GET takes the image route's shortcut; a POST there goes through the whole
+    application and is refused (405) with the security headers."""
+    with_study_pacs(harness.gateway)
+    with harness.client() as client:
+        viewer, _share = open_recipient_viewer(harness, client)
+        refused = client.post(f"{viewer}/series/1/frames/1")
+    assert refused.status_code == 405
+    assert refused.headers["content-security-policy"].startswith("default-src 'self'")

@@ -114,9 +114,7 @@ class _StreamedImage(StreamingResponse):
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-            )
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for chunk in self.body_iterator:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
