@@ -155,15 +155,19 @@ class ViewerRoutes:
 
     async def _scope(self, request: Request, handle: str) -> Scope | Refusal:
         """What the handle reaches for this browser's session; a handle that is not its
-        own (another's, made up) is a probe, and audited as one."""
+        own (another's, made up) is a probe, and audited as one. Only the cookie the
+        handle's kind needs is read (each is a signature to check) until a probe needs the
+        patient's."""
         gateway = self.gateway
-        patient_session = gateway.session_id(request, "patient")
+        recipients = handle.startswith("r")
+        access_session = gateway.session_id(request, "access") if recipients else None
+        patient_session = None if recipients else gateway.session_id(request, "patient")
         scope = await self.viewer.scope(
-            handle,
-            access_session=gateway.session_id(request, "access"),
-            patient_session=patient_session,
+            handle, access_session=access_session, patient_session=patient_session
         )
         if scope is Refusal.NOT_FOUND:
+            if recipients:
+                patient_session = gateway.session_id(request, "patient")
             await self._audit_probe(request, handle, patient_session)
         return scope
 
