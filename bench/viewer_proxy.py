@@ -29,13 +29,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-import aio_pika
 import httpx
 from blume_access_gateway import NAME as GATEWAY
 from blume_access_gateway import (
@@ -192,29 +192,20 @@ def fetch_in_own_process(client: Client) -> list[Timing]:
     return asyncio.run(compare(client))
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Served:
+    """What the bench needs of the served product: the runtime (to publish a request), the
+    gateway's address, and the links it mints."""
+
+    runtime: Runtime
+    base: str
+    links: Links
+
+
+@asynccontextmanager
+async def served(settings: Settings) -> AsyncIterator[Served]:
     """The workers on this loop and the gateway on a thread of its own, wired as
     ``blume-share run`` wires them (``blume_share.operations``), with a link listener."""
-
-    db: Database
-    runtime: Runtime
-    server: ThreadedHttpServer
-    links: Links
-    listener: aio_pika.abc.AbstractRobustConnection
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.port}"
-
-    async def stop(self) -> None:
-        await self.server.stop()
-        await self.runtime.stop()
-        await self.listener.close()
-        await self.db.dispose()
-
-
-async def serve(settings: Settings) -> Served:
     os.environ.update(GATEWAY_ENVIRONMENT)
     db = Database(settings.database)
     freshness = Freshness(GatewaySettings().projection_max_lag_seconds)
@@ -226,8 +217,14 @@ async def serve(settings: Settings) -> Served:
     await runtime.start()  # declares the exchange the listener binds to
     assert settings.amqp_url is not None
     listener = await links.listen(settings.amqp_url.get_secret_value())
-    await server.start()
-    return Served(db, runtime, server, links, listener)
+    try:
+        await server.start()
+        yield Served(runtime, f"http://127.0.0.1:{server.port}", links)
+    finally:
+        await server.stop()
+        await runtime.stop()
+        await listener.close()
+        await db.dispose()
 
 
 def gateway_cpu_seconds() -> float:
@@ -240,9 +237,8 @@ def gateway_cpu_seconds() -> float:
 
 async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Timing], float]:
     """The timings, and the gateway thread's CPU seconds per proxied frame meanwhile."""
-    bench = await serve(settings)
     limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
-    try:
+    async with served(settings) as bench:
         for request in parse_requests(share_request(pacs)):
             await bench.runtime.publish_request(request.message())
 
@@ -276,8 +272,6 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Tim
             )
             proxied = len(ct.instance_uids) * (1 + len(timings) * rounds)
             return timings, (gateway_cpu_seconds() - before) / proxied
-    finally:
-        await bench.stop()
 
 
 def main() -> int:
