@@ -19,7 +19,7 @@ from services.access_gateway.tests.test_viewer_scope import (
 
 
 def _counted(status: str) -> float:
-    return HTTP_REQUESTS.labels(route=FRAME_PATH, status=status)._value.get()
+    return float(HTTP_REQUESTS.labels(route=FRAME_PATH, status=status)._value.get())
 
 
 def test_an_image_carries_no_store_and_the_security_headers(harness: Harness) -> None:

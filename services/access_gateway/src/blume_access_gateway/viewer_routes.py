@@ -114,8 +114,13 @@ class _StreamedImage(StreamingResponse):
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         try:
+            chunks = aiter(self.body_iterator)
+            # The first chunk in hand before the head goes: head and image leave back to
+            # back, so the browser mostly reads them in one wake-up, not two.
+            first = await anext(chunks, b"")
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for chunk in self.body_iterator:
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
