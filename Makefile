@@ -36,9 +36,10 @@ artefacts: setup  ## regenerate JSON Schemas, the AsyncAPI document, the broker 
 	$(UV) run blume-share broker definitions > deploy/rabbitmq/definitions.json
 	$(UV) run python -m deploy.tools.broker_topology
 
-bench: setup  ## shares/s vs raw aio-pika, cost per share, p99 at half load, 10-min soak (each topology); audit ingest vs raw COPY; revocation at the gateway; the image proxy vs Orthanc direct (needs RabbitMQ, PostgreSQL, Orthanc)
+bench: setup  ## shares/s vs raw aio-pika, cost per share, p99 at half load, 10-min soak (each topology); the minimal design's CPU per share and the ceiling it sets; audit ingest vs raw COPY; revocation at the gateway; the image proxy vs Orthanc direct (needs RabbitMQ, PostgreSQL, Orthanc)
 	$(UV) run python -m bench.throughput
 	$(UV) run python -m bench.throughput --processes
+	$(UV) run python -m bench.ceiling
 	$(UV) run python -m bench.audit_ingest
 	$(UV) run python -m bench.gateway_latency
 	$(UV) run python -m bench.viewer_proxy

@@ -4,8 +4,10 @@ product's hop count, durability and confirms, and nothing else."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -20,6 +22,37 @@ RAW_EXCHANGE: Final = "bench.raw"
 
 
 # -------------------------------------------------------------------------- raw aio-pika
+
+
+CONTENT_TYPE: Final = "application/cloudevents+json"
+
+
+def persistent_sends(
+    exchange: AbstractExchange,
+    routing_key: str,
+    items: Sequence[tuple[str, bytes]],
+    *,
+    user_id: str | None = None,
+    correlate: bool = False,
+) -> list[tuple[str, Send]]:
+    """One confirmed, persistent publish per (message id, body), for ``drive``; with
+    ``correlate`` the message id is also the correlation id (kept across hops)."""
+    sends: list[tuple[str, Send]] = []
+    for message_id, body in items:
+        message = aio_pika.Message(
+            body,
+            message_id=message_id,
+            correlation_id=message_id if correlate else None,
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            user_id=user_id,
+        )
+
+        async def send(message: aio_pika.Message = message) -> None:
+            await exchange.publish(message, routing_key=routing_key)
+
+        sends.append((message_id, send))
+    return sends
 
 
 @dataclass(frozen=True)
@@ -46,8 +79,13 @@ async def run_raw(
     batch_limit: float,
     progress_every: float,
     diagnose: Callable[[], str],
+    window: Callable[[], AbstractAsyncContextManager[object]] | None = None,
 ) -> RawRun:
-    content_type = "application/cloudevents+json"
+    """Move ``bodies`` through the chain after an untimed ``warmup_bodies`` batch.
+
+    ``window``, if given, is entered around the timed batch only (``bench.ceiling`` reads
+    the broker's CPU there).
+    """
     arrivals: dict[str, float] = {}
     copies: collections.Counter[str] = collections.Counter()
 
@@ -90,33 +128,20 @@ async def run_raw(
             await hop_queue.consume(forward(hop, hop_exchange))
 
         def batch(items: Sequence[tuple[str, bytes]]) -> list[tuple[str, Send]]:
-            sends: list[tuple[str, Send]] = []
-            for message_id, body in items:
-                message = aio_pika.Message(
-                    body,
-                    message_id=message_id,
-                    content_type=content_type,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                )
-
-                async def send(message: aio_pika.Message = message) -> None:
-                    await exchange.publish(message, routing_key=_hop_key(1))
-
-                sends.append((message_id, send))
-            return sends
+            return persistent_sends(exchange, _hop_key(1), items)
 
         def seen() -> Mapping[str, float]:
             return arrivals
 
-        figures = await drive(
-            "raw",
-            batch(bodies),
-            seen,
-            batch_limit=batch_limit,
-            progress_every=progress_every,
-            diagnose=diagnose,
-            warmup=batch(warmup_bodies),
-        )
+        common: dict[str, Any] = {
+            "batch_limit": batch_limit,
+            "progress_every": progress_every,
+            "diagnose": diagnose,
+        }
+        if warmup_bodies:
+            await drive("raw warm-up", batch(warmup_bodies), seen, **common)
+        async with window() if window is not None else contextlib.nullcontext():
+            figures = await drive("raw", batch(bodies), seen, **common)
         transport = connection.transport
         server: Mapping[str, Any] = (
             dict(transport.connection.server_properties) if transport is not None else {}

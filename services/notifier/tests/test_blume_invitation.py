@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from typing import Any
 
 import pytest
@@ -12,6 +11,8 @@ from blume_contracts.events import Locale, ShareBlumePublished
 from blume_notifier.render import build_blume_email
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeMailer
+
+from .mail import bodies, received
 
 SHARE_ID = "shr_" + "ab" * 16
 ENTRY_ID = "ent_" + "cd" * 16
@@ -30,12 +31,6 @@ def published(locale: Locale = "en-CA", notifications: bool = True) -> ShareBlum
     )
 
 
-def bodies(message: EmailMessage) -> str:
-    return "\n".join(
-        part.get_content() for part in message.walk() if part.get_content_maintype() == "text"
-    )
-
-
 @pytest.mark.parametrize(
     ("locale", "button", "subject"),
     [
@@ -45,11 +40,13 @@ def bodies(message: EmailMessage) -> str:
 )
 def test_invitation_in_the_patients_locale(locale: Locale, button: str, subject: str) -> None:
     """Both locales: the button, the portal link in both parts, a study-free subject."""
-    message = build_blume_email(
-        published(locale),
-        PORTAL_LINK,
-        mail_from="Blume <no-reply@blume.example>",
-        message_id=f"<{SHARE_ID}.blume@blume.example>",
+    message = received(
+        build_blume_email(
+            published(locale),
+            PORTAL_LINK,
+            mail_from="Blume <no-reply@blume.example>",
+            message_id=f"<{SHARE_ID}.blume@blume.example>",
+        )
     )
     assert message["Subject"] == subject
     assert message["To"] == "jane.doe@mail.example"
@@ -135,11 +132,13 @@ def test_sign_in_code_email_keeps_the_code_out_of_the_subject() -> None:
         sealed_code="unused-here",
         expires_at=datetime.now(UTC) + timedelta(minutes=10),
     )
-    message = build_code_email(
-        request,
-        "493817",
-        mail_from="Blume <no-reply@blume.example>",
-        message_id=f"<{SHARE_ID}.otp@blume.example>",
+    message = received(
+        build_code_email(
+            request,
+            "493817",
+            mail_from="Blume <no-reply@blume.example>",
+            message_id=f"<{SHARE_ID}.otp@blume.example>",
+        )
     )
     assert "493817" not in str(message["Subject"])
     assert message["To"].addresses[0].addr_spec == "bob@clinic.example"

@@ -11,7 +11,7 @@ from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import Locale, Recipient, ShareLinkLocked
 from blume_runtime.settings import Settings
 
-from .test_blume_invitation import bodies
+from .mail import bodies, received
 from .test_service import FakeMailer
 
 SHARE_ID = "shr_" + "7" * 32
@@ -47,7 +47,7 @@ async def test_the_sender_is_told_once_that_the_link_is_locked(
     pipeline = make_pipeline(settings, mailer)
     await pipeline.deliver(locked_event())
     await pipeline.deliver(locked_event(event_id="lock-2"))
-    [message] = mailer.sent
+    [message] = map(received, mailer.sent)
     assert message["To"].addresses[0].addr_spec == "alice@demo-hospital.example"
     assert message["Subject"] == "The link you sent to Dr. Bob Jones is locked"
     content = bodies(message)
@@ -65,6 +65,6 @@ async def test_the_lock_email_is_in_the_links_locale(
     """French links get the French email."""
     mailer = FakeMailer()
     await make_pipeline(settings, mailer).deliver(locked_event(locale))
-    [message] = mailer.sent
+    [message] = map(received, mailer.sent)
     assert message["Content-Language"] == locale
     assert ("verrouillé" in message["Subject"]) is (locale == "fr-CA")

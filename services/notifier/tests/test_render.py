@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
 
@@ -20,6 +19,8 @@ from blume_notifier.render import (
 )
 from pydantic import ValidationError
 
+from .mail import received
+
 MAIL_FROM = "Blume Share <no-reply@blume-share.example>"
 MESSAGE_ID = "<shr_0123456789abcdef0123456789abcdef.link@blume-share.example>"
 
@@ -28,10 +29,7 @@ MakeIssued = Callable[..., ShareLinkIssued]
 
 def email_for(issued: ShareLinkIssued, link: str) -> EmailMessage:
     """Build, serialise and parse back, as the recipient's mail client would see it."""
-    built = build_link_email(issued, link, mail_from=MAIL_FROM, message_id=MESSAGE_ID)
-    parsed = message_from_bytes(built.as_bytes(), policy=policy.default)
-    assert isinstance(parsed, EmailMessage)
-    return parsed
+    return received(build_link_email(issued, link, mail_from=MAIL_FROM, message_id=MESSAGE_ID))
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -101,13 +99,15 @@ def test_headers_identify_an_automated_email_with_a_stable_id(
 ) -> None:
     """From, To, Reply-To (the sender), Date, Message-ID and Auto-Submitted are set."""
     sent_at = datetime(2026, 11, 25, 14, 0, 5, tzinfo=UTC)
-    message = build_link_email(
-        make_issued(),
-        link,
-        mail_from=MAIL_FROM,
-        message_id=MESSAGE_ID,
-        sent_at=sent_at,
-        sender_domains=["Demo-Hospital.example"],
+    message = received(
+        build_link_email(
+            make_issued(),
+            link,
+            mail_from=MAIL_FROM,
+            message_id=MESSAGE_ID,
+            sent_at=sent_at,
+            sender_domains=["Demo-Hospital.example"],
+        )
     )
     assert message["From"] == MAIL_FROM
     assert message["To"].addresses[0].addr_spec == "bob.jones@clinic.example"

@@ -11,7 +11,7 @@ from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import Locale, SenderNotificationRequested, SenderOccasion
 from blume_runtime.settings import Settings
 
-from .test_blume_invitation import bodies
+from .mail import bodies, received
 from .test_service import FakeMailer
 
 SHARE_ID = "shr_" + "5" * 32
@@ -52,7 +52,7 @@ async def test_a_rejection_is_told_once_with_the_reason_in_words(
     pipeline = make_pipeline(settings, mailer)
     await pipeline.deliver(notice_event())
     await pipeline.deliver(notice_event(event_id="notice-2"))
-    [message] = mailer.sent
+    [message] = map(received, mailer.sent)
     assert message["To"].addresses[0].addr_spec == "alice@demo-hospital.example"
     assert message["Subject"] == f"Your share {SHARE_ID} was not sent"
     assert message["Message-ID"] == f"<{SHARE_ID}.sender-rejected@blume-share.example>"
@@ -86,7 +86,7 @@ async def test_each_occasion_in_each_locale(
     """Failure, revocation and first access, in en-CA and fr-CA, each say what happened."""
     mailer = FakeMailer()
     await make_pipeline(settings, mailer).deliver(notice_event(occasion, reason, locale))
-    [message] = mailer.sent
+    [message] = map(received, mailer.sent)
     assert subject in message["Subject"]
     assert message["Content-Language"] == locale
     assert words in bodies(message)

@@ -22,6 +22,8 @@ from blume_runtime.transport import DeadLetterCause
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 
+from .mail import received
+
 MakeIssued = Callable[..., ShareLinkIssued]
 MakeEvent = Callable[..., CloudEvent[ShareLinkIssued]]
 MakePipeline = Callable[..., Any]
@@ -40,7 +42,7 @@ async def test_link_issued_sends_the_email_and_emits_sent(
     issued = make_issued()
     assert await pipeline.deliver(make_event(issued)) == "ack"
 
-    (email,) = mailer.sent
+    (email,) = map(received, mailer.sent)
     assert email["To"].addresses[0].addr_spec == issued.recipient.email
     text = email.get_body(("plain",))
     assert isinstance(text, EmailMessage)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
+from datetime import UTC, datetime
+from email import message_from_bytes, message_from_string, policy
+from email.message import EmailMessage, Message
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import pytest
@@ -13,7 +17,8 @@ from aiosmtpd.controller import Controller
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued
 from blume_notifier.mailer import MailRejected, MailUnavailable, SmtpMailer
-from blume_notifier.render import build_link_email, link_message_id
+from blume_notifier.mime import Mailbox, alternative_email
+from blume_notifier.render import build_link_email, link_message_id, render_link_email
 from blume_notifier.service import build
 from blume_runtime.settings import Settings
 
@@ -24,7 +29,7 @@ MakeEvent = Callable[..., CloudEvent[ShareLinkIssued]]
 MAIL_FROM = "Blume Share <no-reply@blume-share.example>"
 
 
-def link_email(issued: ShareLinkIssued, link: str) -> EmailMessage:
+def link_email(issued: ShareLinkIssued, link: str) -> Message:
     return build_link_email(
         issued, link, mail_from=MAIL_FROM, message_id=link_message_id(issued.share_id, MAIL_FROM)
     )
@@ -212,3 +217,119 @@ async def test_stopping_the_notifier_says_quit_on_its_kept_connection(
         controller.stop()
     assert len(sink.peers) == 1
     assert sink.quits == 1
+
+
+class RawSink:
+    """An SMTP server handler that keeps each message's bytes as received, and its envelope."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 2.0.0 OK"
+
+
+async def sent_through_smtp(
+    message: Message, **controller_options: Any
+) -> tuple[str, list[str], bytes]:
+    """``message`` sent by the SmtpMailer to a real aiosmtpd server: its envelope and bytes."""
+    sink = RawSink()
+    port = closed_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **controller_options)
+    controller.start()
+    try:
+        mailer = SmtpMailer(f"smtp://127.0.0.1:{port}", timeout=5)
+        await mailer.send(message)
+        await mailer.close()
+    finally:
+        controller.stop()
+    [received] = sink.received
+    return received
+
+
+async def test_a_french_email_arrives_as_built_with_its_encoded_words(
+    make_issued: MakeIssued, link: str
+) -> None:
+    """fr-CA, accented names: MAIL FROM and RCPT TO as the From and To; CRLF, ASCII bytes
+    whose Subject, To and Reply-To are RFC 2047 encoded words; every header read back
+    decoded; both parts UTF-8 quoted-printable, decoding to the rendered bodies."""
+    issued = make_issued(locale="fr-CA", organisation="Hôpital Démo")
+    issued = issued.model_copy(
+        update={
+            "recipient": issued.recipient.model_copy(update={"name": "Dr. Zoé Côté"}),
+            "sender": issued.sender.model_copy(update={"name": "Dr. Hélène Dubé"}),
+        }
+    )
+    message_id = link_message_id(issued.share_id, MAIL_FROM)
+    sent_at = datetime(2026, 11, 25, 14, 0, 5, tzinfo=UTC)
+    built = build_link_email(
+        issued,
+        link,
+        mail_from=MAIL_FROM,
+        message_id=message_id,
+        sent_at=sent_at,
+        sender_domains=["demo-hospital.example"],
+    )
+    mail_from, recipients, data = await sent_through_smtp(built)
+
+    assert (mail_from, recipients) == ("no-reply@blume-share.example", [issued.recipient.email])
+    assert data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"")
+    head = data.split(b"\r\n\r\n")[0].decode()
+    for field in ("Subject", "To", "Reply-To"):
+        assert re.search(rf"^{field}: =\?utf-8\?[bq]\?", head, re.MULTILINE | re.IGNORECASE), field
+    received = message_from_bytes(data, policy=policy.default)
+    assert received["From"] == MAIL_FROM
+    assert received["To"].addresses[0].display_name == "Dr. Zoé Côté"
+    assert received["To"].addresses[0].addr_spec == issued.recipient.email
+    assert received["Reply-To"].addresses[0].display_name == "Dr. Hélène Dubé"
+    assert received["Subject"] == (
+        "Dr. Hélène Dubé (Hôpital Démo) a partagé un examen d\u2019imagerie avec vous"
+    )
+    assert received["Message-ID"] == message_id
+    assert parsedate_to_datetime(received["Date"]) == sent_at
+    assert (received["MIME-Version"], received["Content-Language"]) == ("1.0", "fr-CA")
+    assert received["Auto-Submitted"] == "auto-generated"
+    assert received["X-Auto-Response-Suppress"] == "All"
+    rendered = render_link_email(issued, link)
+    parts = list(received.iter_parts())
+    assert [part.get_content_type() for part in parts] == ["text/plain", "text/html"]
+    for part, body in zip(parts, (rendered.text, rendered.html), strict=True):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "quoted-printable"
+        assert part.get_content().replace("\r\n", "\n") == body + "\n"
+    assert "28 novembre 2026 à 9 h 00 EST" in parts[0].get_content()
+
+
+async def test_an_internationalised_domain_is_sent_with_smtputf8() -> None:
+    """An address outside ASCII goes out as before: SMTPUTF8 on MAIL FROM, the address as
+    UTF-8 in RCPT TO and in the To header, to a server that offers SMTPUTF8."""
+    message = alternative_email(
+        {"From": Mailbox("Blume", "no-reply@blume.example"), "To": Mailbox("José", "jose@cé.ca")},
+        {"Subject": "Un examen partagé", "Message-ID": "<a@blume.example>"},
+        "texte\n",
+        "<p>texte</p>\n",
+    )
+    mail_from, recipients, data = await sent_through_smtp(message, enable_SMTPUTF8=True)
+    assert (mail_from, recipients) == ("no-reply@blume.example", ["jose@cé.ca"])
+    received = message_from_string(data.decode(), policy=policy.default)
+    assert received["To"].addresses[0].addr_spec == "jose@cé.ca"
+    assert received["Subject"] == "Un examen partagé"
+
+
+async def test_a_display_name_holding_addresses_adds_no_recipient() -> None:
+    """The envelope comes from the addresses the email was built from, not from its headers:
+    an accented name holding "<address>, " reaches one RCPT TO, and the To header reads
+    back as that one address with the name intact."""
+    name = "Zoé <mallory@attacker.example>, Eve"
+    message = alternative_email(
+        {"From": Mailbox("Blume", "no-reply@blume.example"), "To": Mailbox(name, "z@c.example")},
+        {"Subject": "s", "Message-ID": "<a@blume.example>"},
+        "t\n",
+        "<p>t</p>\n",
+    )
+    mail_from, recipients, data = await sent_through_smtp(message)
+    assert (mail_from, recipients) == ("no-reply@blume.example", ["z@c.example"])
+    [to] = message_from_bytes(data, policy=policy.default)["To"].addresses
+    assert (to.display_name, to.addr_spec) == (name, "z@c.example")

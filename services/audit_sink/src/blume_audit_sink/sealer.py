@@ -9,7 +9,14 @@ heads of chains that are due a checkpoint.
 
 This is the queued-then-sequenced design of transparency logs (Trillian's sequencer): the
 staged rows are not yet chained, so the window in which they could be altered unseen is
-the sealing interval (a fraction of a second while the sealer runs).
+the time to the next seal: a fraction of a second, since each staging transaction wakes the
+sealer when it commits.
+
+While nothing is staged the sealer sleeps: the commit that stages a row wakes it, and a
+start seals what a previous process left. Its fallback round (``interval_seconds``, and no
+longer than the checkpoint cadence's time) is only for what no commit here announces: rows
+another sink instance staged and could not seal (it crashed and was not restarted; a
+restarted one seals its own at start), and checkpoints that fall due by time alone.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, func
+from sqlalchemy import Table, delete, event, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -40,7 +48,7 @@ from blume_audit_sink.models import SCHEMA, AuditPending
 log = structlog.get_logger("audit_sink")
 
 _LINGER_SECONDS: Final = 0.02
-"""After a wake-up, let the staging transaction commit and more events arrive."""
+"""After a wake-up, let more events arrive, so that a burst is sealed in one batch."""
 
 
 async def stage(session: AsyncSession, event: RawEvent, broker_user: str | None = None) -> None:
@@ -143,8 +151,10 @@ class ChainSealer:
     """The background loop of one sink process: seal staged events, then checkpoint.
 
     A component of the service (``Service.components``), started and stopped by the
-    runtime, on its own engine so it never waits for a connection the handlers hold; a
-    staged event wakes it. Stopping it seals what is left and signs every chain's head.
+    runtime, on its own engine so it never waits for a connection the handlers hold; the
+    commit of a staged event wakes it (``notice_on_commit``), and otherwise it waits
+    ``interval_seconds`` (at most the cadence's ``every_seconds``) before looking again.
+    Stopping it seals what is left and signs every chain's head.
     """
 
     def __init__(
@@ -162,7 +172,7 @@ class ChainSealer:
         self._directory = directory
         self._cadence = cadence
         self._batch_size = batch_size
-        self._interval = interval_seconds
+        self._interval = min(interval_seconds, cadence.every_seconds)
         self._db: Database | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -177,6 +187,14 @@ class ChainSealer:
         """An event was staged: wake the loop (starting it, if the runtime did not)."""
         self._ensure_running()
         self._wake.set()
+
+    def notice_on_commit(self, session: AsyncSession) -> None:
+        """Wake the loop once ``session``'s transaction has committed: woken before, it
+        could look before the staged row is visible and then sleep past it."""
+        event.listen(session.sync_session, "after_commit", self._noticed, once=True)
+
+    def _noticed(self, _session: Session) -> None:
+        self.notice()
 
     def _ensure_running(self) -> None:
         if self._task is None:

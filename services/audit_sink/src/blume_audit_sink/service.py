@@ -60,14 +60,14 @@ def security_record(refused: RefusedEvent) -> RawEvent:
 
 
 class AuditSink:
-    """Stages what it is given for the sealer, and wakes it."""
+    """Stages what it is given for the sealer, and wakes it when the staging commits."""
 
     def __init__(self, sealer: ChainSealer) -> None:
         self._sealer = sealer
 
     async def record_event(self, event: RawEvent, ctx: HandlerContext) -> None:
         await stage(ctx.session, event, broker_user=ctx.producer)
-        self._sealer.notice()
+        self._sealer.notice_on_commit(ctx.session)
 
     async def record_broken_request(
         self, event: RawEvent, _error: ValidationError, ctx: HandlerContext
@@ -77,7 +77,7 @@ class AuditSink:
 
     async def record_refusal(self, refused: RefusedEvent, session: AsyncSession) -> None:
         await stage(session, security_record(refused), broker_user=refused.producer)
-        self._sealer.notice()
+        self._sealer.notice_on_commit(session)
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:

@@ -28,7 +28,8 @@ class AuditSettings(BaseSettings):
     audit_checkpoint_every_events: int = 1000
     audit_checkpoint_every_seconds: float = 300.0
     audit_seal_batch_size: int = 2000
-    audit_seal_interval_seconds: float = 0.2
+    audit_seal_interval_seconds: float = 30.0
+    """The sealer's round when no commit wakes it (see ``sealer``): not a sealing delay."""
     audit_api_tokens: SecretStr | None = None
     """Comma-separated ``label:sha256hex`` entries: hashes of the compliance API's tokens."""
     audit_api_tokens_file: Path | None = None

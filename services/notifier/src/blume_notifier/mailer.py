@@ -13,7 +13,7 @@ import re
 import tempfile
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 from pathlib import Path
 from typing import Final, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -22,6 +22,8 @@ import aiosmtplib
 from blume_runtime.logging import scrub_text
 from blume_runtime.settings import Settings
 from blume_runtime.tracing import span
+
+from blume_notifier.mime import OutgoingEmail, wire_bytes
 
 DEFAULT_PORTS: Final = {"smtp": 25, "smtps": 465}
 _UNSAFE_FILE_CHARACTERS: Final = re.compile(r"[^A-Za-z0-9._-]")
@@ -43,7 +45,7 @@ class MailUnavailable(MailError):  # noqa: N818 - the name other workers and doc
 
 
 class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Hand ``message`` to the next hop; return once it accepted it, or raise MailError."""
 
 
@@ -123,7 +125,7 @@ class SmtpMailer:
     def __repr__(self) -> str:
         return f"SmtpMailer({self.endpoint!r}, timeout={self.timeout})"
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         endpoint = self.endpoint
         try:
             with span("smtp send", {"server.port": endpoint.port}, client=True):
@@ -151,11 +153,11 @@ class SmtpMailer:
             # Refused or dropped connections, DNS and TLS failures, STARTTLS not offered.
             raise MailUnavailable(f"SMTP unavailable: {type(error).__name__}: {error}") from error
 
-    async def _send(self, message: EmailMessage) -> None:
+    async def _send(self, message: Message) -> None:
         async with self._slots:
             client = self._take_idle() or await self._connect()
             try:
-                await client.send_message(message)
+                await _transmit(client, message)
             except BaseException:
                 _abandon(client)
                 raise
@@ -197,6 +199,16 @@ class SmtpMailer:
                 _abandon(client)
 
 
+async def _transmit(client: aiosmtplib.SMTP, message: Message) -> None:
+    if not isinstance(message, OutgoingEmail):
+        # An EmailMessage (an internationalised address, see mime.py): aiosmtplib takes the
+        # envelope from its headers and flattens it, with SMTPUTF8 when the address needs it.
+        await client.send_message(message)
+        return
+    # Flattened once, here; 7-bit clean, so no BODY=8BITMIME and no SMTPUTF8 to ask for.
+    await client.sendmail(message.envelope_sender, message.envelope_recipients, wire_bytes(message))
+
+
 def _abandon(client: aiosmtplib.SMTP) -> None:
     """Drop a connection without a word to the server: it failed, or went stale."""
     if client.is_connected:
@@ -220,15 +232,15 @@ class MailDropMailer:
     def __repr__(self) -> str:
         return f"MailDropMailer({str(self.directory)!r})"
 
-    def path_for(self, message: EmailMessage) -> Path:
+    def path_for(self, message: Message) -> Path:
         message_id = str(message.get("Message-ID", "")).strip().strip("<>")
         if not message_id:
             raise ValueError("a dropped message needs a Message-ID to be named after")
         return self.directory / (_UNSAFE_FILE_CHARACTERS.sub("_", message_id) + ".eml")
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         target = self.path_for(message)
-        content = message.as_bytes()
+        content = wire_bytes(message)
         try:
             await asyncio.to_thread(_write_atomically, target, content)
         except OSError as error:

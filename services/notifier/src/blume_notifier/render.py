@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.message import Message
 from email.utils import format_datetime, parseaddr
 from typing import Any, Final, NotRequired, TypedDict, Unpack
 
@@ -28,6 +26,8 @@ from blume_contracts.events import (
 from blume_contracts.locales import Locale
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from blume_notifier.mime import Mailbox, alternative_email, parse_mailbox
+
 environment: Final = Environment(
     loader=PackageLoader("blume_notifier", "templates"),
     # Only .html is escaped: the .txt parts are plain text, where "&amp;" would be a typo.
@@ -35,6 +35,9 @@ environment: Final = Environment(
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # The templates ship inside the package and change only with it: no stat of each file
+    # on every email to see whether it changed.
+    auto_reload=False,
 )
 
 
@@ -121,35 +124,34 @@ class Stamp(TypedDict):
 def compose(
     rendered: RenderedEmail,
     *,
-    to: Address,
+    to: Mailbox,
     locale: Locale,
     link: str | None,
-    reply_to: Address | None = None,
+    reply_to: Mailbox | None = None,
+    extra_headers: dict[str, str] | None = None,
     **stamp: Unpack[Stamp],
-) -> EmailMessage:
+) -> Message:
     """A multipart/alternative email (text, then HTML) with headers built safely.
 
-    Raises ``ValueError`` when a header cannot be built safely (the email package refuses
-    CR/LF in address parts and header values) or the link is not an absolute http(s) URL.
+    Raises ``ValueError`` when a header cannot be built safely (a CR or LF in any header
+    value) or the link is not an absolute http(s) URL.
     """
     if link is not None and not link.startswith(("https://", "http://")):
         raise ValueError("the link must be an absolute http(s) URL")
-    message = EmailMessage(policy=SMTP)
-    message["From"] = stamp["mail_from"]
-    message["To"] = to
+    mailboxes = {"From": parse_mailbox(stamp["mail_from"]), "To": to}
     if reply_to is not None:
-        message["Reply-To"] = reply_to
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(stamp.get("sent_at") or datetime.now(UTC))
-    message["Message-ID"] = stamp["message_id"]
-    message["Auto-Submitted"] = "auto-generated"
-    # Stops Exchange and Outlook from answering with out-of-office replies.
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(rendered.text)
-    message.add_alternative(rendered.html, subtype="html")
-    # After the body: set_content clears every Content-* header already present.
-    message["Content-Language"] = locale
-    return message
+        mailboxes["Reply-To"] = reply_to
+    headers = {
+        "Subject": rendered.subject,
+        "Date": format_datetime(stamp.get("sent_at") or datetime.now(UTC)),
+        "Message-ID": stamp["message_id"],
+        "Auto-Submitted": "auto-generated",
+        # Stops Exchange and Outlook from answering with out-of-office replies.
+        "X-Auto-Response-Suppress": "All",
+        "Content-Language": locale,
+        **(extra_headers or {}),
+    }
+    return alternative_email(mailboxes, headers, rendered.text, rendered.html)
 
 
 def in_domains(address: str, domains: Collection[str]) -> bool:
@@ -158,8 +160,8 @@ def in_domains(address: str, domains: Collection[str]) -> bool:
     return bool(at) and domain.lower() in {allowed.lower() for allowed in domains}
 
 
-def _addressed(name: str, address: str) -> Address:
-    return Address(display_name=display_name(name), addr_spec=address)
+def _addressed(name: str, address: str) -> Mailbox:
+    return Mailbox(display_name(name), address)
 
 
 def build_link_email(
@@ -169,7 +171,7 @@ def build_link_email(
     sender_domains: Collection[str] = (),
     time_zone: str = DEFAULT_TIME_ZONE,
     **stamp: Unpack[Stamp],
-) -> EmailMessage:
+) -> Message:
     """The "a study was shared with you" email to an external recipient; Reply-To the
     sender only when the sender's address is in the tenant's ``sender_domains``."""
     return compose(
@@ -194,27 +196,32 @@ def build_blume_email(
     *,
     unsubscribe: str | None = None,
     **stamp: Unpack[Stamp],
-) -> EmailMessage:
+) -> Message:
     """The "Step into Blume" email to the patient, in the patient's locale.
 
     With ``unsubscribe`` (an https URL holding an opaque token): ``List-Unsubscribe`` and
     ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 2369, RFC 8058), so a mail
     client's Unsubscribe button switches the patient's Blume emails off in one POST.
     """
-    message = compose(
+    one_click = (
+        {
+            "List-Unsubscribe": f"<{unsubscribe}>",
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+        if unsubscribe is not None
+        else None
+    )
+    return compose(
         render_blume_email(event_data.locale, portal_link),
-        to=Address(addr_spec=event_data.patient_email),
+        to=Mailbox("", event_data.patient_email),
         locale=event_data.locale,
         link=portal_link,
+        extra_headers=one_click,
         **stamp,
     )
-    if unsubscribe is not None:
-        message["List-Unsubscribe"] = f"<{unsubscribe}>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return message
 
 
-def build_link_locked_email(event_data: ShareLinkLocked, **stamp: Unpack[Stamp]) -> EmailMessage:
+def build_link_locked_email(event_data: ShareLinkLocked, **stamp: Unpack[Stamp]) -> Message:
     """To the sender: the link is locked after too many wrong codes; share again if needed.
     In the link's locale (the sender's own is not known); no link, nothing of the study."""
     context = {
@@ -232,9 +239,7 @@ def build_link_locked_email(event_data: ShareLinkLocked, **stamp: Unpack[Stamp])
     )
 
 
-def build_code_email(
-    event_data: ShareOtpRequested, code: str, **stamp: Unpack[Stamp]
-) -> EmailMessage:
+def build_code_email(event_data: ShareOtpRequested, code: str, **stamp: Unpack[Stamp]) -> Message:
     """The sign-in code, to the invited address only. The code stays out of the subject,
     which lock screens and notification banners show to anyone nearby."""
     minutes = max(1, round((event_data.expires_at - datetime.now(UTC)).total_seconds() / 60))

@@ -7,14 +7,14 @@ and gives the reason in words; never the patient, the study or the sender's mess
 
 from __future__ import annotations
 
-from email.headerregistry import Address
-from email.message import EmailMessage
+from email.message import Message
 from typing import Final, Unpack
 
 from blume_contracts.display import display_name
 from blume_contracts.events import SenderNotificationRequested
 from blume_contracts.locales import Locale
 
+from blume_notifier.mime import Mailbox
 from blume_notifier.render import Stamp, compose, render
 
 _REASONS: Final[dict[str, dict[Locale, str]]] = {
@@ -127,7 +127,7 @@ def build_sender_notice_email(
     *,
     organisation: str,
     **stamp: Unpack[Stamp],
-) -> EmailMessage:
+) -> Message:
     """The sender's email for ``notice.occasion``, in the request's locale, with no link."""
     sender_name = display_name(notice.sender_name or "")
     context = {
@@ -141,7 +141,7 @@ def build_sender_notice_email(
     }
     return compose(
         render("sender_notice", notice.locale, context),
-        to=Address(display_name=sender_name, addr_spec=notice.sender_email),
+        to=Mailbox(sender_name, notice.sender_email),
         locale=notice.locale,
         link=None,
         **stamp,

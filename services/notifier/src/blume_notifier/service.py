@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any, Final, Literal
 
 from blume_contracts.display import DEFAULT_TIME_ZONE
@@ -124,7 +124,7 @@ class Notifier:
         share_id: str,
         kind: str,
         recipient_email: str,
-        compose: Callable[[str], EmailMessage],
+        compose: Callable[[str], Message],
         purpose: NotificationPurpose = "share",
         deadline: datetime | None = None,
         addressee: NotificationAddressee = "recipient",
