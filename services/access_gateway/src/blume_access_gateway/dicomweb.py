@@ -163,13 +163,17 @@ def _number(item: dict[str, Any], tag: str) -> int | None:
 def pacs_http_client() -> httpx.AsyncClient:
     """The PACS's own client: longer timeouts, a pool of connections kept alive between
     images, streaming, no redirects followed. aiohttp's session is made on first use, on
-    the loop that serves; it keeps no cookie jar of its own (httpx's is the client's)."""
+    the loop that serves; it keeps no cookie jar of its own (httpx's is the client's). It
+    honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` as httpx did (``trust_env``): a site
+    may reach its PACS through a proxy."""
 
     def session() -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(
             limit=_PACS_CONNECTIONS, keepalive_timeout=_PACS_KEEPALIVE_SECONDS
         )
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+        )
 
     transport = AiohttpTransport(client=session)
     return httpx.AsyncClient(transport=transport, timeout=_PACS_TIMEOUT, follow_redirects=False)
