@@ -127,7 +127,7 @@ async def test_the_products_pacs_client_reaches_the_pacs_through_the_sites_proxy
     which forwards it to the PACS."""
     seen: list[str] = []
 
-    async def forward(request: web.Request) -> web.Response:
+    async def forward(request: web.BaseRequest) -> web.StreamResponse:
         seen.append(str(request.url))
         target = str(request.url).replace("pacs.invalid", "127.0.0.1")
         async with (
