@@ -8,9 +8,11 @@ from __future__ import annotations
 from io import BytesIO
 from pathlib import Path
 
+import aiohttp
 import httpx
 import pytest
-from blume_access_gateway.dicomweb import DicomwebClient, Instance, Pacs, Window
+from aiohttp import web
+from blume_access_gateway.dicomweb import DicomwebClient, Instance, Pacs, Window, pacs_http_client
 from blume_runtime.tenants import DicomwebCredentials, PolicyError, TenantPolicy
 from pydicom import dcmread
 
@@ -115,3 +117,47 @@ def test_credentials_come_from_the_environment_or_a_mounted_file(
         Pacs.for_policy(bearer)
     with pytest.raises(ValueError, match="exactly one"):
         DicomwebCredentials(scheme="bearer")
+
+
+async def test_the_products_pacs_client_reaches_the_pacs_through_the_sites_proxy(
+    orthanc: RunningPacs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site whose PACS is reached through an HTTP proxy (``HTTP_PROXY``) keeps working:
+    the gateway's own client (httpx over aiohttp) sends its QIDO-RS request to the proxy,
+    which forwards it to the PACS."""
+    seen: list[str] = []
+
+    async def forward(request: web.BaseRequest) -> web.StreamResponse:
+        seen.append(str(request.url))
+        target = str(request.url).replace("pacs.invalid", "127.0.0.1")
+        async with (
+            aiohttp.ClientSession() as upstream,
+            upstream.get(
+                target, headers={"Accept": request.headers.get("Accept", "*/*")}
+            ) as answer,
+        ):
+            body = await answer.read()
+            return web.Response(body=body, status=answer.status, content_type=answer.content_type)
+
+    server = web.Server(forward)
+    runner = web.ServerRunner(server)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    # Named by a host the machine cannot resolve: only the proxy can reach it.
+    pacs_url = orthanc.dicomweb_url.replace("127.0.0.1", "pacs.invalid")
+    assert "pacs.invalid" in pacs_url
+    http = pacs_http_client()
+    try:
+        study = await DicomwebClient(http).study(Pacs(pacs_url), orthanc.study.study_uid)
+    finally:
+        await http.aclose()
+        await runner.cleanup()
+    assert study is not None
+    assert study.description == "CT chest and CR chest"
+    assert seen
+    assert all(url.startswith("http://pacs.invalid:") for url in seen)

@@ -3,12 +3,13 @@ gateway reads its cookies without Python's quadratic cookie unquoting (CVE-2024-
 
 from __future__ import annotations
 
+import asyncio
 import http.cookies
 from typing import Any
 
 import httpx
 import pytest
-from blume_access_gateway.security import HeaderLimitMiddleware
+from blume_access_gateway.security import MAX_REQUEST_HEAD_BYTES, HeaderLimitMiddleware
 from blume_access_gateway.server import HttpServer
 
 from services.access_gateway.tests.conftest import Harness
@@ -68,8 +69,8 @@ async def test_only_quoted_cookie_values_are_dropped() -> None:
 async def test_the_served_gateway_answers_431_between_the_parsers_default_and_its_limit(
     harness: Harness,
 ) -> None:
-    """Through uvicorn itself: 20 KiB of headers (past h11's 16 KiB default, which would
-    answer 400) reach the middleware and get 431."""
+    """Through uvicorn itself: 20 KiB of headers (past h11's 16 KiB default, which
+    answered 400 when the server parsed with h11) reach the middleware and get 431."""
     server = HttpServer(harness.gateway, "127.0.0.1", 0)
     await server.start()
     try:
@@ -80,5 +81,40 @@ async def test_the_served_gateway_answers_431_between_the_parsers_default_and_it
                 | {"x-big": "b" * (8 * 1024 + 1)},
             )
         assert answer.status_code == 431
+    finally:
+        await server.stop()
+
+
+async def _head_sent_in_pieces(port: int, pieces: int) -> bytes:
+    """A request line, then one header value sent 16 KiB at a time, never ended: what the
+    server answered before it closed the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Endless: ")
+        for _ in range(pieces):
+            writer.write(b"a" * (16 * 1024))
+            await writer.drain()
+            await asyncio.sleep(0.02)  # separate reads on the server's side
+    except ConnectionError:
+        pass  # closed by the server while the head was still coming
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    return answer
+
+
+async def test_the_served_gateway_refuses_a_request_head_past_its_bound(
+    harness: Harness,
+) -> None:
+    """One header value sent in pieces past MAX_REQUEST_HEAD_BYTES, never ended: a 400 and
+    the connection closed (httptools alone would keep buffering it); the server still
+    answers the next request."""
+    server = HttpServer(harness.gateway, "127.0.0.1", 0)
+    await server.start()
+    try:
+        pieces = MAX_REQUEST_HEAD_BYTES // (16 * 1024) + 3
+        answer = await _head_sent_in_pieces(server.port, pieces)
+        assert answer.startswith(b"HTTP/1.1 400 ")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(f"http://127.0.0.1:{server.port}/healthz")).status_code == 200
     finally:
         await server.stop()

@@ -8,6 +8,11 @@ are streamed: nothing here holds a whole study in memory.
 UIDs go to the PACS only (in its URLs); they never leave this module towards the browser.
 Credentials come from the tenant policy (basic or bearer, the secret named by an environment
 variable or a mounted file).
+
+The gateway's client for the PACS (``pacs_http_client``) is httpx over aiohttp's transport
+(``httpx_aiohttp``): httpx's own (httpcore, h11, anyio) cost about a third of the gateway's
+CPU per proxied image, aiohttp's C parser and connection pool a fraction of it. The API stays
+httpx's, so a test can still hand ``DicomwebClient`` an ``httpx.MockTransport``.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any, Final, Literal, NamedTuple
 
+import aiohttp
 import httpx
 from blume_runtime.tenants import TenantPolicy
+from httpx_aiohttp import AiohttpTransport
 
 DICOM_JSON: Final = "application/dicom+json"
 RenderedType = Literal["image/png", "image/jpeg"]
@@ -40,6 +47,9 @@ _SERIES_INSTANCES: Final = "00201209"
 
 
 _ATTEMPTS: Final = 2
+_PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+_PACS_CONNECTIONS: Final = 64
+_PACS_KEEPALIVE_SECONDS: Final = 5.0
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
@@ -148,6 +158,25 @@ def _number(item: dict[str, Any], tag: str) -> int | None:
         return int(values[0]) if values else None
     except (TypeError, ValueError):
         return None
+
+
+def pacs_http_client() -> httpx.AsyncClient:
+    """The PACS's own client: longer timeouts, a pool of connections kept alive between
+    images, streaming, no redirects followed. aiohttp's session is made on first use, on
+    the loop that serves; it keeps no cookie jar of its own (httpx's is the client's). It
+    honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` as httpx did (``trust_env``): a site
+    may reach its PACS through a proxy."""
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=_PACS_CONNECTIONS, keepalive_timeout=_PACS_KEEPALIVE_SECONDS
+        )
+        return aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
+        )
+
+    transport = AiohttpTransport(client=session)
+    return httpx.AsyncClient(transport=transport, timeout=_PACS_TIMEOUT, follow_redirects=False)
 
 
 class DicomwebClient:

@@ -24,7 +24,7 @@ from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import Visit, client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
-from blume_access_gateway.dicomweb import DicomwebClient
+from blume_access_gateway.dicomweb import DicomwebClient, pacs_http_client
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale
@@ -49,8 +49,6 @@ from blume_access_gateway.viewer import Viewer
 NAME: Final = "access_gateway"
 SIGN_OUT_PURPOSE: Final = "sign-out"
 _OIDC_TIMEOUT_SECONDS: Final = 10.0
-_PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
-_PACS_LIMITS: Final = httpx.Limits(max_connections=64, max_keepalive_connections=32)
 SignInKind = Literal["link", "patient", "sender"]
 """Whose sign-in round trip it is: a recipient's SSO for a link, the portal's, a sender's."""
 
@@ -109,9 +107,7 @@ class Gateway:
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
         sealer = Sealer.from_settings(settings)
         # The PACS gets a client of its own: longer timeouts, more connections, streaming.
-        pacs_http = httpx.AsyncClient(
-            timeout=_PACS_TIMEOUT, limits=_PACS_LIMITS, follow_redirects=False
-        )
+        pacs_http = pacs_http_client()
         shared = _Shared(events=events, policies=policies, clock=clock, freshness=freshness)
         access = RecipientAccess(
             **shared,

@@ -132,9 +132,10 @@ MAX_HEADER_BYTES: Final = 8 * 1024
 """One request header, name and value, at most (RFC 6585 431 above it)."""
 MAX_HEADERS_TOTAL_BYTES: Final = 32 * 1024
 """All request headers together at most."""
-H11_MAX_REQUEST_HEAD_BYTES: Final = 48 * 1024
-"""What the HTTP parser buffers of a request head (request line and headers): larger heads
-are refused (400) before any of our code runs; up to it, ``HeaderLimitMiddleware`` decides."""
+MAX_REQUEST_HEAD_BYTES: Final = 48 * 1024
+"""What the server buffers of a request head (request line and headers): larger heads are
+refused (400) before any of our code runs (``server.BoundedHeadProtocol``); up to it,
+``HeaderLimitMiddleware`` decides."""
 
 _TOO_LARGE_BODY: Final = b"Request header fields too large\n"
 

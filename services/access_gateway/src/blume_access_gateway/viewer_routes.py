@@ -2,6 +2,12 @@
 
 Thin: which session (cookies), the per-session rate limit, pages and streaming here; what a
 handle reaches and the audit in ``viewer``. Every route checks the grant first.
+
+The image route is the one a scrolling viewer hits dozens of times a second, so it is a
+plain Starlette route put before every FastAPI route (``frame_route``): FastAPI's parameter
+models and dependency resolution cost more per image than the rest of the gateway's own
+work. It checks its query as the FastAPI route did, and streams without the task that
+``StreamingResponse`` starts beside each response (``_StreamedImage``).
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ import io
 import re
 import zipfile
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Final
+from typing import Any, Final
 
 import httpx
 from blume_contracts.events import ClientContext
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Match, Route
+from starlette.types import Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from blume_access_gateway import views
 from blume_access_gateway.dicomweb import Instance, PacsError, RenderedType, Window
@@ -24,11 +33,9 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.viewer import HANDLE, Refusal, Scope, StudyIndex
 
-WindowQuery = Annotated[
-    str | None,
-    Query(max_length=40, pattern=r"^-?\d{1,5}(\.\d{1,3})?,\d{1,5}(\.\d{1,3})?$"),
-]
-FormatQuery = Annotated[str, Query(alias="format", pattern=r"^(png|jpeg)$")]
+FRAME_PATH: Final = "/view/{handle}/series/{series}/frames/{image}"
+_WINDOW: Final = re.compile(r"^-?\d{1,5}(\.\d{1,3})?,\d{1,5}(\.\d{1,3})?$")
+"""The rendered ``window`` a viewer may ask for: centre and width (40 characters at most)."""
 _RENDERED: Final[dict[str, RenderedType]] = {"png": "image/png", "jpeg": "image/jpeg"}
 _PLAIN: Final = {"Cache-Control": "no-store"}
 _POSITION: Final = re.compile(r"^[1-9][0-9]{0,5}$")
@@ -79,20 +86,45 @@ async def _discard(early: asyncio.Task[httpx.Response | Response] | None) -> Non
         await opened.aclose()
 
 
-def _streamed(upstream: httpx.Response, accept: RenderedType) -> Response:
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in upstream.aiter_raw():
-                yield chunk
-        finally:
-            await upstream.aclose()
+class _SelfNamingRoute(Route):
+    """A Starlette route that names itself in the request's scope, as FastAPI's own routes
+    do (FastAPI's router does not for a plain route): the request's metrics, span and log
+    line name its template from there (``http_telemetry``, ``security``)."""
 
-    headers = {"Cache-Control": "no-store"}
-    for name in ("content-length", "content-encoding"):
-        if name in upstream.headers:
-            headers[name] = upstream.headers[name]
-    media_type = upstream.headers.get("content-type", accept)
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    def matches(self, scope: AsgiScope) -> tuple[Match, AsgiScope]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
+
+
+class _StreamedImage(StreamingResponse):
+    """The PACS's image sent on as it arrives, chunk by chunk, closed at the end either way.
+    Unlike ``StreamingResponse`` it starts no task to watch for the browser leaving: an
+    image is small and finite, so a browser gone mid-image costs at most its rest."""
+
+    def __init__(self, upstream: httpx.Response, accept: RenderedType) -> None:
+        headers = {"Cache-Control": "no-store"}
+        for name in ("content-length", "content-encoding"):
+            if name in upstream.headers:
+                headers[name] = upstream.headers[name]
+        media_type = upstream.headers.get("content-type", accept)
+        super().__init__(upstream.aiter_raw(), media_type=media_type, headers=headers)
+        self._upstream = upstream
+
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
+        try:
+            chunks = aiter(self.body_iterator)
+            # The first chunk in hand before the head goes: head and image leave back to
+            # back, so the browser mostly reads them in one wake-up, not two.
+            first = await anext(chunks, b"")
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await self._upstream.aclose()
 
 
 class ViewerRoutes:
@@ -103,23 +135,44 @@ class ViewerRoutes:
     def router(self) -> APIRouter:
         router = APIRouter(prefix="/view")
         router.add_api_route("/{handle}", self.page, methods=["GET"])
-        router.add_api_route(
-            "/{handle}/series/{series}/frames/{image}", self.frame, methods=["GET"]
-        )
         router.add_api_route("/{handle}/download", self.download, methods=["GET"])
         return router
 
+    def frame_route(self) -> Route:
+        """The image route (module docstring): to be put before the FastAPI routes."""
+        return _SelfNamingRoute(
+            FRAME_PATH, self._frame_request, methods=["GET"], name="viewer_frame"
+        )
+
+    async def _frame_request(self, request: Request) -> Response:
+        """The query checked as FastAPI checked it (a bad one is the bad-request page), then
+        the image."""
+        window = request.query_params.get("window")
+        image_format = request.query_params.get("format", "png")
+        if (window is not None and (len(window) > 40 or not _WINDOW.match(window))) or (
+            image_format not in _RENDERED
+        ):
+            return self.gateway.pages.render(views.bad_request_page(browser_locale(request)))
+        params = request.path_params
+        return await self.frame(
+            request, params["handle"], params["series"], params["image"], window, image_format
+        )
+
     async def _scope(self, request: Request, handle: str) -> Scope | Refusal:
         """What the handle reaches for this browser's session; a handle that is not its
-        own (another's, made up) is a probe, and audited as one."""
+        own (another's, made up) is a probe, and audited as one. Only the cookie the
+        handle's kind needs is read (each is a signature to check) until a probe needs the
+        patient's."""
         gateway = self.gateway
-        patient_session = gateway.session_id(request, "patient")
+        recipients = handle.startswith("r")
+        access_session = gateway.session_id(request, "access") if recipients else None
+        patient_session = None if recipients else gateway.session_id(request, "patient")
         scope = await self.viewer.scope(
-            handle,
-            access_session=gateway.session_id(request, "access"),
-            patient_session=patient_session,
+            handle, access_session=access_session, patient_session=patient_session
         )
         if scope is Refusal.NOT_FOUND:
+            if recipients:
+                patient_session = gateway.session_id(request, "patient")
             await self._audit_probe(request, handle, patient_session)
         return scope
 
@@ -189,8 +242,8 @@ class ViewerRoutes:
         handle: str,
         series: str,
         image: str,
-        window: WindowQuery = None,
-        image_format: FormatQuery = "png",
+        window: str | None = None,
+        image_format: str = "png",
     ) -> Response:
         """One rendered image, streamed from the PACS; 410 from the moment the share ends.
         Series and image are positions: anything else (a UID, say) is simply not found.
@@ -220,7 +273,7 @@ class ViewerRoutes:
         if isinstance(opened, Response):
             return opened
         await self._audit_series(request, scope, wanted[0])
-        return _streamed(opened, wanted[2])
+        return _StreamedImage(opened, wanted[2])
 
     async def _open(
         self, scope: Scope, series: int, image: int, accept: RenderedType, window: Window | None
@@ -294,5 +347,7 @@ class ViewerRoutes:
         yield sink.take()
 
 
-def viewer_routes(gateway: Gateway) -> APIRouter:
-    return ViewerRoutes(gateway).router()
+def viewer_routes(gateway: Gateway) -> tuple[Route, APIRouter]:
+    """The image route (to go before every FastAPI route) and the viewer's other routes."""
+    routes = ViewerRoutes(gateway)
+    return routes.frame_route(), routes.router()
