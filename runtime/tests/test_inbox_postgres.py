@@ -22,6 +22,15 @@ from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.worker import Worker
 from sqlmodel import select
 
+from runtime.tests.batch_support import (
+    Gated,
+    behind_gate,
+    committed,
+    committing_behind_gate,
+    gated_worker,
+    statements,
+    transactions,
+)
 from runtime.tests.pipeline_support import accepted_event
 
 pytestmark = pytest.mark.integration
@@ -86,3 +95,45 @@ async def test_distinct_events_each_run_once(postgres: Database, tmp_path: Path)
     for event_id in ("evt-1", "evt-2", "evt-3"):
         await worker(FakeDelivery.of(accepted_event(event_id)))
     assert handler.runs == 3
+
+
+async def test_a_batch_claims_once_and_keeps_each_outcome_on_postgres(
+    postgres: Database, tmp_path: Path
+) -> None:
+    """On PostgreSQL, a batch holding a duplicate and a failing handler: the batch rolls
+    back, each runs alone; the duplicate acked with no second effect, the failing one
+    retried, its neighbours acked with their inbox and outbox rows written once."""
+    gated = Gated()
+    gated.failing = {"c"}
+    worker, _ = gated_worker(postgres, gated, tmp_path)
+    deliveries = await behind_gate(worker, gated, ["a", "a", "b", "c"])
+    assert [delivery.settlement for delivery in deliveries] == ["ack", "ack", "ack", "retry"]
+    assert await committed(postgres) == (["a", "b"], 3)
+
+
+async def test_queued_deliveries_commit_in_one_transaction_on_postgres(
+    postgres: Database, tmp_path: Path
+) -> None:
+    """Five deliveries queued behind a running one: two commits in all, each acked once."""
+    gated = Gated()
+    worker, _ = gated_worker(postgres, gated, tmp_path)
+    deliveries, committed_transactions = await committing_behind_gate(
+        worker, gated, ["a", "b", "c", "d", "e"]
+    )
+    assert committed_transactions == 2
+    assert [delivery.settlement for delivery in deliveries] == ["ack"] * 5
+    assert await committed(postgres) == (["a", "b", "c", "d", "e"], 6)
+
+
+async def test_a_delivery_alone_costs_one_transaction_and_two_statements(
+    postgres: Database, tmp_path: Path
+) -> None:
+    """Nothing queued: one transaction of two statements, the inbox claim and the outbox
+    row, as before batching (the handler itself queries nothing); no wait for company."""
+    gated = Gated()
+    gated.release.set()
+    worker, _ = gated_worker(postgres, gated, tmp_path)
+    await worker(FakeDelivery.of(accepted_event("warm-up")))
+    before = (transactions(), statements())
+    await asyncio.wait_for(worker(FakeDelivery.of(accepted_event("a"))), timeout=5)
+    assert (transactions() - before[0], statements() - before[1]) == (1, 2)

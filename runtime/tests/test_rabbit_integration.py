@@ -5,16 +5,25 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import datetime
+from pathlib import Path
 
 import aio_pika
 import pika
 import pytest
 import structlog
+from blume_contracts.serialisation import event_body
 from blume_runtime import wire
 from blume_runtime.broker_definitions import definitions
+from blume_runtime.db import Database
+from blume_runtime.outbox import OutboxRelay
+from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.topology import DELIVERY_LIMIT, RUNBOOK, QueueSpec, delay_tiers
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
+from blume_runtime.worker import Worker
+from pydantic import SecretStr
 
+from runtime.tests.batch_support import Gated, committed, transactions
+from runtime.tests.pipeline_support import accepted_event, settings_for
 from runtime.tests.rabbit_support import (
     ack,
     collect,
@@ -314,3 +323,37 @@ async def test_a_deleted_queue_is_redeclared_and_consumed_again(amqp_url: str) -
         await transport.publish(message("share.accepted", "after-recreation"))
         [delivery] = await received.wait_for(1)
     assert delivery.message_id == "after-recreation"
+
+
+async def test_deliveries_queued_behind_a_transaction_commit_together_and_are_all_acked(
+    amqp_url: str, migrated_database_url: str, tmp_path: Path
+) -> None:
+    """On RabbitMQ and PostgreSQL: ten deliveries arriving while one holds its transaction
+    open commit in one more transaction, and every one of the eleven is acked (none left
+    unacknowledged or requeued), its inbox row written once."""
+    database = Database(migrated_database_url)
+    gated = Gated()
+    settings = settings_for(tmp_path, amqp_url=SecretStr(amqp_url))
+    transport = RabbitTransport(amqp_url, prefetch=16)
+    worker = Worker(gated.service, database, OutboxRelay(database, transport), settings)
+    transport.subscribe(gated.service.queue, worker)
+    queue = gated.service.queue.name
+    await transport.start()
+    try:
+        for event_id in ["gate", *(f"e{index}" for index in range(10))]:
+            body = event_body(accepted_event(event_id))
+            await transport.publish(OutgoingMessage("share.accepted", body, event_id))
+        await gated.gate_entered.wait()
+        all_delivered = ["11"]  # the gate's and the ten queued behind it, none acked yet
+        await until(
+            lambda: queue_rows(amqp_url, "messages_unacknowledged")[queue] == all_delivered,
+            within=10,
+        )
+        before = transactions()
+        gated.release.set()
+        await until(lambda: queue_rows(amqp_url, "messages")[queue] == ["0"], within=20)
+        assert transactions() - before == 2
+        assert await committed(database) == ([f"e{index}" for index in range(10)], 11)
+    finally:
+        await transport.stop()
+        await database.dispose()

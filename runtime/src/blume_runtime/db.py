@@ -18,7 +18,8 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import DateTime, Dialect, TypeDecorator, event
+from sqlalchemy import DateTime, Dialect, Insert, Table, TypeDecorator, event, insert
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel import Field, SQLModel
@@ -98,6 +99,24 @@ class OutboxMessage(SQLModel, table=True):
 
 POOL_RECYCLE_SECONDS: Final = 300
 
+_INBOX: Final[Table] = InboxEntry.__table__  # type: ignore[attr-defined]
+_OUTBOX: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
+# Built once, so SQLAlchemy compiles each once (its compiled cache) and runs them on Core,
+# with none of the ORM's flush machinery; a list of rows goes as one executemany (psycopg
+# pipelines it; with RETURNING, SQLAlchemy sends one multi-row INSERT).
+_INBOX_CLAIMS: Final[dict[bool, Insert]] = {
+    is_sqlite: dialect_insert(_INBOX)
+    .on_conflict_do_nothing()
+    .returning(_INBOX.c.event_source, _INBOX.c.event_id)
+    for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
+}
+_OUTBOX_INSERT: Final = insert(_OUTBOX)
+STAGED_OUTBOX: Final = "blume_staged_outbox"
+"""The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
+
+InboxKey = tuple[str, str]
+"""A message's dedupe key in a consumer's inbox: (event source, event id)."""
+
 RUNTIME_TABLES: Final = (InboxEntry, OutboxMessage)
 """The tables every service has in its own schema."""
 
@@ -163,10 +182,39 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session inside one transaction: committed on success, rolled back on error."""
+        """A session inside one transaction: committed on success, rolled back on error.
+
+        Outbox rows staged in it (``UnitOfWork.emit``, under ``STAGED_OUTBOX``) are inserted
+        together, in one statement, just before the commit.
+        """
         with span("db transaction", {"db.system": self._system}):
             async with self._sessions() as session, session.begin():
+                staged: list[dict[str, Any]] = []
+                session.info[STAGED_OUTBOX] = staged
                 yield session
+                if staged and session.in_transaction():  # not rolled back by the caller
+                    connection = await session.connection()
+                    await connection.execute(_OUTBOX_INSERT, staged)
+
+    async def claim(
+        self, session: AsyncSession, consumer: str, keys: list[InboxKey]
+    ) -> set[InboxKey]:
+        """Record messages in ``consumer``'s inbox; the keys it had not processed before.
+
+        One INSERT ... ON CONFLICT DO NOTHING RETURNING for them all: a concurrent duplicate
+        waits on the row lock and then inserts nothing. The rows that came back are the
+        answer; the driver's ``rowcount`` is not (psycopg 3 reports -1 whatever happened).
+        A key given twice is claimed once.
+        """
+        now = utcnow()
+        # In key order: two batches claiming the same keys lock them in the same order.
+        rows = [
+            {"consumer": consumer, "event_source": source, "event_id": id_, "processed_at": now}
+            for source, id_ in sorted(keys)
+        ]
+        connection = await session.connection()
+        claimed = await connection.execute(_INBOX_CLAIMS[self.is_sqlite], rows)
+        return {(row.event_source, row.event_id) for row in claimed}
 
     async def dispose(self) -> None:
         """Close the pool; a view from ``in_schema`` leaves it to the database it came from."""

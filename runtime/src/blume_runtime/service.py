@@ -98,9 +98,13 @@ class Service:
     one table (``service.handles("share.revoked")(issuer.revoke_link)``).
     """
 
-    def __init__(self, name: str, *, bind_all: bool = False) -> None:
+    def __init__(self, name: str, *, bind_all: bool = False, group_commit: bool = True) -> None:
         self.name = name
         self._bind_all = bind_all
+        self.group_commit = group_commit
+        """Whether deliveries that queue up may share one transaction (``blume_runtime.worker``).
+        False for handlers with effects outside the database (an email sent): a batch rolled
+        back because of a neighbour runs them again, and would repeat those effects."""
         self._routes: dict[str, _Route] = {}
         self._catch_all: _Route | None = None
         self.invalid_data_handler: InvalidHandler | None = None

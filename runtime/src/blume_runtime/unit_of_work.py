@@ -6,6 +6,11 @@ transaction as what they describe; once committed, the relay publishes them from
 deletes their rows later, in bulk. If the broker refuses, the rows stay in the outbox and
 the runtime's sweep publishes them.
 
+The outbox rows go in on SQLAlchemy Core, all of a transaction's in one statement just before
+it commits (``Database.transaction``): cheaper than the ORM's flush. A handler that queries the
+outbox in its own transaction does not see its own rows yet, and an event emitted inside a
+savepoint that is rolled back is still written; no caller does either.
+
 Event ids are deterministic where an originating message exists (``origin``): a handler that
 runs again after a rolled-back attempt emits the same ids, and consumers dedupe them. Where
 none exists they are random: two opens of the same link are two events.
@@ -26,7 +31,7 @@ from blume_contracts.serialisation import event_body
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_runtime.db import Database, OutboxMessage
+from blume_runtime.db import STAGED_OUTBOX, Database, OutboxMessage
 from blume_runtime.tracing import current_traceparent, link_request_span
 from blume_runtime.transport import OutgoingMessage
 
@@ -92,14 +97,17 @@ class UnitOfWork:
         if traceparent is not None:
             link_request_span(traceparent)
         message = outbox_message(event)
-        self.session.add(
-            OutboxMessage(
-                event_id=event.id,
-                routing_key=event_type,
-                body=message.body,
-                created_at=event.time,
-            )
-        )
+        row: dict[str, Any] = {
+            "event_id": event.id,
+            "routing_key": event_type,
+            "body": message.body,
+            "created_at": event.time,
+        }
+        rows: list[dict[str, Any]] | None = self.session.info.get(STAGED_OUTBOX)
+        if rows is not None:  # inserted with the transaction's other rows before it commits
+            rows.append(row)
+        else:  # a session opened elsewhere than ``Database.transaction``: the ORM writes it
+            self.session.add(OutboxMessage(**row))
         self.staged.append(message)
         return event
 

@@ -11,7 +11,21 @@ log line, ``delivery settled``, saying which and why; never the body. In order:
 4. **the strict envelope**; else the service's ``on_invalid_envelope`` answer for that type,
    or ``malformed``;
 5. **dedupe and handle**: the inbox row, the handler and its outbox events in one
-   transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack;
+   transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack.
+   **Group commit** (``blume_runtime.group_commit``): a delivery that finds no transaction of
+   this worker running runs alone at once, as described. Deliveries that reach this step
+   while one runs wait for it, then go together (up to the prefetch): one transaction claims
+   all their inbox rows in one INSERT, runs each claimed handler in turn on the shared
+   session (each with its own context, staged events, ids, log fields and trace span),
+   inserts all their outbox rows in one statement and commits once, within one handler
+   timeout; then each delivery goes on alone (its own relay, decision, settlement and line).
+   A later handler of a batch sees an earlier one's writes, as it would one after the other.
+   If anything in a batch fails, the batch is rolled back and each of its deliveries runs
+   again alone, so that every failure is classified for the delivery it belongs to. A
+   service whose handlers have effects outside the database opts out
+   (``Service(group_commit=False)``: the notifier, whose emails a rerun would repeat). Each
+   delivery is still acked on its own: acks are one frame each with no reply to wait for,
+   and ``multiple=True`` would need every lower tag of the channel settled first;
 6. **failures**: a contract breach is dead-lettered (``contract``); anything else is put in an
    error class and retried within that class's budget (``blume_runtime.retry``), the first
    retry per class announced through the service's ``on_retry_scheduled`` hook; past the
@@ -24,8 +38,10 @@ the order a delivery goes through them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -34,13 +50,12 @@ import structlog
 from blume_contracts.envelope import CloudEvent, LenientEnvelope, RawEvent, usable_envelope
 from blume_contracts.registry import EVENTS
 from pydantic import ValidationError
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime import metrics, tracing
-from blume_runtime.db import Database, InboxEntry, utcnow
+from blume_runtime.db import Database, InboxEntry, InboxKey, utcnow
+from blume_runtime.group_commit import RUN_ALONE, GroupCommit, Signal
 from blume_runtime.identity import ProducerRule, Verdict
 from blume_runtime.intake import (
     Decision,
@@ -72,6 +87,28 @@ from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 from blume_runtime.unit_of_work import publish_committed
 
 Invoke = Callable[[HandlerContext], Awaitable[None]]
+Emitted = list[OutgoingMessage] | None
+"""What a claimed and handled delivery staged; None when the inbox said it was a duplicate."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Handling:
+    """One delivery's claim and handler, as the group commit queues it."""
+
+    event: RawEvent
+    delivery: Delivery
+    invoke: Invoke
+    verdict: Verdict
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """The delivery's log fields and trace span: its handler runs in them, even in a batch."""
+
+    @property
+    def key(self) -> InboxKey:
+        return (self.event.source, self.event.id)
+
+
+async def _call(invoke: Invoke, ctx: HandlerContext) -> None:
+    await invoke(ctx)
 
 
 class _NotAnswered(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -100,6 +137,9 @@ class Worker:
         self._timeout = settings.handler_timeout_seconds
         self._max_bytes = settings.max_message_bytes
         self._log = structlog.get_logger(service.name)
+        self._group: GroupCommit[_Handling, Emitted] | None = None
+        if service.group_commit:
+            self._group = GroupCommit(self._alone, self._together, settings.prefetch)
 
     async def __call__(self, delivery: Delivery) -> None:
         started = time.perf_counter()
@@ -215,8 +255,11 @@ class Worker:
             ),
         ):
             try:
-                async with asyncio.timeout(self._timeout):
-                    emitted = await self._transaction(event, delivery, invoke, verdict)
+                handling = _Handling(event, delivery, invoke, verdict)
+                if self._group is None:
+                    emitted = await self._alone(handling)
+                else:
+                    emitted = await self._group.submit(handling)
             except PermanentError as error:
                 detail = bounded(scrub_text(str(error)), 300)
                 return Decision.dead_letter(DeadLetterCause.CONTRACT, error=detail)
@@ -227,9 +270,16 @@ class Worker:
         relay = await self._publish(emitted)
         return Decision.ack(answered, **relay)
 
+    async def _alone(self, handling: _Handling) -> Emitted:
+        """Claim and handle in a transaction of its own, within the handler timeout."""
+        async with asyncio.timeout(self._timeout):
+            return await self._transaction(
+                handling.event, handling.delivery, handling.invoke, handling.verdict
+            )
+
     async def _transaction(
         self, event: RawEvent, delivery: Delivery, invoke: Invoke, verdict: Verdict
-    ) -> list[OutgoingMessage] | None:
+    ) -> Emitted:
         """Claim and handle in one transaction; None if this consumer already processed it."""
         try:
             async with self._db.transaction() as session:
@@ -244,6 +294,39 @@ class Worker:
                 return None
             raise
         return ctx.staged
+
+    async def _together(self, batch: Sequence[_Handling]) -> list[Emitted | Signal]:
+        """Claim and handle deliveries that queued up in one transaction, one commit.
+
+        Each handler runs in turn on the shared session, with its own context (its staged
+        events and their ids, exactly as alone) and in its own delivery's log fields and
+        trace span. If anything fails, the whole batch is rolled back and each delivery is
+        answered ``RUN_ALONE``: run again in a transaction of its own, its failure its own.
+        """
+        answers: list[Emitted | Signal] = []
+        try:
+            async with asyncio.timeout(self._timeout), self._db.transaction() as session:
+                keys = [handling.key for handling in batch]
+                claimed = await self._db.claim(session, self.service.name, keys)
+                for handling in batch:
+                    if handling.key not in claimed:  # processed before, or earlier in it
+                        answers.append(None)
+                        continue
+                    claimed.discard(handling.key)
+                    ctx = self._context(
+                        handling.event, session, handling.delivery, handling.verdict
+                    )
+                    await asyncio.create_task(_call(handling.invoke, ctx), context=handling.context)
+                    answers.append(ctx.staged)
+                await session.flush()
+        except Exception as error:  # noqa: BLE001 - each delivery is then run alone
+            self._log.info(
+                "batch rolled back; its deliveries run alone",
+                batch_size=len(batch),
+                error_type=type(error).__name__,
+            )
+            return [RUN_ALONE] * len(batch)
+        return answers
 
     def _context(
         self,
@@ -379,26 +462,8 @@ class Worker:
         return Decision.dead_letter(DeadLetterCause.UNTRUSTED_PRODUCER, **fields)
 
     async def _claim(self, session: AsyncSession, event: RawEvent) -> bool:
-        """Record the message in the inbox; False if this consumer already processed it.
-
-        One INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent duplicate waits on the
-        row lock and then inserts nothing. Whether a row came back is the answer; the
-        driver's ``rowcount`` is not (psycopg 3 reports -1 here whatever happened).
-        """
-        insert = postgresql.insert if not self._db.is_sqlite else sqlite.insert
-        statement = (
-            insert(InboxEntry)
-            .values(
-                consumer=self.service.name,
-                event_source=event.source,
-                event_id=event.id,
-                processed_at=utcnow(),
-            )
-            .on_conflict_do_nothing()
-            .returning(col(InboxEntry.event_id))
-        )
-        result = await session.exec(statement)
-        return result.first() is not None
+        """Record the message in the inbox; False if this consumer already processed it."""
+        return bool(await self._db.claim(session, self.service.name, [(event.source, event.id)]))
 
     async def _already_processed(self, event: RawEvent) -> bool:
         async with self._db.transaction() as session:

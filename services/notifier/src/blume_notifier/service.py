@@ -355,7 +355,8 @@ class KeptConnections:
 def build(settings: Settings, mailer: Mailer | None = None) -> Service:
     mailer = mailer if mailer is not None else mailer_from_settings(settings)
     notifier = Notifier(settings, mailer)
-    service = Service(NAME)
+    # Emails go out before commit: a batch rolled back for a neighbour would send them twice.
+    service = Service(NAME, group_commit=False)
     if isinstance(mailer, SmtpMailer):
         service.components.append(KeptConnections(mailer))
     service.handles("share.link.issued")(notifier.email_link)
