@@ -51,6 +51,17 @@ def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
         f"  cost per share (measured batch of {costs.shares}, until the audit chain is quiet)",
         f"    CPU ms, workers               {per(costs.worker_cpu) * 1000:.1f}"
         + ("" if product.separate_processes else "  (the bench process: publisher, SMTP too)"),
+        *(
+            [
+                "      by worker: "
+                + ", ".join(
+                    f"{name} {per(cpu) * 1000:.1f}"
+                    for name, cpu in zip(product.services, costs.worker_cpu_each, strict=True)
+                )
+            ]
+            if product.separate_processes
+            else []
+        ),
         f"    CPU ms, RabbitMQ (beam.smp)   {rabbit}  (whole node)",
         f"    CPU ms, PostgreSQL            {per(costs.postgres_backends_cpu) * 1000:.1f}"
         f" (bench database's backends); {per(costs.postgres_server_cpu) * 1000:.1f}"
