@@ -183,9 +183,12 @@ class Notifier:
             _RECORD, {name: getattr(sent, name) for name in _NOTIFICATION_COLUMNS}
         )
         # What the notification records, the event reports: the same id, the same moment.
+        # Constructed, not validated again: every field is a validated field of the event
+        # being handled (the address, the share id) or made here (the id, the moment), and
+        # validating the address once more cost an email_validator parse per email.
         ctx.emit(
             "share.notification.sent",
-            ShareNotificationSent(
+            ShareNotificationSent.model_construct(
                 share_id=share_id,
                 purpose=purpose,
                 addressee=addressee,
