@@ -17,10 +17,10 @@ from blume_share_dispatcher import shares
 from blume_share_dispatcher.accounts import SqlPatientDirectory, apply_account
 from blume_share_dispatcher.models import Share, ShareState
 
+from services.share_dispatcher.tests.test_account_projection import MRN, TENANT, account_updated
+
 T1 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
 T2 = T1 + timedelta(minutes=5)
-TENANT = "demo-hospital"
-MRN = "MRN-0001"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -166,27 +166,8 @@ async def test_the_directory_sees_an_account_projected_earlier_in_the_same_trans
 ) -> None:
     """An account written (not yet flushed) by an earlier handler of the same batch is what
     the next request's consent check reads."""
-    update = PatientAccountUpdated(
-        blume_patient_id="bp-0001",
-        tenant_id=TENANT,
-        mrn=MRN,
-        email="jane@mail.example",
-        locale="en-CA",
-        email_notifications=True,
-        status="active",
-        withhold_portal=False,
-        withhold_external_links=True,
-        updated_at=T1,
-    )
-    event = CloudEvent[PatientAccountUpdated](
-        id="acc-1",
-        source="/blume-share/blume_publisher",
-        type="patient.account.updated",
-        time=T1,
-        tenantid=TENANT,
-        correlationid="import-1",
-        data=update,
-    )
+    announced = account_updated("acc-1", lock_box=True, at=T1)
+    event = CloudEvent[PatientAccountUpdated].model_validate(announced)
     async with db.transaction() as session:
         assert await apply_account(session, event)
         directory = SqlPatientDirectory(session)
