@@ -308,12 +308,19 @@ async def _move_heads(session: AsyncSession, new_heads: Mapping[str, tuple[int, 
     )
 
 
-async def append_entries(session: AsyncSession, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+async def append_entries(
+    session: AsyncSession,
+    entries: Sequence[Entry],
+    *,
+    recorded: set[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """Append prepared entries to their chains in one go; returns the rows written.
 
     Entries already recorded (same source and id) are skipped. Heads are locked in chain
     order before the duplicate check, so concurrent sealers never deadlock and a concurrent
-    append of the same event is seen once it commits.
+    append of the same event is seen once it commits. ``recorded``: the (source, id) of the
+    entries the caller found in the store in this transaction, when nothing else can append
+    them meanwhile (the sealer asks as it takes its batch); None asks here.
     """
     by_chain: dict[str, list[Entry]] = {}
     for entry in entries:
@@ -321,7 +328,8 @@ async def append_entries(session: AsyncSession, entries: Sequence[Entry]) -> lis
     if not by_chain:
         return []
     heads = await _lock_heads(session, list(by_chain))
-    recorded = await _already_recorded(session, entries)
+    if recorded is None:
+        recorded = await _already_recorded(session, entries)
     fresh_by_chain = {
         chain_id: fresh
         for chain_id, chain_entries in by_chain.items()
