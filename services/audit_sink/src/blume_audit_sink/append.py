@@ -260,7 +260,7 @@ _NOT_TEXT: Final = {
     "occurred_at": "timestamptz",
     "recorded_at": "timestamptz",
 }
-_COPY_TYPES: Final = tuple(_NOT_TEXT.get(name, "text") for name in RECORD_COLUMNS)
+COPY_TYPES: Final = tuple(_NOT_TEXT.get(name, "text") for name in RECORD_COLUMNS)
 """What binary COPY sends each column as: its own type (the server reads the bytes as that)."""
 _AS_COPY_ROW: Final = itemgetter(*RECORD_COLUMNS)
 
@@ -279,7 +279,7 @@ async def _insert_rows(session: AsyncSession, rows: Iterable[dict[str, Any]], co
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
     async with driver.cursor() as cursor, cursor.copy(_COPY_RECORDS) as copy:
-        copy.set_types(_COPY_TYPES)
+        copy.set_types(COPY_TYPES)
         for row in rows:
             await copy.write_row(_AS_COPY_ROW(row))
 
