@@ -22,6 +22,7 @@ from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
+from blume_audit_sink.sealer import pending_count, seal_all, stage
 from blume_audit_sink.verify import VerifyReport
 from blume_audit_sink.verify import verify as verify_chains
 from blume_runtime.db import Database
@@ -382,3 +383,22 @@ async def test_batches_written_by_copy_chain_inherit_and_verify(
     }
     report = await verify(database)
     assert (report.ok, report.checked) == (True, len(records))
+
+
+async def test_an_event_staged_again_after_sealing_is_sealed_once(
+    database: Database, make_event: Any
+) -> None:
+    """On PostgreSQL, a copy staged again after the first was sealed is dropped by the sealer,
+    and its neighbours in the batch are still chained."""
+    again = make_event("share.accepted", {"share_id": "shr_" + "d" * 32}, tenant=TAMPERED)
+    fresh = make_event("share.accepted", {"share_id": "shr_" + "e" * 32}, tenant=TAMPERED)
+    for batch in ([again], [again, fresh]):
+        async with database.transaction() as session:
+            for event in batch:
+                stage(session, event)
+        assert await seal_all(database) == len(batch)
+    async with database.transaction() as session:
+        records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
+        assert await pending_count(session) == 0
+    assert [(r.seq, r.event_id) for r in records] == [(1, again.id), (2, fresh.id)]
+    assert (await verify(database)).ok

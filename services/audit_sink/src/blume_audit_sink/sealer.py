@@ -1,8 +1,9 @@
 """Staging and sealing: how events reach their chains in batches.
 
-The worker's handler only *stages* an event (one INSERT, in the transaction that records
-its inbox row), so a delivery is acknowledged once the event is durably received and
-several sink instances never queue on a chain's head lock. The sealer then moves staged
+The worker's handler only *stages* an event (a row in the transaction that records its
+inbox row; the rows of deliveries committed together go in one INSERT at the commit), so
+a delivery is acknowledged once the event is durably received and several sink instances
+never queue on a chain's head lock. The sealer then moves staged
 events into their chains in batches: one transaction locks the heads, appends every
 staged event with one COPY, and removes what it sealed. After each batch it signs the
 heads of chains that are due a checkpoint.
