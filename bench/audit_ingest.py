@@ -63,6 +63,7 @@ from blume_audit_sink.hashing import RECORD_COLUMNS
 from blume_audit_sink.sealer import seal_all
 from blume_contracts.artefacts import EXAMPLES_DIR
 from blume_contracts.envelope import RawEvent
+from blume_contracts.ids import share_id_for
 from blume_runtime.db import Database
 from blume_share.schema import upgrade
 from psycopg import sql
@@ -78,11 +79,30 @@ REQUEST: Final[dict[str, Any]] = json.loads(
 
 
 def share_events(number: int, tenant: str) -> list[RawEvent]:
-    """The six events of one share's life, as the sink sees them."""
-    share_id = f"shr_{number:032x}"
+    """The six events of one share's life, as the sink sees them.
+
+    The later events carry the share id the dispatcher derives from the request, as in the
+    product: the sealer finds a share's patient and people in its request when both are in
+    one batch, and looks them up in the store otherwise.
+    """
     request = copy.deepcopy(REQUEST)
     request["study"]["patient"]["mrn"] = f"MRN-{number % 5000:05d}"
     at = START + timedelta(seconds=number)
+    correlation = str(uuid.uuid4())
+
+    def event(event_type: str, data: Any, step: int) -> RawEvent:
+        return RawEvent(
+            id=str(uuid.uuid4()),
+            source="/bench/audit",
+            type=event_type,
+            time=at + timedelta(milliseconds=step),
+            tenantid=tenant,
+            correlationid=correlation,
+            data=data,
+        )
+
+    requested = event("study.send.requested", request, 0)
+    share_id = share_id_for(requested)
     link = {
         "share_id": share_id,
         "link_id": f"lnk_{number:032x}",
@@ -96,7 +116,6 @@ def share_events(number: int, tenant: str) -> list[RawEvent]:
         "locale": "en-CA",
     }
     datas: list[tuple[str, Any]] = [
-        ("study.send.requested", request),
         ("share.accepted", {"share_id": share_id, "method": "external_link"}),
         ("share.link.issued", link),
         (
@@ -118,18 +137,8 @@ def share_events(number: int, tenant: str) -> list[RawEvent]:
             {"share_id": share_id, "client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0"},
         ),
     ]
-    correlation = str(uuid.uuid4())
-    return [
-        RawEvent(
-            id=str(uuid.uuid4()),
-            source="/bench/audit",
-            type=event_type,
-            time=at + timedelta(milliseconds=step),
-            tenantid=tenant,
-            correlationid=correlation,
-            data=data,
-        )
-        for step, (event_type, data) in enumerate(datas)
+    return [requested] + [
+        event(event_type, data, step) for step, (event_type, data) in enumerate(datas, start=1)
     ]
 
 
