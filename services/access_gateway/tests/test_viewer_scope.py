@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -207,3 +208,20 @@ def test_a_frame_is_the_pacs_stream_passed_on_and_every_answer_is_closed(
     assert any(url.endswith(f"{SERIES_UID}.2/rendered") for url in pacs.asked)
     assert pacs.answers
     assert all(answer.closed for answer in pacs.answers)
+
+
+def test_a_link_that_expires_while_its_session_lives_answers_410(harness: Harness) -> None:
+    """A link that ends ten minutes from now, its access session thirty: frames are served
+    until the link's end, and the first frame after it answers 410 (gone), not 404, with
+    the session still live."""
+    with_study_pacs(harness.gateway)
+    token, _link = harness.add_link(TENANT, study_uid=STUDY_UID, expires_in=timedelta(minutes=10))
+    with harness.client() as client:
+        page = client.get(f"/s/{token}")
+        pressed = client.post(f"/s/{token}", data={"csrf": csrf_for(page.text, f"/s/{token}")})
+        viewer = pressed.headers["location"]
+        assert client.get(f"{viewer}/series/1/frames/1").status_code == 200
+        harness.clock.advance(minutes=9)
+        assert client.get(f"{viewer}/series/1/frames/2").status_code == 200
+        harness.clock.advance(minutes=2)
+        assert client.get(f"{viewer}/series/1/frames/3").status_code == 410
