@@ -18,6 +18,7 @@ behind the port.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +28,7 @@ from email.policy import HTTP
 from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import aiohttp
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from blume_runtime.tenants import TenantPolicy
 from yarl import URL
 
@@ -55,6 +57,9 @@ _PACS_CONNECTIONS: Final = 64
 _NOT_ANSWERED: Final = (aiohttp.ClientError, TimeoutError)
 """What aiohttp raises for a PACS out of reach, or one that stopped answering midway."""
 _PACS_KEEPALIVE_SECONDS: Final = 5.0
+
+
+_Proxy = tuple[URL, BasicAuth | None] | None
 
 
 class PacsError(RuntimeError):
@@ -200,13 +205,20 @@ class PacsHttp(Protocol):
 class AiohttpPacs:
     """``PacsHttp`` on aiohttp's client: a pool of connections kept alive between images,
     streaming, no redirects followed, no cookie jar; a compressed body is decompressed as it
-    is read. Its session is made on first use, on the loop that serves. It
-    honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` (``trust_env``): a site may reach
-    its PACS through a proxy. A pooled connection the PACS closed while idle (Orthanc keeps
-    them 1 s) is retried once by aiohttp itself, as it does for any GET."""
+    is read. Its session is made on first use, on the loop that serves. A pooled connection
+    the PACS closed while idle (Orthanc keeps them 1 s) is retried once by aiohttp itself,
+    as it does for any GET.
+
+    It honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``: a site may reach its PACS
+    through a proxy. aiohttp's own ``trust_env`` would look the proxy up (and a ``.netrc``)
+    on a worker thread for every request, two thread hops per image; here it is looked up
+    the same way (aiohttp's ``get_env_proxy_for_url``) once per PACS origin, when this
+    client first asks it. No ``.netrc`` is read for the PACS itself: its credentials are the
+    tenant policy's."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str | None, int | None], _Proxy] = {}
 
     def _opened(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -217,16 +229,33 @@ class AiohttpPacs:
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=_PACS_TIMEOUT,
-                trust_env=True,
             )
         return self._session
 
+    async def _proxy(self, url: URL) -> _Proxy:
+        """The environment's proxy for this URL's origin (None: go direct)."""
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self._proxies:
+            try:
+                # Reads the environment and may read a .netrc: off the serving loop, once.
+                found = await asyncio.to_thread(get_env_proxy_for_url, url)
+            except LookupError:
+                found = None
+            self._proxies[origin] = found
+        return self._proxies[origin]
+
     async def get(self, url: str, headers: Mapping[str, str]) -> PacsAnswer:
+        # The URL is built from the policy's (validated) base and the PACS's own UIDs:
+        # already encoded, and Orthanc wants the window's commas as they are.
+        target = URL(url, encoded=True)
+        proxy, proxy_auth = await self._proxy(target) or (None, None)
         try:
-            # The URL is built from the policy's (validated) base and the PACS's own UIDs:
-            # already encoded, and Orthanc wants the window's commas as they are.
             response = await self._opened().get(
-                URL(url, encoded=True), headers=headers, allow_redirects=False
+                target,
+                headers=headers,
+                allow_redirects=False,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
         except _NOT_ANSWERED as error:
             raise PacsError(type(error).__name__) from None
