@@ -191,25 +191,6 @@ def test_a_sign_out_ends_the_viewers_reused_grant_at_once(harness: Harness) -> N
         assert thief.get(f"{viewer}/series/1/frames/2").status_code == 404
 
 
-def test_a_frame_is_the_pacs_stream_passed_on_and_every_answer_is_closed(
-    harness: Harness,
-) -> None:
-    """The rendered image arrives from the PACS in pieces and leaves whole, with the
-    PACS's type and no-store; every answer the PACS gave (the frame's and the index's) is
-    closed, so no connection is held after the request."""
-    pacs = with_study_pacs(harness.gateway)
-    with harness.client() as client:
-        viewer, _share = open_recipient_viewer(harness, client)
-        frame = client.get(f"{viewer}/series/1/frames/2")
-    assert frame.status_code == 200
-    assert frame.content == PNG
-    assert frame.headers["content-type"] == "image/png"
-    assert frame.headers["cache-control"] == "no-store"
-    assert any(url.endswith(f"{SERIES_UID}.2/rendered") for url in pacs.asked)
-    assert pacs.answers
-    assert all(answer.closed for answer in pacs.answers)
-
-
 def test_a_link_that_expires_while_its_session_lives_answers_410(harness: Harness) -> None:
     """A link that ends ten minutes from now, its access session thirty: frames are served
     until the link's end, and the first frame after it answers 410 (gone), not 404, with

@@ -37,10 +37,10 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitsOfWork
@@ -140,6 +140,48 @@ def recipient_handle(key: bytes, link_id: str, use_number: int) -> str:
 def patient_handle(key: bytes, entry_id: str, blume_patient_id: str) -> str:
     """The handle of a patient's record entry (the entry id is random, not PHI)."""
     return "p" + entry_id.removeprefix("ent_") + _mac(key, f"entry:{entry_id}:{blume_patient_id}")
+
+
+class _SharedStudy(Protocol):
+    """A granted share's study as projected: a link's (``grants.ViewerGrant``) or a
+    patient's entry (``ProjectedEntry``)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def share_id(self) -> str: ...
+
+    @property
+    def study_instance_uid(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> str: ...
+
+    @property
+    def traceparent(self) -> str | None: ...
+
+
+def _shared(
+    study: _SharedStudy,
+    handle: str,
+    session_hash: str,
+    locale: str,
+    audience: Literal["recipient", "patient"],
+) -> Scope:
+    """The scope of a granted link or entry, for this session; who is looking (link and
+    use, or entry and patient) is the caller's to add."""
+    return Scope(
+        handle=handle,
+        session_hash=session_hash,
+        tenant_id=study.tenant_id,
+        share_id=study.share_id,
+        study_uid=study.study_instance_uid,
+        locale=locale,
+        correlation_id=study.correlation_id,
+        traceparent=study.traceparent,
+        audience=audience,
+    )
 
 
 def viewer_path(handle: str) -> str:
@@ -280,19 +322,8 @@ class Viewer:
         )
         if isinstance(granted, ViewerRefusal):
             return _VIEWER_REFUSALS[granted]
-        scope = Scope(
-            handle=handle,
-            session_hash=granted.session_hash,
-            tenant_id=granted.tenant_id,
-            share_id=granted.share_id,
-            study_uid=granted.study_instance_uid,
-            locale=granted.locale,
-            correlation_id=granted.correlation_id,
-            traceparent=granted.traceparent,
-            audience="recipient",
-            link_id=granted.link_id,
-            use_number=granted.use_number,
-        )
+        scope = _shared(granted, handle, granted.session_hash, granted.locale, "recipient")
+        scope = replace(scope, link_id=granted.link_id, use_number=granted.use_number)
         return scope, granted.ends_at
 
     async def _entry_scope(
@@ -310,20 +341,10 @@ class Viewer:
             return Refusal.NOT_CURRENT
         if isinstance(verdict, EntryRefusal):
             return Refusal.NOT_FOUND
-        entry = verdict.entry
-        scope = Scope(
-            handle=handle,
-            session_hash=browser.session_hash,
-            tenant_id=entry.tenant_id,
-            share_id=entry.share_id,
-            study_uid=entry.study_instance_uid,
-            locale=verdict.account.locale,
-            correlation_id=entry.correlation_id,
-            traceparent=entry.traceparent,
-            audience="patient",
-            entry_id=entry_id,
-            blume_patient_id=patient,
+        scope = _shared(
+            verdict.entry, handle, browser.session_hash, verdict.account.locale, "patient"
         )
+        scope = replace(scope, entry_id=entry_id, blume_patient_id=patient)
         return scope, browser.expires_at
 
     # The study on the PACS ---------------------------------------------------------------
