@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Final
 
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued, ShareLinkRequested, ShareRevoked
@@ -15,12 +16,23 @@ from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tracing import current_traceparent
-from sqlmodel import col, select
+from sqlalchemy import Insert, Table, bindparam, insert, update
 
 from blume_link_issuer.models import SecureLink
 from blume_link_issuer.tokens import new_token
 
 NAME = "link_issuer"
+
+_LINKS: Final[Table] = SecureLink.__table__  # type: ignore[attr-defined]
+_LINK_COLUMNS: Final = tuple(column.key for column in _LINKS.c)
+# Built once and run on Core (one statement each, none of the ORM's flush): a link is written
+# once when minted, and changed once, when revoked.
+_INSERT: Final[Insert] = insert(_LINKS)
+_REVOKE: Final = (
+    update(_LINKS)
+    .where(_LINKS.c.share_id == bindparam("revoked_share_id"), _LINKS.c.revoked_at.is_(None))
+    .returning(_LINKS.c.link_id)
+)
 
 
 class LinkIssuer:
@@ -43,7 +55,8 @@ class LinkIssuer:
             study_instance_uid=request.study_instance_uid,
             **link_columns(request),
         )
-        ctx.session.add(link)
+        connection = await ctx.session.connection()
+        await connection.execute(_INSERT, {name: getattr(link, name) for name in _LINK_COLUMNS})
         ctx.emit(
             "share.link.issued",
             ShareLinkIssued.for_request(
@@ -57,17 +70,17 @@ class LinkIssuer:
         ctx.log.info("link issued", link_id=link.link_id, expires_at=request.expires_at)
 
     async def revoke_link(self, event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
-        link = (
-            await ctx.session.exec(
-                select(SecureLink).where(col(SecureLink.share_id) == event.data.share_id)
-            )
-        ).first()
-        if link is None or link.revoked_at is not None:
+        revoked = event.data
+        connection = await ctx.session.connection()
+        values = {
+            "revoked_share_id": revoked.share_id,
+            "revoked_at": revoked.revoked_at,
+            "revoked_reason": revoked.reason or "revoked",
+        }
+        link_id = (await connection.execute(_REVOKE, values)).scalar()
+        if link_id is None:
             return  # a Blume share, or already revoked
-        link.revoked_at = event.data.revoked_at
-        link.revoked_reason = event.data.reason or "revoked"
-        ctx.session.add(link)
-        ctx.log.info("link revoked", link_id=link.link_id)
+        ctx.log.info("link revoked", link_id=link_id)
 
 
 def build(settings: Settings) -> Service:

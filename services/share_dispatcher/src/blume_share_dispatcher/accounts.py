@@ -6,15 +6,19 @@ blume_publisher owns the accounts; the dispatcher learns each change from
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
+from blume_contracts.consent import AccountFacts
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import PatientAccountUpdated
 from blume_contracts.projections import keep_newest
 from blume_runtime.db import timestamp_column
-from sqlalchemy import Index
-from sqlmodel import Field, SQLModel, col, select
+from sqlalchemy import Index, Select, Table, bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -51,11 +55,38 @@ async def apply_account(session: AsyncSession, event: CloudEvent[PatientAccountU
 
 
 class PatientDirectory(Protocol):
-    async def account(self, tenant_id: str, blume_patient_id: str) -> ProjectedAccount | None:
+    async def account(self, tenant_id: str, blume_patient_id: str) -> AccountFacts | None:
         """The tenant's account with this id, or None."""
 
-    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[ProjectedAccount]:
+    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> Sequence[AccountFacts]:
         """Every account of the tenant for this MRN."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentFacts:
+    """What the consent rules read of a projected account (``AccountFacts``)."""
+
+    mrn: str
+    active: bool
+    withhold_portal: bool
+    withhold_external_links: bool
+
+
+_ACCOUNTS: Final[Table] = ProjectedAccount.__table__  # type: ignore[attr-defined]
+_FACTS: Final = (
+    _ACCOUNTS.c.mrn,
+    _ACCOUNTS.c.active,
+    _ACCOUNTS.c.withhold_portal,
+    _ACCOUNTS.c.withhold_external_links,
+)
+# Built once, run on Core: a read per accepted share, with none of the ORM's loading.
+_ACCOUNT: Final[Select[str, bool, bool, bool]] = select(*_FACTS).where(
+    _ACCOUNTS.c.blume_patient_id == bindparam("blume_patient_id"),
+    _ACCOUNTS.c.tenant_id == bindparam("tenant_id"),
+)
+_ACCOUNTS_FOR_MRN: Final[Select[str, bool, bool, bool]] = select(*_FACTS).where(
+    _ACCOUNTS.c.tenant_id == bindparam("tenant_id"), _ACCOUNTS.c.mrn == bindparam("mrn")
+)
 
 
 class SqlPatientDirectory:
@@ -64,12 +95,22 @@ class SqlPatientDirectory:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def account(self, tenant_id: str, blume_patient_id: str) -> ProjectedAccount | None:
-        account = await self._session.get(ProjectedAccount, blume_patient_id)
-        return account if account is not None and account.tenant_id == tenant_id else None
+    async def account(self, tenant_id: str, blume_patient_id: str) -> AccountFacts | None:
+        params = {"tenant_id": tenant_id, "blume_patient_id": blume_patient_id}
+        found = (await (await self._connection()).execute(_ACCOUNT, params)).first()
+        return None if found is None else ConsentFacts(*found)
 
-    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> list[ProjectedAccount]:
-        query = select(ProjectedAccount).where(
-            col(ProjectedAccount.tenant_id) == tenant_id, col(ProjectedAccount.mrn) == mrn
-        )
-        return list((await self._session.exec(query)).all())
+    async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> Sequence[AccountFacts]:
+        params = {"tenant_id": tenant_id, "mrn": mrn}
+        rows = await (await self._connection()).execute(_ACCOUNTS_FOR_MRN, params)
+        return [ConsentFacts(*row) for row in rows]
+
+    async def _connection(self) -> AsyncConnection:
+        """The transaction's connection, with the session's pending writes flushed first.
+
+        A Core read does not autoflush: an account projected earlier in the same batch and
+        not flushed yet must still be seen. Nothing pending, nothing flushed (the usual case).
+        """
+        if self._session.new or self._session.dirty:
+            await self._session.flush()
+        return await self._session.connection()

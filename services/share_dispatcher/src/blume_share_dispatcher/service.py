@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from blume_contracts.envelope import CloudEvent, RawEvent, now
 from blume_contracts.events import (
@@ -41,14 +41,13 @@ from blume_contracts.events import (
     share_method,
 )
 from blume_runtime.app import serve
-from blume_runtime.db import utcnow
 from blume_runtime.service import Handler, HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import TenantPolicy, load_policies
 from pydantic import ValidationError
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from blume_share_dispatcher import shares
 from blume_share_dispatcher.accounts import PatientDirectory, SqlPatientDirectory, apply_account
 from blume_share_dispatcher.models import Share, ShareState
 from blume_share_dispatcher.rules import (
@@ -124,7 +123,7 @@ class Dispatcher:
             sender_email=sender.email,
             locale=sender.locale,
         )
-        ctx.session.add(share)
+        await shares.add(ctx.session, share)
         ctx.emit("share.rejected", rejection.answer(share.share_id))
         ctx.log.info("share rejected", share_id=share.share_id, reason=rejection.reason.value)
         if request.tenantid in self._policies:
@@ -173,7 +172,7 @@ class Dispatcher:
             recipient_hint=mask_address(request.recipient.email) if request.recipient else None,
             patient_mrn=request.study.patient.mrn,
         )
-        ctx.session.add(share)
+        await shares.add(ctx.session, share)
         ctx.emit(
             "share.accepted",
             ShareAccepted(share_id=share.share_id, method=request.method, expires_at=expires_at),
@@ -182,18 +181,26 @@ class Dispatcher:
         ctx.log.info("share accepted", share_id=share.share_id, method=request.method)
 
     async def transition(
-        self, ctx: HandlerContext, share_id: str, state: ShareState
+        self, ctx: HandlerContext, share_id: str, state: ShareState, **columns: Any
     ) -> Share | None:
-        share = await ctx.session.get(Share, share_id, with_for_update=True)
+        """Move the share to ``state`` (setting ``columns`` with it) if it may; the share as
+        it now is, or None, logged (unknown, or a late or duplicate event)."""
+        share = await shares.move(ctx.session, share_id, state, **columns)
         if share is None:
-            ctx.log.warning("event for an unknown share ignored")
-            return None
-        if not share.can_become(state):
-            ctx.log.info("state change ignored", current=share.state, requested=state)
-            return None
-        share.state = state
-        share.updated_at = utcnow()
+            await self._not_moved(ctx, share_id, state)
         return share
+
+    async def _not_moved(self, ctx: HandlerContext, share_id: str, state: ShareState) -> None:
+        self._log_not_moved(ctx, await shares.owner(ctx.session, share_id), state)
+
+    @staticmethod
+    def _log_not_moved(
+        ctx: HandlerContext, found: tuple[str, ShareState] | None, state: ShareState
+    ) -> None:
+        if found is None:
+            ctx.log.warning("event for an unknown share ignored")
+        else:
+            ctx.log.info("state change ignored", current=found[1], requested=state)
 
     async def link_issued(self, event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
         await self.transition(ctx, event.data.share_id, ShareState.LINK_ISSUED)
@@ -208,11 +215,15 @@ class Dispatcher:
         notification: Notification,
         message_id: str | None,
     ) -> None:
-        share = await self.transition(ctx, share_id, ShareState.COMPLETED)
+        share = await self.transition(
+            ctx,
+            share_id,
+            ShareState.COMPLETED,
+            notification_message_id=message_id,
+            reason=None if notification == "sent" else notification,
+        )
         if share is None:
             return
-        share.notification_message_id = message_id
-        share.reason = None if notification == "sent" else notification
         ctx.emit(
             "share.completed",
             ShareCompleted(
@@ -241,19 +252,18 @@ class Dispatcher:
         notice = event.data
         if notice.purpose != "share":
             return  # a sign-in code's delay is the recipient's to notice, not the share's
-        share = await self.transition(ctx, notice.share_id, ShareState.WAITING)
+        share = await shares.wait(
+            ctx.session, notice.share_id, notice.error_class, notice.first_failed_at
+        )
         if share is None:
+            await self._not_moved(ctx, notice.share_id, ShareState.WAITING)
             return
-        share.reason = notice.error_class
-        if share.waiting_since is None or notice.first_failed_at < share.waiting_since:
-            share.waiting_since = notice.first_failed_at
         ctx.log.info("share waiting", error_class=notice.error_class)
 
     async def fail(self, ctx: HandlerContext, share_id: str, reason: str, message: str) -> None:
-        share = await self.transition(ctx, share_id, ShareState.FAILED)
+        share = await self.transition(ctx, share_id, ShareState.FAILED, reason=reason)
         if share is None:
             return
-        share.reason = reason
         ctx.emit(
             "share.failed",
             ShareFailed(share_id=share.share_id, reason=reason, message=message, failed_at=now()),
@@ -273,15 +283,15 @@ class Dispatcher:
 
     async def revoke(self, event: CloudEvent[ShareRevokeRequested], ctx: HandlerContext) -> None:
         request = event.data
-        owner = await ctx.session.get(Share, request.share_id, with_for_update=True)
-        if owner is not None and owner.tenant_id != event.tenantid:
-            # A requester may end only its own tenant's shares; the audit sink keeps the ask.
-            ctx.log.warning("revocation refused: the share belongs to another tenant")
-            return
-        share = await self.transition(ctx, request.share_id, ShareState.REVOKED)
+        # A requester may end only its own tenant's shares; the audit sink keeps the ask.
+        share = await shares.revoke(ctx.session, request.share_id, event.tenantid)
         if share is None:
+            found = await shares.owner(ctx.session, request.share_id)
+            if found is not None and found[0] != event.tenantid:
+                ctx.log.warning("revocation refused: the share belongs to another tenant")
+            else:
+                self._log_not_moved(ctx, found, ShareState.REVOKED)
             return
-        share.reason = "revoked"
         self._announce_revocation(ctx, share, request.requested_by, request.reason)
 
     def _announce_revocation(
@@ -319,44 +329,37 @@ class Dispatcher:
             "external_link": account.withhold_external_links,
             "blume": account.withhold_portal,
         }
-        if not any(directives.values()):
+        withheld = [method for method, withhold in directives.items() if withhold]
+        if not withheld:
             return
-        query = (
-            select(Share)
-            .where(col(Share.tenant_id) == account.tenant_id, col(Share.patient_mrn) == account.mrn)
-            .with_for_update()
+        revoked = await shares.revoke_live(
+            ctx.session, account.tenant_id, account.mrn, withheld, CONSENT_DIRECTIVE
         )
-        for share in (await ctx.session.exec(query)).all():
-            if not (share.live and directives.get(share.method, False)):
-                continue
+        for share in revoked:
             directive = (
                 "withhold_external_links" if share.method == "external_link" else "withhold_portal"
             )
-            share.state = ShareState.REVOKED
-            share.reason = CONSENT_DIRECTIVE
-            share.updated_at = utcnow()
             self._announce_revocation(
                 ctx, share, CONSENT_REQUESTER, f"{CONSENT_DIRECTIVE}: {directive}"
             )
             tell_sender(ctx, share, "revoked", CONSENT_DIRECTIVE)
 
     async def link_opened(self, event: CloudEvent[ShareLinkOpened], ctx: HandlerContext) -> None:
-        share = await self._tracked(ctx, event.data.share_id)
+        share = self._tracked(
+            ctx, await shares.count_open(ctx.session, event.data.share_id, event.time)
+        )
         if share is None:
             return
-        share.opened_count += 1
-        share.first_opened_at = share.first_opened_at or event.time
-        share.last_opened_at = max(share.last_opened_at or event.time, event.time)
         self._announce_tracking(ctx, share)
 
     async def link_accessed(
         self, event: CloudEvent[ShareLinkAccessed], ctx: HandlerContext
     ) -> None:
-        share = await self._tracked(ctx, event.data.share_id)
+        share = self._tracked(
+            ctx, await shares.count_access(ctx.session, event.data.share_id, event.time)
+        )
         if share is None:
             return
-        share.accessed_count += 1
-        share.last_accessed_at = max(share.last_accessed_at or event.time, event.time)
         self._announce_tracking(ctx, share)
         policy = self._policies.get(share.tenant_id)
         if (
@@ -366,10 +369,10 @@ class Dispatcher:
         ):
             tell_sender(ctx, share, "first_access", None)
 
-    async def _tracked(self, ctx: HandlerContext, share_id: str) -> Share | None:
-        """The share whose link was used, locked for its counters (the inbox, in the same
-        transaction, makes a redelivered event count once)."""
-        share = await ctx.session.get(Share, share_id, with_for_update=True)
+    @staticmethod
+    def _tracked(ctx: HandlerContext, share: Share | None) -> Share | None:
+        """The share whose link was used, counted in one UPDATE that locks its row (the
+        inbox, in the same transaction, makes a redelivered event count once)."""
         if share is None:
             ctx.log.warning("link use for an unknown share ignored")
         return share
