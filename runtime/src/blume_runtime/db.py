@@ -13,12 +13,22 @@ every table stays in the one file and nothing is translated.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import DateTime, Dialect, Insert, Table, TypeDecorator, event, insert
+from sqlalchemy import (
+    DateTime,
+    Dialect,
+    Insert,
+    Table,
+    TypeDecorator,
+    bindparam,
+    delete,
+    event,
+    insert,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -111,6 +121,11 @@ _INBOX_CLAIMS: Final[dict[bool, Insert]] = {
     for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
 }
 _OUTBOX_INSERT: Final = insert(_OUTBOX)
+_OUTBOX_FORGET: Final = delete(_OUTBOX).where(
+    _OUTBOX.c.event_id.in_(bindparam("published", expanding=True))
+)
+FORGET_AT_MOST: Final = 1000
+"""Published rows one transaction deletes at most (each id is one bound parameter)."""
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
 
@@ -158,6 +173,8 @@ class Database:
 
     def _use(self, schema: str | None) -> None:
         self.schema = None if self.is_sqlite else schema
+        self._published: list[str] = []
+        """Outbox rows of this schema already published: the next transaction deletes them."""
         self.engine: AsyncEngine = (
             self._pool_engine
             if self.schema is None
@@ -184,17 +201,39 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error.
 
-        Outbox rows staged in it (``UnitOfWork.emit``, under ``STAGED_OUTBOX``) are inserted
-        together, in one statement, just before the commit.
+        Just before the commit, outbox rows staged in it (``UnitOfWork.emit``, under
+        ``STAGED_OUTBOX``) are inserted together in one statement, and the rows the relay
+        has published since the last transaction (``forget_published``) are deleted in
+        another: deleting them costs no transaction of its own. If this transaction does not
+        commit, the next one deletes them.
         """
-        with span("db transaction", {"db.system": self._system}):
-            async with self._sessions() as session, session.begin():
-                staged: list[dict[str, Any]] = []
-                session.info[STAGED_OUTBOX] = staged
-                yield session
-                if staged and session.in_transaction():  # not rolled back by the caller
-                    connection = await session.connection()
-                    await connection.execute(_OUTBOX_INSERT, staged)
+        forgotten: list[str] = []
+        try:
+            with span("db transaction", {"db.system": self._system}):
+                async with self._sessions() as session, session.begin():
+                    staged: list[dict[str, Any]] = []
+                    session.info[STAGED_OUTBOX] = staged
+                    yield session
+                    if session.in_transaction():  # not rolled back by the caller
+                        connection = await session.connection()
+                        if staged:
+                            await connection.execute(_OUTBOX_INSERT, staged)
+                        forgotten = self._published[:FORGET_AT_MOST]
+                        del self._published[:FORGET_AT_MOST]
+                        if forgotten:
+                            await connection.execute(_OUTBOX_FORGET, {"published": forgotten})
+        except BaseException:
+            self._published.extend(forgotten)
+            raise
+
+    def forget_published(self, event_ids: Sequence[str]) -> None:
+        """Have the next transaction delete these published outbox rows."""
+        self._published.extend(event_ids)
+
+    @property
+    def published_waiting(self) -> int:
+        """Published outbox rows not yet deleted."""
+        return len(self._published)
 
     async def claim(
         self, session: AsyncSession, consumer: str, keys: list[InboxKey]

@@ -1,9 +1,14 @@
 """The outbox relay: publishes events written by committed transactions, then deletes them.
 
 A worker publishes what its handler staged straight from memory right after commit, all
-at once, each confirmed by the broker; the rows are deleted in batches by the background
-loop, which also publishes anything a crash or a broker outage left behind. Publishing
-twice is harmless: consumers dedupe by event id.
+at once, each confirmed by the broker. Their rows are deleted by the next transaction of
+the same database, whatever it is (``Database.transaction``: a statement in it, not a
+transaction of its own); the background loop deletes them itself only when no transaction
+came along for a round, and publishes anything a crash or a broker outage left behind.
+
+A crash between a publish and the deletion of its row leaves the row behind, and the sweep
+publishes that event again after a restart. That is allowed: every consumer dedupes by
+event id in its inbox, so the second copy has no effect.
 """
 
 from __future__ import annotations
@@ -43,12 +48,11 @@ class OutboxRelay:
         self._transport = transport
         self._batch_size = batch_size
         self._sweeps = None if sweeps is None else sorted(set(sweeps))
-        self._published: list[str] = []
         self._sweeping = asyncio.Lock()
         """One sweep at a time in a process: a second waits for the first's rows to go."""
 
     async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Publish what a committed transaction staged; its rows are deleted later, in bulk.
+        """Publish what a committed transaction staged; the next transaction deletes its rows.
 
         If the broker refuses, the rows stay and the sweep publishes them.
         """
@@ -56,18 +60,16 @@ class OutboxRelay:
             return
         with span("publish", {"messaging.batch.message_count": len(messages)}, client=True):
             await asyncio.gather(*(self._transport.publish(message) for message in messages))
-        self._published.extend(message.message_id for message in messages)
+        self._db.forget_published([message.message_id for message in messages])
 
     async def forget_published(self) -> int:
-        """Delete the rows of everything published since the last call; return how many."""
-        published, self._published = self._published, []
-        for start in range(0, len(published), self._batch_size):
-            batch = published[start : start + self._batch_size]
-            async with self._db.transaction() as session:
-                await session.exec(
-                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(batch))
-                )
-        return len(published)
+        """Delete the rows of everything published and not deleted yet; return how many."""
+        count = 0
+        while waiting := self._db.published_waiting:
+            async with self._db.transaction():
+                pass  # a transaction deletes what was published (``Database.transaction``)
+            count += waiting - self._db.published_waiting
+        return count
 
     async def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> int:
         """Publish rows older than ``older_than`` that no worker published; return how many.
@@ -119,15 +121,12 @@ class OutboxRelay:
         return len(confirmed)
 
     async def run_forever(self, interval: float) -> None:
-        """Delete published rows often; sweep for stranded ones every ``interval`` seconds."""
-        next_sweep = asyncio.get_running_loop().time() + interval
+        """Every ``interval`` seconds, sweep for stranded rows (deleting published ones first:
+        those no transaction has deleted since)."""
         while True:
-            await asyncio.sleep(min(interval, 0.2))
+            await asyncio.sleep(interval)
             try:
-                await self.forget_published()
-                if asyncio.get_running_loop().time() >= next_sweep:
-                    next_sweep = asyncio.get_running_loop().time() + interval
-                    if count := await self.sweep():
-                        log.info("outbox swept", published=count)
+                if count := await self.sweep():
+                    log.info("outbox swept", published=count)
             except Exception as error:  # noqa: BLE001 - the loop must outlive a broker blip
                 log.warning("outbox relay loop failed", error_type=type(error).__name__)

@@ -55,8 +55,14 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
     return True
 
 
+_TRACER: Final = trace.get_tracer(TRACER_NAME)
+"""Got once: without a provider, ``get_tracer`` reads the environment and builds a proxy on
+every call (three spans per delivery). The proxy it returns follows the provider that
+``configure_tracing`` sets later."""
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def context_of(traceparent: str | None) -> SpanContext | None:
