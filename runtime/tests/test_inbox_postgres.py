@@ -126,15 +126,16 @@ async def test_queued_deliveries_commit_in_one_transaction_on_postgres(
     assert await committed(postgres, published_ids(transport)) == (["a", "b", "c", "d", "e"], 6)
 
 
-async def test_a_delivery_alone_costs_one_transaction_and_two_statements(
+async def test_a_delivery_alone_costs_one_transaction_and_three_statements(
     postgres: Database, tmp_path: Path
 ) -> None:
-    """Nothing queued: one transaction of two statements, the inbox claim and the outbox
-    row, as before batching (the handler itself queries nothing); no wait for company."""
+    """Nothing queued: one transaction of three statements, the inbox claim, the outbox
+    row and the deletion of the row the warm-up published (the handler itself queries
+    nothing); no wait for company, and no transaction of the relay's own."""
     gated = Gated()
     gated.release.set()
     worker, _transport = gated_worker(postgres, gated, tmp_path)
     await worker(FakeDelivery.of(accepted_event("warm-up")))
     before = (transactions(), statements())
     await asyncio.wait_for(worker(FakeDelivery.of(accepted_event("a"))), timeout=5)
-    assert (transactions() - before[0], statements() - before[1]) == (1, 2)
+    assert (transactions() - before[0], statements() - before[1]) == (1, 3)
