@@ -110,7 +110,7 @@ class OutboxMessage(SQLModel, table=True):
 POOL_RECYCLE_SECONDS: Final = 300
 
 _INBOX: Final[Table] = InboxEntry.__table__  # type: ignore[attr-defined]
-_OUTBOX: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
+OUTBOX_TABLE: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
 # Built once, so SQLAlchemy compiles each once (its compiled cache) and runs them on Core,
 # with none of the ORM's flush machinery; a list of rows goes as one executemany (psycopg
 # pipelines it; with RETURNING, SQLAlchemy sends one multi-row INSERT).
@@ -120,14 +120,17 @@ _INBOX_CLAIMS: Final[dict[bool, Insert]] = {
     .returning(_INBOX.c.event_source, _INBOX.c.event_id)
     for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
 }
-_OUTBOX_INSERT: Final = insert(_OUTBOX)
-_OUTBOX_FORGET: Final = delete(_OUTBOX).where(
-    _OUTBOX.c.event_id.in_(bindparam("published", expanding=True))
+_OUTBOX_INSERT: Final = insert(OUTBOX_TABLE)
+_OUTBOX_FORGET: Final = delete(OUTBOX_TABLE).where(
+    OUTBOX_TABLE.c.event_id.in_(bindparam("published", expanding=True))
 )
 FORGET_AT_MOST: Final = 1000
 """Published rows one transaction deletes at most (each id is one bound parameter)."""
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
+_FORGOTTEN: Final = "blume_forgotten_outbox"
+"""The ``session.info`` key of the published rows a transaction deletes, given back if it
+does not commit."""
 
 InboxKey = tuple[str, str]
 """A message's dedupe key in a consumer's inbox: (event source, event id)."""
@@ -208,23 +211,26 @@ class Database:
         commit, the next one deletes them.
         """
         forgotten: list[str] = []
+        committing = False
         try:
             with span("db transaction", {"db.system": self._system}):
                 async with self._sessions() as session, session.begin():
                     staged: list[dict[str, Any]] = []
                     session.info[STAGED_OUTBOX] = staged
+                    session.info[_FORGOTTEN] = forgotten
                     yield session
-                    if session.in_transaction():  # not rolled back by the caller
-                        connection = await session.connection()
+                    committing = session.in_transaction()  # else rolled back by the caller
+                    if committing:
                         if staged:
+                            connection = await session.connection()
                             await connection.execute(_OUTBOX_INSERT, staged)
-                        forgotten = self._published[:FORGET_AT_MOST]
-                        del self._published[:FORGET_AT_MOST]
-                        if forgotten:
-                            await connection.execute(_OUTBOX_FORGET, {"published": forgotten})
+                        await self.delete_published(session)
         except BaseException:
-            self._published.extend(forgotten)
+            committing = False
             raise
+        finally:
+            if not committing:
+                self._published.extend(forgotten)
 
     def forget_published(self, event_ids: Sequence[str]) -> None:
         """Have the next transaction delete these published outbox rows."""
@@ -234,6 +240,20 @@ class Database:
     def published_waiting(self) -> int:
         """Published outbox rows not yet deleted."""
         return len(self._published)
+
+    async def delete_published(self, session: AsyncSession) -> None:
+        """Delete the published outbox rows now, in the transaction of ``session`` (one
+        opened by ``transaction``); if it does not commit, the next one deletes them."""
+        taken = self._published[:FORGET_AT_MOST]
+        if taken:
+            del self._published[:FORGET_AT_MOST]
+            session.info[_FORGOTTEN].extend(taken)
+            await self.delete_outbox_rows(session, taken)
+
+    @staticmethod
+    async def delete_outbox_rows(session: AsyncSession, event_ids: list[str]) -> None:
+        connection = await session.connection()
+        await connection.execute(_OUTBOX_FORGET, {"published": event_ids})
 
     async def claim(
         self, session: AsyncSession, consumer: str, keys: list[InboxKey]

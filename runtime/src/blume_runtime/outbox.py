@@ -18,9 +18,9 @@ from collections.abc import Collection, Sequence
 from datetime import timedelta
 
 import structlog
-from sqlmodel import col, delete, select
+from sqlalchemy import bindparam, select
 
-from blume_runtime.db import Database, OutboxMessage, utcnow
+from blume_runtime.db import OUTBOX_TABLE, Database, utcnow
 from blume_runtime.tracing import span
 from blume_runtime.transport import OutgoingMessage, Transport
 
@@ -50,6 +50,19 @@ class OutboxRelay:
         self._sweeps = None if sweeps is None else sorted(set(sweeps))
         self._sweeping = asyncio.Lock()
         """One sweep at a time in a process: a second waits for the first's rows to go."""
+        outbox = OUTBOX_TABLE
+        stranded = (
+            select(outbox.c.event_id, outbox.c.routing_key, outbox.c.body)
+            .where(outbox.c.created_at < bindparam("cutoff"))
+            .order_by(outbox.c.created_at)
+            .limit(batch_size)
+        )
+        if self._sweeps is not None:
+            stranded = stranded.where(outbox.c.routing_key.in_(self._sweeps))
+        if not db.is_sqlite:
+            stranded = stranded.with_for_update(skip_locked=True)
+        self._stranded = stranded
+        """Built once (compiled once): rows older than ``cutoff`` that nobody published."""
 
     async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
         """Publish what a committed transaction staged; the next transaction deletes its rows.
@@ -84,19 +97,12 @@ class OutboxRelay:
             return await self._sweep(older_than)
 
     async def _sweep(self, older_than: timedelta) -> int:
-        await self.forget_published()
         async with self._db.transaction() as session:
-            query = (
-                select(OutboxMessage)
-                .where(col(OutboxMessage.created_at) < utcnow() - older_than)
-                .order_by(col(OutboxMessage.created_at))
-                .limit(self._batch_size)
-            )
-            if self._sweeps is not None:
-                query = query.where(col(OutboxMessage.routing_key).in_(self._sweeps))
-            if not self._db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            rows = list((await session.exec(query)).all())
+            # First: a row published but not deleted yet is not stranded.
+            await self._db.delete_published(session)
+            connection = await session.connection()
+            found = await connection.execute(self._stranded, {"cutoff": utcnow() - older_than})
+            rows = found.all()
             outcomes = await asyncio.gather(
                 *(
                     self._transport.publish(
@@ -112,9 +118,7 @@ class OutboxRelay:
                 if not isinstance(outcome, BaseException)
             ]
             if confirmed:
-                await session.exec(
-                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(confirmed))
-                )
+                await self._db.delete_outbox_rows(session, confirmed)
         refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if refusals:
             raise refusals[0]
