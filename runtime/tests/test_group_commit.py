@@ -24,7 +24,6 @@ from runtime.tests.batch_support import (
     committed,
     committing_behind_gate,
     gated_worker,
-    published_ids,
 )
 from runtime.tests.pipeline_support import JsonLines, accepted_event
 
@@ -159,7 +158,7 @@ async def test_deliveries_that_queued_commit_in_one_transaction(
     )
     assert committed_transactions == 2
     assert [delivery.settlement for delivery in deliveries] == ["ack"] * 4
-    assert await committed(db, published_ids(transport)) == (["a", "b", "c", "d"], 5)
+    assert await committed(db) == (["a", "b", "c", "d"], 5)
     completed = transport.events("share.completed")
     assert len({event["id"] for event in completed}) == len(completed) == 5
 
@@ -169,7 +168,7 @@ async def test_each_handler_of_a_batch_runs_in_its_own_delivery_log_context(
 ) -> None:
     """In a batch, a handler's log lines carry its own event's id, not its neighbour's."""
     gated = Gated()
-    worker, _transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     await behind_gate(worker, gated, ["a", "b"])
     assert gated.logged_ids == {"gate": "gate", "a": "a", "b": "b"}
 
@@ -185,7 +184,7 @@ async def test_a_failing_handler_does_not_fail_its_neighbours(
     first, failing, last = await behind_gate(worker, gated, ["a", "b", "c"])
     assert (first.settlement, failing.settlement, last.settlement) == ("ack", "retry", "ack")
     assert failing.error_class == "unexpected"
-    assert await committed(db, published_ids(transport)) == (["a", "c"], 3)
+    assert await committed(db) == (["a", "c"], 3)
     completed = transport.events("share.completed")
     assert len({event["id"] for event in completed}) == len(completed) == 3
     assert gated.runs.count("b") == 2  # once in the rolled-back batch, once alone
@@ -204,11 +203,11 @@ async def test_a_permanent_failure_in_a_batch_dead_letters_only_its_delivery(
     gated = Gated()
     gated.failing = {"a"}
     gated.failure = PermanentError("breaks its contract")
-    worker, transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     broken, fine = await behind_gate(worker, gated, ["a", "b"])
     assert (broken.settlement, broken.cause) == ("dead_letter", DeadLetterCause.CONTRACT)
     assert fine.settlement == "ack"
-    assert await committed(db, published_ids(transport)) == (["b"], 2)
+    assert await committed(db) == (["b"], 2)
 
 
 async def test_a_duplicate_inside_a_batch_is_acked_as_duplicate_without_a_second_effect(
@@ -216,14 +215,14 @@ async def test_a_duplicate_inside_a_batch_is_acked_as_duplicate_without_a_second
 ) -> None:
     """Two copies of one event in the same batch: both acked, one handler run, one effect."""
     gated = Gated()
-    worker, transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     (copy, again, other), committed_transactions = await committing_behind_gate(
         worker, gated, ["a", "a", "b"]
     )
     assert committed_transactions == 2
     assert (copy.settlement, again.settlement, other.settlement) == ("ack", "ack", "ack")
     assert gated.runs == ["gate", "a", "b"]
-    assert await committed(db, published_ids(transport)) == (["a", "b"], 3)
+    assert await committed(db) == (["a", "b"], 3)
     settled = [line for line in json_lines.read() if line["event"] == "delivery settled"]
     assert sorted(line["outcome"] for line in settled if line.get("event_id") == "a") == [
         "duplicate",
@@ -237,7 +236,7 @@ async def test_an_event_processed_before_is_a_duplicate_in_a_batch(
     """A redelivery of an event processed earlier, batched with a new one: no second run."""
     gated = Gated()
     gated.release.set()
-    worker, _transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     await worker(FakeDelivery.of(accepted_event("a")))
     gated.release.clear()
     gated.runs.clear()
@@ -251,7 +250,7 @@ async def test_a_service_that_opts_out_gives_every_delivery_its_own_transaction(
 ) -> None:
     """``group_commit=False`` (handlers with effects outside the database): no batches."""
     gated = Gated(group_commit=False)
-    worker, _transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     deliveries, committed_transactions = await committing_behind_gate(
         worker, gated, ["a", "b", "c"]
     )
@@ -265,7 +264,7 @@ async def test_a_batch_of_any_size_up_to_the_prefetch_commits_once(
 ) -> None:
     """Up to the prefetch (16), what queued is one batch: one more transaction whatever N."""
     gated = Gated()
-    worker, _transport = gated_worker(db, gated, tmp_path)
+    worker, _ = gated_worker(db, gated, tmp_path)
     deliveries, committed_transactions = await committing_behind_gate(
         worker, gated, [f"e{index}" for index in range(size)]
     )

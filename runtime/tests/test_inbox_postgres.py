@@ -28,7 +28,6 @@ from runtime.tests.batch_support import (
     committed,
     committing_behind_gate,
     gated_worker,
-    published_ids,
     statements,
     transactions,
 )
@@ -106,10 +105,10 @@ async def test_a_batch_claims_once_and_keeps_each_outcome_on_postgres(
     retried, its neighbours acked with their inbox and outbox rows written once."""
     gated = Gated()
     gated.failing = {"c"}
-    worker, transport = gated_worker(postgres, gated, tmp_path)
+    worker, _ = gated_worker(postgres, gated, tmp_path)
     deliveries = await behind_gate(worker, gated, ["a", "a", "b", "c"])
     assert [delivery.settlement for delivery in deliveries] == ["ack", "ack", "ack", "retry"]
-    assert await committed(postgres, published_ids(transport)) == (["a", "b"], 3)
+    assert await committed(postgres) == (["a", "b"], 3)
 
 
 async def test_queued_deliveries_commit_in_one_transaction_on_postgres(
@@ -117,25 +116,24 @@ async def test_queued_deliveries_commit_in_one_transaction_on_postgres(
 ) -> None:
     """Five deliveries queued behind a running one: two commits in all, each acked once."""
     gated = Gated()
-    worker, transport = gated_worker(postgres, gated, tmp_path)
+    worker, _ = gated_worker(postgres, gated, tmp_path)
     deliveries, committed_transactions = await committing_behind_gate(
         worker, gated, ["a", "b", "c", "d", "e"]
     )
     assert committed_transactions == 2
     assert [delivery.settlement for delivery in deliveries] == ["ack"] * 5
-    assert await committed(postgres, published_ids(transport)) == (["a", "b", "c", "d", "e"], 6)
+    assert await committed(postgres) == (["a", "b", "c", "d", "e"], 6)
 
 
-async def test_a_delivery_alone_costs_one_transaction_and_three_statements(
+async def test_a_delivery_alone_costs_one_transaction_and_two_statements(
     postgres: Database, tmp_path: Path
 ) -> None:
-    """Nothing queued: one transaction of three statements, the inbox claim, the outbox
-    row and the deletion of the row the warm-up published (the handler itself queries
-    nothing); no wait for company, and no transaction of the relay's own."""
+    """Nothing queued: one transaction of two statements, the inbox claim and the outbox
+    row, as before batching (the handler itself queries nothing); no wait for company."""
     gated = Gated()
     gated.release.set()
-    worker, _transport = gated_worker(postgres, gated, tmp_path)
+    worker, _ = gated_worker(postgres, gated, tmp_path)
     await worker(FakeDelivery.of(accepted_event("warm-up")))
     before = (transactions(), statements())
     await asyncio.wait_for(worker(FakeDelivery.of(accepted_event("a"))), timeout=5)
-    assert (transactions() - before[0], statements() - before[1]) == (1, 3)
+    assert (transactions() - before[0], statements() - before[1]) == (1, 2)

@@ -15,13 +15,14 @@ from blume_contracts.serialisation import event_body
 from blume_runtime import wire
 from blume_runtime.broker_definitions import definitions
 from blume_runtime.db import Database
+from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.topology import DELIVERY_LIMIT, RUNBOOK, QueueSpec, delay_tiers
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 from blume_runtime.worker import Worker
 from pydantic import SecretStr
 
-from runtime.tests.batch_support import Gated, RecordingRelay, committed, transactions
+from runtime.tests.batch_support import Gated, committed, transactions
 from runtime.tests.pipeline_support import accepted_event, settings_for
 from runtime.tests.rabbit_support import (
     ack,
@@ -334,8 +335,7 @@ async def test_deliveries_queued_behind_a_transaction_commit_together_and_are_al
     gated = Gated()
     settings = settings_for(tmp_path, amqp_url=SecretStr(amqp_url))
     transport = RabbitTransport(amqp_url, prefetch=16)
-    relay = RecordingRelay(database, transport)
-    worker = Worker(gated.service, database, relay, settings)
+    worker = Worker(gated.service, database, OutboxRelay(database, transport), settings)
     transport.subscribe(gated.service.queue, worker)
     queue = gated.service.queue.name
     await transport.start()
@@ -353,10 +353,7 @@ async def test_deliveries_queued_behind_a_transaction_commit_together_and_are_al
         gated.release.set()
         await until(lambda: queue_rows(amqp_url, "messages")[queue] == ["0"], within=20)
         assert transactions() - before == 2
-        assert await committed(database, relay.published) == (
-            [f"e{index}" for index in range(10)],
-            11,
-        )
+        assert await committed(database) == ([f"e{index}" for index in range(10)], 11)
     finally:
         await transport.stop()
         await database.dispose()

@@ -13,22 +13,12 @@ every table stays in the one file and nothing is translated.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import (
-    DateTime,
-    Dialect,
-    Insert,
-    Table,
-    TypeDecorator,
-    bindparam,
-    delete,
-    event,
-    insert,
-)
+from sqlalchemy import DateTime, Dialect, Insert, Table, TypeDecorator, event, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -121,16 +111,8 @@ _INBOX_CLAIMS: Final[dict[bool, Insert]] = {
     for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
 }
 _OUTBOX_INSERT: Final = insert(OUTBOX_TABLE)
-_OUTBOX_FORGET: Final = delete(OUTBOX_TABLE).where(
-    OUTBOX_TABLE.c.event_id.in_(bindparam("published", expanding=True))
-)
-FORGET_AT_MOST: Final = 1000
-"""Published rows one transaction deletes at most (each id is one bound parameter)."""
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
-_FORGOTTEN: Final = "blume_forgotten_outbox"
-"""The ``session.info`` key of the published rows a transaction deletes, given back if it
-does not commit."""
 
 InboxKey = tuple[str, str]
 """A message's dedupe key in a consumer's inbox: (event source, event id)."""
@@ -176,8 +158,6 @@ class Database:
 
     def _use(self, schema: str | None) -> None:
         self.schema = None if self.is_sqlite else schema
-        self._published: list[str] = []
-        """Outbox rows of this schema already published: the next transaction deletes them."""
         self.engine: AsyncEngine = (
             self._pool_engine
             if self.schema is None
@@ -204,56 +184,17 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error.
 
-        Just before the commit, outbox rows staged in it (``UnitOfWork.emit``, under
-        ``STAGED_OUTBOX``) are inserted together in one statement, and the rows the relay
-        has published since the last transaction (``forget_published``) are deleted in
-        another: deleting them costs no transaction of its own. If this transaction does not
-        commit, the next one deletes them.
+        Outbox rows staged in it (``UnitOfWork.emit``, under ``STAGED_OUTBOX``) are inserted
+        together, in one statement, just before the commit.
         """
-        forgotten: list[str] = []
-        committing = False
-        try:
-            with span("db transaction", {"db.system": self._system}):
-                async with self._sessions() as session, session.begin():
-                    staged: list[dict[str, Any]] = []
-                    session.info[STAGED_OUTBOX] = staged
-                    session.info[_FORGOTTEN] = forgotten
-                    yield session
-                    committing = session.in_transaction()  # else rolled back by the caller
-                    if committing:
-                        if staged:
-                            connection = await session.connection()
-                            await connection.execute(_OUTBOX_INSERT, staged)
-                        await self.delete_published(session)
-        except BaseException:
-            committing = False
-            raise
-        finally:
-            if not committing:
-                self._published.extend(forgotten)
-
-    def forget_published(self, event_ids: Sequence[str]) -> None:
-        """Have the next transaction delete these published outbox rows."""
-        self._published.extend(event_ids)
-
-    @property
-    def published_waiting(self) -> int:
-        """Published outbox rows not yet deleted."""
-        return len(self._published)
-
-    async def delete_published(self, session: AsyncSession) -> None:
-        """Delete the published outbox rows now, in the transaction of ``session`` (one
-        opened by ``transaction``); if it does not commit, the next one deletes them."""
-        taken = self._published[:FORGET_AT_MOST]
-        if taken:
-            del self._published[:FORGET_AT_MOST]
-            session.info[_FORGOTTEN].extend(taken)
-            await self.delete_outbox_rows(session, taken)
-
-    @staticmethod
-    async def delete_outbox_rows(session: AsyncSession, event_ids: list[str]) -> None:
-        connection = await session.connection()
-        await connection.execute(_OUTBOX_FORGET, {"published": event_ids})
+        with span("db transaction", {"db.system": self._system}):
+            async with self._sessions() as session, session.begin():
+                staged: list[dict[str, Any]] = []
+                session.info[STAGED_OUTBOX] = staged
+                yield session
+                if staged and session.in_transaction():  # not rolled back by the caller
+                    connection = await session.connection()
+                    await connection.execute(_OUTBOX_INSERT, staged)
 
     async def claim(
         self, session: AsyncSession, consumer: str, keys: list[InboxKey]
