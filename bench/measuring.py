@@ -146,6 +146,8 @@ class ProductRun:
     idle: Costs | None = None
     """What the product costs doing nothing, over ``IDLE_SECONDS`` (its ``shares`` is 1)."""
     soak: OpenLoop | None = None
+    sustained: float | None = None
+    """Shares/s counting every share's whole work, up to its last audit record sealed."""
 
     @property
     def exact(self) -> bool:

@@ -91,7 +91,9 @@ def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
     if soak is not None:
         lines += [
             "",
-            f"  open-loop at half the measured rate: {soak.rate:.1f} shares/s for "
+            f"  sustained rate                  {product.sustained or 0:.1f} shares/s"
+            "  (the batch's whole work: emails, audit copies, sealing)",
+            f"  open-loop at half the sustained rate: {soak.rate:.1f} shares/s for "
             f"{soak.seconds:.0f} s ({len(soak.latencies)} shares)",
             f"    latency p50 / p99 / max       {_ms(soak.percentile(50))} / "
             f"{_ms(soak.percentile(99))} / {_ms(max(soak.latencies))}"
