@@ -13,6 +13,7 @@ every table stays in the one file and nothing is translated.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,11 @@ from blume_runtime.tracing import span
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# pydantic asks for a default factory's signature (``inspect.signature``) each time it calls
+# it, for every timestamp a table row leaves to its default; given here, it is read at once.
+utcnow.__signature__ = inspect.signature(utcnow)  # type: ignore[attr-defined]
 
 
 def as_utc(value: datetime) -> datetime:
