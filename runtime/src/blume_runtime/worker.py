@@ -66,7 +66,7 @@ from blume_runtime.intake import (
     validated,
     validation_summary,
 )
-from blume_runtime.logging import bounded, scrub_text
+from blume_runtime.logging import bounded, log_context, scrub_text
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.retry import (
     UNEXPECTED,
@@ -152,7 +152,7 @@ class Worker:
             "content_type": bounded(delivery.content_type, 64),
             "producer": bounded(delivery.producer, 64),
         }
-        with structlog.contextvars.bound_contextvars(
+        with log_context(
             service=self.service.name,
             message_id=bounded(delivery.message_id),
             routing_key=bounded(delivery.routing_key),
@@ -264,7 +264,7 @@ class Worker:
         }
         with (
             tracing.handling(f"{self.service.name} process {event.type}", parent, attributes),
-            structlog.contextvars.bound_contextvars(
+            log_context(
                 event_id=event.id,
                 event_type=event.type,
                 correlationid=event.correlationid,
