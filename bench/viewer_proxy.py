@@ -11,10 +11,16 @@ of its own (``ThreadedHttpServer``, its settings from ``BLUME_*`` variables). A 
 study is sent; the link page is opened and "View study" pressed over HTTP, as a browser
 would, so every proxied frame runs the real grant check, handle check and rate limit.
 
-Run: ``uv run python -m bench.viewer_proxy [--rounds N]``; prints frames/s and the ratio
-proxy/direct for each mode (the best of N rounds each), and the CPU the gateway's thread
-spent per proxied frame, which other load on the machine sways less than the ratio; exits 1
-when a ratio is under the goal of 0.8.
+Each timed window fetches the series ``--passes`` times over (3: 180 frames, about 0.7 s
+direct), so one window is long enough that a scheduling hiccup moves it little. A round
+times one direct window and one proxied window back to back, so both see the same machine
+load, and its ratio is theirs; the ratio reported is the median over ``--rounds`` rounds,
+with its spread (lowest and highest).
+
+Run: ``uv run python -m bench.viewer_proxy [--rounds N] [--passes P]``; prints, for each
+mode, the median frames/s of each path and the median ratio proxy/direct with its spread,
+and the CPU the gateway's thread spent per proxied frame, which other load on the machine
+sways less than the ratio; exits 1 when a median ratio is under the goal of 0.8.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import json
 import multiprocessing
 import os
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -81,23 +88,34 @@ Fetch = Callable[[httpx.AsyncClient, int], Awaitable[int]]
 
 @dataclass(frozen=True, slots=True)
 class Timing:
+    """One mode's rounds: each round's direct and proxied window, timed back to back."""
+
     mode: str
     frames: int
-    direct_seconds: float
-    proxy_seconds: float
+    """Frames per window."""
+    direct_seconds: tuple[float, ...]
+    proxy_seconds: tuple[float, ...]
+
+    @property
+    def ratios(self) -> list[float]:
+        """Each round's proxy throughput as a share of its direct throughput (1.0: the
+        proxy costs nothing)."""
+        return [d / p for d, p in zip(self.direct_seconds, self.proxy_seconds, strict=True)]
 
     @property
     def ratio(self) -> float:
-        """Proxy throughput as a share of direct throughput (1.0: no cost at all)."""
-        return self.direct_seconds / self.proxy_seconds
+        return statistics.median(self.ratios)
 
     def line(self) -> str:
-        direct, proxy = self.direct_seconds, self.proxy_seconds
+        direct = statistics.median(self.direct_seconds)
+        proxy = statistics.median(self.proxy_seconds)
+        ratios = self.ratios
         return (
-            f"{self.mode:>10}: {self.frames} frames"
+            f"{self.mode:>10}: {self.frames} frames x {len(ratios)} rounds, medians"
             f"  direct {self.frames / direct:6.1f} frames/s ({direct * 1000:5.0f} ms)"
             f"  proxy {self.frames / proxy:6.1f} frames/s ({proxy * 1000:5.0f} ms)"
-            f"  ratio {self.ratio:.2f} (goal >= {GOAL})"
+            f"  ratio {self.ratio:.2f} (spread {min(ratios):.2f}-{max(ratios):.2f};"
+            f" goal >= {GOAL})"
         )
 
 
@@ -132,7 +150,10 @@ async def open_viewer(http: httpx.AsyncClient, token: str) -> str:
     return str(location)
 
 
-async def timed(fetch: Fetch, http: httpx.AsyncClient, frames: int, parallel: int) -> float:
+async def timed(
+    fetch: Fetch, http: httpx.AsyncClient, frames: int, parallel: int, passes: int = 1
+) -> float:
+    """Seconds to fetch frames 1..``frames``, ``passes`` times over, ``parallel`` at once."""
     gate = asyncio.Semaphore(parallel)
 
     async def one(k: int) -> None:
@@ -142,7 +163,7 @@ async def timed(fetch: Fetch, http: httpx.AsyncClient, frames: int, parallel: in
                 raise RuntimeError(f"frame {k} answered {status}")
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(k) for k in range(1, frames + 1)))
+    await asyncio.gather(*(one(k) for _ in range(passes) for k in range(1, frames + 1)))
     return time.perf_counter() - started
 
 
@@ -156,6 +177,7 @@ class Client:
     viewer_path: str
     cookies: tuple[tuple[str, str], ...]
     rounds: int
+    passes: int
 
 
 async def compare(client: Client) -> list[Timing]:
@@ -177,12 +199,14 @@ async def compare(client: Client) -> list[Timing]:
         await timed(direct, orthanc_http, frames, PARALLEL)  # warm both paths once
         await timed(proxied, gateway_http, frames, PARALLEL)
         timings = []
+        passes = client.passes
         for mode, parallel in (("sequential", 1), (f"{PARALLEL}-way", PARALLEL)):
-            direct_best = proxy_best = float("inf")
-            for _ in range(client.rounds):  # interleaved, so both see the same machine load
-                direct_best = min(direct_best, await timed(direct, orthanc_http, frames, parallel))
-                proxy_best = min(proxy_best, await timed(proxied, gateway_http, frames, parallel))
-            timings.append(Timing(mode, frames, direct_best, proxy_best))
+            directs: list[float] = []
+            proxies: list[float] = []
+            for _ in range(client.rounds):  # back to back, so both see the same machine load
+                directs.append(await timed(direct, orthanc_http, frames, parallel, passes))
+                proxies.append(await timed(proxied, gateway_http, frames, parallel, passes))
+            timings.append(Timing(mode, frames * passes, tuple(directs), tuple(proxies)))
     return timings
 
 
@@ -235,7 +259,9 @@ def gateway_cpu_seconds() -> float:
     return (int(user_ticks) + int(system_ticks)) / os.sysconf("SC_CLK_TCK")
 
 
-async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Timing], float]:
+async def measure(
+    settings: Settings, pacs: Pacs, rounds: int, passes: int
+) -> tuple[list[Timing], float]:
     """The timings, and the gateway thread's CPU seconds per proxied frame meanwhile."""
     limits = httpx.Limits(max_connections=PARALLEL, max_keepalive_connections=PARALLEL)
     async with served(settings) as bench:
@@ -263,6 +289,7 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Tim
             viewer_path=viewer_path,
             cookies=cookies,
             rounds=rounds,
+            passes=passes,
         )
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(1, mp_context=context) as pool:
@@ -270,13 +297,16 @@ async def measure(settings: Settings, pacs: Pacs, rounds: int) -> tuple[list[Tim
             timings = await asyncio.get_running_loop().run_in_executor(
                 pool, fetch_in_own_process, client
             )
-            proxied = len(ct.instance_uids) * (1 + len(timings) * rounds)
+            proxied = len(ct.instance_uids) + sum(t.frames * rounds for t in timings)
             return timings, (gateway_cpu_seconds() - before) / proxied
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per mode and path")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds per mode")
+    parser.add_argument(
+        "--passes", type=int, default=3, help="times over the series in one timed window"
+    )
     arguments = parser.parse_args()
     resources = start_bench()
     with tempfile.TemporaryDirectory(prefix="blume-bench-orthanc-") as home:
@@ -285,7 +315,9 @@ def main() -> int:
             settings = isolated_settings(resources, "viewer").model_copy(
                 update={"tenant_policy_file": policy_file(Path(home), pacs)}
             )
-            timings, cpu_per_frame = asyncio.run(measure(settings, pacs, arguments.rounds))
+            timings, cpu_per_frame = asyncio.run(
+                measure(settings, pacs, arguments.rounds, arguments.passes)
+            )
         finally:
             resources.remove_all()
             pacs.server.stop()

@@ -5,14 +5,14 @@ gives each DICOM file. Credentials are named by the tenant policy, never written
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 
 import aiohttp
-import httpx
 import pytest
 from aiohttp import web
-from blume_access_gateway.dicomweb import DicomwebClient, Instance, Pacs, Window, pacs_http_client
+from blume_access_gateway.dicomweb import AiohttpPacs, DicomwebClient, Instance, Pacs, Window
 from blume_runtime.tenants import DicomwebCredentials, PolicyError, TenantPolicy
 from pydicom import dcmread
 
@@ -24,8 +24,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-async def client() -> DicomwebClient:
-    return DicomwebClient(httpx.AsyncClient(timeout=30))
+async def client() -> AsyncIterator[DicomwebClient]:
+    """The product's own client (aiohttp), as the gateway builds it."""
+    http = AiohttpPacs()
+    yield DicomwebClient(http)
+    await http.aclose()
 
 
 async def test_study_series_and_image_order(orthanc: RunningPacs, client: DicomwebClient) -> None:
@@ -66,11 +69,11 @@ async def test_rendered_png_jpeg_and_window(orthanc: RunningPacs, client: Dicomw
     ):
         response = await client.open_rendered(slice_31, accept=accept, window=window)  # type: ignore[arg-type]
         try:
-            assert response.status_code == 200
+            assert response.status == 200
             assert response.headers["content-type"] == accept
-            bodies[(accept, window)] = await response.aread()
+            bodies[(accept, window)] = b"".join([chunk async for chunk in response.chunks()])
         finally:
-            await response.aclose()
+            response.close()
     assert bodies[("image/png", None)].startswith(PNG)
     assert bodies[("image/jpeg", None)].startswith(b"\xff\xd8")
     assert bodies[("image/png", Window(-600, 1500))] != bodies[("image/png", None)]
@@ -123,7 +126,7 @@ async def test_the_products_pacs_client_reaches_the_pacs_through_the_sites_proxy
     orthanc: RunningPacs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A site whose PACS is reached through an HTTP proxy (``HTTP_PROXY``) keeps working:
-    the gateway's own client (httpx over aiohttp) sends its QIDO-RS request to the proxy,
+    the gateway's own client (aiohttp) sends its QIDO-RS request to the proxy,
     which forwards it to the PACS."""
     seen: list[str] = []
 
@@ -151,7 +154,7 @@ async def test_the_products_pacs_client_reaches_the_pacs_through_the_sites_proxy
     # Named by a host the machine cannot resolve: only the proxy can reach it.
     pacs_url = orthanc.dicomweb_url.replace("127.0.0.1", "pacs.invalid")
     assert "pacs.invalid" in pacs_url
-    http = pacs_http_client()
+    http = AiohttpPacs()
     try:
         study = await DicomwebClient(http).study(Pacs(pacs_url), orthanc.study.study_uid)
     finally:

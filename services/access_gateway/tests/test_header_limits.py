@@ -118,3 +118,37 @@ async def test_the_served_gateway_refuses_a_request_head_past_its_bound(
             assert (await client.get(f"http://127.0.0.1:{server.port}/healthz")).status_code == 200
     finally:
         await server.stop()
+
+
+async def _head_in_one_write(port: int, target: str) -> bytes:
+    """A whole request head, ``target`` as its URL, written at once (one read on the
+    server's side over loopback): what the server answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+
+
+async def test_the_served_gateway_refuses_a_head_past_its_bound_that_comes_in_one_read(
+    harness: Harness,
+) -> None:
+    """A URL longer than MAX_REQUEST_HEAD_BYTES in a head that arrives whole: a 400, not
+    served (no header is large, so only the head's bound can refuse it); a long URL under
+    the bound is still served."""
+    server = HttpServer(harness.gateway, "127.0.0.1", 0)
+    await server.start()
+    try:
+        too_long = await _head_in_one_write(
+            server.port, "/healthz?pad=" + "a" * (MAX_REQUEST_HEAD_BYTES + 1024)
+        )
+        assert too_long.startswith(b"HTTP/1.1 400 ")
+        assert too_long.endswith(b"Request head too large")
+        within = await _head_in_one_write(server.port, "/healthz?pad=" + "a" * (32 * 1024))
+        assert within.startswith(b"HTTP/1.1 200 ")
+    finally:
+        await server.stop()

@@ -23,9 +23,11 @@ def _counted(status: str) -> float:
 
 
 def test_an_image_carries_no_store_and_the_security_headers(harness: Harness) -> None:
-    """A granted frame: the PACS's PNG, Cache-Control no-store and each header every
-    response gets (CSP, nosniff, no referrer...), counted under the route template."""
-    with_study_pacs(harness.gateway)
+    """A granted frame: the PACS's PNG (streamed to the proxy in pieces), Cache-Control
+    no-store and each header every response gets (CSP, nosniff, no referrer...), counted
+    under the route template; every answer the PACS gave is closed, so no connection is
+    held after the request."""
+    pacs = with_study_pacs(harness.gateway)
     before = _counted("200")
     with harness.client() as client:
         viewer, _share = open_recipient_viewer(harness, client)
@@ -36,6 +38,8 @@ def test_an_image_carries_no_store_and_the_security_headers(harness: Harness) ->
     for name, value in security_headers(hsts=False).items():
         assert answer.headers[name] == value, name
     assert _counted("200") == before + 1
+    assert pacs.answers
+    assert all(answer.closed for answer in pacs.answers)
 
 
 def test_a_revoked_share_answers_410_with_the_same_headers(harness: Harness) -> None:

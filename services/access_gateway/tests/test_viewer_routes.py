@@ -7,30 +7,28 @@ from __future__ import annotations
 import re
 
 import httpx
-from blume_access_gateway.dicomweb import DicomwebClient
+from blume_access_gateway.dicomweb import DicomwebClient, PacsError
 from blume_access_gateway.models import ProjectedLink
 
 from services.access_gateway.tests.conftest import Harness, csrf_for
+from services.access_gateway.tests.fake_pacs import FakeAnswer, FakePacs
 
 TENANT = "pacs-clinic"
 STUDY_UID = "1.2.826.0.1.3680043.8.498.33333333333333333333"
 
 
-def use_pacs(harness: Harness, answer: httpx.Response | None) -> list[str]:
-    """Swap the PACS for a stand-in answering ``answer`` (None: unreachable); the URLs
+def use_pacs(harness: Harness, status: int | None) -> list[str]:
+    """Swap the PACS for a stand-in answering ``status`` (None: unreachable); the URLs
     it was asked for."""
-    asked: list[str] = []
 
-    def handle(request: httpx.Request) -> httpx.Response:
-        asked.append(str(request.url))
-        if answer is None:
-            raise httpx.ConnectError("refused", request=request)
-        return answer
+    def answering(_url: str, _headers: object) -> FakeAnswer:
+        if status is None:
+            raise PacsError("ClientConnectorError")
+        return FakeAnswer(status)
 
-    harness.gateway.viewer.dicomweb = DicomwebClient(
-        httpx.AsyncClient(transport=httpx.MockTransport(handle))
-    )
-    return asked
+    pacs = FakePacs(answering)
+    harness.gateway.viewer.dicomweb = DicomwebClient(pacs)
+    return pacs.asked
 
 
 def open_viewer(harness: Harness, client: httpx.Client) -> str:
@@ -46,7 +44,7 @@ def open_viewer(harness: Harness, client: httpx.Client) -> str:
 def test_a_study_not_on_the_pacs_is_said_plainly_and_audited(harness: Harness) -> None:
     """QIDO-RS finds nothing: the page says so (200), and share.images.unavailable
     records it with reason not_on_pacs and no UID."""
-    asked = use_pacs(harness, httpx.Response(204))
+    asked = use_pacs(harness, 204)
     with harness.client() as client:
         viewer = open_viewer(harness, client)
         page = client.get(viewer)
@@ -75,7 +73,7 @@ def test_the_handle_is_nothing_without_its_session_and_gone_after_revocation(
 ) -> None:
     """Another browser with the same handle: 404. After share.revoked: 410 for the page
     and its frames, the PACS not asked for the frame."""
-    asked = use_pacs(harness, httpx.Response(204))
+    asked = use_pacs(harness, 204)
     with harness.client() as client:
         viewer = open_viewer(harness, client)
         with harness.client() as stranger:

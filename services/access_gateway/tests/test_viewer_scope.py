@@ -8,10 +8,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from blume_access_gateway.app import create_app
 from blume_access_gateway.dicomweb import DicomwebClient
@@ -19,6 +19,7 @@ from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.viewer import GRANT_CACHE_SECONDS
 from blume_runtime.outbox import OutboxRelay
 from fastapi.testclient import TestClient
+from yarl import URL
 
 from services.access_gateway.tests.conftest import (
     PUBLIC,
@@ -26,6 +27,7 @@ from services.access_gateway.tests.conftest import (
     SettableFreshness,
     csrf_for,
 )
+from services.access_gateway.tests.fake_pacs import FakeAnswer, FakePacs
 from services.access_gateway.tests.test_blume_deep_link import sign_in_patient
 
 TENANT = "pacs-clinic"
@@ -35,15 +37,13 @@ IMAGES = 3
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
 
 
-def _study_pacs(request: httpx.Request) -> httpx.Response:
+def _study_pacs(url: str, _headers: Mapping[str, str]) -> FakeAnswer:
     """QIDO-RS, WADO-RS metadata and rendered, for one study of one three-image series."""
-    path = request.url.path
+    path = URL(url).path
     dicom_json = {"content-type": "application/dicom+json"}
     if path.endswith("/rendered"):
-        # A stream, as the PACS answers: the proxy passes it on without reading it whole.
-        return httpx.Response(
-            200, stream=httpx.ByteStream(PNG), headers={"content-type": "image/png"}
-        )
+        # Streamed in pieces, as the PACS answers: the proxy passes it on as it comes.
+        return FakeAnswer(200, PNG, {"content-type": "image/png"})
     if path.endswith("/metadata"):
         body: list[dict[str, Any]] = [
             {"00080018": {"Value": [f"{SERIES_UID}.{n}"]}, "00200013": {"Value": [n]}}
@@ -60,13 +60,13 @@ def _study_pacs(request: httpx.Request) -> httpx.Response:
         ]
     else:
         body = [{"00080020": {"Value": ["20261120"]}, "00080061": {"Value": ["CT"]}}]
-    return httpx.Response(200, content=json.dumps(body), headers=dicom_json)
+    return FakeAnswer(200, json.dumps(body).encode(), dicom_json)
 
 
-def with_study_pacs(gateway: Gateway) -> None:
-    gateway.viewer.dicomweb = DicomwebClient(
-        httpx.AsyncClient(transport=httpx.MockTransport(_study_pacs))
-    )
+def with_study_pacs(gateway: Gateway) -> FakePacs:
+    pacs = FakePacs(_study_pacs)
+    gateway.viewer.dicomweb = DicomwebClient(pacs)
+    return pacs
 
 
 def open_recipient_viewer(harness: Harness, client: TestClient) -> tuple[str, str]:
@@ -189,3 +189,20 @@ def test_a_sign_out_ends_the_viewers_reused_grant_at_once(harness: Harness) -> N
         assert signed_out.status_code == 303
     with harness.client(cookies=copied) as thief:
         assert thief.get(f"{viewer}/series/1/frames/2").status_code == 404
+
+
+def test_a_link_that_expires_while_its_session_lives_answers_410(harness: Harness) -> None:
+    """A link that ends ten minutes from now, its access session thirty: frames are served
+    until the link's end, and the first frame after it answers 410 (gone), not 404, with
+    the session still live."""
+    with_study_pacs(harness.gateway)
+    token, _link = harness.add_link(TENANT, study_uid=STUDY_UID, expires_in=timedelta(minutes=10))
+    with harness.client() as client:
+        page = client.get(f"/s/{token}")
+        pressed = client.post(f"/s/{token}", data={"csrf": csrf_for(page.text, f"/s/{token}")})
+        viewer = pressed.headers["location"]
+        assert client.get(f"{viewer}/series/1/frames/1").status_code == 200
+        harness.clock.advance(minutes=9)
+        assert client.get(f"{viewer}/series/1/frames/2").status_code == 200
+        harness.clock.advance(minutes=2)
+        assert client.get(f"{viewer}/series/1/frames/3").status_code == 410

@@ -21,6 +21,7 @@ from blume_runtime.testing import FakeDelivery
 from blume_runtime.transport import InMemoryTransport
 from blume_runtime.worker import Worker
 from pydantic import SecretStr
+from sqlalchemy import event as sa_event
 from sqlmodel import col, select
 
 TENANT = "demo-hospital"
@@ -107,7 +108,7 @@ async def test_a_staged_event_waits_until_sealing_chains_it(
     """
     event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
     async with sqlite_db.transaction() as session:
-        await stage(session, event)
+        stage(session, event)
     async with sqlite_db.transaction() as session:
         assert await pending_count(session) == 1
 
@@ -145,7 +146,7 @@ async def test_a_share_is_seen_from_staging_on(
     others = ["shr_" + "0" * 32, share_id[:-1], "shr_%", "%"]
     async with sqlite_db.transaction() as session:
         assert not await audit_sink.share_seen(session, share_id)
-        await stage(session, event)
+        stage(session, event)
     for sealed in (False, True):
         if sealed:
             await seal_all(sqlite_db)
@@ -164,10 +165,57 @@ async def test_an_event_staged_again_after_sealing_is_not_chained_twice(
     event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
     for _ in range(2):
         async with sqlite_db.transaction() as session:
-            await stage(session, event)
-            await stage(session, event)  # the same copy twice: one staged row
+            stage(session, event)
+            stage(session, event)  # the same copy twice: one staged row
         await seal_all(sqlite_db)
     assert [(r.seq, r.event_id) for r in await stored_records(sqlite_db)] == [(1, event.id)]
+
+
+async def test_events_staged_in_one_transaction_are_written_in_one_statement(
+    sqlite_db: Database, make_event: Any
+) -> None:
+    """Three events staged in one transaction (a group commit) cost one INSERT, at the commit."""
+    events = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TENANT) for n in range(3)
+    ]
+    written: list[tuple[str, bool]] = []
+
+    def remember(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, executemany: bool
+    ) -> None:
+        written.append((statement, executemany))
+
+    sa_event.listen(sqlite_db.engine.sync_engine, "before_cursor_execute", remember)
+    try:
+        async with sqlite_db.transaction() as session:
+            for event in events:
+                stage(session, event)
+            assert written == []
+    finally:
+        sa_event.remove(sqlite_db.engine.sync_engine, "before_cursor_execute", remember)
+    staging = [(statement, many) for statement, many in written if "audit_pending" in statement]
+    assert len(staging) == 1
+    assert staging[0][1]  # every row in that one statement
+    await seal_all(sqlite_db)
+    assert [r.event_id for r in await stored_records(sqlite_db)] == [e.id for e in events]
+
+
+async def test_a_rolled_back_transaction_stages_nothing(
+    sqlite_db: Database, make_event: Any
+) -> None:
+    """Events staged in a transaction that rolls back are not written, then or later."""
+    event = make_event("share.accepted", {"share_id": SHARE_ID}, tenant=TENANT)
+
+    async def failing_handler() -> None:
+        async with sqlite_db.transaction() as session:
+            stage(session, event)
+            raise RuntimeError("the handler failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_handler()
+    async with sqlite_db.transaction() as session:
+        assert await pending_count(session) == 0
+    assert await seal_all(sqlite_db) == 0
 
 
 async def test_seals_in_batches_in_staging_order(sqlite_db: Database, make_event: Any) -> None:
@@ -177,7 +225,7 @@ async def test_seals_in_batches_in_staging_order(sqlite_db: Database, make_event
     ]
     for event in events:
         async with sqlite_db.transaction() as session:
-            await stage(session, event)
+            stage(session, event)
     taken = [await seal_batch(sqlite_db, 3) for _ in range(4)]
     assert taken == [3, 3, 1, 0]
     records = await stored_records(sqlite_db)

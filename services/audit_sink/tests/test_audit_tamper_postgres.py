@@ -20,8 +20,9 @@ import pytest
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import hashed_fields, record_hash
-from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.models import AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
+from blume_audit_sink.sealer import pending_count, seal_all, stage
 from blume_audit_sink.verify import VerifyReport
 from blume_audit_sink.verify import verify as verify_chains
 from blume_runtime.db import Database
@@ -341,3 +342,63 @@ async def test_verify_while_the_sink_appends_reports_nothing(
     assert reports
     assert [p for report in reports for p in report.problems] == []
     assert (await verify(database)).checked == len(events)
+
+
+async def test_batches_written_by_copy_chain_inherit_and_verify(
+    database: Database, life: Any
+) -> None:
+    """Batches large enough for COPY, over two new tenants, chain gaplessly and verify.
+
+    The later events of each share inherit their share's patient from the request, stored in
+    an earlier batch (one look-up for both chains); an event already recorded, or given twice
+    in a batch, is written once; each head ends on its chain's last record.
+    """
+    lives = [
+        life(tenant=tenant, mrn=f"MRN-{tenant[:5]}-{number}")
+        for number in range(20)
+        for tenant in (TAMPERED, UNTOUCHED)
+    ]
+    requests = [prepare(events[0]) for events in lives]
+    later = [prepare(event) for events in lives for event in events[1:]]
+    async with database.transaction() as session:
+        assert len(await append_entries(session, requests)) == len(requests)
+    async with database.transaction() as session:
+        written = await append_entries(session, [requests[0], later[0], *later])
+    assert len(written) == len(later)
+
+    async with database.transaction() as session:
+        records = (await session.exec(select(AuditRecord))).all()
+        heads = (await session.exec(select(AuditChainHead))).all()
+    by_share: dict[str, set[str | None]] = {}
+    for record in records:
+        by_share.setdefault(str(record.share_id), set()).add(record.patient_mrn)
+    assert len(by_share) == len(lives)
+    assert all(len(mrns) == 1 and None not in mrns for mrns in by_share.values())
+    for tenant in (TAMPERED, UNTOUCHED):
+        seqs = sorted(r.seq for r in records if r.chain_id == tenant)
+        assert seqs == list(range(1, len(records) // 2 + 1))
+    last = {r.chain_id: r for r in records if r.seq == len(records) // 2}
+    assert {h.chain_id: (h.seq, h.hash) for h in heads} == {
+        chain: (record.seq, record.hash) for chain, record in last.items()
+    }
+    report = await verify(database)
+    assert (report.ok, report.checked) == (True, len(records))
+
+
+async def test_an_event_staged_again_after_sealing_is_sealed_once(
+    database: Database, make_event: Any
+) -> None:
+    """On PostgreSQL, a copy staged again after the first was sealed is dropped by the sealer,
+    and its neighbours in the batch are still chained."""
+    again = make_event("share.accepted", {"share_id": "shr_" + "d" * 32}, tenant=TAMPERED)
+    fresh = make_event("share.accepted", {"share_id": "shr_" + "e" * 32}, tenant=TAMPERED)
+    for batch in ([again], [again, fresh]):
+        async with database.transaction() as session:
+            for event in batch:
+                stage(session, event)
+        assert await seal_all(database) == len(batch)
+    async with database.transaction() as session:
+        records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
+        assert await pending_count(session) == 0
+    assert [(r.seq, r.event_id) for r in records] == [(1, again.id), (2, fresh.id)]
+    assert (await verify(database)).ok

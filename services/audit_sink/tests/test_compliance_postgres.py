@@ -92,7 +92,7 @@ async def fill(db: Database, make_event: Any, tenant: str, count: int, age_days:
         return
     for staged in events:
         async with db.transaction() as session:
-            await stage(session, staged)
+            stage(session, staged)
     await seal_all(db)
 
 

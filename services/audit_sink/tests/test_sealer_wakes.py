@@ -80,7 +80,7 @@ async def test_a_row_is_sealed_promptly_once_its_slow_staging_commits(
     round would (within WOKEN_WITHIN_SECONDS: room for a loaded CI machine)."""
     event = make_event("share.accepted", {"share_id": "shr_" + "b" * 32}, tenant=TENANT)
     async with sqlite_db.transaction() as session:
-        await stage(session, event)
+        stage(session, event)
         idle_sealer.notice_on_commit(session)
         await asyncio.sleep(5 * OLD_POLL_SECONDS)
     committed = time.monotonic()
@@ -101,7 +101,7 @@ async def test_a_rolled_back_staging_does_not_wake_the_sealer(
 
     async def failing_handler() -> None:
         async with sqlite_db.transaction() as session:
-            await stage(session, event)
+            stage(session, event)
             idle_sealer.notice_on_commit(session)
             raise RuntimeError("the handler failed")
 

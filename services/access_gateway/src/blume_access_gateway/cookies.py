@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final, Literal
 
@@ -63,6 +63,16 @@ class CookieJar:
 
     key: bytes
     secure: bool
+    _serializers: dict[CookieKind, URLSafeTimedSerializer] = field(
+        init=False, repr=False, compare=False
+    )
+    """One per kind, made once: the image route reads a cookie on every image."""
+
+    def __post_init__(self) -> None:
+        serializers = {
+            kind: URLSafeTimedSerializer(self.key, salt=f"cookie/{kind}") for kind in _RULES
+        }
+        object.__setattr__(self, "_serializers", serializers)
 
     def name(self, kind: CookieKind) -> str:
         # The __Host- prefix makes browsers refuse the cookie unless Secure, Path=/ and no
@@ -70,7 +80,7 @@ class CookieJar:
         return f"__Host-blume_{kind}" if self.secure else f"blume_{kind}"
 
     def _serializer(self, kind: CookieKind) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self.key, salt=f"cookie/{kind}")
+        return self._serializers[kind]
 
     def read(self, request: Request, kind: CookieKind) -> dict[str, Any] | None:
         raw = request.cookies.get(self.name(kind))

@@ -1,4 +1,4 @@
-"""A DICOMweb client for the tenant's PACS (httpx, async, streaming).
+"""A DICOMweb client for the tenant's PACS (aiohttp, async, streaming).
 
 QIDO-RS finds the study and its series, WADO-RS metadata orders a series' instances by
 InstanceNumber, WADO-RS rendered returns one image as PNG or JPEG (with the ``window``
@@ -9,24 +9,28 @@ UIDs go to the PACS only (in its URLs); they never leave this module towards the
 Credentials come from the tenant policy (basic or bearer, the secret named by an environment
 variable or a mounted file).
 
-The gateway's client for the PACS (``pacs_http_client``) is httpx over aiohttp's transport
-(``httpx_aiohttp``): httpx's own (httpcore, h11, anyio) cost about a third of the gateway's
-CPU per proxied image, aiohttp's C parser and connection pool a fraction of it. The API stays
-httpx's, so a test can still hand ``DicomwebClient`` an ``httpx.MockTransport``.
+``DicomwebClient`` speaks to the PACS through a port of its own, ``PacsHttp`` (one GET, its
+answer streamed). The product's adapter is aiohttp's client on its own (``AiohttpPacs``):
+httpx's client layers over it (httpx-aiohttp) cost about 6 % of the gateway's CPU per
+proxied image, httpx's own transport (httpcore, h11, anyio) a third. Unit tests put a fake
+behind the port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import aiohttp
-import httpx
+from aiohttp.helpers import BasicAuth, get_env_proxy_for_url
 from blume_runtime.tenants import TenantPolicy
-from httpx_aiohttp import AiohttpTransport
+from yarl import URL
 
 DICOM_JSON: Final = "application/dicom+json"
 RenderedType = Literal["image/png", "image/jpeg"]
@@ -46,11 +50,16 @@ _SOP_INSTANCE_UID: Final = "00080018"
 _SERIES_INSTANCES: Final = "00201209"
 
 
-_ATTEMPTS: Final = 2
-_PACS_TIMEOUT: Final = httpx.Timeout(30.0, connect=5.0)
+_PACS_TIMEOUT: Final = aiohttp.ClientTimeout(connect=30.0, sock_connect=5.0, sock_read=30.0)
+"""5 s to connect, 30 s for a free connection from the pool and between two reads: what
+httpx's ``Timeout(30, connect=5)`` was, with no bound on a whole (streamed) answer."""
 _PACS_CONNECTIONS: Final = 64
+_NOT_ANSWERED: Final = (aiohttp.ClientError, TimeoutError)
+"""What aiohttp raises for a PACS out of reach, or one that stopped answering midway."""
 _PACS_KEEPALIVE_SECONDS: Final = 5.0
-_STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+_Proxy = tuple[URL, BasicAuth | None] | None
 
 
 class PacsError(RuntimeError):
@@ -160,43 +169,154 @@ def _number(item: dict[str, Any], tag: str) -> int | None:
         return None
 
 
-def pacs_http_client() -> httpx.AsyncClient:
-    """The PACS's own client: longer timeouts, a pool of connections kept alive between
-    images, streaming, no redirects followed. aiohttp's session is made on first use, on
-    the loop that serves; it keeps no cookie jar of its own (httpx's is the client's). It
-    honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` as httpx did (``trust_env``): a site
-    may reach its PACS through a proxy."""
+class PacsAnswer(Protocol):
+    """The PACS's answer to one GET, its body not yet read: read it whole (``read``) or
+    stream it (``chunks``), and ``close`` it either way."""
 
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=_PACS_CONNECTIONS, keepalive_timeout=_PACS_KEEPALIVE_SECONDS
-        )
-        return aiohttp.ClientSession(
-            connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=True
-        )
+    @property
+    def status(self) -> int: ...
 
-    transport = AiohttpTransport(client=session)
-    return httpx.AsyncClient(transport=transport, timeout=_PACS_TIMEOUT, follow_redirects=False)
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Its headers, by case-insensitive name."""
+        ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives."""
+        ...
+
+    def close(self) -> None:
+        """Done with it: its connection goes back to the pool if the body was read to the
+        end, and is closed otherwise."""
+        ...
+
+
+class PacsHttp(Protocol):
+    """The gateway's port to a PACS: one GET, the answer open (``PacsError`` when the PACS
+    cannot be reached or stops answering)."""
+
+    async def get(self, url: str, headers: Mapping[str, str]) -> PacsAnswer: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpPacs:
+    """``PacsHttp`` on aiohttp's client: a pool of connections kept alive between images,
+    streaming, no redirects followed, no cookie jar; a compressed body is decompressed as it
+    is read. Its session is made on first use, on the loop that serves. A pooled connection
+    the PACS closed while idle (Orthanc keeps them 1 s) is retried once by aiohttp itself,
+    as it does for any GET.
+
+    It honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``: a site may reach its PACS
+    through a proxy. aiohttp's own ``trust_env`` would look the proxy up (and a ``.netrc``)
+    on a worker thread for every request, two thread hops per image; here it is looked up
+    the same way (aiohttp's ``get_env_proxy_for_url``) once per PACS origin, when this
+    client first asks it. No ``.netrc`` is read for the PACS itself: its credentials are the
+    tenant policy's."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str | None, int | None], _Proxy] = {}
+
+    def _opened(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=_PACS_CONNECTIONS, keepalive_timeout=_PACS_KEEPALIVE_SECONDS
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=_PACS_TIMEOUT,
+            )
+        return self._session
+
+    async def _proxy(self, url: URL) -> _Proxy:
+        """The environment's proxy for this URL's origin (None: go direct)."""
+        origin = (url.scheme, url.host, url.port)
+        if origin not in self._proxies:
+            try:
+                # Reads the environment and may read a .netrc: off the serving loop, once.
+                found = await asyncio.to_thread(get_env_proxy_for_url, url)
+            except LookupError:
+                found = None
+            self._proxies[origin] = found
+        return self._proxies[origin]
+
+    async def get(self, url: str, headers: Mapping[str, str]) -> PacsAnswer:
+        # The URL is built from the policy's (validated) base and the PACS's own UIDs:
+        # already encoded, and Orthanc wants the window's commas as they are.
+        target = URL(url, encoded=True)
+        proxy, proxy_auth = await self._proxy(target) or (None, None)
+        try:
+            response = await self._opened().get(
+                target,
+                headers=headers,
+                allow_redirects=False,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+            )
+        except _NOT_ANSWERED as error:
+            raise PacsError(type(error).__name__) from None
+        return _AiohttpAnswer(response)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _AiohttpAnswer:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except _NOT_ANSWERED as error:
+            raise PacsError(type(error).__name__) from None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except _NOT_ANSWERED as error:
+            raise PacsError(type(error).__name__) from None
+
+    def close(self) -> None:
+        self._response.release()
 
 
 class DicomwebClient:
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: PacsHttp) -> None:
         self._http = http
 
     async def _json(self, pacs: Pacs, path: str) -> list[dict[str, Any]] | None:
         """A QIDO-RS or metadata answer; None when the PACS has no such resource."""
-        answer = await self._open(f"{pacs.base_url}{path}", pacs.headers(DICOM_JSON))
+        answer = await self._http.get(f"{pacs.base_url}{path}", pacs.headers(DICOM_JSON))
         try:
-            await answer.aread()
-        except httpx.HTTPError as error:
-            raise PacsError(type(error).__name__) from None
+            content = await answer.read()
         finally:
-            await answer.aclose()
-        if answer.status_code in (204, 404):
+            answer.close()
+        if answer.status in (204, 404):
             return None
-        if answer.status_code != 200:
-            raise PacsError(f"PACS answered {answer.status_code}")
-        body = answer.json()
+        if answer.status != 200:
+            raise PacsError(f"PACS answered {answer.status}")
+        try:
+            body = json.loads(content)
+        except ValueError:
+            raise PacsError("PACS answered something other than JSON") from None
         if not isinstance(body, list):
             raise PacsError("PACS answered something other than a DICOM JSON list")
         return [item for item in body if isinstance(item, dict)]
@@ -252,39 +372,26 @@ class DicomwebClient:
 
     async def open_rendered(
         self, instance: Instance, accept: RenderedType = "image/png", window: Window | None = None
-    ) -> httpx.Response:
-        """WADO-RS rendered: the open response, its body not yet read. The caller streams
-        it and closes it (``aclose``)."""
+    ) -> PacsAnswer:
+        """WADO-RS rendered: the open answer, its body not yet read. The caller streams
+        it and closes it."""
         query = f"?{window.query()}" if window is not None else ""
-        return await self._open(f"{instance.url}/rendered{query}", instance.pacs.headers(accept))
-
-    async def _open(self, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET, the body not yet read. A pooled connection the PACS closed while idle
-        (Orthanc keeps them 1 s) fails before any answer: a GET is safe to send once more."""
-        for attempt in range(_ATTEMPTS):
-            try:
-                request = self._http.build_request("GET", url, headers=headers)
-                return await self._http.send(request, stream=True)
-            except _STALE_CONNECTION:
-                if attempt + 1 == _ATTEMPTS:
-                    raise PacsError("connection closed by the PACS") from None
-            except httpx.HTTPError as error:
-                raise PacsError(type(error).__name__) from None
-        raise AssertionError("unreachable")
+        headers = instance.pacs.headers(accept)
+        # PNG and JPEG are compressed already: compressing them again only costs the PACS.
+        headers["Accept-Encoding"] = "identity"
+        return await self._http.get(f"{instance.url}/rendered{query}", headers)
 
     async def instance_file(self, instance: Instance) -> bytes:
         """WADO-RS retrieve: one instance's DICOM file (one file in memory at a time)."""
         accept = 'multipart/related; type="application/dicom"'
-        response = await self._open(instance.url, instance.pacs.headers(accept))
+        answer = await self._http.get(instance.url, instance.pacs.headers(accept))
         try:
-            if response.status_code != 200:
-                raise PacsError(f"PACS answered {response.status_code}")
-            body = await response.aread()
-        except httpx.HTTPError as error:
-            raise PacsError(type(error).__name__) from None
+            if answer.status != 200:
+                raise PacsError(f"PACS answered {answer.status}")
+            body = await answer.read()
         finally:
-            await response.aclose()
-        return _first_part(response.headers.get("content-type", ""), body)
+            answer.close()
+        return _first_part(answer.headers.get("content-type", ""), body)
 
 
 def _first_part(content_type: str, body: bytes) -> bytes:

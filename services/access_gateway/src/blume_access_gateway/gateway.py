@@ -24,7 +24,7 @@ from blume_access_gateway.access import RecipientAccess
 from blume_access_gateway.blume import PatientPortal
 from blume_access_gateway.clients import Visit, client_context
 from blume_access_gateway.cookies import CookieJar, CsrfGuard, SessionCookie
-from blume_access_gateway.dicomweb import DicomwebClient, pacs_http_client
+from blume_access_gateway.dicomweb import AiohttpPacs, DicomwebClient, PacsHttp
 from blume_access_gateway.freshness import FreshnessCheck
 from blume_access_gateway.help import HelpLibrary, default_help_dir
 from blume_access_gateway.i18n import browser_locale
@@ -83,7 +83,7 @@ class Gateway:
     unsubscribe: Unsubscribe
     clock: Callable[[], datetime]
     viewer: Viewer
-    pacs_http: httpx.AsyncClient
+    pacs_http: PacsHttp
 
     @classmethod
     def build(
@@ -107,7 +107,7 @@ class Gateway:
         cookies = CookieJar(keys.cookies, secure=config.cookie_secure)
         sealer = Sealer.from_settings(settings)
         # The PACS gets a client of its own: longer timeouts, more connections, streaming.
-        pacs_http = pacs_http_client()
+        pacs_http = AiohttpPacs()
         shared = _Shared(events=events, policies=policies, clock=clock, freshness=freshness)
         access = RecipientAccess(
             **shared,

@@ -6,29 +6,44 @@ it, and nothing else reads the link projection to decide access. It fails closed
 gateway's projections cannot show they are current (``freshness``), every handle is
 ``NOT_CURRENT`` ("try again shortly", 503), never granted on what may be stale data.
 ``check_entry_grant`` is the same decision for a patient's record entry on the portal.
+``check_viewer_grant`` is ``check_grant`` for the viewer's image requests, with the access
+session they come with: one prebuilt Core statement reads the session, its link and the
+share's revocation (the ORM's reads cost about 7 % of the gateway's CPU per proxied image),
+and the link's state is decided as ``check_grant`` decides it (``links.link_state``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
 from blume_contracts.events import AuthMethod
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as core_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_access_gateway.freshness import FreshnessCheck
-from blume_access_gateway.links import LinkLookup, LinkState, look_up_link, look_up_token
+from blume_access_gateway.links import (
+    LinkLookup,
+    LinkState,
+    link_state,
+    look_up_link,
+    look_up_token,
+)
 from blume_access_gateway.models import (
+    BrowserSession,
     LinkGrant,
     ProjectedAccount,
     ProjectedEntry,
+    ProjectedLink,
     ProjectedRevocation,
 )
+from blume_access_gateway.sessions import is_live, session_hash
 
 _RACE_RETRIES: Final = 3
 
@@ -147,3 +162,92 @@ async def check_entry_grant(
         and not account.withhold_portal
     )
     return EntryGrant(entry, account) if visible else EntryRefusal.NOT_SHOWN
+
+
+_VIEWER_GRANT: Final = (
+    core_select(
+        col(BrowserSession.kind),
+        col(BrowserSession.subject),
+        col(BrowserSession.use_number),
+        col(BrowserSession.ended_at),
+        col(BrowserSession.expires_at),
+        col(ProjectedLink.tenant_id),
+        col(ProjectedLink.share_id),
+        col(ProjectedLink.study_instance_uid),
+        col(ProjectedLink.locale),
+        col(ProjectedLink.correlation_id),
+        col(ProjectedLink.traceparent),
+        col(ProjectedLink.expires_at).label("link_expires_at"),
+        col(ProjectedRevocation.revoked_at),
+    )
+    .select_from(BrowserSession)
+    .outerjoin(ProjectedLink, col(ProjectedLink.link_id) == col(BrowserSession.subject))
+    .outerjoin(
+        ProjectedRevocation, col(ProjectedRevocation.share_id) == col(ProjectedLink.share_id)
+    )
+    .where(col(BrowserSession.session_hash) == bindparam("session_hash"))
+)
+"""An access session, its link and the link's revocation, by the session's key."""
+
+
+@dataclass(frozen=True, slots=True)
+class ViewerGrant:
+    """What the viewer needs of a usable link, and who holds it (the access session)."""
+
+    session_hash: str
+    link_id: str
+    use_number: int
+    tenant_id: str
+    share_id: str
+    study_instance_uid: str | None
+    locale: str
+    correlation_id: str
+    traceparent: str | None
+    ends_at: datetime
+    """When the session or the link ends by the clock, whichever is first."""
+
+
+class ViewerRefusal(StrEnum):
+    NO_SESSION = "no_session"
+    """No live access session with a granted use: nothing to say about any link."""
+    NOT_CURRENT = "not_current"
+    UNKNOWN = "unknown"
+    GONE = "gone"
+    """The link was revoked or has expired."""
+
+
+async def check_viewer_grant(
+    session: AsyncSession,
+    session_id: str,
+    now: datetime,
+    freshness: FreshnessCheck,
+    may_hold: Callable[[str, int], bool],
+) -> ViewerGrant | ViewerRefusal:
+    """The link this access session holds, if usable now. ``may_hold(link_id, use_number)``
+    is the caller's check that the session was asked for by the right handle; it runs
+    before the link's state is told (a handle that is not the session's learns nothing)."""
+    key = session_hash(session_id)
+    connection = await session.connection()
+    row = (await connection.execute(_VIEWER_GRANT, {"session_hash": key})).first()
+    if row is None or not is_live(row, "access", now) or row.use_number is None:
+        return ViewerRefusal.NO_SESSION
+    if not may_hold(row.subject, row.use_number):
+        return ViewerRefusal.NO_SESSION
+    if await freshness.stale() is not None:
+        return ViewerRefusal.NOT_CURRENT
+    if row.share_id is None:
+        return ViewerRefusal.UNKNOWN
+    if link_state(row.link_expires_at, row.revoked_at, now) is not LinkState.USABLE:
+        return ViewerRefusal.GONE
+    return ViewerGrant(
+        session_hash=key,
+        link_id=row.subject,
+        use_number=row.use_number,
+        tenant_id=row.tenant_id,
+        share_id=row.share_id,
+        study_instance_uid=row.study_instance_uid,
+        locale=row.locale,
+        correlation_id=row.correlation_id,
+        traceparent=row.traceparent,
+        ends_at=min(row.expires_at, row.link_expires_at),
+    )

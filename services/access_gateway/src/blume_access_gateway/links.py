@@ -64,11 +64,16 @@ async def _look_up(
     if row is None:
         return LinkLookup(LinkState.UNKNOWN, None)
     link, revoked_at = row
+    return LinkLookup(link_state(link.expires_at, revoked_at, now), link, revoked_at)
+
+
+def link_state(expires_at: datetime, revoked_at: datetime | None, now: datetime) -> LinkState:
+    """What a known link is worth now: revoked first, then expired, else usable."""
     if revoked_at is not None:
-        return LinkLookup(LinkState.REVOKED, link, revoked_at)
-    if link.expires_at <= now:
-        return LinkLookup(LinkState.EXPIRED, link)
-    return LinkLookup(LinkState.USABLE, link)
+        return LinkState.REVOKED
+    if expires_at <= now:
+        return LinkState.EXPIRED
+    return LinkState.USABLE
 
 
 async def look_up_token(session: AsyncSession, token: str, now: datetime) -> LinkLookup:

@@ -46,29 +46,58 @@ _COUNTED_DENIALS_EVERY_SECONDS: Final = 15
 """How often the counted denials of finished minutes are recorded (denial_tally)."""
 
 
+class _HeadTooLargeError(Exception):
+    """Raised from a parser callback to stop parsing a head past the bound."""
+
+
 class BoundedHeadProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, refusing a request head past ``MAX_REQUEST_HEAD_BYTES``
     with a 400 and closing the connection: httptools itself buffers a head (even one header
     value) without any bound, where h11 stopped at its limit.
 
-    A read that arrives while a head is incomplete, and in which that head did not begin,
-    is head bytes alone: those are counted, so at most the limit and one read are held
-    before the refusal, and a body or a pipelined request is never counted."""
+    Two counts, because a head can come either way:
+    - what the parser has handed over (the URL and each complete header), checked as it
+      comes: a head that arrives whole in one read (up to the loop's 256 KiB), say one very
+      long URL, is refused before it is served;
+    - a read that arrives while a head is incomplete, and in which that head did not begin,
+      is head bytes alone: those are counted, so a head that never ends (one endless header
+      value, which httptools hands over only once complete) is refused after at most the
+      limit and one read, and a body or a pipelined request is never counted."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
+        self._parsed_head_bytes = 0
         self._in_head = False
         self._head_began = False
+        self._head_too_large = False
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = self._head_began = True
-        self._head_bytes = 0
+        self._head_bytes = self._parsed_head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._parsed(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._parsed(len(name) + len(value))
+        super().on_header(name, value)
+
+    def _parsed(self, size: int) -> None:
+        self._parsed_head_bytes += size
+        if self._parsed_head_bytes > MAX_REQUEST_HEAD_BYTES:
+            # httptools stops parsing and uvicorn answers 400 (``send_400_response``).
+            self._head_too_large = True
+            raise _HeadTooLargeError
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response("Request head too large" if self._head_too_large else msg)
 
     def data_received(self, data: bytes) -> None:
         self._head_began = False
@@ -77,6 +106,7 @@ class BoundedHeadProtocol(HttpToolsProtocol):
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_REQUEST_HEAD_BYTES and not self.transport.is_closing():
+            self._head_too_large = True
             self.send_400_response("Request head too large")
 
 

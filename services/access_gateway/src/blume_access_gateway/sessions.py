@@ -14,7 +14,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from blume_contracts.events import AuthMethod
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,8 +28,23 @@ ACCESS_SESSION_MAX: Final = timedelta(minutes=30)
 PATIENT_SESSION_MAX: Final = timedelta(minutes=30)
 
 
-def _hashed(session_id: str) -> str:
+def session_hash(session_id: str) -> str:
+    """The key a session's row is kept under (never the cookie's id itself)."""
     return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class SessionTimes(Protocol):
+    """What decides whether a session is live: a ``BrowserSession``, or a row read with
+    the same column names."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def ended_at(self) -> datetime | None: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +71,7 @@ class NewSession:
 async def start_session(session: AsyncSession, new: NewSession, now: datetime) -> StartedSession:
     session_id = secrets.token_urlsafe(32)
     row = BrowserSession(
-        session_hash=_hashed(session_id),
+        session_hash=session_hash(session_id),
         started_at=now,
         expires_at=now + new.lifetime,
         kind=new.kind,
@@ -85,10 +100,15 @@ async def live_session(
     """The session of this kind the id names, while neither ended nor past its lifetime."""
     if not session_id:
         return None
-    row = await session.get(BrowserSession, _hashed(session_id))
-    if row is None or row.kind != kind or row.ended_at is not None or row.expires_at <= now:
+    row = await session.get(BrowserSession, session_hash(session_id))
+    if row is None or not is_live(row, kind, now):
         return None
     return row
+
+
+def is_live(row: SessionTimes, kind: SessionKind, now: datetime) -> bool:
+    """Whether a session row is of this kind, not ended and not past its lifetime."""
+    return row.kind == kind and row.ended_at is None and row.expires_at > now
 
 
 async def end_session(
@@ -97,7 +117,7 @@ async def end_session(
     """End the session the id names; the row if it was live (for the audit record)."""
     if not session_id:
         return None
-    row = await session.get(BrowserSession, _hashed(session_id))
+    row = await session.get(BrowserSession, session_hash(session_id))
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
     row.ended_at = now

@@ -7,7 +7,7 @@ handle presented with another session's cookie, or made up, matches nothing: 404
 images are positions (``/series/<n>/frames/<k>``); the server maps them to UIDs from the
 PACS's own answers, so no UID ever reaches a URL.
 
-Every request runs the one grant check (``grants.check_grant`` / ``check_entry_grant``) on
+Every request runs the one grant check (``grants.check_viewer_grant`` / ``check_entry_grant``) on
 the projections, with the browser's session, in one transaction: a revoked or expired share
 answers 410 from the next request on, and nothing is granted while the projections cannot
 show they are current (``FreshnessCheck.stale``, asked on every request).
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from blume_runtime.tenants import PolicyError, TenantPolicy
 from blume_runtime.unit_of_work import UnitsOfWork
@@ -55,9 +55,12 @@ from blume_access_gateway.dicomweb import (
     StudyListing,
 )
 from blume_access_gateway.freshness import FreshnessCheck
-from blume_access_gateway.grants import EntryRefusal, LinkId, check_entry_grant, check_grant
-from blume_access_gateway.links import LinkState
-from blume_access_gateway.models import BrowserSession, ProjectedEntry, ProjectedLink
+from blume_access_gateway.grants import (
+    EntryRefusal,
+    ViewerRefusal,
+    check_entry_grant,
+    check_viewer_grant,
+)
 from blume_access_gateway.sessions import live_session
 from blume_access_gateway.viewer_audit import ViewerAudit, bounded_put
 
@@ -86,6 +89,14 @@ class Refusal(Enum):
     @property
     def text(self) -> str:
         return self.name.lower()
+
+
+_VIEWER_REFUSALS: Final = {
+    ViewerRefusal.NO_SESSION: Refusal.NOT_FOUND,
+    ViewerRefusal.UNKNOWN: Refusal.NOT_FOUND,
+    ViewerRefusal.NOT_CURRENT: Refusal.NOT_CURRENT,
+    ViewerRefusal.GONE: Refusal.GONE,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,24 +142,44 @@ def patient_handle(key: bytes, entry_id: str, blume_patient_id: str) -> str:
     return "p" + entry_id.removeprefix("ent_") + _mac(key, f"entry:{entry_id}:{blume_patient_id}")
 
 
+class _SharedStudy(Protocol):
+    """A granted share's study as projected: a link's (``grants.ViewerGrant``) or a
+    patient's entry (``ProjectedEntry``)."""
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def share_id(self) -> str: ...
+
+    @property
+    def study_instance_uid(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> str: ...
+
+    @property
+    def traceparent(self) -> str | None: ...
+
+
 def _shared(
-    row: ProjectedLink | ProjectedEntry,
+    study: _SharedStudy,
     handle: str,
-    browser: BrowserSession,
+    session_hash: str,
     locale: str,
     audience: Literal["recipient", "patient"],
 ) -> Scope:
-    """The scope of a granted link or entry: its share and study as projected, for this
-    session; who is looking (link and use, or entry and patient) is the caller's to add."""
+    """The scope of a granted link or entry, for this session; who is looking (link and
+    use, or entry and patient) is the caller's to add."""
     return Scope(
         handle=handle,
-        session_hash=browser.session_hash,
-        tenant_id=row.tenant_id,
-        share_id=row.share_id,
-        study_uid=row.study_instance_uid,
+        session_hash=session_hash,
+        tenant_id=study.tenant_id,
+        share_id=study.share_id,
+        study_uid=study.study_instance_uid,
         locale=locale,
-        correlation_id=row.correlation_id,
-        traceparent=row.traceparent,
+        correlation_id=study.correlation_id,
+        traceparent=study.traceparent,
         audience=audience,
     )
 
@@ -282,24 +313,18 @@ class Viewer:
     async def _link_scope(
         self, session: AsyncSession, handle: str, session_id: str
     ) -> tuple[Scope, datetime] | Refusal:
-        now = self.clock()
-        browser = await live_session(session, "access", session_id, now)
-        if browser is None or browser.use_number is None:
-            return Refusal.NOT_FOUND
-        link_id, use_number = browser.subject, browser.use_number
-        if not hmac.compare_digest(handle, recipient_handle(self.handle_key, link_id, use_number)):
-            return Refusal.NOT_FOUND
-        lookup = await check_grant(session, LinkId(link_id), now, self.freshness)
-        if lookup.state is LinkState.NOT_CURRENT:
-            return Refusal.NOT_CURRENT
-        if lookup.link is None or lookup.state is LinkState.UNKNOWN:
-            return Refusal.NOT_FOUND
-        if not lookup.usable:
-            return Refusal.GONE
-        link = lookup.link
-        scope = _shared(link, handle, browser, link.locale, "recipient")
-        scope = replace(scope, link_id=link_id, use_number=use_number)
-        return scope, min(browser.expires_at, link.expires_at)
+        def may_hold(link_id: str, use_number: int) -> bool:
+            expected = recipient_handle(self.handle_key, link_id, use_number)
+            return hmac.compare_digest(handle, expected)
+
+        granted = await check_viewer_grant(
+            session, session_id, self.clock(), self.freshness, may_hold
+        )
+        if isinstance(granted, ViewerRefusal):
+            return _VIEWER_REFUSALS[granted]
+        scope = _shared(granted, handle, granted.session_hash, granted.locale, "recipient")
+        scope = replace(scope, link_id=granted.link_id, use_number=granted.use_number)
+        return scope, granted.ends_at
 
     async def _entry_scope(
         self, session: AsyncSession, handle: str, session_id: str
@@ -316,7 +341,9 @@ class Viewer:
             return Refusal.NOT_CURRENT
         if isinstance(verdict, EntryRefusal):
             return Refusal.NOT_FOUND
-        scope = _shared(verdict.entry, handle, browser, verdict.account.locale, "patient")
+        scope = _shared(
+            verdict.entry, handle, browser.session_hash, verdict.account.locale, "patient"
+        )
         scope = replace(scope, entry_id=entry_id, blume_patient_id=patient)
         return scope, browser.expires_at
 

@@ -19,7 +19,6 @@ import zipfile
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-import httpx
 from blume_contracts.events import ClientContext
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
@@ -28,7 +27,7 @@ from starlette.types import Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from blume_access_gateway import views
-from blume_access_gateway.dicomweb import Instance, PacsError, RenderedType, Window
+from blume_access_gateway.dicomweb import Instance, PacsAnswer, PacsError, RenderedType, Window
 from blume_access_gateway.gateway import Gateway
 from blume_access_gateway.i18n import browser_locale
 from blume_access_gateway.viewer import HANDLE, Refusal, Scope, StudyIndex
@@ -72,7 +71,7 @@ def _window(value: str | None) -> Window | None:
     return Window(float(center), float(width))
 
 
-async def _discard(early: asyncio.Task[httpx.Response | Response] | None) -> None:
+async def _discard(early: asyncio.Task[PacsAnswer | Response] | None) -> None:
     """Drop an image asked for before the grant check refused: never sent, connection
     closed."""
     if early is None:
@@ -82,8 +81,8 @@ async def _discard(early: asyncio.Task[httpx.Response | Response] | None) -> Non
         opened = await early
     except asyncio.CancelledError:
         return
-    if isinstance(opened, httpx.Response):
-        await opened.aclose()
+    if not isinstance(opened, Response):
+        opened.close()
 
 
 class _SelfNamingRoute(Route):
@@ -103,13 +102,14 @@ class _StreamedImage(StreamingResponse):
     Unlike ``StreamingResponse`` it starts no task to watch for the browser leaving: an
     image is small and finite, so a browser gone mid-image costs at most its rest."""
 
-    def __init__(self, upstream: httpx.Response, accept: RenderedType) -> None:
+    def __init__(self, upstream: PacsAnswer, accept: RenderedType) -> None:
         headers = {"Cache-Control": "no-store"}
-        for name in ("content-length", "content-encoding"):
-            if name in upstream.headers:
-                headers[name] = upstream.headers[name]
+        # The length holds only for a body as sent: a compressed one is decompressed on
+        # its way through (the image's request asks for none).
+        if "content-length" in upstream.headers and "content-encoding" not in upstream.headers:
+            headers["content-length"] = upstream.headers["content-length"]
         media_type = upstream.headers.get("content-type", accept)
-        super().__init__(upstream.aiter_raw(), media_type=media_type, headers=headers)
+        super().__init__(upstream.chunks(), media_type=media_type, headers=headers)
         self._upstream = upstream
 
     async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
@@ -124,7 +124,7 @@ class _StreamedImage(StreamingResponse):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await self._upstream.aclose()
+            self._upstream.close()
 
 
 class ViewerRoutes:
@@ -277,7 +277,7 @@ class ViewerRoutes:
 
     async def _open(
         self, scope: Scope, series: int, image: int, accept: RenderedType, window: Window | None
-    ) -> httpx.Response | Response:
+    ) -> PacsAnswer | Response:
         """The PACS's open answer for the image, or the response saying why there is none."""
         try:
             frame = await self.viewer.frame(scope, series, image)
@@ -286,9 +286,9 @@ class ViewerRoutes:
             upstream = await self.viewer.dicomweb.open_rendered(frame, accept, window)
         except PacsError:
             return _plain(502, "the PACS did not answer")
-        if upstream.status_code != 200:
-            await upstream.aclose()
-            return _plain(404 if upstream.status_code == 404 else 502, "not rendered")
+        if upstream.status != 200:
+            upstream.close()
+            return _plain(404 if upstream.status == 404 else 502, "not rendered")
         return upstream
 
     async def _audit_series(self, request: Request, scope: Scope, series: int) -> None:

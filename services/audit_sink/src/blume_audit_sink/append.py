@@ -8,12 +8,13 @@ the removal of the staged events it chained.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Final
 
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     ColumnElement,
     Executable,
     Result,
@@ -21,7 +22,10 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    func,
     insert,
+    literal,
+    text,
     update,
 )
 from sqlalchemy import select as sql_select
@@ -38,39 +42,84 @@ _HEADS: Final[Table] = AuditChainHead.__table__  # type: ignore[attr-defined]
 # Below this many rows a plain INSERT costs less than setting up COPY.
 _COPY_THRESHOLD: Final = 32
 
+# Built once, so SQLAlchemy compiles each once. On PostgreSQL a list travels as one array.
+_CHAIN_IDS: Final = bindparam("chain_ids", type_=ARRAY(String))
+_CREATE_HEADS: Final = (
+    postgresql.insert(_HEADS)
+    .from_select(
+        ["chain_id", "seq", "hash"],
+        sql_select(
+            func.unnest(_CHAIN_IDS).label("chain_id"),
+            literal(0, BigInteger),
+            literal(GENESIS_HASH, String),
+        ).order_by(text("1")),
+    )
+    .on_conflict_do_nothing(index_elements=["chain_id"])
+)
+_LOCK_HEADS: Final = (
+    sql_select(_HEADS.c.chain_id, _HEADS.c.seq, _HEADS.c.hash)
+    .where(_HEADS.c.chain_id == any_(_CHAIN_IDS))
+    # The rows are locked as they come out of the sort: in byte order, as Python sorts.
+    .order_by(_HEADS.c.chain_id.collate("C"))
+    .with_for_update()
+)
+_MOVED: Final = sql_select(
+    func.unnest(bindparam("chain_ids", type_=ARRAY(String))).label("chain_id"),
+    func.unnest(bindparam("seqs", type_=ARRAY(BigInteger))).label("seq"),
+    func.unnest(bindparam("hashes", type_=ARRAY(String))).label("hash"),
+).subquery("moved")
+_MOVE_HEADS: Final = (
+    update(_HEADS)
+    .where(_HEADS.c.chain_id == _MOVED.c.chain_id)
+    .values(seq=_MOVED.c.seq, hash=_MOVED.c.hash)
+)
+_CREATE_HEAD_SQLITE: Final = (
+    sqlite.insert(_HEADS)
+    .values(chain_id=bindparam("chain_id"), seq=0, hash=GENESIS_HASH)
+    .on_conflict_do_nothing(index_elements=["chain_id"])
+)
+_READ_HEADS_SQLITE: Final = sql_select(_HEADS.c.chain_id, _HEADS.c.seq, _HEADS.c.hash).where(
+    _HEADS.c.chain_id.in_(bindparam("chain_ids", expanding=True))
+)
+_MOVE_HEAD_SQLITE: Final = (
+    update(_HEADS)
+    .where(_HEADS.c.chain_id == bindparam("b_chain_id"))
+    .values(seq=bindparam("b_seq"), hash=bindparam("b_hash"))
+)
 
-async def _run(session: AsyncSession, statement: Executable) -> Result[Any]:
+
+async def _run(
+    session: AsyncSession,
+    statement: Executable,
+    parameters: Mapping[str, Any] | list[dict[str, Any]] | None = None,
+) -> Result[Any]:
     """A Core statement on the session's connection (SQLModel's ``exec`` types ORM selects)."""
-    return await (await session.connection()).execute(statement)
+    return await (await session.connection()).execute(statement, parameters)
 
 
-async def _lock_head(session: AsyncSession, chain_id: str) -> tuple[int, str] | None:
-    statement = (
-        sql_select(_HEADS.c.seq, _HEADS.c.hash)
-        .where(_HEADS.c.chain_id == chain_id)
-        .with_for_update()
-    )
-    found = (await _run(session, statement)).first()
-    return None if found is None else (found.seq, found.hash)
+async def _lock_heads(session: AsyncSession, chain_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """Lock the heads of these chains, creating the missing ones; their (seq, hash).
 
-
-async def _lock_or_create_head(session: AsyncSession, chain_id: str) -> tuple[int, str]:
-    head = await _lock_head(session, chain_id)
-    if head is not None:
-        return head
-    # Two first events of a tenant may race to create its chain: the loser's insert does
-    # nothing, and its lock then waits for the winner's commit instead of failing.
-    dialect = session.get_bind().dialect.name
-    insert_head = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.exec(
-        insert_head(_HEADS)
-        .values(chain_id=chain_id, seq=0, hash=GENESIS_HASH)
-        .on_conflict_do_nothing(index_elements=["chain_id"])
-    )
-    head = await _lock_head(session, chain_id)
-    if head is None:  # only if someone deletes the head between our two statements
-        raise RuntimeError(f"audit chain head for {chain_id!r} vanished")
-    return head
+    Two statements whatever the number of chains. Heads are created, then locked, in one
+    order (byte order, as Python sorts): two sealers wait for each other in that order and
+    never deadlock. Two first events of a tenant may race to create its chain: the loser's
+    insert waits for the winner's commit and then does nothing.
+    """
+    ordered = sorted(chain_ids)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        await _run(session, _CREATE_HEADS, {"chain_ids": ordered})
+        statement = _LOCK_HEADS
+    else:  # SQLite writes one transaction at a time: there is no order to keep
+        await _run(session, _CREATE_HEAD_SQLITE, [{"chain_id": c} for c in ordered])
+        statement = _READ_HEADS_SQLITE
+    heads = {
+        row.chain_id: (row.seq, row.hash)
+        for row in await _run(session, statement, {"chain_ids": ordered})
+    }
+    if len(heads) != len(ordered):  # only if someone deletes a head between the statements
+        raise RuntimeError(f"audit chain heads vanished: {sorted(set(ordered) - set(heads))}")
+    return heads
 
 
 def _one_of(
@@ -108,54 +157,63 @@ async def _already_recorded(
 _SHARE_CONTEXT: Final = ("patient_mrn", "study_uid", "sender_user_id", "recipient_email")
 """What a share's later events inherit from its earlier records when their data lacks it."""
 
+ShareKey = tuple[str, str]
+"""A share within its chain: (chain id, share id)."""
+
 
 async def _inherit_share_context(
-    session: AsyncSession, chain_id: str, entries: Sequence[Entry]
+    session: AsyncSession, fresh_by_chain: Mapping[str, Sequence[Entry]]
 ) -> None:
     """Fill each entry's patient, study, sender and recipient from its share's earlier records.
 
     Later events of a share (accepted, completed, an access) do not repeat the MRN or the
     people; copying them from the share's first record that has them lets a query by
-    patient or recipient find the whole trail. The event's own data always wins.
+    patient or recipient find the whole trail. The event's own data always wins. One query
+    for the whole batch, whatever the number of chains.
     """
-    # A share's request is its first record: if it is in this batch, nothing earlier exists.
-    requested_here = {e.share_id for e in entries if e.event_type == "study.send.requested"}
-    wanting = {
-        entry.share_id
-        for entry in entries
-        if entry.share_id
-        and entry.share_id not in requested_here
-        and any(getattr(entry, name) is None for name in _SHARE_CONTEXT)
-    }
-    known = await _earlier_share_context(session, chain_id, wanting) if wanting else {}
-    for entry in entries:
-        if entry.share_id is None:
-            continue
-        context = known.setdefault(entry.share_id, {})
-        for name in _SHARE_CONTEXT:
-            if getattr(entry, name) is None and name in context:
-                setattr(entry, name, context[name])
-        _remember(context, {name: getattr(entry, name) for name in _SHARE_CONTEXT})
+    wanting: set[ShareKey] = set()
+    for chain_id, entries in fresh_by_chain.items():
+        # A share's request is its first record: in this batch, nothing earlier exists.
+        requested_here = {e.share_id for e in entries if e.event_type == "study.send.requested"}
+        wanting.update(
+            (chain_id, entry.share_id)
+            for entry in entries
+            if entry.share_id
+            and entry.share_id not in requested_here
+            and any(getattr(entry, name) is None for name in _SHARE_CONTEXT)
+        )
+    known = await _earlier_share_context(session, wanting) if wanting else {}
+    for chain_id, entries in fresh_by_chain.items():
+        for entry in entries:
+            if entry.share_id is None:
+                continue
+            context = known.setdefault((chain_id, entry.share_id), {})
+            for name in _SHARE_CONTEXT:
+                if getattr(entry, name) is None and name in context:
+                    setattr(entry, name, context[name])
+            _remember(context, {name: getattr(entry, name) for name in _SHARE_CONTEXT})
 
 
 async def _earlier_share_context(
-    session: AsyncSession, chain_id: str, share_ids: set[str]
-) -> dict[str, dict[str, str]]:
+    session: AsyncSession, shares: set[ShareKey]
+) -> dict[ShareKey, dict[str, str]]:
     """What the stored records of these shares say, the first value of each field winning."""
-    # By share id alone: the planner then walks the share_id index only, never the whole
+    # By share id alone: the planner then walks the share_id index only, never a whole
     # chain; a share id another tenant happens to use is filtered out here.
     statement = sql_select(
         _RECORDS.c.chain_id,
         _RECORDS.c.seq,
         _RECORDS.c.share_id,
         *(_RECORDS.c[name] for name in _SHARE_CONTEXT),
-    ).where(_one_of(session, _RECORDS.c.share_id, sorted(share_ids)))
+    ).where(_one_of(session, _RECORDS.c.share_id, sorted({share for _, share in shares})))
     rows = [
-        row for row in (await _run(session, statement)).mappings() if row["chain_id"] == chain_id
+        row
+        for row in (await _run(session, statement)).mappings()
+        if (row["chain_id"], row["share_id"]) in shares
     ]
-    known: dict[str, dict[str, str]] = {}
+    known: dict[ShareKey, dict[str, str]] = {}
     for row in sorted(rows, key=lambda found: found["seq"]):
-        _remember(known.setdefault(row["share_id"], {}), dict(row))
+        _remember(known.setdefault((row["chain_id"], row["share_id"]), {}), dict(row))
     return known
 
 
@@ -193,58 +251,110 @@ def _row_for(entry: Entry, seq: int, prev_hash: str) -> dict[str, Any]:
     return row
 
 
-async def _insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Write rows with COPY on PostgreSQL (in this transaction), a multi-row INSERT otherwise."""
+_COPY_RECORDS: Final = (
+    f"COPY audit_records ({', '.join(RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
+_NOT_TEXT: Final = {
+    "seq": "int8",
+    "hash_version": "int2",
+    "occurred_at": "timestamptz",
+    "recorded_at": "timestamptz",
+}
+COPY_TYPES: Final = tuple(_NOT_TEXT.get(name, "text") for name in RECORD_COLUMNS)
+"""What binary COPY sends each column as: its own type (the server reads the bytes as that)."""
+_AS_COPY_ROW: Final = itemgetter(*RECORD_COLUMNS)
+
+
+async def _insert_rows(session: AsyncSession, rows: Iterable[dict[str, Any]], count: int) -> None:
+    """Write ``count`` rows with COPY on PostgreSQL (in this transaction), INSERT otherwise.
+
+    Binary COPY: the driver formats a row several times faster than as text, and nothing
+    needs escaping. ``rows`` may be a generator: on COPY each row goes out as it is made,
+    so the server stores the first rows while the rest are still being hashed.
+    """
     connection = await session.connection()
-    if connection.dialect.name != "postgresql" or len(rows) < _COPY_THRESHOLD:
-        await session.exec(insert(_RECORDS), params=rows)
+    if connection.dialect.name != "postgresql" or count < _COPY_THRESHOLD:
+        await connection.execute(insert(_RECORDS), list(rows))
         return
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    columns = ", ".join(RECORD_COLUMNS)
-    copy_sql = f"COPY audit_records ({columns}) FROM STDIN"
-    as_tuple = itemgetter(*RECORD_COLUMNS)
-    async with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+    async with driver.cursor() as cursor, cursor.copy(_COPY_RECORDS) as copy:
+        copy.set_types(COPY_TYPES)
         for row in rows:
-            await copy.write_row(as_tuple(row))
+            await copy.write_row(_AS_COPY_ROW(row))
 
 
-async def append_entries(session: AsyncSession, entries: Sequence[Entry]) -> list[dict[str, Any]]:
+async def _move_heads(session: AsyncSession, new_heads: Mapping[str, tuple[int, str]]) -> None:
+    """Move every head that advanced, in one statement on PostgreSQL."""
+    if session.get_bind().dialect.name == "postgresql":
+        chain_ids = list(new_heads)
+        await _run(
+            session,
+            _MOVE_HEADS,
+            {
+                "chain_ids": chain_ids,
+                "seqs": [new_heads[chain_id][0] for chain_id in chain_ids],
+                "hashes": [new_heads[chain_id][1] for chain_id in chain_ids],
+            },
+        )
+        return
+    await _run(
+        session,
+        _MOVE_HEAD_SQLITE,
+        [
+            {"b_chain_id": chain_id, "b_seq": seq, "b_hash": last_hash}
+            for chain_id, (seq, last_hash) in new_heads.items()
+        ],
+    )
+
+
+async def append_entries(
+    session: AsyncSession,
+    entries: Sequence[Entry],
+    *,
+    recorded: set[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
     """Append prepared entries to their chains in one go; returns the rows written.
 
     Entries already recorded (same source and id) are skipped. Heads are locked in chain
     order before the duplicate check, so concurrent sealers never deadlock and a concurrent
-    append of the same event is seen once it commits.
+    append of the same event is seen once it commits. ``recorded``: the (source, id) of the
+    entries the caller found in the store in this transaction, when nothing else can append
+    them meanwhile (the sealer asks as it takes its batch); None asks here.
     """
     by_chain: dict[str, list[Entry]] = {}
     for entry in entries:
         by_chain.setdefault(entry.chain_id, []).append(entry)
-    heads = {
-        chain_id: await _lock_or_create_head(session, chain_id) for chain_id in sorted(by_chain)
+    if not by_chain:
+        return []
+    heads = await _lock_heads(session, list(by_chain))
+    if recorded is None:
+        recorded = await _already_recorded(session, entries)
+    fresh_by_chain = {
+        chain_id: fresh
+        for chain_id, chain_entries in by_chain.items()
+        if (fresh := _first_of_each(chain_entries, recorded))
     }
-    recorded = await _already_recorded(session, entries)
+    if not fresh_by_chain:
+        return []
+    await _inherit_share_context(session, fresh_by_chain)
     rows: list[dict[str, Any]] = []
     new_heads: dict[str, tuple[int, str]] = {}
-    for chain_id, chain_entries in by_chain.items():
-        fresh = _first_of_each(chain_entries, recorded)
-        if not fresh:
-            continue
-        await _inherit_share_context(session, chain_id, fresh)
-        seq, last_hash = heads[chain_id]
-        for entry in fresh:
-            seq += 1
-            row = _row_for(entry, seq, last_hash)
-            last_hash = row["hash"]
-            rows.append(row)
-        new_heads[chain_id] = (seq, last_hash)
-    if not rows:
-        return []
-    await _insert_rows(session, rows)
+
+    def chained() -> Iterator[dict[str, Any]]:
+        for chain_id, fresh in fresh_by_chain.items():
+            seq, last_hash = heads[chain_id]
+            for entry in fresh:
+                seq += 1
+                row = _row_for(entry, seq, last_hash)
+                last_hash = row["hash"]
+                rows.append(row)
+                yield row
+            new_heads[chain_id] = (seq, last_hash)
+
+    await _insert_rows(session, chained(), sum(map(len, fresh_by_chain.values())))
     # After the rows: the database lets a head move only onto a record that exists.
-    for chain_id, (seq, last_hash) in new_heads.items():
-        await session.exec(
-            update(_HEADS).where(_HEADS.c.chain_id == chain_id).values(seq=seq, hash=last_hash)
-        )
+    await _move_heads(session, new_heads)
     return rows
 
 

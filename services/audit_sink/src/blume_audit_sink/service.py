@@ -66,7 +66,7 @@ class AuditSink:
         self._sealer = sealer
 
     async def record_event(self, event: RawEvent, ctx: HandlerContext) -> None:
-        await stage(ctx.session, event, broker_user=ctx.producer)
+        stage(ctx.session, event, broker_user=ctx.producer)
         self._sealer.notice_on_commit(ctx.session)
 
     async def record_broken_request(
@@ -76,7 +76,7 @@ class AuditSink:
         await self.record_event(event, ctx)
 
     async def record_refusal(self, refused: RefusedEvent, session: AsyncSession) -> None:
-        await stage(session, security_record(refused), broker_user=refused.producer)
+        stage(session, security_record(refused), broker_user=refused.producer)
         self._sealer.notice_on_commit(session)
 
 
