@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from typing import Any, ClassVar
 
 import pytest
 import structlog
@@ -91,3 +92,29 @@ def test_span_attributes_get_the_log_redaction_rules() -> None:
     cleaned = redacted({"patient_email": "jane@example.org", "note": "to bob@clinic.example"})
     assert cleaned["patient_email"] == REDACTED
     assert "bob@clinic.example" not in cleaned["note"]
+
+
+def test_a_recorded_span_gets_redacted_attributes_and_an_unrecorded_one_none() -> None:
+    """``describe`` gives a recorded span the redacted attributes (a marked key redacted, an
+    address scrubbed) and skips a span that records nothing (tracing off)."""
+    from blume_runtime.logging import REDACTED
+    from blume_runtime.tracing import describe
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT, NonRecordingSpan
+
+    recorded = TracerProvider().get_tracer("test").start_span("recorded")
+    describe(recorded, {"patient_email": "jane@example.org", "note": "to bob@clinic.example"})
+    recorded.end()
+    attributes = dict(recorded.attributes or {})  # type: ignore[attr-defined]
+    assert attributes["patient_email"] == REDACTED
+    assert "bob@clinic.example" not in str(attributes["note"])
+
+    class Unrecorded(NonRecordingSpan):
+        given: ClassVar[list[object]] = []
+
+        def set_attributes(self, attributes: Any) -> None:
+            self.given.append(attributes)
+
+    unrecorded = Unrecorded(INVALID_SPAN_CONTEXT)
+    describe(unrecorded, {"note": "to bob@clinic.example"})
+    assert unrecorded.given == []

@@ -16,9 +16,13 @@ from blume_contracts.envelope import CloudEvent, now
 from blume_contracts.events import ShareAccepted, ShareCompleted
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database, OutboxMessage
+from blume_runtime.identity import EMBEDDED_BROKER_USER
+from blume_runtime.outbox import OutboxRelay
 from blume_runtime.service import HandlerContext, PermanentError, Service
 from blume_runtime.settings import Settings
+from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.transport import InMemoryTransport, OutgoingMessage
+from blume_runtime.worker import Worker
 from sqlmodel import select
 
 SHARE = "shr_" + "a" * 32
@@ -191,6 +195,43 @@ async def test_outbox_sweep_publishes_rows_left_behind(db: Database, tmp_path: P
     finally:
         await runtime.stop()
     assert [event.correlationid for event in recorder.seen] == ["corr-9"]
+
+
+def as_delivery(message: OutgoingMessage) -> FakeDelivery:
+    return FakeDelivery(
+        message.body,
+        message_id=message.message_id,
+        routing_key=message.routing_key,
+        producer=EMBEDDED_BROKER_USER,
+    )
+
+
+async def test_a_crash_before_a_published_row_is_deleted_republishes_it_deduped(
+    db: Database, tmp_path: Path
+) -> None:
+    """A process dies after publishing an event but before any transaction deleted its row:
+    after the restart the sweep publishes the event again, and its consumer acks the second
+    copy as a duplicate, with no second effect."""
+    recorder = Recorder()
+    settings = Settings(state_dir=tmp_path)
+    before_crash = RecordingTransport()
+    producer = Worker(recorder.service, db, OutboxRelay(db, before_crash), settings)
+    await producer(FakeDelivery.of(CloudEvent[Any].model_validate_json(accepted().body)))
+    [first_copy] = before_crash.published
+    restarted = Database(db.url)  # a new process: the deletion it had pending is lost
+    try:
+        after_restart = RecordingTransport()
+        assert await OutboxRelay(restarted, after_restart).sweep(older_than=timedelta(0)) == 1
+        [second_copy] = after_restart.published
+        assert second_copy.message_id == first_copy.message_id
+        consumer = Worker(recorder.completions, restarted, OutboxRelay(restarted, after_restart))
+        deliveries = [as_delivery(first_copy), as_delivery(second_copy)]
+        for delivery in deliveries:
+            await consumer(delivery)
+    finally:
+        await restarted.dispose()
+    assert [delivery.settlement for delivery in deliveries] == ["ack", "ack"]
+    assert [event.id for event in recorder.seen] == [first_copy.message_id]
 
 
 async def test_concurrent_duplicates_apply_once(db: Database, tmp_path: Path) -> None:

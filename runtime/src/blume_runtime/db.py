@@ -13,6 +13,7 @@ every table stays in the one file and nothing is translated.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,6 +32,11 @@ from blume_runtime.tracing import span
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# pydantic asks for a default factory's signature (``inspect.signature``) each time it calls
+# it, for every timestamp a table row leaves to its default; given here, it is read at once.
+utcnow.__signature__ = inspect.signature(utcnow)  # type: ignore[attr-defined]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -100,7 +106,7 @@ class OutboxMessage(SQLModel, table=True):
 POOL_RECYCLE_SECONDS: Final = 300
 
 _INBOX: Final[Table] = InboxEntry.__table__  # type: ignore[attr-defined]
-_OUTBOX: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
+OUTBOX_TABLE: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
 # Built once, so SQLAlchemy compiles each once (its compiled cache) and runs them on Core,
 # with none of the ORM's flush machinery; a list of rows goes as one executemany (psycopg
 # pipelines it; with RETURNING, SQLAlchemy sends one multi-row INSERT).
@@ -110,7 +116,7 @@ _INBOX_CLAIMS: Final[dict[bool, Insert]] = {
     .returning(_INBOX.c.event_source, _INBOX.c.event_id)
     for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
 }
-_OUTBOX_INSERT: Final = insert(_OUTBOX)
+_OUTBOX_INSERT: Final = insert(OUTBOX_TABLE)
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
 

@@ -1,9 +1,14 @@
 """The outbox relay: publishes events written by committed transactions, then deletes them.
 
 A worker publishes what its handler staged straight from memory right after commit, all
-at once, each confirmed by the broker; the rows are deleted in batches by the background
-loop, which also publishes anything a crash or a broker outage left behind. Publishing
-twice is harmless: consumers dedupe by event id.
+at once, each confirmed by the broker. The background loop runs a sweep every
+``BLUME_OUTBOX_POLL_SECONDS``: in one transaction it deletes, in bulk, the rows of all that
+was published since the last sweep, then publishes anything a crash or a broker outage left
+behind. Deleting costs no transaction of its own, and one statement a round.
+
+A crash between a publish and the deletion of its row leaves the row behind, and the sweep
+publishes that event again after a restart. That is allowed: every consumer dedupes by
+event id in its inbox, so the second copy has no effect.
 """
 
 from __future__ import annotations
@@ -11,15 +16,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from datetime import timedelta
+from typing import Final
 
 import structlog
-from sqlmodel import col, delete, select
+from sqlalchemy import bindparam, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_runtime.db import Database, OutboxMessage, utcnow
+from blume_runtime.db import OUTBOX_TABLE, Database, utcnow
 from blume_runtime.tracing import span
 from blume_runtime.transport import OutgoingMessage, Transport
 
 log = structlog.get_logger("outbox")
+
+_DELETE: Final = delete(OUTBOX_TABLE).where(
+    OUTBOX_TABLE.c.event_id.in_(bindparam("event_ids", expanding=True))
+)
 
 SWEEP_AFTER = timedelta(seconds=5)
 """A row older than this was not published by its worker (crash, broker outage)."""
@@ -46,9 +57,22 @@ class OutboxRelay:
         self._published: list[str] = []
         self._sweeping = asyncio.Lock()
         """One sweep at a time in a process: a second waits for the first's rows to go."""
+        outbox = OUTBOX_TABLE
+        stranded = (
+            select(outbox.c.event_id, outbox.c.routing_key, outbox.c.body)
+            .where(outbox.c.created_at < bindparam("cutoff"))
+            .order_by(outbox.c.created_at)
+            .limit(batch_size)
+        )
+        if self._sweeps is not None:
+            stranded = stranded.where(outbox.c.routing_key.in_(self._sweeps))
+        if not db.is_sqlite:
+            stranded = stranded.with_for_update(skip_locked=True)
+        self._stranded = stranded
+        """Built once (compiled once): rows older than ``cutoff`` that nobody published."""
 
     async def publish_committed(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Publish what a committed transaction staged; its rows are deleted later, in bulk.
+        """Publish what a committed transaction staged; the next sweep deletes its rows.
 
         If the broker refuses, the rows stay and the sweep publishes them.
         """
@@ -61,13 +85,21 @@ class OutboxRelay:
     async def forget_published(self) -> int:
         """Delete the rows of everything published since the last call; return how many."""
         published, self._published = self._published, []
-        for start in range(0, len(published), self._batch_size):
-            batch = published[start : start + self._batch_size]
+        if not published:
+            return 0
+        try:
             async with self._db.transaction() as session:
-                await session.exec(
-                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(batch))
-                )
+                await self._delete(session, published)
+        except BaseException:
+            self._published.extend(published)  # the next sweep deletes them
+            raise
         return len(published)
+
+    async def _delete(self, session: AsyncSession, event_ids: list[str]) -> None:
+        connection = await session.connection()
+        for start in range(0, len(event_ids), self._batch_size):
+            batch = event_ids[start : start + self._batch_size]
+            await connection.execute(_DELETE, {"event_ids": batch})
 
     async def sweep(self, *, older_than: timedelta = SWEEP_AFTER) -> int:
         """Publish rows older than ``older_than`` that no worker published; return how many.
@@ -82,52 +114,43 @@ class OutboxRelay:
             return await self._sweep(older_than)
 
     async def _sweep(self, older_than: timedelta) -> int:
-        await self.forget_published()
-        async with self._db.transaction() as session:
-            query = (
-                select(OutboxMessage)
-                .where(col(OutboxMessage.created_at) < utcnow() - older_than)
-                .order_by(col(OutboxMessage.created_at))
-                .limit(self._batch_size)
-            )
-            if self._sweeps is not None:
-                query = query.where(col(OutboxMessage.routing_key).in_(self._sweeps))
-            if not self._db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            rows = list((await session.exec(query)).all())
-            outcomes = await asyncio.gather(
-                *(
-                    self._transport.publish(
-                        OutgoingMessage(row.routing_key, row.body, row.event_id)
-                    )
-                    for row in rows
-                ),
-                return_exceptions=True,
-            )
-            confirmed = [
-                row.event_id
-                for row, outcome in zip(rows, outcomes, strict=True)
-                if not isinstance(outcome, BaseException)
-            ]
-            if confirmed:
-                await session.exec(
-                    delete(OutboxMessage).where(col(OutboxMessage.event_id).in_(confirmed))
+        published, self._published = self._published, []
+        try:
+            async with self._db.transaction() as session:
+                # First: a row published but not deleted yet is not stranded.
+                await self._delete(session, published)
+                connection = await session.connection()
+                found = await connection.execute(self._stranded, {"cutoff": utcnow() - older_than})
+                rows = found.all()
+                outcomes = await asyncio.gather(
+                    *(
+                        self._transport.publish(
+                            OutgoingMessage(row.routing_key, row.body, row.event_id)
+                        )
+                        for row in rows
+                    ),
+                    return_exceptions=True,
                 )
+                confirmed = [
+                    row.event_id
+                    for row, outcome in zip(rows, outcomes, strict=True)
+                    if not isinstance(outcome, BaseException)
+                ]
+                await self._delete(session, confirmed)
+        except BaseException:
+            self._published.extend(published)  # not deleted: the next sweep tries again
+            raise
         refusals = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if refusals:
             raise refusals[0]
         return len(confirmed)
 
     async def run_forever(self, interval: float) -> None:
-        """Delete published rows often; sweep for stranded ones every ``interval`` seconds."""
-        next_sweep = asyncio.get_running_loop().time() + interval
+        """Every ``interval`` seconds, sweep: delete the published rows, publish stranded ones."""
         while True:
-            await asyncio.sleep(min(interval, 0.2))
+            await asyncio.sleep(interval)
             try:
-                await self.forget_published()
-                if asyncio.get_running_loop().time() >= next_sweep:
-                    next_sweep = asyncio.get_running_loop().time() + interval
-                    if count := await self.sweep():
-                        log.info("outbox swept", published=count)
+                if count := await self.sweep():
+                    log.info("outbox swept", published=count)
             except Exception as error:  # noqa: BLE001 - the loop must outlive a broker blip
                 log.warning("outbox relay loop failed", error_type=type(error).__name__)

@@ -55,8 +55,14 @@ def configure_tracing(service_name: str, environ: Mapping[str, str] | None = Non
     return True
 
 
+_TRACER: Final = trace.get_tracer(TRACER_NAME)
+"""Got once: without a provider, ``get_tracer`` reads the environment and builds a proxy on
+every call (three spans per delivery). The proxy it returns follows the provider that
+``configure_tracing`` sets later."""
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _TRACER
 
 
 def context_of(traceparent: str | None) -> SpanContext | None:
@@ -84,11 +90,9 @@ def derived_context(source: str, event_id: str) -> SpanContext:
 def handling(name: str, parent: SpanContext, attributes: Mapping[str, str | int]) -> Iterator[Span]:
     """A consumer span for one handled event, child of ``parent``, current while it runs."""
     with tracer().start_as_current_span(
-        name,
-        context=trace.set_span_in_context(NonRecordingSpan(parent)),
-        kind=SpanKind.CONSUMER,
-        attributes=redacted(attributes),
+        name, context=trace.set_span_in_context(NonRecordingSpan(parent)), kind=SpanKind.CONSUMER
     ) as span:
+        describe(span, attributes)
         yield span
 
 
@@ -115,10 +119,16 @@ def span(
     """A child span of the current one: a transaction, or (``client``) a publish or an
     SMTP exchange."""
     kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
-    with tracer().start_as_current_span(
-        name, kind=kind, attributes=redacted(attributes or {})
-    ) as current:
+    with tracer().start_as_current_span(name, kind=kind) as current:
+        describe(current, attributes or {})
         yield current
+
+
+def describe(span: Span, attributes: Mapping[str, str | int]) -> None:
+    """Redacted attributes on a span that is recorded; with tracing off (spans only carry
+    the context) the redaction is not worth its cost on every delivery."""
+    if span.is_recording():
+        span.set_attributes(redacted(attributes))
 
 
 def link_request_span(traceparent: str | None) -> None:

@@ -5,11 +5,12 @@ log line, ``delivery settled``, saying which and why; never the body. In order:
 
 1. **intake**, before parsing (``blume_runtime.intake``): content encoding, content type, size,
    UTF-8, a JSON object; else dead-letter, cause ``malformed``;
-2. **the envelope, leniently**: specversion, id, source and type; else ``malformed``;
+2. **the envelope**: parsed strictly once; if that fails, leniently (specversion, id,
+   source and type), else ``malformed``;
 3. **the producer verdict** (``blume_runtime.identity``); else ``untrusted_producer``, after
    the service's ``on_untrusted`` hook has recorded it;
-4. **the strict envelope**; else the service's ``on_invalid_envelope`` answer for that type,
-   or ``malformed``;
+4. **a strict envelope**, or else the service's ``on_invalid_envelope`` answer for that
+   type, or ``malformed``;
 5. **dedupe and handle**: the inbox row, the handler and its outbox events in one
    transaction, bounded by ``BLUME_HANDLER_TIMEOUT_SECONDS``; commit, relay, ack.
    **Group commit** (``blume_runtime.group_commit``): a delivery that finds no transaction of
@@ -49,6 +50,7 @@ from typing import Any
 import structlog
 from blume_contracts.envelope import CloudEvent, LenientEnvelope, RawEvent, usable_envelope
 from blume_contracts.registry import EVENTS
+from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -64,7 +66,7 @@ from blume_runtime.intake import (
     validated,
     validation_summary,
 )
-from blume_runtime.logging import bounded, scrub_text
+from blume_runtime.logging import bounded, log_context, scrub_text
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.retry import (
     UNEXPECTED,
@@ -137,6 +139,7 @@ class Worker:
         self._timeout = settings.handler_timeout_seconds
         self._max_bytes = settings.max_message_bytes
         self._log = structlog.get_logger(service.name)
+        self._counted: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self._group: GroupCommit[_Handling, Emitted] | None = None
         if service.group_commit:
             self._group = GroupCommit(self._alone, self._together, settings.prefetch)
@@ -149,7 +152,7 @@ class Worker:
             "content_type": bounded(delivery.content_type, 64),
             "producer": bounded(delivery.producer, 64),
         }
-        with structlog.contextvars.bound_contextvars(
+        with log_context(
             service=self.service.name,
             message_id=bounded(delivery.message_id),
             routing_key=bounded(delivery.routing_key),
@@ -173,8 +176,16 @@ class Worker:
         # Label values must stay few: attacker-chosen types are counted as "other".
         label = event_type if event_type in EVENTS else "other"
         name = self.service.name
-        metrics.MESSAGES_HANDLED.labels(name, label, decision.decision).inc()
-        metrics.HANDLER_DURATION.labels(name, label).observe(duration)
+        key = (label, decision.decision)
+        children = self._counted.get(key)
+        if children is None:  # a few per worker (types x decisions): looked up once each
+            children = self._counted[key] = (
+                metrics.MESSAGES_HANDLED.labels(name, label, decision.decision),
+                metrics.HANDLER_DURATION.labels(name, label),
+            )
+        handled, durations = children
+        handled.inc()
+        durations.observe(duration)
         if decision.error_class is not None and decision.decision == "retry":
             metrics.RETRIES.labels(name, decision.error_class).inc()
         if decision.cause is not None:
@@ -184,16 +195,23 @@ class Worker:
         document, problem = read_document(delivery, self._max_bytes)
         if document is None:
             return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
-        try:
-            lenient = LenientEnvelope.model_validate(document)
-        except ValidationError as error:
-            problem = validation_summary(error)
-            return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
+        # Strict first: whatever it accepts the lenient envelope accepts too, so a valid
+        # event (nearly every one) is validated once; the verdict still comes before use.
+        event, invalid = validated(RawEvent, document)
+        if event is not None:
+            lenient = LenientEnvelope.model_construct(
+                id=event.id, source=event.source, type=event.type
+            )
+        else:
+            try:
+                lenient = LenientEnvelope.model_validate(document)
+            except ValidationError as error:
+                problem = validation_summary(error)
+                return Decision.dead_letter(DeadLetterCause.MALFORMED, problem=problem)
         line.update(event_type=lenient.type, event_id=bounded(lenient.id))
         verdict = self._producers.verdict(lenient.type, delivery.producer)
         if not verdict.trusted:
             return await self._refuse(delivery, document, lenient, verdict)
-        event, invalid = validated(RawEvent, document)
         if invalid is not None:
             answer = self.service.invalid_envelope_handlers.get(lenient.type)
             if answer is None:
@@ -246,7 +264,7 @@ class Worker:
         }
         with (
             tracing.handling(f"{self.service.name} process {event.type}", parent, attributes),
-            structlog.contextvars.bound_contextvars(
+            log_context(
                 event_id=event.id,
                 event_type=event.type,
                 correlationid=event.correlationid,
