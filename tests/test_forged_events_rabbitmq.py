@@ -41,7 +41,7 @@ def rabbitmqctl(*args: str) -> None:
 def rogue_url(amqp_url: str) -> Iterator[str]:
     """A broker user of its own, allowed everything on the test's vhost; deleted after."""
     user = f"blume-rogue-{uuid.uuid4().hex[:10]}"
-    password = secrets.token_urlsafe(16)
+    password = secrets.token_hex(16)  # a leading "-" would read as a rabbitmqctl option
     parts = urlsplit(amqp_url)
     rabbitmqctl("add_user", user, password)
     try:

@@ -37,11 +37,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 SHARES = 5
 MAX_DELIVERIES_PER_SHARE = 11.0
-MAX_TRANSACTIONS_PER_SHARE = 11.0
-"""Measured 8.0-9.6 here (five shares at once) and 4.3 in ``bench.throughput`` (600): the
+MAX_TRANSACTIONS_PER_SHARE = 9.0
+"""Measured 7.6-7.8 here (five shares at once) and 3.3-4.6 in ``bench.throughput`` (300): the
 handlers' transactions, fewer since deliveries that queue up share one (the runtime's group
-commit; 14.0 here without it), the relays' bulk deletes of published outbox rows and the
-sealer's rounds (fewer under load)."""
+commit; 14.0 here without it), and the sealer's rounds (fewer under load). Published outbox
+rows are deleted by the relays' sweep, which this test's hour-long poll interval keeps out of
+the window (8.0-9.6 here while each published batch was deleted in a transaction of its own)."""
 MIN_DELIVERIES_PER_SHARE = 3.0
 """The critical path alone (dispatcher, link issuer, notifier): the counters must see it."""
 

@@ -51,7 +51,7 @@ def _rabbitmqctl(*args: str) -> None:
 @pytest.fixture
 def intruder_url(amqp_url: str) -> Iterator[str]:
     """A broker user with every right on the test vhost and no service behind it."""
-    user, password = f"blume-intruder-{uuid.uuid4().hex[:8]}", secrets.token_urlsafe(16)
+    user, password = f"blume-intruder-{uuid.uuid4().hex[:8]}", secrets.token_hex(16)
     _rabbitmqctl("add_user", user, password)
     try:
         _rabbitmqctl("set_permissions", "-p", _vhost(amqp_url), user, ".*", ".*", ".*")
