@@ -49,7 +49,9 @@ _CREATE_HEADS: Final = (
     .from_select(
         ["chain_id", "seq", "hash"],
         sql_select(
-            func.unnest(_CHAIN_IDS).label("chain_id"),
+            # Sorted in byte order, as the heads are locked below: two sealers creating the
+            # same new heads take their index locks in one order and never deadlock.
+            func.unnest(_CHAIN_IDS).collate("C").label("chain_id"),
             literal(0, BigInteger),
             literal(GENESIS_HASH, String),
         ).order_by(text("1")),
