@@ -1,7 +1,9 @@
 """What the notifier remembers: one row per email the SMTP server accepted.
 
 The row is the idempotency guard that outlives the inbox: a second ``share.link.issued`` for
-the same share (a new event id, say after a producer replay) finds it and sends nothing.
+the same share (a new event id, say after a producer replay) finds it and sends nothing. It is
+claimed before the email is sent, so that such a second event handled at the same time waits
+for the first transaction instead of sending too.
 The recipient's address is not kept, only a fingerprint to match it against the audit store.
 """
 

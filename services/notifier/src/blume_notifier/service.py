@@ -2,8 +2,11 @@
 
 One email of each kind per share, exactly once in effect: a ``Notification`` row, written in
 the same transaction as the inbox row and the ``share.notification.sent`` event, records
-that the SMTP server accepted it. Sending happens before commit, so a crash between the two can
-repeat the email on redelivery; the Message-ID is stable per share for that reason.
+that the SMTP server accepted it. The row is claimed (inserted) before the email is sent, so a
+second delivery for the same email, running at the same time under another event id, waits
+on that row until the first commits, then finds it and sends nothing. Sending happens before
+commit, so a crash between the two (the worker's, or the database's) can repeat the email on
+redelivery; the Message-ID is stable per share for that reason.
 
 An SMTP server that cannot take the email now (connection refused, timeout, 4xx) is a
 transient failure of class ``smtp_unavailable``: the runtime retries it within that class's
@@ -48,7 +51,8 @@ from blume_runtime.service import HandlerContext, RetryNotice, Service, Transien
 from blume_runtime.settings import Settings
 from blume_runtime.tenants import load_policies
 from jinja2 import TemplateError
-from sqlalchemy import Insert, Table, bindparam, insert, select
+from sqlalchemy import Insert, Table, bindparam, delete, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from blume_notifier.mailer import (
     Mailer,
@@ -77,13 +81,18 @@ SEALING_KEY_MISMATCH: Final = "sealing_key_mismatch"
 dead-lettered for ops to replay once the keys match."""
 
 _NOTIFICATIONS: Final[Table] = Notification.__table__  # type: ignore[attr-defined]
-_NOTIFICATION_COLUMNS: Final = tuple(column.key for column in _NOTIFICATIONS.c)
-# Built once and run on Core: per email one read before sending and one insert after, with
-# none of the ORM's identity map or flush.
-_SENT: Final = select(_NOTIFICATIONS.c.notification_key).where(
-    _NOTIFICATIONS.c.notification_key == bindparam("key")
-)
-_RECORD: Final[Insert] = insert(_NOTIFICATIONS)
+_KEY: Final = _NOTIFICATIONS.c.notification_key
+# Built once and run on Core: per email one claim before sending and one statement after
+# (the moment of acceptance, or the claim's release), with none of the ORM's identity map.
+# The claim is INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent claim of the same
+# key waits for this transaction, then returns nothing if it committed.
+_CLAIM: Final[dict[str, Insert]] = {
+    name: dialect_insert(_NOTIFICATIONS).on_conflict_do_nothing().returning(_KEY)
+    for name, dialect_insert in (("postgresql", postgresql.insert), ("sqlite", sqlite.insert))
+}
+_BY_KEY: Final = _NOTIFICATIONS.c.notification_key == bindparam("key")
+_ACCEPTED: Final = update(_NOTIFICATIONS).where(_BY_KEY).values(sent_at=bindparam("sent_at"))
+_RELEASE: Final = delete(_NOTIFICATIONS).where(_BY_KEY)
 
 
 def recipient_fingerprint(address: str) -> str:
@@ -145,17 +154,26 @@ class Notifier:
         if any, else the class's budget).
         """
         key = notification_key(share_id, kind)
+        message_id = message_id_for(share_id, kind, self._mail_from)
         connection = await ctx.session.connection()
-        if (await connection.execute(_SENT, {"key": key})).first() is not None:
-            # The committed first attempt already emitted share.notification.sent.
+        claim = {
+            "notification_key": key,
+            "share_id": share_id,
+            "message_id": message_id,
+            "recipient_fingerprint": recipient_fingerprint(recipient_email),
+            "sent_at": utcnow(),  # the moment of acceptance replaces it before commit
+        }
+        claimed = await connection.execute(_CLAIM[connection.dialect.name], claim)
+        if claimed.first() is None:
+            # A committed attempt already sent it and emitted share.notification.sent.
             ctx.log.info("email already sent; nothing to do", kind=kind)
             return
-        message_id = message_id_for(share_id, kind, self._mail_from)
         # A sign-in code's kind is its challenge id: the metric's label names the purpose.
         email_kind = "sign_in_code" if purpose == "sign_in_code" else kind
         try:
             message = compose(message_id)
         except (TemplateError, ValueError) as error:
+            await connection.execute(_RELEASE, {"key": key})
             detail = failure_detail(error, recipient_email)
             self._fail(ctx, share_id, "template_error", detail, purpose)
             EMAILS.labels(kind=email_kind, outcome="failed").inc()
@@ -163,25 +181,19 @@ class Notifier:
         try:
             await self._mailer.send(message)
         except MailRejected as error:
+            await connection.execute(_RELEASE, {"key": key})
             detail = failure_detail(error, recipient_email)
             self._fail(ctx, share_id, "smtp_rejected", detail, purpose)
             EMAILS.labels(kind=email_kind, outcome="failed").inc()
             return
         except MailUnavailable as error:
+            # The transaction rolls back, the claim with it: the retry claims it again.
             detail = failure_detail(error, recipient_email)
             EMAILS.labels(kind=email_kind, outcome="deferred").inc()
             raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
         EMAILS.labels(kind=email_kind, outcome="sent").inc()
-        sent = Notification(
-            notification_key=key,
-            share_id=share_id,
-            message_id=message_id,
-            recipient_fingerprint=recipient_fingerprint(recipient_email),
-            sent_at=utcnow(),
-        )
-        await connection.execute(
-            _RECORD, {name: getattr(sent, name) for name in _NOTIFICATION_COLUMNS}
-        )
+        accepted_at = utcnow()
+        await connection.execute(_ACCEPTED, {"key": key, "sent_at": accepted_at})
         # What the notification records, the event reports: the same id, the same moment.
         # Constructed, not validated again: every field is a validated field of the event
         # being handled (the address, the share id) or made here (the id, the moment), and
@@ -192,9 +204,9 @@ class Notifier:
                 share_id=share_id,
                 purpose=purpose,
                 addressee=addressee,
-                message_id=sent.message_id,
+                message_id=message_id,
                 recipient_email=recipient_email,
-                accepted_at=sent.sent_at,
+                accepted_at=accepted_at,
             ),
         )
         ctx.log.info("email sent", kind=kind, message_id=message_id)
