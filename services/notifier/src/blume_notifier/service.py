@@ -5,8 +5,10 @@ the same transaction as the inbox row and the ``share.notification.sent`` event,
 that the SMTP server accepted it. The row is claimed (inserted) before the email is sent, so a
 second delivery for the same email, running at the same time under another event id, waits
 on that row until the first commits, then finds it and sends nothing. Sending happens before
-commit, so a crash between the two (the worker's, or the database's) can repeat the email on
-redelivery; the Message-ID is stable per share for that reason.
+commit. When the transaction fails after the server accepted the email (the database went
+away, say), the process remembers the acceptance (``AcceptedEmails``): the retry records it
+without sending it again. Only a crash of the notifier itself between the two repeats the
+email, and the Message-ID is stable per share for that reason.
 
 An SMTP server that cannot take the email now (connection refused, timeout, 4xx) is a
 transient failure of class ``smtp_unavailable``: the runtime retries it within that class's
@@ -18,6 +20,7 @@ retried only until the code expires; then ``share.notification.failed`` (``code_
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from email.message import Message
@@ -95,6 +98,29 @@ _ACCEPTED: Final = update(_NOTIFICATIONS).where(_BY_KEY).values(sent_at=bindpara
 _RELEASE: Final = delete(_NOTIFICATIONS).where(_BY_KEY)
 
 
+class AcceptedEmails:
+    """The emails this process handed to the SMTP server, by notification key, with the
+    moment the server accepted each.
+
+    Consulted only when the key's claim succeeds, which means no committed transaction
+    recorded the email: an entry then says that the server took it and the transaction that
+    would have recorded it failed. The newest ``capacity`` entries are kept; a retry comes
+    within the retry budget, long before an entry is pushed out.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._accepted: OrderedDict[str, datetime] = OrderedDict()
+
+    def remember(self, key: str, accepted_at: datetime) -> None:
+        self._accepted[key] = accepted_at
+        if len(self._accepted) > self._capacity:
+            self._accepted.popitem(last=False)
+
+    def recall(self, key: str) -> datetime | None:
+        return self._accepted.get(key)
+
+
 def recipient_fingerprint(address: str) -> str:
     """How the notifier refers to an address it must not keep (case-insensitive match)."""
     return fingerprint(address.strip().lower())
@@ -120,6 +146,7 @@ class Notifier:
         self._public_base_url = settings.public_base_url
         self._policies = load_policies(settings.tenant_policy_file)
         message_domain(self._mail_from)  # fail at start-up, not on the first email
+        self._accepted = AcceptedEmails()
 
     def _fail(
         self,
@@ -148,7 +175,7 @@ class Notifier:
         deadline: datetime | None = None,
         addressee: NotificationAddressee = "recipient",
     ) -> None:
-        """Build with ``compose(message_id)``, send, and record; or emit why it failed.
+        """Claim, build with ``compose(message_id)``, send, and record; or emit why it failed.
 
         A server that is not there raises ``TransientError`` (retried until ``deadline``,
         if any, else the class's budget).
@@ -168,31 +195,20 @@ class Notifier:
             # A committed attempt already sent it and emitted share.notification.sent.
             ctx.log.info("email already sent; nothing to do", kind=kind)
             return
-        # A sign-in code's kind is its challenge id: the metric's label names the purpose.
-        email_kind = "sign_in_code" if purpose == "sign_in_code" else kind
-        try:
-            message = compose(message_id)
-        except (TemplateError, ValueError) as error:
-            await connection.execute(_RELEASE, {"key": key})
-            detail = failure_detail(error, recipient_email)
-            self._fail(ctx, share_id, "template_error", detail, purpose)
-            EMAILS.labels(kind=email_kind, outcome="failed").inc()
-            return
-        try:
-            await self._mailer.send(message)
-        except MailRejected as error:
-            await connection.execute(_RELEASE, {"key": key})
-            detail = failure_detail(error, recipient_email)
-            self._fail(ctx, share_id, "smtp_rejected", detail, purpose)
-            EMAILS.labels(kind=email_kind, outcome="failed").inc()
-            return
-        except MailUnavailable as error:
-            # The transaction rolls back, the claim with it: the retry claims it again.
-            detail = failure_detail(error, recipient_email)
-            EMAILS.labels(kind=email_kind, outcome="deferred").inc()
-            raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
-        EMAILS.labels(kind=email_kind, outcome="sent").inc()
-        accepted_at = utcnow()
+        accepted_at = self._accepted.recall(key)
+        if accepted_at is not None:
+            ctx.log.info("email accepted by the server before; recorded now", kind=kind)
+        else:
+            # A sign-in code's kind is its challenge id: the metric's label names the purpose.
+            email_kind = "sign_in_code" if purpose == "sign_in_code" else kind
+            failure = await self._send(compose, message_id, recipient_email, email_kind, deadline)
+            if failure is not None:
+                await connection.execute(_RELEASE, {"key": key})
+                reason, detail = failure
+                self._fail(ctx, share_id, reason, detail, purpose)
+                return
+            accepted_at = utcnow()
+            self._accepted.remember(key, accepted_at)
         await connection.execute(_ACCEPTED, {"key": key, "sent_at": accepted_at})
         # What the notification records, the event reports: the same id, the same moment.
         # Constructed, not validated again: every field is a validated field of the event
@@ -210,6 +226,34 @@ class Notifier:
             ),
         )
         ctx.log.info("email sent", kind=kind, message_id=message_id)
+
+    async def _send(
+        self,
+        compose: Callable[[str], Message],
+        message_id: str,
+        recipient_email: str,
+        email_kind: str,
+        deadline: datetime | None,
+    ) -> tuple[FailureReason, str] | None:
+        """Build and send the email; None once the server accepted it, else why it failed
+        for good. A server that is not there now raises ``TransientError``."""
+        try:
+            message = compose(message_id)
+        except (TemplateError, ValueError) as error:
+            EMAILS.labels(kind=email_kind, outcome="failed").inc()
+            return "template_error", failure_detail(error, recipient_email)
+        try:
+            await self._mailer.send(message)
+        except MailRejected as error:
+            EMAILS.labels(kind=email_kind, outcome="failed").inc()
+            return "smtp_rejected", failure_detail(error, recipient_email)
+        except MailUnavailable as error:
+            # The transaction rolls back, the claim with it: the retry claims it again.
+            detail = failure_detail(error, recipient_email)
+            EMAILS.labels(kind=email_kind, outcome="deferred").inc()
+            raise TransientError(SMTP_UNAVAILABLE, deadline, detail=detail) from None
+        EMAILS.labels(kind=email_kind, outcome="sent").inc()
+        return None
 
     async def email_link(self, event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
         issued = event.data

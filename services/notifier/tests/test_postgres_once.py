@@ -1,4 +1,5 @@
-"""One email per share and kind even when two events for it are handled at the same time.
+"""One email per share and kind when two events for it are handled at the same time, or when
+the database is lost between the server's acceptance and the commit that records it.
 
 On real PostgreSQL, where deliveries run concurrently on their own connections (SQLite's
 single writer would serialise them and hide the race).
@@ -9,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from email.message import Message
+from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareLinkIssued
 from blume_notifier.mailer import MailUnavailable
-from blume_runtime.db import Database
+from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeDelivery
 
@@ -111,3 +114,54 @@ async def test_a_waiting_event_sends_the_email_when_the_first_attempt_fails(
     sent = [event for event in pipeline.events() if event["type"] == "share.notification.sent"]
     assert len(sent) == 1
     assert len(await pipeline.notifications()) == 1
+
+
+class MailerThatLosesTheDatabase:
+    """Accepts the email, then terminates the notifier's database connections: the record
+    of a send fails after the server took it, as when PostgreSQL restarts at that moment."""
+
+    def __init__(self, admin_url: str, database: str) -> None:
+        self.sent: list[Message] = []
+        self._admin_url = admin_url
+        self._database = database
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+        if len(self.sent) == 1:
+            await asyncio.to_thread(self._terminate_connections)
+
+    def _terminate_connections(self) -> None:
+        with psycopg.connect(self._admin_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (self._database,),
+            )
+
+
+async def test_an_email_whose_record_was_lost_with_the_database_is_not_sent_again(
+    settings: Settings,
+    postgres_db: Database,
+    migrated_database_url: str,
+    postgres_admin_url: str,
+    make_issued: IssuedFactory,
+    make_event: EventFactory,
+) -> None:
+    """The database connection dies after the SMTP server accepted the email: the delivery
+    is retried, and the retry records the email (with the moment it was accepted) without
+    sending it a second time."""
+    database = urlsplit(migrated_database_url).path.lstrip("/")
+    mailer = MailerThatLosesTheDatabase(postgres_admin_url, database)
+    pipeline = Pipeline(settings, postgres_db, mailer)
+    event = make_event(make_issued())
+
+    assert await pipeline.deliver(event) == "retry"
+    assert await pipeline.notifications() == []
+    accepted = utcnow()
+    assert await pipeline.deliver(event, attempt=2) == "ack"
+
+    assert len(mailer.sent) == 1
+    (sent,) = [event for event in pipeline.events() if event["type"] == "share.notification.sent"]
+    (notification,) = await pipeline.notifications()
+    assert notification.sent_at < accepted
+    assert sent["data"]["accepted_at"] == notification.sent_at.isoformat().replace("+00:00", "Z")
