@@ -305,6 +305,7 @@ async def exercise(
             plain_log_lines={
                 name: _plain_lines(worker.log_file) for name, worker in workers.processes.items()
             },
+            started=system.started,
         )
     finally:
         reporter.cancel()

@@ -57,6 +57,8 @@ class Collected:
     """worker queue -> messages still ready or unacknowledged after settling."""
     plain_log_lines: Mapping[str, int] = field(default_factory=dict)
     """worker -> log lines that are not JSON (library output that bypassed structlog)."""
+    started: float = 0.0
+    """``time.monotonic()`` when the run started: the zero of the Faults table's clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,29 +71,44 @@ SENDER_NOTICE = ".sender-"
 """In the Message-ID of a notice to a share's sender (``<shr_….sender-<occasion>@…>``)."""
 
 
-def resend_verdicts(
-    emails: Iterable[ReceivedEmail], notifier_kills: Sequence[float]
-) -> tuple[int, int]:
-    """(resends a notifier kill explains, resends nothing explains).
+@dataclass(frozen=True, slots=True)
+class Resend:
+    """A later copy of a Message-ID, and whether a notifier kill explains it."""
 
-    A later copy of a Message-ID is explained when the notifier was SIGKILLed after the
-    previous copy was accepted, within ``RESEND_WINDOW_SECONDS`` of it, and before this copy.
+    message_id: str
+    previous: float
+    later: float
+    explained: bool
+
+
+def resends(emails: Iterable[ReceivedEmail], notifier_kills: Sequence[float]) -> list[Resend]:
+    """Every later copy of a Message-ID, in order of acceptance.
+
+    It is explained when the notifier was SIGKILLed after the previous copy was accepted,
+    within ``RESEND_WINDOW_SECONDS`` of it, and before this copy.
     """
     times: dict[str, list[float]] = collections.defaultdict(list)
     for email in emails:
         times[email.message_id].append(email.accepted_at)
-    explained = unexplained = 0
-    for accepted in times.values():
+    found = []
+    for message_id, accepted in times.items():
         accepted.sort()
         for previous, later in itertools.pairwise(accepted):
-            if any(
+            explained = any(
                 previous <= kill <= later and kill - previous <= RESEND_WINDOW_SECONDS
                 for kill in notifier_kills
-            ):
-                explained += 1
-            else:
-                unexplained += 1
-    return explained, unexplained
+            )
+            found.append(Resend(message_id, previous, later, explained))
+    return sorted(found, key=lambda resend: resend.later)
+
+
+def resend_verdicts(
+    emails: Iterable[ReceivedEmail], notifier_kills: Sequence[float]
+) -> tuple[int, int]:
+    """(resends a notifier kill explains, resends nothing explains)."""
+    found = resends(emails, notifier_kills)
+    explained = sum(1 for resend in found if resend.explained)
+    return explained, len(found) - explained
 
 
 def outcome_counts(
@@ -135,6 +152,14 @@ def analyse(run: Collected) -> Findings:
     two_ids = sum(1 for ids in ids_per_share.values() if len(ids) > 1)
     duplicates = sum(count - 1 for count in copies.values())
     explained, unexplained = resend_verdicts(run.emails, run.notifier_kills)
+    # Each unexplained resend with its moments on the run's clock (as the Faults table gives
+    # them), so that the worker logs can be read around it.
+    unexplained_detail = "; ".join(
+        f"{resend.message_id} at {resend.previous - run.started:.1f}s"
+        f" and {resend.later - run.started:.1f}s"
+        for resend in resends(run.emails, run.notifier_kills)
+        if not resend.explained
+    )
     completed_unmailed = sum(
         1
         for share_id in planned
@@ -200,7 +225,10 @@ def analyse(run: Collected) -> Findings:
         (rejected + failed == 0, f"{rejected + failed} valid shares lost (rejected or failed)"),
         (stuck == 0, f"{stuck} shares stuck ({never_accepted} never accepted)"),
         (two_ids == 0, f"{two_ids} shares emailed under two different Message-IDs"),
-        (unexplained == 0, f"{unexplained} resends not explained by a notifier kill"),
+        (
+            unexplained == 0,
+            f"{unexplained} resends not explained by a notifier kill ({unexplained_detail})",
+        ),
         (completed_unmailed == 0, f"{completed_unmailed} completed shares sent no email"),
         (not strangers, f"{len(strangers)} emails to strangers ({forged_emails} forged)"),
         (audited_once, f"events not audited once: {audit_missing} missing, {audit_twice} twice"),

@@ -100,6 +100,16 @@ def test_a_resend_right_before_a_notifier_kill_is_allowed() -> None:
     assert resend_verdicts([first, again], []) == (0, 1)
 
 
+def test_an_unexplained_resend_is_named_with_its_moments_on_the_runs_clock() -> None:
+    """The failure names the resent Message-ID and when each copy was accepted, in seconds
+    since the run started, so that the worker logs can be read around it."""
+    run = clean_run()
+    resent = [ReceivedEmail("<r@x>", ("r@x",), 1100.0), ReceivedEmail("<r@x>", ("r@x",), 1130.5)]
+    run = dataclasses.replace(run, emails=[*run.emails, *resent], started=1000.0)
+    failures = analyse(run).failures
+    assert "1 resends not explained by a notifier kill (<r@x> at 100.0s and 130.5s)" in failures
+
+
 def test_an_email_to_a_forged_address_fails() -> None:
     """An email to the address a forged event named fails the run, and is counted as forged."""
     poison = [case for case in poison_cases(30) if case.forged_address]
