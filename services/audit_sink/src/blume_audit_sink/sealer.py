@@ -34,7 +34,7 @@ from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, exists, func
+from sqlalchemy import Table, delete, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.event import listens_for
@@ -120,12 +120,18 @@ def _forget_staged(session: Session, previous_transaction: SessionTransaction) -
 
 
 _RECORDED: Final = (
-    exists()
+    sql_select(_RECORDS.c.seq)
     .where(_RECORDS.c.event_id == _PENDING.c.event_id)
     .where(_RECORDS.c.event_source == _PENDING.c.event_source)
+    .scalar_subquery()
+    .is_not(None)
     .label("recorded")
 )
-"""Whether a staged event is in the store already (a copy staged again after its sealing)."""
+"""Whether a staged event is in the store already (a copy staged again after its sealing).
+
+A scalar subquery (the pair is unique), not EXISTS: PostgreSQL may run an EXISTS as one
+hashed subplan that reads the whole store on every batch, which grows with the store;
+this is one probe of the unique index per taken row, whatever the store's size."""
 
 
 async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str, bool]]:
