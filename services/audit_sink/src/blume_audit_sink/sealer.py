@@ -42,9 +42,9 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.append import append_entries
+from blume_audit_sink.append import append_rows
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
-from blume_audit_sink.entry import Entry, prepare
+from blume_audit_sink.entry import prepare, staged_row
 from blume_audit_sink.models import SCHEMA, AuditPending, AuditRecord
 
 log = structlog.get_logger("audit_sink")
@@ -173,13 +173,13 @@ async def seal_batch(db: Database, batch_size: int) -> int:
     async with db.transaction() as session:
         staged = await _take_staged(session, batch_size)
         if staged:
-            entries = [Entry.from_json(text) for text, _ in staged]
+            rows = [staged_row(text) for text, _ in staged]
             recorded = {
-                (entry.event_source, entry.event_id)
-                for entry, (_, is_recorded) in zip(entries, staged, strict=True)
+                (row["event_source"], row["event_id"])
+                for row, (_, is_recorded) in zip(rows, staged, strict=True)
                 if is_recorded
             }
-            await append_entries(session, entries, recorded=recorded)
+            await append_rows(session, rows, recorded=recorded)
     AUDIT_RECORDS_SEALED.inc(len(staged))
     return len(staged)
 
