@@ -34,7 +34,7 @@ from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, func
+from sqlalchemy import Table, any_, delete, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.event import listens_for
@@ -153,10 +153,13 @@ async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str
     if connection.dialect.name == "postgresql":
         taken = await connection.execute(
             delete(_PENDING)
-            .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
+            # id = ANY(ARRAY(...)): one scan of the key for the ids taken; IN (...) joined
+            # them back to the table through a hash of the ids.
+            .where(_PENDING.c.id == any_(func.array(oldest.scalar_subquery())))
             .returning(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
         )
-        return [(row.entry, row.recorded) for row in sorted(taken, key=lambda row: row.id)]
+        # Ids are unique: the tuples sort by id alone.
+        return [(entry, recorded) for _, entry, recorded in sorted(taken)]
     rows = (
         await connection.execute(
             sql_select(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
