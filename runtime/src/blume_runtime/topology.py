@@ -203,7 +203,6 @@ class _Declarations:
                 )
             return queue
 
-
     async def bind(self, binding: Binding) -> None:
         """By names, on the channel open now (a refused declaration closed an earlier one)."""
         queue = await (await self._open()).get_queue(binding.queue, ensure=False)
