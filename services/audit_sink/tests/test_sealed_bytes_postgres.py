@@ -2,7 +2,7 @@
 
 Every column of a record is hashed (the hashed columns, then ``prev_hash`` and ``hash``
 themselves through the link), so a chain's head hash pins every byte of every record in it.
-The expected heads were computed by the sealer before its ingest work (main at db750ea):
+The expected heads were computed by the sealer before its ingest work (main at 4147d2f):
 a faster sealer must store the same records for the same staged events, and chains written
 before a change must keep verifying after it.
 """
@@ -19,19 +19,18 @@ from blume_audit_sink.models import AuditChainHead, AuditPending
 from blume_audit_sink.sealer import seal_all
 from blume_audit_sink.verify import verify
 from blume_contracts.envelope import RawEvent
-from blume_contracts.ids import share_id_for
 from blume_runtime.db import Database
 from sqlmodel import select
 
-from .conftest import request_data
+from .conftest import share_life
 
 pytestmark = pytest.mark.integration
 
 RECEIVED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 PINNED_HEADS = {
-    "demo-hospital": (5, "c0704541cbc8d3bc2193c2c4ac4755b6e37595a114bfb581442fc0d32ccb4b42"),
-    "north-clinic": (5, "3ad21f0ed1fe4270942542074e6a6198feea986b958a500cf748dd068f5cf3af"),
+    "demo-hospital": (6, "a03dfb4bc2c3a6253a32abb846dd6c652f9bca983803518045e304001db11071"),
+    "north-clinic": (6, "f6bf31c34a3557fb404cb62ffb3b511890f0fcd6c1fab9ff9a3bddbb98810960"),
 }
 """(seq, hash) of each chain's head once the fixed events below are sealed."""
 
@@ -44,39 +43,17 @@ async def database(migrated_database_url: str) -> AsyncIterator[Database]:
 
 
 def fixed_events(make_event: Any, tenant: str, mrn: str) -> list[RawEvent]:
-    """One share's life with everything the sealer treats specially: PHI and non-ASCII text
-    in the request, a secret to fingerprint, a null, later events inheriting the patient and
-    people from the request (in the same batch and from the store)."""
-    request = make_event(
-        "study.send.requested",
-        {**request_data(mrn=mrn), "message": 'Montréal, « urgent » \\ "quoted"'},
+    """One share's life with everything the sealer treats specially: PHI with non-ASCII text,
+    quotes and a backslash in the request, a secret to fingerprint, a null, later events
+    inheriting the patient and people from the request (in the same batch and from the
+    store)."""
+    return share_life(
+        make_event,
         tenant=tenant,
+        mrn=mrn,
+        description='CT « thorax » Montréal \\ "quoted"',
         correlation_id=f"corr-{tenant}",
     )
-    share_id = share_id_for(request)
-    later: list[tuple[str, dict[str, Any]]] = [
-        ("share.accepted", {"share_id": share_id, "method": "external_link"}),
-        (
-            "share.link.issued",
-            {
-                "share_id": share_id,
-                "link_id": "lnk_" + "b" * 32,
-                "token_fingerprint": "sha256:" + "c" * 32,
-                "sealed_link": "gAAAAABn-sealed-link-" + share_id,
-                "message": None,
-                "locale": "fr-CA",
-            },
-        ),
-        ("share.completed", {"share_id": share_id, "method": "external_link"}),
-        (
-            "share.link.accessed",
-            {"share_id": share_id, "client": {"client_ip": "203.0.113.7", "user_agent": "é"}},
-        ),
-    ]
-    return [request] + [
-        make_event(event_type, data, tenant=tenant, correlation_id=f"corr-{tenant}")
-        for event_type, data in later
-    ]
 
 
 async def test_the_sealer_stores_the_pinned_records_for_fixed_staged_events(
