@@ -100,14 +100,16 @@ def share_life(
     recipient: tuple[str, str] = ("Dr. Bob Jones", "bob.jones@clinic.example"),
     description: str = "CT CHEST W CONTRAST",
     accessed: bool = True,
+    correlation_id: str | None = None,
 ) -> list[RawEvent]:
     """The events of one external share, request to access, as the sink receives them.
 
-    The share id is the one the dispatcher derives from the request's dedupe key.
+    The share id is the one the dispatcher derives from the request's dedupe key. The
+    correlation id is fresh unless given (a test pinning what is stored gives one).
     """
     from blume_contracts.ids import share_id_for
 
-    correlation = f"corr-{uuid.uuid4().hex}"
+    correlation = correlation_id or f"corr-{uuid.uuid4().hex}"
     request = make_event(
         "study.send.requested",
         request_data(mrn=mrn, recipient=recipient, description=description),

@@ -3,7 +3,9 @@
 ``append_entries`` locks the chains' heads, skips what is already recorded, fills in what a
 share's earlier records say, numbers and hashes the rest and writes them (COPY on
 PostgreSQL). It works through a session the caller owns, so the sealer's batch commits with
-the removal of the staged events it chained.
+the removal of the staged events it chained. ``append_rows`` is the same for entries as
+record rows (``Entry.as_row``, ``staged_row``): the sealer's, which decodes a staged entry
+once, straight into the row that is completed, hashed and written.
 """
 
 from __future__ import annotations
@@ -135,16 +137,16 @@ def _one_of(
 
 
 async def _already_recorded(
-    session: AsyncSession, entries: Sequence[Entry]
+    session: AsyncSession, rows: Sequence[Mapping[str, Any]]
 ) -> set[tuple[str, str]]:
-    """The (source, id) pairs of ``entries`` already in the store.
+    """The (source, id) pairs of ``rows`` already in the store.
 
     Asked per source with ``event_id IN (...)``: each id is one probe of the unique
     (event_id, event_source) index, however large the table grows.
     """
     by_source: dict[str, list[str]] = {}
-    for entry in entries:
-        by_source.setdefault(entry.event_source, []).append(entry.event_id)
+    for row in rows:
+        by_source.setdefault(row["event_source"], []).append(row["event_id"])
     found: set[tuple[str, str]] = set()
     for source, ids in by_source.items():
         for start in range(0, len(ids), 1000):
@@ -164,7 +166,7 @@ ShareKey = tuple[str, str]
 
 
 async def _inherit_share_context(
-    session: AsyncSession, fresh_by_chain: Mapping[str, Sequence[Entry]]
+    session: AsyncSession, fresh_by_chain: Mapping[str, Sequence[dict[str, Any]]]
 ) -> None:
     """Fill each entry's patient, study, sender and recipient from its share's earlier records.
 
@@ -174,26 +176,28 @@ async def _inherit_share_context(
     for the whole batch, whatever the number of chains.
     """
     wanting: set[ShareKey] = set()
-    for chain_id, entries in fresh_by_chain.items():
+    for chain_id, rows in fresh_by_chain.items():
         # A share's request is its first record: in this batch, nothing earlier exists.
-        requested_here = {e.share_id for e in entries if e.event_type == "study.send.requested"}
+        requested_here = {
+            row["share_id"] for row in rows if row["event_type"] == "study.send.requested"
+        }
         wanting.update(
-            (chain_id, entry.share_id)
-            for entry in entries
-            if entry.share_id
-            and entry.share_id not in requested_here
-            and any(getattr(entry, name) is None for name in _SHARE_CONTEXT)
+            (chain_id, row["share_id"])
+            for row in rows
+            if row["share_id"]
+            and row["share_id"] not in requested_here
+            and any(row[name] is None for name in _SHARE_CONTEXT)
         )
     known = await _earlier_share_context(session, wanting) if wanting else {}
-    for chain_id, entries in fresh_by_chain.items():
-        for entry in entries:
-            if entry.share_id is None:
+    for chain_id, rows in fresh_by_chain.items():
+        for row in rows:
+            if row["share_id"] is None:
                 continue
-            context = known.setdefault((chain_id, entry.share_id), {})
+            context = known.setdefault((chain_id, row["share_id"]), {})
             for name in _SHARE_CONTEXT:
-                if getattr(entry, name) is None and name in context:
-                    setattr(entry, name, context[name])
-            _remember(context, {name: getattr(entry, name) for name in _SHARE_CONTEXT})
+                if row[name] is None and name in context:
+                    row[name] = context[name]
+            _remember(context, row)
 
 
 async def _earlier_share_context(
@@ -223,34 +227,6 @@ def _remember(context: dict[str, str], values: Mapping[str, Any]) -> None:
     for name in _SHARE_CONTEXT:
         if name not in context and values[name] is not None:
             context[name] = values[name]
-
-
-def _row_for(entry: Entry, seq: int, prev_hash: str) -> dict[str, Any]:
-    """The row for ``entry`` at ``seq``, hashed."""
-    row: dict[str, Any] = {
-        "chain_id": entry.chain_id,
-        "seq": seq,
-        "event_id": entry.event_id,
-        "event_source": entry.event_source,
-        "event_type": entry.event_type,
-        "occurred_at": entry.occurred_at,
-        "recorded_at": entry.recorded_at,
-        "share_id": entry.share_id,
-        "correlation_id": entry.correlation_id,
-        "study_uid": entry.study_uid,
-        "payload": entry.payload,
-        "hash_version": CURRENT_HASH_VERSION,
-        "event_code": entry.event_code,
-        "action": entry.action,
-        "outcome": entry.outcome,
-        "patient_mrn": entry.patient_mrn,
-        "sender_user_id": entry.sender_user_id,
-        "recipient_email": entry.recipient_email,
-        "agents": entry.agents,
-        "prev_hash": prev_hash,
-    }
-    row["hash"] = new_row_hash(row)
-    return row
 
 
 _COPY_RECORDS: Final = (
@@ -324,49 +300,65 @@ async def append_entries(
     entries the caller found in the store in this transaction, when nothing else can append
     them meanwhile (the sealer asks as it takes its batch); None asks here.
     """
-    by_chain: dict[str, list[Entry]] = {}
-    for entry in entries:
-        by_chain.setdefault(entry.chain_id, []).append(entry)
+    return await append_rows(session, [entry.as_row() for entry in entries], recorded=recorded)
+
+
+async def append_rows(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    *,
+    recorded: set[tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """``append_entries`` for entries as rows, which are completed in place (sequence
+    number, hash version, the share's inherited context, the link and the hash) and
+    returned, those written only."""
+    by_chain: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_chain.setdefault(row["chain_id"], []).append(row)
     if not by_chain:
         return []
     heads = await _lock_heads(session, list(by_chain))
     if recorded is None:
-        recorded = await _already_recorded(session, entries)
+        recorded = await _already_recorded(session, rows)
     fresh_by_chain = {
         chain_id: fresh
-        for chain_id, chain_entries in by_chain.items()
-        if (fresh := _first_of_each(chain_entries, recorded))
+        for chain_id, chain_rows in by_chain.items()
+        if (fresh := _first_of_each(chain_rows, recorded))
     }
     if not fresh_by_chain:
         return []
     await _inherit_share_context(session, fresh_by_chain)
-    rows: list[dict[str, Any]] = []
+    written: list[dict[str, Any]] = []
     new_heads: dict[str, tuple[int, str]] = {}
 
     def chained() -> Iterator[dict[str, Any]]:
         for chain_id, fresh in fresh_by_chain.items():
             seq, last_hash = heads[chain_id]
-            for entry in fresh:
+            for row in fresh:
                 seq += 1
-                row = _row_for(entry, seq, last_hash)
-                last_hash = row["hash"]
-                rows.append(row)
+                row["seq"] = seq
+                row["hash_version"] = CURRENT_HASH_VERSION
+                row["prev_hash"] = last_hash
+                row["hash"] = last_hash = new_row_hash(row)
+                written.append(row)
                 yield row
             new_heads[chain_id] = (seq, last_hash)
 
     await _insert_rows(session, chained(), sum(map(len, fresh_by_chain.values())))
     # After the rows: the database lets a head move only onto a record that exists.
     await _move_heads(session, new_heads)
-    return rows
+    return written
 
 
-def _first_of_each(entries: Iterable[Entry], recorded: set[tuple[str, str]]) -> list[Entry]:
-    """Entries not yet recorded, each (source, id) once, in the order given."""
+def _first_of_each(
+    rows: Iterable[dict[str, Any]], recorded: set[tuple[str, str]]
+) -> list[dict[str, Any]]:
+    """Rows not yet recorded, each (source, id) once, in the order given."""
     seen = set(recorded)
     fresh = []
-    for entry in entries:
-        key = (entry.event_source, entry.event_id)
+    for row in rows:
+        key = (row["event_source"], row["event_id"])
         if key not in seen:
             seen.add(key)
-            fresh.append(entry)
+            fresh.append(row)
     return fresh

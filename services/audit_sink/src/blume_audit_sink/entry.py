@@ -10,6 +10,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, Final
 
 from blume_contracts.envelope import RawEvent
@@ -91,10 +92,23 @@ class Entry:
 
     @classmethod
     def from_json(cls, text: str) -> Entry:
-        values = json.loads(text)
-        values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
-        values["recorded_at"] = datetime.fromisoformat(values["recorded_at"])
-        return cls(**values)
+        return cls(**staged_row(text))
+
+    def as_row(self) -> dict[str, Any]:
+        """The entry's values as the start of its record's row (``append.append_rows``)."""
+        return dict(zip(self.__slots__, _ENTRY_VALUES(self), strict=True))
+
+
+_ENTRY_VALUES: Final = attrgetter(*Entry.__slots__)
+
+
+def staged_row(text: str) -> dict[str, Any]:
+    """A staged entry (``Entry.to_json``) decoded straight into the start of its record's
+    row: what ``Entry.from_json(text).as_row()`` gives, without the object between."""
+    values: dict[str, Any] = json.loads(text)
+    values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
+    values["recorded_at"] = datetime.fromisoformat(values["recorded_at"])
+    return values
 
 
 _SECRET_KEYS: Final = tuple(

@@ -34,7 +34,7 @@ from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, delete, exists, func
+from sqlalchemy import Table, any_, delete, func
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.event import listens_for
@@ -42,9 +42,9 @@ from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.append import append_entries
+from blume_audit_sink.append import append_rows
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
-from blume_audit_sink.entry import Entry, prepare
+from blume_audit_sink.entry import prepare, staged_row
 from blume_audit_sink.models import SCHEMA, AuditPending, AuditRecord
 
 log = structlog.get_logger("audit_sink")
@@ -120,12 +120,18 @@ def _forget_staged(session: Session, previous_transaction: SessionTransaction) -
 
 
 _RECORDED: Final = (
-    exists()
+    sql_select(_RECORDS.c.seq)
     .where(_RECORDS.c.event_id == _PENDING.c.event_id)
     .where(_RECORDS.c.event_source == _PENDING.c.event_source)
+    .scalar_subquery()
+    .is_not(None)
     .label("recorded")
 )
-"""Whether a staged event is in the store already (a copy staged again after its sealing)."""
+"""Whether a staged event is in the store already (a copy staged again after its sealing).
+
+A scalar subquery (the pair is unique), not EXISTS: PostgreSQL may run an EXISTS as one
+hashed subplan that reads the whole store on every batch, which grows with the store;
+this is one probe of the unique index per taken row, whatever the store's size."""
 
 
 async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str, bool]]:
@@ -147,10 +153,13 @@ async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str
     if connection.dialect.name == "postgresql":
         taken = await connection.execute(
             delete(_PENDING)
-            .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
+            # id = ANY(ARRAY(...)): one scan of the key for the ids taken; IN (...) joined
+            # them back to the table through a hash of the ids.
+            .where(_PENDING.c.id == any_(func.array(oldest.scalar_subquery())))
             .returning(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
         )
-        return [(row.entry, row.recorded) for row in sorted(taken, key=lambda row: row.id)]
+        # Ids are unique: the tuples sort by id alone.
+        return [(entry, recorded) for _, entry, recorded in sorted(taken)]
     rows = (
         await connection.execute(
             sql_select(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
@@ -167,13 +176,13 @@ async def seal_batch(db: Database, batch_size: int) -> int:
     async with db.transaction() as session:
         staged = await _take_staged(session, batch_size)
         if staged:
-            entries = [Entry.from_json(text) for text, _ in staged]
+            rows = [staged_row(text) for text, _ in staged]
             recorded = {
-                (entry.event_source, entry.event_id)
-                for entry, (_, is_recorded) in zip(entries, staged, strict=True)
+                (row["event_source"], row["event_id"])
+                for row, (_, is_recorded) in zip(rows, staged, strict=True)
                 if is_recorded
             }
-            await append_entries(session, entries, recorded=recorded)
+            await append_rows(session, rows, recorded=recorded)
     AUDIT_RECORDS_SEALED.inc(len(staged))
     return len(staged)
 
