@@ -1,4 +1,5 @@
-"""The appending hash, spelled value by value for speed, against the pinned formula."""
+"""The appending hash (the hot path, encoding the sorted fields without sorting) against the
+pinned formula, over awkward values and types."""
 
 from __future__ import annotations
 
