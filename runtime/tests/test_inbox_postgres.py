@@ -196,3 +196,22 @@ async def test_an_outbox_row_that_cannot_be_written_fails_as_sqlalchemy_integrit
             )
     async with postgres.transaction() as session:
         assert (await session.exec(select(OutboxMessage))).all() == []
+
+
+async def test_a_session_rolled_back_and_used_again_claims_in_its_new_transaction(
+    postgres: Database,
+) -> None:
+    """The claim remembers its transaction's connection; after a rollback the session's
+    next transaction claims on its own connection, and that claim is what commits."""
+    session = postgres._sessions()
+    async with session:
+        await postgres.claim(session, "again", [("/s", "first")])
+        await session.rollback()
+        # The connection just given back goes elsewhere: the session's next one differs.
+        async with postgres.engine.connect() as elsewhere:
+            await elsewhere.exec_driver_sql("SELECT 1")
+            assert await postgres.claim(session, "again", [("/s", "second")]) == {("/s", "second")}
+            await session.commit()
+    async with postgres.transaction() as check:
+        rows = (await check.exec(select(InboxEntry).where(InboxEntry.consumer == "again"))).all()
+    assert [row.event_id for row in rows] == ["second"]

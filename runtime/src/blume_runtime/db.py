@@ -129,15 +129,27 @@ _SQLITE_OUTBOX_INSERT: Final = insert(OUTBOX_TABLE)
 # each once per connection whatever the batch size. Failures still go through SQLAlchemy's
 # own handling (``_raise_as_sqlalchemy``).
 _PG_INBOX_CLAIM: Final = sql.SQL(
-    "INSERT INTO {table} (consumer, event_source, event_id, processed_at)"
-    " SELECT %s, key.source, key.id, %s"
-    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS key(source, id, n)"
-    " ORDER BY key.n ON CONFLICT DO NOTHING RETURNING event_source, event_id"
+    "INSERT INTO {table} (consumer, event_source, event_id, processed_at) {rows}"
+    " ON CONFLICT DO NOTHING RETURNING event_source, event_id"
 )
 _PG_OUTBOX_INSERT: Final = sql.SQL(
-    "INSERT INTO {table} (event_id, routing_key, body, created_at)"
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::timestamptz[])"
+    "INSERT INTO {table} (event_id, routing_key, body, created_at) {rows}"
 )
+# One row (a delivery alone, nearly every one) as plain values: psycopg dumps arrays at
+# several times the CPU of scalars. Many rows as arrays, in their given order.
+_ONE_INBOX_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
+_INBOX_ROWS: Final = sql.SQL(
+    "SELECT %s, key.source, key.id, %s"
+    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS key(source, id, n) ORDER BY key.n"
+)
+_ONE_OUTBOX_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
+_OUTBOX_ROWS: Final = sql.SQL(
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::timestamptz[])"
+)
+_OUTBOX_COLUMNS: Final = ("event_id", "routing_key", "body", "created_at")
+_DRIVER: Final = "blume_driver_connection"
+"""The ``session.info`` key of (transaction, its connection, its psycopg connection)."""
+
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
 
@@ -191,8 +203,15 @@ class Database:
                 sql.Identifier(name) if self.schema is None else sql.Identifier(self.schema, name)
             )
 
-        self._claim_sql = _PG_INBOX_CLAIM.format(table=table(_INBOX.name)).as_string()
-        self._outbox_sql = _PG_OUTBOX_INSERT.format(table=table(OUTBOX_TABLE.name)).as_string()
+        inbox, outbox = table(_INBOX.name), table(OUTBOX_TABLE.name)
+        self._claim_sql = {
+            many: _PG_INBOX_CLAIM.format(table=inbox, rows=rows).as_string()
+            for many, rows in ((False, _ONE_INBOX_ROW), (True, _INBOX_ROWS))
+        }
+        self._outbox_sql = {
+            many: _PG_OUTBOX_INSERT.format(table=outbox, rows=rows).as_string()
+            for many, rows in ((False, _ONE_OUTBOX_ROW), (True, _OUTBOX_ROWS))
+        }
         self.engine: AsyncEngine = (
             self._pool_engine
             if self.schema is None
@@ -244,12 +263,15 @@ class Database:
         # In key order: two batches claiming the same keys lock them in the same order.
         ordered = sorted(keys)
         if not self.is_sqlite:
-            sources = [source for source, _ in ordered]
-            ids = [id_ for _, id_ in ordered]
-            params = (consumer, now, sources, ids)
+            params: tuple[Any, ...]
+            if len(ordered) == 1:
+                params = (consumer, *ordered[0], now)
+            else:
+                params = (consumer, now, [key[0] for key in ordered], [key[1] for key in ordered])
+            statement = self._claim_sql[len(ordered) > 1]
             return {
                 (source, id_)
-                for source, id_ in await self._driver(session, self._claim_sql, params, rows=True)
+                for source, id_ in await self._driver(session, statement, params, rows=True)
             }
         rows = [
             {"consumer": consumer, "event_source": source, "event_id": id_, "processed_at": now}
@@ -264,11 +286,12 @@ class Database:
             connection = await session.connection()
             await connection.execute(_SQLITE_OUTBOX_INSERT, staged)
             return
+        many = len(staged) > 1
         params = tuple(
-            [row[column] for row in staged]
-            for column in ("event_id", "routing_key", "body", "created_at")
+            [row[column] for row in staged] if many else staged[0][column]
+            for column in _OUTBOX_COLUMNS
         )
-        await self._driver(session, self._outbox_sql, params, rows=False)
+        await self._driver(session, self._outbox_sql[many], params, rows=False)
 
     async def _driver(
         self, session: AsyncSession, statement: str, params: tuple[Any, ...], *, rows: bool
@@ -279,9 +302,20 @@ class Database:
         invalidates the pool; the error is raised as SQLAlchemy's, parameters hidden), so
         callers and the retry classes see what they saw before.
         """
-        connection = await session.connection()
-        raw = await connection.get_raw_connection()
-        driver = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
+        # The connection stays the same for the session's transaction: looked up once.
+        # Another transaction of the session (after a rollback) may have another.
+        transaction = session.sync_session.get_transaction()
+        known = session.info.get(_DRIVER)
+        if known is None or known[0] is not transaction or transaction is None:
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            driver = cast(psycopg.AsyncConnection[Any], raw.driver_connection)
+            known = session.info[_DRIVER] = (
+                session.sync_session.get_transaction(),
+                connection,
+                driver,
+            )
+        _, connection, driver = known
         metrics.DB_STATEMENTS.inc()
         try:
             cursor = await driver.execute(statement, params)
