@@ -242,12 +242,20 @@ class Database:
         together, in one statement, just before the commit.
         """
         with span("db transaction", {"db.system": self._system}):
-            async with self._sessions() as session, session.begin():
-                staged: list[dict[str, Any]] = []
-                session.info[STAGED_OUTBOX] = staged
-                yield session
-                if staged and session.in_transaction():  # not rolled back by the caller
-                    await self._insert_outbox(session, staged)
+            session = self._sessions()
+            try:
+                async with session.begin():
+                    staged: list[dict[str, Any]] = []
+                    session.info[STAGED_OUTBOX] = staged
+                    yield session
+                    if staged and session.in_transaction():  # not rolled back by the caller
+                        await self._insert_outbox(session, staged)
+            finally:
+                if session.in_transaction():  # a connection to give back: SQLAlchemy's
+                    async with session:  # close, completed even if this task is cancelled
+                        pass
+                else:  # nothing to give back, so no I/O: closed at once, not in a task
+                    session.sync_session.close()
 
     async def claim(
         self, session: AsyncSession, consumer: str, keys: list[InboxKey]
