@@ -338,6 +338,13 @@ class Database:
             await self._pool_engine.dispose()
 
 
+async def flush_pending(session: AsyncSession) -> None:
+    """Flush the session's ORM changes, if it has any (a clean session's flush does nothing
+    but still costs a switch into SQLAlchemy's greenlet)."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+
+
 async def _raise_as_sqlalchemy(
     connection: AsyncConnection, error: psycopg.Error, statement: str, params: tuple[Any, ...]
 ) -> None:
