@@ -11,12 +11,22 @@ from urllib.parse import urlsplit
 
 import pytest
 from blume_contracts.registry import EVENTS
+from blume_runtime.broker_definitions import definitions
 from blume_share.services import GATEWAY, SERVICES
 
 from deploy.tests.manifests import OVERLAYS, config_map_data, containers, named, of_kind, render
 from deploy.tools import broker_topology
 
-TOPOLOGY_KINDS: Final = ("Vhost", "User", "Permission", "TopicPermission", "Policy")
+TOPOLOGY_KINDS: Final = (
+    "Vhost",
+    "User",
+    "Permission",
+    "TopicPermission",
+    "Policy",
+    "Exchange",
+    "Queue",
+    "Binding",
+)
 OPERATOR_GENERATED: Final = {"blume-db-app"}
 """Secrets an operator writes itself: CloudNativePG's credentials of the database owner."""
 
@@ -24,6 +34,29 @@ OPERATOR_GENERATED: Final = {"blume-db-app"}
 def test_the_broker_topology_file_is_current() -> None:
     """engines/rabbitmq-topology.yaml is what the generator makes from today's registry."""
     assert broker_topology.TARGET.read_text(encoding="utf-8") == broker_topology.render()
+
+
+def test_the_operator_creates_the_topology_the_broker_definitions_hold() -> None:
+    """The Queue, Exchange and Binding resources are the queues, private exchanges and
+    bindings of ``blume-share broker definitions``, with the same arguments (the operator
+    sets x-queue-type from ``type``), so every consumer's queue exists before any worker."""
+    manifests = render("production")
+    document = definitions(broker_topology.VHOST)
+    queues = {
+        item["spec"]["name"]: {"x-queue-type": item["spec"]["type"], **item["spec"]["arguments"]}
+        for item in of_kind(manifests, "Queue")
+    }
+    assert queues == {queue["name"]: queue["arguments"] for queue in document["queues"]}
+    exchanges = {item["spec"]["name"] for item in of_kind(manifests, "Exchange")}
+    private = {item["name"] for item in document["exchanges"] if item["type"] == "direct"}
+    assert exchanges == private
+    bindings = {
+        (item["spec"]["source"], item["spec"]["destination"], item["spec"]["routingKey"])
+        for item in of_kind(manifests, "Binding")
+    }
+    expected = {(b["source"], b["destination"], b["routing_key"]) for b in document["bindings"]}
+    assert bindings == expected
+    assert {item["spec"]["destinationType"] for item in of_kind(manifests, "Binding")} == {"queue"}
 
 
 def _secret_refs(item: dict[str, Any]) -> set[str]:
@@ -134,7 +167,7 @@ def test_the_rabbitmq_resources_fit_together(overlay: str) -> None:
     for kind in TOPOLOGY_KINDS:
         for item in of_kind(manifests, kind):
             assert item["spec"]["rabbitmqClusterReference"] == {"name": name}
-            if kind in {"Permission", "TopicPermission", "Policy"}:
+            if kind in {"Permission", "TopicPermission", "Policy", "Exchange", "Queue", "Binding"}:
                 assert item["spec"]["vhost"] == vhost["spec"]["name"]
             if kind in {"Permission", "TopicPermission"}:
                 assert item["spec"]["userReference"]["name"] in users

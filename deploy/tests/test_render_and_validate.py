@@ -22,7 +22,17 @@ from deploy.tests.schemas import NO_SCHEMA, kubernetes_errors, operator_schema_e
 
 POLICY_CHECKED: Final = {
     ("rabbitmq.com/v1beta1", kind)
-    for kind in ("RabbitmqCluster", "Vhost", "User", "Permission", "TopicPermission", "Policy")
+    for kind in (
+        "RabbitmqCluster",
+        "Vhost",
+        "User",
+        "Permission",
+        "TopicPermission",
+        "Policy",
+        "Exchange",
+        "Queue",
+        "Binding",
+    )
 } | {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"),

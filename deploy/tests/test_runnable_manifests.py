@@ -45,6 +45,12 @@ DROPPED: Final = {"OTEL_EXPORTER_OTLP_ENDPOINT"}
 BIN: Final = Path(sys.executable).parent
 
 
+def _fields(exchange: dict[str, Any]) -> dict[str, Any]:
+    """An Exchange resource as a definitions entry (the operator's own defaults aside)."""
+    spec = exchange["spec"]
+    return {"name": spec["name"], "type": spec["type"], "durable": spec["durable"], "arguments": {}}
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
 
@@ -100,6 +106,34 @@ class Cluster:
                     "definition": item["spec"]["definition"],
                 }
                 for item in of_kind(manifests, "Policy")
+            ],
+            "exchanges": [
+                {"vhost": self.vhost, "auto_delete": False, "internal": False, **_fields(item)}
+                for item in of_kind(manifests, "Exchange")
+            ],
+            "queues": [
+                {
+                    "vhost": self.vhost,
+                    "name": item["spec"]["name"],
+                    "durable": item["spec"]["durable"],
+                    "auto_delete": False,
+                    "arguments": {
+                        "x-queue-type": item["spec"]["type"],
+                        **item["spec"]["arguments"],
+                    },
+                }
+                for item in of_kind(manifests, "Queue")
+            ],
+            "bindings": [
+                {
+                    "vhost": self.vhost,
+                    "source": item["spec"]["source"],
+                    "destination": item["spec"]["destination"],
+                    "destination_type": item["spec"]["destinationType"],
+                    "routing_key": item["spec"]["routingKey"],
+                    "arguments": {},
+                }
+                for item in of_kind(manifests, "Binding")
             ],
         }
         # rabbitmqctl hands the file to the broker, which reads it as its own user.

@@ -13,7 +13,11 @@ type) and the worker list, so the permissions cannot drift from the contracts:
 - topic write only for the event types the registry names the user as producer of, topic
   read only for the types it consumes (the audit sink binds ``#``);
 - quorum-queue policies: at-least-once dead-lettering with ``reject-publish`` overflow
-  (issue 8) and leaders balanced over the nodes.
+  (issue 8) and leaders balanced over the nodes;
+- every worker's queues, private exchange and bindings, exactly as the worker declares them
+  (``blume_runtime.topology.layout``, delay tiers of ``BLUME_RETRY_MAX_DELAY_SECONDS``'s
+  default), so that they exist before the first worker starts: an event published before its
+  consumer first ran would otherwise reach no queue of that consumer's.
 
 Once ``deploy/rabbitmq/definitions.json`` (the broker definitions the faults work ships)
 is on main, it is the source these resources should be generated from instead.
@@ -29,7 +33,8 @@ from typing import Any, Final
 
 import yaml
 from blume_contracts.registry import EVENTS, UPSTREAM
-from blume_runtime.topology import QUEUE_PREFIX
+from blume_runtime.broker_definitions import DEFAULT_TIERS, binding_keys, queue_services
+from blume_runtime.topology import QUEUE_PREFIX, QueueSpec, layout
 from blume_share.services import GATEWAY, SERVICES
 
 CLUSTER: Final = "blume-rabbitmq"
@@ -152,6 +157,43 @@ def resources() -> list[dict[str, Any]]:
                     {**reference, "permissions": topic_permissions(user)},
                 )
             )
+    return found + queue_resources()
+
+
+def queue_resources() -> list[dict[str, Any]]:
+    """Exchange, Queue and Binding resources for every consumer's own topology (the workers'
+    and the gateway's projection queue), as in ``blume-share broker definitions``."""
+    planned = layout(
+        (QueueSpec(name, tuple(binding_keys(name))) for name in queue_services()), DEFAULT_TIERS
+    )
+    found = [
+        _resource(
+            "Exchange",
+            resource_name(name),
+            {"name": name, "vhost": VHOST, "type": "direct", "durable": True, "autoDelete": False},
+        )
+        for name in planned.private_exchanges
+    ]
+    for name, arguments in planned.queues:
+        # The operator sets x-queue-type from ``type``; the rest are the worker's arguments.
+        rest = {key: value for key, value in arguments.items() if key != "x-queue-type"}
+        spec = {"name": name, "vhost": VHOST, "type": arguments["x-queue-type"], "durable": True}
+        found.append(_resource("Queue", resource_name(name), {**spec, "arguments": rest}))
+    for binding in planned.bindings:
+        key = "all-events" if binding.key == "#" else binding.key
+        found.append(
+            _resource(
+                "Binding",
+                resource_name(f"{binding.queue}--{key}"),
+                {
+                    "vhost": VHOST,
+                    "source": binding.exchange,
+                    "destination": binding.queue,
+                    "destinationType": "queue",
+                    "routingKey": binding.key,
+                },
+            )
+        )
     return found
 
 

@@ -218,7 +218,7 @@ async def shipped_users(amqp_url: str) -> AsyncIterator[BrokerUsersOnVhost]:
         user["password_hash"] = password_hash(password)
     rabbitmqctl("import_definitions", input_text=json.dumps(document))
     try:
-        await _until_imported(vhost_of(amqp_url))
+        await _until_imported(vhost_of(amqp_url), len(document["bindings"]))
         yield BrokerUsersOnVhost(amqp_url, suffix, passwords)
     finally:
         deletions = [
@@ -235,12 +235,17 @@ async def shipped_users(amqp_url: str) -> AsyncIterator[BrokerUsersOnVhost]:
         await asyncio.gather(*(deletion.wait() for deletion in deletions))
 
 
-async def _until_imported(vhost: str) -> None:
-    """``import_definitions`` returns before the import is done; exchanges come last."""
-    await until(
-        lambda: "blume.share" in rabbitmqctl("list_exchanges", "-p", vhost, "name").split(),
-        within=30,
-    )
+async def _until_imported(vhost: str, bindings: int) -> None:
+    """``import_definitions`` may return before the import is done: wait for the exchange
+    and for the bindings (beyond the default exchange's, one per queue)."""
+
+    def imported() -> bool:
+        if "blume.share" not in rabbitmqctl("list_exchanges", "-p", vhost, "name").split():
+            return False
+        listed = rabbitmqctl("list_bindings", "-p", vhost, "source_name").splitlines()[1:]
+        return sum(1 for source in listed if source.strip()) >= bindings
+
+    await until(imported, within=30)
 
 
 async def until(condition: Callable[[], bool], *, within: float, every: float = 0.05) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,7 @@ def set_up_accounts(cluster: RabbitCluster, env: Mapping[str, str], workdir: Pat
     path.write_text(definitions)
     cluster.ctl(node, "import_definitions", str(path))
     cluster.vhost = VHOST
+    _wait_for_bindings(cluster, node, json.loads(definitions).get("bindings", []))
     cluster.ctl(node, "set_permissions", "-p", VHOST, cluster.user, ".*", ".*", ".*")
     users = [str(user["name"]) for user in json.loads(definitions)["users"]]
     passwords = {user: secrets.token_hex(24) for user in users}
@@ -91,3 +93,24 @@ def set_up_accounts(cluster: RabbitCluster, env: Mapping[str, str], workdir: Pat
     return Accounts(
         cluster, passwords, broker_users=",".join(f"{name}={name}" for name in services)
     )
+
+
+def _wait_for_bindings(
+    cluster: RabbitCluster, node: RabbitNode, bindings: list[dict[str, str]], within: float = 60
+) -> None:
+    """Until every binding the definitions name exists: the workers must find the whole
+    topology in place, as production's definitions leave it, before the first one publishes."""
+    wanted = {(entry["source"], entry["destination"], entry["routing_key"]) for entry in bindings}
+    deadline = time.monotonic() + within
+    while True:
+        listed = cluster.ctl(
+            node, "list_bindings", "-q", "-p", VHOST, "source_name", "destination_name",
+            "routing_key",
+        )  # fmt: skip
+        present = {tuple(line.split("\t")) for line in listed.splitlines()}
+        missing = wanted - present
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise FaultSuiteError(f"{len(missing)} bindings of the definitions never appeared")
+        time.sleep(0.5)

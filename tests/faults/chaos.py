@@ -301,7 +301,7 @@ async def exercise(
             audit_verified=_audit_verifies(cli_env),
             faults=records,
             unexpected_exits={name: w.unexpected_exits for name, w in workers.processes.items()},
-            leftover_messages=leftover_messages(cluster),
+            leftover_messages=leftover_messages(cluster, workers.processes),
             plain_log_lines={
                 name: _plain_lines(worker.log_file) for name, worker in workers.processes.items()
             },

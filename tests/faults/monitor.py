@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Final
 
-from blume_runtime.topology import QUEUE_PREFIX, QueueSpec
+from blume_runtime.topology import QueueSpec
 
 from tests.faults.broker import RabbitCluster
 from tests.faults.plan import System
@@ -41,15 +42,22 @@ async def _states_or_empty(stores: Stores, ids: list[str]) -> dict[str, str]:
         return {}
 
 
-def leftover_messages(cluster: RabbitCluster) -> dict[str, int]:
-    """Ready plus unacknowledged messages on each worker queue and retry or delay queue
-    (every ``blume.share.*`` queue but the dead-letter queues, which keep what they hold)."""
+def leftover_messages(cluster: RabbitCluster, services: Iterable[str]) -> dict[str, int]:
+    """Ready plus unacknowledged messages on each running worker's queue and delay queues
+    (not its dead-letter queue, which keeps what it holds). The broker definitions declare
+    the queues of services the suite does not run too (the gateway's projection): what
+    waits there waits for a process that is not part of the run."""
+    owners = tuple(QueueSpec(name, ()).name for name in services)
     rows = cluster.queue_table(cluster.nodes[1], "messages_ready", "messages_unacknowledged")
     return {
         name: int(ready) + int(unacked)
         for name, ready, unacked in rows
-        if name.startswith(QUEUE_PREFIX) and "dlq" not in name.split(".")
+        if _owned(name, owners) and "dlq" not in name.split(".")
     }
+
+
+def _owned(queue: str, owners: tuple[str, ...]) -> bool:
+    return any(queue == owner or queue.startswith(owner + ".") for owner in owners)
 
 
 async def settle(
@@ -66,7 +74,7 @@ async def settle(
         system.workers.restart_crashed()
         states = await _states_or_empty(stores, ids)
         terminal = sum(1 for state in states.values() if state in TERMINAL)
-        left = await asyncio.to_thread(leftover_messages, system.cluster)
+        left = await asyncio.to_thread(leftover_messages, system.cluster, system.workers.processes)
         if terminal == len(ids) and not any(left.values()):
             await asyncio.sleep(LATE_DUPLICATE_SECONDS)
             return

@@ -17,20 +17,34 @@ from the secret store (``rabbitmqctl change_password``; see docs/operations.md).
   its service's private exchange.
 - The policy gives service and delay queues declared by an earlier release at-least-once
   dead-lettering (the new release declares it as queue arguments).
+- Every service's queues, private exchange and bindings, exactly as its worker declares them
+  (``topology.layout``), so that they exist before any worker starts: an event published
+  before its consumer first ran (``patients import``'s accounts, relayed by the first
+  blume_publisher to start) would otherwise have reached no queue of that consumer's, and
+  been lost to it. The delay tiers follow ``BLUME_RETRY_MAX_DELAY_SECONDS`` as the workers'.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from blume_contracts.envelope import EXCHANGE
 from blume_contracts.registry import EVENTS, OPS, UPSTREAM, consumed_by
 
-from blume_runtime.topology import AT_LEAST_ONCE_POLICY, QUEUE_PREFIX
+from blume_runtime.settings import Settings
+from blume_runtime.topology import (
+    AT_LEAST_ONCE_POLICY,
+    QUEUE_PREFIX,
+    QueueSpec,
+    delay_tiers,
+    layout,
+)
 
 DEFAULT_VHOST: Final = "blume"
+DEFAULT_TIERS: Final = delay_tiers(Settings.model_fields["retry_max_delay_seconds"].default)
+"""The delay tiers of ``BLUME_RETRY_MAX_DELAY_SECONDS``'s default."""
 NOTHING: Final = "^$"
 POLICY_NAME: Final = "blume-share-at-least-once"
 _OWN_SUFFIXES: Final = r"(\.dlq|\.private|\.delay\.[0-9]+s)?"
@@ -75,7 +89,9 @@ def _user(name: str) -> dict[str, Any]:
     }
 
 
-def definitions(vhost: str = DEFAULT_VHOST, *, user_suffix: str = "") -> dict[str, Any]:
+def definitions(
+    vhost: str = DEFAULT_VHOST, *, user_suffix: str = "", tiers: Sequence[int] = DEFAULT_TIERS
+) -> dict[str, Any]:
     """The definitions document ``rabbitmqctl import_definitions`` takes."""
     shared = re.escape(EXCHANGE)
     services = queue_services()
@@ -132,21 +148,36 @@ def definitions(vhost: str = DEFAULT_VHOST, *, user_suffix: str = "") -> dict[st
         send=_alternatives(produced_by(UPSTREAM)),
         bind=_alternatives(consumed_by(UPSTREAM)),
     )
+    planned = layout((QueueSpec(name, tuple(binding_keys(name))) for name in services), tiers)
     return {
         "vhosts": [{"name": vhost}],
         "users": users,
         "permissions": permissions,
         "topic_permissions": topics,
         "exchanges": [
+            _exchange(EXCHANGE, vhost, "topic"),
+            *(_exchange(name, vhost, "direct") for name in planned.private_exchanges),
+        ],
+        "queues": [
             {
-                "name": EXCHANGE,
+                "name": name,
                 "vhost": vhost,
-                "type": "topic",
                 "durable": True,
                 "auto_delete": False,
-                "internal": False,
+                "arguments": arguments,
+            }
+            for name, arguments in planned.queues
+        ],
+        "bindings": [
+            {
+                "source": binding.exchange,
+                "vhost": vhost,
+                "destination": binding.queue,
+                "destination_type": "queue",
+                "routing_key": binding.key,
                 "arguments": {},
             }
+            for binding in planned.bindings
         ],
         "policies": [
             {
@@ -158,4 +189,16 @@ def definitions(vhost: str = DEFAULT_VHOST, *, user_suffix: str = "") -> dict[st
                 "definition": dict(AT_LEAST_ONCE_POLICY),
             }
         ],
+    }
+
+
+def _exchange(name: str, vhost: str, kind: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "vhost": vhost,
+        "type": kind,
+        "durable": True,
+        "auto_delete": False,
+        "internal": False,
+        "arguments": {},
     }

@@ -125,6 +125,43 @@ DEAD_LETTER_QUEUE_ARGUMENTS: Final = dict(_QUORUM)
 """Nothing dead-letters out of a DLQ; earlier releases declared it the same way."""
 
 
+@dataclass(frozen=True, slots=True)
+class Binding:
+    exchange: str
+    queue: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Everything a set of services needs on the broker besides ``blume.share``, by name:
+    what ``declare`` creates at start-up, and what the broker definitions create before it."""
+
+    private_exchanges: tuple[str, ...]
+    queues: tuple[tuple[str, dict[str, Any]], ...]
+    """Each queue's name and its declaration arguments, in the order they are declared."""
+    bindings: tuple[Binding, ...]
+
+
+def layout(specs: Iterable[QueueSpec], tiers: Sequence[int]) -> Layout:
+    """Each spec's private exchange, dead-letter, delay and service queues and bindings."""
+    exchanges: list[str] = []
+    queues: list[tuple[str, dict[str, Any]]] = []
+    bindings: list[Binding] = []
+    for spec in specs:
+        private = spec.private_exchange
+        exchanges.append(private)
+        queues.append((spec.dead_letter_queue, dict(DEAD_LETTER_QUEUE_ARGUMENTS)))
+        bindings.append(Binding(private, spec.dead_letter_queue, DEAD_KEY))
+        for tier in tiers:
+            queues.append((spec.delay_queue(tier), delay_queue_arguments(spec, tier)))
+            bindings.append(Binding(private, spec.delay_queue(tier), delay_key(tier)))
+        queues.append((spec.name, service_queue_arguments(spec)))
+        bindings += [Binding(private, spec.name, key) for key in (RETURN_KEY, REPLAY_KEY)]
+        bindings += [Binding(EXCHANGE, spec.name, key) for key in spec.binding_keys]
+    return Layout(tuple(exchanges), tuple(queues), tuple(bindings))
+
+
 class _Declarations:
     """Declarations on one connection: a refused declaration costs its channel, not the rest."""
 
@@ -147,9 +184,9 @@ class _Declarations:
                 EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
             )
 
-    async def private_exchange(self, spec: QueueSpec) -> AbstractExchange:
+    async def private_exchange(self, name: str) -> AbstractExchange:
         return await (await self._open()).declare_exchange(
-            spec.private_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+            name, aio_pika.ExchangeType.DIRECT, durable=True
         )
 
     async def queue(self, name: str, arguments: dict[str, Any]) -> AbstractQueue:
@@ -166,6 +203,11 @@ class _Declarations:
                 )
             return queue
 
+    async def bind(self, binding: Binding) -> None:
+        """By names, on the channel open now (a refused declaration closed an earlier one)."""
+        queue = await (await self._open()).get_queue(binding.queue, ensure=False)
+        await queue.bind(binding.exchange, binding.key)
+
 
 async def declare(
     url: str, specs: Iterable[QueueSpec], tiers: Sequence[int], warned: set[str]
@@ -175,24 +217,17 @@ async def declare(
     A short-lived connection of its own: declarations that fail close their channel, and
     the long-lived connection's channels are never caught in that.
     """
+    planned = layout(specs, tiers)
     connection = await aio_pika.connect(url)
     async with connection:
         declarations = _Declarations(connection, warned)
-        shared = await declarations.shared_exchange()
-        for spec in specs:
-            private = await declarations.private_exchange(spec)
-            dead = await declarations.queue(spec.dead_letter_queue, DEAD_LETTER_QUEUE_ARGUMENTS)
-            await dead.bind(private, DEAD_KEY)
-            for tier in tiers:
-                delay = await declarations.queue(
-                    spec.delay_queue(tier), delay_queue_arguments(spec, tier)
-                )
-                await delay.bind(private, delay_key(tier))
-            queue = await declarations.queue(spec.name, service_queue_arguments(spec))
-            for key in (RETURN_KEY, REPLAY_KEY):
-                await queue.bind(private, key)
-            for key in spec.binding_keys:
-                await queue.bind(shared, key)
+        await declarations.shared_exchange()
+        for name in planned.private_exchanges:
+            await declarations.private_exchange(name)
+        for name, arguments in planned.queues:
+            await declarations.queue(name, arguments)
+        for binding in planned.bindings:
+            await declarations.bind(binding)
 
 
 async def declare_shared_exchange(url: str) -> None:
