@@ -215,3 +215,18 @@ async def test_a_session_rolled_back_and_used_again_claims_in_its_new_transactio
     async with postgres.transaction() as check:
         rows = (await check.exec(select(InboxEntry).where(InboxEntry.consumer == "again"))).all()
     assert [row.event_id for row in rows] == ["second"]
+
+
+async def test_a_claim_abandoned_at_a_timeout_leaves_the_database_usable(
+    postgres: Database,
+) -> None:
+    """A claim waiting on a row another transaction holds, abandoned at the handler
+    timeout: a TimeoutError, the holder unharmed, and the next claim of the key works."""
+    async with postgres.transaction() as holder:
+        await postgres.claim(holder, "held", [("/s", "k")])
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5), postgres.transaction() as waiter:
+                await postgres.claim(waiter, "held", [("/s", "k")])
+        await holder.rollback()
+    async with postgres.transaction() as session:
+        assert await postgres.claim(session, "held", [("/s", "k")]) == {("/s", "k")}

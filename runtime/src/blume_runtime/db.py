@@ -328,8 +328,8 @@ class Database:
         try:
             cursor = await driver.execute(statement, params)
             return await cursor.fetchall() if rows else []
-        except psycopg.Error as error:
-            await _raise_as_sqlalchemy(connection, error, statement, params)
+        except BaseException as error:  # as SQLAlchemy: a cancelled statement's connection
+            await _raise_as_sqlalchemy(connection, error, statement, params)  # is not reused
             raise  # not reached: the line above raises
 
     async def dispose(self) -> None:
@@ -346,12 +346,16 @@ async def flush_pending(session: AsyncSession) -> None:
 
 
 async def _raise_as_sqlalchemy(
-    connection: AsyncConnection, error: psycopg.Error, statement: str, params: tuple[Any, ...]
+    connection: AsyncConnection, error: BaseException, statement: str, params: tuple[Any, ...]
 ) -> None:
     def handle(sync_connection: Connection) -> None:
         # SQLAlchemy's own path for a failed statement: disconnect detection, invalidation
         # of the connection and the pool, ``handle_error`` events, the wrapped exception.
-        sync_connection._handle_dbapi_exception(error, statement, params, None, None)
+        # It reads the exception being handled (``sys.exc_info``): raised here for it.
+        try:
+            raise error
+        except BaseException:  # noqa: BLE001 - handed to SQLAlchemy, which raises
+            sync_connection._handle_dbapi_exception(error, statement, params, None, None)
 
     await connection.run_sync(handle)
 
