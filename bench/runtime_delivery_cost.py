@@ -17,9 +17,11 @@ SQL statements (the runtime's own counters), and the idle CPU of the runtime ove
 seconds after the run (its background loops).
 
 To compare two trees, run it in each, alternated; only the ratios within one window mean
-anything. Run: ``uv run python -m bench.runtime_delivery_cost [--deliveries N]
-[--concurrency C] [--rounds R]``; uses ``BLUME_TEST_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/postgres``) to create a throw-away database.
+anything. ``--loop uvloop`` runs it on uvloop's event loop instead of asyncio's (the one
+``blume-share run`` uses today), to price that change. Run: ``uv run python -m
+bench.runtime_delivery_cost [--deliveries N] [--concurrency C] [--rounds R] [--loop L]``;
+uses ``BLUME_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``)
+to create a throw-away database.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Final
 
+import uvloop
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import ShareAccepted, ShareCompleted
 from blume_contracts.serialisation import event_body
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deliveries", type=int, default=2000, help="per round")
     parser.add_argument("--concurrency", type=int, default=16, help="deliveries handed at once")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     options = parser.parse_args(argv)
     # Production's log lines are part of the cost: written as in production, to nowhere.
     configure_logging("INFO", "json")
@@ -185,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         with open(os.devnull, "w") as nowhere:
             sys.stderr = nowhere
             try:
-                asyncio.run(_run(url, options.deliveries, options.concurrency, options.rounds))
+                run = uvloop.run if options.loop == "uvloop" else asyncio.run
+                run(_run(url, options.deliveries, options.concurrency, options.rounds))
             finally:
                 sys.stderr = stderr
     finally:

@@ -12,14 +12,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from blume_contracts.envelope import CloudEvent
-from blume_runtime.db import Database, InboxEntry
+from blume_runtime.db import STAGED_OUTBOX, Database, InboxEntry, OutboxMessage, utcnow
 from blume_runtime.outbox import OutboxRelay
+from blume_runtime.retry import DATABASE_UNAVAILABLE, classify
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.worker import Worker
+from sqlalchemy import exc as sa_exc
 from sqlmodel import select
 
 from runtime.tests.batch_support import (
@@ -137,3 +140,93 @@ async def test_a_delivery_alone_costs_one_transaction_and_two_statements(
     before = (transactions(), statements())
     await asyncio.wait_for(worker(FakeDelivery.of(accepted_event("a"))), timeout=5)
     assert (transactions() - before[0], statements() - before[1]) == (1, 2)
+
+
+async def _backend_of(db: Database) -> int:
+    async with db.transaction() as session:
+        connection = await session.connection()
+        return int((await connection.exec_driver_sql("SELECT pg_backend_pid()")).scalar_one())
+
+
+async def test_a_claim_on_a_lost_connection_fails_as_before_and_the_next_one_works(
+    postgres: Database, migrated_database_url: str
+) -> None:
+    """The claim runs on psycopg directly; a connection PostgreSQL closed (a restart) still
+    fails it as SQLAlchemy's OperationalError (classed ``database_unavailable``) with the
+    connection invalidated, and the pool hands the next transaction a live one."""
+    pid = await _backend_of(postgres)
+    async with await psycopg.AsyncConnection.connect(migrated_database_url) as admin:
+        await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with pytest.raises(sa_exc.OperationalError) as failure:
+        async with postgres.transaction() as session:
+            await postgres.claim(session, "lost", [("/src", "evt-lost")])
+    assert failure.value.connection_invalidated
+    assert classify(failure.value) == DATABASE_UNAVAILABLE
+    async with postgres.transaction() as session:
+        assert await postgres.claim(session, "lost", [("/src", "evt-lost")]) == {
+            ("/src", "evt-lost")
+        }
+
+
+async def test_a_batch_claim_returns_only_new_keys_and_claims_a_repeated_key_once(
+    postgres: Database,
+) -> None:
+    """One statement for many keys: the keys claimed before are left out, a key given
+    twice is claimed once, and nothing of another consumer counts."""
+    async with postgres.transaction() as session:
+        await postgres.claim(session, "other", [("/s", "b")])
+        assert await postgres.claim(session, "mine", [("/s", "a")]) == {("/s", "a")}
+    async with postgres.transaction() as session:
+        claimed = await postgres.claim(
+            session, "mine", [("/s", "c"), ("/s", "a"), ("/s", "b"), ("/s", "c")]
+        )
+    assert claimed == {("/s", "b"), ("/s", "c")}
+
+
+async def test_an_outbox_row_that_cannot_be_written_fails_as_sqlalchemy_integrity_error(
+    postgres: Database,
+) -> None:
+    """The outbox rows go in on psycopg directly; a duplicate event id still fails the
+    commit as SQLAlchemy's IntegrityError (what callers catch), and nothing is written."""
+    row = {"event_id": "evt-x", "routing_key": "share.completed", "body": b"{}"}
+    with pytest.raises(sa_exc.IntegrityError):
+        async with postgres.transaction() as session:
+            session.info[STAGED_OUTBOX].extend(
+                [{**row, "created_at": utcnow()}, {**row, "created_at": utcnow()}]
+            )
+    async with postgres.transaction() as session:
+        assert (await session.exec(select(OutboxMessage))).all() == []
+
+
+async def test_a_session_rolled_back_and_used_again_claims_in_its_new_transaction(
+    postgres: Database,
+) -> None:
+    """The claim remembers its transaction's connection; after a rollback the session's
+    next transaction claims on its own connection, and that claim is what commits."""
+    session = postgres._sessions()
+    async with session:
+        await postgres.claim(session, "again", [("/s", "first")])
+        await session.rollback()
+        # The connection just given back goes elsewhere: the session's next one differs.
+        async with postgres.engine.connect() as elsewhere:
+            await elsewhere.exec_driver_sql("SELECT 1")
+            assert await postgres.claim(session, "again", [("/s", "second")]) == {("/s", "second")}
+            await session.commit()
+    async with postgres.transaction() as check:
+        rows = (await check.exec(select(InboxEntry).where(InboxEntry.consumer == "again"))).all()
+    assert [row.event_id for row in rows] == ["second"]
+
+
+async def test_a_claim_abandoned_at_a_timeout_leaves_the_database_usable(
+    postgres: Database,
+) -> None:
+    """A claim waiting on a row another transaction holds, abandoned at the handler
+    timeout: a TimeoutError, the holder unharmed, and the next claim of the key works."""
+    async with postgres.transaction() as holder:
+        await postgres.claim(holder, "held", [("/s", "k")])
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5), postgres.transaction() as waiter:
+                await postgres.claim(waiter, "held", [("/s", "k")])
+        await holder.rollback()
+    async with postgres.transaction() as session:
+        assert await postgres.claim(session, "held", [("/s", "k")]) == {("/s", "k")}

@@ -56,7 +56,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime import metrics, tracing
-from blume_runtime.db import Database, InboxEntry, InboxKey, utcnow
+from blume_runtime.db import Database, InboxEntry, InboxKey, flush_pending, utcnow
 from blume_runtime.group_commit import RUN_ALONE, GroupCommit, Signal
 from blume_runtime.identity import ProducerRule, Verdict
 from blume_runtime.intake import (
@@ -305,7 +305,7 @@ class Worker:
                     return None
                 ctx = self._context(event, session, delivery, verdict)
                 await invoke(ctx)
-                await session.flush()
+                await flush_pending(session)
         except IntegrityError:
             # A concurrent delivery of the same message committed first.
             if await self._already_processed(event):
@@ -336,7 +336,7 @@ class Worker:
                     )
                     await asyncio.create_task(_call(handling.invoke, ctx), context=handling.context)
                     answers.append(ctx.staged)
-                await session.flush()
+                await flush_pending(session)
         except Exception as error:  # noqa: BLE001 - each delivery is then run alone
             self._log.info(
                 "batch rolled back; its deliveries run alone",
@@ -422,7 +422,7 @@ class Worker:
                     event, session, delivery, verdict, scope=f"retry:{notice.error_class}"
                 )
                 await hook(event, notice, ctx)
-                await session.flush()
+                await flush_pending(session)
         except IntegrityError:
             return {"retry_notice": "already_recorded"}
         except Exception as error:  # noqa: BLE001 - the retry itself must still be scheduled
@@ -443,7 +443,7 @@ class Worker:
                 ctx = self._context(event, session, delivery, Verdict(None))
                 if not await hook(event, error_class, ctx):
                     raise _NotAnswered
-                await session.flush()
+                await flush_pending(session)
         except Exception:  # noqa: BLE001 - not answered: dead-lettered, for ops to replay
             return False
         await self._publish(ctx.staged)
