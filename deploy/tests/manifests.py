@@ -46,6 +46,19 @@ def render(overlay: str) -> tuple[Manifest, ...]:
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
+TOPOLOGY_KINDS: Final = (
+    "Vhost",
+    "User",
+    "Permission",
+    "TopicPermission",
+    "Policy",
+    "Exchange",
+    "Queue",
+    "Binding",
+)
+"""The Messaging Topology Operator's kinds the overlays use."""
+
+
 def of_kind(manifests: tuple[Manifest, ...], kind: str) -> list[Manifest]:
     return [item for item in manifests if item["kind"] == kind]
 

@@ -14,19 +14,17 @@ from blume_contracts.registry import EVENTS
 from blume_runtime.broker_definitions import definitions
 from blume_share.services import GATEWAY, SERVICES
 
-from deploy.tests.manifests import OVERLAYS, config_map_data, containers, named, of_kind, render
+from deploy.tests.manifests import (
+    OVERLAYS,
+    TOPOLOGY_KINDS,
+    config_map_data,
+    containers,
+    named,
+    of_kind,
+    render,
+)
 from deploy.tools import broker_topology
 
-TOPOLOGY_KINDS: Final = (
-    "Vhost",
-    "User",
-    "Permission",
-    "TopicPermission",
-    "Policy",
-    "Exchange",
-    "Queue",
-    "Binding",
-)
 OPERATOR_GENERATED: Final = {"blume-db-app"}
 """Secrets an operator writes itself: CloudNativePG's credentials of the database owner."""
 

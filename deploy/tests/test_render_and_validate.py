@@ -13,6 +13,7 @@ from deploy.tests.manifests import (
     CORE_GROUPS,
     K8S,
     OVERLAYS,
+    TOPOLOGY_KINDS,
     Manifest,
     load_yaml,
     named,
@@ -21,18 +22,7 @@ from deploy.tests.manifests import (
 from deploy.tests.schemas import NO_SCHEMA, kubernetes_errors, operator_schema_errors
 
 POLICY_CHECKED: Final = {
-    ("rabbitmq.com/v1beta1", kind)
-    for kind in (
-        "RabbitmqCluster",
-        "Vhost",
-        "User",
-        "Permission",
-        "TopicPermission",
-        "Policy",
-        "Exchange",
-        "Queue",
-        "Binding",
-    )
+    ("rabbitmq.com/v1beta1", kind) for kind in ("RabbitmqCluster", *TOPOLOGY_KINDS)
 } | {
     ("postgresql.cnpg.io/v1", "Cluster"),
     ("postgresql.cnpg.io/v1", "ScheduledBackup"),

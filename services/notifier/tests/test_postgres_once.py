@@ -61,10 +61,19 @@ async def settle(pipeline: Pipeline, event: CloudEvent[ShareLinkIssued]) -> str 
     return delivery.settlement
 
 
-async def second_delivery_waits(task: asyncio.Task[str | None]) -> None:
-    """Give the second delivery the time to reach its claim (it must not finish meanwhile)."""
+async def one_email_twice_at_once(
+    pipeline: Pipeline, mailer: SlowMailer, issued: ShareLinkIssued, make_event: EventFactory
+) -> list[str | None]:
+    """Deliver ``issued`` under two event ids, the second while the first is sending; give
+    the second the time to reach its claim (it must not finish meanwhile), then let the
+    first send. How each was settled, first then second."""
+    first = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-first")))
+    await asyncio.wait_for(mailer.in_flight.wait(), 10)
+    second = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-replayed")))
     await asyncio.sleep(0.5)
-    assert not task.done(), "the second delivery did not wait for the first one's claim"
+    assert not second.done(), "the second delivery did not wait for the first one's claim"
+    mailer.release.set()
+    return list(await asyncio.wait_for(asyncio.gather(first, second), 10))
 
 
 async def test_two_events_for_one_email_handled_at_once_send_it_once(
@@ -78,13 +87,9 @@ async def test_two_events_for_one_email_handled_at_once_send_it_once(
     mailer = SlowMailer()
     pipeline = Pipeline(settings, postgres_db, mailer)
     issued = make_issued()
-    first = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-first")))
-    await asyncio.wait_for(mailer.in_flight.wait(), 10)
-    second = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-replayed")))
-    await second_delivery_waits(second)
-    mailer.release.set()
+    settled = await one_email_twice_at_once(pipeline, mailer, issued, make_event)
 
-    assert await asyncio.wait_for(asyncio.gather(first, second), 10) == ["ack", "ack"]
+    assert settled == ["ack", "ack"]
     assert mailer.attempts == 1
     assert [event["type"] for event in pipeline.events()] == ["share.notification.sent"]
     (notification,) = await pipeline.notifications()
@@ -102,13 +107,9 @@ async def test_a_waiting_event_sends_the_email_when_the_first_attempt_fails(
     mailer = SlowMailer(failures=1)
     pipeline = Pipeline(settings, postgres_db, mailer)
     issued = make_issued()
-    first = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-first")))
-    await asyncio.wait_for(mailer.in_flight.wait(), 10)
-    second = asyncio.create_task(settle(pipeline, make_event(issued, event_id="evt-replayed")))
-    await second_delivery_waits(second)
-    mailer.release.set()
+    settled = await one_email_twice_at_once(pipeline, mailer, issued, make_event)
 
-    assert await asyncio.wait_for(asyncio.gather(first, second), 10) == ["retry", "ack"]
+    assert settled == ["retry", "ack"]
     assert mailer.attempts == 2
     assert len(mailer.sent) == 1
     sent = [event for event in pipeline.events() if event["type"] == "share.notification.sent"]
