@@ -7,8 +7,9 @@ second delivery for the same email, running at the same time under another event
 on that row until the first commits, then finds it and sends nothing. Sending happens before
 commit. When the transaction fails after the server accepted the email (the database went
 away, say), the process remembers the acceptance (``AcceptedEmails``): the retry records it
-without sending it again. Only a crash of the notifier itself between the two repeats the
-email, and the Message-ID is stable per share for that reason.
+without sending it again. The memory is this process's: a crash between the two, or a retry
+handled by another process (a replica, a restart, a replay from the dead-letter queue), repeats
+the email, and the Message-ID is stable per share for that reason.
 
 An SMTP server that cannot take the email now (connection refused, timeout, 4xx) is a
 transient failure of class ``smtp_unavailable``: the runtime retries it within that class's
