@@ -74,3 +74,23 @@ def test_the_appending_hash_is_the_pinned_formula(row: dict[str, Any]) -> None:
     """For any values, awkward text, nulls, offsets and wrong types included, the fast hash of
     a new row is the formula's: SHA-256 of prev_hash, a newline and the canonical JSON."""
     assert new_row_hash(row) == record_hash(row["prev_hash"], hashed_fields(row))
+
+
+EVERY_CODE_POINT = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+
+
+@pytest.mark.parametrize("column", ["payload", "agents", "event_id", "patient_mrn"])
+def test_every_unicode_code_point_hashes_as_the_pinned_formula(column: str) -> None:
+    """Text holding every Unicode scalar value (controls, quotes, backslash, U+2028, astral
+    planes) hashes exactly as the standard library's canonical JSON spells it: the fast
+    encoder escapes nothing more and nothing less."""
+    row = a_row(**{column: EVERY_CODE_POINT})
+    assert new_row_hash(row) == record_hash(row["prev_hash"], hashed_fields(row))
+
+
+@pytest.mark.parametrize("seq", [0, 1, 2**53 + 1, 2**63 - 1])
+def test_sequence_numbers_to_the_bigint_limit_hash_as_the_pinned_formula(seq: int) -> None:
+    """Every sequence number a BIGINT column can hold is spelled as the canonical JSON
+    spells it, past the range a float holds exactly."""
+    row = a_row(seq=seq)
+    assert new_row_hash(row) == record_hash(row["prev_hash"], hashed_fields(row))

@@ -6,13 +6,13 @@ and chained later by ``append``. Nothing secret survives this step.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, Final
 
+import orjson
 from blume_contracts.envelope import RawEvent
 from blume_contracts.ids import share_id_for
 from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
@@ -105,7 +105,7 @@ _ENTRY_VALUES: Final = attrgetter(*Entry.__slots__)
 def staged_row(text: str) -> dict[str, Any]:
     """A staged entry (``Entry.to_json``) decoded straight into the start of its record's
     row: what ``Entry.from_json(text).as_row()`` gives, without the object between."""
-    values: dict[str, Any] = json.loads(text)
+    values: dict[str, Any] = orjson.loads(text)
     values["occurred_at"] = datetime.fromisoformat(values["occurred_at"])
     values["recorded_at"] = datetime.fromisoformat(values["recorded_at"])
     return values
