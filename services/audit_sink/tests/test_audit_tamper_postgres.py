@@ -402,3 +402,30 @@ async def test_an_event_staged_again_after_sealing_is_sealed_once(
         assert await pending_count(session) == 0
     assert [(r.seq, r.event_id) for r in records] == [(1, again.id), (2, fresh.id)]
     assert (await verify(database)).ok
+
+
+async def test_a_copy_staged_again_in_a_copied_batch_is_sealed_once(
+    database: Database, make_event: Any
+) -> None:
+    """A batch large enough to be written with COPY, holding a copy of an event sealed in an
+    earlier batch: the store refuses the copy, the batch is chained again with the store's
+    check, and every other event of it is chained once, in order."""
+    first = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
+        for n in range(40)
+    ]
+    second = [
+        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
+        for n in range(40, 80)
+    ]
+    for batch in (first, [*second[:20], first[7], *second[20:]]):
+        async with database.transaction() as session:
+            for event in batch:
+                stage(session, event)
+        assert await seal_all(database) == len(batch)
+    async with database.transaction() as session:
+        records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
+        assert await pending_count(session) == 0
+    assert [r.event_id for r in records] == [event.id for event in (*first, *second)]
+    assert [r.seq for r in records] == list(range(1, 81))
+    assert (await verify(database)).ok

@@ -29,16 +29,18 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Final
 
+import psycopg
 import structlog
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Table, any_, delete, func
+from sqlalchemy import Table, any_, delete, func, literal
 from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.event import listens_for
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -134,11 +136,16 @@ _RECORDED: Final = (
 A scalar subquery (the pair is unique), not EXISTS: PostgreSQL may run an EXISTS as one
 hashed subplan that reads the whole store on every batch, which grows with the store;
 this is one probe of the unique index per taken row, whatever the store's size."""
+_NOT_ASKED: Final = literal(False).label("recorded")
+_REFUSED_BY_KEY: Final = (IntegrityError, psycopg.errors.IntegrityError)
+"""A key's refusal as SQLAlchemy raises it (an INSERT) and as the driver does (a COPY)."""
 
 
-async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str, bool]]:
+async def _take_staged(
+    session: AsyncSession, batch_size: int, *, ask_store: bool
+) -> list[tuple[str, bool]]:
     """Remove up to ``batch_size`` staged events, oldest first: each one's entry, and
-    whether the store holds it already.
+    whether the store holds it already (False for each when the store is not asked).
 
     Removed in the transaction that chains them: if it fails, they are staged again.
     Concurrent sealers take disjoint batches (SKIP LOCKED). Asking for the records in the
@@ -151,6 +158,7 @@ async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str
         .limit(batch_size)
         .with_for_update(skip_locked=True)
     )
+    recorded = _RECORDED if ask_store else _NOT_ASKED
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
         taken = await connection.execute(
@@ -158,14 +166,14 @@ async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str
             # id = ANY(ARRAY(...)): one scan of the key for the ids taken; IN (...) joined
             # them back to the table through a hash of the ids.
             .where(_PENDING.c.id == any_(func.array(oldest.scalar_subquery())))
-            .returning(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
+            .returning(_PENDING.c.id, _PENDING.c.entry, recorded)
         )
         # Sorted by id alone: comparing the rows themselves (as tuples) cost more than
         # the rest of the take.
-        return [(entry, recorded) for _, entry, recorded in sorted(taken, key=_BY_ID)]
+        return [(entry, is_recorded) for _, entry, is_recorded in sorted(taken, key=_BY_ID)]
     rows = (
         await connection.execute(
-            sql_select(_PENDING.c.id, _PENDING.c.entry, _RECORDED)
+            sql_select(_PENDING.c.id, _PENDING.c.entry, recorded)
             .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
             .order_by(_PENDING.c.id)
         )
@@ -175,9 +183,25 @@ async def _take_staged(session: AsyncSession, batch_size: int) -> list[tuple[str
 
 
 async def seal_batch(db: Database, batch_size: int) -> int:
-    """Chain up to ``batch_size`` staged events, oldest first; returns how many were taken."""
+    """Chain up to ``batch_size`` staged events, oldest first; returns how many were taken.
+
+    The store's unique key on (source, id) is what keeps an event from being recorded twice,
+    so a batch is first chained without asking the store about each event. Only when the
+    key refuses one (a copy staged again after its first copy was sealed: a redelivery,
+    rare) is the batch rolled back, staged rows included, and chained again, asking the
+    store about each event as it is taken (that probe was about a tenth of a batch's time).
+    """
+    try:
+        taken = await _seal(db, batch_size, ask_store=False)
+    except _REFUSED_BY_KEY:
+        taken = await _seal(db, batch_size, ask_store=True)
+    AUDIT_RECORDS_SEALED.inc(taken)
+    return taken
+
+
+async def _seal(db: Database, batch_size: int, *, ask_store: bool) -> int:
     async with db.transaction() as session:
-        staged = await _take_staged(session, batch_size)
+        staged = await _take_staged(session, batch_size, ask_store=ask_store)
         if staged:
             rows = [staged_row(text) for text, _ in staged]
             recorded = {
@@ -186,7 +210,6 @@ async def seal_batch(db: Database, batch_size: int) -> int:
                 if is_recorded
             }
             await append_rows(session, rows, recorded=recorded)
-    AUDIT_RECORDS_SEALED.inc(len(staged))
     return len(staged)
 
 
