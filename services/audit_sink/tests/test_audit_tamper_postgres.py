@@ -10,7 +10,7 @@ names exactly the broken chain and sequence numbers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.sealer import pending_count, seal_all, stage
 from blume_audit_sink.verify import VerifyReport
 from blume_audit_sink.verify import verify as verify_chains
+from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database
 from psycopg import sql
 from sqlmodel import col, select
@@ -385,14 +386,12 @@ async def test_batches_written_by_copy_chain_inherit_and_verify(
     assert (report.ok, report.checked) == (True, len(records))
 
 
-async def test_an_event_staged_again_after_sealing_is_sealed_once(
-    database: Database, make_event: Any
-) -> None:
-    """On PostgreSQL, a copy staged again after the first was sealed is dropped by the sealer,
-    and its neighbours in the batch are still chained."""
-    again = make_event("share.accepted", {"share_id": "shr_" + "d" * 32}, tenant=TAMPERED)
-    fresh = make_event("share.accepted", {"share_id": "shr_" + "e" * 32}, tenant=TAMPERED)
-    for batch in ([again], [again, fresh]):
+async def sealed_one_after_another(
+    database: Database, batches: Sequence[Sequence[RawEvent]]
+) -> list[AuditRecord]:
+    """Each batch staged in one transaction and sealed before the next is staged; then the
+    store's records in order, once nothing is left staged."""
+    for batch in batches:
         async with database.transaction() as session:
             for event in batch:
                 stage(session, event)
@@ -400,6 +399,17 @@ async def test_an_event_staged_again_after_sealing_is_sealed_once(
     async with database.transaction() as session:
         records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
         assert await pending_count(session) == 0
+    return list(records)
+
+
+async def test_an_event_staged_again_after_sealing_is_sealed_once(
+    database: Database, make_event: Any
+) -> None:
+    """On PostgreSQL, a copy staged again after the first was sealed is dropped by the sealer,
+    and its neighbours in the batch are still chained."""
+    again = make_event("share.accepted", {"share_id": "shr_" + "d" * 32}, tenant=TAMPERED)
+    fresh = make_event("share.accepted", {"share_id": "shr_" + "e" * 32}, tenant=TAMPERED)
+    records = await sealed_one_after_another(database, [[again], [again, fresh]])
     assert [(r.seq, r.event_id) for r in records] == [(1, again.id), (2, fresh.id)]
     assert (await verify(database)).ok
 
@@ -410,22 +420,16 @@ async def test_a_copy_staged_again_in_a_copied_batch_is_sealed_once(
     """A batch large enough to be written with COPY, holding a copy of an event sealed in an
     earlier batch: the store refuses the copy, the batch is chained again with the store's
     check, and every other event of it is chained once, in order."""
-    first = [
-        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
-        for n in range(40)
-    ]
-    second = [
-        make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
-        for n in range(40, 80)
-    ]
-    for batch in (first, [*second[:20], first[7], *second[20:]]):
-        async with database.transaction() as session:
-            for event in batch:
-                stage(session, event)
-        assert await seal_all(database) == len(batch)
-    async with database.transaction() as session:
-        records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()
-        assert await pending_count(session) == 0
+    first, second = (
+        [
+            make_event("share.accepted", {"share_id": f"shr_{n:032x}"}, tenant=TAMPERED)
+            for n in numbers
+        ]
+        for numbers in (range(40), range(40, 80))
+    )
+    records = await sealed_one_after_another(
+        database, [first, [*second[:20], first[7], *second[20:]]]
+    )
     assert [r.event_id for r in records] == [event.id for event in (*first, *second)]
     assert [r.seq for r in records] == list(range(1, 81))
     assert (await verify(database)).ok
