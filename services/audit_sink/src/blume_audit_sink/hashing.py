@@ -83,7 +83,7 @@ def new_row_hash(row: Mapping[str, Any]) -> str:
     The hot path of a batch: the row is at the current hash version with aware timestamps,
     so the fields are laid out in sorted order and encoded by orjson without sorting. For
     what a row being appended holds (text, 64-bit integers and nulls) orjson writes exactly
-    the canonical JSON's bytes: the tests hold it to that for every Unicode code point and
+    the canonical JSON's bytes: the tests hold it to that for every Unicode scalar value and
     the integer limits, and every verify recomputes the hash with the standard library.
     """
     fields = {name: row[name] for name in _SORTED_HASHED_COLUMNS}
