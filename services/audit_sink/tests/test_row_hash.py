@@ -90,7 +90,7 @@ def test_every_unicode_code_point_hashes_as_the_pinned_formula(column: str) -> N
 
 @pytest.mark.parametrize("seq", [0, 1, 2**53 + 1, 2**63 - 1])
 def test_sequence_numbers_to_the_bigint_limit_hash_as_the_pinned_formula(seq: int) -> None:
-    """Every sequence number a BIGINT column can hold is spelled as the canonical JSON
-    spells it, past the range a float holds exactly."""
+    """Sequence numbers from 0 to the BIGINT limit, past the range a float holds exactly,
+    are spelled as the canonical JSON spells them."""
     row = a_row(seq=seq)
     assert new_row_hash(row) == record_hash(row["prev_hash"], hashed_fields(row))
