@@ -58,10 +58,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from blume_audit_sink.append import COPY_TYPES, append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import RECORD_COLUMNS
 from blume_audit_sink.sealer import seal_all
 from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent
 from blume_contracts.ids import share_id_for
 from blume_runtime.db import Database

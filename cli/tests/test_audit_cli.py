@@ -218,7 +218,7 @@ def test_verify_against_exported_checkpoints_names_the_cut_row_on_postgres(
 
 
 def _entry(seq: int) -> str:
-    from blume_audit_sink.entry import prepare
+    from blume_contracts.audit_entry import prepare
     from blume_contracts.envelope import RawEvent, now
 
     event = RawEvent(

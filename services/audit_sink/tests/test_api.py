@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from blume_audit_sink.api import create_app, hash_token, parse_token_hashes
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.settings import AuditSettings
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database
 from blume_runtime.settings import Settings
 from blume_share.schema import upgrade

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import HASHED_COLUMNS, hashed_fields, record_hash
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.search import RecordFilter, find
 from blume_audit_sink.verify import VerifyReport, verify
 from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.audit_entry import prepare
 from blume_contracts.ids import share_id_for
 from blume_contracts.sensitivity import fingerprint
 from blume_contracts.serialisation import canonical_json

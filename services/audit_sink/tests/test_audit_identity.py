@@ -7,12 +7,12 @@ import asyncio
 import json
 from typing import Any
 
-from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.export import audit_event
 from blume_audit_sink.sealer import pending_count
-from blume_audit_sink.service import SECURITY_CHAIN
 from blume_audit_sink.verify import verify
 from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.audit_catalog import UNTRUSTED_PRODUCER_TYPE
+from blume_contracts.audit_entry import SECURITY_CHAIN
 from blume_runtime.db import Database
 from blume_runtime.testing import FakeDelivery
 from blume_runtime.transport import DeadLetterCause

@@ -9,11 +9,11 @@ from typing import Any
 
 import blume_audit_sink as audit_sink
 import pytest
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.sealer import pending_count, seal_all, seal_batch, stage
 from blume_audit_sink.service import NAME, build
 from blume_audit_sink.verify import verify
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings

@@ -18,13 +18,13 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.sealer import pending_count, seal_all, stage
 from blume_audit_sink.verify import VerifyReport
 from blume_audit_sink.verify import verify as verify_chains
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database
 from psycopg import sql

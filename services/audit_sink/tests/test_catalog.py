@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 import pytest
-from blume_audit_sink import catalog
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditRecord
+from blume_contracts import audit_catalog as catalog
+from blume_contracts.audit_entry import prepare
 from blume_contracts.registry import EVENTS
 from blume_runtime.db import Database
 from sqlmodel import col, select

@@ -12,10 +12,10 @@ import pytest
 from blume_audit_sink import signing_keys
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.settings import AuditSettings
 from blume_audit_sink.verify import VerifyReport, verify_store
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database
 from blume_runtime.settings import Settings
 from cryptography.hazmat.primitives import serialization

@@ -20,12 +20,12 @@ import pytest
 from blume_audit_sink import retention, signing_keys
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.sealer import seal_all, stage
 from blume_audit_sink.settings import AuditSettings
 from blume_audit_sink.verify import VerifyReport, verify_store
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
 from blume_share.schema import upgrade

@@ -19,7 +19,7 @@ from blume_audit_sink.disclosures import (
     as_json,
     spreadsheet_safe,
 )
-from blume_audit_sink.entry import prepare
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database
 
 TENANT = "demo-hospital"

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import (
     CSV_COLUMNS,
     csv_text,
@@ -21,6 +20,7 @@ from blume_audit_sink.export import (
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter
+from blume_contracts.audit_entry import prepare
 from blume_contracts.serialisation import canonical_json
 from blume_runtime.db import Database
 from fhir.resources.R4B.auditevent import AuditEvent

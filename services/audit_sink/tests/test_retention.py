@@ -10,11 +10,11 @@ import pytest
 from blume_audit_sink import retention, signing_keys
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import SEVEN_YEARS_DAYS, AuditPurge
 from blume_audit_sink.problems import ProblemKind
 from blume_audit_sink.settings import AuditSettings
 from blume_audit_sink.verify import VerifyReport, verify_store
+from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
 from sqlalchemy import text

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.models import AuditChainHead, AuditPending
 from blume_audit_sink.sealer import seal_all
 from blume_audit_sink.verify import verify
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database
 from sqlmodel import select

@@ -24,6 +24,8 @@ from datetime import datetime
 from typing import Annotated, Any, Final
 
 import structlog
+from blume_contracts import audit_catalog as catalog
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent, now
 from blume_contracts.sensitivity import fingerprint
 from blume_runtime.db import Database
@@ -32,10 +34,8 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink import catalog
 from blume_audit_sink.append import append_entries
 from blume_audit_sink.disclosures import DisclosureRequest, accounting
-from blume_audit_sink.entry import prepare
 from blume_audit_sink.export import fhir_bundle, fhir_json
 from blume_audit_sink.models import SCHEMA
 from blume_audit_sink.search import RecordFilter, find, record_as_json

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Final
 
+from blume_contracts.audit_entry import Entry
 from sqlalchemy import (
     ARRAY,
     BigInteger,
@@ -34,7 +35,6 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.entry import Entry
 from blume_audit_sink.hashing import CURRENT_HASH_VERSION, RECORD_COLUMNS, new_row_hash
 from blume_audit_sink.models import GENESIS_HASH, AuditChainHead, AuditRecord
 

@@ -24,12 +24,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from blume_contracts import audit_catalog as catalog
 from blume_runtime.db import as_utc, utcnow
 from jinja2 import Environment, select_autoescape
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink import catalog
 from blume_audit_sink.export import records_matching
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter

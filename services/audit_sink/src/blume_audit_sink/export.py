@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
 from typing import Any, Final
 
+from blume_contracts import audit_catalog as catalog
 from blume_runtime.db import as_utc, utcnow
 from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink import catalog
 from blume_audit_sink.models import AuditRecord
 from blume_audit_sink.search import RecordFilter, apply_filter, record_as_json
 

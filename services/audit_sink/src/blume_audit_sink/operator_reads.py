@@ -14,12 +14,12 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Final
 
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent, now
 from blume_runtime.dead_letters import OPS_TENANT, Operator
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.append import append_entries
-from blume_audit_sink.entry import prepare
 
 CLI_SOURCE: Final = "/blume-share/cli"
 AUDIT_LOG_READ_TYPE: Final = "ops.audit_log.read"

@@ -31,6 +31,7 @@ from typing import Final
 
 import psycopg
 import structlog
+from blume_contracts.audit_entry import prepare, staged_row
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
@@ -47,7 +48,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.append import append_rows
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
-from blume_audit_sink.entry import prepare, staged_row
 from blume_audit_sink.models import SCHEMA, AuditPending, AuditRecord
 
 log = structlog.get_logger("audit_sink")

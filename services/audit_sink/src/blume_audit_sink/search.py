@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from blume_contracts.audit_entry import Entry
 from blume_runtime.db import as_utc
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.entry import Entry
 from blume_audit_sink.models import AuditPending, AuditRecord
 
 

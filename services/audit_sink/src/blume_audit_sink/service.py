@@ -7,17 +7,16 @@ published it. An outside request is recorded with its verified publisher as requ
 
 from __future__ import annotations
 
-import uuid
 from typing import Final
 
-from blume_contracts.envelope import RawEvent, now
+from blume_contracts import audit_entry
+from blume_contracts.envelope import RawEvent
 from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, RefusedEvent, Service
 from blume_runtime.settings import Settings
 from pydantic import ValidationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_audit_sink.catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_audit_sink.checkpoints import Cadence
 from blume_audit_sink.models import SCHEMA
 from blume_audit_sink.sealer import ChainSealer, stage
@@ -25,37 +24,17 @@ from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_audit_sink.signing_keys import signing_key
 
 NAME: Final = SCHEMA
-SECURITY_CHAIN: Final = "_security"
-"""Where security records go: one chain for every refused event, whatever tenant it named
-(an untrusted publisher must not be able to start chains under names of its choosing)."""
-SECURITY_SOURCE: Final = "/blume-share/audit_sink"
-_SECURITY_IDS: Final = uuid.UUID("8d3c6f0e-2b7a-4f5e-9c1d-3a6b8e2f4d70")
 
 
 def security_record(refused: RefusedEvent) -> RawEvent:
-    """What the store keeps of a refused event: its claims and its publisher, not its data.
-
-    The record's id is derived from the claims and the publisher, so a redelivery of the same
-    forged message is recorded once; it is never the claimed id, which a forger could use to
-    keep the genuine event of that id out of the store.
-    """
-    claims = (refused.source, refused.event_id, refused.event_type, refused.producer or "")
-    return RawEvent(
-        id=str(uuid.uuid5(_SECURITY_IDS, "\n".join(claims))),
-        source=SECURITY_SOURCE,
-        type=UNTRUSTED_PRODUCER_TYPE,
-        time=now(),
-        tenantid=SECURITY_CHAIN,
-        correlationid=refused.event_id,
-        data={
-            "cause": "untrusted_producer",
-            "refusal": refused.refusal,
-            "claimed_type": refused.event_type,
-            "claimed_source": refused.source,
-            "claimed_id": refused.event_id,
-            "claimed_tenant": refused.tenantid,
-            "producer": refused.producer,
-        },
+    """What the store keeps of an event refused for its producer (``audit_entry``)."""
+    return audit_entry.security_record(
+        event_type=refused.event_type,
+        event_id=refused.event_id,
+        source=refused.source,
+        tenantid=refused.tenantid,
+        producer=refused.producer,
+        refusal=refused.refusal,
     )
 
 

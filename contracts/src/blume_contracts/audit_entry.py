@@ -1,27 +1,41 @@
 """What an event becomes in the audit store: secrets fingerprinted, classified, keys pulled out.
 
-``prepare`` runs when the sink receives an event; the ``Entry`` it makes is staged as JSON
-and chained later by ``append``. Nothing secret survives this step.
+``prepare`` runs where an event is staged for the audit store: in its producer's own
+transaction (the runtime, ``blume_runtime.db``), or in the audit sink for what reaches it over
+the exchange. The ``Entry`` it makes is staged as JSON and chained later by the sink's sealer.
+Nothing secret survives this step. A refused event is staged as a ``security_record`` instead.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, Final
 
 import orjson
-from blume_contracts.envelope import RawEvent
+from pydantic_core import to_jsonable_python
+
+from blume_contracts import audit_catalog as catalog
+from blume_contracts.envelope import RawEvent, now
 from blume_contracts.ids import share_id_for
 from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
 from blume_contracts.serialisation import canonical_json, compact_json
-from blume_runtime.db import as_utc, utcnow
-from pydantic_core import to_jsonable_python
 
-from blume_audit_sink import catalog
+SECURITY_CHAIN: Final = "_security"
+"""Where security records go: one chain for every refused event, whatever tenant it named
+(an untrusted publisher must not be able to start chains under names of its choosing)."""
+SECURITY_SOURCE: Final = "/blume-share/audit_sink"
+_SECURITY_IDS: Final = uuid.UUID("8d3c6f0e-2b7a-4f5e-9c1d-3a6b8e2f4d70")
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything the store keeps is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 # Values copied into the indexed columns. Anything else (data that broke its contract can
 # hold any JSON) stays in the payload only, so a bad value can never fail the insert.
@@ -146,8 +160,8 @@ def prepare(
         event_source=event.source,
         event_type=event.type,
         # SQLite drops the offset when it stores a timestamp: store UTC so it reads back equal.
-        occurred_at=as_utc(event.time),
-        recorded_at=received_at or utcnow(),
+        occurred_at=_as_utc(event.time),
+        recorded_at=received_at or datetime.now(UTC),
         share_id=_share_id(event, data),
         correlation_id=event.correlationid,
         study_uid=_study_uid(data),
@@ -159,4 +173,41 @@ def prepare(
         sender_user_id=_indexable(catalog.role_of(agents, "sender").get("user_id")),
         recipient_email=_indexable(catalog.recipient_email_of(agents)),
         agents=canonical_json(agents),
+    )
+
+
+def security_record(
+    *,
+    event_type: str,
+    event_id: str,
+    source: str,
+    tenantid: str | None,
+    producer: str | None,
+    refusal: str,
+) -> RawEvent:
+    """What the store keeps of a refused event: its claims and its publisher, not its data.
+
+    The record's id is derived from the claims and the publisher, so the same forged message
+    refused again (a redelivery, or by each consumer it reached) is recorded once; it is never
+    the claimed id, which a forger could use to keep the genuine event of that id out of the
+    store. ``producer`` is who published it: a broker user, or a database role
+    (``db:<role>``) for a row staged under a service it is not.
+    """
+    claims = (source, event_id, event_type, producer or "")
+    return RawEvent(
+        id=str(uuid.uuid5(_SECURITY_IDS, "\n".join(claims))),
+        source=SECURITY_SOURCE,
+        type=catalog.UNTRUSTED_PRODUCER_TYPE,
+        time=now(),
+        tenantid=SECURITY_CHAIN,
+        correlationid=event_id,
+        data={
+            "cause": "untrusted_producer",
+            "refusal": refusal,
+            "claimed_type": event_type,
+            "claimed_source": source,
+            "claimed_id": event_id,
+            "claimed_tenant": tenantid,
+            "producer": producer,
+        },
     )
