@@ -218,6 +218,6 @@ async def sqlite_db(state_dir: Path) -> AsyncIterator[Any]:
     state_dir.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{state_dir / 'test.db'}"
     upgrade(url)
-    db = Database(url)
+    db = Database(url, stages_audit=True)
     yield db
     await db.dispose()

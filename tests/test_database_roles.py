@@ -6,6 +6,7 @@ are cluster-wide: a unique prefix keeps parallel runs apart; they are dropped af
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,9 +18,19 @@ import psycopg
 import pytest
 import structlog
 from alembic import command
+from blume_audit_sink.models import AuditRecord
+from blume_audit_sink.sealer import seal_all
+from blume_audit_sink.staging_roles import StagingRoles
+from blume_audit_sink.verify import verify
+from blume_contracts.artefacts import EXAMPLES_DIR
+from blume_contracts.audit_catalog import UNTRUSTED_PRODUCER_TYPE
+from blume_contracts.audit_entry import SECURITY_CHAIN
+from blume_contracts.registry import spec_for
 from blume_runtime.db import Database, InboxEntry, OutboxMessage, utcnow
+from blume_runtime.unit_of_work import UnitOfWork
 from blume_share.schema import SERVICE_TABLES, alembic_config, upgrade
 from psycopg import errors
+from pydantic import BaseModel
 from sqlmodel import col, delete, select
 
 pytestmark = pytest.mark.integration
@@ -186,6 +197,98 @@ def test_the_audit_sinks_role_writes_the_audit_store(cluster: Cluster) -> None:
     assert staged == [("e-1",)]
 
 
+STAGE_AS_ITS_PRODUCER = (
+    f"INSERT INTO {AUDIT}.audit_pending (event_source, event_id, received_at, entry) "
+    "VALUES ('/blume-share/notifier', 'e-staged', now(), '{}')"
+)
+
+
+@pytest.mark.parametrize("service", [name for name in SERVICES if name != AUDIT])
+def test_a_service_may_only_insert_into_the_audit_staging_and_never_say_who_it_is(
+    cluster: Cluster, service: str
+) -> None:
+    """Each producer's role inserts staged audit rows, and the database records its role as
+    ``staged_by``; naming ``staged_by`` itself, reading, changing or deleting staged rows
+    (its own included), and touching any other audit table are refused."""
+    with psycopg.connect(cluster.url_as(service), autocommit=True) as connection:
+        connection.execute(STAGE_AS_ITS_PRODUCER.replace("e-staged", f"e-{service}"))
+        for statement in (
+            f"INSERT INTO {AUDIT}.audit_pending "
+            "(event_source, event_id, received_at, entry, staged_by) "
+            f"VALUES ('/x', 'e-forged-{service}', now(), '{{}}', '{cluster.role(AUDIT)}')",
+            f"SELECT entry FROM {AUDIT}.audit_pending",
+            f"UPDATE {AUDIT}.audit_pending SET entry = '{{}}'",
+            f"DELETE FROM {AUDIT}.audit_pending",
+            f"INSERT INTO {AUDIT}.audit_records (chain_id) VALUES ('x')",
+            f"SELECT 1 FROM {AUDIT}.audit_chain_heads",
+        ):
+            with connection.transaction(), pytest.raises(errors.InsufficientPrivilege):
+                connection.execute(statement)
+    with psycopg.connect(cluster.admin_url) as admin:
+        staged_by = admin.execute(
+            f"SELECT staged_by FROM {AUDIT}.audit_pending WHERE event_id = %s", (f"e-{service}",)
+        ).fetchall()
+        admin.execute(f"DELETE FROM {AUDIT}.audit_pending WHERE event_id = %s", (f"e-{service}",))
+    assert staged_by == [(cluster.role(service),)]
+
+
+def _event(event_type: str) -> BaseModel:
+    data = json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text())["data"]
+    return spec_for(event_type).model.model_validate(data)
+
+
+async def _emit(cluster: Cluster, login: str, producer: str, event_type: str) -> str:
+    """As ``login``'s role, emit an event sourced ``/blume-share/<producer>``; its id."""
+    db = Database(cluster.url_as(login), schema=login, stages_audit=True)
+    try:
+        async with db.transaction() as session:
+            work = UnitOfWork(service=producer, session=session)
+            return work.emit(
+                event_type, _event(event_type), tenantid="t-roles", correlationid="c-roles"
+            ).id
+    finally:
+        await db.dispose()
+
+
+async def test_the_sealer_records_a_row_staged_under_another_service_as_a_security_event(
+    cluster: Cluster,
+) -> None:
+    """Rows staged by each producer's own role for its own events are sealed as those events;
+    a row the link issuer's role staged under the dispatcher's name is sealed as a security
+    record naming that role and the claims, never as the dispatcher's event; the chains verify."""
+    with psycopg.connect(cluster.admin_url) as admin:  # what earlier tests left staged
+        admin.execute(f"DELETE FROM {AUDIT}.audit_pending")
+    genuine = [
+        await _emit(cluster, "share_dispatcher", "share_dispatcher", "share.accepted"),
+        await _emit(cluster, "notifier", "notifier", "share.notification.sent"),
+    ]
+    forged = await _emit(cluster, "link_issuer", "share_dispatcher", "share.completed")
+    db = Database(cluster.admin_url, schema=AUDIT)
+    try:
+        assert await seal_all(db, roles=StagingRoles(cluster.prefix)) == 3
+        async with db.transaction() as session:
+            records = (await session.exec(select(AuditRecord))).all()
+            assert (await verify(session)).ok
+    finally:
+        await db.dispose()
+    by_type = {record.event_type: record for record in records}
+    assert sorted(by_type) == sorted(
+        ["share.accepted", "share.notification.sent", UNTRUSTED_PRODUCER_TYPE]
+    )
+    assert [by_type[t].event_id for t in ("share.accepted", "share.notification.sent")] == genuine
+    security = by_type[UNTRUSTED_PRODUCER_TYPE]
+    assert security.chain_id == SECURITY_CHAIN
+    assert json.loads(security.payload) == {
+        "cause": "untrusted_producer",
+        "refusal": "staged_by_a_role_not_its_producer",
+        "claimed_type": "share.completed",
+        "claimed_source": "/blume-share/share_dispatcher",
+        "claimed_id": forged,
+        "claimed_tenant": "t-roles",
+        "producer": f"db:{cluster.role('link_issuer')}",
+    }
+
+
 def test_upgrade_from_0010_moves_every_row_into_its_services_schema(
     postgres_admin_url: str,
 ) -> None:
@@ -238,7 +341,8 @@ def test_the_example_runs_with_each_service_on_its_own_login(
 ) -> None:
     """``BLUME_<SERVICE>_DATABASE_URL`` set for every service: each connects as its own role,
     and the example share still completes with its email and an intact audit chain (the
-    CLI's report reads as the owner, ``BLUME_DATABASE_URL``)."""
+    CLI's report reads as the owner, ``BLUME_DATABASE_URL``) that holds each service's events,
+    staged under its own role, as themselves."""
     from blume_runtime.app import Runtime
     from blume_runtime.service import Service
     from blume_runtime.settings import Settings, service_database_env
@@ -256,6 +360,7 @@ def test_the_example_runs_with_each_service_on_its_own_login(
         monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
         for service in SERVICES:
             monkeypatch.setenv(service_database_env(service), made.url_as(service))
+        monkeypatch.setenv("BLUME_DATABASE_ROLE_PREFIX", made.prefix)
 
         runtime = Runtime(Settings(), [Service("notifier")], Database(made.admin_url))
         assert runtime.database_for("notifier").url.startswith(
@@ -270,3 +375,10 @@ def test_the_example_runs_with_each_service_on_its_own_login(
         assert result.exit_code == 0, result.output
         assert ": completed" in result.stdout
         assert "audit chain: intact" in result.stdout
+        # Each service staged its own events under its own role, and each was trusted.
+        with psycopg.connect(made.admin_url) as admin:
+            types = {
+                row[0] for row in admin.execute(f"SELECT event_type FROM {AUDIT}.audit_records")
+            }
+        assert {"share.accepted", "share.link.issued", "share.completed"} <= types
+        assert UNTRUSTED_PRODUCER_TYPE not in types

@@ -41,9 +41,11 @@ from blume_share.state_dir import secure_state_dir
 def database(settings: Settings, *, schema: str | None = None) -> Database:
     """The migrator's database (``BLUME_DATABASE_URL``): on PostgreSQL its ``search_path``
     (migration 0011) finds every service's tables, which the CLI's reports read together.
-    ``schema``: one service's schema, for a command that writes its outbox."""
+    ``schema``: one service's schema, for a command that writes its outbox (and stages its
+    events for the audit store, as the service would)."""
     secure_state_dir(settings)
-    return Database(settings.database, schema=schema)
+    stages_audit = schema is not None and settings.stages_audit(settings.database)
+    return Database(settings.database, schema=schema, stages_audit=stages_audit)
 
 
 @asynccontextmanager

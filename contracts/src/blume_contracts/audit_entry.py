@@ -25,6 +25,10 @@ from blume_contracts.registry import SENSITIVE_FIELDS, protect_for_audit
 from blume_contracts.sensitivity import Sensitivity
 from blume_contracts.serialisation import canonical_json, compact_json
 
+AUDIT_SCHEMA: Final = "audit_sink"
+"""The audit sink's PostgreSQL schema, which holds the staging table every producer writes."""
+AUDIT_STAGING_TABLE: Final = "audit_pending"
+"""Where an event waits, prepared, for the sealer to chain it."""
 SECURITY_CHAIN: Final = "_security"
 """Where security records go: one chain for every refused event, whatever tenant it named
 (an untrusted publisher must not be able to start chains under names of its choosing)."""
@@ -125,6 +129,56 @@ def staged_row(text: str) -> dict[str, Any]:
     return values
 
 
+_TEXT_LIMITS: Final = {
+    "chain_id": 256,
+    "event_id": 256,
+    "event_source": 256,
+    "event_type": 128,
+    "share_id": 256,
+    "correlation_id": 256,
+    "study_uid": 256,
+    "payload": None,
+    "event_code": 200,
+    "action": 1,
+    "outcome": 2,
+    "patient_mrn": 256,
+    "sender_user_id": 256,
+    "recipient_email": 256,
+    "agents": None,
+}
+"""Each text column of a record and its length limit (``blume_audit_sink.models``)."""
+_NULLABLE: Final = frozenset(
+    {"share_id", "study_uid", "patient_mrn", "sender_user_id", "recipient_email"}
+)
+_ENTRY_KEYS: Final = frozenset(Entry.__slots__)
+
+
+def checked_staged_row(text: str) -> dict[str, Any] | None:
+    """``staged_row``, or None if ``text`` is not an entry the store can hold as a record.
+
+    Producers stage entries themselves, so an entry is checked before it is chained: every
+    field present and nothing else, each text within its column's limit and free of NUL
+    (which PostgreSQL text cannot hold), both timestamps aware. A bad entry would otherwise
+    fail its whole batch, again at every try.
+    """
+    try:
+        values = staged_row(text)
+    except (ValueError, TypeError, KeyError):  # orjson's JSONDecodeError is a ValueError
+        return None
+    if not isinstance(values, dict) or values.keys() != _ENTRY_KEYS:
+        return None
+    for name, limit in _TEXT_LIMITS.items():
+        value = values[name]
+        if value is None:
+            if name not in _NULLABLE:
+                return None
+        elif type(value) is not str or "\x00" in value or (limit and len(value) > limit):
+            return None
+    if values["occurred_at"].tzinfo is None or values["recorded_at"].tzinfo is None:
+        return None
+    return values
+
+
 _SECRET_KEYS: Final = tuple(
     f'"{name}":' for name, marking in SENSITIVE_FIELDS.items() if marking is Sensitivity.SECRET
 )
@@ -194,13 +248,15 @@ def security_record(
     (``db:<role>``) for a row staged under a service it is not.
     """
     claims = (source, event_id, event_type, producer or "")
+    record_id = str(uuid.uuid5(_SECURITY_IDS, "\n".join(claims)))
     return RawEvent(
-        id=str(uuid.uuid5(_SECURITY_IDS, "\n".join(claims))),
+        id=record_id,
         source=SECURITY_SOURCE,
         type=catalog.UNTRUSTED_PRODUCER_TYPE,
         time=now(),
         tenantid=SECURITY_CHAIN,
-        correlationid=event_id,
+        # The claimed id when it can be one (a staged row's claims can be anything).
+        correlationid=_indexable(event_id) or record_id,
         data={
             "cause": "untrusted_producer",
             "refusal": refusal,

@@ -101,9 +101,11 @@ class Runtime:
         self._started: list[Component] = []
 
     def _database(self, name: str) -> Database:
+        url = self.settings.service_database(name)
+        stages_audit = self.settings.stages_audit(url)
         if not self.settings.has_own_database(name):
-            return self.db.in_schema(name)
-        own = Database(self.settings.service_database(name), schema=name)
+            return self.db.in_schema(name, stages_audit=stages_audit)
+        own = Database(url, schema=name, stages_audit=stages_audit)
         self._own_databases.append(own)
         return own
 

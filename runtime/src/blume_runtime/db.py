@@ -14,14 +14,26 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import psycopg
+from blume_contracts.audit_entry import AUDIT_SCHEMA, AUDIT_STAGING_TABLE
 from psycopg import sql
-from sqlalchemy import Connection, DateTime, Dialect, Insert, Table, TypeDecorator, event, insert
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Dialect,
+    Insert,
+    MetaData,
+    Table,
+    TypeDecorator,
+    event,
+    insert,
+)
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -147,11 +159,49 @@ _OUTBOX_ROWS: Final = sql.SQL(
     "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::timestamptz[])"
 )
 _OUTBOX_COLUMNS: Final = ("event_id", "routing_key", "body", "created_at")
+# The audit rows a transaction stages (``STAGED_AUDIT``) go into the audit schema's staging
+# table in the same statement as its outbox rows (a data-modifying WITH), or alone. The
+# database fills in ``staged_by`` (migration 0018); a copy staged twice is ignored.
+_PG_AUDIT_STAGE: Final = sql.SQL(
+    "INSERT INTO {table} (event_source, event_id, received_at, entry) {rows} ON CONFLICT DO NOTHING"
+)
+_ONE_AUDIT_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
+_AUDIT_ROWS: Final = sql.SQL(
+    "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+)
+_AUDIT_STAGING: Final = sql.Identifier(AUDIT_SCHEMA, AUDIT_STAGING_TABLE)
+_SQLITE_AUDIT_STAGE: Final = insert(
+    Table(
+        AUDIT_STAGING_TABLE,
+        MetaData(),
+        Column("event_source"),
+        Column("event_id"),
+        Column("received_at", UtcDateTime),
+        Column("entry"),
+    )
+).prefix_with("OR IGNORE")
 _DRIVER: Final = "blume_driver_connection"
 """The ``session.info`` key of (transaction, its connection, its psycopg connection)."""
 
 STAGED_OUTBOX: Final = "blume_staged_outbox"
 """The ``session.info`` key of the outbox rows a ``Database.transaction`` writes at its end."""
+STAGED_AUDIT: Final = "blume_staged_audit"
+"""The ``session.info`` key of the audit rows (``AuditRow``) a ``Database.transaction`` stages
+at its end; present only in the transactions of a database that stages them."""
+
+AuditRow = tuple[str, str, datetime, str]
+"""An event staged for the audit store: (source, id, when it was staged, ``Entry`` JSON)."""
+
+_audit_listeners: list[Callable[[], None]] = []
+
+
+def on_audit_staged(listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` whenever a transaction of this process that staged audit rows has
+    committed (the sealer wakes at once; other processes' staging wakes it by NOTIFY).
+    Returns what removes it."""
+    _audit_listeners.append(listener)
+    return lambda: _audit_listeners.remove(listener)
+
 
 InboxKey = tuple[str, str]
 """A message's dedupe key in a consumer's inbox: (event source, event id)."""
@@ -167,8 +217,18 @@ class Database:
     leaves them to the connection's ``search_path`` (the CLI, running as the migrator).
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        echo: bool = False,
+        stages_audit: bool = False,
+    ) -> None:
         self.url = database_url(url, use_async=True)
+        self.stages_audit = stages_audit
+        """Whether the events emitted in this database's transactions are staged for the
+        audit store in them (the audit sink's staging table is in this database)."""
         self.is_sqlite = self.url.startswith("sqlite")
         self._system = "sqlite" if self.is_sqlite else "postgresql"
         # Query parameters can hold PHI: keep them out of exception messages and logs.
@@ -208,10 +268,24 @@ class Database:
             many: _PG_INBOX_CLAIM.format(table=inbox, rows=rows).as_string()
             for many, rows in ((False, _ONE_INBOX_ROW), (True, _INBOX_ROWS))
         }
-        self._outbox_sql = {
-            many: _PG_OUTBOX_INSERT.format(table=outbox, rows=rows).as_string()
-            for many, rows in ((False, _ONE_OUTBOX_ROW), (True, _OUTBOX_ROWS))
+        outbox_inserts = {
+            count: _PG_OUTBOX_INSERT.format(table=outbox, rows=rows)
+            for count, rows in ((1, _ONE_OUTBOX_ROW), (2, _OUTBOX_ROWS))
         }
+        audit_inserts = {
+            count: _PG_AUDIT_STAGE.format(table=_AUDIT_STAGING, rows=rows)
+            for count, rows in ((1, _ONE_AUDIT_ROW), (2, _AUDIT_ROWS))
+        }
+        # Keyed by (outbox rows, audit rows), each 0, 1 or 2 for "several".
+        self._end_sql = {
+            (0, audit): audit_insert.as_string() for audit, audit_insert in audit_inserts.items()
+        }
+        for count, outbox_insert in outbox_inserts.items():
+            self._end_sql[(count, 0)] = outbox_insert.as_string()
+            for audit, audit_insert in audit_inserts.items():
+                self._end_sql[(count, audit)] = (
+                    sql.SQL("WITH staged AS ({}) {}").format(audit_insert, outbox_insert)
+                ).as_string()
         self.engine: AsyncEngine = (
             self._pool_engine
             if self.schema is None
@@ -221,41 +295,56 @@ class Database:
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
 
-    def in_schema(self, schema: str) -> Database:
-        """The same engine and pool, its unqualified tables in ``schema`` (PostgreSQL).
+    def in_schema(self, schema: str, *, stages_audit: bool | None = None) -> Database:
+        """The same engine and pool, its unqualified tables in ``schema`` (PostgreSQL), and
+        staging audit rows if ``stages_audit`` (None: as this database does).
 
         One process hosting several services on one URL (development) gives each its own
-        schema this way without a pool each. On SQLite it is this database itself.
+        schema this way without a pool each. On SQLite it is this database itself, or a
+        view of it that differs only in ``stages_audit``.
         """
-        if self.is_sqlite or schema == self.schema:
+        stages = self.stages_audit if stages_audit is None else stages_audit
+        if (self.is_sqlite or schema == self.schema) and stages == self.stages_audit:
             return self
         view = copy.copy(self)
         view._owns_pool = False
-        view._use(schema)
+        view.stages_audit = stages
+        if not self.is_sqlite:
+            view._use(schema)
         return view
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A session inside one transaction: committed on success, rolled back on error.
 
-        Outbox rows staged in it (``UnitOfWork.emit``, under ``STAGED_OUTBOX``) are inserted
-        together, in one statement, just before the commit.
+        Outbox rows staged in it (``UnitOfWork.emit``, under ``STAGED_OUTBOX``) and, if this
+        database stages them, audit rows (``STAGED_AUDIT``) are inserted together, in one
+        statement, just before the commit.
         """
         with span("db transaction", {"db.system": self._system}):
             session = self._sessions()
+            audit: list[AuditRow] = []
             try:
                 async with session.begin():
                     staged: list[dict[str, Any]] = []
                     session.info[STAGED_OUTBOX] = staged
+                    if self.stages_audit:
+                        session.info[STAGED_AUDIT] = audit
                     yield session
-                    if staged and session.in_transaction():  # not rolled back by the caller
-                        await self._insert_outbox(session, staged)
+                    # Not if rolled back by the caller.
+                    if (staged or audit) and session.in_transaction():
+                        await self._write_staged(session, staged, audit)
+                    else:
+                        audit = []
             finally:
                 if session.in_transaction():  # a connection to give back: SQLAlchemy's
                     async with session:  # close, completed even if this task is cancelled
                         pass
                 else:  # nothing to give back, so no I/O: closed at once, not in a task
                     session.sync_session.close()
+            if audit:  # committed (an error would have left the block above)
+                for listener in tuple(_audit_listeners):
+                    listener()
 
     async def claim(
         self, session: AsyncSession, consumer: str, keys: list[InboxKey]
@@ -289,17 +378,30 @@ class Database:
         claimed = await connection.execute(_SQLITE_INBOX_CLAIM, rows)
         return {(row.event_source, row.event_id) for row in claimed}
 
-    async def _insert_outbox(self, session: AsyncSession, staged: list[dict[str, Any]]) -> None:
+    async def _write_staged(
+        self, session: AsyncSession, outbox: list[dict[str, Any]], audit: list[AuditRow]
+    ) -> None:
         if self.is_sqlite:
             connection = await session.connection()
-            await connection.execute(_SQLITE_OUTBOX_INSERT, staged)
+            if outbox:
+                await connection.execute(_SQLITE_OUTBOX_INSERT, outbox)
+            if audit:
+                columns = ("event_source", "event_id", "received_at", "entry")
+                await connection.execute(
+                    _SQLITE_AUDIT_STAGE, [dict(zip(columns, row, strict=True)) for row in audit]
+                )
             return
-        many = len(staged) > 1
-        params = tuple(
-            [row[column] for row in staged] if many else staged[0][column]
-            for column in _OUTBOX_COLUMNS
-        )
-        await self._driver(session, self._outbox_sql[many], params, rows=False)
+        params: tuple[Any, ...] = ()
+        if len(audit) == 1:
+            params = audit[0]
+        elif audit:
+            params = tuple(list(column) for column in zip(*audit, strict=True))
+        if len(outbox) == 1:
+            params += tuple(outbox[0][column] for column in _OUTBOX_COLUMNS)
+        elif outbox:
+            params += tuple([row[column] for row in outbox] for column in _OUTBOX_COLUMNS)
+        statement = self._end_sql[(min(len(outbox), 2), min(len(audit), 2))]
+        await self._driver(session, statement, params, rows=False)
 
     async def _driver(
         self, session: AsyncSession, statement: str, params: tuple[Any, ...], *, rows: bool

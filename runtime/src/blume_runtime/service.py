@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from blume_contracts import audit_entry
 from blume_contracts.envelope import CloudEvent, RawEvent
 from blume_contracts.registry import spec_for
 from pydantic import BaseModel, ValidationError
@@ -66,6 +67,17 @@ class RefusedEvent:
     """The claimed tenant when it is a valid token, else None."""
     producer: str | None
     refusal: str
+
+    def security_record(self) -> RawEvent:
+        """What the audit store keeps of this event: its claims and its publisher."""
+        return audit_entry.security_record(
+            event_type=self.event_type,
+            event_id=self.event_id,
+            source=self.source,
+            tenantid=self.tenantid,
+            producer=self.producer,
+            refusal=self.refusal,
+        )
 
 
 @dataclass(frozen=True, slots=True)

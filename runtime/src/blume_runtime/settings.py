@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
+from blume_contracts.audit_entry import AUDIT_SCHEMA
 from blume_contracts.urls import base_url
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from blume_runtime.broker_users import (
     EMBEDDED_SERVICE_USER,
@@ -137,6 +139,20 @@ class Settings(BaseSettings):
     def has_own_database(self, service: str) -> bool:
         return getattr(self, service_database_field(service), None) is not None
 
+    def stages_audit(self, url: str) -> bool:
+        """Whether a connection to ``url`` reaches the audit sink's staging table: the same
+        database as the sink's, whatever the login. Then the events emitted there are staged
+        for the audit store in the transaction that emits them."""
+        return same_database(url, self.service_database(AUDIT_SCHEMA))
+
+    @property
+    def audit_copies_needed(self) -> bool:
+        """Whether a service stages its events in a database other than the audit sink's;
+        then the sink also records every event from the copy it receives over the exchange."""
+        return not all(
+            self.stages_audit(self.service_database(name)) for name in SERVICES_WITH_OWN_DATABASE
+        )
+
     @property
     def mail_drop_dir(self) -> Path:
         return self.state_dir / "mail"
@@ -151,6 +167,17 @@ SERVICES_WITH_OWN_DATABASE: Final = (
     "access_gateway",
 )
 """The services that may connect with a login of their own (a setting each, above)."""
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two URLs name one database (backend, host, port and name), whatever the login."""
+    a, b = make_url(first), make_url(second)
+    return (a.get_backend_name(), a.host, a.port, a.database) == (
+        b.get_backend_name(),
+        b.host,
+        b.port,
+        b.database,
+    )
 
 
 def service_database_field(service: str) -> str:

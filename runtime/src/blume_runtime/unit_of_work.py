@@ -11,6 +11,10 @@ it commits (``Database.transaction``): cheaper than the ORM's flush. A handler t
 outbox in its own transaction does not see its own rows yet, and an event emitted inside a
 savepoint that is rolled back is still written; no caller does either.
 
+Each event but a request is also staged for the audit store in the same statement, when the
+database holds the audit sink's staging table (``stage_for_audit``): its record then exists
+exactly when the change it describes does, with no copy to deliver to the sink.
+
 Event ids are deterministic where an originating message exists (``origin``): a handler that
 runs again after a rolled-back attempt emits the same ids, and consumers dedupe them. Where
 none exists they are random: two opens of the same link are two events.
@@ -25,13 +29,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import structlog
+from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import CloudEvent, RawEvent, now
-from blume_contracts.registry import spec_for
+from blume_contracts.registry import EVENTS, spec_for
 from blume_contracts.serialisation import event_body
 from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from blume_runtime.db import STAGED_OUTBOX, Database, OutboxMessage
+from blume_runtime.db import STAGED_AUDIT, STAGED_OUTBOX, AuditRow, Database, OutboxMessage
 from blume_runtime.tracing import current_traceparent, link_request_span
 from blume_runtime.transport import OutgoingMessage
 
@@ -108,6 +113,8 @@ class UnitOfWork:
             rows.append(row)
         else:  # a session opened elsewhere than ``Database.transaction``: the ORM writes it
             self.session.add(OutboxMessage(**row))
+        if event_type not in _FROM_THE_EXCHANGE:
+            stage_for_audit(self.session, event)
         self.staged.append(message)
         return event
 
@@ -119,6 +126,30 @@ class UnitOfWork:
         if self.scope:
             seed = f"{seed}|{self.scope}"
         return str(uuid.uuid5(_EVENT_IDS, seed))
+
+
+_FROM_THE_EXCHANGE: Final = frozenset(name for name, spec in EVENTS.items() if spec.outside)
+"""Outside types (requests) are audited as they arrive at the audit sink over the exchange,
+with their verified publisher as the requester, whoever emits them."""
+
+
+def stage_for_audit(
+    session: AsyncSession, event: RawEvent, *, broker_user: str | None = None
+) -> bool:
+    """Stage ``event`` for the audit store in ``session``'s transaction; False if this
+    transaction's database does not stage audit rows (the sink then records the copy it
+    receives over the exchange).
+
+    The event is prepared now (secrets fingerprinted: nothing secret is staged), and its row
+    is written with the transaction's outbox rows just before the commit
+    (``Database.transaction``). ``broker_user``: the verified publisher of an outside request.
+    """
+    rows: list[AuditRow] | None = session.info.get(STAGED_AUDIT)
+    if rows is None:
+        return False
+    entry = prepare(event, broker_user=broker_user)
+    rows.append((entry.event_source, entry.event_id, entry.recorded_at, entry.to_json()))
+    return True
 
 
 def outbox_message(event: CloudEvent[Any]) -> OutgoingMessage:

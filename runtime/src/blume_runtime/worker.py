@@ -86,7 +86,7 @@ from blume_runtime.service import (
 )
 from blume_runtime.settings import Settings
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
-from blume_runtime.unit_of_work import publish_committed
+from blume_runtime.unit_of_work import publish_committed, stage_for_audit
 
 Invoke = Callable[[HandlerContext], Awaitable[None]]
 Emitted = list[OutgoingMessage] | None
@@ -456,7 +456,12 @@ class Worker:
         lenient: LenientEnvelope,
         verdict: Verdict,
     ) -> Decision:
-        """An event from an untrusted producer: no effect, a security record, dead-lettered."""
+        """An event from an untrusted producer: no effect, a security record, dead-lettered.
+
+        The security record is staged here, in the refusal's own transaction, by whichever
+        consumer refused the event: the audit sink no longer receives a copy of every event.
+        Its id derives from the claims and the publisher, so the refusals of one message by
+        several consumers (and by the sink) are one record."""
         assert verdict.refusal is not None
         refused = RefusedEvent(
             event_type=lenient.type,
@@ -468,10 +473,12 @@ class Worker:
         )
         fields: dict[str, Any] = {"refusal": verdict.refusal.value}
         hook = self.service.untrusted_hook
-        if hook is not None:
+        if hook is not None or self._db.stages_audit:
             try:
                 async with asyncio.timeout(self._timeout), self._db.transaction() as session:
-                    await hook(refused, session)
+                    stage_for_audit(session, refused.security_record())
+                    if hook is not None:
+                        await hook(refused, session)
             except Exception as error:  # noqa: BLE001 - the record must not be lost: retry
                 error_class, plan, failure = self._plan(delivery, error)
                 if not isinstance(plan, Exhausted):

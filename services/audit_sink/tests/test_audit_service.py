@@ -10,7 +10,7 @@ from typing import Any
 import blume_audit_sink as audit_sink
 import pytest
 from blume_audit_sink.models import AuditRecord
-from blume_audit_sink.sealer import pending_count, seal_all, seal_batch, stage
+from blume_audit_sink.sealer import pending_count, seal_all, seal_batch
 from blume_audit_sink.service import NAME, build
 from blume_audit_sink.verify import verify
 from blume_contracts.audit_entry import prepare
@@ -19,6 +19,7 @@ from blume_runtime.outbox import OutboxRelay
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeDelivery
 from blume_runtime.transport import InMemoryTransport
+from blume_runtime.unit_of_work import stage_for_audit
 from blume_runtime.worker import Worker
 from pydantic import SecretStr
 from sqlalchemy import event as sa_event
@@ -34,10 +35,13 @@ def delivery_of(event: Any) -> FakeDelivery:
 
 @pytest.fixture
 async def worker(sqlite_db: Database, tmp_path: Any) -> AsyncIterator[Worker]:
-    """The sink's worker on the embedded default; its sealer is closed afterwards."""
+    """The sink's worker on the embedded default, its sealer running (as the runtime starts
+    it) and stopped afterwards."""
     # The sealer opens its own engine on the same database as the worker.
     settings = Settings(state_dir=tmp_path / "state", database_url=SecretStr(sqlite_db.url))
     service = build(settings)
+    for component in service.components:
+        await component.start()
     yield Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
     for component in service.components:
         await component.stop()
@@ -108,7 +112,7 @@ async def test_a_staged_event_waits_until_sealing_chains_it(
     """
     event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
     async with sqlite_db.transaction() as session:
-        stage(session, event)
+        assert stage_for_audit(session, event)
     async with sqlite_db.transaction() as session:
         assert await pending_count(session) == 1
 
@@ -146,7 +150,7 @@ async def test_a_share_is_seen_from_staging_on(
     others = ["shr_" + "0" * 32, share_id[:-1], "shr_%", "%"]
     async with sqlite_db.transaction() as session:
         assert not await audit_sink.share_seen(session, share_id)
-        stage(session, event)
+        assert stage_for_audit(session, event)
     for sealed in (False, True):
         if sealed:
             await seal_all(sqlite_db)
@@ -165,8 +169,8 @@ async def test_an_event_staged_again_after_sealing_is_not_chained_twice(
     event = make_event("share.accepted", {"share_id": "shr_" + "a" * 32}, tenant=TENANT)
     for _ in range(2):
         async with sqlite_db.transaction() as session:
-            stage(session, event)
-            stage(session, event)  # the same copy twice: one staged row
+            assert stage_for_audit(session, event)
+            assert stage_for_audit(session, event)  # the same copy twice: one staged row
         await seal_all(sqlite_db)
     assert [(r.seq, r.event_id) for r in await stored_records(sqlite_db)] == [(1, event.id)]
 
@@ -189,7 +193,7 @@ async def test_events_staged_in_one_transaction_are_written_in_one_statement(
     try:
         async with sqlite_db.transaction() as session:
             for event in events:
-                stage(session, event)
+                assert stage_for_audit(session, event)
             assert written == []
     finally:
         sa_event.remove(sqlite_db.engine.sync_engine, "before_cursor_execute", remember)
@@ -208,7 +212,7 @@ async def test_a_rolled_back_transaction_stages_nothing(
 
     async def failing_handler() -> None:
         async with sqlite_db.transaction() as session:
-            stage(session, event)
+            assert stage_for_audit(session, event)
             raise RuntimeError("the handler failed")
 
     with pytest.raises(RuntimeError):
@@ -225,7 +229,7 @@ async def test_seals_in_batches_in_staging_order(sqlite_db: Database, make_event
     ]
     for event in events:
         async with sqlite_db.transaction() as session:
-            stage(session, event)
+            assert stage_for_audit(session, event)
     taken = [await seal_batch(sqlite_db, 3) for _ in range(4)]
     assert taken == [3, 3, 1, 0]
     records = await stored_records(sqlite_db)
@@ -240,6 +244,8 @@ async def test_stopping_the_worker_seals_and_signs_what_is_left(
     """The sealer's close (run at shutdown) chains staged events and writes a checkpoint file."""
     state = tmp_path / "state"
     service = build(Settings(state_dir=state, database_url=SecretStr(sqlite_db.url)))
+    for component in service.components:
+        await component.start()
     worker = Worker(service, sqlite_db, OutboxRelay(sqlite_db, InMemoryTransport()))
     for number in range(3):
         event = make_event("share.accepted", {"share_id": f"shr_{number:032x}"}, tenant=TENANT)

@@ -21,12 +21,13 @@ from blume_audit_sink.append import append_entries
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.models import AuditChainHead, AuditRecord
 from blume_audit_sink.problems import ProblemKind
-from blume_audit_sink.sealer import pending_count, seal_all, stage
+from blume_audit_sink.sealer import pending_count, seal_all
 from blume_audit_sink.verify import VerifyReport
 from blume_audit_sink.verify import verify as verify_chains
 from blume_contracts.audit_entry import prepare
 from blume_contracts.envelope import RawEvent
 from blume_runtime.db import Database
+from blume_runtime.unit_of_work import stage_for_audit
 from psycopg import sql
 from sqlmodel import col, select
 
@@ -56,7 +57,7 @@ async def database(migrated_database_url: str) -> AsyncIterator[Database]:
                 sql.Identifier(name)
             )
         )
-    db = Database(migrated_database_url)
+    db = Database(migrated_database_url, stages_audit=True)
     yield db
     await db.dispose()
 
@@ -394,7 +395,7 @@ async def sealed_one_after_another(
     for batch in batches:
         async with database.transaction() as session:
             for event in batch:
-                stage(session, event)
+                assert stage_for_audit(session, event)
         assert await seal_all(database) == len(batch)
     async with database.transaction() as session:
         records = (await session.exec(select(AuditRecord).order_by(col(AuditRecord.seq)))).all()

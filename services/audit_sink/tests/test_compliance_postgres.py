@@ -22,12 +22,13 @@ from blume_audit_sink.append import append_entries
 from blume_audit_sink.checkpoints import checkpoint_chains
 from blume_audit_sink.hashing import hashed_fields, record_hash
 from blume_audit_sink.problems import ProblemKind
-from blume_audit_sink.sealer import seal_all, stage
+from blume_audit_sink.sealer import seal_all
 from blume_audit_sink.settings import AuditSettings
 from blume_audit_sink.verify import VerifyReport, verify_store
 from blume_contracts.audit_entry import prepare
 from blume_runtime.db import Database, utcnow
 from blume_runtime.settings import Settings
+from blume_runtime.unit_of_work import stage_for_audit
 from blume_share.schema import upgrade
 from pydantic import SecretStr
 from sqlalchemy import event
@@ -42,7 +43,7 @@ Superuser = psycopg.Connection[Any]
 
 def database_as(url: str, role: str) -> Database:
     """The sink's engine, every connection switched to ``role`` for its whole session."""
-    db = Database(url)
+    db = Database(url, stages_audit=True)
 
     @event.listens_for(db.engine.sync_engine, "connect")
     def _set_role(connection: Any, _record: Any) -> None:
@@ -92,7 +93,7 @@ async def fill(db: Database, make_event: Any, tenant: str, count: int, age_days:
         return
     for staged in events:
         async with db.transaction() as session:
-            stage(session, staged)
+            assert stage_for_audit(session, staged)
     await seal_all(db)
 
 

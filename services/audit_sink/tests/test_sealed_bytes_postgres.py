@@ -37,7 +37,7 @@ PINNED_HEADS = {
 
 @pytest.fixture
 async def database(migrated_database_url: str) -> AsyncIterator[Database]:
-    db = Database(migrated_database_url)
+    db = Database(migrated_database_url, stages_audit=True)
     yield db
     await db.dispose()
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 from blume_audit_sink.checkpoints import Cadence
-from blume_audit_sink.sealer import ChainSealer, pending_count, stage
+from blume_audit_sink.sealer import ChainSealer, pending_count
 from blume_audit_sink.settings import AuditSettings
 from blume_runtime.db import Database
+from blume_runtime.unit_of_work import stage_for_audit
 from prometheus_client import REGISTRY
 
 from .test_audit_service import TENANT, stored_records
@@ -80,8 +81,7 @@ async def test_a_row_is_sealed_promptly_once_its_slow_staging_commits(
     round would (within WOKEN_WITHIN_SECONDS: room for a loaded CI machine)."""
     event = make_event("share.accepted", {"share_id": "shr_" + "b" * 32}, tenant=TENANT)
     async with sqlite_db.transaction() as session:
-        stage(session, event)
-        idle_sealer.notice_on_commit(session)
+        assert stage_for_audit(session, event)
         await asyncio.sleep(5 * OLD_POLL_SECONDS)
     committed = time.monotonic()
     while time.monotonic() - committed < WOKEN_WITHIN_SECONDS:
@@ -101,8 +101,7 @@ async def test_a_rolled_back_staging_does_not_wake_the_sealer(
 
     async def failing_handler() -> None:
         async with sqlite_db.transaction() as session:
-            stage(session, event)
-            idle_sealer.notice_on_commit(session)
+            assert stage_for_audit(session, event)
             raise RuntimeError("the handler failed")
 
     with pytest.raises(RuntimeError):

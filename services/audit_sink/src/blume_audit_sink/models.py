@@ -6,9 +6,9 @@ record's hash, so an edit, insertion, deletion or reordering breaks the chain; t
 remembers where each chain ends, and signed checkpoints, kept outside the database too,
 pin the head at intervals so that a rewritten or cut-off tail shows even to a superuser.
 
-Events reach the chain in two steps: the worker stages each event in ``audit_pending`` in
-the same transaction as its inbox row, and the sealer moves staged events into the chains
-in batches (see ``sealer.py``).
+Events reach the chain in two steps: each is staged in ``audit_pending`` by its producer, in
+the transaction that emits it (or by the sink, for what reaches it over the exchange), and the
+sealer moves staged events into the chains in batches (see ``sealer.py``).
 """
 
 from __future__ import annotations
@@ -106,11 +106,15 @@ class AuditChainHead(SQLModel, table=True):
 
 
 class AuditPending(SQLModel, table=True):
-    """An event received but not yet sealed into its chain (secrets already fingerprinted)."""
+    """An event staged but not yet sealed into its chain (secrets already fingerprinted).
+
+    Its producer stages it in the transaction that emits it (``blume_runtime.db``); the sink
+    stages what reaches it over the exchange (outside requests, security records).
+    """
 
     __tablename__ = "audit_pending"
     __table_args__: ClassVar[tuple[UniqueConstraint]] = (
-        UniqueConstraint("event_source", "event_id", name="uq_audit_pending_event"),
+        UniqueConstraint("event_source", "event_id", "staged_by", name="uq_audit_pending_event"),
     )
 
     # SQLite numbers rows itself only for an INTEGER PRIMARY KEY; PostgreSQL gets a BIGSERIAL.
@@ -121,7 +125,10 @@ class AuditPending(SQLModel, table=True):
     event_id: str = Field(max_length=_TOKEN_LENGTH)
     received_at: datetime = timestamp_column()
     entry: str = Field(sa_type=Text)
-    """The prepared record as JSON (``entry.Entry``): secrets already fingerprinted."""
+    """The prepared record as JSON (``audit_entry.Entry``): secrets already fingerprinted."""
+    staged_by: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    """Who staged it: on PostgreSQL the database role, set by the database (``current_user``,
+    migration 0018) and checked by the sealer against the event's producer; on SQLite ""."""
 
 
 class AuditCheckpoint(SQLModel, table=True):

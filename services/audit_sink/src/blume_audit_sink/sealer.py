@@ -1,29 +1,31 @@
-"""Staging and sealing: how events reach their chains in batches.
+"""Sealing: how staged events reach their chains in batches.
 
-The worker's handler only *stages* an event (a row in the transaction that records its
-inbox row; the rows of deliveries committed together go in one INSERT at the commit), so
-a delivery is acknowledged once the event is durably received and several sink instances
-never queue on a chain's head lock. The sealer then moves staged
-events into their chains in batches: one transaction locks the heads, appends every
-staged event with one COPY, and removes what it sealed. After each batch it signs the
-heads of chains that are due a checkpoint.
+Events are only *staged* where they happen: each producer stages its events' rows in the
+transaction that emits them, and the sink stages what it receives over the exchange, both
+through ``blume_runtime.unit_of_work.stage_for_audit`` (one INSERT at the commit, with the
+transaction's outbox rows). So nothing waits for a chain's head lock but the sealer, which
+moves staged events into their chains in batches: one transaction takes a batch, vets each
+row against the role that staged it (``staging_roles``), locks the heads, appends every
+event with one COPY, and removes what it sealed. After each batch it signs the heads of
+chains that are due a checkpoint.
 
 This is the queued-then-sequenced design of transparency logs (Trillian's sequencer): the
 staged rows are not yet chained, so the window in which they could be altered unseen is
-the time to the next seal: a fraction of a second, since each staging transaction wakes the
-sealer when it commits.
+the time to the next seal. Producers may only insert there (migration 0018), and each
+staging commit wakes the sealer, so the window is a fraction of a second.
 
-While nothing is staged the sealer sleeps: the commit that stages a row wakes it, and a
-start seals what a previous process left. Its fallback round (``interval_seconds``, and no
-longer than the checkpoint cadence's time) is only for what no commit here announces: rows
-another sink instance staged and could not seal (it crashed and was not restarted; a
-restarted one seals its own at start), and checkpoints that fall due by time alone.
+While nothing is staged the sealer sleeps: a commit that stages a row wakes it (NOTIFY on
+PostgreSQL, a call in this process on SQLite), and a start seals what a previous process
+left. Its fallback round (``interval_seconds``, and no longer than the checkpoint cadence's
+time) is only for what no wake-up announced (the listening connection was being
+re-established) and for checkpoints that fall due by time alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC
 from operator import itemgetter
 from pathlib import Path
@@ -31,24 +33,21 @@ from typing import Final
 
 import psycopg
 import structlog
-from blume_contracts.audit_entry import prepare, staged_row
-from blume_contracts.envelope import RawEvent
-from blume_runtime.db import Database, utcnow
+from blume_runtime.db import Database, on_audit_staged, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, any_, delete, func, literal
 from sqlalchemy import select as sql_select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.event import listens_for
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.append import append_rows
 from blume_audit_sink.checkpoints import Cadence, checkpoint_chains
 from blume_audit_sink.models import SCHEMA, AuditPending, AuditRecord
+from blume_audit_sink.staging_roles import StagingRoles
 
 log = structlog.get_logger("audit_sink")
 
@@ -60,68 +59,13 @@ per event): under a steady load of shares, a tenth of a second gathers several s
 events in one round, and a staged row still waits only a fraction of a second."""
 
 
+_RELISTEN_SECONDS: Final = 1.0
+"""After the listening connection fails, how long before it connects again."""
+STAGED_CHANNEL: Final = "blume_audit_staged"
+"""What the staging table's trigger notifies as staged rows commit (migration 0018)."""
+
 _PENDING: Final[Table] = AuditPending.__table__  # type: ignore[attr-defined]
 _RECORDS: Final[Table] = AuditRecord.__table__  # type: ignore[attr-defined]
-# Built once, so SQLAlchemy compiles each once (its compiled cache) and runs it on Core; the
-# rows of one transaction go as one executemany (psycopg pipelines it).
-_STAGE: Final = {
-    is_sqlite: dialect_insert(_PENDING).on_conflict_do_nothing(
-        index_elements=["event_source", "event_id"]
-    )
-    for is_sqlite, dialect_insert in ((False, postgresql.insert), (True, sqlite.insert))
-}
-_STAGED_ROWS: Final = "blume_audit_staged"
-"""The ``session.info`` key of the rows ``stage`` leaves for the commit to write."""
-_WAKE_ON_COMMIT: Final = "blume_audit_wake"
-"""The ``session.info`` key of the sealers to wake once the transaction has committed."""
-
-
-def stage(session: AsyncSession, event: RawEvent, broker_user: str | None = None) -> None:
-    """Stage ``event`` for sealing as ``session``'s transaction commits; a second copy of
-    (source, id) is ignored.
-
-    The event is prepared now (a bad one fails its handler), and its row is written with
-    the rest of the transaction's in one statement just before the commit: several
-    deliveries committed together (group commit) cost one INSERT, not one each.
-    """
-    entry = prepare(event, broker_user=broker_user)
-    row = {
-        "event_source": entry.event_source,
-        "event_id": entry.event_id,
-        "received_at": entry.recorded_at,
-        "entry": entry.to_json(),
-    }
-    session.info.setdefault(_STAGED_ROWS, []).append(row)
-
-
-@listens_for(Session, "before_commit")
-def _write_staged(session: Session) -> None:
-    """Write what ``stage`` left, in the committing transaction (a failure rolls it back)."""
-    rows = session.info.pop(_STAGED_ROWS, None)
-    if rows:
-        # Inside the commit's greenlet: the sync API runs on the async driver here.
-        connection = session.connection()
-        connection.execute(_STAGE[connection.dialect.name == "sqlite"], rows)
-
-
-@listens_for(Session, "after_commit")
-def _wake_sealers(session: Session) -> None:
-    for sealer in session.info.pop(_WAKE_ON_COMMIT, ()):
-        sealer.notice()
-
-
-@listens_for(Session, "after_soft_rollback")
-def _forget_staged(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rolled-back transaction stages nothing and wakes nobody.
-
-    As with the outbox (``blume_runtime.unit_of_work``), an event staged inside a savepoint
-    that is rolled back is still written with its transaction; no caller does that.
-    """
-    if previous_transaction.parent is None:
-        session.info.pop(_STAGED_ROWS, None)
-        session.info.pop(_WAKE_ON_COMMIT, None)
-
-
 _BY_ID: Final = itemgetter(0)
 _RECORDED: Final = (
     sql_select(_RECORDS.c.seq)
@@ -143,9 +87,10 @@ _REFUSED_BY_KEY: Final = (IntegrityError, psycopg.errors.IntegrityError)
 
 async def _take_staged(
     session: AsyncSession, batch_size: int, *, ask_store: bool
-) -> list[tuple[str, bool]]:
-    """Remove up to ``batch_size`` staged events, oldest first: each one's entry, and
-    whether the store holds it already (False for each when the store is not asked).
+) -> list[tuple[str, str, bool]]:
+    """Remove up to ``batch_size`` staged events, oldest first: each one's entry, who
+    staged it, and whether the store holds it already (False for each when the store is
+    not asked).
 
     Removed in the transaction that chains them: if it fails, they are staged again.
     Concurrent sealers take disjoint batches (SKIP LOCKED). Asking for the records in the
@@ -166,24 +111,30 @@ async def _take_staged(
             # id = ANY(ARRAY(...)): one scan of the key for the ids taken; IN (...) joined
             # them back to the table through a hash of the ids.
             .where(_PENDING.c.id == any_(func.array(oldest.scalar_subquery())))
-            .returning(_PENDING.c.id, _PENDING.c.entry, recorded)
+            .returning(_PENDING.c.id, _PENDING.c.entry, _PENDING.c.staged_by, recorded)
         )
         # Sorted by id alone: comparing the rows themselves (as tuples) cost more than
         # the rest of the take.
-        return [(entry, is_recorded) for _, entry, is_recorded in sorted(taken, key=_BY_ID)]
+        return [
+            (entry, staged_by, is_recorded)
+            for _, entry, staged_by, is_recorded in sorted(taken, key=_BY_ID)
+        ]
     rows = (
         await connection.execute(
-            sql_select(_PENDING.c.id, _PENDING.c.entry, recorded)
+            sql_select(_PENDING.c.id, _PENDING.c.entry, _PENDING.c.staged_by, recorded)
             .where(_PENDING.c.id.in_(oldest.scalar_subquery()))
             .order_by(_PENDING.c.id)
         )
     ).all()
     await connection.execute(delete(_PENDING).where(_PENDING.c.id.in_([row.id for row in rows])))
-    return [(row.entry, bool(row.recorded)) for row in rows]
+    return [(row.entry, row.staged_by, bool(row.recorded)) for row in rows]
 
 
-async def seal_batch(db: Database, batch_size: int) -> int:
+async def seal_batch(db: Database, batch_size: int, roles: StagingRoles | None = None) -> int:
     """Chain up to ``batch_size`` staged events, oldest first; returns how many were taken.
+
+    Each is first vetted against who staged it (``roles``; ``staging_roles``): a row its
+    stager may not stage is chained as a security record instead.
 
     The store's unique key on (source, id) is what keeps an event from being recorded twice,
     so a batch is first chained without asking the store about each event. Only when the
@@ -191,31 +142,33 @@ async def seal_batch(db: Database, batch_size: int) -> int:
     rare) is the batch rolled back, staged rows included, and chained again, asking the
     store about each event as it is taken (that probe was about a tenth of a batch's time).
     """
+    roles = roles or StagingRoles()
     try:
-        taken = await _seal(db, batch_size, ask_store=False)
+        taken = await _seal(db, batch_size, roles, ask_store=False)
     except _REFUSED_BY_KEY:
-        taken = await _seal(db, batch_size, ask_store=True)
+        taken = await _seal(db, batch_size, roles, ask_store=True)
     AUDIT_RECORDS_SEALED.inc(taken)
     return taken
 
 
-async def _seal(db: Database, batch_size: int, *, ask_store: bool) -> int:
+async def _seal(db: Database, batch_size: int, roles: StagingRoles, *, ask_store: bool) -> int:
     async with db.transaction() as session:
         staged = await _take_staged(session, batch_size, ask_store=ask_store)
         if staged:
-            rows = [staged_row(text) for text, _ in staged]
+            rows = await roles.vet(session, [(text, staged_by) for text, staged_by, _ in staged])
             recorded = {
                 (row["event_source"], row["event_id"])
-                for row, (_, is_recorded) in zip(rows, staged, strict=True)
+                for row, (_, _, is_recorded) in zip(rows, staged, strict=True)
                 if is_recorded
             }
             await append_rows(session, rows, recorded=recorded)
     return len(staged)
 
 
-async def seal_all(db: Database, batch_size: int = 2000) -> int:
+async def seal_all(db: Database, batch_size: int = 2000, roles: StagingRoles | None = None) -> int:
     sealed = 0
-    while taken := await seal_batch(db, batch_size):
+    roles = roles or StagingRoles()
+    while taken := await seal_batch(db, batch_size, roles):
         sealed += taken
     return sealed
 
@@ -252,10 +205,12 @@ class ChainSealer:
     """The background loop of one sink process: seal staged events, then checkpoint.
 
     A component of the service (``Service.components``), started and stopped by the
-    runtime, on its own engine so it never waits for a connection the handlers hold; the
-    commit of a staged event wakes it (``notice_on_commit``), and otherwise it waits
-    ``interval_seconds`` (at most the cadence's ``every_seconds``) before looking again.
-    Stopping it seals what is left and signs every chain's head.
+    runtime, on its own engine so it never waits for a connection the handlers hold. It is
+    woken as soon as staged rows commit: by this process's own transactions
+    (``blume_runtime.db.on_audit_staged``), and on PostgreSQL by every process's, through
+    the staging table's NOTIFY (migration 0018) on a connection that only listens.
+    Otherwise it waits ``interval_seconds`` (at most the cadence's ``every_seconds``) before
+    looking again. Stopping it seals what is left and signs every chain's head.
     """
 
     def __init__(
@@ -267,6 +222,7 @@ class ChainSealer:
         cadence: Cadence,
         batch_size: int,
         interval_seconds: float,
+        role_prefix: str = "blume_",
     ) -> None:
         self._database_url = database_url
         self._key = key
@@ -274,8 +230,10 @@ class ChainSealer:
         self._cadence = cadence
         self._batch_size = batch_size
         self._interval = min(interval_seconds, cadence.every_seconds)
+        self._roles = StagingRoles(role_prefix)
         self._db: Database | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forget_listener: Callable[[], None] | None = None
         self._wake = asyncio.Event()
         if key is None:
             log.warning("no audit signing key configured: checkpoints are not written")
@@ -289,22 +247,37 @@ class ChainSealer:
         self._ensure_running()
         self._wake.set()
 
-    def notice_on_commit(self, session: AsyncSession) -> None:
-        """Wake the loop once ``session``'s transaction has committed: woken before, it
-        could look before the staged row is visible and then sleep past it."""
-        session.info.setdefault(_WAKE_ON_COMMIT, set()).add(self)
-
     def _ensure_running(self) -> None:
-        if self._task is None:
-            self._db = Database(self._database_url, schema=SCHEMA)
-            self._task = asyncio.create_task(self._run(), name="audit-sealer")
+        if self._db is not None:
+            return
+        self._db = Database(self._database_url, schema=SCHEMA)
+        self._forget_listener = on_audit_staged(self.notice)
+        self._tasks.append(asyncio.create_task(self._run(), name="audit-sealer"))
+        if not self._db.is_sqlite:
+            self._tasks.append(asyncio.create_task(self._listen(), name="audit-sealer-listen"))
+
+    async def _listen(self) -> None:
+        """Wake the loop on every NOTIFY of staged rows, reconnecting after a failure."""
+        conninfo = make_url(self._database_url).set(drivername="postgresql")
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo.render_as_string(hide_password=False), autocommit=True
+                ) as connection:
+                    await connection.execute(f"LISTEN {STAGED_CHANNEL}")
+                    self._wake.set()  # what was staged while nobody listened
+                    async for _ in connection.notifies():
+                        self._wake.set()
+            except Exception as error:  # noqa: BLE001 - the loop's round still seals meanwhile
+                log.warning("audit staging listener failed", error_type=type(error).__name__)
+            await asyncio.sleep(_RELISTEN_SECONDS)
 
     async def _run(self) -> None:
         assert self._db is not None
         while True:
             sealed = 0
             try:
-                sealed = await seal_batch(self._db, self._batch_size)
+                sealed = await seal_batch(self._db, self._batch_size, self._roles)
                 await checkpoint_due(self._db, self._key, self._directory, self._cadence)
                 # A round that took less than a batch took every staged row it could see:
                 # what is left was staged since, or is being sealed by another sink. Only a
@@ -326,14 +299,18 @@ class ChainSealer:
 
     async def stop(self) -> None:
         """Seal what is left staged and sign every chain's head."""
-        if self._task is None or self._db is None:
+        if self._db is None:
             return
-        await cancel_and_wait(self._task)
+        if self._forget_listener is not None:
+            self._forget_listener()
+            self._forget_listener = None
+        for task in self._tasks:
+            await cancel_and_wait(task)
         try:
-            sealed = await seal_all(self._db, self._batch_size)
+            sealed = await seal_all(self._db, self._batch_size, self._roles)
             signed = await checkpoint_due(self._db, self._key, self._directory, None)
             log.info("audit sealer stopped", sealed=sealed, checkpoints=signed, at=utcnow())
         finally:
             await self._db.dispose()
-            self._task = None
+            self._tasks = []
             self._db = None

@@ -1,81 +1,66 @@
-"""audit_sink: stages every event on the exchange; a sealer chains them in batches.
+"""audit_sink: records what reaches it over the exchange; a sealer chains what is staged.
 
-An event refused for its producer is never recorded as what it claims to be: a security
-record (``security.untrusted_producer``, chain ``_security``) says what it claimed and who
-published it. An outside request is recorded with its verified publisher as requester.
+Every service stages its own events for the audit store in the transaction that emits them
+(``blume_runtime.unit_of_work.stage_for_audit``), and a consumer that refuses a forged event
+stages its security record (``security.untrusted_producer``, chain ``_security``). What the
+sink consumes is what no producer of ours stages: outside requests, recorded with their
+verified publisher as requester, the operators' tools' events, and whatever the exchange
+could route nowhere else. Where some service's database is not the sink's, no event is
+staged there, and the sink binds every type and records each from its copy, as before.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from blume_contracts import audit_entry
 from blume_contracts.envelope import RawEvent
 from blume_runtime.app import serve
-from blume_runtime.service import HandlerContext, RefusedEvent, Service
+from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
+from blume_runtime.unit_of_work import stage_for_audit
 from pydantic import ValidationError
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_audit_sink.checkpoints import Cadence
 from blume_audit_sink.models import SCHEMA
-from blume_audit_sink.sealer import ChainSealer, stage
+from blume_audit_sink.sealer import ChainSealer
 from blume_audit_sink.settings import AuditSettings, checkpoint_dir
 from blume_audit_sink.signing_keys import signing_key
 
 NAME: Final = SCHEMA
 
 
-def security_record(refused: RefusedEvent) -> RawEvent:
-    """What the store keeps of an event refused for its producer (``audit_entry``)."""
-    return audit_entry.security_record(
-        event_type=refused.event_type,
-        event_id=refused.event_id,
-        source=refused.source,
-        tenantid=refused.tenantid,
-        producer=refused.producer,
-        refusal=refused.refusal,
-    )
+async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
+    """Stage ``event`` for the sealer in the transaction of its inbox row."""
+    if not stage_for_audit(ctx.session, event, broker_user=ctx.producer):
+        raise RuntimeError("the audit sink's own database must stage audit rows")
 
 
-class AuditSink:
-    """Stages what it is given for the sealer, and wakes it when the staging commits."""
-
-    def __init__(self, sealer: ChainSealer) -> None:
-        self._sealer = sealer
-
-    async def record_event(self, event: RawEvent, ctx: HandlerContext) -> None:
-        stage(ctx.session, event, broker_user=ctx.producer)
-        self._sealer.notice_on_commit(ctx.session)
-
-    async def record_broken_request(
-        self, event: RawEvent, _error: ValidationError, ctx: HandlerContext
-    ) -> None:
-        """Kept under the stand-in envelope the dispatcher's rejection also carries."""
-        await self.record_event(event, ctx)
-
-    async def record_refusal(self, refused: RefusedEvent, session: AsyncSession) -> None:
-        stage(session, security_record(refused), broker_user=refused.producer)
-        self._sealer.notice_on_commit(session)
+async def record_broken_request(
+    event: RawEvent, _error: ValidationError, ctx: HandlerContext
+) -> None:
+    """Kept under the stand-in envelope the dispatcher's rejection also carries."""
+    await record_event(event, ctx)
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
-    """The worker: bound to ``#``; its handler sees raw data, so broken requests are kept too."""
+    """The worker: its handler sees raw data, so broken requests are kept too."""
     audit = audit or AuditSettings()
     service = Service(NAME, bind_all=True)
-    sealer = ChainSealer(
-        database_url=settings.service_database(NAME),
-        key=signing_key(settings, audit),
-        directory=checkpoint_dir(settings, audit),
-        cadence=Cadence(audit.audit_checkpoint_every_events, audit.audit_checkpoint_every_seconds),
-        batch_size=audit.audit_seal_batch_size,
-        interval_seconds=audit.audit_seal_interval_seconds,
+    service.components.append(
+        ChainSealer(
+            database_url=settings.service_database(NAME),
+            key=signing_key(settings, audit),
+            directory=checkpoint_dir(settings, audit),
+            cadence=Cadence(
+                audit.audit_checkpoint_every_events, audit.audit_checkpoint_every_seconds
+            ),
+            batch_size=audit.audit_seal_batch_size,
+            interval_seconds=audit.audit_seal_interval_seconds,
+            role_prefix=settings.database_role_prefix,
+        )
     )
-    service.components.append(sealer)
-    sink = AuditSink(sealer)
-    service.handles_any(sink.record_event)
-    service.on_invalid_envelope("study.send.requested")(sink.record_broken_request)
-    service.on_untrusted(sink.record_refusal)
+    service.handles_any(record_event)
+    service.on_invalid_envelope("study.send.requested")(record_broken_request)
     return service
 
 
