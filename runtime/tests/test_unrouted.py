@@ -5,7 +5,9 @@ under the shipped definitions (real RabbitMQ, per-test vhost)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from pathlib import Path
 
 import aio_pika
 import pytest
@@ -115,6 +117,22 @@ def test_the_definitions_hold_the_unrouted_exchange_its_policy_and_binding() -> 
         for kind in ("configure", "read"):
             matched = bool(re.fullmatch(entry[kind], UNROUTED_EXCHANGE))
             assert matched == may_bind, (user, kind)
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs/operations.md"
+
+
+def test_the_runbook_sets_the_policy_the_definitions_ship() -> None:
+    """docs/operations.md's ``rabbitmqctl set_policy`` for an existing deployment names the
+    definitions' policy, its pattern, ``--apply-to exchanges`` and its definition."""
+    runbook = OPERATIONS.read_text(encoding="utf-8").replace("\\\n", " ")
+    found = re.search(
+        rf"set_policy -p blume --apply-to exchanges {UNROUTED_POLICY_NAME}\s+'([^']+)' '([^']+)'",
+        runbook,
+    )
+    assert found is not None
+    assert found.group(1) == UNROUTED_POLICY_PATTERN
+    assert json.loads(found.group(2)) == UNROUTED_POLICY
 
 
 def set_unrouted_policy(vhost: str) -> None:
