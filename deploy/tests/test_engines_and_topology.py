@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from blume_contracts.registry import EVENTS
 from blume_runtime.broker_definitions import definitions
+from blume_runtime.topology import UNROUTED_POLICY_NAME
 from blume_share.services import GATEWAY, SERVICES
 
 from deploy.tests.manifests import (
@@ -35,9 +36,10 @@ def test_the_broker_topology_file_is_current() -> None:
 
 
 def test_the_operator_creates_the_topology_the_broker_definitions_hold() -> None:
-    """The Queue, Exchange and Binding resources are the queues, private exchanges and
-    bindings of ``blume-share broker definitions``, with the same arguments (the operator
-    sets x-queue-type from ``type``), so every consumer's queue exists before any worker."""
+    """The Queue, Exchange and Binding resources are the queues, private and unrouted
+    exchanges and bindings of ``blume-share broker definitions``, with the same arguments
+    (the operator sets x-queue-type from ``type``), so every consumer's queue exists before
+    any worker; the alternate-exchange policy is the definitions' too."""
     manifests = render("production")
     document = definitions(broker_topology.VHOST)
     queues = {
@@ -45,9 +47,13 @@ def test_the_operator_creates_the_topology_the_broker_definitions_hold() -> None
         for item in of_kind(manifests, "Queue")
     }
     assert queues == {queue["name"]: queue["arguments"] for queue in document["queues"]}
-    exchanges = {item["spec"]["name"] for item in of_kind(manifests, "Exchange")}
-    private = {item["name"] for item in document["exchanges"] if item["type"] == "direct"}
-    assert exchanges == private
+    exchanges = {
+        (item["spec"]["name"], item["spec"]["type"]) for item in of_kind(manifests, "Exchange")
+    }
+    ours = {
+        (item["name"], item["type"]) for item in document["exchanges"] if item["type"] != "topic"
+    }
+    assert exchanges == ours
     bindings = {
         (item["spec"]["source"], item["spec"]["destination"], item["spec"]["routingKey"])
         for item in of_kind(manifests, "Binding")
@@ -55,6 +61,13 @@ def test_the_operator_creates_the_topology_the_broker_definitions_hold() -> None
     expected = {(b["source"], b["destination"], b["routing_key"]) for b in document["bindings"]}
     assert bindings == expected
     assert {item["spec"]["destinationType"] for item in of_kind(manifests, "Binding")} == {"queue"}
+    unrouted = named(manifests, "Policy", UNROUTED_POLICY_NAME)["spec"]
+    [shipped] = [p for p in document["policies"] if p["name"] == unrouted["name"]]
+    assert (unrouted["pattern"], unrouted["applyTo"], unrouted["definition"]) == (
+        shipped["pattern"],
+        shipped["apply-to"],
+        shipped["definition"],
+    )
 
 
 def _secret_refs(item: dict[str, Any]) -> set[str]:
@@ -173,7 +186,7 @@ def test_the_rabbitmq_resources_fit_together(overlay: str) -> None:
         assert user["spec"]["importCredentialsSecret"]["name"].startswith("blume-amqp-")
     for scaler in of_kind(manifests, "ScaledObject"):
         assert scaler["spec"]["triggers"][0]["metadata"]["vhostName"] == vhost["spec"]["name"]
-    [policy] = of_kind(manifests, "Policy")
+    policy = named(manifests, "Policy", "blume-quorum-queues")
     assert policy["spec"]["definition"]["dead-letter-strategy"] == "at-least-once"
     assert policy["spec"]["definition"]["overflow"] == "reject-publish"
 

@@ -14,6 +14,9 @@ type) and the worker list, so the permissions cannot drift from the contracts:
   read only for the types it consumes (the audit sink binds ``#``);
 - quorum-queue policies: at-least-once dead-lettering with ``reject-publish`` overflow
   (issue 8) and leaders balanced over the nodes;
+- an exchanges-only policy making ``blume.share.unrouted`` (fanout) the alternate exchange of
+  ``blume.share``, as in ``blume-share broker definitions``; the audit sink may configure
+  and read that exchange (to declare it and bind its queue);
 - every worker's queues, private exchange and bindings, exactly as the worker declares them
   (``blume_runtime.topology.layout``, delay tiers of ``BLUME_RETRY_MAX_DELAY_SECONDS``'s
   default), so that they exist before the first worker starts: an event published before its
@@ -33,8 +36,15 @@ from typing import Any, Final
 
 import yaml
 from blume_contracts.registry import EVENTS, UPSTREAM
-from blume_runtime.broker_definitions import DEFAULT_TIERS, binding_keys, queue_services
-from blume_runtime.topology import QUEUE_PREFIX, QueueSpec, layout
+from blume_runtime.broker_definitions import DEFAULT_TIERS, UNROUTED_CONSUMERS, queue_specs
+from blume_runtime.topology import (
+    QUEUE_PREFIX,
+    UNROUTED_EXCHANGE,
+    UNROUTED_POLICY,
+    UNROUTED_POLICY_NAME,
+    UNROUTED_POLICY_PATTERN,
+    layout,
+)
 from blume_share.services import GATEWAY, SERVICES
 
 CLUSTER: Final = "blume-rabbitmq"
@@ -75,10 +85,11 @@ def permissions(user: str) -> dict[str, str]:
     exchange = re.escape(EXCHANGE)
     if user in SERVICES or user == GATEWAY:
         own = own_queues(user)
+        unrouted = [re.escape(UNROUTED_EXCHANGE)] if user in UNROUTED_CONSUMERS else []
         return {
-            "configure": _alternatives([exchange, own]),
+            "configure": _alternatives([exchange, own, *unrouted]),
             "write": _alternatives([r"amq\.default", exchange, own]),
-            "read": _alternatives([exchange, own]),
+            "read": _alternatives([exchange, own, *unrouted]),
         }
     if user == OPS:
         dead_letters = re.escape(QUEUE_PREFIX) + r"[a-z_]+\.dlq"
@@ -134,6 +145,18 @@ def resources() -> list[dict[str, Any]]:
                 },
             },
         ),
+        _resource(
+            "Policy",
+            UNROUTED_POLICY_NAME,
+            {
+                "name": UNROUTED_POLICY_NAME,
+                "vhost": VHOST,
+                "pattern": UNROUTED_POLICY_PATTERN,
+                "applyTo": "exchanges",
+                "priority": 0,
+                "definition": dict(UNROUTED_POLICY),
+            },
+        ),
     ]
     for user in broker_users():
         name = resource_name(user)
@@ -163,16 +186,18 @@ def resources() -> list[dict[str, Any]]:
 def queue_resources() -> list[dict[str, Any]]:
     """Exchange, Queue and Binding resources for every consumer's own topology (the workers'
     and the gateway's projection queue), as in ``blume-share broker definitions``."""
-    planned = layout(
-        (QueueSpec(name, tuple(binding_keys(name))) for name in queue_services()), DEFAULT_TIERS
-    )
+    planned = layout(queue_specs(), DEFAULT_TIERS)
+    kinds = {
+        **dict.fromkeys(planned.fanout_exchanges, "fanout"),
+        **dict.fromkeys(planned.private_exchanges, "direct"),
+    }
     found = [
         _resource(
             "Exchange",
             resource_name(name),
-            {"name": name, "vhost": VHOST, "type": "direct", "durable": True, "autoDelete": False},
+            {"name": name, "vhost": VHOST, "type": kind, "durable": True, "autoDelete": False},
         )
-        for name in planned.private_exchanges
+        for name, kind in kinds.items()
     ]
     for name, arguments in planned.queues:
         # The operator sets x-queue-type from ``type``; the rest are the worker's arguments.
@@ -180,7 +205,7 @@ def queue_resources() -> list[dict[str, Any]]:
         spec = {"name": name, "vhost": VHOST, "type": arguments["x-queue-type"], "durable": True}
         found.append(_resource("Queue", resource_name(name), {**spec, "arguments": rest}))
     for binding in planned.bindings:
-        key = "all-events" if binding.key == "#" else binding.key
+        key = {"#": "all-events", "": "unrouted"}.get(binding.key, binding.key)
         found.append(
             _resource(
                 "Binding",

@@ -13,7 +13,7 @@ import pytest
 import structlog
 from blume_contracts.serialisation import event_body
 from blume_runtime import wire
-from blume_runtime.broker_definitions import definitions
+from blume_runtime.broker_definitions import POLICY_NAME, definitions
 from blume_runtime.db import Database
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.rabbit import RabbitTransport
@@ -275,7 +275,8 @@ async def test_a_queue_of_an_earlier_release_works_once_the_policy_is_applied(
                 "x-delivery-limit": DELIVERY_LIMIT,
             },
         )
-    [policy] = definitions(vhost_of(amqp_url))["policies"]
+    policies = definitions(vhost_of(amqp_url))["policies"]
+    [policy] = [entry for entry in policies if entry["name"] == POLICY_NAME]
     rabbitmqctl(
         "set_policy",
         "-p",

@@ -6,7 +6,9 @@ each user's ``password_hash`` is empty, so nobody can log in as it until its pas
 from the secret store (``rabbitmqctl change_password``; see docs/operations.md).
 
 - A service may configure, write (bind) and read only its own queues and private exchange,
-  read ``blume.share`` (to bind), and write it if it produces anything.
+  read ``blume.share`` (to bind), and write it if it produces anything. A service whose queue
+  binds ``blume.share.unrouted`` (``UNROUTED_CONSUMERS``: the audit sink) may also configure
+  (declare) and read (bind to) that exchange.
 - Topic permissions on ``blume.share``: a user may publish only the routing keys the
   registry says it produces, and bind only the keys of the types it consumes.
 - ``ops`` may read every DLQ and write every service's private exchange (replays, and
@@ -17,6 +19,13 @@ from the secret store (``rabbitmqctl change_password``; see docs/operations.md).
   its service's private exchange.
 - The policy gives service and delay queues declared by an earlier release at-least-once
   dead-lettering (the new release declares it as queue arguments).
+- A second policy, on exchanges only (``^blume\\.share$``), makes ``blume.share.unrouted``
+  (durable fanout) the alternate exchange of ``blume.share``: what no queue binds reaches the
+  queues bound to it. A publisher needs no permission on the alternate exchange for that:
+  RabbitMQ asks for write on it only from whoever declares an exchange with an
+  ``alternate-exchange`` argument (https://www.rabbitmq.com/docs/ae), and with a policy
+  nobody does; a user allowed only ``blume.share`` and the routing key gets its unroutable
+  message to the audit sink's queue (runtime/tests/test_unrouted.py, on a real broker).
 - Every service's queues, private exchange and bindings, exactly as its worker declares them
   (``topology.layout``), so that they exist before any worker starts: an event published
   before its consumer first ran (``patients import``'s accounts, relayed by the first
@@ -37,6 +46,10 @@ from blume_runtime.settings import Settings
 from blume_runtime.topology import (
     AT_LEAST_ONCE_POLICY,
     QUEUE_PREFIX,
+    UNROUTED_EXCHANGE,
+    UNROUTED_POLICY,
+    UNROUTED_POLICY_NAME,
+    UNROUTED_POLICY_PATTERN,
     QueueSpec,
     delay_tiers,
     layout,
@@ -48,6 +61,8 @@ DEFAULT_TIERS: Final = delay_tiers(Settings.model_fields["retry_max_delay_second
 NOTHING: Final = "^$"
 POLICY_NAME: Final = "blume-share-at-least-once"
 _OWN_SUFFIXES: Final = r"(\.dlq|\.private|\.delay\.[0-9]+s)?"
+UNROUTED_CONSUMERS: Final = frozenset({"audit_sink"})
+"""The services whose queue also binds ``blume.share.unrouted`` (``QueueSpec.binds_unrouted``)."""
 
 
 def _alternatives(names: Iterable[str]) -> str:
@@ -74,6 +89,15 @@ def binding_keys(service: str) -> list[str]:
     """What a service binds: its consumed types, or ``#`` when it consumes every type."""
     consumed = consumed_by(service)
     return ["#"] if len(consumed) == len(EVENTS) else consumed
+
+
+def queue_specs() -> list[QueueSpec]:
+    """Every queue service's spec as its worker declares it: bound by ``binding_keys``, and
+    to ``blume.share.unrouted`` when it is one of ``UNROUTED_CONSUMERS``."""
+    return [
+        QueueSpec(name, tuple(binding_keys(name)), binds_unrouted=name in UNROUTED_CONSUMERS)
+        for name in queue_services()
+    ]
 
 
 def _own(service: str) -> str:
@@ -109,14 +133,17 @@ def definitions(
             {"user": user, "vhost": vhost, "exchange": EXCHANGE, "write": send, "read": bind}
         )
 
+    unrouted = re.escape(UNROUTED_EXCHANGE)
     for service in services:
         own = _own(service)
         sends = produced_by(service)
+        # Declaring and binding the unrouted exchange; nobody writes it but the broker.
+        declares = f"({own}|{unrouted})" if service in UNROUTED_CONSUMERS else own
         grant(
             service,
-            configure=f"^{own}$",
+            configure=f"^{declares}$",
             write=f"^({shared}|{own})$" if sends else f"^{own}$",
-            read=f"^({shared}|{own})$",
+            read=f"^({shared}|{declares})$",
             send=_alternatives(sends),
             bind=_alternatives(binding_keys(service)),
         )
@@ -148,7 +175,7 @@ def definitions(
         send=_alternatives(produced_by(UPSTREAM)),
         bind=_alternatives(consumed_by(UPSTREAM)),
     )
-    planned = layout((QueueSpec(name, tuple(binding_keys(name))) for name in services), tiers)
+    planned = layout(queue_specs(), tiers)
     return {
         "vhosts": [{"name": vhost}],
         "users": users,
@@ -156,6 +183,7 @@ def definitions(
         "topic_permissions": topics,
         "exchanges": [
             _exchange(EXCHANGE, vhost, "topic"),
+            *(_exchange(name, vhost, "fanout") for name in planned.fanout_exchanges),
             *(_exchange(name, vhost, "direct") for name in planned.private_exchanges),
         ],
         "queues": [
@@ -187,7 +215,15 @@ def definitions(
                 "apply-to": "queues",
                 "priority": 0,
                 "definition": dict(AT_LEAST_ONCE_POLICY),
-            }
+            },
+            {
+                "vhost": vhost,
+                "name": UNROUTED_POLICY_NAME,
+                "pattern": UNROUTED_POLICY_PATTERN,
+                "apply-to": "exchanges",
+                "priority": 0,
+                "definition": dict(UNROUTED_POLICY),
+            },
         ],
     }
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -103,16 +103,30 @@ class _Route:
 
 
 class Service:
-    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles.
+    """A worker: its queue is ``blume.share.<name>``, bound by the types it handles and any
+    ``extra_keys`` (or by ``#`` with ``bind_all``); with ``binds_unrouted`` also to
+    ``blume.share.unrouted``, for what ``blume.share`` routes to no queue.
 
     One handler style throughout: a class holds what the handlers need (settings, clients,
     a sealer), its methods are the handlers, and the service's ``build`` registers them in
     one table (``service.handles("share.revoked")(issuer.revoke_link)``).
     """
 
-    def __init__(self, name: str, *, bind_all: bool = False, group_commit: bool = True) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        bind_all: bool = False,
+        extra_keys: Iterable[str] = (),
+        binds_unrouted: bool = False,
+        group_commit: bool = True,
+    ) -> None:
         self.name = name
         self._bind_all = bind_all
+        self._extra_keys = tuple(extra_keys)
+        """Routing keys bound besides the handled types (for a ``handles_any`` handler)."""
+        self._binds_unrouted = binds_unrouted
+        """Whether the queue also takes what ``blume.share`` routes nowhere (``QueueSpec``)."""
         self.group_commit = group_commit
         """Whether deliveries that queue up may share one transaction (``blume_runtime.worker``).
         False for handlers with effects outside the database (an email sent): a batch rolled
@@ -180,5 +194,7 @@ class Service:
 
     @property
     def queue(self) -> QueueSpec:
-        keys = ("#",) if self._bind_all else tuple(self._routes)
-        return QueueSpec(self.name, keys)
+        keys = (
+            ("#",) if self._bind_all else tuple(dict.fromkeys([*self._routes, *self._extra_keys]))
+        )
+        return QueueSpec(self.name, keys, binds_unrouted=self._binds_unrouted)

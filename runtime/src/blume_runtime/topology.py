@@ -15,6 +15,19 @@ Per service ``<svc>``:
 - ``blume.share.<svc>.dlq``: the dead-letter queue, bound to the private exchange by
   ``dead``; the service queue's own dead-lettering (delivery limit) lands there too.
 
+Shared by all services:
+
+- ``blume.share.unrouted`` (``UNROUTED_EXCHANGE``): a durable fanout exchange, the alternate
+  exchange of ``blume.share``: a message ``blume.share`` routes to no queue goes there
+  instead of being dropped. Only a spec with ``binds_unrouted`` (the audit sink's) binds its
+  queue to it (key ``""``). It is linked to ``blume.share`` by a broker policy
+  (``UNROUTED_POLICY``, exchanges only, pattern ``^blume\\.share$``), never by an
+  ``alternate-exchange`` argument: ``blume.share`` already exists in deployments, declared
+  without arguments, and declaring it again with different arguments is refused. The policy
+  is in ``deploy/rabbitmq/definitions.json``; on a broker deployed before it, an operator
+  sets it (docs/operations.md). RabbitMQ applies one policy per object, the one of highest
+  priority; the at-least-once policy applies to queues only, so the two never compete.
+
 Service and delay queues dead-letter at least once (``x-dead-letter-strategy``, which needs
 ``x-overflow: reject-publish``). A queue an older release declared without those arguments
 refuses the new declaration; it is then declared passively, with one warning naming the
@@ -23,6 +36,7 @@ runbook, and the broker policy shipped in ``deploy/rabbitmq/definitions.json`` s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +63,13 @@ _AT_LEAST_ONCE_ARGUMENTS: Final = {
     "x-overflow": "reject-publish",
 }
 _QUORUM: Final = {"x-queue-type": "quorum"}
+UNROUTED_EXCHANGE: Final = f"{EXCHANGE}.unrouted"
+"""The alternate exchange of ``blume.share`` (fanout): what no binding of it matches."""
+UNROUTED_POLICY_NAME: Final = "blume-share-unrouted"
+UNROUTED_POLICY_PATTERN: Final = f"^{re.escape(EXCHANGE)}$"
+UNROUTED_POLICY: Final = {"alternate-exchange": UNROUTED_EXCHANGE}
+"""The policy definition (exchanges only, ``UNROUTED_POLICY_PATTERN``) that makes
+``UNROUTED_EXCHANGE`` the alternate exchange of ``blume.share``."""
 
 log = structlog.get_logger("topology")
 
@@ -79,6 +100,9 @@ def delay_key(tier: int) -> str:
 class QueueSpec:
     service: str
     binding_keys: tuple[str, ...]
+    binds_unrouted: bool = False
+    """Also bind the queue to ``UNROUTED_EXCHANGE``: it gets what ``blume.share`` routes to
+    no queue (once), and nothing that reached some queue."""
 
     @property
     def name(self) -> str:
@@ -138,6 +162,8 @@ class Layout:
     what ``declare`` creates at start-up, and what the broker definitions create before it."""
 
     private_exchanges: tuple[str, ...]
+    fanout_exchanges: tuple[str, ...]
+    """``UNROUTED_EXCHANGE`` when some spec binds it, else nothing."""
     queues: tuple[tuple[str, dict[str, Any]], ...]
     """Each queue's name and its declaration arguments, in the order they are declared."""
     bindings: tuple[Binding, ...]
@@ -159,7 +185,11 @@ def layout(specs: Iterable[QueueSpec], tiers: Sequence[int]) -> Layout:
         queues.append((spec.name, service_queue_arguments(spec)))
         bindings += [Binding(private, spec.name, key) for key in (RETURN_KEY, REPLAY_KEY)]
         bindings += [Binding(EXCHANGE, spec.name, key) for key in spec.binding_keys]
-    return Layout(tuple(exchanges), tuple(queues), tuple(bindings))
+        if spec.binds_unrouted:
+            bindings.append(Binding(UNROUTED_EXCHANGE, spec.name, ""))
+    unrouted = any(binding.exchange == UNROUTED_EXCHANGE for binding in bindings)
+    fanouts = (UNROUTED_EXCHANGE,) if unrouted else ()
+    return Layout(tuple(exchanges), fanouts, tuple(queues), tuple(bindings))
 
 
 class _Declarations:
@@ -175,14 +205,15 @@ class _Declarations:
             self._channel = await self._connection.channel(publisher_confirms=False)
         return self._channel
 
-    async def shared_exchange(self) -> AbstractExchange:
-        """``blume.share``: looked up first, so users without configure rights need none."""
+    async def shared_exchange(
+        self, name: str = EXCHANGE, kind: aio_pika.ExchangeType = aio_pika.ExchangeType.TOPIC
+    ) -> AbstractExchange:
+        """``blume.share`` (or the unrouted fanout): looked up first, so users without
+        configure rights need none; declared durable if missing."""
         try:
-            return await (await self._open()).declare_exchange(EXCHANGE, passive=True)
+            return await (await self._open()).declare_exchange(name, passive=True)
         except aio_pika.exceptions.ChannelNotFoundEntity:
-            return await (await self._open()).declare_exchange(
-                EXCHANGE, aio_pika.ExchangeType.TOPIC, durable=True
-            )
+            return await (await self._open()).declare_exchange(name, kind, durable=True)
 
     async def private_exchange(self, name: str) -> AbstractExchange:
         return await (await self._open()).declare_exchange(
@@ -212,7 +243,9 @@ class _Declarations:
 async def declare(
     url: str, specs: Iterable[QueueSpec], tiers: Sequence[int], warned: set[str]
 ) -> None:
-    """Declare ``blume.share`` and every spec's exchange, queues and bindings (idempotently).
+    """Declare ``blume.share`` and every spec's exchange, queues and bindings (idempotently),
+    and ``blume.share.unrouted`` (durable fanout) when some spec binds it. The policy that
+    makes it ``blume.share``'s alternate exchange is the broker's (docs/operations.md).
 
     A short-lived connection of its own: declarations that fail close their channel, and
     the long-lived connection's channels are never caught in that.
@@ -222,6 +255,8 @@ async def declare(
     async with connection:
         declarations = _Declarations(connection, warned)
         await declarations.shared_exchange()
+        for name in planned.fanout_exchanges:
+            await declarations.shared_exchange(name, aio_pika.ExchangeType.FANOUT)
         for name in planned.private_exchanges:
             await declarations.private_exchange(name)
         for name, arguments in planned.queues:

@@ -281,7 +281,8 @@ class _MemoryDelivery(Delivery):
 
 
 class InMemoryTransport(Transport):
-    """A single-process broker for the embedded default: topic routing, retries, DLQs.
+    """A single-process broker for the embedded default: topic routing, retries, DLQs, and
+    ``blume.share.unrouted`` (what no binding matches goes to the specs that bind it).
 
     Publishers have identities as on RabbitMQ: the runtime's own services publish as the
     service user, and ``publish_as`` names an outside client (``blume-share send`` is the
@@ -322,12 +323,13 @@ class InMemoryTransport(Transport):
         self.route(_Envelope(message, user))
 
     def route(self, envelope: _Envelope) -> None:
-        # A queue bound by several matching keys still gets one copy, as on RabbitMQ.
+        # A queue bound by several matching keys still gets one copy, as on RabbitMQ; what
+        # matches no binding goes to the queues bound to the alternate exchange, once each.
         targets = {
             queue.name: queue
             for key, queue in self._bindings
             if topic_matches(key, envelope.message.routing_key)
-        }
+        } or {name: spec for name, spec in self._specs.items() if spec.binds_unrouted}
         for queue in targets.values():
             self._enqueue(envelope, queue)
 
