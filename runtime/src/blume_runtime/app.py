@@ -101,11 +101,10 @@ class Runtime:
         self._started: list[Component] = []
 
     def _database(self, name: str) -> Database:
-        url = self.settings.service_database(name)
-        stages_audit = self.settings.stages_audit(url)
         if not self.settings.has_own_database(name):
-            return self.db.in_schema(name, stages_audit=stages_audit)
-        own = Database(url, schema=name, stages_audit=stages_audit)
+            return self.db.in_schema(name, stages_audit=self.settings.stages_audit(self.db.url))
+        url = self.settings.service_database(name)
+        own = Database(url, schema=name, stages_audit=self.settings.stages_audit(url))
         self._own_databases.append(own)
         return own
 

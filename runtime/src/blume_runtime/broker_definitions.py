@@ -54,6 +54,7 @@ from blume_runtime.topology import (
     delay_tiers,
     layout,
 )
+from blume_runtime.unit_of_work import AUDITED_FROM_THE_EXCHANGE
 
 DEFAULT_VHOST: Final = "blume"
 DEFAULT_TIERS: Final = delay_tiers(Settings.model_fields["retry_max_delay_seconds"].default)
@@ -86,9 +87,19 @@ def publishing_services() -> list[str]:
 
 
 def binding_keys(service: str) -> list[str]:
-    """What a service binds: its consumed types, or ``#`` when it consumes every type."""
-    consumed = consumed_by(service)
-    return ["#"] if len(consumed) == len(EVENTS) else consumed
+    """What a service binds: its consumed types; the audit sink, which records every type,
+    only those no service of ours stages in its own transaction (the rest reach it only
+    when nothing else routes them: ``blume.share.unrouted``)."""
+    if service in UNROUTED_CONSUMERS:
+        return list(AUDITED_FROM_THE_EXCHANGE)
+    return consumed_by(service)
+
+
+def may_bind(service: str) -> list[str]:
+    """What a service's user may bind: its binding keys, and ``#`` for the audit sink, which
+    binds every type where some service's database is not its own
+    (``Settings.audit_copies_needed``)."""
+    return [*binding_keys(service), *(["#"] if service in UNROUTED_CONSUMERS else [])]
 
 
 def queue_specs() -> list[QueueSpec]:
@@ -145,7 +156,7 @@ def definitions(
             write=f"^({shared}|{own})$" if sends else f"^{own}$",
             read=f"^({shared}|{declares})$",
             send=_alternatives(sends),
-            bind=_alternatives(binding_keys(service)),
+            bind=_alternatives(may_bind(service)),
         )
     for publisher in publishing_services():
         grant(

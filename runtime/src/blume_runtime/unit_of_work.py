@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime.db import STAGED_AUDIT, STAGED_OUTBOX, AuditRow, Database, OutboxMessage
+from blume_runtime.settings import SERVICES_WITH_OWN_DATABASE
 from blume_runtime.tracing import current_traceparent, link_request_span
 from blume_runtime.transport import OutgoingMessage
 
@@ -131,6 +132,16 @@ class UnitOfWork:
 _FROM_THE_EXCHANGE: Final = frozenset(name for name, spec in EVENTS.items() if spec.outside)
 """Outside types (requests) are audited as they arrive at the audit sink over the exchange,
 with their verified publisher as the requester, whoever emits them."""
+AUDITED_FROM_THE_EXCHANGE: Final = tuple(
+    sorted(
+        name
+        for name, spec in EVENTS.items()
+        if spec.outside or not set(spec.producers) & set(SERVICES_WITH_OWN_DATABASE)
+    )
+)
+"""The types the audit sink consumes over the exchange (its binding keys): those no service
+of ours stages in its own transaction. Outside requests, and what only producers without a
+database of ours publish (the operators' tools)."""
 
 
 def stage_for_audit(

@@ -17,7 +17,7 @@ from blume_contracts.envelope import RawEvent
 from blume_runtime.app import serve
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
-from blume_runtime.unit_of_work import stage_for_audit
+from blume_runtime.unit_of_work import AUDITED_FROM_THE_EXCHANGE, stage_for_audit
 from pydantic import ValidationError
 
 from blume_audit_sink.checkpoints import Cadence
@@ -43,9 +43,16 @@ async def record_broken_request(
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
-    """The worker: its handler sees raw data, so broken requests are kept too."""
+    """The worker: bound to the types no producer of ours stages (``#`` where some service's
+    database is not the sink's), and to what the exchange routes nowhere else; its handler
+    sees raw data, so broken requests are kept too."""
     audit = audit or AuditSettings()
-    service = Service(NAME, bind_all=True)
+    service = Service(
+        NAME,
+        bind_all=settings.audit_copies_needed,
+        extra_keys=AUDITED_FROM_THE_EXCHANGE,
+        binds_unrouted=True,
+    )
     service.components.append(
         ChainSealer(
             database_url=settings.service_database(NAME),
