@@ -10,6 +10,7 @@ and ``BLUME_TEST_AMQP_URL`` (default: the ones on localhost) are used.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -118,9 +119,17 @@ def _management_api(admin_url: str, method: str, path: str, body: dict[str, Any]
 
 @pytest.fixture
 def amqp_url(amqp_admin_url: str) -> Iterator[str]:
-    """A fresh RabbitMQ vhost for this test, deleted afterwards (queues and all)."""
+    """A fresh RabbitMQ vhost for this test, deleted afterwards (queues and all), with the
+    alternate-exchange policy a deployment's broker definitions set on ``blume.share``."""
+    from blume_runtime.topology import (
+        UNROUTED_POLICY,
+        UNROUTED_POLICY_NAME,
+        UNROUTED_POLICY_PATTERN,
+    )
+
     vhost = f"blume-test-{uuid.uuid4().hex[:12]}"
     user = urlsplit(amqp_admin_url).username or "guest"
+    policy = {"pattern": UNROUTED_POLICY_PATTERN, "definition": UNROUTED_POLICY}
     if os.environ.get("BLUME_TEST_RABBITMQ_API"):
         _management_api(amqp_admin_url, "PUT", f"/api/vhosts/{vhost}", None)
         _management_api(
@@ -129,9 +138,25 @@ def amqp_url(amqp_admin_url: str) -> Iterator[str]:
             f"/api/permissions/{vhost}/{user}",
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
+        _management_api(
+            amqp_admin_url,
+            "PUT",
+            f"/api/policies/{vhost}/{UNROUTED_POLICY_NAME}",
+            {**policy, "apply-to": "exchanges"},
+        )
     elif shutil.which("rabbitmqctl"):
         _rabbitmqctl("add_vhost", vhost)
         _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        _rabbitmqctl(
+            "set_policy",
+            "-p",
+            vhost,
+            "--apply-to",
+            "exchanges",
+            UNROUTED_POLICY_NAME,
+            UNROUTED_POLICY_PATTERN,
+            json.dumps(UNROUTED_POLICY),
+        )
     else:
         pytest.fail(
             "cannot create a RabbitMQ vhost: set BLUME_TEST_RABBITMQ_API or install rabbitmqctl"

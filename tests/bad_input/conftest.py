@@ -46,7 +46,7 @@ def backend_url(
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def database(backend_url: str) -> AsyncIterator[Database]:
-    db = Database(backend_url)
+    db = Database(backend_url, stages_audit=True)  # one database, as deployed
     yield db
     await db.dispose()
 

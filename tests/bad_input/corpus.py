@@ -27,9 +27,11 @@ with a cause. The rules the expectations follow, so that a reader can check each
   registered producer, ``untrusted_producer`` (whatever their data); from it, data that
   breaks the contract is ``contract``. ``share.revoke.requested`` is an upstream type: any
   publisher, and bad data is ``contract``.
-- **The audit sink** (bound to every routing key) dead-letters what no one can read and
-  what an untrusted producer sent, and records everything else it can read, broken data
-  included. A lenient-only request is left to the runtime: recorded or ``malformed``.
+- **The audit sink** (bound to the requests' and the operators' keys, and to what reaches
+  no other queue) dead-letters what no one can read and what an untrusted producer sent,
+  and records everything else it can read, broken data included. A lenient-only request
+  is left to the runtime: recorded or ``malformed``. What another consumer refuses, that
+  consumer records as a security event.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any, Final, Literal
 
 from blume_contracts.registry import EVENTS
 from blume_runtime.transport import DeadLetterCause
+from blume_runtime.unit_of_work import AUDITED_FROM_THE_EXCHANGE
 
 CLOUDEVENTS_JSON: Final = "application/cloudevents+json"
 MAX_BODY_BYTES: Final = 256 * 1024
@@ -114,10 +117,15 @@ class Case:
 
     @property
     def receivers(self) -> tuple[str, ...]:
-        """The services whose queues this routing key reaches (topic bindings by type)."""
+        """The services whose queues this routing key reaches (topic bindings by type): the
+        audit sink's only for the keys it binds (what no producer of ours stages) and for
+        what reaches no other queue (the alternate exchange)."""
         spec = EVENTS.get(self.routing_key)
         bound = spec.consumers if spec else ()
-        return tuple(name for name in SERVICES if name in bound or name == AUDIT_SINK)
+        others = tuple(name for name in SERVICES if name in bound and name != AUDIT_SINK)
+        if self.routing_key in AUDITED_FROM_THE_EXCHANGE or not others:
+            return (*others, AUDIT_SINK)
+        return others
 
     def expected_at(self, service: str) -> frozenset[Outcome]:
         return self.audit if service == AUDIT_SINK else self.expect

@@ -114,7 +114,7 @@ class UnitOfWork:
             rows.append(row)
         else:  # a session opened elsewhere than ``Database.transaction``: the ORM writes it
             self.session.add(OutboxMessage(**row))
-        if event_type not in _FROM_THE_EXCHANGE:
+        if event_type not in OUTSIDE_TYPES:
             stage_for_audit(self.session, event)
         self.staged.append(message)
         return event
@@ -129,9 +129,11 @@ class UnitOfWork:
         return str(uuid.uuid5(_EVENT_IDS, seed))
 
 
-_FROM_THE_EXCHANGE: Final = frozenset(name for name, spec in EVENTS.items() if spec.outside)
-"""Outside types (requests) are audited as they arrive at the audit sink over the exchange,
-with their verified publisher as the requester, whoever emits them."""
+OUTSIDE_TYPES: Final = frozenset(name for name, spec in EVENTS.items() if spec.outside)
+"""Outside types (requests) are audited as they arrive, with their verified publisher as the
+requester, whoever emits them: each consumer of ours stages a request's row in the
+transaction that claims it (``blume_runtime.worker``), so the request's record comes before
+those of the events it causes, and the audit sink stages the copy it receives."""
 AUDITED_FROM_THE_EXCHANGE: Final = tuple(
     sorted(
         name

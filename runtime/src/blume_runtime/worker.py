@@ -86,7 +86,7 @@ from blume_runtime.service import (
 )
 from blume_runtime.settings import Settings
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
-from blume_runtime.unit_of_work import publish_committed, stage_for_audit
+from blume_runtime.unit_of_work import OUTSIDE_TYPES, publish_committed, stage_for_audit
 
 Invoke = Callable[[HandlerContext], Awaitable[None]]
 Emitted = list[OutgoingMessage] | None
@@ -107,6 +107,14 @@ class _Handling:
     @property
     def key(self) -> InboxKey:
         return (self.event.source, self.event.id)
+
+
+def _stage_request(session: AsyncSession, event: RawEvent, verdict: Verdict) -> None:
+    """Stage an outside request for the audit store in the transaction that claims it, with
+    its verified publisher: its record then precedes those of the events it causes, which
+    inherit the patient and the people from it. Other events are staged by their producers."""
+    if event.type in OUTSIDE_TYPES:
+        stage_for_audit(session, event, broker_user=verdict.requester)
 
 
 async def _call(invoke: Invoke, ctx: HandlerContext) -> None:
@@ -303,6 +311,7 @@ class Worker:
             async with self._db.transaction() as session:
                 if not await self._claim(session, event):
                     return None
+                _stage_request(session, event, verdict)
                 ctx = self._context(event, session, delivery, verdict)
                 await invoke(ctx)
                 await flush_pending(session)
@@ -331,6 +340,7 @@ class Worker:
                         answers.append(None)
                         continue
                     claimed.discard(handling.key)
+                    _stage_request(session, handling.event, handling.verdict)
                     ctx = self._context(
                         handling.event, session, handling.delivery, handling.verdict
                     )
@@ -440,6 +450,8 @@ class Worker:
             async with asyncio.timeout(self._timeout), self._db.transaction() as session:
                 if not await self._claim(session, event):
                     return True
+                verdict = self._producers.verdict(event.type, delivery.producer)
+                _stage_request(session, event, verdict)
                 ctx = self._context(event, session, delivery, Verdict(None))
                 if not await hook(event, error_class, ctx):
                     raise _NotAnswered

@@ -256,3 +256,35 @@ async def test_stopping_the_worker_seals_and_signs_what_is_left(
     assert [r.seq for r in await stored_records(sqlite_db)] == [1, 2, 3]
     (signed,) = (state / "audit-checkpoints" / TENANT).glob("*.json")
     assert json.loads(signed.read_text())["payload"]["seq"] == 3
+
+
+def test_the_sink_binds_only_what_no_producer_stages_unless_a_service_has_a_database_of_its_own(
+    tmp_path: Any,
+) -> None:
+    """On one database (whatever each service's login), the sink's queue binds the requests and
+    the operators' tools' events, and the unrouted exchange; with one service's database
+    elsewhere, whose events are not staged in the sink's, it binds every type (``#``)."""
+    shared = "postgresql://postgres@db.example:5432/blume"
+    as_notifier = "postgresql://blume_notifier:secret@db.example:5432/blume"
+    elsewhere = "postgresql://blume_notifier@other.example:5432/blume"
+    one_database = Settings(
+        state_dir=tmp_path,
+        database_url=SecretStr(shared),
+        notifier_database_url=SecretStr(as_notifier),
+    )
+    assert one_database.stages_audit(as_notifier)
+    queue = build(one_database).queue
+    assert sorted(queue.binding_keys) == [
+        "ops.dead_letters.purged",
+        "ops.dead_letters.replayed",
+        "share.revoke.requested",
+        "study.send.requested",
+    ]
+    assert queue.binds_unrouted
+    split = Settings(
+        state_dir=tmp_path,
+        database_url=SecretStr(shared),
+        notifier_database_url=SecretStr(elsewhere),
+    )
+    assert not split.stages_audit(elsewhere)
+    assert build(split).queue.binding_keys == ("#",)

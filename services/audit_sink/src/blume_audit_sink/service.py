@@ -15,9 +15,10 @@ from typing import Final
 
 from blume_contracts.envelope import RawEvent
 from blume_runtime.app import serve
+from blume_runtime.db import STAGED_AUDIT
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
-from blume_runtime.unit_of_work import AUDITED_FROM_THE_EXCHANGE, stage_for_audit
+from blume_runtime.unit_of_work import AUDITED_FROM_THE_EXCHANGE, OUTSIDE_TYPES, stage_for_audit
 from pydantic import ValidationError
 
 from blume_audit_sink.checkpoints import Cadence
@@ -30,16 +31,19 @@ NAME: Final = SCHEMA
 
 
 async def record_event(event: RawEvent, ctx: HandlerContext) -> None:
-    """Stage ``event`` for the sealer in the transaction of its inbox row."""
-    if not stage_for_audit(ctx.session, event, broker_user=ctx.producer):
+    """Stage ``event`` for the sealer in the transaction of its inbox row. A request the
+    runtime staged already, as every consumer of requests does (``blume_runtime.worker``)."""
+    if STAGED_AUDIT not in ctx.session.info:
         raise RuntimeError("the audit sink's own database must stage audit rows")
+    if event.type not in OUTSIDE_TYPES:
+        stage_for_audit(ctx.session, event, broker_user=ctx.producer)
 
 
 async def record_broken_request(
-    event: RawEvent, _error: ValidationError, ctx: HandlerContext
+    _event: RawEvent, _error: ValidationError, _ctx: HandlerContext
 ) -> None:
-    """Kept under the stand-in envelope the dispatcher's rejection also carries."""
-    await record_event(event, ctx)
+    """Kept under the stand-in envelope the dispatcher's rejection also carries: the
+    runtime staged that stand-in as it claimed it, as for every request."""
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:

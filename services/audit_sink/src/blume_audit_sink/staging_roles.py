@@ -10,8 +10,9 @@ the runtime applies to a broker user (``blume_runtime.identity``):
   the service they act for), may stage anything: the sink stages only what it verified on
   the exchange, and the owner can rewrite the table anyway;
 - a service's role (``<prefix><service>``, or a login granted it) may stage the events whose
-  source is that service and whose type the registry says that service produces, and the
-  security record of an event it refused;
+  source is that service and whose type the registry says that service produces, the
+  requests (outside types) the registry says it consumes, with their verified publisher,
+  and the security record of an event it refused;
 - anything else is recorded as what it is, a security record (``security.untrusted_producer``)
   naming the role (``db:<role>``) and what the row claimed, never as the event it claims;
 - so is an entry that is not one the store can hold (``checked_staged_row``), whoever staged
@@ -81,6 +82,8 @@ class StagingRoles:
         self._role_of = {f"{role_prefix}{name}": name for name in services}
         self._sink_roles = (f"{role_prefix}{SCHEMA}", AUDIT_WRITER)
         self._producers = {name: frozenset(spec.producers) for name, spec in EVENTS.items()}
+        self._consumers = {name: frozenset(spec.consumers) for name, spec in EVENTS.items()}
+        self._outside = frozenset(name for name, spec in EVENTS.items() if spec.outside)
         self._known: dict[str, tuple[float, StagingRights]] = {}
 
     async def vet(
@@ -105,6 +108,8 @@ class StagingRoles:
         source, event_type = row["event_source"], row["event_type"]
         if event_type == UNTRUSTED_PRODUCER_TYPE and source == audit_entry.SECURITY_SOURCE:
             return bool(rights.services)
+        if event_type in self._outside:
+            return not rights.services.isdisjoint(self._consumers[event_type])
         if not source.startswith(SERVICE_SOURCE_PREFIX):
             return False
         service = source.removeprefix(SERVICE_SOURCE_PREFIX)
