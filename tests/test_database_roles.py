@@ -265,7 +265,7 @@ async def test_the_sealer_records_a_row_staged_under_another_service_as_a_securi
     forged = await _emit(cluster, "link_issuer", "share_dispatcher", "share.completed")
     db = Database(cluster.admin_url, schema=AUDIT)
     try:
-        assert await seal_all(db, roles=StagingRoles(cluster.prefix)) == 3
+        assert await seal_all(db, roles=StagingRoles()) == 3
         async with db.transaction() as session:
             records = (await session.exec(select(AuditRecord))).all()
             assert (await verify(session)).ok
@@ -360,7 +360,6 @@ def test_the_example_runs_with_each_service_on_its_own_login(
         monkeypatch.setenv("BLUME_LOG_FORMAT", "json")
         for service in SERVICES:
             monkeypatch.setenv(service_database_env(service), made.url_as(service))
-        monkeypatch.setenv("BLUME_DATABASE_ROLE_PREFIX", made.prefix)
 
         runtime = Runtime(Settings(), [Service("notifier")], Database(made.admin_url))
         assert runtime.database_for("notifier").url.startswith(

@@ -16,3 +16,8 @@ async def runtime_database(path: Path) -> Database:
             tables=[InboxEntry.__table__, OutboxMessage.__table__],  # type: ignore[attr-defined]
         )
     return database
+
+
+NO_AUDIT_STORE = True
+"""``Settings.audit_copies`` for a runtime over ``runtime_database``: it has no audit staging
+table, as a service's database where the audit sink records copies instead."""

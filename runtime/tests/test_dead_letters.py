@@ -19,7 +19,7 @@ from blume_runtime.settings import Settings
 from blume_runtime.topology import DEAD_KEY, QueueSpec
 from blume_runtime.transport import DeadLetterCause, Delivery, OutgoingMessage
 
-from runtime.tests.db_support import runtime_database
+from runtime.tests.db_support import NO_AUDIT_STORE, runtime_database
 from runtime.tests.rabbit_support import (
     audit_observer,
     consuming,
@@ -206,7 +206,9 @@ async def test_a_replayed_message_is_deduplicated_by_the_inbox(
 
     db = await runtime_database(tmp_path / "probe.db")
     first, after = (accepted_event(name) for name in ("evt-replayed", "evt-after"))
-    settings = Settings(amqp_url=amqp_url, state_dir=tmp_path, prefetch=1)
+    settings = Settings(
+        amqp_url=amqp_url, state_dir=tmp_path, prefetch=1, audit_copies=NO_AUDIT_STORE
+    )
     runtime = Runtime(settings, [service], db)
     await runtime.start()
     try:

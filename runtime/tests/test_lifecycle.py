@@ -11,6 +11,8 @@ from blume_runtime.lifecycle import start_all, stop_all
 from blume_runtime.service import Service
 from blume_runtime.settings import Settings
 
+from runtime.tests.db_support import NO_AUDIT_STORE
+
 
 class Recorded:
     """A component that writes its starts and stops into a shared journal."""
@@ -37,7 +39,7 @@ async def test_a_service_component_runs_before_the_workers_and_an_added_one_afte
     journal: list[str] = []
     service = Service("probe")
     service.components.append(Recorded("sealer", journal))
-    runtime = Runtime(Settings(state_dir=tmp_path), [service], db)
+    runtime = Runtime(Settings(state_dir=tmp_path, audit_copies=NO_AUDIT_STORE), [service], db)
     runtime.add(Recorded("web", journal))
     await runtime.start()
     journal.append("running")

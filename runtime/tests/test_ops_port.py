@@ -19,7 +19,7 @@ from blume_runtime.service import Service
 from blume_runtime.settings import Settings
 from blume_runtime.testing import RecordingTransport
 
-from runtime.tests.db_support import runtime_database
+from runtime.tests.db_support import NO_AUDIT_STORE, runtime_database
 
 
 @pytest.fixture
@@ -143,7 +143,10 @@ async def test_a_busy_ops_port_stops_the_runtime_before_it_starts(
         taken.listen()
         port = taken.getsockname()[1]
         runtime = Runtime(
-            Settings(state_dir=tmp_path, ops_port=port), [Service("probe")], sqlite, serve_ops=True
+            Settings(state_dir=tmp_path, ops_port=port, audit_copies=NO_AUDIT_STORE),
+            [Service("probe")],
+            sqlite,
+            serve_ops=True,
         )
         with pytest.raises(OpsPortInUseError, match="BLUME_OPS_PORT"):
             await runtime.start()

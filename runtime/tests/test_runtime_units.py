@@ -145,7 +145,8 @@ def test_only_a_worker_login_is_not_the_embedded_default(monkeypatch: pytest.Mon
 
 async def test_a_schema_view_shares_the_pool_and_names_its_schema() -> None:
     """On PostgreSQL a service's view of the process's database uses the same pool, its
-    unqualified tables in the service's schema; on SQLite (no schemas) it is the database."""
+    unqualified tables in the service's schema; on SQLite (no schemas) the same engine. Each
+    view stages audit rows if its login can, found out before its first transaction."""
     from blume_runtime.db import Database
 
     shared = Database("postgresql://nobody@127.0.0.1:1/none")
@@ -155,6 +156,9 @@ async def test_a_schema_view_shares_the_pool_and_names_its_schema() -> None:
     assert shared.engine.get_execution_options().get("schema_translate_map") is None
     await view.dispose()  # leaves the shared pool to its owner
     await shared.dispose()
+    assert (shared.stages_audit, view.stages_audit) == (False, None)
     embedded = Database("sqlite://")
-    assert embedded.in_schema("notifier") is embedded
+    embedded_view = embedded.in_schema("notifier")
+    assert embedded_view.engine is embedded.engine
+    assert not await embedded_view.resolve_audit_staging()  # no audit staging table there
     await embedded.dispose()

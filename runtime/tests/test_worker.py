@@ -25,6 +25,8 @@ from blume_runtime.transport import InMemoryTransport, OutgoingMessage
 from blume_runtime.worker import Worker
 from sqlmodel import select
 
+from runtime.tests.db_support import NO_AUDIT_STORE
+
 SHARE = "shr_" + "a" * 32
 
 
@@ -72,7 +74,9 @@ class Recorder:
 
 
 def runtime_for(db: Database, recorder: Recorder, tmp_path: Path) -> Runtime:
-    settings = Settings(state_dir=tmp_path, max_attempts=3, retry_delay_seconds=0.05)
+    settings = Settings(
+        state_dir=tmp_path, max_attempts=3, retry_delay_seconds=0.05, audit_copies=NO_AUDIT_STORE
+    )
     return Runtime(settings, [recorder.service, recorder.completions], db)
 
 
@@ -213,7 +217,7 @@ async def test_a_crash_before_a_published_row_is_deleted_republishes_it_deduped(
     after the restart the sweep publishes the event again, and its consumer acks the second
     copy as a duplicate, with no second effect."""
     recorder = Recorder()
-    settings = Settings(state_dir=tmp_path)
+    settings = Settings(state_dir=tmp_path, audit_copies=NO_AUDIT_STORE)
     before_crash = RecordingTransport()
     producer = Worker(recorder.service, db, OutboxRelay(db, before_crash), settings)
     await producer(FakeDelivery.of(CloudEvent[Any].model_validate_json(accepted().body)))

@@ -44,8 +44,7 @@ def database(settings: Settings, *, schema: str | None = None) -> Database:
     ``schema``: one service's schema, for a command that writes its outbox (and stages its
     events for the audit store, as the service would)."""
     secure_state_dir(settings)
-    stages_audit = schema is not None and settings.stages_audit(settings.database)
-    return Database(settings.database, schema=schema, stages_audit=stages_audit)
+    return Database(settings.database, schema=schema, stages_audit=None if schema else False)
 
 
 @asynccontextmanager

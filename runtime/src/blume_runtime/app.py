@@ -12,7 +12,7 @@ import structlog
 from blume_contracts.registry import UPSTREAM
 
 from blume_runtime.broker_definitions import produced_by
-from blume_runtime.db import Database
+from blume_runtime.db import AuditStagingUnavailableError, Database
 from blume_runtime.lifecycle import Component, OutboxSweeper, Workers, start_all, stop_all
 from blume_runtime.ops import OpsPortInUseError, OpsServer
 from blume_runtime.outbox import OutboxRelay
@@ -102,9 +102,8 @@ class Runtime:
 
     def _database(self, name: str) -> Database:
         if not self.settings.has_own_database(name):
-            return self.db.in_schema(name, stages_audit=self.settings.stages_audit(self.db.url))
-        url = self.settings.service_database(name)
-        own = Database(url, schema=name, stages_audit=self.settings.stages_audit(url))
+            return self.db.in_schema(name)
+        own = Database(self.settings.service_database(name), schema=name, stages_audit=None)
         self._own_databases.append(own)
         return own
 
@@ -153,8 +152,22 @@ class Runtime:
                 f"gives {', '.join(wrong)} other users: run each with its own user"
             )
 
+    async def check_audit_staging(self) -> None:
+        """Each service's and publisher's database stages its events' audit rows, unless the
+        audit sink records copies (``BLUME_AUDIT_COPIES``): else its events would be lost to
+        the audit store, and the process must not start."""
+        for name, database in self.databases.items():
+            if not await database.resolve_audit_staging() and not self.settings.audit_copies:
+                raise AuditStagingUnavailableError(
+                    f"{name} cannot stage audit rows: its login may not insert into "
+                    f"audit_sink.audit_pending in its database (migrate, or grant it), or, "
+                    f"where some service's database is not the audit sink's, set "
+                    f"BLUME_AUDIT_COPIES=true on every service"
+                )
+
     async def start(self) -> None:
         self.check_broker_identity()
+        await self.check_audit_staging()
         configure_tracing(self.names[0] if len(self.names) == 1 else "blume-share")
         if self.ops is not None:
             self.ops.bind()  # a busy port stops the process before it consumes anything

@@ -36,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -192,6 +193,20 @@ at its end; present only in the transactions of a database that stages them."""
 AuditRow = tuple[str, str, datetime, str]
 """An event staged for the audit store: (source, id, when it was staged, ``Entry`` JSON)."""
 
+_PG_CAN_STAGE: Final = (
+    "SELECT coalesce(has_column_privilege("
+    f"to_regclass('{AUDIT_SCHEMA}.{AUDIT_STAGING_TABLE}'), 'entry', 'INSERT'), false)"
+)
+_SQLITE_CAN_STAGE: Final = (
+    f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{AUDIT_STAGING_TABLE}'"
+)
+
+
+class AuditStagingUnavailableError(RuntimeError):
+    """A service's database has no audit staging table it may insert into, and the audit
+    sink is not recording copies (``BLUME_AUDIT_COPIES``): its events would go unrecorded."""
+
+
 _audit_listeners: list[Callable[[], None]] = []
 
 
@@ -223,12 +238,13 @@ class Database:
         *,
         schema: str | None = None,
         echo: bool = False,
-        stages_audit: bool = False,
+        stages_audit: bool | None = False,
     ) -> None:
         self.url = database_url(url, use_async=True)
         self.stages_audit = stages_audit
         """Whether the events emitted in this database's transactions are staged for the
-        audit store in them (the audit sink's staging table is in this database)."""
+        audit store in them; None: if this login can insert into the audit sink's staging
+        table, found out before the first transaction (``resolve_audit_staging``)."""
         self.is_sqlite = self.url.startswith("sqlite")
         self._system = "sqlite" if self.is_sqlite else "postgresql"
         # Query parameters can hold PHI: keep them out of exception messages and logs.
@@ -295,23 +311,37 @@ class Database:
             self.engine, class_=AsyncSession, expire_on_commit=False
         )
 
-    def in_schema(self, schema: str, *, stages_audit: bool | None = None) -> Database:
-        """The same engine and pool, its unqualified tables in ``schema`` (PostgreSQL), and
-        staging audit rows if ``stages_audit`` (None: as this database does).
+    def in_schema(self, schema: str) -> Database:
+        """The same engine and pool, its unqualified tables in ``schema`` (PostgreSQL), staging
+        audit rows if this login can (``stages_audit`` None).
 
         One process hosting several services on one URL (development) gives each its own
-        schema this way without a pool each. On SQLite it is this database itself, or a
-        view of it that differs only in ``stages_audit``.
+        schema this way without a pool each. On SQLite it is a view of this database that
+        differs only in that.
         """
-        stages = self.stages_audit if stages_audit is None else stages_audit
-        if (self.is_sqlite or schema == self.schema) and stages == self.stages_audit:
+        if schema == self.schema and self.stages_audit is None:
             return self
         view = copy.copy(self)
         view._owns_pool = False
-        view.stages_audit = stages
+        view.stages_audit = None
         if not self.is_sqlite:
             view._use(schema)
         return view
+
+    async def resolve_audit_staging(self) -> bool:
+        """Whether this database stages audit rows; with ``stages_audit`` None, found out once:
+        whether this login may insert into the audit sink's staging table (migration 0018)."""
+        if self.stages_audit is None:
+            self.stages_audit = await self._may_stage_audit()
+        return self.stages_audit
+
+    async def _may_stage_audit(self) -> bool:
+        probe = _SQLITE_CAN_STAGE if self.is_sqlite else _PG_CAN_STAGE
+        try:
+            async with self._pool_engine.connect() as connection:
+                return bool((await connection.exec_driver_sql(probe)).scalar())
+        except SQLAlchemyError:  # no right even to look at the audit schema
+            return False
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -321,6 +351,8 @@ class Database:
         database stages them, audit rows (``STAGED_AUDIT``) are inserted together, in one
         statement, just before the commit.
         """
+        if self.stages_audit is None:
+            await self.resolve_audit_staging()
         with span("db transaction", {"db.system": self._system}):
             session = self._sessions()
             audit: list[AuditRow] = []

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
-from blume_contracts.audit_entry import AUDIT_SCHEMA
 from blume_contracts.urls import base_url
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 from blume_runtime.broker_users import (
     EMBEDDED_SERVICE_USER,
@@ -37,6 +35,12 @@ class Settings(BaseSettings):
     only its own schema (``service_database``)."""
     database_role_prefix: str = Field(default="blume_", pattern=r"^[a-z][a-z0-9_]{0,40}$")
     """Migrations name each service's role ``<prefix><service>`` (``blume_share_dispatcher``)."""
+    audit_copies: bool = False
+    """The audit sink records every event from its copy on the exchange (it binds ``#``), and
+    a service whose database has no audit staging table of its own may run. Set it on every
+    service where some service's database is not the audit sink's; otherwise each service
+    stages its events' audit rows in the transactions that emit them, and one that cannot
+    refuses to start (``blume_runtime.db.AuditStagingUnavailableError``)."""
     smtp_url: str | None = None
     public_base_url: str = "http://127.0.0.1:8080"
     portal_base_url: str = "http://127.0.0.1:8080/blume"
@@ -139,20 +143,6 @@ class Settings(BaseSettings):
     def has_own_database(self, service: str) -> bool:
         return getattr(self, service_database_field(service), None) is not None
 
-    def stages_audit(self, url: str) -> bool:
-        """Whether a connection to ``url`` reaches the audit sink's staging table: the same
-        database as the sink's, whatever the login. Then the events emitted there are staged
-        for the audit store in the transaction that emits them."""
-        return same_database(url, self.service_database(AUDIT_SCHEMA))
-
-    @property
-    def audit_copies_needed(self) -> bool:
-        """Whether a service stages its events in a database other than the audit sink's;
-        then the sink also records every event from the copy it receives over the exchange."""
-        return not all(
-            self.stages_audit(self.service_database(name)) for name in SERVICES_WITH_OWN_DATABASE
-        )
-
     @property
     def mail_drop_dir(self) -> Path:
         return self.state_dir / "mail"
@@ -167,17 +157,6 @@ SERVICES_WITH_OWN_DATABASE: Final = (
     "access_gateway",
 )
 """The services that may connect with a login of their own (a setting each, above)."""
-
-
-def same_database(first: str, second: str) -> bool:
-    """Whether two URLs name one database (backend, host, port and name), whatever the login."""
-    a, b = make_url(first), make_url(second)
-    return (a.get_backend_name(), a.host, a.port, a.database) == (
-        b.get_backend_name(),
-        b.host,
-        b.port,
-        b.database,
-    )
 
 
 def service_database_field(service: str) -> str:

@@ -53,12 +53,11 @@ async def stored_records(db: Database) -> list[AuditRecord]:
         return list((await session.exec(statement)).all())
 
 
-def test_queue_is_bound_to_every_routing_key(tmp_path: Any) -> None:
-    """The worker's queue is blume.share.audit_sink, bound with '#' so no event type is missed."""
+def test_queue_is_the_audit_sinks(tmp_path: Any) -> None:
+    """The worker's queue is blume.share.audit_sink."""
     service = build(Settings(state_dir=tmp_path / "state"))
     assert service.name == NAME == "audit_sink"
     assert service.queue.name == "blume.share.audit_sink"
-    assert service.queue.binding_keys == ("#",)
 
 
 @pytest.mark.parametrize("event_type", ["study.send.requested", "share.link.issued", "x.unknown"])
@@ -258,22 +257,13 @@ async def test_stopping_the_worker_seals_and_signs_what_is_left(
     assert json.loads(signed.read_text())["payload"]["seq"] == 3
 
 
-def test_the_sink_binds_only_what_no_producer_stages_unless_a_service_has_a_database_of_its_own(
+def test_the_sink_binds_only_what_no_producer_stages_unless_it_records_copies(
     tmp_path: Any,
 ) -> None:
-    """On one database (whatever each service's login), the sink's queue binds the requests and
-    the operators' tools' events, and the unrouted exchange; with one service's database
-    elsewhere, whose events are not staged in the sink's, it binds every type (``#``)."""
-    shared = "postgresql://postgres@db.example:5432/blume"
-    as_notifier = "postgresql://blume_notifier:secret@db.example:5432/blume"
-    elsewhere = "postgresql://blume_notifier@other.example:5432/blume"
-    one_database = Settings(
-        state_dir=tmp_path,
-        database_url=SecretStr(shared),
-        notifier_database_url=SecretStr(as_notifier),
-    )
-    assert one_database.stages_audit(as_notifier)
-    queue = build(one_database).queue
+    """By default the sink's queue binds the requests and the operators' tools' events, and
+    the unrouted exchange; with ``BLUME_AUDIT_COPIES`` (some service's database is not the
+    sink's, so it cannot stage its events) it binds every type (``#``)."""
+    queue = build(Settings(state_dir=tmp_path)).queue
     assert sorted(queue.binding_keys) == [
         "ops.dead_letters.purged",
         "ops.dead_letters.replayed",
@@ -281,10 +271,4 @@ def test_the_sink_binds_only_what_no_producer_stages_unless_a_service_has_a_data
         "study.send.requested",
     ]
     assert queue.binds_unrouted
-    split = Settings(
-        state_dir=tmp_path,
-        database_url=SecretStr(shared),
-        notifier_database_url=SecretStr(elsewhere),
-    )
-    assert not split.stages_audit(elsewhere)
-    assert build(split).queue.binding_keys == ("#",)
+    assert build(Settings(state_dir=tmp_path, audit_copies=True)).queue.binding_keys == ("#",)

@@ -268,8 +268,7 @@ class ThreadedHttpServer:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         # The gateway's own schema and URL, as the runtime would give it (``database_for``).
-        url = self._settings.service_database(NAME)
-        db = Database(url, schema=NAME, stages_audit=self._settings.stages_audit(url))
+        db = Database(self._settings.service_database(NAME), schema=NAME, stages_audit=None)
         try:
             relay = LoopBridgedRelay(self._relay, workers_loop)
             server = HttpServer.from_settings(self._settings, db, relay, self._freshness)

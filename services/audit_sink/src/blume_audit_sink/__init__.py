@@ -28,6 +28,7 @@ from blume_audit_sink.models import (
     AuditPurge,
     AuditRecord,
     AuditRetention,
+    AuditStagingRole,
 )
 from blume_audit_sink.operator_reads import (
     AUDIT_LOG_READ_TYPE,
@@ -65,13 +66,14 @@ TABLES: Final = (
     AuditRecord,
     AuditChainHead,
     AuditPending,
+    AuditStagingRole,
     AuditCheckpoint,
     AuditPurge,
     AuditRetention,
     AuditLegalHold,
 )
-"""The audit store (records and chain heads), its staging, checkpoints, purges, retention and
-legal holds: this service's tables, in its schema (``NAME``)."""
+"""The audit store (records and chain heads), its staging and who may stage, checkpoints,
+purges, retention and legal holds: this service's tables, in its schema (``NAME``)."""
 
 __all__ = [
     "AUDIT_LOG_READ_TYPE",

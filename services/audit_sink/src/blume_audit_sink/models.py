@@ -131,6 +131,17 @@ class AuditPending(SQLModel, table=True):
     migration 0018) and checked by the sealer against the event's producer; on SQLite ""."""
 
 
+class AuditStagingRole(SQLModel, table=True):
+    """A database role that stages audit rows, and the service it stages for (``audit_sink``:
+    anything). Written by migrations only; read by the sealer (``staging_roles``). Empty on
+    SQLite, which has no roles."""
+
+    __tablename__ = "audit_staging_roles"
+
+    role_name: str = Field(primary_key=True, max_length=128)
+    service: str = Field(max_length=64)
+
+
 class AuditCheckpoint(SQLModel, table=True):
     """A signed statement of a chain's head; the same bytes are written to the checkpoint dir."""
 

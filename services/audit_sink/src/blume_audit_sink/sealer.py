@@ -222,7 +222,6 @@ class ChainSealer:
         cadence: Cadence,
         batch_size: int,
         interval_seconds: float,
-        role_prefix: str = "blume_",
     ) -> None:
         self._database_url = database_url
         self._key = key
@@ -230,7 +229,7 @@ class ChainSealer:
         self._cadence = cadence
         self._batch_size = batch_size
         self._interval = min(interval_seconds, cadence.every_seconds)
-        self._roles = StagingRoles(role_prefix)
+        self._roles = StagingRoles()
         self._db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._forget_listener: Callable[[], None] | None = None

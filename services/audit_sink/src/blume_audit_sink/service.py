@@ -5,8 +5,8 @@ Every service stages its own events for the audit store in the transaction that 
 stages its security record (``security.untrusted_producer``, chain ``_security``). What the
 sink consumes is what no producer of ours stages: outside requests, recorded with their
 verified publisher as requester, the operators' tools' events, and whatever the exchange
-could route nowhere else. Where some service's database is not the sink's, no event is
-staged there, and the sink binds every type and records each from its copy, as before.
+could route nowhere else. Where some service's database is not the sink's
+(``BLUME_AUDIT_COPIES``), the sink binds every type and records each from its copy, as before.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ async def record_broken_request(
 
 
 def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
-    """The worker: bound to the types no producer of ours stages (``#`` where some service's
-    database is not the sink's), and to what the exchange routes nowhere else; its handler
-    sees raw data, so broken requests are kept too."""
+    """The worker: bound to the types no producer of ours stages (``#`` with
+    ``BLUME_AUDIT_COPIES``), and to what the exchange routes nowhere else; its handler sees
+    raw data, so broken requests are kept too."""
     audit = audit or AuditSettings()
     service = Service(
         NAME,
-        bind_all=settings.audit_copies_needed,
+        bind_all=settings.audit_copies,
         extra_keys=AUDITED_FROM_THE_EXCHANGE,
         binds_unrouted=True,
     )
@@ -67,7 +67,6 @@ def build(settings: Settings, audit: AuditSettings | None = None) -> Service:
             ),
             batch_size=audit.audit_seal_batch_size,
             interval_seconds=audit.audit_seal_interval_seconds,
-            role_prefix=settings.database_role_prefix,
         )
     )
     service.handles_any(record_event)

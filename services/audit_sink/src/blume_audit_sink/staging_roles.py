@@ -5,11 +5,14 @@ did: ``staged_by`` is ``current_user``, a column no service may set (migration 0
 chaining a row, the sealer checks that role against what the row claims, by the same rule
 the runtime applies to a broker user (``blume_runtime.identity``):
 
+Which role stages for which service is the database's own record, ``audit_staging_roles``
+(migration 0018, which named the roles ``<prefix><service>``):
+
 - a role that is (a member of) the audit sink's role or the audit writer (``blume_app``,
   migration 0002), or the staging table's owner (the migrator, whose CLI commands stage as
   the service they act for), may stage anything: the sink stages only what it verified on
   the exchange, and the owner can rewrite the table anyway;
-- a service's role (``<prefix><service>``, or a login granted it) may stage the events whose
+- a service's role (or a login granted it) may stage the events whose
   source is that service and whose type the registry says that service produces, the
   requests (outside types) the registry says it consumes, with their verified publisher,
   and the security record of an event it refused;
@@ -50,19 +53,23 @@ REFUSAL: Final = "staged_by_a_role_not_its_producer"
 MALFORMED: Final = "malformed_staged_entry"
 """The ``refusal`` of a security record made of a staged entry the store cannot hold."""
 LOOKUP_SECONDS: Final = 60.0
-AUDIT_WRITER: Final = "blume_app"
-"""The audit writer role of migration 0002: the sink's rights, whatever the role prefix."""
 
-_MEMBERSHIPS: Final = text(
-    """SELECT r.rolname, r.rolname = t.tableowner AS owner
-       FROM pg_catalog.pg_roles AS r, pg_catalog.pg_tables AS t
-       WHERE t.schemaname = :schema AND t.tablename = :table
-         AND (r.rolname = ANY(:candidates) OR r.rolname = t.tableowner)
+_STAGES_FOR: Final = text(
+    f"""SELECT staging.service
+       FROM {SCHEMA}.audit_staging_roles AS staging
+       JOIN pg_catalog.pg_roles AS named ON named.rolname = staging.role_name
+       WHERE pg_catalog.pg_has_role(
+           (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :role), named.oid, 'MEMBER')
+       UNION ALL
+       SELECT :sink FROM pg_catalog.pg_tables AS owned
+       JOIN pg_catalog.pg_roles AS owner ON owner.rolname = owned.tableowner
+       WHERE owned.schemaname = :schema AND owned.tablename = :table
          AND pg_catalog.pg_has_role(
-             (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :role), r.oid, 'MEMBER')"""
+             (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = :role), owner.oid, 'MEMBER')"""
 )
-"""The roles among ``candidates`` (and the table's owner) that ``role`` is a member of; none
-if ``role`` no longer exists."""
+"""The services ``role`` stages for: those of the roles it is a member of in
+``audit_staging_roles`` (migration 0018), and the sink's if it is a member of the staging
+table's owner; none if ``role`` no longer exists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +82,9 @@ _EVERYTHING: Final = StagingRights(everything=True, services=frozenset())
 
 
 class StagingRoles:
-    """The rule above, for the database roles named ``<prefix><service>``."""
+    """The rule above, for the roles ``audit_staging_roles`` names."""
 
-    def __init__(self, role_prefix: str = "blume_") -> None:
-        services = {name for spec in EVENTS.values() for name in spec.producers}
-        self._role_of = {f"{role_prefix}{name}": name for name in services}
-        self._sink_roles = (f"{role_prefix}{SCHEMA}", AUDIT_WRITER)
+    def __init__(self) -> None:
         self._producers = {name: frozenset(spec.producers) for name, spec in EVENTS.items()}
         self._consumers = {name: frozenset(spec.consumers) for name, spec in EVENTS.items()}
         self._outside = frozenset(name for name, spec in EVENTS.items() if spec.outside)
@@ -121,24 +125,16 @@ class StagingRoles:
         if known is not None and now - known[0] < LOOKUP_SECONDS:
             return known[1]
         found = await (await session.connection()).execute(
-            _MEMBERSHIPS,
+            _STAGES_FOR,
             {
+                "role": role,
+                "sink": SCHEMA,
                 "schema": SCHEMA,
                 "table": audit_entry.AUDIT_STAGING_TABLE,
-                "candidates": [*self._sink_roles, *self._role_of],
-                "role": role,
             },
         )
-        member_of = found.all()
-        if any(row.owner or row.rolname in self._sink_roles for row in member_of):
-            rights = _EVERYTHING
-        else:
-            rights = StagingRights(
-                everything=False,
-                services=frozenset(
-                    self._role_of[row.rolname] for row in member_of if row.rolname in self._role_of
-                ),
-            )
+        services = frozenset(found.scalars())
+        rights = _EVERYTHING if SCHEMA in services else StagingRights(False, services)
         self._known[role] = (now, rights)
         return rights
 

@@ -12,11 +12,14 @@ event and seals the genuine one).
 On PostgreSQL, the documented exception to schema-per-service: every service role other than
 the audit sink's gets USAGE on the audit schema, INSERT on the staging table's four entry
 columns (not ``staged_by``, not ``id``) and USAGE on its id sequence, and nothing else there.
-It cannot read, change or delete a staged row, its own included. A statement-level trigger
+It cannot read, change or delete a staged row, its own included. ``audit_staging_roles``
+records which role stages for which service (``<prefix><service>``, and ``blume_app`` for
+the audit sink), so the sealer needs no setting to tell them apart. A statement-level trigger
 notifies ``blume_audit_staged`` as the staging commits, so the sealer of another process wakes
 at once (``LISTEN``).
 
-On SQLite (the embedded default, one process and no roles) ``staged_by`` is the empty string.
+On SQLite (the embedded default, one process and no roles) ``staged_by`` is the empty string
+and ``audit_staging_roles`` stays empty.
 
 Revision ID: 0018
 Revises: 0017
@@ -42,6 +45,8 @@ PRODUCERS: Final = (
     "access_gateway",
 )
 """The service roles of migration 0011 other than the audit sink's."""
+AUDIT_WRITER: Final = "blume_app"
+"""The audit writer of migration 0002: it stages as the audit sink does."""
 ENTRY_COLUMNS: Final = "event_source, event_id, received_at, entry"
 CHANNEL: Final = "blume_audit_staged"
 
@@ -51,8 +56,19 @@ def _role_prefix() -> str:
     return str(context.config.attributes.get("role_prefix", "blume_")).lower()
 
 
+def _create_staging_roles(schema: str | None) -> None:
+    op.create_table(
+        "audit_staging_roles",
+        sa.Column("role_name", sa.String(length=128), nullable=False),
+        sa.Column("service", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("role_name"),
+        schema=schema,
+    )
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
+        _create_staging_roles(None)
         with op.batch_alter_table("audit_pending") as table:
             table.add_column(
                 sa.Column("staged_by", sa.String(length=64), nullable=False, server_default="")
@@ -78,6 +94,16 @@ def upgrade() -> None:
         op.execute(f"GRANT USAGE ON SCHEMA {AUDIT} TO {role}")
         op.execute(f"GRANT INSERT ({ENTRY_COLUMNS}) ON {AUDIT}.audit_pending TO {role}")
         op.execute(f"GRANT USAGE ON SEQUENCE {AUDIT}.audit_pending_id_seq TO {role}")
+    # Which role stages for which service, as the migrator named them: the sealer's source.
+    _create_staging_roles(AUDIT)
+    roles = [(f"{prefix}{service}", service) for service in (*PRODUCERS, AUDIT)]
+    roles.append((AUDIT_WRITER, AUDIT))
+    op.execute(
+        f"INSERT INTO {AUDIT}.audit_staging_roles (role_name, service) VALUES "
+        + ", ".join(f"('{role}', '{service}')" for role, service in roles)
+    )
+    for reader in (f"{prefix}{AUDIT}", AUDIT_WRITER):
+        op.execute(f"GRANT SELECT ON {AUDIT}.audit_staging_roles TO {reader}")
     op.execute(
         f"""CREATE FUNCTION {AUDIT}.audit_staged_notify() RETURNS trigger
             LANGUAGE plpgsql SET search_path = {AUDIT}, pg_temp AS $$
@@ -94,12 +120,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
+        op.drop_table("audit_staging_roles")
         with op.batch_alter_table("audit_pending") as table:
             table.drop_constraint("uq_audit_pending_event", type_="unique")
             table.create_unique_constraint("uq_audit_pending_event", ["event_source", "event_id"])
             table.drop_column("staged_by")
         return
     prefix = _role_prefix()
+    op.drop_table("audit_staging_roles", schema=AUDIT)
     op.execute(f"DROP TRIGGER audit_pending_staged ON {AUDIT}.audit_pending")
     op.execute(f"DROP FUNCTION {AUDIT}.audit_staged_notify()")
     for service in PRODUCERS:
