@@ -51,6 +51,9 @@ async def test_a_forged_publication_sends_nothing_and_is_audited_as_a_security_e
     settings = Settings(state_dir=state_dir, database_url=SecretStr(sqlite_db.url))
     services = [notifier.build(settings), dispatcher.build(settings), audit_sink.build(settings)]
     transport = RecordingTransport()
+    for service in services:  # as the runtime starts them: the sink's sealer
+        for component in service.components:
+            await component.start()
     try:
         for service in services:
             delivery = FakeDelivery(json.dumps(forged_publication()).encode(), producer=producer)

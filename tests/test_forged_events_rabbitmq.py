@@ -30,7 +30,9 @@ from tests.test_forged_events import CHOSEN_ADDRESS, forged_publication
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
-CONSUMERS = ("notifier", "share_dispatcher", "audit_sink")
+CONSUMERS = ("notifier", "share_dispatcher")
+"""The workers whose queues bind share.blume.published (the audit sink's does not: its
+producer stages it, and each consumer that refuses a forgery stages the security record)."""
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -96,7 +98,8 @@ async def test_a_forged_publication_from_a_rogue_user_sends_no_email(
 ) -> None:
     """Two forgeries (with the rogue's validated user_id, and with none): no email to the
     chosen address, each dead-lettered by every consumer, two security records in the audit
-    store and neither forgery recorded as an event; a genuine request still completes."""
+    store (one per forgery, whichever consumers refused it) and neither forgery recorded as an
+    event, nothing reaching the audit sink's queue; a genuine request still completes."""
     stamped, unstamped = forged_publication("forged-1"), forged_publication("forged-2")
     rogue = publish_as_rogue(rogue_url, [(stamped, True), (unstamped, False)])
     genuine = request_event()
@@ -119,4 +122,5 @@ async def test_a_forged_publication_from_a_rogue_user_sends_no_email(
     assert {"forged-1", "forged-2"}.isdisjoint(recorded_ids(system.database_url))
     for consumer in CONSUMERS:
         assert system.queue_depth(f"blume.share.{consumer}.dlq") == 2, consumer
+    assert system.queue_depth("blume.share.audit_sink.dlq") == 0
     assert CHOSEN_ADDRESS not in system.logs()

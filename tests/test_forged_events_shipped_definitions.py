@@ -44,7 +44,9 @@ from tests.test_forged_events_rabbitmq import recorded_ids, security_records
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 WORKERS = ("share_dispatcher", "link_issuer", "blume_publisher", "notifier", "audit_sink")
-CONSUMERS_OF_PUBLISHED = ("notifier", "share_dispatcher", "audit_sink")
+CONSUMERS_OF_PUBLISHED = ("notifier", "share_dispatcher")
+"""The workers whose queues bind share.blume.published: not the audit sink's (its producer
+stages it, and each consumer that refuses a forgery stages the security record)."""
 DETOUR = "omegaai.detour"
 
 
@@ -204,4 +206,5 @@ async def test_a_forged_publication_by_the_upstream_client_user_is_refused_every
     assert recipients == ["bob.jones@clinic.example"]
     for consumer in CONSUMERS_OF_PUBLISHED:
         assert await depth(amqp_url, f"blume.share.{consumer}.dlq") == 1, consumer
+    assert await depth(amqp_url, "blume.share.audit_sink.dlq") == 0
     assert CHOSEN_ADDRESS not in logs(workers)

@@ -22,11 +22,13 @@ from importlib.resources import files
 from typing import Any
 
 import pytest
+from blume_contracts.registry import consumed_by
 from blume_runtime import metrics
 from blume_runtime.app import Runtime
 from blume_runtime.db import Database
 from blume_runtime.rabbit import RabbitTransport
 from blume_runtime.settings import Settings
+from blume_runtime.topology import QueueSpec, declare, delay_tiers
 from blume_share.requests import parse_requests
 from blume_share.services import SERVICES
 from cryptography.fernet import Fernet
@@ -37,6 +39,7 @@ from tests.conftest import share_emails
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 SHARES = 5
+GATEWAY = "access_gateway"
 MAX_DELIVERIES_PER_SHARE = 6.0
 """The request to the dispatcher and to the audit sink, the link request, the issued link to
 the notifier and the dispatcher, the notification to the dispatcher (11 while the audit sink
@@ -100,6 +103,10 @@ async def test_a_share_costs_at_most_the_bounded_deliveries_and_transactions(
     )
     example = files("blume_share").joinpath("examples/study-send-request.json").read_text()
     db = Database(migrated_database_url)
+    # As deployed, the gateway's queue exists (the broker definitions declare it) and takes
+    # the share's outcomes; no gateway consumes here, and its queue is not counted.
+    gateway = QueueSpec(GATEWAY, tuple(consumed_by(GATEWAY)))
+    await declare(amqp_url, [gateway], delay_tiers(settings.retry_max_delay_seconds), set())
     runtime = Runtime(settings, [build(settings) for build in SERVICES.values()], db)
     publisher = RabbitTransport(amqp_url)
     await runtime.start()

@@ -24,7 +24,8 @@ from runtime.tests.rabbit_support import depth, shipped_users
 
 pytestmark = pytest.mark.integration
 
-CONSUMERS_OF_ACCOUNTS = ("share_dispatcher", "audit_sink")
+CONSUMERS_OF_ACCOUNTS = ("share_dispatcher", "access_gateway")
+"""The queues patient.account.updated reaches: not the audit sink's (its producer stages it)."""
 
 
 def test_the_definitions_bind_each_queue_to_what_its_worker_binds(tmp_path: Path) -> None:
@@ -47,9 +48,9 @@ async def test_an_event_published_before_its_consumers_ever_ran_waits_for_them(
     amqp_url: str, tmp_path: Path
 ) -> None:
     """With the definitions imported and no worker started yet, an account event reaches the
-    dispatcher's and the audit sink's queues; then each worker, as its own least-privileged
-    user, declares its topology and finds it exactly as it would have made it (no argument
-    mismatch, nothing refused)."""
+    dispatcher's and the gateway's queues (not the audit sink's); then each worker, as its
+    own least-privileged user, declares its topology and finds it exactly as it would have
+    made it (no argument mismatch, nothing refused)."""
     async with shipped_users(amqp_url) as users:
         body = json.dumps({"specversion": "1.0"}).encode()
         connection = await aio_pika.connect(users.url("blume_publisher"))
@@ -61,6 +62,7 @@ async def test_an_event_published_before_its_consumers_ever_ran_waits_for_them(
 
         for name in CONSUMERS_OF_ACCOUNTS:
             assert await depth(amqp_url, f"blume.share.{name}") == 1, name
+        assert await depth(amqp_url, "blume.share.audit_sink") == 0
 
         settings = Settings(state_dir=tmp_path)
         tiers = delay_tiers(settings.retry_max_delay_seconds)

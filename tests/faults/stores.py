@@ -38,17 +38,23 @@ class Stores:
         return states
 
     async def audit_counts(self) -> dict[tuple[str, str], int]:
-        """(source, id) -> how often the audit store holds it, sealed or still staged."""
+        """(source, id) -> how often the audit store holds it: its records, or 1 if it is
+        only staged still. Several staged copies of one event (its producer's, a request's
+        consumers', the sink's) are one: the sealer chains the first and drops the rest."""
         counts: collections.Counter[tuple[str, str]] = collections.Counter()
         async with self._db.transaction() as session:
-            for model in (AuditRecord, AuditPending):
-                rows = await session.execute(
-                    select(col(model.event_source), col(model.event_id), func.count()).group_by(
-                        col(model.event_source), col(model.event_id)
-                    )
-                )
-                for source, event_id, count in rows.all():
-                    counts[(source, event_id)] += int(count)
+            rows = await session.execute(
+                select(
+                    col(AuditRecord.event_source), col(AuditRecord.event_id), func.count()
+                ).group_by(col(AuditRecord.event_source), col(AuditRecord.event_id))
+            )
+            for source, event_id, count in rows.all():
+                counts[(source, event_id)] += int(count)
+            staged = await session.execute(
+                select(col(AuditPending.event_source), col(AuditPending.event_id)).distinct()
+            )
+            for source, event_id in staged.all():
+                counts[(source, event_id)] = counts[(source, event_id)] or 1
         return dict(counts)
 
     async def close(self) -> None:
