@@ -8,11 +8,12 @@ Nothing secret survives this step. A refused event is staged as a ``security_rec
 
 from __future__ import annotations
 
+import operator
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any, Final
 
 import orjson
@@ -134,23 +135,24 @@ _TEXT_LIMITS: Final = {
     "event_id": 256,
     "event_source": 256,
     "event_type": 128,
-    "share_id": 256,
     "correlation_id": 256,
-    "study_uid": 256,
     "payload": None,
     "event_code": 200,
     "action": 1,
     "outcome": 2,
-    "patient_mrn": 256,
-    "sender_user_id": 256,
-    "recipient_email": 256,
     "agents": None,
 }
-"""Each text column of a record and its length limit (``blume_audit_sink.models``)."""
-_NULLABLE: Final = frozenset(
-    {"share_id", "study_uid", "patient_mrn", "sender_user_id", "recipient_email"}
-)
+"""Each text column a record must have, and its length limit (``blume_audit_sink.models``)."""
+_NULLABLE_LIMIT: Final = 256
+"""The limit of every text column a record may leave null (share, study, people)."""
 _ENTRY_KEYS: Final = frozenset(Entry.__slots__)
+_REQUIRED_TEXT: Final = itemgetter(*_TEXT_LIMITS)
+_LIMITED: Final = itemgetter(*(name for name, limit in _TEXT_LIMITS.items() if limit))
+_LIMITS: Final = tuple(limit for limit in _TEXT_LIMITS.values() if limit)
+_NULLABLE_TEXT: Final = itemgetter(
+    *(name for name in Entry.__slots__ if name not in _TEXT_LIMITS and not name.endswith("_at"))
+)
+_TEXT: Final = frozenset({str})
 
 
 def checked_staged_row(text: str) -> dict[str, Any] | None:
@@ -163,20 +165,25 @@ def checked_staged_row(text: str) -> dict[str, Any] | None:
     """
     try:
         values = staged_row(text)
-    except (ValueError, TypeError, KeyError):  # orjson's JSONDecodeError is a ValueError
+        return values if _holdable(values) else None
+    except (ValueError, TypeError, KeyError, AttributeError):  # JSONDecodeError: ValueError
         return None
-    if not isinstance(values, dict) or values.keys() != _ENTRY_KEYS:
-        return None
-    for name, limit in _TEXT_LIMITS.items():
-        value = values[name]
-        if value is None:
-            if name not in _NULLABLE:
-                return None
-        elif type(value) is not str or "\x00" in value or (limit and len(value) > limit):
-            return None
-    if values["occurred_at"].tzinfo is None or values["recorded_at"].tzinfo is None:
-        return None
-    return values
+
+
+def _holdable(values: dict[str, Any]) -> bool:
+    """Whether a decoded entry's fields fit a record's columns (a missing one: KeyError)."""
+    required = _REQUIRED_TEXT(values)
+    nullable = [value for value in _NULLABLE_TEXT(values) if value is not None]
+    texts = (*required, *nullable)
+    return (
+        len(values) == len(_ENTRY_KEYS)  # every field was found: so nothing else is there
+        and set(map(type, texts)) == _TEXT
+        and "\x00" not in "".join(texts)
+        and not any(map(operator.gt, map(len, _LIMITED(values)), _LIMITS))
+        and all(len(value) <= _NULLABLE_LIMIT for value in nullable)
+        and values["occurred_at"].tzinfo is not None
+        and values["recorded_at"].tzinfo is not None
+    )
 
 
 _SECRET_KEYS: Final = tuple(
