@@ -157,6 +157,8 @@ async def test_with_the_policy_an_unroutable_message_reaches_the_unrouted_queue(
     ``declare`` without arguments): the queue ``declare`` bound to the unrouted exchange
     (declared durable fanout) receives a message no queue binds, and not one another queue
     binds; one it binds itself it receives once."""
+    # Test vhosts come with the policy (conftest): taken off, to set it as the runbook does.
+    rabbitmqctl("clear_policy", "-p", vhost_of(amqp_url), UNROUTED_POLICY_NAME)
     set_unrouted_policy(vhost_of(amqp_url))
     await declare(amqp_url, [ROUTED, CATCHER], (1,), set())
     listed = rabbitmqctl("list_exchanges", "-p", vhost_of(amqp_url), "name", "type", "durable")

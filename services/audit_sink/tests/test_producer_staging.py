@@ -15,8 +15,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from blume_audit_sink import sealer
 from blume_audit_sink.models import AuditRecord
-from blume_audit_sink.sealer import pending_count, seal_all
+from blume_audit_sink.sealer import SealedRequests, pending_count, seal_all
 from blume_audit_sink.staging_roles import MALFORMED
 from blume_audit_sink.verify import verify
 from blume_contracts.artefacts import EXAMPLES_DIR
@@ -24,7 +25,7 @@ from blume_contracts.audit_catalog import UNTRUSTED_PRODUCER_TYPE
 from blume_contracts.audit_entry import SECURITY_CHAIN, prepare
 from blume_contracts.registry import spec_for
 from blume_runtime.db import Database
-from blume_runtime.unit_of_work import UnitOfWork
+from blume_runtime.unit_of_work import UnitOfWork, stage_for_audit
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -166,3 +167,34 @@ async def test_an_emitted_event_is_staged_with_its_outbox_row_and_only_if_commit
         "/blume-share/share_dispatcher",
         "share.accepted",
     )
+
+
+async def test_a_request_staged_again_after_it_was_sealed_is_dropped_without_a_second_pass(
+    sqlite_db: Database, make_event: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request is staged by each consumer and by the sink: a copy staged after the first was
+    sealed is dropped as it is taken (the sealer remembers the requests it sealed), not by
+    rolling the batch back and chaining it again asking the store about every row; the store
+    holds the request once, and an event in the same batch is chained."""
+    request = make_event("study.send.requested", _example("study.send.requested"), tenant=TENANT)
+    requests = SealedRequests()
+    async with sqlite_db.transaction() as session:
+        assert stage_for_audit(session, request)
+    assert await seal_all(sqlite_db, requests=requests) == 1
+
+    passes: list[bool] = []
+    take = sealer._take_staged
+
+    async def counted_take(session: Any, batch_size: int, *, ask_store: bool) -> Any:
+        passes.append(ask_store)
+        return await take(session, batch_size, ask_store=ask_store)
+
+    monkeypatch.setattr(sealer, "_take_staged", counted_take)
+    accepted = make_event("share.accepted", _example("share.accepted"), tenant=TENANT)
+    async with sqlite_db.transaction() as session:
+        assert stage_for_audit(session, request)  # the copy that arrived late
+        assert stage_for_audit(session, accepted)
+    assert await seal_all(sqlite_db, requests=requests) == 2
+    assert passes == [False, False]  # the batch, then the empty take that ends the loop
+    records = await stored_records(sqlite_db)
+    assert [r.event_id for r in records] == [request.id, accepted.id]

@@ -25,17 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC
 from operator import itemgetter
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import psycopg
 import structlog
 from blume_runtime.db import Database, on_audit_staged, utcnow
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.metrics import AUDIT_RECORDS_SEALED, AUDIT_SEALING_LAG
+from blume_runtime.unit_of_work import OUTSIDE_TYPES
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Table, any_, delete, func, literal
 from sqlalchemy import select as sql_select
@@ -130,45 +131,94 @@ async def _take_staged(
     return [(row.entry, row.staged_by, bool(row.recorded)) for row in rows]
 
 
-async def seal_batch(db: Database, batch_size: int, roles: StagingRoles | None = None) -> int:
+class SealedRequests:
+    """The (source, id) of the requests (outside types) this process sealed lately.
+
+    A request is staged by each consumer of ours that claims it and by the sink: a copy
+    staged after the first was sealed would make the store's unique key refuse its whole
+    batch, rolled back and chained again asking the store about every row. Remembered here,
+    such a copy is dropped as it is taken. Forgetting (another sink sealed it, or it is
+    older than the last ``size`` requests) costs only that slower path.
+    """
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._size = size
+        self._keys: dict[tuple[str, str], None] = {}
+
+    def among(self, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {
+            key for row in rows if (key := (row["event_source"], row["event_id"])) in self._keys
+        }
+
+    def remember(self, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            if row["event_type"] in OUTSIDE_TYPES:
+                self._keys[(row["event_source"], row["event_id"])] = None
+        while len(self._keys) > self._size:
+            del self._keys[next(iter(self._keys))]
+
+
+async def seal_batch(
+    db: Database,
+    batch_size: int,
+    roles: StagingRoles | None = None,
+    requests: SealedRequests | None = None,
+) -> int:
     """Chain up to ``batch_size`` staged events, oldest first; returns how many were taken.
 
     Each is first vetted against who staged it (``roles``; ``staging_roles``): a row its
     stager may not stage is chained as a security record instead.
 
     The store's unique key on (source, id) is what keeps an event from being recorded twice,
-    so a batch is first chained without asking the store about each event. Only when the
-    key refuses one (a copy staged again after its first copy was sealed: a redelivery,
-    rare) is the batch rolled back, staged rows included, and chained again, asking the
-    store about each event as it is taken (that probe was about a tenth of a batch's time).
+    so a batch is first chained without asking the store about each event (a request sealed
+    lately, ``requests``, is dropped at once). Only when the key refuses one (a copy staged
+    again after its first copy was sealed: a redelivery, rare) is the batch rolled back,
+    staged rows included, and chained again, asking the store about each event as it is
+    taken (that probe was about a tenth of a batch's time).
     """
     roles = roles or StagingRoles()
+    requests = requests or SealedRequests()
     try:
-        taken = await _seal(db, batch_size, roles, ask_store=False)
+        taken, written = await _seal(db, batch_size, roles, requests, ask_store=False)
     except _REFUSED_BY_KEY:
-        taken = await _seal(db, batch_size, roles, ask_store=True)
-    AUDIT_RECORDS_SEALED.inc(taken)
+        taken, written = await _seal(db, batch_size, roles, requests, ask_store=True)
+    AUDIT_RECORDS_SEALED.inc(written)
     return taken
 
 
-async def _seal(db: Database, batch_size: int, roles: StagingRoles, *, ask_store: bool) -> int:
+async def _seal(
+    db: Database,
+    batch_size: int,
+    roles: StagingRoles,
+    requests: SealedRequests,
+    *,
+    ask_store: bool,
+) -> tuple[int, int]:
+    written: list[dict[str, Any]] = []
     async with db.transaction() as session:
         staged = await _take_staged(session, batch_size, ask_store=ask_store)
         if staged:
             rows = await roles.vet(session, [(text, staged_by) for text, staged_by, _ in staged])
-            recorded = {
+            recorded = requests.among(rows) | {
                 (row["event_source"], row["event_id"])
                 for row, (_, _, is_recorded) in zip(rows, staged, strict=True)
                 if is_recorded
             }
-            await append_rows(session, rows, recorded=recorded)
-    return len(staged)
+            written = await append_rows(session, rows, recorded=recorded)
+    requests.remember(written)
+    return len(staged), len(written)
 
 
-async def seal_all(db: Database, batch_size: int = 2000, roles: StagingRoles | None = None) -> int:
+async def seal_all(
+    db: Database,
+    batch_size: int = 2000,
+    roles: StagingRoles | None = None,
+    requests: SealedRequests | None = None,
+) -> int:
     sealed = 0
     roles = roles or StagingRoles()
-    while taken := await seal_batch(db, batch_size, roles):
+    requests = requests or SealedRequests()
+    while taken := await seal_batch(db, batch_size, roles, requests):
         sealed += taken
     return sealed
 
@@ -230,6 +280,7 @@ class ChainSealer:
         self._batch_size = batch_size
         self._interval = min(interval_seconds, cadence.every_seconds)
         self._roles = StagingRoles()
+        self._requests = SealedRequests()
         self._db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._forget_listener: Callable[[], None] | None = None
@@ -276,7 +327,7 @@ class ChainSealer:
         while True:
             sealed = 0
             try:
-                sealed = await seal_batch(self._db, self._batch_size, self._roles)
+                sealed = await seal_batch(self._db, self._batch_size, self._roles, self._requests)
                 await checkpoint_due(self._db, self._key, self._directory, self._cadence)
                 # A round that took less than a batch took every staged row it could see:
                 # what is left was staged since, or is being sealed by another sink. Only a
@@ -306,7 +357,7 @@ class ChainSealer:
         for task in self._tasks:
             await cancel_and_wait(task)
         try:
-            sealed = await seal_all(self._db, self._batch_size, self._roles)
+            sealed = await seal_all(self._db, self._batch_size, self._roles, self._requests)
             signed = await checkpoint_due(self._db, self._key, self._directory, None)
             log.info("audit sealer stopped", sealed=sealed, checkpoints=signed, at=utcnow())
         finally:
