@@ -95,12 +95,13 @@ class StagingRoles:
     ) -> list[dict[str, Any]]:
         """The staged entries (entry JSON, who staged it) as record rows: each one its stager
         may not stage, or that is not a well-formed entry, replaced by its security record."""
+        rights = {role: await self._rights(session, role) for role in {r for _, r in staged if r}}
         rows: list[dict[str, Any]] = []
         for entry, role in staged:
             row = checked_staged_row(entry)
             if row is None:
                 rows.append(_security_row(_claims_of(entry), role, MALFORMED))
-            elif role and not self._may_stage(await self._rights(session, role), row):
+            elif role and not self._may_stage(rights[role], row):
                 rows.append(_security_row(row, role, REFUSAL))
             else:  # trusted, or SQLite's
                 rows.append(row)
