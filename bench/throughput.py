@@ -44,7 +44,7 @@ runtime's counters of deliveries, transactions and SQL statements: per share, co
 an open-loop run at half the sustained rate (``bench.open_loop``, ``--soak-minutes``) gives
 p50 and p99 from request to email without a burst, and every worker's memory growth. The
 sustained rate counts a batch's whole work, until its last audit record is sealed: a burst's
-email rate is higher, because the audit copies and their sealing wait behind the emails, and
+email rate is higher, because the audit records' sealing waits behind the emails, and
 half of it can be more than the workers keep up with for minutes on end.
 
 Run: ``uv run python -m bench.throughput [--shares N | --quick] [--processes]
@@ -212,7 +212,7 @@ async def run_product(
         work_done = await _quiet(meter, publisher)
         after = await asyncio.to_thread(meter.snapshot)
         costs = Costs.between(before, after, shares)
-        # Half of the rate at which *all* of a batch's work is done (its audit copies and
+        # Half of the rate at which *all* of a batch's work is done (its audit records and
         # sealing too), not of the email rate: a burst defers the audit work past its last
         # email, and a steady run has to keep up with it.
         sustained = shares / max(work_done - batch_started, figures.elapsed)

@@ -92,7 +92,7 @@ def _costs_lines(product: ProductRun, raw_throughput: float) -> list[str]:
         lines += [
             "",
             f"  sustained rate                  {product.sustained or 0:.1f} shares/s"
-            "  (the batch's whole work: emails, audit copies, sealing)",
+            "  (the batch's whole work: emails, audit records, sealing)",
             f"  open-loop at half the sustained rate: {soak.rate:.1f} shares/s for "
             f"{soak.seconds:.0f} s ({len(soak.latencies)} shares)",
             f"    latency p50 / p99 / max       {_ms(soak.percentile(50))} / "
