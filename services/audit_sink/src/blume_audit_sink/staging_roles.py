@@ -3,7 +3,7 @@
 Each service stages its own events' audit rows, and on PostgreSQL the database records who
 did: ``staged_by`` is ``current_user``, a column no service may set (migration 0018). Before
 chaining a row, the sealer checks that role against what the row claims, by the same rule
-the runtime applies to a broker user (``blume_runtime.identity``):
+the runtime applies to a broker user (``blume_runtime.identity``).
 
 Which role stages for which service is the database's own record, ``audit_staging_roles``
 (migration 0018, which named the roles ``<prefix><service>``):
@@ -12,10 +12,10 @@ Which role stages for which service is the database's own record, ``audit_stagin
   migration 0002), or the staging table's owner (the migrator, whose CLI commands stage as
   the service they act for), may stage anything: the sink stages only what it verified on
   the exchange, and the owner can rewrite the table anyway;
-- a service's role (or a login granted it) may stage the events whose
-  source is that service and whose type the registry says that service produces, the
-  requests (outside types) the registry says it consumes, with their verified publisher,
-  and the security record of an event it refused;
+- a service's role (or a login granted it) may stage the events whose source is that
+  service and whose type the registry says that service produces, the requests (outside
+  types) the registry says it consumes, with their verified publisher, and the security
+  record of an event it refused;
 - anything else is recorded as what it is, a security record (``security.untrusted_producer``)
   naming the role (``db:<role>``) and what the row claimed, never as the event it claims;
 - so is an entry that is not one the store can hold (``checked_staged_row``), whoever staged
