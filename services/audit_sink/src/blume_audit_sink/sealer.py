@@ -141,7 +141,9 @@ class SealedRequests:
     older than the last ``size`` requests) costs only that slower path.
     """
 
-    def __init__(self, size: int = 50_000) -> None:
+    def __init__(self, size: int = 10_000) -> None:
+        # About 240 bytes a request (measured: +3.3 MB of the sink's memory over 13,600
+        # shares), so at most some 2.4 MB; a late copy comes seconds after the first.
         self._size = size
         self._keys: dict[tuple[str, str], None] = {}
 
