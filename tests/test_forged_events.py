@@ -84,3 +84,24 @@ async def test_a_forged_publication_sends_nothing_and_is_audited_as_a_security_e
         producer,
     )
     assert CHOSEN_ADDRESS not in records[0].payload
+
+
+async def test_a_forgery_that_is_a_fresh_databases_first_message_is_still_recorded(
+    sqlite_db: Database, state_dir: Path
+) -> None:
+    """A consumer whose database finds out before its first transaction whether it stages
+    audit rows (as every service's does) records the security record of a forgery that is
+    the very first message it handles."""
+    settings = Settings(state_dir=state_dir, database_url=SecretStr(sqlite_db.url))
+    fresh = Database(sqlite_db.url, stages_audit=None)
+    try:
+        delivery = FakeDelivery(json.dumps(forged_publication("forged-first")).encode())
+        worker = Worker(
+            notifier.build(settings), fresh, OutboxRelay(fresh, RecordingTransport()), settings
+        )
+        await worker(delivery)
+        assert delivery.cause is DeadLetterCause.UNTRUSTED_PRODUCER
+        async with sqlite_db.transaction() as session:
+            assert await pending_count(session) == 1
+    finally:
+        await fresh.dispose()

@@ -485,7 +485,9 @@ class Worker:
         )
         fields: dict[str, Any] = {"refusal": verdict.refusal.value}
         hook = self.service.untrusted_hook
-        if hook is not None or self._db.stages_audit:
+        # Resolved, not read: a database that finds out before its first transaction would
+        # otherwise read as not staging when the first thing it sees is a forgery.
+        if hook is not None or await self._db.resolve_audit_staging():
             try:
                 async with asyncio.timeout(self._timeout), self._db.transaction() as session:
                     stage_for_audit(session, refused.security_record())

@@ -52,8 +52,12 @@ CHANNEL: Final = "blume_audit_staged"
 
 
 def _role_prefix() -> str:
-    """As migration 0011 named the service roles (validated there)."""
-    return str(context.config.attributes.get("role_prefix", "blume_")).lower()
+    """As migration 0011 named the service roles, checked again as there: an upgrade that
+    starts past 0011 runs this alone, and the prefix goes into SQL."""
+    prefix = str(context.config.attributes.get("role_prefix", "blume_"))
+    if not prefix.replace("_", "").isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
+        raise ValueError("the role prefix must be letters, digits and underscores")
+    return prefix.lower()
 
 
 def _create_staging_roles(schema: str | None) -> None:
