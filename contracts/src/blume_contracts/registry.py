@@ -89,7 +89,7 @@ EVENTS: Final[dict[str, EventSpec]] = {
             ev.ShareLinkIssued,
             "A link was minted; the sealed link travels to the notifier only.",
             ("link_issuer",),
-            ("notifier", "share_dispatcher", _GATEWAY, _AUDIT),
+            ("notifier", _GATEWAY, _AUDIT),
         ),
         EventSpec(
             "share.notification.sent",

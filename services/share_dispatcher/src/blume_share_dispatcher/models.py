@@ -19,6 +19,8 @@ class ShareState(StrEnum):
     WAITING = "waiting"
     """The notification waits on an outage (``reason`` names the error class); not failed."""
     LINK_ISSUED = "link_issued"
+    """Not entered any more (the dispatcher no longer consumes ``share.link.issued``); kept so
+    that a share left in it by an earlier version still reads and moves on."""
     PUBLISHED = "published"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -30,9 +32,9 @@ TERMINAL = frozenset({ShareState.REJECTED, ShareState.FAILED, ShareState.REVOKED
 _ONWARD = frozenset(
     {ShareState.WAITING, ShareState.COMPLETED, ShareState.FAILED, ShareState.REVOKED}
 )
-# Notification outcomes can overtake share.link.issued (separate consumers, retries), so
+# Notification outcomes can overtake share.blume.published (separate consumers, retries), so
 # ACCEPTED may go straight to a terminal state, and a waiting share does not go back to
-# link_issued or published when those arrive late.
+# published when it arrives late. A link share goes from ACCEPTED to its email's outcome.
 TRANSITIONS: dict[ShareState, frozenset[ShareState]] = {
     ShareState.ACCEPTED: _ONWARD | {ShareState.LINK_ISSUED, ShareState.PUBLISHED},
     ShareState.LINK_ISSUED: _ONWARD,

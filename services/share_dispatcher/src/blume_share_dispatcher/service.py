@@ -27,7 +27,6 @@ from blume_contracts.events import (
     ShareCompleted,
     ShareFailed,
     ShareLinkAccessed,
-    ShareLinkIssued,
     ShareLinkOpened,
     ShareLinkRequested,
     ShareNotificationDelayed,
@@ -201,9 +200,6 @@ class Dispatcher:
             ctx.log.warning("event for an unknown share ignored")
         else:
             ctx.log.info("state change ignored", current=found[1], requested=state)
-
-    async def link_issued(self, event: CloudEvent[ShareLinkIssued], ctx: HandlerContext) -> None:
-        await self.transition(ctx, event.data.share_id, ShareState.LINK_ISSUED)
 
     async def published(self, event: CloudEvent[ShareBlumePublished], ctx: HandlerContext) -> None:
         await self.transition(ctx, event.data.share_id, ShareState.PUBLISHED)
@@ -395,9 +391,12 @@ def build(
     service = Service(NAME)
     service.on_invalid_data(dispatcher.reject_invalid)
     service.on_invalid_envelope("study.send.requested")(dispatcher.reject_envelope)
+    # Not share.link.issued: minting the link moved no share anywhere that matters (its email's
+    # outcome completes, delays or fails the share, and may overtake it anyway), and the
+    # sender's timeline and the audit take the event from their own queues. Consuming it cost
+    # a delivery and a transaction per share (issue 14).
     handlers: dict[str, Handler] = {
         "study.send.requested": dispatcher.accept,
-        "share.link.issued": dispatcher.link_issued,
         "share.blume.published": dispatcher.published,
         "share.notification.sent": dispatcher.notified,
         "share.notification.suppressed": dispatcher.suppressed,
