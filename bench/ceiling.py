@@ -17,10 +17,12 @@ What runs (one broker, one database, one run; a fresh vhost and database, remove
   rows (SHA-256 over the previous hash) with one COPY per batch, as the audit sink does.
 - *audit copies*: the same, but the audit row is not written in the hop's transaction: a
   fourth consumer bound to everything receives a copy of every event and INSERTs it (one
-  statement per copy, then the ack), as the product's audit sink does today.
-- *product shape*: *minimal* with the product's counts: five hops (the dispatcher's two
-  further steps as deliveries) and six events audited, the sixth staged in the first hop's
-  transaction and never published (only the audit needs it).
+  statement per copy, then the ack), as the product's audit sink did until each producer
+  staged its own events' rows.
+- *product shape*: *minimal* with the product's counts: five deliveries (the product's are
+  the request to the dispatcher and to the audit sink, the link request, the issued link,
+  the email's outcome to the dispatcher) and six events audited, the sixth staged in the
+  first hop's transaction and never published (only the audit needs it).
 - *batched*: *minimal* with up to ``--batch`` deliveries per transaction (the same statement
   over arrays), their publishes confirmed together and one ``ack(multiple=True)``.
 

@@ -157,7 +157,7 @@ def render_report(
         "    The client is this process: it also publishes the requests and seals the audit",
         "    chain. minimal: three events per share, each audited once. product shape: the",
         "    product's counts, five consumer deliveries with a transaction each and six events",
-        "    audited, none of them as a delivered copy (the product today adds six copies).",
+        "    audited, none of them as a delivered copy (as the product: its producers stage them).",
         "",
         "  environment",
         f"    Python {platform.python_version()}, {CORES} CPUs, {platform.system()} "
