@@ -392,9 +392,9 @@ def build(
     service.on_invalid_data(dispatcher.reject_invalid)
     service.on_invalid_envelope("study.send.requested")(dispatcher.reject_envelope)
     # Not share.link.issued: minting the link moved no share anywhere that matters (its email's
-    # outcome completes, delays or fails the share, and may overtake it anyway), and the
-    # sender's timeline and the audit take the event from their own queues. Consuming it cost
-    # a delivery and a transaction per share (issue 14).
+    # outcome completes, delays or fails the share, and may overtake it anyway); the sender's
+    # timeline projects the event from the gateway's own queue, and the audit records it from
+    # the link issuer's staging. Consuming it cost a delivery and a transaction per share.
     handlers: dict[str, Handler] = {
         "study.send.requested": dispatcher.accept,
         "share.blume.published": dispatcher.published,
