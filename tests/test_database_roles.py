@@ -336,6 +336,27 @@ def test_upgrade_from_0010_moves_every_row_into_its_services_schema(
     assert left == [("alembic_version",)]
 
 
+@pytest.mark.parametrize("start", ["0010", "0017"])
+def test_a_role_prefix_that_is_not_a_plain_name_is_refused_before_any_role_is_made(
+    postgres_admin_url: str, start: str
+) -> None:
+    """The role prefix goes into SQL: upgrading with one holding a quote and a statement
+    fails with a clear error, whether the upgrade runs the migration that names the service
+    roles (from 0010) or only the one that grants them audit staging (from 0017), and no role
+    by that name is created."""
+    hostile = "x'; DROP TABLE audit_sink.audit_records; --"
+    with database_with_roles(postgres_admin_url, revision=start) as made:
+        with pytest.raises(ValueError, match="letters, digits and underscores"):
+            upgrade(made.admin_url, role_prefix=hostile)
+        with psycopg.connect(made.admin_url) as connection:
+            made_roles = connection.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE 'x''%'"
+            ).fetchall()
+            version = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert made_roles == []
+    assert version == (start,)
+
+
 def test_the_example_runs_with_each_service_on_its_own_login(
     postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

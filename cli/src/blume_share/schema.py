@@ -16,7 +16,7 @@ import blume_link_issuer as link_issuer
 import blume_notifier as notifier
 import blume_publisher as publisher
 import blume_share_dispatcher as share_dispatcher
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 from blume_runtime.db import RUNTIME_TABLES, database_url
@@ -68,6 +68,16 @@ def migrator_connect_args(url: str) -> dict[str, str | float]:
     if url.startswith("postgresql"):
         return {"options": "-c search_path=public"}
     return {"timeout": 30.0} if url.startswith("sqlite") else {}
+
+
+def migration_role_prefix() -> str:
+    """The prefix of the service roles' names in the migration being run (``alembic_config``),
+    lower-cased. The migrations put it into SQL, so anything but letters, digits and
+    underscores, starting with a letter, at most 40 long, is refused."""
+    prefix = str(context.config.attributes.get("role_prefix", DEFAULT_ROLE_PREFIX))
+    if not prefix.replace("_", "").isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
+        raise ValueError("the role prefix must be letters, digits and underscores")
+    return prefix.lower()
 
 
 def alembic_config(url: str, *, role_prefix: str = DEFAULT_ROLE_PREFIX) -> Config:

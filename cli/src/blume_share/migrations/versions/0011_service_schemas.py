@@ -40,7 +40,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
+from blume_share.schema import migration_role_prefix
 
 revision: str = "0011"
 down_revision: str | None = "0010"
@@ -83,21 +84,12 @@ AUDIT_FUNCTIONS: Final = (
     "audit_heads_guard_update()",
     "audit_purge_through(text, bigint)",
 )
-DEFAULT_ROLE_PREFIX: Final = "blume_"
-
-
-def role_prefix() -> str:
-    """``blume_`` unless the migrator names another (tests: one per database)."""
-    prefix = str(context.config.attributes.get("role_prefix", DEFAULT_ROLE_PREFIX))
-    if not prefix.replace("_", "").isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
-        raise ValueError("the role prefix must be letters, digits and underscores")
-    return prefix.lower()
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    prefix = role_prefix()
+    prefix = migration_role_prefix()
     # Before anything is created, so the new tables do not get them.
     op.execute(
         f"ALTER DEFAULT PRIVILEGES REVOKE SELECT, INSERT, UPDATE, DELETE ON TABLES "
@@ -249,7 +241,7 @@ def downgrade() -> None:
     op.execute(
         "ALTER FUNCTION public.audit_purge_through(text, bigint) SET search_path = public, pg_temp"
     )
-    prefix = role_prefix()
+    prefix = migration_role_prefix()
     for schema in SCHEMAS:
         # A table keeps its grants when it changes schema: the service's role must not keep
         # its rights on the tables that go back to public.

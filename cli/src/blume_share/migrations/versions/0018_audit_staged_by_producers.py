@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from typing import Final
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
+from blume_share.schema import migration_role_prefix
 
 revision: str = "0018"
 down_revision: str | None = "0017"
@@ -49,15 +50,6 @@ AUDIT_WRITER: Final = "blume_app"
 """The audit writer of migration 0002: it stages as the audit sink does."""
 ENTRY_COLUMNS: Final = "event_source, event_id, received_at, entry"
 CHANNEL: Final = "blume_audit_staged"
-
-
-def _role_prefix() -> str:
-    """As migration 0011 named the service roles, checked again as there: an upgrade that
-    starts past 0011 runs this alone, and the prefix goes into SQL."""
-    prefix = str(context.config.attributes.get("role_prefix", "blume_"))
-    if not prefix.replace("_", "").isalnum() or not prefix[:1].isalpha() or len(prefix) > 40:
-        raise ValueError("the role prefix must be letters, digits and underscores")
-    return prefix.lower()
 
 
 def _create_staging_roles(schema: str | None) -> None:
@@ -82,7 +74,7 @@ def upgrade() -> None:
                 "uq_audit_pending_event", ["event_source", "event_id", "staged_by"]
             )
         return
-    prefix = _role_prefix()
+    prefix = migration_role_prefix()
     op.execute(
         f"ALTER TABLE {AUDIT}.audit_pending ADD COLUMN staged_by varchar(64) NOT NULL "
         f"DEFAULT '{prefix}{AUDIT}'"
@@ -130,7 +122,7 @@ def downgrade() -> None:
             table.create_unique_constraint("uq_audit_pending_event", ["event_source", "event_id"])
             table.drop_column("staged_by")
         return
-    prefix = _role_prefix()
+    prefix = migration_role_prefix()
     op.drop_table("audit_staging_roles", schema=AUDIT)
     op.execute(f"DROP TRIGGER audit_pending_staged ON {AUDIT}.audit_pending")
     op.execute(f"DROP FUNCTION {AUDIT}.audit_staged_notify()")
