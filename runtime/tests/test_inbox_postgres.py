@@ -14,8 +14,16 @@ from typing import Any
 
 import psycopg
 import pytest
+from blume_contracts.audit_entry import AUDIT_SCHEMA, AUDIT_STAGING_TABLE
 from blume_contracts.envelope import CloudEvent
-from blume_runtime.db import STAGED_OUTBOX, Database, InboxEntry, OutboxMessage, utcnow
+from blume_runtime.db import (
+    STAGED_AUDIT,
+    STAGED_OUTBOX,
+    Database,
+    InboxEntry,
+    OutboxMessage,
+    utcnow,
+)
 from blume_runtime.outbox import OutboxRelay
 from blume_runtime.retry import DATABASE_UNAVAILABLE, classify
 from blume_runtime.service import HandlerContext, Service
@@ -230,3 +238,67 @@ async def test_a_claim_abandoned_at_a_timeout_leaves_the_database_usable(
         await holder.rollback()
     async with postgres.transaction() as session:
         assert await postgres.claim(session, "held", [("/s", "k")]) == {("/s", "k")}
+
+
+# What an array in text form must escape or could misread: quotes and backslashes (every JSON
+# entry has them), commas, braces, the word NULL, blanks, an empty string, non-ASCII.
+AWKWARD_TEXTS = (
+    '{"path": "C:\\\\dir", "said": "a \\"b\\""}',
+    "comma, {brace} NULL",
+    "NULL",
+    "  padded  ",
+    "",
+    "naïve ✓ \u2028",
+)
+
+
+async def test_rows_written_together_keep_every_character_on_postgres(
+    migrated_database_url: str,
+) -> None:
+    """Several keys, outbox rows and audit rows go in as one array each (sent in binary):
+    quotes, backslashes, commas, braces, NULL, blanks, an empty string and non-ASCII text
+    come back exactly as given, and a body's every byte value too."""
+    db = Database(migrated_database_url, stages_audit=True)
+    ids = [f"evt-awkward-{n}-{text}" for n, text in enumerate(AWKWARD_TEXTS)]
+    bodies = [bytes(range(256)), b"", *(text.encode() for text in AWKWARD_TEXTS[:4])]
+    try:
+        async with db.transaction() as session:
+            keys = [(text, id_) for text, id_ in zip(AWKWARD_TEXTS, ids, strict=True)]
+            assert await db.claim(session, "awkward", keys) == set(keys)
+            now = utcnow()
+            session.info[STAGED_OUTBOX].extend(
+                {"event_id": id_, "routing_key": text, "body": body, "created_at": now}
+                for id_, text, body in zip(ids, AWKWARD_TEXTS, bodies, strict=True)
+            )
+            session.info[STAGED_AUDIT].extend(
+                (text, id_, now, text) for id_, text in zip(ids, AWKWARD_TEXTS, strict=True)
+            )
+        async with await psycopg.AsyncConnection.connect(migrated_database_url) as check:
+            inbox = await (
+                await check.execute(
+                    "SELECT event_source, event_id FROM runtime_inbox WHERE consumer = 'awkward'"
+                )
+            ).fetchall()
+            outbox = await (
+                await check.execute(
+                    "SELECT event_id, routing_key, body FROM runtime_outbox"
+                    " WHERE event_id = ANY(%s)",
+                    (ids,),
+                )
+            ).fetchall()
+            staged = await (
+                await check.execute(
+                    "SELECT event_source, event_id, entry"
+                    f" FROM {AUDIT_SCHEMA}.{AUDIT_STAGING_TABLE} WHERE event_id = ANY(%s)",
+                    (ids,),
+                )
+            ).fetchall()
+    finally:
+        await db.dispose()
+    assert sorted(inbox) == sorted(keys)
+    assert sorted((id_, key, bytes(body)) for id_, key, body in outbox) == sorted(
+        zip(ids, AWKWARD_TEXTS, bodies, strict=True)
+    )
+    assert sorted(staged) == sorted(
+        (text, id_, text) for id_, text in zip(ids, AWKWARD_TEXTS, strict=True)
+    )

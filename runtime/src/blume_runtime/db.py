@@ -148,16 +148,19 @@ _PG_INBOX_CLAIM: Final = sql.SQL(
 _PG_OUTBOX_INSERT: Final = sql.SQL(
     "INSERT INTO {table} (event_id, routing_key, body, created_at) {rows}"
 )
-# One row (a delivery alone, nearly every one) as plain values: psycopg dumps arrays at
-# several times the CPU of scalars. Many rows as arrays, in their given order.
+# One row (a delivery alone) as plain values: psycopg dumps arrays at several times the CPU
+# of scalars. Many rows as arrays, in their given order, sent in binary (``%b``): in text
+# an array's every quote and backslash is escaped by a regular expression with a Python
+# callback per match, and a JSON entry is full of quotes (8 staged rows: 0.95 ms of CPU in
+# text, 0.15 ms in binary).
 _ONE_INBOX_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
 _INBOX_ROWS: Final = sql.SQL(
     "SELECT %s, key.source, key.id, %s"
-    " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS key(source, id, n) ORDER BY key.n"
+    " FROM unnest(%b::text[], %b::text[]) WITH ORDINALITY AS key(source, id, n) ORDER BY key.n"
 )
 _ONE_OUTBOX_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
 _OUTBOX_ROWS: Final = sql.SQL(
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::timestamptz[])"
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::bytea[], %b::timestamptz[])"
 )
 _OUTBOX_COLUMNS: Final = ("event_id", "routing_key", "body", "created_at")
 # The audit rows a transaction stages (``STAGED_AUDIT``) go into the audit schema's staging
@@ -168,7 +171,7 @@ _PG_AUDIT_STAGE: Final = sql.SQL(
 )
 _ONE_AUDIT_ROW: Final = sql.SQL("VALUES (%s, %s, %s, %s)")
 _AUDIT_ROWS: Final = sql.SQL(
-    "SELECT * FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::text[])"
+    "SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::text[])"
 )
 _AUDIT_STAGING: Final = sql.Identifier(AUDIT_SCHEMA, AUDIT_STAGING_TABLE)
 _SQLITE_AUDIT_STAGE: Final = insert(
