@@ -8,7 +8,9 @@ import stat
 from pathlib import Path
 
 import pytest
+from blume_runtime.settings import Settings
 from blume_share.cli import app
+from blume_share.operations import database
 from typer.testing import CliRunner
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "src/blume_share/examples/study-send-request.json"
@@ -239,3 +241,14 @@ def test_status_shows_the_links_open_and_access_counts(cli: CliRunner, state_dir
     assert as_json["first_opened_at"] == "2026-11-28T14:00:00+00:00"
     assert as_json["last_opened_at"] == "2026-11-28T14:05:00+00:00"
     assert as_json["last_accessed_at"] == "2026-11-28T14:06:00+00:00"
+
+
+def test_a_worker_process_pools_a_connection_per_delivery_in_flight(tmp_path: Path) -> None:
+    """``blume-share run``'s database keeps a PostgreSQL connection for each delivery that
+    may be in flight (``BLUME_PREFETCH``) and one for the outbox sweep: a notifier at full
+    prefetch does not open and close a connection per transaction."""
+    settings = Settings(
+        database_url="postgresql://blume@127.0.0.1:5432/unused", prefetch=40, state_dir=tmp_path
+    )
+    db = database(settings)
+    assert db.engine.sync_engine.pool.size() == 41  # type: ignore[attr-defined]

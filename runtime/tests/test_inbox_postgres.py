@@ -30,6 +30,7 @@ from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
 from blume_runtime.testing import FakeDelivery, RecordingTransport
 from blume_runtime.worker import Worker
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlmodel import select
 
@@ -302,3 +303,33 @@ async def test_rows_written_together_keep_every_character_on_postgres(
     assert sorted(staged) == sorted(
         (text, id_, text) for id_, text in zip(ids, AWKWARD_TEXTS, strict=True)
     )
+
+
+async def test_a_process_holding_every_prefetched_delivery_at_once_reuses_its_connections(
+    migrated_database_url: str,
+) -> None:
+    """A worker without group commit (the notifier) runs as many transactions at once as
+    it has deliveries in flight, and the sweep one more: the process's pool keeps that
+    many connections, so a second wave opens no new connection (no new backend)."""
+    settings = Settings()
+    db = Database(migrated_database_url, pool_size=settings.database_pool_size)
+    opened: list[object] = []
+    event.listen(db.engine.sync_engine.pool, "connect", lambda *_: opened.append(None))
+
+    async def hold(all_in: asyncio.Barrier) -> None:
+        async with db.transaction() as session:
+            await session.connection()  # held until every transaction holds one
+            await all_in.wait()
+
+    try:
+        for wave in range(2):
+            all_in = asyncio.Barrier(settings.database_pool_size)
+            await asyncio.wait_for(
+                asyncio.gather(*(hold(all_in) for _ in range(settings.database_pool_size))),
+                timeout=10,
+            )
+            if wave == 0:
+                assert len(opened) == settings.database_pool_size
+    finally:
+        await db.dispose()
+    assert len(opened) == settings.database_pool_size

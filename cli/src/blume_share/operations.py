@@ -44,7 +44,12 @@ def database(settings: Settings, *, schema: str | None = None) -> Database:
     ``schema``: one service's schema, for a command that writes its outbox (and stages its
     events for the audit store, as the service would)."""
     secure_state_dir(settings)
-    return Database(settings.database, schema=schema, stages_audit=None if schema else False)
+    return Database(
+        settings.database,
+        schema=schema,
+        stages_audit=None if schema else False,
+        pool_size=settings.database_pool_size,
+    )
 
 
 @asynccontextmanager

@@ -103,7 +103,12 @@ class Runtime:
     def _database(self, name: str) -> Database:
         if not self.settings.has_own_database(name):
             return self.db.in_schema(name)
-        own = Database(self.settings.service_database(name), schema=name, stages_audit=None)
+        own = Database(
+            self.settings.service_database(name),
+            schema=name,
+            stages_audit=None,
+            pool_size=self.settings.database_pool_size,
+        )
         self._own_databases.append(own)
         return own
 
@@ -252,7 +257,7 @@ def serve(factories: Sequence[ServiceFactory], settings: Settings | None = None)
     configure_logging(settings.log_level, settings.log_format)
 
     async def main() -> None:
-        db = Database(settings.database)
+        db = Database(settings.database, pool_size=settings.database_pool_size)
         services = [factory(settings) for factory in factories]
         runtime = Runtime(settings, services, db, serve_ops=True)
         try:

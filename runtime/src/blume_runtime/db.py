@@ -124,6 +124,9 @@ class OutboxMessage(SQLModel, table=True):
 
 
 POOL_RECYCLE_SECONDS: Final = 300
+DEFAULT_POOL_SIZE: Final = 10
+POOL_OVERFLOW: Final = 5
+"""Connections opened past the pool for a burst, each closed again when given back."""
 
 _INBOX: Final[Table] = InboxEntry.__table__  # type: ignore[attr-defined]
 OUTBOX_TABLE: Final[Table] = OutboxMessage.__table__  # type: ignore[attr-defined]
@@ -242,7 +245,10 @@ class Database:
         schema: str | None = None,
         echo: bool = False,
         stages_audit: bool | None = False,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> None:
+        """``pool_size``: the connections kept open (PostgreSQL); a worker process passes
+        ``Settings.database_pool_size``, one per transaction it may run at once."""
         self.url = database_url(url, use_async=True)
         self.stages_audit = stages_audit
         """Whether the events emitted in this database's transactions are staged for the
@@ -258,8 +264,8 @@ class Database:
             # pool, and the failure is retried like any outage (``database_unavailable``).
             # Recycling bounds how long an idle connection can sit behind a NAT or proxy.
             options.update(
-                pool_size=10,
-                max_overflow=5,
+                pool_size=pool_size,
+                max_overflow=POOL_OVERFLOW,
                 pool_pre_ping=False,
                 pool_recycle=POOL_RECYCLE_SECONDS,
             )

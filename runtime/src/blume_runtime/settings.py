@@ -128,6 +128,14 @@ class Settings(BaseSettings):
         )
 
     @property
+    def database_pool_size(self) -> int:
+        """Connections a process's pool keeps open: one per delivery it may hold in a
+        transaction at once (``prefetch``: a service without group commit, the notifier,
+        runs them all concurrently) and one for the outbox sweep. Past the pool, a
+        transaction opens and closes a connection, and PostgreSQL a backend, of its own."""
+        return self.prefetch + 1
+
+    @property
     def database(self) -> str:
         if self.database_url is not None:
             return self.database_url.get_secret_value()
