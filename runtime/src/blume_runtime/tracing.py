@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Final
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, TraceFlags
@@ -86,11 +87,28 @@ def derived_context(source: str, event_id: str) -> SpanContext:
     )
 
 
+def recording() -> bool:
+    """Whether a tracer provider is set (``configure_tracing``, or a test's), so that spans
+    may be recorded. Without one, OpenTelemetry's no-op tracer "starts" a span by handing
+    back the current one: the context is carried and nothing else happens, which ``handling``
+    and ``span`` then do themselves, without its machinery (a delivery's consumer span and
+    two steps: 23 µs of CPU through it, 10 µs without)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+
+
 @contextmanager
 def handling(name: str, parent: SpanContext, attributes: Mapping[str, str | int]) -> Iterator[Span]:
     """A consumer span for one handled event, child of ``parent``, current while it runs."""
+    parent_context = trace.set_span_in_context(NonRecordingSpan(parent))
+    if not recording():  # the parent's context is current: what the no-op tracer does
+        token = context_api.attach(parent_context)
+        try:
+            yield trace.get_current_span(parent_context)
+        finally:
+            context_api.detach(token)
+        return
     with tracer().start_as_current_span(
-        name, context=trace.set_span_in_context(NonRecordingSpan(parent)), kind=SpanKind.CONSUMER
+        name, context=parent_context, kind=SpanKind.CONSUMER
     ) as span:
         describe(span, attributes)
         yield span
@@ -118,6 +136,9 @@ def span(
 ) -> Iterator[Span]:
     """A child span of the current one: a transaction, or (``client``) a publish or an
     SMTP exchange."""
+    if not recording():  # the no-op tracer's "child" is the current span itself
+        yield trace.get_current_span()
+        return
     kind = SpanKind.CLIENT if client else SpanKind.INTERNAL
     with tracer().start_as_current_span(name, kind=kind) as current:
         describe(current, attributes or {})
