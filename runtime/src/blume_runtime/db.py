@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final, cast
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Dialect,
+    Executable,
     Insert,
     MetaData,
     Table,
@@ -47,6 +48,7 @@ from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from blume_runtime import metrics
+from blume_runtime.statements import CompiledStatement, compile_statement
 from blume_runtime.tracing import span
 
 
@@ -187,6 +189,11 @@ _SQLITE_AUDIT_STAGE: Final = insert(
         Column("entry"),
     )
 ).prefix_with("OR IGNORE")
+_DATABASE: Final = "blume_database"
+"""The ``session.info`` key of the ``Database`` whose transaction the session is in."""
+_COMPILED_STATEMENTS_KEPT: Final = 256
+"""Past this many, a statement is run through SQLAlchemy: statements built per call (which
+do not belong in ``fetch``) must not grow the cache without end."""
 _DRIVER: Final = "blume_driver_connection"
 """The ``session.info`` key of (transaction, its connection, its psycopg connection)."""
 
@@ -311,6 +318,7 @@ class Database:
                 self._end_sql[(count, audit)] = (
                     sql.SQL("WITH staged AS ({}) {}").format(audit_insert, outbox_insert)
                 ).as_string()
+        self._statements: dict[tuple[int, tuple[str, ...]], CompiledStatement] = {}
         self.engine: AsyncEngine = (
             self._pool_engine
             if self.schema is None
@@ -368,6 +376,7 @@ class Database:
             try:
                 async with session.begin():
                     staged: list[dict[str, Any]] = []
+                    session.info[_DATABASE] = self
                     session.info[STAGED_OUTBOX] = staged
                     if self.stages_audit:
                         session.info[STAGED_AUDIT] = audit
@@ -419,6 +428,38 @@ class Database:
         claimed = await connection.execute(_SQLITE_INBOX_CLAIM, rows)
         return {(row.event_source, row.event_id) for row in claimed}
 
+    async def fetch(
+        self, session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+    ) -> list[Any]:
+        """Run a Core statement built once in the session's transaction; the rows it returned
+        (none for a statement that returns none).
+
+        On PostgreSQL it is compiled once per parameter names (``blume_runtime.statements``)
+        and sent on the transaction's psycopg connection; rows are named tuples. On SQLite it
+        runs through SQLAlchemy; rows are SQLAlchemy's. Either way a row's columns are its
+        attributes, and ``row._asdict()`` maps them.
+        """
+        compiled = None if self.is_sqlite else self._compiled(statement, tuple(params))
+        if compiled is None:
+            result = await (await session.connection()).execute(statement, dict(params))
+            return list(result) if result.returns_rows else []
+        rows = await self._driver(
+            session, compiled.sql, compiled.parameters(params), rows=compiled.row is not None
+        )
+        return compiled.rows(rows)
+
+    def _compiled(self, statement: Executable, names: tuple[str, ...]) -> CompiledStatement | None:
+        key = (id(statement), names)
+        compiled = self._statements.get(key)
+        if compiled is None:
+            if len(self._statements) >= _COMPILED_STATEMENTS_KEPT:
+                return None
+            dialect = self._pool_engine.dialect
+            compiled = self._statements[key] = compile_statement(
+                statement, dialect, self.schema, names
+            )
+        return compiled
+
     async def _write_staged(
         self, session: AsyncSession, outbox: list[dict[str, Any]], audit: list[AuditRow]
     ) -> None:
@@ -445,7 +486,12 @@ class Database:
         await self._driver(session, statement, params, rows=False)
 
     async def _driver(
-        self, session: AsyncSession, statement: str, params: tuple[Any, ...], *, rows: bool
+        self,
+        session: AsyncSession,
+        statement: str,
+        params: Sequence[Any] | Mapping[str, Any],
+        *,
+        rows: bool,
     ) -> list[tuple[Any, ...]]:
         """Run ``statement`` on the session's psycopg connection, in its transaction.
 
@@ -481,6 +527,36 @@ class Database:
             await self._pool_engine.dispose()
 
 
+async def fetch(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Run a Core statement built once (at import) in the session's transaction; its rows.
+
+    In a ``Database.transaction`` on PostgreSQL it goes to the driver directly
+    (``Database.fetch``); anywhere else through SQLAlchemy, as ``connection.execute``. Like
+    ``connection.execute``, it does not flush the session's pending ORM changes first.
+    """
+    database = session.info.get(_DATABASE)
+    if isinstance(database, Database):
+        return await database.fetch(session, statement, params or {})
+    result = await (await session.connection()).execute(statement, dict(params or {}))
+    return list(result) if result.returns_rows else []
+
+
+async def execute(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any] | None = None
+) -> None:
+    """``fetch`` for a statement whose rows, if any, are not needed."""
+    await fetch(session, statement, params)
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """``postgresql`` or ``sqlite``: which of a statement's dialect forms to run."""
+    bind = session.bind
+    assert bind is not None
+    return bind.dialect.name
+
+
 async def flush_pending(session: AsyncSession) -> None:
     """Flush the session's ORM changes, if it has any (a clean session's flush does nothing
     but still costs a switch into SQLAlchemy's greenlet)."""
@@ -489,7 +565,10 @@ async def flush_pending(session: AsyncSession) -> None:
 
 
 async def _raise_as_sqlalchemy(
-    connection: AsyncConnection, error: BaseException, statement: str, params: tuple[Any, ...]
+    connection: AsyncConnection,
+    error: BaseException,
+    statement: str,
+    params: Sequence[Any] | Mapping[str, Any],
 ) -> None:
     def handle(sync_connection: Connection) -> None:
         # SQLAlchemy's own path for a failed statement: disconnect detection, invalidation

@@ -12,6 +12,7 @@ from blume_contracts.sensitivity import fingerprint
 from blume_contracts.tokens import token_hash
 from blume_contracts.urls import link_url
 from blume_runtime.app import serve
+from blume_runtime.db import execute, fetch
 from blume_runtime.sealing import Sealer
 from blume_runtime.service import HandlerContext, Service
 from blume_runtime.settings import Settings
@@ -55,8 +56,7 @@ class LinkIssuer:
             study_instance_uid=request.study_instance_uid,
             **link_columns(request),
         )
-        connection = await ctx.session.connection()
-        await connection.execute(_INSERT, {name: getattr(link, name) for name in _LINK_COLUMNS})
+        await execute(ctx.session, _INSERT, {name: getattr(link, name) for name in _LINK_COLUMNS})
         ctx.emit(
             "share.link.issued",
             ShareLinkIssued.for_request(
@@ -71,16 +71,15 @@ class LinkIssuer:
 
     async def revoke_link(self, event: CloudEvent[ShareRevoked], ctx: HandlerContext) -> None:
         revoked = event.data
-        connection = await ctx.session.connection()
         values = {
             "revoked_share_id": revoked.share_id,
             "revoked_at": revoked.revoked_at,
             "revoked_reason": revoked.reason or "revoked",
         }
-        link_id = (await connection.execute(_REVOKE, values)).scalar()
-        if link_id is None:
+        revoked_links = await fetch(ctx.session, _REVOKE, values)
+        if not revoked_links:
             return  # a Blume share, or already revoked
-        ctx.log.info("link revoked", link_id=link_id)
+        ctx.log.info("link revoked", link_id=revoked_links[0].link_id)
 
 
 def build(settings: Settings) -> Service:

@@ -46,7 +46,7 @@ from blume_contracts.sensitivity import fingerprint
 from blume_contracts.tokens import UnsubscribeClaims
 from blume_contracts.urls import portal_study_url, unsubscribe_url
 from blume_runtime.app import serve
-from blume_runtime.db import utcnow
+from blume_runtime.db import dialect_name, execute, fetch, utcnow
 from blume_runtime.logging import scrub_text
 from blume_runtime.metrics import EMAILS
 from blume_runtime.retry import SMTP_UNAVAILABLE
@@ -86,8 +86,9 @@ dead-lettered for ops to replay once the keys match."""
 
 _NOTIFICATIONS: Final[Table] = Notification.__table__  # type: ignore[attr-defined]
 _KEY: Final = _NOTIFICATIONS.c.notification_key
-# Built once and run on Core: per email one claim before sending and one statement after
-# (the moment of acceptance, or the claim's release), with none of the ORM's identity map.
+# Built once and run with ``blume_runtime.db.fetch`` (on PostgreSQL, on the driver): per email
+# one claim before sending and one statement after (the moment of acceptance, or the claim's
+# release), with none of the ORM's identity map.
 # The claim is INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent claim of the same
 # key waits for this transaction, then returns nothing if it committed.
 _CLAIM: Final[dict[str, Insert]] = {
@@ -183,7 +184,6 @@ class Notifier:
         """
         key = notification_key(share_id, kind)
         message_id = message_id_for(share_id, kind, self._mail_from)
-        connection = await ctx.session.connection()
         claim = {
             "notification_key": key,
             "share_id": share_id,
@@ -191,8 +191,7 @@ class Notifier:
             "recipient_fingerprint": recipient_fingerprint(recipient_email),
             "sent_at": utcnow(),  # the moment of acceptance replaces it before commit
         }
-        claimed = await connection.execute(_CLAIM[connection.dialect.name], claim)
-        if claimed.first() is None:
+        if not await fetch(ctx.session, _CLAIM[dialect_name(ctx.session)], claim):
             # A committed attempt already sent it and emitted share.notification.sent.
             ctx.log.info("email already sent; nothing to do", kind=kind)
             return
@@ -204,13 +203,13 @@ class Notifier:
             email_kind = "sign_in_code" if purpose == "sign_in_code" else kind
             failure = await self._send(compose, message_id, recipient_email, email_kind, deadline)
             if failure is not None:
-                await connection.execute(_RELEASE, {"key": key})
+                await execute(ctx.session, _RELEASE, {"key": key})
                 reason, detail = failure
                 self._fail(ctx, share_id, reason, detail, purpose)
                 return
             accepted_at = utcnow()
             self._accepted.remember(key, accepted_at)
-        await connection.execute(_ACCEPTED, {"key": key, "sent_at": accepted_at})
+        await execute(ctx.session, _ACCEPTED, {"key": key, "sent_at": accepted_at})
         # What the notification records, the event reports: the same id, the same moment.
         # Constructed, not validated again: every field is a validated field of the event
         # being handled (the address, the share id) or made here (the id, the moment), and

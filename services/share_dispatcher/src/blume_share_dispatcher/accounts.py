@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from blume_contracts.consent import AccountFacts
 from blume_contracts.envelope import CloudEvent
 from blume_contracts.events import PatientAccountUpdated
 from blume_contracts.projections import keep_newest
-from blume_runtime.db import timestamp_column
-from sqlalchemy import Index, Select, Table, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from blume_runtime.db import fetch, timestamp_column
+from sqlalchemy import Executable, Index, Select, Table, bindparam, select
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -97,20 +96,19 @@ class SqlPatientDirectory:
 
     async def account(self, tenant_id: str, blume_patient_id: str) -> AccountFacts | None:
         params = {"tenant_id": tenant_id, "blume_patient_id": blume_patient_id}
-        found = (await (await self._connection()).execute(_ACCOUNT, params)).first()
-        return None if found is None else ConsentFacts(*found)
+        found = await self._fetch(_ACCOUNT, params)
+        return ConsentFacts(*found[0]) if found else None
 
     async def accounts_for_mrn(self, tenant_id: str, mrn: str) -> Sequence[AccountFacts]:
         params = {"tenant_id": tenant_id, "mrn": mrn}
-        rows = await (await self._connection()).execute(_ACCOUNTS_FOR_MRN, params)
-        return [ConsentFacts(*row) for row in rows]
+        return [ConsentFacts(*row) for row in await self._fetch(_ACCOUNTS_FOR_MRN, params)]
 
-    async def _connection(self) -> AsyncConnection:
-        """The transaction's connection, with the session's pending writes flushed first.
+    async def _fetch(self, statement: Executable, params: dict[str, str]) -> list[Any]:
+        """Run a read in the transaction, with the session's pending writes flushed first.
 
         A Core read does not autoflush: an account projected earlier in the same batch and
         not flushed yet must still be seen. Nothing pending, nothing flushed (the usual case).
         """
         if self._session.new or self._session.dirty:
             await self._session.flush()
-        return await self._session.connection()
+        return await fetch(self._session, statement, params)

@@ -7,7 +7,9 @@ the ORM needed a SELECT, then a flush. A share no row came back for was unknown,
 state that may not move (a late or duplicate event); only then is it read, to say which.
 
 No ``Share`` is ever loaded into the session: every write goes through here, so no stale copy
-in the session's identity map can hide another handler's write in the same batch.
+in the session's identity map can hide another handler's write in the same batch. The
+statements are built once and run with ``blume_runtime.db.fetch`` (on PostgreSQL, on the
+driver directly); only ``revoke_live``, built per call, runs through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final
 
-from blume_runtime.db import UtcDateTime, utcnow
+from blume_runtime.db import UtcDateTime, execute, fetch, utcnow
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
     Insert,
-    Row,
     Select,
     Table,
     Update,
@@ -59,16 +60,17 @@ def _moves() -> dict[ShareState, Update]:
     for state in ShareState:
         sources = [source for source, targets in TRANSITIONS.items() if state in targets]
         if sources:
+            # Equalities, not IN: a literal list is expanded at each execution, so a
+            # statement holding one cannot be compiled once (``blume_runtime.statements``).
+            may_move = or_(*(_SHARES.c.state == source for source in sources))
             moves[state] = (
-                update(_SHARES)
-                .where(_SHARES.c.share_id == _TARGET, _SHARES.c.state.in_(sources))
-                .returning(*_SHARES.c)
+                update(_SHARES).where(_SHARES.c.share_id == _TARGET, may_move).returning(*_SHARES.c)
             )
     return moves
 
 
-# Built once, so SQLAlchemy compiles each once (its compiled cache keys on the statement and
-# the names of the parameters given, which are the columns it SETs).
+# Built once, so each is compiled once per names of the parameters given (the columns an
+# INSERT or UPDATE sets).
 _INSERT: Final[Insert] = insert(_SHARES)
 _MOVES: Final = _moves()
 _REVOKE: Final[Update] = _MOVES[ShareState.REVOKED].where(
@@ -107,14 +109,14 @@ async def _connection(session: AsyncSession) -> AsyncConnection:
     return await session.connection()
 
 
-def _share(row: Row[Any]) -> Share:
-    return Share(**row._mapping)
+def _share(row: Any) -> Share:
+    return Share(**row._asdict())
 
 
 async def add(session: AsyncSession, share: Share) -> None:
     """Insert a new share (an answered request)."""
     values = {name: getattr(share, name) for name in _COLUMNS}
-    await (await _connection(session)).execute(_INSERT, values)
+    await execute(session, _INSERT, values)
 
 
 async def move(
@@ -184,9 +186,8 @@ async def revoke_live(
 
 async def owner(session: AsyncSession, share_id: str) -> tuple[str, ShareState] | None:
     """The share's tenant and state, or None if there is no such share."""
-    params = {"target_share_id": share_id}
-    row = (await (await _connection(session)).execute(_OWNER, params)).first()
-    return None if row is None else (row.tenant_id, ShareState(row.state))
+    rows = await fetch(session, _OWNER, {"target_share_id": share_id})
+    return (rows[0].tenant_id, ShareState(rows[0].state)) if rows else None
 
 
 async def _changed(
@@ -195,5 +196,5 @@ async def _changed(
     if stamp:
         values["updated_at"] = utcnow()
     values["target_share_id"] = share_id
-    row = (await (await _connection(session)).execute(statement, values)).first()
-    return None if row is None else _share(row)
+    rows = await fetch(session, statement, values)
+    return _share(rows[0]) if rows else None
