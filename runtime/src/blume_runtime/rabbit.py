@@ -6,7 +6,8 @@ channel per consumer with the prefetch, and one publishing channel with publishe
 aiormq channel, so our code receives every delivery's body bytes and AMQP properties with
 nothing decoded on the way, and ``deliver`` settles each exactly once.
 
-Settling: ``ack``; ``retry_later`` republishes to the service's delay tier through its
+Settling: ``ack`` (acks finishing together go as one frame where that is exact:
+``blume_runtime.acks``); ``retry_later`` republishes to the service's delay tier through its
 private exchange and acks once the broker confirmed it; ``dead_letter`` does the same to the
 DLQ. Republished messages carry ``user_id`` (every publish does: RabbitMQ checks it against
 the connection's user) and the ``x-blume-*`` headers of ``wire``.
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import math
 import time
+import weakref
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, cast
@@ -37,6 +39,7 @@ from aiormq.abc import DeliveredMessage
 from blume_contracts.envelope import EXCHANGE
 
 from blume_runtime import amqp_decoding, wire
+from blume_runtime.acks import ChannelAcks
 from blume_runtime.broker_users import BrokerUsers, amqp_user
 from blume_runtime.lifecycle import cancel_and_wait
 from blume_runtime.topology import (
@@ -114,10 +117,15 @@ class _ConsumerSlot:
 
 class _RabbitDelivery(Delivery):
     def __init__(
-        self, message: DeliveredMessage, transport: RabbitTransport, spec: QueueSpec
+        self,
+        message: DeliveredMessage,
+        transport: RabbitTransport,
+        spec: QueueSpec,
+        acks: ChannelAcks,
     ) -> None:
         properties = message.header.properties
         self._message = message
+        self._acks = acks
         self._transport = transport
         self._spec = spec
         self._facts = wire.read_facts(
@@ -145,7 +153,7 @@ class _RabbitDelivery(Delivery):
         try:
             if private_key is not None:
                 await self._transport.publish_private(self._spec, private_key, self._copy(headers))
-            await self._message.channel.basic_ack(cast(int, self._message.delivery_tag))
+            await self._acks.ack(cast(int, self._message.delivery_tag))
         except Exception as error:
             self.settle_error = error
             raise
@@ -195,9 +203,11 @@ class _RabbitDelivery(Delivery):
 
     async def release(self) -> None:
         channel = self._message.channel
+        tag = cast(int, self._message.delivery_tag)
         if not channel.is_closed:  # a closed channel has given it back already
             with contextlib.suppress(Exception):
-                await channel.basic_nack(cast(int, self._message.delivery_tag), requeue=True)
+                await channel.basic_nack(tag, requeue=True)
+                self._acks.settled_otherwise(tag)
 
 
 class RabbitTransport(Transport):
@@ -232,6 +242,10 @@ class RabbitTransport(Transport):
         self._watchdog: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._drained = asyncio.Event()
+        self._acks: weakref.WeakKeyDictionary[aiormq.abc.AbstractChannel, ChannelAcks] = (
+            weakref.WeakKeyDictionary()
+        )
+        """Per consuming channel (a reopened one is another): its acks, coalesced."""
 
     def subscribe(self, queue: QueueSpec, consumer: Consumer) -> None:
         self._slots.append(_ConsumerSlot(queue, consumer))
@@ -303,23 +317,31 @@ class RabbitTransport(Transport):
         slot.underlay, slot.tag, slot.lost_since = underlay, consuming.consumer_tag, None
 
     async def _on_delivery(self, slot: _ConsumerSlot, message: DeliveredMessage) -> None:
+        acks = self._acks.get(message.channel)
+        if acks is None:
+            acks = self._acks[message.channel] = ChannelAcks(message.channel)
+        acks.delivered(cast(int, message.delivery_tag))  # first: see ``blume_runtime.acks``
         self._in_flight += 1
         self._drained.clear()
         try:
-            await self._handle(slot, message)
+            await self._handle(slot, message, acks)
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._drained.set()
 
-    async def _handle(self, slot: _ConsumerSlot, message: DeliveredMessage) -> None:
+    async def _handle(
+        self, slot: _ConsumerSlot, message: DeliveredMessage, acks: ChannelAcks
+    ) -> None:
         context = {"service": slot.spec.service, "queue": slot.spec.name}
         try:
-            delivery = _RabbitDelivery(message, self, slot.spec)
+            delivery = _RabbitDelivery(message, self, slot.spec, acks)
         except Exception as error:  # noqa: BLE001 - no delivery to settle: the broker takes it
             log.error("delivery rejected", error_type=type(error).__name__, **context)
+            tag = cast(int, message.delivery_tag)
             with contextlib.suppress(Exception):
-                await message.channel.basic_reject(cast(int, message.delivery_tag), requeue=False)
+                await message.channel.basic_reject(tag, requeue=False)
+                acks.settled_otherwise(tag)
             return
         try:
             if await delivery.wait_longer():
@@ -333,6 +355,12 @@ class RabbitTransport(Transport):
             await delivery.release()
             return
         await deliver(slot.consumer, delivery, service=slot.spec.service)
+
+    @property
+    def ack_frames_sent(self) -> int:
+        """Ack frames sent on the consuming channels open now (fewer than acks when
+        coalesced); for tests and benchmarks."""
+        return sum(acks.frames for acks in self._acks.values())
 
     def consumer_states(self) -> dict[str, bool]:
         now = time.monotonic()
