@@ -25,8 +25,9 @@ log line, ``delivery settled``, saying which and why; never the body. In order:
    again alone, so that every failure is classified for the delivery it belongs to. A
    service whose handlers have effects outside the database opts out
    (``Service(group_commit=False)``: the notifier, whose emails a rerun would repeat). Each
-   delivery is still acked on its own: acks are one frame each with no reply to wait for,
-   and ``multiple=True`` would need every lower tag of the channel settled first;
+   delivery still asks for its own ack; the RabbitMQ transport sends the acks asked for
+   together as one ``multiple=True`` frame where no lower delivery is unsettled
+   (``blume_runtime.acks``);
 6. **failures**: a contract breach is dead-lettered (``contract``); anything else is put in an
    error class and retried within that class's budget (``blume_runtime.retry``), the first
    retry per class announced through the service's ``on_retry_scheduled`` hook; past the
