@@ -98,10 +98,8 @@ class Share(SQLModel, table=True):
     @classmethod
     def answering(cls, request: RawEvent, **columns: Any) -> Share:
         """The share a ``study.send.requested`` makes, keyed and correlated by its envelope;
-        ``columns`` are the rest (``tenant_id``, ``method`` and ``state`` at least).
-        Constructed, as ``shares`` constructs the shares it reads: defaults filled in,
-        nothing validated (a table model's ``__init__`` validates nothing either)."""
-        return cls.model_construct(
+        ``columns`` are the rest (``tenant_id``, ``method`` and ``state`` at least)."""
+        return cls(
             share_id=share_id_for(request),
             correlation_id=request.correlationid,
             request_source=request.source,
