@@ -12,7 +12,8 @@ driver.
 
 Only a statement built once belongs here: the compiled form is kept per statement. What
 SQLAlchemy does at each execution is refused, with the reason: a parameter it expands then
-(``IN`` of a list; write equalities), or a column default it computes then (give the value).
+(``IN`` of a list; write equalities), a column default it computes then (give the value),
+and a textual statement, which does not say whether it returns rows.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def compile_statement(
         if process is not None:
             bind_processors.append((compiled.escaped_bind_names.get(name, name), process))
     columns = getattr(statement, "exported_columns", None)
+    if columns is None:
+        raise NotCompiledOnceError(
+            "only SELECT, INSERT, UPDATE and DELETE statements say which rows they return: "
+            "run a textual statement through SQLAlchemy"
+        )
     row: type[tuple[Any, ...]] | None = None
     result_processors: list[Processor | None] = []
     if columns:
