@@ -193,13 +193,18 @@ async def test_a_statement_needing_sqlalchemy_at_each_execution_is_refused_with_
 ) -> None:
     """What SQLAlchemy does at each execution is refused on PostgreSQL with the reason: an
     ``IN`` of a list (expanded then), an INSERT leaving out a column whose default SQLAlchemy
-    computes then, a textual statement (which does not say whether it returns rows)."""
+    computes then, a returned column whose processing needs each result's type code (a
+    NUMERIC), a textual statement (which does not say whether it returns rows)."""
     db = Database(postgres_url, schema=SCHEMA)
     expanding = select(_TABLE.c.swatch_id).where(_TABLE.c.colour.in_([Colour.RED, Colour.BLUE]))
     try:
         with pytest.raises(NotCompiledOnceError, match="through SQLAlchemy"):
             async with db.transaction() as session:
                 await fetch(session, expanding)
+        ratio = select((_TABLE.c.uses / 2.0).label("ratio"))
+        with pytest.raises(NotCompiledOnceError, match=r"'ratio'.*type code"):
+            async with db.transaction() as session:
+                await fetch(session, ratio)
         with pytest.raises(NotCompiledOnceError, match="textual statement"):
             async with db.transaction() as session:
                 await fetch(session, text("SELECT swatch_id FROM swatch"))

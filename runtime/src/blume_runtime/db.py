@@ -441,8 +441,7 @@ class Database:
         """
         compiled = None if self.is_sqlite else self._compiled(statement, tuple(params))
         if compiled is None:
-            result = await (await session.connection()).execute(statement, dict(params))
-            return list(result) if result.returns_rows else []
+            return await _through_sqlalchemy(session, statement, params)
         rows = await self._driver(
             session, compiled.sql, compiled.parameters(params), rows=compiled.row is not None
         )
@@ -539,7 +538,13 @@ async def fetch(
     database = session.info.get(_DATABASE)
     if isinstance(database, Database):
         return await database.fetch(session, statement, params or {})
-    result = await (await session.connection()).execute(statement, dict(params or {}))
+    return await _through_sqlalchemy(session, statement, params or {})
+
+
+async def _through_sqlalchemy(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> list[Any]:
+    result = await (await session.connection()).execute(statement, dict(params))
     return list(result) if result.returns_rows else []
 
 

@@ -13,7 +13,8 @@ driver.
 Only a statement built once belongs here: the compiled form is kept per statement. What
 SQLAlchemy does at each execution is refused, with the reason: a parameter it expands then
 (``IN`` of a list; write equalities), a column default it computes then (give the value),
-and a textual statement, which does not say whether it returns rows.
+a returned column processed by each result's type code (NUMERIC, FLOAT), and a textual
+statement, which does not say whether it returns rows.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sqlalchemy import Dialect, Executable
+from sqlalchemy import ColumnElement, Dialect, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
 _EXPANDED: Final = "__[POSTCOMPILE_"
@@ -81,6 +82,19 @@ def _row_type(names: list[str]) -> type[tuple[Any, ...]]:
     return factory("Row", names)
 
 
+def _result_processor(column: ColumnElement[Any], dialect: Dialect) -> Processor | None:
+    """SQLAlchemy's processing of a returned column, decided without the driver's type code
+    of the result (which the compiled form cannot know): a type that needs it (NUMERIC and
+    FLOAT on psycopg) is refused, with the column named."""
+    try:
+        return column.type.dialect_impl(dialect).result_processor(dialect, None)
+    except (TypeError, ValueError, LookupError) as error:
+        raise NotCompiledOnceError(
+            f"the column {column.key!r} ({column.type}) is processed by the type code of each "
+            "result: run the statement through SQLAlchemy"
+        ) from error
+
+
 def compile_statement(
     statement: Executable, dialect: Dialect, schema: str | None, names: Sequence[str]
 ) -> CompiledStatement:
@@ -122,9 +136,7 @@ def compile_statement(
     result_processors: list[Processor | None] = []
     if columns:
         row = _row_type(list(columns.keys()))
-        result_processors = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
-        ]
+        result_processors = [_result_processor(column, dialect) for column in columns]
     return CompiledStatement(
         statement=statement,
         sql=sql,
